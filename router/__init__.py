@@ -1,0 +1,96 @@
+"""Skill- and load-aware call routing: pure, synchronous, clock injected.
+
+The facade is ``Router``; see ``router.router`` for the call flow,
+``router.waiting_line`` for the order of waiting calls and ``router.estimates``
+for wait-time estimates.
+"""
+
+from router.agent_state import AgentState
+from router.calls import (
+    PRIORITY_FREE,
+    PRIORITY_PAID,
+    PRIORITY_VIP,
+    Call,
+    CallStatus,
+    WaitingCallRecord,
+)
+from router.config import AgentProfile, QueueConfig, SkillExpansion, Strategy
+from router.errors import (
+    AgentBusy,
+    DuplicateCall,
+    InvalidArgument,
+    InvalidConfig,
+    InvalidTransition,
+    QueueInUse,
+    RouterError,
+    UnknownAgent,
+    UnknownCall,
+    UnknownQueue,
+    UnknownReservation,
+)
+from router.events import (
+    AgentReserved,
+    AgentRinging,
+    AgentStateChanged,
+    AnnouncementDue,
+    CallAbandoned,
+    CallAnswered,
+    CallEnded,
+    CallExpanded,
+    CallOverflowed,
+    CallQueued,
+    Event,
+    ReservationExpired,
+    ReservationFailed,
+    SiteHealthChanged,
+)
+from router.explanations import CandidateScore, CompetingCall, Decision, Rejection
+from router.router import Reservation, Router
+from router.views import AgentSnapshot, QueueStats
+
+__all__ = [
+    "PRIORITY_FREE",
+    "PRIORITY_PAID",
+    "PRIORITY_VIP",
+    "AgentBusy",
+    "AgentProfile",
+    "AgentReserved",
+    "AgentRinging",
+    "AgentSnapshot",
+    "AgentState",
+    "AgentStateChanged",
+    "AnnouncementDue",
+    "Call",
+    "CallAbandoned",
+    "CallAnswered",
+    "CallEnded",
+    "CallExpanded",
+    "CallOverflowed",
+    "CallQueued",
+    "CallStatus",
+    "CandidateScore",
+    "CompetingCall",
+    "Decision",
+    "DuplicateCall",
+    "Event",
+    "InvalidArgument",
+    "InvalidConfig",
+    "InvalidTransition",
+    "QueueConfig",
+    "QueueInUse",
+    "QueueStats",
+    "Rejection",
+    "Reservation",
+    "ReservationExpired",
+    "ReservationFailed",
+    "Router",
+    "RouterError",
+    "SiteHealthChanged",
+    "SkillExpansion",
+    "Strategy",
+    "UnknownAgent",
+    "UnknownCall",
+    "UnknownQueue",
+    "UnknownReservation",
+    "WaitingCallRecord",
+]
