@@ -1,0 +1,81 @@
+"""Prometheus metrics fed from the domain event stream.
+
+Metrics live in their own registry (not the process-global one) so that
+several servers can run in one test process, and they are updated only by
+subscribing to events: call logic never touches a counter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import generate_latest
+
+from pbx.events import (
+    CallAnswered,
+    CallEnded,
+    CallStarted,
+    EventBus,
+    SipMessageRejected,
+    SipRequestReceived,
+    SipResponseSent,
+)
+
+
+class TelephonyMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter("centralita_sip_requests_received", "SIP requests received",
+                                ["method", "transport"], registry=r)
+        self.responses = Counter("centralita_sip_responses_sent", "SIP responses sent",
+                                 ["method", "code"], registry=r)
+        self.rejected = Counter("centralita_sip_messages_rejected", "Malformed SIP messages",
+                                ["transport", "answered"], registry=r)
+        self.transactions = Gauge("centralita_sip_transactions", "Live SIP transactions", registry=r)
+        self.dialogs = Gauge("centralita_sip_dialogs_active", "Active SIP dialogs", registry=r)
+        self.registrations = Gauge("centralita_sip_registered_contacts", "Registered contact bindings",
+                                   registry=r)
+        self.registered_users = Gauge("centralita_sip_registered_accounts",
+                                      "Accounts with at least one registered contact", registry=r)
+        self.calls_started = Counter("centralita_calls_started", "Calls started", ["kind"], registry=r)
+        self.calls_answered = Counter("centralita_calls_answered", "Calls answered", ["kind"], registry=r)
+        self.calls_ended = Counter("centralita_calls_ended", "Calls ended", ["kind", "cause"], registry=r)
+        self.calls_active = Gauge("centralita_calls_active", "Calls in progress", ["kind"], registry=r)
+        self.call_duration = Histogram("centralita_call_duration_seconds", "Duration of ended calls",
+                                       ["kind"], buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600),
+                                       registry=r)
+        self.rtp_sessions = Gauge("centralita_rtp_sessions", "Open RTP sessions", registry=r)
+
+    def subscribe(self, bus: EventBus) -> None:
+        bus.subscribe(lambda e: self.requests.labels(e.method, e.transport).inc(), SipRequestReceived)
+        bus.subscribe(lambda e: self.responses.labels(e.method, str(e.status)).inc(), SipResponseSent)
+        bus.subscribe(lambda e: self.rejected.labels(e.transport, str(e.answered).lower()).inc(),
+                      SipMessageRejected)
+        bus.subscribe(self._on_call_started, CallStarted)
+        bus.subscribe(lambda e: self.calls_answered.labels(e.kind).inc(), CallAnswered)
+        bus.subscribe(self._on_call_ended, CallEnded)
+
+    def _on_call_started(self, event: CallStarted) -> None:
+        self.calls_started.labels(event.kind).inc()
+        self.calls_active.labels(event.kind).inc()
+
+    def _on_call_ended(self, event: CallEnded) -> None:
+        self.calls_ended.labels(event.kind, event.cause).inc()
+        self.calls_active.labels(event.kind).dec()
+        self.call_duration.labels(event.kind).observe(event.duration)
+
+    def sample_gauges(self, *, transactions: int, dialogs: int, contacts: int, accounts: int,
+                      rtp_sessions: int) -> None:
+        """Levels are read when scraped rather than tracked on every change."""
+        self.transactions.set(transactions)
+        self.dialogs.set(dialogs)
+        self.registrations.set(contacts)
+        self.registered_users.set(accounts)
+        self.rtp_sessions.set(rtp_sessions)
+
+    def render(self, before: Callable[[], None] | None = None) -> bytes:
+        if before is not None:
+            before()
+        return generate_latest(self.registry)

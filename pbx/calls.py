@@ -1,0 +1,599 @@
+"""Calls: INVITE, ACK, BYE, CANCEL and INFO, as a back-to-back user agent.
+
+Every call has a caller leg (we are its UAS). A call to an application
+extension is answered by the server itself: its media terminates here and an
+application (the greeting, later the IVR) drives it. A call to an account is
+bridged: one callee leg per registered contact of that account (we are their
+UAC), the first to answer wins and the others are cancelled.
+
+Media is relayed by the server on both legs rather than re-INVITEd to flow
+directly between the phones: the caller's media already terminates here for
+prompts, hold music and announcements, the relay latches onto the source of
+NATed phones, and it transcodes PCMU<->PCMA when the two phones disagree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from pbx.config import Extension, ServerConfig
+from pbx.endpoint import ALLOW, SipEndpoint, new_tag
+from pbx.events import CallAnswered, CallEnded, CallStarted, EventBus
+from pbx.media.stream import PortAllocator, RtpSession
+from pbx.registrar import Binding, Registrar
+from pbx.sip.address import NameAddress
+from pbx.sip.dialog import Dialog, DialogKey, dialog_key_of
+from pbx.sip.message import Headers, Request, Response, make_response
+from pbx.sip.sdp import (
+    AudioNegotiation,
+    NoAcceptableMedia,
+    SdpError,
+    SessionDescription,
+    accept_answer,
+    build_answer,
+    build_offer,
+    negotiate_audio,
+    parse_sdp,
+)
+from pbx.sip.transaction import TransactionKey
+from pbx.sip.uri import Uri
+from pbx.transport import Address
+
+log = logging.getLogger("pbx.calls")
+
+SDP = "application/sdp"
+TELEPHONE_EVENT_PT = 101
+# Failures of every fork collapse into one answer to the caller: a refusal
+# (busy, decline) is kept as is, anything else means "not reachable now".
+_REFUSALS = (486, 600, 603)
+
+
+class CallApplication(Protocol):
+    """What answers an application extension (the greeting now, the IVR later)."""
+
+    async def run(self, call: AnsweredCall) -> None: ...
+
+
+ApplicationFactory = Callable[[Extension], CallApplication]
+
+
+@dataclass(eq=False)
+class CallLeg:
+    """One SIP dialog of a call: towards the caller (we are UAS) or a callee (we are UAC)."""
+
+    call: Call
+    invite: Request
+    peer: Address
+    transport: str
+    invite_key: TransactionKey | None = None
+    dialog: Dialog | None = None
+    media: RtpSession | None = None
+    negotiation: AudioNegotiation | None = None
+    local_sdp: SessionDescription | None = None
+    local_tag: str = field(default_factory=new_tag)
+    state: str = "trying"  # trying, ringing, answered, confirmed, failed, ended
+    final_status: int | None = None
+
+    @property
+    def answered(self) -> bool:
+        return self.state in ("answered", "confirmed")
+
+
+@dataclass(eq=False)
+class Call:
+    call_id: str
+    kind: str  # "application" or "bridge"
+    caller: str
+    callee: str
+    started_at: float
+    caller_leg: CallLeg | None = None
+    callee_legs: list[CallLeg] = field(default_factory=list)
+    connected_leg: CallLeg | None = None
+    answered_at: float | None = None
+    task: asyncio.Task[None] | None = None
+    ended: bool = False
+
+    @property
+    def key(self) -> str:
+        # The caller's Call-ID and From tag: two INVITEs forked upstream share a Call-ID.
+        tag = self.caller_leg.invite.from_.tag if self.caller_leg else None
+        return f"{self.call_id};{tag}"
+
+
+class AnsweredCall:
+    """The view an application has of a call the server answered."""
+
+    def __init__(self, manager: CallManager, call: Call, leg: CallLeg, extension: Extension) -> None:
+        self._manager = manager
+        self.call = call
+        self.leg = leg
+        self.extension = extension
+        self.digits: asyncio.Queue[str] = asyncio.Queue()
+        self.hung_up = asyncio.Event()
+
+    @property
+    def call_id(self) -> str:
+        return self.call.call_id
+
+    @property
+    def caller(self) -> str:
+        return self.call.caller
+
+    @property
+    def media(self) -> RtpSession:
+        assert self.leg.media is not None
+        return self.leg.media
+
+    def hang_up(self) -> None:
+        self._manager.hang_up(self.call, cause="application")
+
+
+class CallManager:
+    def __init__(self, config: ServerConfig, endpoint: SipEndpoint, registrar: Registrar,
+                 events: EventBus, ports: PortAllocator, applications: ApplicationFactory) -> None:
+        self.config = config
+        self.endpoint = endpoint
+        self.registrar = registrar
+        self.events = events
+        self.ports = ports
+        self.applications = applications
+        self.legs: dict[DialogKey, CallLeg] = {}
+        self.pending: dict[TransactionKey, CallLeg] = {}
+        self.calls: dict[str, Call] = {}
+        self._answered: dict[str, AnsweredCall] = {}
+        endpoint.handlers.update({
+            "INVITE": self.on_invite, "BYE": self.on_bye, "CANCEL": self.on_cancel,
+            "INFO": self.on_info,
+        })
+        endpoint.ack_handler = self.on_ack
+        endpoint.ack_timeout_handler = self.on_ack_timeout
+
+    # -- helpers -------------------------------------------------------------------
+    def _now(self) -> float:
+        return self.endpoint.now()
+
+    def _respond(self, leg: CallLeg, status: int, reason: str | None = None, *, body: bytes = b"",
+                 extra: tuple[tuple[str, str], ...] = ()) -> None:
+        if leg.invite_key is None:
+            return
+        response = make_response(leg.invite, status, reason, to_tag=leg.local_tag, body=body,
+                                 content_type=SDP if body else None)
+        if 100 < status < 300:
+            response.add_header("Contact", str(self.endpoint.contact(leg.transport)))
+            response.add_header("Allow", ALLOW)
+        for name, value in extra:
+            response.add_header(name, value)
+        self.endpoint.respond(leg.invite_key, response)
+
+    def _send_in_dialog(self, leg: CallLeg, method: str, callback: Callable[[Response | None], None] | None = None,
+                        *, body: bytes = b"") -> None:
+        assert leg.dialog is not None
+        request = leg.dialog.create_request(method, body=body, content_type=SDP if body else None)
+        request.add_header("Via", self.endpoint.via(leg.transport), first=True)
+        self.endpoint.send_request(request, leg.peer, leg.transport, callback)
+
+    async def _open_media(self, negotiation: AudioNegotiation | None) -> RtpSession:
+        if negotiation is None:
+            return await RtpSession.open(self.ports)
+        return await RtpSession.open(
+            self.ports,
+            remote=(negotiation.remote_address, negotiation.remote_port),
+            codec=negotiation.codec.encoding.upper(),
+            payload_type=negotiation.payload_type,
+            telephone_event_payload_type=negotiation.telephone_event_pt,
+        )
+
+    def _answer_sdp(self, leg: CallLeg, offer: SessionDescription) -> bytes:
+        assert leg.negotiation is not None and leg.media is not None
+        version = 1 if leg.local_sdp is None else leg.local_sdp.origin.session_version + 1
+        session_id = secrets.randbits(31) if leg.local_sdp is None else leg.local_sdp.origin.session_id
+        answer = build_answer(offer, leg.negotiation, self.config.media.host, leg.media.local_port,
+                              session_id, version)
+        leg.local_sdp = answer
+        return answer.to_bytes()
+
+    def _negotiate(self, leg: CallLeg, request: Request) -> tuple[SessionDescription, AudioNegotiation] | None:
+        """Parse the caller's offer; answers the INVITE itself when it is unusable."""
+        if request.content_type != SDP or not request.body:
+            self._respond(leg, 488, "An SDP offer is required")
+            return None
+        try:
+            offer = parse_sdp(request.body)
+            return offer, negotiate_audio(offer, self.config.media.codecs)
+        except NoAcceptableMedia as exc:
+            response_reason = "Not Acceptable Here"
+            log.info("call %s: no acceptable media: %s", request.call_id, exc)
+            self._respond(leg, 488, response_reason,
+                          extra=(("Warning", '304 centralita "Media type not available"'),))
+        except SdpError as exc:
+            self._respond(leg, 400, f"Bad SDP: {exc}"[:100])
+        return None
+
+    def _accepts_sdp(self, request: Request) -> bool:
+        accept = request.headers.get_all("accept")
+        if not accept:
+            return True
+        kinds = {value.split(";", 1)[0].strip().lower() for value in accept}
+        return bool(kinds & {SDP, "application/*", "*/*"})
+
+    # -- INVITE ----------------------------------------------------------------------
+    def on_invite(self, key: TransactionKey, request: Request, source: Address, transport: str) -> None:
+        if request.to.tag is not None:
+            self._reinvite(key, request, source, transport)
+            return
+        user = request.uri.user_unescaped or ""
+        call = Call(request.call_id, "application", request.from_.uri.user_unescaped or "",
+                    user, self._now())
+        leg = CallLeg(call, request, source, transport, key)
+        call.caller_leg = leg
+        if request.body and request.content_type not in (SDP, None):
+            self._respond(leg, 415, extra=(("Accept", SDP),))
+            return
+        if not self._accepts_sdp(request):
+            self._respond(leg, 406, extra=(("Accept", SDP),))
+            return
+        extension = self.config.extensions.get(user)
+        if extension is not None:
+            self._start(call, leg, self._answer_application(call, leg, extension))
+        elif user in self.config.accounts:
+            caller, refusal = self.registrar.authenticate(request, "Proxy-Authorization", self._now())
+            if refusal is not None:
+                self.endpoint.respond(key, refusal)
+                return
+            call.kind = "bridge"
+            bindings = self.registrar.bindings(user, self._now())
+            if not bindings:
+                self._respond(leg, 480, "Not registered")
+                return
+            call.caller = caller or call.caller
+            self._start(call, leg, self._bridge(call, leg, user, bindings))
+        else:
+            self._respond(leg, 404)
+
+    def _start(self, call: Call, leg: CallLeg, work: object) -> None:
+        negotiated = self._negotiate(leg, leg.invite)
+        if negotiated is None:
+            return
+        self._respond(leg, 100)
+        self.pending[leg.invite_key] = leg  # type: ignore[index]
+        self.calls[call.key] = call
+        self.events.publish(CallStarted(call.call_id, call.caller, call.callee, call.kind))
+        offer, leg.negotiation = negotiated
+
+        async def run() -> None:
+            try:
+                leg.media = await self._open_media(leg.negotiation)
+                if call.ended:
+                    return
+                await work(offer)  # type: ignore[operator]
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("call %s failed", call.call_id)
+                self._end(call, "error", status=500)
+
+        call.task = asyncio.get_running_loop().create_task(run())
+
+    def _answer_application(self, call: Call, leg: CallLeg, extension: Extension) -> Callable[[SessionDescription], object]:
+        async def answer(offer: SessionDescription) -> None:
+            self._confirm_caller(call, leg, offer)
+            handle = AnsweredCall(self, call, leg, extension)
+            self._answered[call.call_id] = handle
+            assert leg.media is not None
+            leg.media.on_dtmf = handle.digits.put_nowait
+            try:
+                await self.applications(extension).run(handle)
+            finally:
+                self._answered.pop(call.call_id, None)
+            if not call.ended:
+                self._end(call, "application")
+        return answer
+
+    def _confirm_caller(self, call: Call, leg: CallLeg, offer: SessionDescription) -> None:
+        """Answer the caller's INVITE with our SDP; the dialog exists from here."""
+        body = self._answer_sdp(leg, offer)
+        leg.dialog = Dialog.as_uas(leg.invite, leg.local_tag, self.endpoint.contact(leg.transport))
+        leg.dialog.confirm()
+        self.legs[leg.dialog.key] = leg
+        leg.state = "answered"
+        self._respond(leg, 200, body=body)
+        self.pending.pop(leg.invite_key, None)  # type: ignore[arg-type]
+        call.answered_at = self._now()
+        self.events.publish(CallAnswered(call.call_id, call.kind))
+
+    # -- bridging to registered phones -------------------------------------------------
+    def _bridge(self, call: Call, caller_leg: CallLeg, user: str, bindings: list[Binding]) -> Callable[[SessionDescription], object]:
+        async def connect(offer: SessionDescription) -> None:
+            media = await self._open_media(None)
+            if call.ended:
+                media.close()
+                return
+            local_offer = build_offer(self.config.media.host, media.local_port, self.config.media.codecs,
+                                      TELEPHONE_EVENT_PT, session_id=secrets.randbits(31), session_version=1)
+            call_id = secrets.token_hex(12) + "@centralita"
+            for binding in bindings:
+                invite = self._callee_invite(caller_leg.invite, user, binding, call_id, local_offer)
+                leg = CallLeg(call, invite, binding.source, binding.transport, media=media,
+                              local_sdp=local_offer)
+                leg.local_tag = invite.from_.tag or ""
+                call.callee_legs.append(leg)
+                leg.invite_key = self.endpoint.send_request(
+                    invite, binding.source, binding.transport,
+                    lambda response, leg=leg: self._on_callee_response(leg, response))
+        return connect
+
+    def _callee_invite(self, original: Request, user: str, binding: Binding, call_id: str,
+                       offer: SessionDescription) -> Request:
+        host, port = self.endpoint.local_address(binding.transport)
+        caller = original.from_
+        from_uri = Uri("sip", user=caller.uri.user, host=host, port=port)
+        headers = Headers()
+        headers.add("Via", self.endpoint.via(binding.transport))
+        headers.add("Max-Forwards", str(max(0, (original.int_header("max-forwards", 255) or 70) - 1)))
+        headers.add("From", str(NameAddress(from_uri, caller.display_name, {"tag": new_tag()})))
+        headers.add("To", str(NameAddress(Uri("sip", user=user, host=host, port=port))))
+        headers.add("Call-ID", call_id)
+        headers.add("CSeq", "1 INVITE")
+        headers.add("Contact", str(self.endpoint.contact(binding.transport)))
+        headers.add("Allow", ALLOW)
+        headers.add("Content-Type", SDP)
+        return Request("INVITE", binding.contact.uri, headers, offer.to_bytes())
+
+    def _on_callee_response(self, leg: CallLeg, response: Response | None) -> None:
+        call = leg.call
+        status = 408 if response is None else response.status
+        if response is not None and 200 <= status < 300:
+            self._callee_answered(leg, response)
+            return
+        if call.ended or leg.state in ("failed", "ended"):
+            return
+        if status < 200:
+            if status in (180, 183) and call.caller_leg is not None and call.caller_leg.state == "trying":
+                call.caller_leg.state = "ringing"
+                self._respond(call.caller_leg, 180)
+            if leg.state == "trying":
+                leg.state = "ringing"
+            return
+        leg.state = "failed"
+        leg.final_status = status
+        if call.connected_leg is None and all(l.state == "failed" for l in call.callee_legs):
+            refusals = [l.final_status for l in call.callee_legs if l.final_status in _REFUSALS]
+            self._end(call, "rejected" if refusals else "unreachable",
+                      status=refusals[0] if refusals else 480)
+
+    def _callee_answered(self, leg: CallLeg, response: Response) -> None:
+        call = leg.call
+        if leg.dialog is None:
+            leg.dialog = Dialog.as_uac(leg.invite, response)
+        ack = leg.dialog.create_ack(leg.invite.cseq[0])
+        ack.add_header("Via", self.endpoint.via(leg.transport), first=True)
+        self.endpoint.send_raw(ack, leg.peer, leg.transport)
+        if leg.state in ("answered", "confirmed"):
+            return  # a retransmitted 2xx: the ACK above was all it needed
+        if call.ended or call.connected_leg is not None:
+            # Another phone answered first (or the caller left): this one is not wanted.
+            leg.state = "answered"
+            self.legs[leg.dialog.key] = leg
+            self._send_in_dialog(leg, "BYE")
+            self._forget_leg(leg)
+            return
+        try:
+            assert leg.local_sdp is not None
+            negotiation = accept_answer(leg.local_sdp, parse_sdp(response.body))
+        except SdpError as exc:
+            log.warning("call %s: unusable answer from %s: %s", call.call_id, leg.peer, exc)
+            leg.state = "answered"
+            self.legs[leg.dialog.key] = leg
+            self._send_in_dialog(leg, "BYE")
+            self._forget_leg(leg)
+            leg.state = "failed"
+            leg.final_status = 488
+            if all(l.state == "failed" for l in call.callee_legs):
+                self._end(call, "unreachable", status=480)
+            return
+        leg.state = "confirmed"
+        leg.negotiation = negotiation
+        self.legs[leg.dialog.key] = leg
+        call.connected_leg = leg
+        for other in call.callee_legs:
+            if other is not leg and other.state in ("trying", "ringing") and other.invite_key is not None:
+                other.state = "failed"
+                self.endpoint.cancel(other.invite_key)
+        assert leg.media is not None
+        leg.media.configure((negotiation.remote_address, negotiation.remote_port),
+                            codec=negotiation.codec.encoding.upper(), payload_type=negotiation.payload_type,
+                            telephone_event_payload_type=negotiation.telephone_event_pt)
+        caller_leg = call.caller_leg
+        assert caller_leg is not None and caller_leg.media is not None
+        offer = parse_sdp(caller_leg.invite.body)
+        self._confirm_caller(call, caller_leg, offer)
+        caller_leg.media.forward_to(leg.media)
+        leg.media.forward_to(caller_leg.media)
+
+    # -- in-dialog requests ------------------------------------------------------------
+    def _leg_for(self, request: Request) -> CallLeg | None:
+        return self.legs.get(dialog_key_of(request, we_are_uas=True))
+
+    def _reinvite(self, key: TransactionKey, request: Request, source: Address, transport: str) -> None:
+        leg = self._leg_for(request)
+        if leg is None or leg.dialog is None or leg.media is None:
+            self.endpoint.respond(key, make_response(request, 481))
+            return
+        refusal = leg.dialog.receive_request(request)
+        if refusal is not None:
+            self.endpoint.respond(key, make_response(request, refusal))
+            return
+        if not request.body:
+            # An offerless re-INVITE (a refresh): offer our current description again.
+            assert leg.local_sdp is not None
+            response = make_response(request, 200, body=leg.local_sdp.to_bytes(), content_type=SDP)
+            response.add_header("Contact", str(self.endpoint.contact(leg.transport)))
+            self.endpoint.respond(key, response)
+            return
+        try:
+            offer = parse_sdp(request.body)
+            negotiation = negotiate_audio(offer, self.config.media.codecs)
+        except NoAcceptableMedia:
+            self.endpoint.respond(key, make_response(request, 488))
+            return
+        except SdpError as exc:
+            self.endpoint.respond(key, make_response(request, 400, f"Bad SDP: {exc}"[:100]))
+            return
+        # Hold and resume change where and whether we send; the dialog stays.
+        leg.negotiation = negotiation
+        leg.media.configure((negotiation.remote_address, negotiation.remote_port),
+                            codec=negotiation.codec.encoding.upper(), payload_type=negotiation.payload_type,
+                            telephone_event_payload_type=negotiation.telephone_event_pt)
+        body = self._answer_sdp(leg, offer)
+        response = make_response(request, 200, body=body, content_type=SDP)
+        response.add_header("Contact", str(self.endpoint.contact(leg.transport)))
+        self.endpoint.respond(key, response)
+
+    def on_ack(self, request: Request, source: Address) -> None:
+        leg = self._leg_for(request)
+        if leg is not None and leg.state == "answered":
+            leg.state = "confirmed"
+
+    def on_ack_timeout(self, request: Request) -> None:
+        leg = self._leg_for_invite(request)
+        if leg is not None and not leg.call.ended:
+            log.info("call %s: no ACK for our 2xx, hanging up", leg.call.call_id)
+            self._end(leg.call, "no_ack", ended_by=None)
+
+    def _leg_for_invite(self, invite: Request) -> CallLeg | None:
+        tag = invite.to.tag
+        for leg in self.legs.values():
+            if leg.invite is invite or (leg.invite.call_id == invite.call_id and tag in (None, leg.local_tag)):
+                return leg
+        return None
+
+    def on_bye(self, key: TransactionKey, request: Request, source: Address, transport: str) -> None:
+        leg = self._leg_for(request)
+        if leg is None or leg.dialog is None:
+            self.endpoint.respond(key, make_response(request, 481))
+            return
+        refusal = leg.dialog.receive_request(request)
+        if refusal is not None:
+            self.endpoint.respond(key, make_response(request, refusal))
+            return
+        self.endpoint.respond(key, make_response(request, 200))
+        leg.state = "ended"
+        self._forget_leg(leg)
+        self._end(leg.call, "caller_hangup" if leg is leg.call.caller_leg else "callee_hangup", ended_by=leg)
+
+    def on_cancel(self, key: TransactionKey, request: Request, source: Address, transport: str) -> None:
+        invite_key = self.endpoint.transactions.find_invite_for_cancel(request)
+        leg = self.pending.get(invite_key) if invite_key is not None else None
+        if invite_key is None:
+            self.endpoint.respond(key, make_response(request, 481))
+            return
+        self.endpoint.respond(key, make_response(request, 200))
+        if leg is not None and not leg.answered:
+            self._end(leg.call, "cancelled", status=487)
+
+    def on_info(self, key: TransactionKey, request: Request, source: Address, transport: str) -> None:
+        leg = self._leg_for(request)
+        if leg is None:
+            self.endpoint.respond(key, make_response(request, 481))
+            return
+        digit = _dtmf_from_info(request)
+        self.endpoint.respond(key, make_response(request, 200))
+        handle = self._answered.get(leg.call.call_id)
+        if digit is not None and handle is not None:
+            handle.digits.put_nowait(digit)
+        elif digit is not None and leg.call.connected_leg is not None:
+            other = leg.call.connected_leg if leg is leg.call.caller_leg else leg.call.caller_leg
+            if other is not None and other.media is not None and not other.media.closed:
+                other.media.send_dtmf(digit)
+
+    # -- ending --------------------------------------------------------------------
+    def hang_up(self, call: Call, cause: str) -> None:
+        if not call.ended:
+            self._end(call, cause)
+
+    def _end(self, call: Call, cause: str, *, status: int | None = None, ended_by: CallLeg | None = None) -> None:
+        """Tear down every leg of `call` that `ended_by` did not already end."""
+        if call.ended:
+            return
+        call.ended = True
+        legs = [call.caller_leg, *call.callee_legs]
+        for leg in legs:
+            if leg is None or leg is ended_by or leg.state in ("ended",):
+                continue
+            if leg.answered and leg.dialog is not None:
+                self._send_in_dialog(leg, "BYE")
+            elif leg is call.caller_leg:
+                self._respond(leg, status or 480)
+            elif leg.state in ("trying", "ringing") and leg.invite_key is not None:
+                self.endpoint.cancel(leg.invite_key)
+            leg.state = "ended"
+            self._forget_leg(leg)
+        for leg in legs:
+            if leg is not None and leg.media is not None and not leg.media.closed:
+                leg.media.close()
+        handle = self._answered.get(call.call_id)
+        if handle is not None:
+            handle.hung_up.set()
+        if call.task is not None and not call.task.done() and call.task is not asyncio.current_task():
+            call.task.cancel()
+        self.calls.pop(call.key, None)
+        duration = self._now() - (call.answered_at or call.started_at)
+        self.events.publish(CallEnded(call.call_id, call.kind, cause, status, duration))
+
+    def _forget_leg(self, leg: CallLeg) -> None:
+        if leg.dialog is not None:
+            self.legs.pop(leg.dialog.key, None)
+        if leg.invite_key is not None:
+            self.pending.pop(leg.invite_key, None)
+            if leg is not leg.call.caller_leg:
+                self.endpoint.forget_client(leg.invite_key)
+
+    # -- housekeeping ----------------------------------------------------------------
+    def reap_silent_calls(self, now: float) -> int:
+        """Hang up answered calls whose media stopped: the peer vanished without a BYE."""
+        timeout = self.config.media.rtp_timeout
+        reaped = 0
+        for call in list(self.calls.values()):
+            if call.ended or call.answered_at is None:
+                continue
+            for leg in (call.caller_leg, call.connected_leg):
+                if leg is None or leg.media is None:
+                    continue
+                last = leg.media.last_received_at or call.answered_at
+                if now - last > timeout:
+                    log.info("call %s: no RTP from %s for %.0f s, hanging up", call.call_id, leg.peer,
+                             now - last)
+                    self._end(call, "media_timeout")
+                    reaped += 1
+                    break
+        return reaped
+
+    def close_all(self) -> None:
+        for call in list(self.calls.values()):
+            self._end(call, "shutdown", status=503)
+
+    @property
+    def active_dialogs(self) -> int:
+        return len(self.legs)
+
+
+def _dtmf_from_info(request: Request) -> str | None:
+    """The digit of an INFO carrying application/dtmf-relay (Signal=5) or application/dtmf (5)."""
+    kind = request.content_type
+    text = request.body.decode("ascii", "replace").strip()
+    if kind == "application/dtmf-relay":
+        for line in text.splitlines():
+            name, _, value = line.partition("=")
+            if name.strip().lower() == "signal":
+                text = value.strip()
+                break
+        else:
+            return None
+    elif kind != "application/dtmf":
+        return None
+    return text if len(text) == 1 and text in "0123456789*#ABCDabcd" else None

@@ -1,0 +1,137 @@
+"""The `pbx` command: `pbx serve` runs the server, `pbx check-config FILE` validates a configuration."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from pbx.config import ConfigError, ListenAddress, ServerConfig, load_config, parse_host_port
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per line, for log shippers."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def _setup_logging(level: str, fmt: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonLogFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+
+
+def _apply_overrides(config: ServerConfig, args: argparse.Namespace) -> ServerConfig:
+    sip = config.sip
+    if args.sip_listen:
+        host, port = parse_host_port(args.sip_listen)
+        sip = dataclasses.replace(sip, listen=(ListenAddress("udp", host, port), ListenAddress("tcp", host, port)))
+    if args.sip_trace:
+        sip = dataclasses.replace(sip, trace=True)
+    http = config.http
+    if args.http_listen:
+        host, port = parse_host_port(args.http_listen)
+        http = dataclasses.replace(http, host=host, port=port)
+    return dataclasses.replace(config, sip=sip, http=http)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    _setup_logging(args.log_level, args.log_format)
+    var_dir = Path(args.var_dir)
+    try:
+        config = _apply_overrides(load_config(Path(args.config) if args.config else None, var_dir=var_dir), args)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    from pbx.server import Server
+
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency, but keep serving without it
+        uvloop = None
+
+    async def run() -> int:
+        server = Server(config, var_dir=var_dir)
+        try:
+            await server.start()
+        except OSError as exc:
+            logging.getLogger("pbx").error("cannot start: %s", exc)
+            await server.stop()
+            return 1
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await server.stop()
+        return 0
+
+    if uvloop is not None:
+        return uvloop.run(run())
+    return asyncio.run(run())
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(Path(args.file))
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        print(f"{args.file}: {len(exc.problems)} problem(s)", file=sys.stderr)
+        return 1
+    listen = ", ".join(str(a) for a in config.sip.listen)
+    print(f"{args.file}: OK (SIP {listen}; HTTP {config.http.host}:{config.http.port}; "
+          f"{len(config.accounts)} accounts; {len(config.extensions)} extensions)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pbx", description="Centralita contact-center telephony server")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the server")
+    serve.add_argument("--config", metavar="FILE", help="YAML configuration (default: the embedded demo)")
+    serve.add_argument("--sip-listen", metavar="HOST:PORT", help="SIP address for UDP and TCP (overrides the config)")
+    serve.add_argument("--http-listen", metavar="HOST:PORT", help="HTTP address (overrides the config)")
+    serve.add_argument("--var-dir", default="var", metavar="DIR", help="state directory (default: ./var)")
+    serve.add_argument("--sip-trace", action="store_true", help="log every SIP message in and out")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--log-format", default="text", choices=["text", "json"])
+    serve.set_defaults(func=_serve)
+
+    check = commands.add_parser("check-config", help="validate a configuration file and exit")
+    check.add_argument("file", metavar="FILE")
+    check.set_defaults(func=_check_config)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

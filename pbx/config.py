@@ -1,0 +1,344 @@
+"""The server's configuration: one YAML file, validated with located errors.
+
+`load_config(path)` returns a `ServerConfig` or raises `ConfigError` listing
+every problem as ``FILE:LINE: key: reason``. With no path the embedded demo
+contact center (`default_config.yaml`) is used.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from pbx.config_file import ConfigError, LocatedDocument, load_yaml, load_yaml_file
+
+DEFAULT_CONFIG_NAME = "default_config.yaml"
+TRANSPORTS = ("udp", "tcp")
+
+
+@dataclass(frozen=True)
+class ListenAddress:
+    transport: str
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.transport}:{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Account:
+    user: str
+    password: str
+    display_name: str | None = None
+
+
+@dataclass(frozen=True)
+class Extension:
+    """A number answered by the server itself rather than by a registered phone."""
+
+    number: str
+    application: str
+    prompt: str | None = None
+    language: str = "en"
+
+
+@dataclass(frozen=True)
+class SipSettings:
+    listen: tuple[ListenAddress, ...]
+    realm: str = "centralita"
+    domain: str | None = None
+    trace: bool = False
+    min_expires: int = 60
+    max_expires: int = 3600
+    default_expires: int = 600
+    nonce_lifetime: float = 300.0
+    t1: float = 0.5
+    t2: float = 4.0
+    t4: float = 5.0
+    user_agent: str = "Centralita"
+
+
+@dataclass(frozen=True)
+class MediaSettings:
+    host: str = "127.0.0.1"
+    port_min: int = 20000
+    port_max: int = 29999
+    codecs: tuple[str, ...] = ("PCMU", "PCMA")
+    rtp_timeout: float = 60.0
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    api_token: str | None = None
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    source: str
+    sip: SipSettings
+    media: MediaSettings
+    http: HttpSettings
+    store_url: str
+    accounts: dict[str, Account] = field(default_factory=dict)
+    extensions: dict[str, Extension] = field(default_factory=dict)
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+APPLICATIONS = ("greeting",)
+_TOP_LEVEL_KEYS = {"sip", "media", "http", "store", "accounts", "extensions",
+                   "agents", "queues", "sites", "customers", "ivr"}
+
+
+class _Reader:
+    """Typed access to a located document that collects problems instead of stopping."""
+
+    def __init__(self, document: LocatedDocument) -> None:
+        self.document = document
+        self.problems: list[str] = []
+
+    def fail(self, path: str, reason: str) -> None:
+        self.problems.append(self.document.problem(path, reason))
+
+    def section(self, data: Any, path: str, allowed: set[str]) -> dict[str, Any]:
+        if data is None:
+            return {}
+        if not isinstance(data, dict):
+            self.fail(path, "must be a mapping")
+            return {}
+        for key in data:
+            if key not in allowed:
+                self.fail(f"{path}.{key}" if path else key,
+                          f"unknown key (expected one of: {', '.join(sorted(allowed))})")
+        return data
+
+    def string(self, data: dict[str, Any], key: str, path: str, default: str | None = None,
+               *, required: bool = False) -> str | None:
+        value = data.get(key, default)
+        if value is None:
+            if required:
+                self.fail(f"{path}.{key}", "is required")
+            return None
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            self.fail(f"{path}.{key}", "must be a string")
+            return default
+        return str(value)
+
+    def number(self, data: dict[str, Any], key: str, path: str, default: float,
+               *, minimum: float, maximum: float, integer: bool = False) -> Any:
+        value = data.get(key, default)
+        kind = int if integer else (int, float)
+        if isinstance(value, bool) or not isinstance(value, kind):
+            self.fail(f"{path}.{key}", f"must be {'an integer' if integer else 'a number'}")
+            return default
+        if not minimum <= value <= maximum:
+            self.fail(f"{path}.{key}", f"must be between {minimum} and {maximum}, not {value}")
+            return default
+        return value
+
+    def boolean(self, data: dict[str, Any], key: str, path: str, default: bool) -> bool:
+        value = data.get(key, default)
+        if not isinstance(value, bool):
+            self.fail(f"{path}.{key}", "must be true or false")
+            return default
+        return value
+
+
+def parse_host_port(text: str) -> tuple[str, int]:
+    """`HOST:PORT` or `[V6]:PORT`; raises ValueError with a readable reason."""
+    if text.startswith("["):
+        host, sep, port_text = text[1:].partition("]:")
+    else:
+        host, sep, port_text = text.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"{text!r} is not HOST:PORT")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"{host!r} is not an IP address") from None
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f"{port_text!r} is not a port number")
+    return host, int(port_text)
+
+
+def _listen_addresses(reader: _Reader, value: Any, path: str) -> tuple[ListenAddress, ...]:
+    items = value if isinstance(value, list) else [value]
+    found: list[ListenAddress] = []
+    for i, item in enumerate(items):
+        item_path = f"{path}[{i}]" if isinstance(value, list) else path
+        if not isinstance(item, str):
+            reader.fail(item_path, "must be a string like 'udp:127.0.0.1:5060' or '127.0.0.1:5060'")
+            continue
+        transport, sep, rest = item.partition(":")
+        transports: tuple[str, ...]
+        if sep and transport.lower() in TRANSPORTS:
+            transports, address = (transport.lower(),), rest
+        else:
+            transports, address = TRANSPORTS, item
+        try:
+            host, port = parse_host_port(address)
+        except ValueError as exc:
+            reader.fail(item_path, str(exc))
+            continue
+        found.extend(ListenAddress(t, host, port) for t in transports)
+    if not found and not reader.problems:
+        reader.fail(path, "needs at least one address")
+    return tuple(found)
+
+
+def _sip(reader: _Reader, data: Any) -> SipSettings:
+    path = "sip"
+    section = reader.section(data, path, {
+        "listen", "realm", "domain", "trace", "min_expires", "max_expires", "default_expires",
+        "nonce_lifetime", "timers", "user_agent"})
+    listen = _listen_addresses(reader, section.get("listen", "127.0.0.1:5060"), f"{path}.listen")
+    timers = reader.section(section.get("timers"), f"{path}.timers", {"t1", "t2", "t4"})
+    min_expires = reader.number(section, "min_expires", path, 60, minimum=1, maximum=86400, integer=True)
+    max_expires = reader.number(section, "max_expires", path, 3600, minimum=1, maximum=604800, integer=True)
+    if max_expires < min_expires:
+        reader.fail(f"{path}.max_expires", "must not be below min_expires")
+    return SipSettings(
+        listen=listen,
+        realm=reader.string(section, "realm", path, "centralita") or "centralita",
+        domain=reader.string(section, "domain", path),
+        trace=reader.boolean(section, "trace", path, False),
+        min_expires=min_expires,
+        max_expires=max_expires,
+        default_expires=reader.number(section, "default_expires", path, 600, minimum=1,
+                                      maximum=604800, integer=True),
+        nonce_lifetime=reader.number(section, "nonce_lifetime", path, 300, minimum=5, maximum=86400),
+        t1=reader.number(timers, "t1", f"{path}.timers", 0.5, minimum=0.05, maximum=10),
+        t2=reader.number(timers, "t2", f"{path}.timers", 4.0, minimum=0.1, maximum=60),
+        t4=reader.number(timers, "t4", f"{path}.timers", 5.0, minimum=0.1, maximum=60),
+        user_agent=reader.string(section, "user_agent", path, "Centralita") or "Centralita",
+    )
+
+
+def _media(reader: _Reader, data: Any) -> MediaSettings:
+    path = "media"
+    section = reader.section(data, path, {"host", "port_min", "port_max", "codecs", "rtp_timeout"})
+    host = reader.string(section, "host", path, "127.0.0.1") or "127.0.0.1"
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        reader.fail(f"{path}.host", f"{host!r} is not an IP address")
+    port_min = reader.number(section, "port_min", path, 20000, minimum=1024, maximum=65534, integer=True)
+    port_max = reader.number(section, "port_max", path, 29999, minimum=1025, maximum=65535, integer=True)
+    if port_max <= port_min:
+        reader.fail(f"{path}.port_max", "must be above port_min")
+    codecs = section.get("codecs", ["PCMU", "PCMA"])
+    if not isinstance(codecs, list) or not codecs or any(c not in ("PCMU", "PCMA") for c in codecs):
+        reader.fail(f"{path}.codecs", "must be a non-empty list of PCMU and/or PCMA")
+        codecs = ["PCMU", "PCMA"]
+    return MediaSettings(host, port_min, port_max, tuple(codecs),
+                         reader.number(section, "rtp_timeout", path, 60, minimum=1, maximum=3600))
+
+
+def _http(reader: _Reader, data: Any) -> HttpSettings:
+    path = "http"
+    section = reader.section(data, path, {"listen", "api_token"})
+    host, port = "127.0.0.1", 8080
+    listen = section.get("listen", "127.0.0.1:8080")
+    if isinstance(listen, str):
+        try:
+            host, port = parse_host_port(listen)
+        except ValueError as exc:
+            reader.fail(f"{path}.listen", str(exc))
+    else:
+        reader.fail(f"{path}.listen", "must be a string HOST:PORT")
+    return HttpSettings(host, port, reader.string(section, "api_token", path))
+
+
+def _accounts(reader: _Reader, data: Any) -> dict[str, Account]:
+    accounts: dict[str, Account] = {}
+    if data is None:
+        return accounts
+    if not isinstance(data, list):
+        reader.fail("accounts", "must be a list of {user, password}")
+        return accounts
+    for i, item in enumerate(data):
+        path = f"accounts[{i}]"
+        entry = reader.section(item, path, {"user", "password", "name"})
+        user = reader.string(entry, "user", path, required=True)
+        password = reader.string(entry, "password", path, required=True)
+        if user is None or password is None:
+            continue
+        if not user or any(c in user for c in " @:;<>\"") :
+            reader.fail(f"{path}.user", f"{user!r} is not a valid SIP user name")
+            continue
+        if user in accounts:
+            reader.fail(f"{path}.user", f"account {user} is defined twice")
+            continue
+        accounts[user] = Account(user, password, reader.string(entry, "name", path))
+    return accounts
+
+
+def _extensions(reader: _Reader, data: Any, accounts: dict[str, Account],
+                base_dir: Path | None) -> dict[str, Extension]:
+    extensions: dict[str, Extension] = {}
+    if data is None:
+        return extensions
+    if not isinstance(data, dict):
+        reader.fail("extensions", "must be a mapping of number -> {application: ...}")
+        return extensions
+    for number, item in data.items():
+        path = f"extensions.{number}"
+        entry = reader.section(item, path, {"application", "prompt", "language"})
+        application = reader.string(entry, "application", path, required=True)
+        if application is None:
+            continue
+        if application not in APPLICATIONS:
+            reader.fail(f"{path}.application",
+                        f"unknown application {application!r} (expected one of: {', '.join(APPLICATIONS)})")
+            continue
+        if number in accounts:
+            reader.fail(path, f"extension {number} is also an account")
+            continue
+        prompt = reader.string(entry, "prompt", path)
+        if prompt is not None and ("/" in prompt or prompt.endswith(".wav")):
+            prompt_path = Path(prompt)
+            if base_dir is not None and not prompt_path.is_absolute():
+                prompt_path = base_dir / prompt_path
+            if not prompt_path.is_file():
+                reader.fail(f"{path}.prompt", f"prompt file {prompt_path} does not exist")
+            prompt = str(prompt_path)
+        extensions[str(number)] = Extension(str(number), application, prompt,
+                                            reader.string(entry, "language", path, "en") or "en")
+    return extensions
+
+
+def _store_url(reader: _Reader, data: Any, var_dir: Path) -> str:
+    section = reader.section(data, "store", {"url"})
+    url = reader.string(section, "url", "store")
+    if url is None:
+        return f"sqlite+aiosqlite:///{var_dir / 'centralita.db'}"
+    if not (url.startswith("sqlite+aiosqlite://") or url.startswith("postgresql+asyncpg://")):
+        reader.fail("store.url", "must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
+    return url
+
+
+def build_config(document: LocatedDocument, *, var_dir: Path, base_dir: Path | None) -> ServerConfig:
+    reader = _Reader(document)
+    data = reader.section(document.data, "", _TOP_LEVEL_KEYS)
+    sip = _sip(reader, data.get("sip"))
+    media = _media(reader, data.get("media"))
+    http = _http(reader, data.get("http"))
+    store_url = _store_url(reader, data.get("store"), var_dir)
+    accounts = _accounts(reader, data.get("accounts"))
+    extensions = _extensions(reader, data.get("extensions"), accounts, base_dir)
+    if reader.problems:
+        raise ConfigError(reader.problems)
+    return ServerConfig(document.source, sip, media, http, store_url, accounts, extensions, data)
+
+
+def load_config(path: Path | None, *, var_dir: Path = Path("var")) -> ServerConfig:
+    if path is None:
+        text = resources.files("pbx").joinpath(DEFAULT_CONFIG_NAME).read_text(encoding="utf-8")
+        return build_config(load_yaml(text, f"<embedded {DEFAULT_CONFIG_NAME}>"),
+                            var_dir=var_dir, base_dir=None)
+    return build_config(load_yaml_file(path), var_dir=var_dir, base_dir=path.parent)

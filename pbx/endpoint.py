@@ -1,0 +1,288 @@
+"""The SIP endpoint: parse what the transports deliver, run the transaction
+layer against the loop's clock, and hand requests to their method's handler.
+
+It owns the only timer of the SIP stack: one `call_at` for the transaction
+layer's next deadline, never one timer per transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Callable
+from typing import Protocol
+
+from pbx.events import EventBus, SipMessageRejected, SipRequestReceived, SipResponseSent
+from pbx.sip.address import NameAddress
+from pbx.sip.errors import SipParseError
+from pbx.sip.message import Request, Response, make_response, parse_message
+from pbx.sip.transaction import (
+    AckReceived,
+    AckTimedOut,
+    RequestReceived,
+    ResponseReceived,
+    SendMessage,
+    TimerConfig,
+    TransactionKey,
+    TransactionLayer,
+    TransactionTimedOut,
+)
+from pbx.sip.uri import Uri
+from pbx.transport import Address, Transports
+
+log = logging.getLogger("pbx.endpoint")
+
+SUPPORTED_METHODS = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "INFO")
+# Methods of other SIP extensions: we know them, so 405 rather than 501 (RFC 3261 §8.2.1).
+KNOWN_METHODS = frozenset({"PRACK", "UPDATE", "SUBSCRIBE", "NOTIFY", "PUBLISH", "MESSAGE", "REFER"})
+SUPPORTED_EXTENSIONS: frozenset[str] = frozenset()
+ALLOW = ", ".join(SUPPORTED_METHODS)
+
+ResponseCallback = Callable[[Response | None], None]
+
+
+class RequestHandler(Protocol):
+    def __call__(self, key: TransactionKey, request: Request, source: Address, transport: str) -> None: ...
+
+
+def new_branch() -> str:
+    return "z9hG4bK" + secrets.token_hex(8)
+
+
+def new_tag() -> str:
+    return secrets.token_hex(6)
+
+
+class SipEndpoint:
+    def __init__(self, transports: Transports, events: EventBus, *, timers: TimerConfig,
+                 user_agent: str) -> None:
+        self.transports = transports
+        self.events = events
+        self.transactions = TransactionLayer(timers)
+        self.user_agent = user_agent
+        self.handlers: dict[str, RequestHandler] = {}
+        self.ack_handler: Callable[[Request, Address], None] | None = None
+        self.ack_timeout_handler: Callable[[Request], None] | None = None
+        self._client_callbacks: dict[TransactionKey, ResponseCallback] = {}
+        self._server_methods: dict[TransactionKey, str] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -- clock -------------------------------------------------------------------
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop
+
+    def now(self) -> float:
+        return self.loop.time()
+
+    def _reschedule(self) -> None:
+        deadline = self.transactions.next_deadline()
+        if deadline is None:
+            return
+        if self._timer_at is not None and self._timer_at <= deadline:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = deadline
+        self._timer = self.loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self._process(self.transactions.poll(self.now()))
+
+    # -- local identity ------------------------------------------------------------
+    def local_address(self, transport: str) -> tuple[str, int]:
+        local = self.transports.local.get(transport) or next(iter(self.transports.local.values()))
+        return local.host, local.port
+
+    def contact(self, transport: str, user: str | None = None) -> NameAddress:
+        host, port = self.local_address(transport)
+        params: dict[str, str | None] = {} if transport == "UDP" else {"transport": transport.lower()}
+        return NameAddress(Uri("sip", user=user, host=host, port=port, params=params))
+
+    def via(self, transport: str) -> str:
+        host, port = self.local_address(transport)
+        return f"SIP/2.0/{transport} {host}:{port};branch={new_branch()};rport"
+
+    # -- inbound -------------------------------------------------------------------
+    def receive(self, data: bytes, source: Address, transport: str) -> None:
+        """Transport callback: one whole message."""
+        try:
+            message = parse_message(data, datagram=transport == "UDP")
+        except SipParseError as exc:
+            self._reject_unparsable(data, exc, source, transport)
+            return
+        try:
+            if isinstance(message, Response):
+                self._process(self.transactions.receive_response(message, source, self.now()))
+            else:
+                self.events.publish(SipRequestReceived(message.method, transport))
+                self._process(self.transactions.receive_request(message, source, transport, self.now()))
+        except SipParseError as exc:
+            # A header parsed lazily turned out malformed: same answer as at parse time.
+            if isinstance(message, Request) and message.method != "ACK":
+                self._send_stateless(make_response(message, exc.status, exc.reason), source, transport)
+            self.events.publish(SipMessageRejected(exc.reason, transport, True))
+
+    def _reject_unparsable(self, data: bytes, error: SipParseError, source: Address, transport: str) -> None:
+        response = _error_response_from_raw(data, error)
+        answered = response is not None
+        if response is not None:
+            self._send_stateless(response, source, transport)
+        else:
+            log.info("dropped unparsable message from %s:%d: %s", source[0], source[1], error.reason)
+        self.events.publish(SipMessageRejected(error.reason, transport, answered))
+
+    def _send_stateless(self, response: Response | bytes, destination: Address, transport: str) -> None:
+        if isinstance(response, Response):
+            self.events.publish(SipResponseSent(response.cseq[1] if _has_cseq(response) else "", response.status))
+            response.set_header("Server", self.user_agent)
+            data = response.to_bytes()
+        else:
+            data = response
+        self.transports.send(data, destination, transport)
+
+    def _process(self, events: list[object]) -> None:
+        for event in events:
+            if isinstance(event, SendMessage):
+                self.transports.send(event.message.to_bytes(), event.destination, event.transport)
+            elif isinstance(event, RequestReceived):
+                self._dispatch(event)
+            elif isinstance(event, ResponseReceived):
+                callback = self._client_callbacks.get(event.key)
+                if callback is not None:
+                    if event.response.status >= 200 and event.response.cseq[1] != "INVITE":
+                        del self._client_callbacks[event.key]
+                    callback(event.response)
+            elif isinstance(event, TransactionTimedOut):
+                callback = self._client_callbacks.pop(event.key, None)
+                if callback is not None:
+                    callback(None)
+            elif isinstance(event, AckReceived):
+                if self.ack_handler is not None:
+                    self.ack_handler(event.request, event.source)
+            elif isinstance(event, AckTimedOut):
+                if self.ack_timeout_handler is not None:
+                    self.ack_timeout_handler(event.request)
+        self._reschedule()
+
+    def _dispatch(self, event: RequestReceived) -> None:
+        request = event.request
+        method = request.method
+        self._server_methods[event.key] = method
+        try:
+            refusal = self._precheck(request)
+            if refusal is not None:
+                self.respond(event.key, refusal)
+                return
+            handler = self.handlers.get(method)
+            if handler is None:
+                self.respond(event.key, make_response(request, 501))
+                return
+            handler(event.key, request, event.source, event.transport)
+        except SipParseError as exc:
+            self.respond(event.key, make_response(request, exc.status, exc.reason))
+        except Exception:
+            log.exception("handler for %s failed", method)
+            self.respond(event.key, make_response(request, 500))
+
+    def _precheck(self, request: Request) -> Response | None:
+        """Checks every request must pass before its handler sees it (RFC 3261 §8.2)."""
+        method = request.method
+        if method not in SUPPORTED_METHODS:
+            if method in KNOWN_METHODS:
+                response = make_response(request, 405)
+                response.add_header("Allow", ALLOW)
+                return response
+            return make_response(request, 501)
+        if request.uri.scheme not in ("sip", "sips", "tel"):
+            response = make_response(request, 416)
+            return response
+        required = [r for r in request.headers.get_all("require") if r not in SUPPORTED_EXTENSIONS]
+        if required and method not in ("CANCEL", "ACK"):
+            response = make_response(request, 420)
+            response.add_header("Unsupported", ", ".join(required))
+            return response
+        if method not in ("OPTIONS", "ACK", "CANCEL", "REGISTER"):
+            max_forwards = request.int_header("max-forwards", 255)
+            if max_forwards == 0:
+                return make_response(request, 483)
+        return None
+
+    # -- outbound ------------------------------------------------------------------
+    def respond(self, key: TransactionKey, response: Response) -> None:
+        if "server" not in response.headers:
+            response.add_header("Server", self.user_agent)
+        method = self._server_methods.get(key, "")
+        if response.status >= 200:
+            self._server_methods.pop(key, None)
+        self.events.publish(SipResponseSent(method, response.status))
+        self._process(self.transactions.respond(key, response, self.now()))
+
+    def send_request(self, request: Request, destination: Address, transport: str,
+                     callback: ResponseCallback | None) -> TransactionKey:
+        if "user-agent" not in request.headers:
+            request.add_header("User-Agent", self.user_agent)
+        key, events = self.transactions.send_request(request, destination, transport, self.now())
+        if callback is not None:
+            self._client_callbacks[key] = callback
+        self._process(events)
+        return key
+
+    def cancel(self, key: TransactionKey) -> None:
+        """CANCEL our INVITE `key` (sent once a provisional response has come, §9.1)."""
+        _, events = self.transactions.cancel_request(key, self.now())
+        self._process(events)
+
+    def forget_client(self, key: TransactionKey) -> None:
+        self._client_callbacks.pop(key, None)
+
+    def send_raw(self, message: Request | Response, destination: Address, transport: str) -> None:
+        """Send outside any transaction: ACK for a 2xx and 2xx retransmission belong to the dialog."""
+        self.transports.send(message.to_bytes(), destination, transport)
+
+    async def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+
+def _has_cseq(message: Response) -> bool:
+    try:
+        message.cseq  # noqa: B018
+    except SipParseError:
+        return False
+    return True
+
+
+_ECHOED = {b"via": b"Via", b"v": b"Via", b"from": b"From", b"f": b"From", b"to": b"To",
+           b"t": b"To", b"call-id": b"Call-ID", b"i": b"Call-ID", b"cseq": b"CSeq"}
+
+
+def _error_response_from_raw(data: bytes, error: SipParseError) -> bytes | None:
+    """A 4xx/5xx for a request we could not parse, echoing its raw Via, From, To,
+    Call-ID and CSeq lines (RFC 3261 §8.2.6.2) so the client can match it.
+    None when it is a response or has no Via: nothing can be sent back then."""
+    data = data.lstrip(b"\r\n")
+    if data[:4].upper() == b"SIP/":
+        return None
+    head = data.split(b"\r\n\r\n", 1)[0].replace(b"\r\n ", b" ").replace(b"\r\n\t", b" ")
+    echoed: list[bytes] = []
+    has_via = False
+    for line in head.split(b"\r\n")[1:]:
+        name, sep, value = line.partition(b":")
+        canonical = _ECHOED.get(name.strip().lower())
+        if sep and canonical is not None:
+            has_via = has_via or canonical == b"Via"
+            echoed.append(canonical + b": " + value.strip())
+    if not has_via:
+        return None
+    reason = error.reason.encode("ascii", "replace").replace(b"\r", b" ").replace(b"\n", b" ")
+    status = str(error.status).encode()
+    return (b"SIP/2.0 " + status + b" " + reason + b"\r\n" + b"\r\n".join(echoed)
+            + b"\r\nServer: Centralita\r\nContent-Length: 0\r\n\r\n")

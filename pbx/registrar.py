@@ -1,0 +1,208 @@
+"""Registrar and location service (RFC 3261 §10.3).
+
+Phones REGISTER with digest credentials; each account may hold several
+contacts, each with its own expiry. A binding also remembers the address the
+REGISTER came from, and calls to that phone are sent there: a phone behind a
+NAT writes an unreachable address in its Contact, but its REGISTER arrives
+from the one that works (what Kamailio's nathelper calls fix_nated_register).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from pbx.config import Account, SipSettings
+from pbx.sip.address import NameAddress
+from pbx.sip.digest import DigestAuthenticator
+from pbx.sip.errors import SipParseError
+from pbx.sip.message import Request, Response, make_response
+
+log = logging.getLogger("pbx.registrar")
+
+Address = tuple[str, int]
+MAX_EXPIRES_VALUE = 2**32 - 1
+
+
+@dataclass
+class Binding:
+    user: str
+    contact: NameAddress
+    expires_at: float
+    call_id: str
+    cseq: int
+    source: Address
+    transport: str
+    user_agent: str | None
+
+    @property
+    def contact_uri(self) -> str:
+        return str(self.contact.uri)
+
+    def remaining(self, now: float) -> int:
+        return max(0, int(self.expires_at - now + 0.5))
+
+
+ReachabilityListener = Callable[[str, bool], None]
+
+
+class Registrar:
+    def __init__(self, accounts: Mapping[str, Account], authenticator: DigestAuthenticator,
+                 settings: SipSettings) -> None:
+        self.accounts = accounts
+        self.authenticator = authenticator
+        self.settings = settings
+        self._bindings: dict[str, dict[str, Binding]] = {}
+        self.listeners: list[ReachabilityListener] = []
+
+    # -- queries ---------------------------------------------------------------
+    def bindings(self, user: str, now: float) -> list[Binding]:
+        found = self._bindings.get(user)
+        if not found:
+            return []
+        return [b for b in found.values() if b.expires_at > now]
+
+    def registered_users(self) -> list[str]:
+        return list(self._bindings)
+
+    def __len__(self) -> int:
+        return sum(len(b) for b in self._bindings.values())
+
+    # -- REGISTER --------------------------------------------------------------
+    def password_of(self, user: str) -> str | None:
+        account = self.accounts.get(user)
+        return account.password if account else None
+
+    def challenge(self, request: Request, now: float, *, stale: bool = False) -> Response:
+        response = make_response(request, 401)
+        for value in self.authenticator.challenge(now, stale):
+            response.add_header("WWW-Authenticate", value)
+        return response
+
+    def authenticate(self, request: Request, header: str, now: float) -> tuple[str | None, Response | None]:
+        """(user, None) when the request carries valid credentials; else (None, the answer to send)."""
+        credentials = request.headers.get(header)
+        if credentials is None or not credentials.lstrip().lower().startswith("digest"):
+            return None, self._challenge_for(request, header, now)
+        result = self.authenticator.verify(credentials, request.method, self.password_of, now)
+        if result.ok:
+            return result.username, None
+        if result.stale or result.reason == "nonce not issued by us":
+            # Our nonce expired or predates a restart: the phone retries without asking anyone.
+            return None, self._challenge_for(request, header, now, stale=result.stale)
+        log.info("authentication failed for %r from %s: %s", result.username, request.call_id,
+                 result.reason)
+        return None, make_response(request, 403)
+
+    def _challenge_for(self, request: Request, header: str, now: float, *, stale: bool = False) -> Response:
+        if header == "Authorization":
+            return self.challenge(request, now, stale=stale)
+        response = make_response(request, 407)
+        for value in self.authenticator.challenge(now, stale):
+            response.add_header("Proxy-Authenticate", value)
+        return response
+
+    def handle_register(self, request: Request, source: Address, transport: str, now: float) -> Response:
+        to_uri = request.to.uri
+        if not to_uri.is_sip:
+            return make_response(request, 400, "Unsupported URI scheme in To")
+        for contact in request.contacts:
+            if not contact.is_wildcard and not contact.uri.is_sip:
+                return make_response(request, 400, "Unsupported URI scheme in Contact")
+        expires_header = request.int_header("expires", MAX_EXPIRES_VALUE)
+
+        user, refusal = self.authenticate(request, "Authorization", now)
+        if refusal is not None:
+            return refusal
+        aor_user = to_uri.user_unescaped
+        if aor_user != user:
+            return make_response(request, 403, "Credentials do not match the registered user")
+        assert user is not None
+        return self._update_bindings(request, user, expires_header, source, transport, now)
+
+    def _update_bindings(self, request: Request, user: str, expires_header: int | None,
+                         source: Address, transport: str, now: float) -> Response:
+        contacts = request.contacts
+        call_id = request.call_id
+        cseq = request.cseq[0]
+        current = self._bindings.setdefault(user, {})
+        was_reachable = bool(self.bindings(user, now))
+
+        if any(c.is_wildcard for c in contacts):
+            if len(contacts) != 1 or expires_header != 0:
+                return make_response(request, 400, "Wildcard Contact needs Expires: 0 and no other Contact")
+            current.clear()
+        else:
+            changes: list[tuple[NameAddress, int]] = []
+            for contact in contacts:
+                expires = self._requested_expiry(contact, expires_header)
+                if 0 < expires < self.settings.min_expires:
+                    response = make_response(request, 423)
+                    response.add_header("Min-Expires", str(self.settings.min_expires))
+                    return response
+                changes.append((contact, min(expires, self.settings.max_expires)))
+            for contact, expires in changes:
+                key = _contact_key(contact)
+                existing = current.get(key)
+                if existing is not None and existing.call_id == call_id and cseq <= existing.cseq:
+                    return make_response(request, 500, "Out of order REGISTER")
+                if expires == 0:
+                    current.pop(key, None)
+                    continue
+                current[key] = Binding(user, contact, now + expires, call_id, cseq, source,
+                                       transport, request.headers.get("user-agent"))
+
+        response = make_response(request, 200)
+        for binding in self.bindings(user, now):
+            contact = NameAddress(binding.contact.uri, None,
+                                  {**_without_expires(binding.contact.params),
+                                   "expires": str(binding.remaining(now))})
+            response.add_header("Contact", str(contact))
+        if not current:
+            del self._bindings[user]
+        self._notify(user, was_reachable, now)
+        return response
+
+    def _requested_expiry(self, contact: NameAddress, expires_header: int | None) -> int:
+        value = contact.params.get("expires")
+        if value is not None:
+            if not value.isdigit() or int(value) > MAX_EXPIRES_VALUE:
+                raise SipParseError("Invalid Contact expires parameter")
+            return int(value)
+        if expires_header is not None:
+            return expires_header
+        return self.settings.default_expires
+
+    # -- expiry ----------------------------------------------------------------
+    def expire(self, now: float) -> int:
+        """Drop expired bindings; returns how many went."""
+        removed = 0
+        for user in list(self._bindings):
+            current = self._bindings[user]
+            was_reachable = bool(current)
+            for key, binding in list(current.items()):
+                if binding.expires_at <= now:
+                    del current[key]
+                    removed += 1
+            if not current:
+                del self._bindings[user]
+                if was_reachable:
+                    self._notify(user, True, now)
+        return removed
+
+    def _notify(self, user: str, was_reachable: bool, now: float) -> None:
+        reachable = bool(self.bindings(user, now))
+        if reachable != was_reachable:
+            log.info("%s is now %s", user, "registered" if reachable else "unregistered")
+            for listener in self.listeners:
+                listener(user, reachable)
+
+
+def _contact_key(contact: NameAddress) -> str:
+    # RFC 3261 §10.3 compares contacts by URI; parameters of the header don't count.
+    return str(contact.uri)
+
+
+def _without_expires(params: dict[str, str | None]) -> dict[str, str | None]:
+    return {k: v for k, v in params.items() if k != "expires"}

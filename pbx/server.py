@@ -1,0 +1,131 @@
+"""The composition root: builds every part of the server from its configuration and runs it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from monitoring.metrics import TelephonyMetrics
+from pbx.applications import ApplicationDirectory
+from pbx.calls import CallManager
+from pbx.config import ServerConfig
+from pbx.endpoint import ALLOW, SipEndpoint
+from pbx.events import EventBus, RegistrationChanged
+from pbx.http import create_http_app
+from pbx.media.prompt import PromptLibrary
+from pbx.media.stream import PortAllocator
+from pbx.registrar import Registrar
+from pbx.sip.digest import DigestAuthenticator
+from pbx.sip.message import Request, make_response
+from pbx.sip.transaction import TimerConfig, TransactionKey
+from pbx.transport import Address, Transports
+
+log = logging.getLogger("pbx.server")
+
+HOUSEKEEPING_INTERVAL = 1.0
+
+
+class Server:
+    def __init__(self, config: ServerConfig, *, var_dir: Path) -> None:
+        self.config = config
+        self.var_dir = var_dir
+        self.events = EventBus()
+        self.metrics = TelephonyMetrics()
+        self.metrics.subscribe(self.events)
+        sip = config.sip
+        self.transports = Transports(self._receive, trace=sip.trace)
+        self.endpoint = SipEndpoint(self.transports, self.events,
+                                    timers=TimerConfig(t1=sip.t1, t2=sip.t2, t4=sip.t4),
+                                    user_agent=sip.user_agent)
+        self.authenticator = DigestAuthenticator(sip.realm, os.urandom(32), sip.nonce_lifetime)
+        self.registrar = Registrar(config.accounts, self.authenticator, sip)
+        self.registrar.listeners.append(self._registration_changed)
+        self.ports = PortAllocator(config.media.host, config.media.port_min, config.media.port_max)
+        self.prompts = PromptLibrary()
+        self.applications = ApplicationDirectory(self.prompts)
+        self.calls = CallManager(config, self.endpoint, self.registrar, self.events, self.ports,
+                                 self.applications)
+        self.endpoint.handlers["OPTIONS"] = self._on_options
+        self.endpoint.handlers["REGISTER"] = self._on_register
+        self._http_runner: web.AppRunner | None = None
+        self._housekeeping: asyncio.Task[None] | None = None
+
+    def _receive(self, data: bytes, source: Address, transport: str) -> None:
+        self.endpoint.receive(data, source, transport)
+
+    async def start(self) -> None:
+        self.var_dir.mkdir(parents=True, exist_ok=True)
+        for extension in self.config.extensions.values():
+            self.applications.validate(extension)
+        for address in self.config.sip.listen:
+            await self.transports.listen(address.transport, address.host, address.port)
+        app = create_http_app(self._render_metrics, self._health)
+        self._http_runner = web.AppRunner(app, access_log=None)
+        await self._http_runner.setup()
+        site = web.TCPSite(self._http_runner, self.config.http.host, self.config.http.port)
+        await site.start()
+        log.info("HTTP on http://%s:%d (/healthz, /metrics)", self.config.http.host, self.config.http.port)
+        self._housekeeping = asyncio.get_running_loop().create_task(self._housekeep())
+        log.info("Centralita ready: %d accounts, extensions %s", len(self.config.accounts),
+                 ", ".join(sorted(self.config.extensions)) or "none")
+
+    async def stop(self) -> None:
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+        self.calls.close_all()
+        # Let the BYEs and final responses leave before the sockets close.
+        await asyncio.sleep(0.05)
+        await self.endpoint.close()
+        await self.transports.close()
+        if self._http_runner is not None:
+            await self._http_runner.cleanup()
+
+    async def _housekeep(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(HOUSEKEEPING_INTERVAL)
+            try:
+                now = loop.time()
+                self.registrar.expire(now)
+                self.calls.reap_silent_calls(now)
+            except Exception:
+                log.exception("housekeeping failed")
+
+    # -- simple methods --------------------------------------------------------------
+    def _on_options(self, key: TransactionKey, request: Request, source: Address, transport: str) -> None:
+        response = make_response(request, 200, to_tag=None if request.to.tag else "options")
+        response.add_header("Allow", ALLOW)
+        response.add_header("Accept", "application/sdp")
+        self.endpoint.respond(key, response)
+
+    def _on_register(self, key: TransactionKey, request: Request, source: Address, transport: str) -> None:
+        now = self.endpoint.now()
+        self.endpoint.respond(key, self.registrar.handle_register(request, source, transport, now))
+
+    def _registration_changed(self, user: str, registered: bool) -> None:
+        bindings = len(self.registrar.bindings(user, self.endpoint.now()))
+        self.events.publish(RegistrationChanged(user, registered, bindings))
+
+    # -- HTTP ----------------------------------------------------------------------
+    def _render_metrics(self) -> bytes:
+        def sample() -> None:
+            self.metrics.sample_gauges(
+                transactions=len(self.endpoint.transactions),
+                dialogs=self.calls.active_dialogs,
+                contacts=len(self.registrar),
+                accounts=len(self.registrar.registered_users()),
+                rtp_sessions=self.ports.in_use,
+            )
+        return self.metrics.render(sample)
+
+    def _health(self) -> dict[str, Any]:
+        return {
+            "sip": [str(a) for a in self.config.sip.listen],
+            "calls": len(self.calls.calls),
+            "registered_contacts": len(self.registrar),
+        }
