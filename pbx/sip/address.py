@@ -214,7 +214,9 @@ def parse_via(text: str) -> Via:
         raise SipParseError("Via without sent-by")
     if sent_by.startswith("["):
         end = sent_by.find("]")
-        host, port_text = sent_by[: end + 1], sent_by[end + 2 :] if end + 1 < len(sent_by) else ""
+        if end < 0 or (end + 1 < len(sent_by) and sent_by[end + 1] != ":"):
+            raise SipParseError("malformed IPv6 Via host")
+        host, port_text = sent_by[: end + 1], sent_by[end + 2 :]
     else:
         host, _, port_text = sent_by.partition(":")
     host = host.strip(_LWS)
@@ -223,7 +225,7 @@ def parse_via(text: str) -> Via:
         raise SipParseError("invalid Via host")
     port: int | None = None
     if port_text:
-        if not port_text.isdigit() or int(port_text) > 65535:
+        if not (port_text.isascii() and port_text.isdigit()) or int(port_text) > 65535:
             raise SipParseError("invalid Via port")
         port = int(port_text)
     params = parse_header_params(param_text, "Via") if semi else {}

@@ -169,7 +169,7 @@ class DigestAuthenticator:
             raise ValueError("the realm must not need escaping")
         self.realm = realm
         self.nonce_lifetime = nonce_lifetime
-        self.algorithms = tuple(sorted(algorithms, key=list(_HASHES).index))
+        self.algorithms = tuple(algorithms)  # the order challenges are listed in: preferred first
         self.allow_no_qop = allow_no_qop
         self._secret = secret
         self._realm_bytes = realm.encode("utf-8", "surrogateescape")

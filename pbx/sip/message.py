@@ -101,6 +101,11 @@ def _header_name(written: str) -> tuple[str, str]:
     return known
 
 
+def is_decimal(text: str) -> bool:
+    # str.isdigit() accepts any Unicode digit; SIP numbers are ASCII only.
+    return text.isascii() and text.isdigit()
+
+
 def canonical_key(name: str) -> str:
     key = name.lower()
     return COMPACT_FORMS.get(key, key)
@@ -235,13 +240,16 @@ class Message:
 
     @property
     def call_id(self) -> str:
-        return self._required("call-id")
+        value = self._required("call-id")
+        if not value:
+            raise SipParseError("Empty Call-ID")
+        return value
 
     @property
     def cseq(self) -> tuple[int, str]:
         if self._cseq is None:
             parts = self._required("cseq").split()
-            if len(parts) != 2 or not parts[0].isdigit():
+            if len(parts) != 2 or not is_decimal(parts[0]):
                 raise SipParseError("Malformed CSeq")
             number = int(parts[0])
             if number > MAX_CSEQ:
@@ -265,7 +273,7 @@ class Message:
         if value is None:
             return None
         value = value.strip()
-        if not value.isdigit() or int(value) > maximum:
+        if not is_decimal(value) or int(value) > maximum:
             raise SipParseError(f"Invalid {Headers.display_name(canonical_key(name))} value")
         return int(value)
 
@@ -347,7 +355,7 @@ def _parse_start_line(line: str) -> tuple[str, str | int, str]:
         code, _, reason = rest.partition(" ")
         if version.upper() != SIP_VERSION:
             raise SipParseError("Unsupported SIP version", 505)
-        if len(code) != 3 or not code.isdigit() or not 100 <= int(code) <= 699:
+        if len(code) != 3 or not is_decimal(code) or not 100 <= int(code) <= 699:
             raise SipParseError("Malformed status code")
         return "", int(code), reason
     parts = line.split(" ")
@@ -384,7 +392,9 @@ def parse_message(data: bytes, *, datagram: bool = True) -> Request | Response:
     head = head_bytes.decode("utf-8", "surrogateescape")
     if "\n " in head or "\n\t" in head:
         head = _FOLDING.sub(" ", head)
-    lines = head.split("\r\n") if "\r\n" in head else head.split("\n")
+    # Split on bare LF too: a lone LF inside a value must not survive to be
+    # written out later as a header line of its own.
+    lines = head.split("\n")
     if len(lines) > MAX_HEADER_FIELDS:
         raise SipParseError("Too many header fields")
     method, target, reason = _parse_start_line(lines[0].rstrip("\r"))
@@ -409,7 +419,7 @@ def parse_message(data: bytes, *, datagram: bool = True) -> Request | Response:
 
     length_text = headers.get("content-length")
     if length_text is not None:
-        if not length_text.isdigit():
+        if not is_decimal(length_text):
             raise SipParseError("Invalid Content-Length")
         length = int(length_text)
         if length > len(rest):
@@ -435,6 +445,7 @@ def parse_message(data: bytes, *, datagram: bool = True) -> Request | Response:
         if message.cseq[1] != method:
             raise SipParseError("CSeq method does not match Request-Line")
         message.int_header("max-forwards", 255)
+        message.call_id  # noqa: B018
     else:
         message = Response(int(target), reason, headers, body)
         message.cseq  # noqa: B018 - validates CSeq so transactions can match on it
@@ -514,7 +525,7 @@ def _content_length_of(head: bytes) -> int:
         name = line[:colon].strip().lower()
         if name in (b"content-length", b"l"):
             value = line[colon + 1 :].strip()
-            if not value.isdigit():
+            if not (value.isascii() and value.isdigit()):
                 raise SipParseError("Invalid Content-Length")
             if found is not None:
                 raise SipParseError("Multiple Content-Length headers")

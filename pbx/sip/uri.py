@@ -113,7 +113,7 @@ def _parse_host_port(text: str) -> tuple[str, int | None]:
         raise SipParseError("invalid host in URI")
     port: int | None = None
     if port_text is not None:
-        if not port_text.isdigit() or len(port_text) > 5 or int(port_text) > 65535:
+        if not (port_text.isascii() and port_text.isdigit()) or len(port_text) > 5 or int(port_text) > 65535:
             raise SipParseError("invalid port in URI")
         port = int(port_text)
     return host, port
