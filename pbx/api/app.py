@@ -1,0 +1,42 @@
+"""The API application: every endpoint, the JSON error handling and the token check."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from pbx.api import agents, calls, customers, queues, sites
+from pbx.api.endpoint import ROUTER, STORE, Endpoint
+from pbx.api.errors import bearer_token_check, json_errors
+from pbx.api.openapi import build_openapi
+from pbx.store import Store
+from router import Router
+
+ENDPOINTS: tuple[Endpoint, ...] = (
+    *agents.ENDPOINTS,
+    *queues.ENDPOINTS,
+    *sites.ENDPOINTS,
+    *customers.ENDPOINTS,
+    *calls.ENDPOINTS,
+)
+
+
+async def openapi_document(request: web.Request) -> web.Response:
+    # Derive the mount point from where we were reached, so the document is right wherever
+    # the composition root mounts the API.
+    server_url = request.path.removesuffix("/openapi.json") or "/"
+    return web.json_response(build_openapi(ENDPOINTS, server_url=server_url))
+
+
+def create_api(store: Store, router: Router, token: str | None) -> web.Application:
+    """The API as a sub-application, for ``app.add_subapp("/api/v1", create_api(...))``.
+
+    With ``token`` set, every request but GET/HEAD/OPTIONS needs ``Authorization: Bearer <token>``.
+    The router is synchronous and owned by the event loop's thread; handlers call it directly.
+    """
+    app = web.Application(middlewares=[json_errors, bearer_token_check(token)])
+    app[STORE] = store
+    app[ROUTER] = router
+    for endpoint in ENDPOINTS:
+        app.router.add_route(endpoint.method, endpoint.path, endpoint.handler, name=endpoint.operation_id)
+    app.router.add_get("/openapi.json", openapi_document, name="openapi")
+    return app

@@ -1,0 +1,91 @@
+"""Sites: CRUD; a site's health is also given to the router, which stops routing to it."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from aiohttp import web
+
+from pbx.api.bodies import merge_patch, read_json_object, read_model, validate
+from pbx.api.endpoint import ROUTER, STORE, Endpoint
+from pbx.api.errors import not_found
+from pbx.api.schemas import SiteCreate, SiteFields, SiteView
+from pbx.store import SiteRecord, Store
+
+
+async def _existing(store: Store, name: str) -> SiteRecord:
+    site = await store.site(name)
+    if site is None:
+        raise not_found(f"unknown site {name!r}")
+    return site
+
+
+def _view(site: SiteRecord) -> dict[str, object]:
+    return SiteView.model_validate(asdict(site)).model_dump(mode="json")
+
+
+async def list_sites(request: web.Request) -> web.Response:
+    return web.json_response([_view(site) for site in await request.app[STORE].sites()])
+
+
+async def get_site(request: web.Request) -> web.Response:
+    return web.json_response(_view(await _existing(request.app[STORE], request.match_info["name"])))
+
+
+async def create_site(request: web.Request) -> web.Response:
+    body = await read_model(request, SiteCreate)
+    site = SiteRecord(body.name, body.timezone, body.healthy)
+    await request.app[STORE].create_site(site)
+    request.app[ROUTER].set_site_health(site.name, site.healthy)
+    location = f"{request.app.router['get_site'].url_for(name=site.name)}"
+    return web.json_response(_view(site), status=201, headers={"Location": location})
+
+
+async def _save(request: web.Request, site: SiteRecord) -> bool:
+    created = await request.app[STORE].save_site(site)
+    request.app[ROUTER].set_site_health(site.name, site.healthy)
+    return created
+
+
+async def replace_site(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    fields = validate(SiteFields, merge_patch({}, await read_json_object(request), "name", name))
+    site = SiteRecord(name, fields.timezone, fields.healthy)
+    created = await _save(request, site)
+    return web.json_response(_view(site), status=201 if created else 200)
+
+
+async def patch_site(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    previous = await _existing(request.app[STORE], name)
+    current = {"timezone": previous.timezone, "healthy": previous.healthy}
+    fields = validate(SiteFields, merge_patch(current, await read_json_object(request), "name", name))
+    site = SiteRecord(name, fields.timezone, fields.healthy)
+    await _save(request, site)
+    return web.json_response(_view(site))
+
+
+async def delete_site(request: web.Request) -> web.Response:
+    await request.app[STORE].delete_site(request.match_info["name"])
+    return web.Response(status=204)
+
+
+_ONE = "/sites/{name}"
+
+ENDPOINTS: tuple[Endpoint, ...] = (
+    Endpoint("GET", "/sites", list_sites, "list_sites", "List sites", "sites",
+             response=SiteView, response_is_list=True),
+    Endpoint("POST", "/sites", create_site, "create_site", "Create a site", "sites",
+             request=SiteCreate, response=SiteView, status=201, errors=(400, 409, 415, 422)),
+    Endpoint("GET", _ONE, get_site, "get_site", "Get a site", "sites", response=SiteView,
+             errors=(404,)),
+    Endpoint("PUT", _ONE, replace_site, "replace_site", "Create or replace a site", "sites",
+             request=SiteFields, response=SiteView, also_created=True, errors=(400, 415, 422)),
+    Endpoint("PATCH", _ONE, patch_site, "patch_site",
+             "Change a site's time zone or health (unhealthy sites get no calls)", "sites",
+             request=SiteFields, request_is_patch=True, response=SiteView,
+             errors=(400, 404, 415, 422)),
+    Endpoint("DELETE", _ONE, delete_site, "delete_site",
+             "Delete a site (refused while agents belong to it)", "sites", status=204,
+             errors=(404, 409)),
+)

@@ -1,0 +1,49 @@
+"""Durable data in SQL (SQLite by default, PostgreSQL across sites) through SQLModel."""
+
+from pbx.store.engine import create_store_engine
+from pbx.store.errors import (
+    AlreadyExists,
+    ConstraintViolation,
+    InUse,
+    MigrationError,
+    MissingReference,
+    NotFound,
+    StoreError,
+)
+from pbx.store.migrations import MIGRATIONS, Migration, migrate, schema_version
+from pbx.store.records import (
+    AgentRecord,
+    CallRecord,
+    CustomerRecord,
+    CustomerTier,
+    QueueLogEntry,
+    SeedReport,
+    SiteRecord,
+    SkillRecord,
+)
+from pbx.store.store import MAX_PAGE_SIZE, Store
+
+__all__ = [
+    "MAX_PAGE_SIZE",
+    "MIGRATIONS",
+    "AgentRecord",
+    "AlreadyExists",
+    "CallRecord",
+    "ConstraintViolation",
+    "CustomerRecord",
+    "CustomerTier",
+    "InUse",
+    "Migration",
+    "MigrationError",
+    "MissingReference",
+    "NotFound",
+    "QueueLogEntry",
+    "SeedReport",
+    "SiteRecord",
+    "SkillRecord",
+    "Store",
+    "StoreError",
+    "create_store_engine",
+    "migrate",
+    "schema_version",
+]

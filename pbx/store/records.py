@@ -1,0 +1,139 @@
+"""Plain records the store hands out beside the router's own dataclasses.
+
+Agents and queues travel as ``router.AgentProfile`` / ``router.QueueConfig``; what the
+router does not model (sites' time zones, customers, call history) lives here.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Any
+
+from router import AgentProfile
+
+
+class CustomerTier(enum.StrEnum):
+    VIP = "vip"
+    PAID = "paid"
+    FREE = "free"
+
+    @property
+    def priority(self) -> int:
+        """The router's call priority for this tier (higher is served first)."""
+        return _TIER_PRIORITY[self]
+
+
+_TIER_PRIORITY = {CustomerTier.VIP: 3, CustomerTier.PAID: 2, CustomerTier.FREE: 1}
+
+
+def as_utc(moment: datetime) -> datetime:
+    """Normalise to an aware UTC datetime; naive values are taken to be UTC already.
+
+    SQLite keeps no offset, so times read back from it are naive UTC.
+    """
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class SiteRecord:
+    name: str
+    timezone: str = "UTC"
+    healthy: bool = True
+
+
+@dataclass(frozen=True)
+class SkillRecord:
+    name: str
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class AgentRecord:
+    """An agent as stored: its routing profile plus whether it is enabled at all.
+
+    Inactive agents stay in the database (history refers to them) but are not
+    given to the router.
+    """
+
+    profile: AgentProfile
+    active: bool = True
+
+    @property
+    def extension(self) -> str:
+        return self.profile.extension
+
+
+@dataclass(frozen=True)
+class CustomerRecord:
+    number: str
+    name: str = ""
+    tier: CustomerTier = CustomerTier.FREE
+    language: str | None = None
+    preferred_agent: str | None = None
+    last_agent: str | None = None
+    notes: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tier", CustomerTier(self.tier))
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    """One call-detail record; ``id`` is assigned by the store when appended."""
+
+    call_id: str
+    caller: str
+    callee: str
+    started: datetime
+    answered: datetime | None = None
+    ended: datetime | None = None
+    queue: str | None = None
+    agent: str | None = None
+    disposition: str = ""
+    ivr_path: tuple[str, ...] = ()
+    wait_seconds: float | None = None
+    talk_seconds: float | None = None
+    site: str | None = None
+    id: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ivr_path", tuple(self.ivr_path))
+        for name in ("started", "answered", "ended"):
+            moment = getattr(self, name)
+            if moment is not None:
+                object.__setattr__(self, name, as_utc(moment))
+
+
+@dataclass(frozen=True)
+class QueueLogEntry:
+    """One line of the queue log (ENTERQUEUE, CONNECT, ABANDON, ... style events)."""
+
+    time: datetime
+    call_id: str
+    event: str
+    queue: str | None = None
+    agent: str | None = None
+    data: Mapping[str, Any] = field(default_factory=dict)
+    id: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "time", as_utc(self.time))
+        object.__setattr__(self, "data", MappingProxyType(dict(self.data)))
+
+
+@dataclass(frozen=True)
+class SeedReport:
+    """What ``Store.seed`` changed: names of inserted and updated records per kind."""
+
+    inserted: Mapping[str, tuple[str, ...]]
+    updated: Mapping[str, tuple[str, ...]]
+
+    @property
+    def changed(self) -> bool:
+        return any(self.inserted.values()) or any(self.updated.values())

@@ -1,0 +1,718 @@
+"""The SQL store: configuration (sites, skills, agents, queues, customers) and call history.
+
+Every public method runs in its own short transaction. Rows are converted to the
+router's dataclasses (``AgentProfile``, ``QueueConfig``) or to the records in
+``pbx.store.records`` at the boundary, so no ORM object escapes this module.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlmodel import SQLModel, col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from pbx.store.engine import create_store_engine
+from pbx.store.errors import (
+    AlreadyExists,
+    ConstraintViolation,
+    InUse,
+    MissingReference,
+    NotFound,
+)
+from pbx.store.migrations import migrate, schema_version
+from pbx.store.records import (
+    AgentRecord,
+    CallRecord,
+    CustomerRecord,
+    CustomerTier,
+    QueueLogEntry,
+    SeedReport,
+    SiteRecord,
+    SkillRecord,
+    as_utc,
+)
+from pbx.store.tables import (
+    AgentRow,
+    AgentSkillRow,
+    CallRecordRow,
+    CustomerRow,
+    QueueLogRow,
+    QueueRow,
+    QueueSkillRow,
+    SiteRow,
+    SkillRow,
+)
+from router import AgentProfile, QueueConfig, Router, SkillExpansion, Strategy
+
+MAX_PAGE_SIZE = 1000
+
+
+def _profile_from_rows(row: AgentRow, skills: Mapping[str, int]) -> AgentProfile:
+    return AgentProfile(
+        extension=row.extension,
+        name=row.name,
+        site=row.site,
+        skills=dict(skills),
+        languages=frozenset(row.languages),
+        capacity=row.capacity,
+    )
+
+
+def _queue_from_rows(row: QueueRow, skills: Mapping[str, int]) -> QueueConfig:
+    return QueueConfig(
+        name=row.name,
+        skills=dict(skills),
+        language=row.language,
+        sla_seconds=row.sla_seconds,
+        sla_percent=row.sla_percent,
+        strategy=Strategy(row.strategy),
+        wrap_up_seconds=row.wrap_up_seconds,
+        ring_timeout_seconds=row.ring_timeout_seconds,
+        max_wait_seconds=row.max_wait_seconds,
+        overflow=row.overflow,
+        announce_interval_seconds=row.announce_interval_seconds,
+        preferred_agent_wait_seconds=row.preferred_agent_wait_seconds,
+        aging_weight=row.aging_weight,
+        expansion=tuple(
+            SkillExpansion(after_seconds=float(ring["after_seconds"]), skills=dict(ring["skills"]))
+            for ring in row.expansion
+        ),
+    )
+
+
+def _queue_columns(config: QueueConfig) -> dict[str, Any]:
+    return {
+        "name": config.name,
+        "language": config.language,
+        "sla_seconds": config.sla_seconds,
+        "sla_percent": config.sla_percent,
+        "strategy": Strategy(config.strategy).value,
+        "wrap_up_seconds": config.wrap_up_seconds,
+        "ring_timeout_seconds": config.ring_timeout_seconds,
+        "max_wait_seconds": config.max_wait_seconds,
+        "overflow": config.overflow,
+        "announce_interval_seconds": config.announce_interval_seconds,
+        "preferred_agent_wait_seconds": config.preferred_agent_wait_seconds,
+        "aging_weight": config.aging_weight,
+        "expansion": [
+            {"after_seconds": ring.after_seconds, "skills": dict(ring.skills)}
+            for ring in config.expansion
+        ],
+    }
+
+
+def _customer_from_row(row: CustomerRow) -> CustomerRecord:
+    return CustomerRecord(
+        number=row.number,
+        name=row.name,
+        tier=CustomerTier(row.tier),
+        language=row.language,
+        preferred_agent=row.preferred_agent,
+        last_agent=row.last_agent,
+        notes=row.notes,
+    )
+
+
+def _customer_columns(customer: CustomerRecord) -> dict[str, Any]:
+    return {
+        "number": customer.number,
+        "name": customer.name,
+        "tier": CustomerTier(customer.tier).value,
+        "language": customer.language,
+        "preferred_agent": customer.preferred_agent,
+        "last_agent": customer.last_agent,
+        "notes": customer.notes,
+    }
+
+
+def _call_record_from_row(row: CallRecordRow) -> CallRecord:
+    return CallRecord(
+        id=row.id,
+        call_id=row.call_id,
+        caller=row.caller,
+        callee=row.callee,
+        started=row.started,
+        answered=row.answered,
+        ended=row.ended,
+        queue=row.queue,
+        agent=row.agent,
+        disposition=row.disposition,
+        ivr_path=tuple(row.ivr_path),
+        wait_seconds=row.wait_seconds,
+        talk_seconds=row.talk_seconds,
+        site=row.site,
+    )
+
+
+def _queue_log_from_row(row: QueueLogRow) -> QueueLogEntry:
+    return QueueLogEntry(
+        id=row.id,
+        time=row.time,
+        call_id=row.call_id,
+        queue=row.queue,
+        agent=row.agent,
+        event=row.event,
+        data=dict(row.data),
+    )
+
+
+def _check_page(limit: int, offset: int) -> None:
+    if not 1 <= limit <= MAX_PAGE_SIZE:
+        raise ValueError(f"limit must be 1-{MAX_PAGE_SIZE}, got {limit}")
+    if offset < 0:
+        raise ValueError(f"offset must be >= 0, got {offset}")
+
+
+class Store:
+    """Async access to Centralita's database. Create with ``await Store.open(url)``."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._sessions = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
+
+    @classmethod
+    async def open(cls, url: str, *, echo: bool = False) -> Store:
+        """Connect to ``url``, bring the schema up to date and return the store.
+
+        ``url`` is ``sqlite+aiosqlite:///relative/or//absolute/path.db`` (its folder is
+        created) or ``postgresql+asyncpg://user@host:port/database``.
+        """
+        engine = create_store_engine(url, echo=echo)
+        try:
+            await migrate(engine)
+        except BaseException:
+            await engine.dispose()
+            raise
+        return cls(engine)
+
+    async def close(self) -> None:
+        await self._engine.dispose()
+
+    @property
+    def engine(self) -> AsyncEngine:
+        return self._engine
+
+    async def schema_version(self) -> int:
+        return await schema_version(self._engine)
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[AsyncSession]:
+        try:
+            async with self._sessions() as session, session.begin():
+                yield session
+        except IntegrityError as error:
+            # Only reachable through a race with another writer (or a constraint the
+            # checks above do not cover): report it as a conflict, not a crash.
+            raise ConstraintViolation(str(error.orig)) from error
+
+    # -- helpers shared by the writers -------------------------------------------------
+
+    def _insert(self, session: AsyncSession, table: type[SQLModel]) -> Any:
+        """A dialect-specific INSERT that offers ``on_conflict_do_*`` on both backends."""
+        dialect = session.bind.dialect.name if session.bind is not None else ""
+        module = postgresql if dialect == "postgresql" else sqlite
+        return module.insert(table)
+
+    async def _ensure_skills(self, session: AsyncSession, names: Iterable[str]) -> None:
+        wanted = sorted(set(names))
+        if not wanted:
+            return
+        statement = (
+            self._insert(session, SkillRow)
+            .values([{"name": name, "description": ""} for name in wanted])
+            .on_conflict_do_nothing(index_elements=["name"])
+        )
+        await session.exec(statement)
+
+    async def _require_site(self, session: AsyncSession, site: str, owner: str) -> None:
+        if await session.get(SiteRow, site) is None:
+            raise MissingReference("site", f"{owner}: unknown site {site!r}")
+
+    async def _write_agent(
+        self, session: AsyncSession, profile: AgentProfile, active: bool | None
+    ) -> None:
+        """Insert or update one agent and replace its skills; ``active=None`` keeps the stored flag."""
+        await self._require_site(session, profile.site, f"agent {profile.extension}")
+        await self._ensure_skills(session, profile.skills)
+        columns: dict[str, Any] = {
+            "extension": profile.extension,
+            "name": profile.name,
+            "site": profile.site,
+            "languages": sorted(profile.languages),
+            "capacity": profile.capacity,
+        }
+        updated = {key: value for key, value in columns.items() if key != "extension"}
+        if active is not None:
+            updated["active"] = active
+        statement = (
+            self._insert(session, AgentRow)
+            .values(**columns, active=True if active is None else active)
+            .on_conflict_do_update(index_elements=["extension"], set_=updated)
+        )
+        await session.exec(statement)
+        await session.exec(
+            sa.delete(AgentSkillRow).where(col(AgentSkillRow.agent) == profile.extension)
+        )
+        if profile.skills:
+            await session.exec(
+                sa.insert(AgentSkillRow).values(
+                    [
+                        {"agent": profile.extension, "skill": skill, "proficiency": level}
+                        for skill, level in sorted(profile.skills.items())
+                    ]
+                )
+            )
+
+    async def _write_queue(self, session: AsyncSession, config: QueueConfig) -> None:
+        await self._ensure_skills(
+            session,
+            [*config.skills, *(skill for ring in config.expansion for skill in ring.skills)],
+        )
+        columns = _queue_columns(config)
+        statement = (
+            self._insert(session, QueueRow)
+            .values(**columns)
+            .on_conflict_do_update(
+                index_elements=["name"],
+                set_={key: value for key, value in columns.items() if key != "name"},
+            )
+        )
+        await session.exec(statement)
+        await session.exec(sa.delete(QueueSkillRow).where(col(QueueSkillRow.queue) == config.name))
+        if config.skills:
+            await session.exec(
+                sa.insert(QueueSkillRow).values(
+                    [
+                        {"queue": config.name, "skill": skill, "min_proficiency": level}
+                        for skill, level in sorted(config.skills.items())
+                    ]
+                )
+            )
+
+    async def _check_overflow_targets(self, session: AsyncSession) -> None:
+        targets = (
+            await session.exec(
+                select(QueueRow.name, QueueRow.overflow).where(col(QueueRow.overflow).is_not(None))
+            )
+        ).all()
+        known = set((await session.exec(select(QueueRow.name))).all())
+        for name, overflow in targets:
+            if overflow not in known:
+                raise MissingReference("overflow", f"queue {name}: unknown overflow queue {overflow!r}")
+
+    async def _agent_skills(
+        self, session: AsyncSession, extensions: Sequence[str] | None = None
+    ) -> dict[str, dict[str, int]]:
+        query = select(AgentSkillRow)
+        if extensions is not None:
+            query = query.where(col(AgentSkillRow.agent).in_(extensions))
+        skills: dict[str, dict[str, int]] = defaultdict(dict)
+        for row in (await session.exec(query)).all():
+            skills[row.agent][row.skill] = row.proficiency
+        return skills
+
+    async def _queue_skills(
+        self, session: AsyncSession, names: Sequence[str] | None = None
+    ) -> dict[str, dict[str, int]]:
+        query = select(QueueSkillRow)
+        if names is not None:
+            query = query.where(col(QueueSkillRow.queue).in_(names))
+        skills: dict[str, dict[str, int]] = defaultdict(dict)
+        for row in (await session.exec(query)).all():
+            skills[row.queue][row.skill] = row.min_proficiency
+        return skills
+
+    async def _load_agents(
+        self, session: AsyncSession, extension: str | None = None
+    ) -> list[AgentRecord]:
+        query = select(AgentRow).order_by(col(AgentRow.extension))
+        if extension is not None:
+            query = query.where(col(AgentRow.extension) == extension)
+        rows = (await session.exec(query)).all()
+        skills = await self._agent_skills(
+            session, None if extension is None else [row.extension for row in rows]
+        )
+        return [
+            AgentRecord(_profile_from_rows(row, skills.get(row.extension, {})), active=row.active)
+            for row in rows
+        ]
+
+    async def _load_queues(self, session: AsyncSession, name: str | None = None) -> list[QueueConfig]:
+        query = select(QueueRow).order_by(col(QueueRow.name))
+        if name is not None:
+            query = query.where(col(QueueRow.name) == name)
+        rows = (await session.exec(query)).all()
+        skills = await self._queue_skills(session, None if name is None else [row.name for row in rows])
+        return [_queue_from_rows(row, skills.get(row.name, {})) for row in rows]
+
+    # -- sites ---------------------------------------------------------------------------
+
+    async def sites(self) -> list[SiteRecord]:
+        async with self._transaction() as session:
+            rows = (await session.exec(select(SiteRow).order_by(col(SiteRow.name)))).all()
+            return [SiteRecord(row.name, row.timezone, row.healthy) for row in rows]
+
+    async def site(self, name: str) -> SiteRecord | None:
+        async with self._transaction() as session:
+            row = await session.get(SiteRow, name)
+            return None if row is None else SiteRecord(row.name, row.timezone, row.healthy)
+
+    async def create_site(self, site: SiteRecord) -> None:
+        async with self._transaction() as session:
+            if await session.get(SiteRow, site.name) is not None:
+                raise AlreadyExists(f"site {site.name!r} already exists")
+            session.add(SiteRow(name=site.name, timezone=site.timezone, healthy=site.healthy))
+
+    async def save_site(self, site: SiteRecord) -> bool:
+        """Insert or replace a site; True when it was created."""
+        async with self._transaction() as session:
+            row = await session.get(SiteRow, site.name)
+            if row is None:
+                session.add(SiteRow(name=site.name, timezone=site.timezone, healthy=site.healthy))
+                return True
+            row.timezone = site.timezone
+            row.healthy = site.healthy
+            return False
+
+    async def delete_site(self, name: str) -> None:
+        async with self._transaction() as session:
+            row = await session.get(SiteRow, name)
+            if row is None:
+                raise NotFound(f"unknown site {name!r}")
+            users = (
+                await session.exec(select(AgentRow.extension).where(col(AgentRow.site) == name).limit(5))
+            ).all()
+            if users:
+                raise InUse(f"site {name!r} still has agents: {', '.join(users)}")
+            await session.delete(row)
+
+    # -- skills --------------------------------------------------------------------------
+
+    async def skills(self) -> list[SkillRecord]:
+        async with self._transaction() as session:
+            rows = (await session.exec(select(SkillRow).order_by(col(SkillRow.name)))).all()
+            return [SkillRecord(row.name, row.description) for row in rows]
+
+    async def save_skill(self, skill: SkillRecord) -> bool:
+        """Insert a skill or update its description; True when it was created."""
+        async with self._transaction() as session:
+            row = await session.get(SkillRow, skill.name)
+            if row is None:
+                session.add(SkillRow(name=skill.name, description=skill.description))
+                return True
+            row.description = skill.description
+            return False
+
+    # -- agents --------------------------------------------------------------------------
+
+    async def agents(self) -> list[AgentRecord]:
+        async with self._transaction() as session:
+            return await self._load_agents(session)
+
+    async def agent(self, extension: str) -> AgentRecord | None:
+        async with self._transaction() as session:
+            found = await self._load_agents(session, extension)
+            return found[0] if found else None
+
+    async def agent_profiles(self, *, include_inactive: bool = False) -> list[AgentProfile]:
+        """Profiles for the router: the active agents (or all, when asked)."""
+        return [
+            record.profile
+            for record in await self.agents()
+            if record.active or include_inactive
+        ]
+
+    async def create_agent(self, profile: AgentProfile, *, active: bool = True) -> None:
+        async with self._transaction() as session:
+            if await session.get(AgentRow, profile.extension) is not None:
+                raise AlreadyExists(f"agent {profile.extension!r} already exists")
+            await self._write_agent(session, profile, active)
+
+    async def save_agent(self, profile: AgentProfile, *, active: bool | None = None) -> bool:
+        """Insert or replace an agent and its skills; True when it was created.
+
+        ``active=None`` keeps the stored flag (new agents start active).
+        """
+        async with self._transaction() as session:
+            created = await session.get(AgentRow, profile.extension) is None
+            await self._write_agent(session, profile, active)
+            return created
+
+    async def delete_agent(self, extension: str) -> None:
+        async with self._transaction() as session:
+            row = await session.get(AgentRow, extension)
+            if row is None:
+                raise NotFound(f"unknown agent {extension!r}")
+            # Explicit, so SQLite without foreign-key enforcement cannot leave orphans.
+            await session.exec(sa.delete(AgentSkillRow).where(col(AgentSkillRow.agent) == extension))
+            await session.delete(row)
+
+    # -- queues --------------------------------------------------------------------------
+
+    async def queue_configs(self) -> list[QueueConfig]:
+        async with self._transaction() as session:
+            return await self._load_queues(session)
+
+    async def queue(self, name: str) -> QueueConfig | None:
+        async with self._transaction() as session:
+            found = await self._load_queues(session, name)
+            return found[0] if found else None
+
+    async def create_queue(self, config: QueueConfig) -> None:
+        async with self._transaction() as session:
+            if await session.get(QueueRow, config.name) is not None:
+                raise AlreadyExists(f"queue {config.name!r} already exists")
+            await self._write_queue(session, config)
+            await self._check_overflow_targets(session)
+
+    async def save_queue(self, config: QueueConfig) -> bool:
+        """Insert or replace a queue and its required skills; True when it was created."""
+        async with self._transaction() as session:
+            created = await session.get(QueueRow, config.name) is None
+            await self._write_queue(session, config)
+            await self._check_overflow_targets(session)
+            return created
+
+    async def delete_queue(self, name: str) -> None:
+        async with self._transaction() as session:
+            row = await session.get(QueueRow, name)
+            if row is None:
+                raise NotFound(f"unknown queue {name!r}")
+            feeders = (
+                await session.exec(select(QueueRow.name).where(col(QueueRow.overflow) == name))
+            ).all()
+            if feeders:
+                raise InUse(f"queue {name!r} is the overflow of: {', '.join(sorted(feeders))}")
+            await session.exec(sa.delete(QueueSkillRow).where(col(QueueSkillRow.queue) == name))
+            await session.delete(row)
+
+    # -- customers -----------------------------------------------------------------------
+
+    async def customers(self, *, limit: int = 100, offset: int = 0) -> list[CustomerRecord]:
+        _check_page(limit, offset)
+        async with self._transaction() as session:
+            query = select(CustomerRow).order_by(col(CustomerRow.number)).limit(limit).offset(offset)
+            return [_customer_from_row(row) for row in (await session.exec(query)).all()]
+
+    async def customer(self, number: str) -> CustomerRecord | None:
+        async with self._transaction() as session:
+            row = await session.get(CustomerRow, number)
+            return None if row is None else _customer_from_row(row)
+
+    async def create_customer(self, customer: CustomerRecord) -> None:
+        async with self._transaction() as session:
+            if await session.get(CustomerRow, customer.number) is not None:
+                raise AlreadyExists(f"customer {customer.number!r} already exists")
+            session.add(CustomerRow(**_customer_columns(customer)))
+
+    async def save_customer(self, customer: CustomerRecord) -> bool:
+        """Insert or replace a customer; True when it was created."""
+        async with self._transaction() as session:
+            row = await session.get(CustomerRow, customer.number)
+            if row is None:
+                session.add(CustomerRow(**_customer_columns(customer)))
+                return True
+            for key, value in _customer_columns(customer).items():
+                setattr(row, key, value)
+            return False
+
+    async def delete_customer(self, number: str) -> None:
+        async with self._transaction() as session:
+            row = await session.get(CustomerRow, number)
+            if row is None:
+                raise NotFound(f"unknown customer {number!r}")
+            await session.delete(row)
+
+    async def record_last_agent(self, number: str, extension: str) -> bool:
+        """Remember who last served a known customer; False when the number is not a customer."""
+        async with self._transaction() as session:
+            result = await session.exec(
+                sa.update(CustomerRow)
+                .where(col(CustomerRow.number) == number)
+                .values(last_agent=extension)
+            )
+            return bool(result.rowcount)
+
+    # -- seeding from configuration ------------------------------------------------------
+
+    async def seed(
+        self,
+        agents: Sequence[AgentProfile],
+        queues: Sequence[QueueConfig],
+        sites: Sequence[SiteRecord],
+        customers: Sequence[CustomerRecord],
+    ) -> SeedReport:
+        """Make the database hold the configured records, idempotently, in one transaction.
+
+        Missing records are inserted; existing ones get their configuration-owned
+        fields updated. Runtime fields are left alone: a site's ``healthy``, an
+        agent's ``active``, a customer's ``last_agent``. Nothing is deleted: a record
+        dropped from the configuration stays until removed through the API.
+        """
+        inserted: dict[str, list[str]] = defaultdict(list)
+        updated: dict[str, list[str]] = defaultdict(list)
+        async with self._transaction() as session:
+            for site in sites:
+                site_row = await session.get(SiteRow, site.name)
+                if site_row is None:
+                    session.add(SiteRow(name=site.name, timezone=site.timezone, healthy=site.healthy))
+                    inserted["sites"].append(site.name)
+                elif site_row.timezone != site.timezone:
+                    site_row.timezone = site.timezone
+                    updated["sites"].append(site.name)
+            await session.flush()
+
+            stored_agents = {
+                record.extension: record.profile for record in await self._load_agents(session)
+            }
+            for profile in agents:
+                previous = stored_agents.get(profile.extension)
+                if previous == profile:
+                    continue
+                await self._write_agent(session, profile, active=None)
+                (inserted if previous is None else updated)["agents"].append(profile.extension)
+
+            stored_queues = {config.name: config for config in await self._load_queues(session)}
+            for config in queues:
+                previous_queue = stored_queues.get(config.name)
+                if previous_queue == config:
+                    continue
+                await self._write_queue(session, config)
+                (inserted if previous_queue is None else updated)["queues"].append(config.name)
+            await self._check_overflow_targets(session)
+
+            for customer in customers:
+                customer_row = await session.get(CustomerRow, customer.number)
+                if customer_row is None:
+                    session.add(CustomerRow(**_customer_columns(customer)))
+                    inserted["customers"].append(customer.number)
+                    continue
+                changed = False
+                for key, value in _customer_columns(customer).items():
+                    if key in {"number", "last_agent"} or getattr(customer_row, key) == value:
+                        continue
+                    setattr(customer_row, key, value)
+                    changed = True
+                if changed:
+                    updated["customers"].append(customer.number)
+        kinds = ("sites", "agents", "queues", "customers")
+        return SeedReport(
+            inserted={kind: tuple(inserted[kind]) for kind in kinds},
+            updated={kind: tuple(updated[kind]) for kind in kinds},
+        )
+
+    async def load_into(self, router: Router) -> None:
+        """Give the router every site's health, every queue and every active agent."""
+        for site in await self.sites():
+            router.set_site_health(site.name, site.healthy)
+        for config in await self.queue_configs():
+            router.upsert_queue(config)
+        for profile in await self.agent_profiles():
+            router.upsert_agent(profile)
+
+    # -- call history --------------------------------------------------------------------
+
+    async def append_call_record(self, record: CallRecord) -> CallRecord:
+        """Store one call-detail record; returns it with its ``id``."""
+        row = CallRecordRow(
+            call_id=record.call_id,
+            caller=record.caller,
+            callee=record.callee,
+            started=as_utc(record.started),
+            answered=None if record.answered is None else as_utc(record.answered),
+            ended=None if record.ended is None else as_utc(record.ended),
+            queue=record.queue,
+            agent=record.agent,
+            disposition=record.disposition,
+            ivr_path=list(record.ivr_path),
+            wait_seconds=record.wait_seconds,
+            talk_seconds=record.talk_seconds,
+            site=record.site,
+        )
+        async with self._transaction() as session:
+            session.add(row)
+            await session.flush()
+            return _call_record_from_row(row)
+
+    async def call_records(
+        self,
+        *,
+        call_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        queue: str | None = None,
+        agent: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[CallRecord]:
+        """Records matching every given filter, oldest start first; ``since`` <= started < ``until``."""
+        _check_page(limit, offset)
+        query = select(CallRecordRow)
+        if call_id is not None:
+            query = query.where(col(CallRecordRow.call_id) == call_id)
+        if since is not None:
+            query = query.where(col(CallRecordRow.started) >= as_utc(since))
+        if until is not None:
+            query = query.where(col(CallRecordRow.started) < as_utc(until))
+        if queue is not None:
+            query = query.where(col(CallRecordRow.queue) == queue)
+        if agent is not None:
+            query = query.where(col(CallRecordRow.agent) == agent)
+        query = (
+            query.order_by(col(CallRecordRow.started), col(CallRecordRow.id)).limit(limit).offset(offset)
+        )
+        async with self._transaction() as session:
+            return [_call_record_from_row(row) for row in (await session.exec(query)).all()]
+
+    async def append_queue_log(self, entries: Sequence[QueueLogEntry]) -> list[QueueLogEntry]:
+        """Store queue-log lines in one transaction; returns them with their ``id``."""
+        rows = [
+            QueueLogRow(
+                time=as_utc(entry.time),
+                call_id=entry.call_id,
+                queue=entry.queue,
+                agent=entry.agent,
+                event=entry.event,
+                data=dict(entry.data),
+            )
+            for entry in entries
+        ]
+        async with self._transaction() as session:
+            session.add_all(rows)
+            await session.flush()
+            return [_queue_log_from_row(row) for row in rows]
+
+    async def queue_log(
+        self,
+        *,
+        call_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        queue: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[QueueLogEntry]:
+        """Queue-log lines matching every given filter, in time order; ``since`` <= time < ``until``."""
+        _check_page(limit, offset)
+        query = select(QueueLogRow)
+        if call_id is not None:
+            query = query.where(col(QueueLogRow.call_id) == call_id)
+        if since is not None:
+            query = query.where(col(QueueLogRow.time) >= as_utc(since))
+        if until is not None:
+            query = query.where(col(QueueLogRow.time) < as_utc(until))
+        if queue is not None:
+            query = query.where(col(QueueLogRow.queue) == queue)
+        query = query.order_by(col(QueueLogRow.time), col(QueueLogRow.id)).limit(limit).offset(offset)
+        async with self._transaction() as session:
+            return [_queue_log_from_row(row) for row in (await session.exec(query)).all()]
+

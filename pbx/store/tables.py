@@ -1,0 +1,160 @@
+"""SQLModel tables: the current shape of the schema.
+
+The migration steps in ``pbx.store.migrations`` create and evolve these tables;
+``tests/unit/test_store_migrations.py`` checks that a fully migrated database
+matches the models declared here, so the two cannot drift apart silently.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlmodel import Field, SQLModel
+
+# JSONB on PostgreSQL (indexable, compact); JSON text elsewhere.
+JSON_DOCUMENT = sa.JSON().with_variant(JSONB(), "postgresql")
+TIMESTAMP = sa.DateTime(timezone=True)
+
+
+class SiteRow(SQLModel, table=True):
+    __tablename__ = "sites"
+
+    name: str = Field(primary_key=True)
+    timezone: str = Field(default="UTC")
+    healthy: bool = Field(default=True)
+
+
+class SkillRow(SQLModel, table=True):
+    __tablename__ = "skills"
+
+    name: str = Field(primary_key=True)
+    description: str = Field(default="")
+
+
+class AgentRow(SQLModel, table=True):
+    __tablename__ = "agents"
+    __table_args__ = (sa.Index("ix_agents_site", "site"),)
+
+    extension: str = Field(primary_key=True)
+    name: str
+    site: str = Field(foreign_key="sites.name")
+    languages: list[str] = Field(default_factory=list, sa_type=JSON_DOCUMENT)
+    capacity: int = Field(default=1)
+    active: bool = Field(default=True)
+
+
+class AgentSkillRow(SQLModel, table=True):
+    __tablename__ = "agent_skills"
+    __table_args__ = (
+        sa.CheckConstraint("proficiency BETWEEN 1 AND 10", name="ck_agent_skills_proficiency"),
+        sa.Index("ix_agent_skills_skill", "skill", "proficiency"),
+    )
+
+    agent: str = Field(foreign_key="agents.extension", primary_key=True, ondelete="CASCADE")
+    skill: str = Field(foreign_key="skills.name", primary_key=True)
+    proficiency: int
+
+
+class QueueRow(SQLModel, table=True):
+    __tablename__ = "queues"
+
+    name: str = Field(primary_key=True)
+    language: str | None = None
+    sla_seconds: float
+    sla_percent: float
+    strategy: str
+    wrap_up_seconds: float
+    ring_timeout_seconds: float
+    max_wait_seconds: float | None = None
+    overflow: str | None = None
+    announce_interval_seconds: float
+    preferred_agent_wait_seconds: float
+    aging_weight: float
+    # [{"after_seconds": 30, "skills": {"billing": 3}}, ...]: read whole, never queried into.
+    expansion: list[dict[str, Any]] = Field(default_factory=list, sa_type=JSON_DOCUMENT)
+
+
+class QueueSkillRow(SQLModel, table=True):
+    __tablename__ = "queue_skills"
+    __table_args__ = (
+        sa.CheckConstraint(
+            "min_proficiency BETWEEN 1 AND 10", name="ck_queue_skills_min_proficiency"
+        ),
+    )
+
+    queue: str = Field(foreign_key="queues.name", primary_key=True, ondelete="CASCADE")
+    skill: str = Field(foreign_key="skills.name", primary_key=True)
+    min_proficiency: int
+
+
+class CustomerRow(SQLModel, table=True):
+    __tablename__ = "customers"
+    __table_args__ = (
+        sa.CheckConstraint("tier IN ('vip', 'paid', 'free')", name="ck_customers_tier"),
+    )
+
+    number: str = Field(primary_key=True)
+    name: str = Field(default="")
+    tier: str = Field(default="free")
+    language: str | None = None
+    preferred_agent: str | None = None
+    last_agent: str | None = None
+    notes: str = Field(default="", sa_type=sa.Text)
+
+
+class CallRecordRow(SQLModel, table=True):
+    __tablename__ = "call_records"
+    __table_args__ = (
+        sa.Index("ix_call_records_call_id", "call_id"),
+        sa.Index("ix_call_records_started", "started"),
+        sa.Index("ix_call_records_queue_started", "queue", "started"),
+        sa.Index("ix_call_records_agent_started", "agent", "started"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    call_id: str
+    caller: str
+    callee: str
+    started: datetime = Field(sa_type=TIMESTAMP)
+    answered: datetime | None = Field(default=None, sa_type=TIMESTAMP)
+    ended: datetime | None = Field(default=None, sa_type=TIMESTAMP)
+    queue: str | None = None
+    agent: str | None = None
+    disposition: str = Field(default="")
+    ivr_path: list[str] = Field(default_factory=list, sa_type=JSON_DOCUMENT)
+    wait_seconds: float | None = None
+    talk_seconds: float | None = None
+    site: str | None = None
+
+
+class QueueLogRow(SQLModel, table=True):
+    __tablename__ = "queue_log"
+    __table_args__ = (
+        sa.Index("ix_queue_log_time", "time"),
+        sa.Index("ix_queue_log_call_id", "call_id"),
+        sa.Index("ix_queue_log_queue_time", "queue", "time"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    time: datetime = Field(sa_type=TIMESTAMP)
+    call_id: str
+    queue: str | None = None
+    agent: str | None = None
+    event: str
+    data: dict[str, Any] = Field(default_factory=dict, sa_type=JSON_DOCUMENT)
+
+
+STORE_TABLES: tuple[type[SQLModel], ...] = (
+    SiteRow,
+    SkillRow,
+    AgentRow,
+    AgentSkillRow,
+    QueueRow,
+    QueueSkillRow,
+    CustomerRow,
+    CallRecordRow,
+    QueueLogRow,
+)
