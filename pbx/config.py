@@ -56,6 +56,7 @@ class SipSettings:
     max_expires: int = 3600
     default_expires: int = 600
     nonce_lifetime: float = 300.0
+    digest_algorithms: tuple[str, ...] = ("SHA-256", "MD5")
     t1: float = 0.5
     t2: float = 4.0
     t4: float = 5.0
@@ -195,15 +196,21 @@ def _sip(reader: _Reader, data: Any) -> SipSettings:
     path = "sip"
     section = reader.section(data, path, {
         "listen", "realm", "domain", "trace", "min_expires", "max_expires", "default_expires",
-        "nonce_lifetime", "timers", "user_agent"})
+        "nonce_lifetime", "digest_algorithms", "timers", "user_agent"})
     listen = _listen_addresses(reader, section.get("listen", "127.0.0.1:5060"), f"{path}.listen")
     timers = reader.section(section.get("timers"), f"{path}.timers", {"t1", "t2", "t4"})
     min_expires = reader.number(section, "min_expires", path, 60, minimum=1, maximum=86400, integer=True)
     max_expires = reader.number(section, "max_expires", path, 3600, minimum=1, maximum=604800, integer=True)
     if max_expires < min_expires:
         reader.fail(f"{path}.max_expires", "must not be below min_expires")
+    algorithms = section.get("digest_algorithms", ["SHA-256", "MD5"])
+    if (not isinstance(algorithms, list) or not algorithms
+            or any(a not in ("SHA-256", "MD5") for a in algorithms) or len(set(algorithms)) != len(algorithms)):
+        reader.fail(f"{path}.digest_algorithms", "must list SHA-256 and/or MD5, each once, preferred first")
+        algorithms = ["SHA-256", "MD5"]
     return SipSettings(
         listen=listen,
+        digest_algorithms=tuple(algorithms),
         realm=reader.string(section, "realm", path, "centralita") or "centralita",
         domain=reader.string(section, "domain", path),
         trace=reader.boolean(section, "trace", path, False),

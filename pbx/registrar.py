@@ -17,7 +17,7 @@ from pbx.config import Account, SipSettings
 from pbx.sip.address import NameAddress
 from pbx.sip.digest import DigestAuthenticator
 from pbx.sip.errors import SipParseError
-from pbx.sip.message import Request, Response, make_response
+from pbx.sip.message import Request, Response, is_decimal, make_response
 
 log = logging.getLogger("pbx.registrar")
 
@@ -167,7 +167,7 @@ class Registrar:
     def _requested_expiry(self, contact: NameAddress, expires_header: int | None) -> int:
         value = contact.params.get("expires")
         if value is not None:
-            if not value.isdigit() or int(value) > MAX_EXPIRES_VALUE:
+            if not is_decimal(value) or int(value) > MAX_EXPIRES_VALUE:
                 raise SipParseError("Invalid Contact expires parameter")
             return int(value)
         if expires_header is not None:

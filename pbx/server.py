@@ -42,7 +42,8 @@ class Server:
         self.endpoint = SipEndpoint(self.transports, self.events,
                                     timers=TimerConfig(t1=sip.t1, t2=sip.t2, t4=sip.t4),
                                     user_agent=sip.user_agent)
-        self.authenticator = DigestAuthenticator(sip.realm, os.urandom(32), sip.nonce_lifetime)
+        self.authenticator = DigestAuthenticator(sip.realm, os.urandom(32), sip.nonce_lifetime,
+                                                 sip.digest_algorithms)
         self.registrar = Registrar(config.accounts, self.authenticator, sip)
         self.registrar.listeners.append(self._registration_changed)
         self.ports = PortAllocator(config.media.host, config.media.port_min, config.media.port_max)

@@ -1,0 +1,75 @@
+from pathlib import Path
+
+import pytest
+
+from pbx.config import ConfigError, ListenAddress, build_config, load_config
+from pbx.config_file import load_yaml
+
+
+def build(text: str, tmp_path: Path | None = None):
+    return build_config(load_yaml(text, "centralita.yaml"), var_dir=Path("var"), base_dir=tmp_path)
+
+
+def problems_of(text: str, tmp_path: Path | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        build(text, tmp_path)
+    return caught.value.problems
+
+
+def test_embedded_demo_config_is_the_documented_contact_center():
+    config = load_config(None, var_dir=Path("/tmp/x"))
+    assert ListenAddress("udp", "127.0.0.1", 5060) in config.sip.listen
+    assert ListenAddress("tcp", "127.0.0.1", 5060) in config.sip.listen
+    assert (config.http.host, config.http.port) == ("127.0.0.1", 8080)
+    assert sorted(config.accounts) == [str(n) for n in range(1001, 1011)]
+    assert all(a.password == f"demo{a.user}" for a in config.accounts.values())
+    assert config.extensions["100"].application in ("greeting", "ivr")
+    assert config.store_url == "sqlite+aiosqlite:////tmp/x/centralita.db"
+
+
+def test_errors_name_file_line_and_key():
+    text = "sip:\n  listen: ['udp:1.2.3:5060']\n  bogus: 1\nmedia:\n  port_min: 5\n"
+    found = problems_of(text)
+    assert "centralita.yaml:3: sip.bogus: unknown key" in found[0]
+    assert any(p.startswith("centralita.yaml:2: sip.listen[0]: '1.2.3' is not an IP address") for p in found)
+    assert any(p.startswith("centralita.yaml:5: media.port_min: must be between") for p in found)
+
+
+def test_account_problems_are_each_reported():
+    text = "accounts:\n  - {user: '1001', password: a}\n  - {user: '1001', password: b}\n  - {user: 'a b', password: c}\n  - {user: '1003'}\n"
+    found = problems_of(text)
+    assert any("accounts[1].user: account 1001 is defined twice" in p for p in found)
+    assert any("accounts[2].user: 'a b' is not a valid SIP user name" in p for p in found)
+    assert any("centralita.yaml:5: accounts[3].password: is required" in p for p in found)
+
+
+def test_extension_checks_application_and_prompt_file(tmp_path: Path):
+    text = "extensions:\n  '200': {application: karaoke}\n  '201': {application: greeting, prompt: missing.wav}\n"
+    found = problems_of(text, tmp_path)
+    assert any("extensions.200.application: unknown application 'karaoke'" in p for p in found)
+    assert any(f"prompt file {tmp_path / 'missing.wav'} does not exist" in p for p in found)
+
+
+def test_invalid_yaml_reports_line():
+    found = problems_of("sip:\n  listen: [unclosed\n")
+    assert found[0].startswith("centralita.yaml:")
+    assert "invalid YAML" in found[0]
+
+
+def test_duplicate_keys_are_rejected():
+    found = problems_of("sip:\n  realm: a\n  realm: b\n")
+    assert found == ["centralita.yaml:3: sip.realm: duplicate key"]
+
+
+def test_plain_host_port_listens_on_both_transports_and_transport_prefix_picks_one():
+    config = build("sip:\n  listen: ['127.0.0.1:5070', 'tcp:127.0.0.2:5071']\n")
+    assert config.sip.listen == (
+        ListenAddress("udp", "127.0.0.1", 5070),
+        ListenAddress("tcp", "127.0.0.1", 5070),
+        ListenAddress("tcp", "127.0.0.2", 5071),
+    )
+
+
+def test_store_url_must_name_a_supported_driver():
+    found = problems_of("store:\n  url: mysql://x\n")
+    assert "store.url: must start with sqlite+aiosqlite:// or postgresql+asyncpg://" in found[0]
