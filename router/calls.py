@@ -1,0 +1,86 @@
+"""Calls handed to the router, and the record of a call the router is holding."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from router.config import frozen_proficiencies
+from router.errors import InvalidConfig
+
+# Customer tiers as the IVR sets them; any int works, higher is served first.
+PRIORITY_FREE = 1
+PRIORITY_PAID = 2
+PRIORITY_VIP = 3
+
+
+@dataclass(frozen=True)
+class Call:
+    """A call asking for an agent.
+
+    ``enqueued_at`` is the router clock time the caller started waiting; a callback
+    or a transfer passes the ORIGINAL time so the caller keeps its place (None means
+    now). ``skills`` are requirements of this call on top of the queue's, e.g. a
+    product the caller chose in the IVR.
+    """
+
+    call_id: str
+    queue: str
+    priority: int = PRIORITY_FREE
+    language: str | None = None
+    caller: str = ""
+    preferred_agent: str | None = None
+    enqueued_at: float | None = None
+    skills: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+
+    def __post_init__(self) -> None:
+        if not self.call_id:
+            raise InvalidConfig("call_id must not be empty")
+        if isinstance(self.priority, bool) or not isinstance(self.priority, int):
+            raise InvalidConfig(f"call {self.call_id}: priority must be an int")
+        object.__setattr__(
+            self, "skills", frozen_proficiencies(f"call {self.call_id}", self.skills)
+        )
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "call_id": self.call_id,
+            "queue": self.queue,
+            "priority": self.priority,
+            "language": self.language,
+            "caller": self.caller,
+            "preferred_agent": self.preferred_agent,
+            "enqueued_at": self.enqueued_at,
+            "skills": dict(self.skills),
+        }
+
+
+class CallStatus(enum.StrEnum):
+    WAITING = "waiting"  # in line, any qualified agent may take it
+    HELD = "held"  # in line, kept for its preferred agent for a while
+    OFFERED = "offered"  # an agent is reserved for it
+    CONNECTED = "connected"  # answered; the router only remembers it until it ends
+
+
+@dataclass(frozen=True)
+class WaitingCallRecord:
+    """What the router knew about a call when it was asked (or when it left)."""
+
+    call: Call
+    status: CallStatus
+    waited_seconds: float
+    position: int | None
+    agent: str | None
+    rings_active: int
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "call": self.call.to_dict(),
+            "status": self.status.value,
+            "waited_seconds": self.waited_seconds,
+            "position": self.position,
+            "agent": self.agent,
+            "rings_active": self.rings_active,
+        }

@@ -1,0 +1,193 @@
+"""Configuration records: agent profiles, queues and their skill-expansion rings.
+
+Skill requirements and expansion ("bullseye") semantics
+-------------------------------------------------------
+A queue's ``skills`` map is the innermost ring: an agent qualifies when it has
+*every* listed skill at *at least* the listed proficiency (and speaks the
+call's language). Each ``SkillExpansion`` is an additional, alternative ring
+that becomes active once the call has waited ``after_seconds``: an agent then
+qualifies if it satisfies the base ring OR ANY active expansion ring, each ring
+being a complete requirement set (every skill listed in it, at its minimum).
+So a ring ``{"billing": 3}`` relaxes a billing-5 requirement, and a ring
+``{"general": 5}`` widens the pool to generalists who have no billing skill at
+all. Rings never relax the language, nor the call's own extra skills, which are
+added to every ring. Among qualified agents the inner ring is preferred: the
+router only looks at ring k+1 when no agent of rings 0..k is free.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from router.errors import InvalidConfig
+
+MIN_PROFICIENCY = 1
+MAX_PROFICIENCY = 10
+
+
+class Strategy(enum.StrEnum):
+    """How a queue picks among several qualified, free agents."""
+
+    LONGEST_IDLE = "longest_idle"
+    LEAST_OCCUPANCY = "least_occupancy"
+    ROUND_ROBIN = "round_robin"
+    SKILL_WEIGHTED = "skill_weighted"
+
+
+def frozen_proficiencies(owner: str, levels: Mapping[str, int]) -> Mapping[str, int]:
+    for skill, level in levels.items():
+        if not isinstance(skill, str) or not skill:
+            raise InvalidConfig(f"{owner}: skill names must be non-empty strings, got {skill!r}")
+        if isinstance(level, bool) or not isinstance(level, int):
+            raise InvalidConfig(f"{owner}: proficiency of {skill!r} must be an int, got {level!r}")
+        if not MIN_PROFICIENCY <= level <= MAX_PROFICIENCY:
+            raise InvalidConfig(
+                f"{owner}: proficiency of {skill!r} is {level}, "
+                f"must be {MIN_PROFICIENCY}-{MAX_PROFICIENCY}"
+            )
+    return MappingProxyType(dict(levels))
+
+
+@dataclass(frozen=True)
+class AgentProfile:
+    """Who an agent is and what it can handle; live state is kept by the router."""
+
+    extension: str
+    name: str
+    site: str
+    skills: Mapping[str, int] = field(default_factory=dict)
+    languages: frozenset[str] = frozenset()
+    capacity: int = 1
+
+    def __post_init__(self) -> None:
+        if not self.extension:
+            raise InvalidConfig("agent extension must not be empty")
+        owner = f"agent {self.extension}"
+        object.__setattr__(self, "skills", frozen_proficiencies(owner, self.skills))
+        object.__setattr__(self, "languages", frozenset(self.languages))
+        if self.capacity != 1:
+            # Voice agents carry one call at a time; a larger value would silently
+            # be ignored, so refuse it until multi-channel routing exists.
+            raise InvalidConfig(f"{owner}: capacity must be 1 for voice, got {self.capacity}")
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "extension": self.extension,
+            "name": self.name,
+            "site": self.site,
+            "skills": dict(self.skills),
+            "languages": sorted(self.languages),
+            "capacity": self.capacity,
+        }
+
+
+@dataclass(frozen=True)
+class SkillExpansion:
+    """An alternative requirement ring that becomes acceptable after ``after_seconds`` of waiting.
+
+    ``skills`` is a complete requirement set (skill -> minimum proficiency); see the
+    module docstring for how rings combine.
+    """
+
+    after_seconds: float
+    skills: Mapping[str, int]
+
+    def __post_init__(self) -> None:
+        if self.after_seconds < 0:
+            raise InvalidConfig(f"expansion after_seconds must be >= 0, got {self.after_seconds}")
+        object.__setattr__(self, "skills", frozen_proficiencies("expansion", self.skills))
+
+    def to_dict(self) -> dict[str, object]:
+        return {"after_seconds": self.after_seconds, "skills": dict(self.skills)}
+
+
+@dataclass(frozen=True)
+class QueueConfig:
+    """A queue: who may answer its calls, its service target and its timers.
+
+    ``aging_weight`` scales how fast waiting raises a call's rank (see
+    ``router.waiting_line``); 0 disables aging so priority then arrival decide.
+    """
+
+    name: str
+    skills: Mapping[str, int] = field(default_factory=dict)
+    language: str | None = None
+    sla_seconds: float = 20
+    sla_percent: float = 80
+    strategy: Strategy = Strategy.LONGEST_IDLE
+    wrap_up_seconds: float = 10
+    ring_timeout_seconds: float = 15
+    max_wait_seconds: float | None = None
+    overflow: str | None = None
+    announce_interval_seconds: float = 30
+    preferred_agent_wait_seconds: float = 0
+    expansion: tuple[SkillExpansion, ...] = ()
+    aging_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise InvalidConfig("queue name must not be empty")
+        owner = f"queue {self.name}"
+        object.__setattr__(self, "skills", frozen_proficiencies(owner, self.skills))
+        object.__setattr__(self, "strategy", Strategy(self.strategy))
+        expansion = tuple(sorted(self.expansion, key=lambda ring: ring.after_seconds))
+        object.__setattr__(self, "expansion", expansion)
+        if self.sla_seconds <= 0:
+            raise InvalidConfig(f"{owner}: sla_seconds must be > 0, got {self.sla_seconds}")
+        if not 0 < self.sla_percent <= 100:
+            raise InvalidConfig(f"{owner}: sla_percent must be in (0, 100], got {self.sla_percent}")
+        for label, value in (
+            ("wrap_up_seconds", self.wrap_up_seconds),
+            ("preferred_agent_wait_seconds", self.preferred_agent_wait_seconds),
+            ("aging_weight", self.aging_weight),
+        ):
+            if value < 0:
+                raise InvalidConfig(f"{owner}: {label} must be >= 0, got {value}")
+        for label, value in (
+            ("ring_timeout_seconds", self.ring_timeout_seconds),
+            ("announce_interval_seconds", self.announce_interval_seconds),
+        ):
+            if value <= 0:
+                raise InvalidConfig(f"{owner}: {label} must be > 0, got {value}")
+        if self.max_wait_seconds is not None and self.max_wait_seconds <= 0:
+            raise InvalidConfig(
+                f"{owner}: max_wait_seconds must be > 0, got {self.max_wait_seconds}"
+            )
+        if self.overflow == self.name:
+            raise InvalidConfig(f"{owner}: a queue cannot overflow into itself")
+
+    @property
+    def rings(self) -> tuple[Mapping[str, int], ...]:
+        """The base requirement followed by each expansion ring, innermost first."""
+        return (self.skills, *(ring.skills for ring in self.expansion))
+
+    def rings_active_after(self, waited: float) -> int:
+        """How many rings (base included) a call that waited ``waited`` seconds may use."""
+        active = 1
+        for ring in self.expansion:
+            if waited >= ring.after_seconds:
+                active += 1
+            else:
+                break
+        return active
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "skills": dict(self.skills),
+            "language": self.language,
+            "sla_seconds": self.sla_seconds,
+            "sla_percent": self.sla_percent,
+            "strategy": self.strategy.value,
+            "wrap_up_seconds": self.wrap_up_seconds,
+            "ring_timeout_seconds": self.ring_timeout_seconds,
+            "max_wait_seconds": self.max_wait_seconds,
+            "overflow": self.overflow,
+            "announce_interval_seconds": self.announce_interval_seconds,
+            "preferred_agent_wait_seconds": self.preferred_agent_wait_seconds,
+            "expansion": [ring.to_dict() for ring in self.expansion],
+            "aging_weight": self.aging_weight,
+        }

@@ -1,0 +1,97 @@
+"""Why the router did what it did: one ``Decision`` per routing attempt for a call.
+
+Cost model. Explanations must not make the fast path scan every agent, so a
+decision records only what the index walk touched anyway (the chosen agent, the
+qualified runners-up it passed, and agents it skipped with the reason) plus a
+bounded sample (``Router(explain_sample=...)``) of agents that hold the call's
+most selective requirement but were not free, each with the reason it could not
+be chosen ('busy (on_call)', 'site unhealthy', 'skill billing 3 < 5', ...). The
+sample is drawn from the per-skill membership set, so it costs O(sample), never
+O(agents).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class CandidateScore:
+    """An eligible agent and its rank key under the queue's policy (lower ranks first)."""
+
+    extension: str
+    score: tuple[float, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"extension": self.extension, "score": list(self.score)}
+
+
+@dataclass(frozen=True)
+class Rejection:
+    extension: str
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"extension": self.extension, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class CompetingCall:
+    """A call that an agent who just became free could have taken instead."""
+
+    call_id: str
+    queue: str
+    priority: int
+    score: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "call_id": self.call_id,
+            "queue": self.queue,
+            "priority": self.priority,
+            "score": self.score,
+        }
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One routing attempt for ``call_id``.
+
+    ``trigger`` is 'call' (the call looked for an agent) or 'agent' (a freed agent
+    looked across its queues for the call to serve first). ``chosen`` is None when
+    nobody could take the call. ``ring`` is the skill ring used (0 = base skills).
+    ``eligible`` holds the chosen agent first, then the runners-up, and each score is,
+    by policy: longest_idle (idle seconds,); least_occupancy (decayed handling
+    seconds, idle seconds); round_robin (offer sequence of its last call, idle
+    seconds); skill_weighted (proficiency in the primary skill, idle seconds);
+    preferred_agent (idle seconds,). ``competing_calls`` lists, for trigger 'agent',
+    the class heads the freed agent compared, with their aging scores.
+    """
+
+    at: float
+    call_id: str
+    queue: str
+    trigger: str
+    policy: str
+    chosen: str | None
+    ring: int | None
+    eligible: tuple[CandidateScore, ...] = ()
+    rejected: tuple[Rejection, ...] = ()
+    competing_calls: tuple[CompetingCall, ...] = field(default=())
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "at": self.at,
+            "call_id": self.call_id,
+            "queue": self.queue,
+            "trigger": self.trigger,
+            "policy": self.policy,
+            "chosen": self.chosen,
+            "ring": self.ring,
+            "eligible": [item.to_dict() for item in self.eligible],
+            "rejected": [item.to_dict() for item in self.rejected],
+            "competing_calls": [item.to_dict() for item in self.competing_calls],
+            "note": self.note,
+        }
