@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pbx.config_file import ConfigError, LocatedDocument, load_yaml, load_yaml_file
+from pbx.contact_center import ContactCenterConfig, parse_contact_center
 
 DEFAULT_CONFIG_NAME = "default_config.yaml"
 TRANSPORTS = ("udp", "tcp")
@@ -88,6 +89,7 @@ class ServerConfig:
     store_url: str
     accounts: dict[str, Account] = field(default_factory=dict)
     extensions: dict[str, Extension] = field(default_factory=dict)
+    contact_center: ContactCenterConfig = field(default_factory=ContactCenterConfig)
     raw: dict[str, Any] = field(default_factory=dict)
 
 
@@ -338,9 +340,15 @@ def build_config(document: LocatedDocument, *, var_dir: Path, base_dir: Path | N
     store_url = _store_url(reader, data.get("store"), var_dir)
     accounts = _accounts(reader, data.get("accounts"))
     extensions = _extensions(reader, data.get("extensions"), accounts, base_dir)
+    contact_center = parse_contact_center(document, reader.problems)
+    for agent in contact_center.agents:
+        if agent.profile.extension not in accounts:
+            reader.problems.append(document.problem(
+                "agents", f"agent {agent.profile.extension} has no SIP account to register with"))
     if reader.problems:
         raise ConfigError(reader.problems)
-    return ServerConfig(document.source, sip, media, http, store_url, accounts, extensions, data)
+    return ServerConfig(document.source, sip, media, http, store_url, accounts, extensions,
+                        contact_center, data)
 
 
 def load_config(path: Path | None, *, var_dir: Path = Path("var")) -> ServerConfig:

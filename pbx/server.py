@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 from monitoring.metrics import TelephonyMetrics
+from pbx.api import create_api
 from pbx.applications import ApplicationDirectory
 from pbx.calls import CallManager
 from pbx.config import ServerConfig
@@ -21,9 +23,11 @@ from pbx.media.prompt import PromptLibrary
 from pbx.media.stream import PortAllocator
 from pbx.registrar import Registrar
 from pbx.sip.digest import DigestAuthenticator
+from pbx.store import Store
 from pbx.sip.message import Request, make_response
 from pbx.sip.transaction import TimerConfig, TransactionKey
 from pbx.transport import Address, Transports
+from router import Router, UnknownAgent
 
 log = logging.getLogger("pbx.server")
 
@@ -53,6 +57,8 @@ class Server:
                                  self.applications)
         self.endpoint.handlers["OPTIONS"] = self._on_options
         self.endpoint.handlers["REGISTER"] = self._on_register
+        self.router = Router(time.time)
+        self.store: Store | None = None
         self._http_runner: web.AppRunner | None = None
         self._housekeeping: asyncio.Task[None] | None = None
 
@@ -63,9 +69,18 @@ class Server:
         self.var_dir.mkdir(parents=True, exist_ok=True)
         for extension in self.config.extensions.values():
             self.applications.validate(extension)
+        self.store = await Store.open(self.config.store_url)
+        center = self.config.contact_center
+        await self.store.seed([a.profile for a in center.agents], center.queues, center.sites,
+                              center.customers)
+        await self.store.load_into(self.router)
+        # Agents become reachable when their softphone registers, not before.
+        for snapshot in self.router.agents():
+            self.router.agent_reachable(snapshot.profile.extension, False)
         for address in self.config.sip.listen:
             await self.transports.listen(address.transport, address.host, address.port)
         app = create_http_app(self._render_metrics, self._health)
+        app.add_subapp("/api/v1", create_api(self.store, self.router, self.config.http.api_token))
         self._http_runner = web.AppRunner(app, access_log=None)
         await self._http_runner.setup()
         site = web.TCPSite(self._http_runner, self.config.http.host, self.config.http.port)
@@ -85,6 +100,8 @@ class Server:
         await self.transports.close()
         if self._http_runner is not None:
             await self._http_runner.cleanup()
+        if self.store is not None:
+            await self.store.close()
 
     async def _housekeep(self) -> None:
         loop = asyncio.get_running_loop()
@@ -94,6 +111,7 @@ class Server:
                 now = loop.time()
                 self.registrar.expire(now)
                 self.calls.reap_silent_calls(now)
+                self.router.tick()
             except Exception:
                 log.exception("housekeeping failed")
 
@@ -109,6 +127,10 @@ class Server:
         self.endpoint.respond(key, self.registrar.handle_register(request, source, transport, now))
 
     def _registration_changed(self, user: str, registered: bool) -> None:
+        try:
+            self.router.agent_reachable(user, registered)
+        except UnknownAgent:
+            pass  # an account that is not an agent
         bindings = len(self.registrar.bindings(user, self.endpoint.now()))
         self.events.publish(RegistrationChanged(user, registered, bindings))
 

@@ -26,7 +26,7 @@ def _fields_of(record: AgentRecord) -> dict[str, Any]:
     }
 
 
-def _record(extension: str, fields: AgentFields) -> AgentRecord:
+def agent_record(extension: str, fields: AgentFields) -> AgentRecord:
     profile = AgentProfile(
         extension=extension,
         name=fields.name,
@@ -108,7 +108,7 @@ async def get_agent(request: web.Request) -> web.Response:
 async def create_agent(request: web.Request) -> web.Response:
     store, router = request.app[STORE], request.app[ROUTER]
     body = await read_model(request, AgentCreate)
-    record = _record(body.extension, body)
+    record = agent_record(body.extension, body)
     await store.create_agent(record.profile, active=record.active)
     try:
         _give_router(router, record)
@@ -124,7 +124,7 @@ async def replace_agent(request: web.Request) -> web.Response:
     extension = request.match_info["extension"]
     document = await read_json_object(request)
     fields = validate(AgentFields, merge_patch({}, document, "extension", extension))
-    record = _record(extension, fields)
+    record = agent_record(extension, fields)
     created = await _save(store, router, await store.agent(extension), record)
     return web.json_response(_view(router, record), status=201 if created else 200)
 
@@ -135,7 +135,7 @@ async def patch_agent(request: web.Request) -> web.Response:
     previous = await _existing(store, extension)
     document = await read_json_object(request)
     fields = validate(AgentFields, merge_patch(_fields_of(previous), document, "extension", extension))
-    record = _record(extension, fields)
+    record = agent_record(extension, fields)
     await _save(store, router, previous, record)
     return web.json_response(_view(router, record))
 

@@ -50,7 +50,7 @@ def _fields_of(customer: CustomerRecord) -> dict[str, Any]:
     return fields.model_dump(mode="json")
 
 
-def _record(number: str, fields: CustomerFields, last_agent: str | None) -> CustomerRecord:
+def customer_record(number: str, fields: CustomerFields, last_agent: str | None) -> CustomerRecord:
     return CustomerRecord(
         number=number,
         name=fields.name,
@@ -78,7 +78,7 @@ async def get_customer(request: web.Request) -> web.Response:
 
 async def create_customer(request: web.Request) -> web.Response:
     body = await read_model(request, CustomerCreate)
-    customer = _record(body.number, body, last_agent=None)
+    customer = customer_record(body.number, body, last_agent=None)
     await request.app[STORE].create_customer(customer)
     location = f"{request.app.router['get_customer'].url_for(number=customer.number)}"
     return web.json_response(_view(customer), status=201, headers={"Location": location})
@@ -90,7 +90,7 @@ async def replace_customer(request: web.Request) -> web.Response:
     fields = validate(CustomerFields, merge_patch({}, await read_json_object(request), "number", number))
     previous = await store.customer(number)
     # last_agent is the server's record of history, not something a client sets.
-    customer = _record(number, fields, None if previous is None else previous.last_agent)
+    customer = customer_record(number, fields, None if previous is None else previous.last_agent)
     created = await store.save_customer(customer)
     return web.json_response(_view(customer), status=201 if created else 200)
 
@@ -101,7 +101,7 @@ async def patch_customer(request: web.Request) -> web.Response:
     previous = await _existing(store, number)
     document = await read_json_object(request)
     fields = validate(CustomerFields, merge_patch(_fields_of(previous), document, "number", number))
-    customer = _record(number, fields, previous.last_agent)
+    customer = customer_record(number, fields, previous.last_agent)
     await store.save_customer(customer)
     return web.json_response(_view(customer))
 

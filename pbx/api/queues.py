@@ -14,7 +14,7 @@ from pbx.store import Store
 from router import QueueConfig, Router, RouterError, SkillExpansion, UnknownQueue
 
 
-def _config(name: str, fields: QueueFields) -> QueueConfig:
+def queue_config(name: str, fields: QueueFields) -> QueueConfig:
     return QueueConfig(
         name=name,
         skills=fields.skills,
@@ -75,7 +75,7 @@ async def get_queue(request: web.Request) -> web.Response:
 async def create_queue(request: web.Request) -> web.Response:
     store, router = request.app[STORE], request.app[ROUTER]
     body = await read_model(request, QueueCreate)
-    config = _config(body.name, body)
+    config = queue_config(body.name, body)
     await store.create_queue(config)
     try:
         router.upsert_queue(config)
@@ -90,7 +90,7 @@ async def replace_queue(request: web.Request) -> web.Response:
     store, router = request.app[STORE], request.app[ROUTER]
     name = request.match_info["name"]
     document = await read_json_object(request)
-    config = _config(name, validate(QueueFields, merge_patch({}, document, "name", name)))
+    config = queue_config(name, validate(QueueFields, merge_patch({}, document, "name", name)))
     created = await _save(store, router, await store.queue(name), config)
     return web.json_response(_view(config), status=201 if created else 200)
 
@@ -101,7 +101,7 @@ async def patch_queue(request: web.Request) -> web.Response:
     previous = await _existing(store, name)
     document = await read_json_object(request)
     fields = validate(QueueFields, merge_patch(_fields_of(previous), document, "name", name))
-    config = _config(name, fields)
+    config = queue_config(name, fields)
     await _save(store, router, previous, config)
     return web.json_response(_view(config))
 

@@ -1,0 +1,101 @@
+"""The contact-center sections of the configuration: sites, agents, queues, customers.
+
+They are validated by the same models as the HTTP API, so a value the API
+refuses is refused in the file too, with the file, line and key named.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from pbx.api.agents import agent_record
+from pbx.api.customers import customer_record
+from pbx.api.queues import queue_config
+from pbx.api.schemas import AgentCreate, CustomerCreate, QueueCreate, SiteCreate
+from pbx.config_file import LocatedDocument
+from pbx.store import AgentRecord, CustomerRecord, SiteRecord
+from router import QueueConfig, RouterError
+
+# Keys written as bare numbers in YAML (extension: 1001) are identifiers, not numbers.
+_IDENTIFIER_KEYS = ("extension", "number", "site", "name", "preferred_agent", "overflow")
+
+
+@dataclass(frozen=True)
+class ContactCenterConfig:
+    sites: tuple[SiteRecord, ...] = ()
+    agents: tuple[AgentRecord, ...] = ()
+    queues: tuple[QueueConfig, ...] = ()
+    customers: tuple[CustomerRecord, ...] = ()
+
+
+def _as_identifiers(item: Any) -> Any:
+    if not isinstance(item, dict):
+        return item
+    return {k: (str(v) if k in _IDENTIFIER_KEYS and isinstance(v, int) and not isinstance(v, bool) else v)
+            for k, v in item.items()}
+
+
+def _validated(document: LocatedDocument, problems: list[str], section: str,
+               model: type[BaseModel]) -> list[tuple[int, Any]]:
+    items = document.data.get(section) if isinstance(document.data, dict) else None
+    if items is None:
+        return []
+    if not isinstance(items, list):
+        problems.append(document.problem(section, "must be a list"))
+        return []
+    valid: list[tuple[int, Any]] = []
+    for i, item in enumerate(items):
+        try:
+            valid.append((i, model.model_validate(_as_identifiers(item))))
+        except ValidationError as error:
+            for detail in error.errors():
+                where = ".".join(str(part) for part in detail["loc"])
+                path = f"{section}[{i}].{where}" if where else f"{section}[{i}]"
+                problems.append(document.problem(path, detail["msg"]))
+    return valid
+
+
+def parse_contact_center(document: LocatedDocument, problems: list[str]) -> ContactCenterConfig:
+    sites = [SiteRecord(s.name, s.timezone, s.healthy)
+             for _, s in _validated(document, problems, "sites", SiteCreate)]
+    site_names = {s.name for s in sites}
+
+    agents: list[AgentRecord] = []
+    seen_agents: set[str] = set()
+    for i, body in _validated(document, problems, "agents", AgentCreate):
+        path = f"agents[{i}]"
+        if body.extension in seen_agents:
+            problems.append(document.problem(f"{path}.extension", f"agent {body.extension} is defined twice"))
+            continue
+        if body.site not in site_names:
+            problems.append(document.problem(f"{path}.site", f"unknown site {body.site!r} (define it under sites)"))
+            continue
+        seen_agents.add(body.extension)
+        try:
+            agents.append(agent_record(body.extension, body))
+        except RouterError as exc:
+            problems.append(document.problem(path, str(exc)))
+
+    queues: list[QueueConfig] = []
+    for i, body in _validated(document, problems, "queues", QueueCreate):
+        path = f"queues[{i}]"
+        if any(q.name == body.name for q in queues):
+            problems.append(document.problem(f"{path}.name", f"queue {body.name} is defined twice"))
+            continue
+        try:
+            queues.append(queue_config(body.name, body))
+        except RouterError as exc:
+            problems.append(document.problem(path, str(exc)))
+
+    customers: list[CustomerRecord] = []
+    for i, body in _validated(document, problems, "customers", CustomerCreate):
+        if body.preferred_agent is not None and body.preferred_agent not in seen_agents:
+            problems.append(document.problem(f"customers[{i}].preferred_agent",
+                                             f"unknown agent {body.preferred_agent!r}"))
+            continue
+        customers.append(customer_record(body.number, body, None))
+
+    return ContactCenterConfig(tuple(sites), tuple(agents), tuple(queues), tuple(customers))
