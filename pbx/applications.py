@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from pathlib import Path
 
+from ivr.call_log import IvrCallLog
+from ivr.engine import CustomerLookup, EnqueueGateway, HoldMusicGateway, TransferGateway
+from ivr.flow import Flow, load_flows
 from pbx.calls import AnsweredCall, CallApplication
 from pbx.config import Extension
+from pbx.events import EventBus
+from pbx.ivr_application import IvrApplication
 from pbx.media.prompt import PromptLibrary
-
-log = logging.getLogger("pbx.applications")
 
 
 class Greeting:
@@ -43,17 +45,47 @@ def _prompt_path(extension: Extension) -> str | Path:
     return f"{extension.language}/{prompt}"
 
 
+def load_extension_flows(extensions: list[Extension], prompts: PromptLibrary) -> dict[str, Flow]:
+    """Every flow the ivr extensions name, validated (raises ConfigError listing all problems)."""
+    return load_flows([e.flow for e in extensions if e.application == "ivr" and e.flow], prompts)
+
+
 class ApplicationDirectory:
-    """Builds the application for an extension from its configuration."""
+    """Builds, once per extension, the application that answers it."""
 
-    def __init__(self, prompts: PromptLibrary) -> None:
+    def __init__(self, prompts: PromptLibrary, events: EventBus, ivr_calls: IvrCallLog,
+                 lookup_customer: CustomerLookup | None = None,
+                 enqueue: EnqueueGateway | None = None,
+                 transfer: TransferGateway | None = None) -> None:
         self.prompts = prompts
+        self.events = events
+        self.ivr_calls = ivr_calls
+        self.lookup_customer = lookup_customer
+        hold = HoldMusicGateway(prompts)
+        self.enqueue = enqueue or hold
+        self.transfer = transfer or hold
+        self._flows: dict[str, Flow] = {}
+        self._built: dict[str, CallApplication] = {}
 
-    def validate(self, extension: Extension) -> None:
-        """Load what the application needs now, so a missing prompt stops start-up, not a call."""
-        self(extension)
+    def prepare(self, extensions: list[Extension]) -> None:
+        """Load every prompt and flow now, so a missing file stops start-up rather than a call."""
+        self._flows = load_extension_flows(extensions, self.prompts)
+        for extension in extensions:
+            self(extension)
 
     def __call__(self, extension: Extension) -> CallApplication:
+        built = self._built.get(extension.number)
+        if built is not None:
+            return built
+        application: CallApplication
         if extension.application == "greeting":
-            return Greeting(self.prompts, extension)
-        raise ValueError(f"unknown application {extension.application!r}")
+            application = Greeting(self.prompts, extension)
+        elif extension.application == "ivr":
+            assert extension.flow is not None
+            application = IvrApplication(self._flows[extension.flow], self.prompts, self.events,
+                                         self.lookup_customer, self.enqueue, transfer=self.transfer,
+                                         call_log=self.ivr_calls)
+        else:
+            raise ValueError(f"unknown application {extension.application!r}")
+        self._built[extension.number] = application
+        return application

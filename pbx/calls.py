@@ -359,12 +359,18 @@ class CallManager:
             if leg.state == "trying":
                 leg.state = "ringing"
             return
+        self._callee_failed(leg, status)
+
+    def _callee_failed(self, leg: CallLeg, status: int) -> None:
+        """One fork gave up; when every fork has, the caller gets one answer for all."""
         leg.state = "failed"
         leg.final_status = status
-        if call.connected_leg is None and all(l.state == "failed" for l in call.callee_legs):
-            refusals = [l.final_status for l in call.callee_legs if l.final_status in _REFUSALS]
-            self._end(call, "rejected" if refusals else "unreachable",
-                      status=refusals[0] if refusals else 480)
+        call = leg.call
+        if call.connected_leg is not None or any(fork.state != "failed" for fork in call.callee_legs):
+            return
+        refusals = [fork.final_status for fork in call.callee_legs if fork.final_status in _REFUSALS]
+        self._end(call, "rejected" if refusals else "unreachable",
+                  status=refusals[0] if refusals else 480)
 
     def _callee_answered(self, leg: CallLeg, response: Response) -> None:
         call = leg.call
@@ -391,10 +397,7 @@ class CallManager:
             self.legs[leg.dialog.key] = leg
             self._send_in_dialog(leg, "BYE")
             self._forget_leg(leg)
-            leg.state = "failed"
-            leg.final_status = 488
-            if all(l.state == "failed" for l in call.callee_legs):
-                self._end(call, "unreachable", status=480)
+            self._callee_failed(leg, 488)
             return
         leg.state = "confirmed"
         leg.negotiation = negotiation

@@ -94,8 +94,12 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _check_config(args: argparse.Namespace) -> int:
+    from pbx.applications import load_extension_flows
+    from pbx.media.prompt import PromptLibrary
+
     try:
         config = load_config(Path(args.file))
+        load_extension_flows(list(config.extensions.values()), PromptLibrary())
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"error: {problem}", file=sys.stderr)

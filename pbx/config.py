@@ -45,6 +45,7 @@ class Extension:
     application: str
     prompt: str | None = None
     language: str = "en"
+    flow: str | None = None
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,7 @@ class ServerConfig:
     raw: dict[str, Any] = field(default_factory=dict)
 
 
-APPLICATIONS = ("greeting",)
+APPLICATIONS = ("greeting", "ivr")
 _TOP_LEVEL_KEYS = {"sip", "media", "http", "store", "accounts", "extensions",
                    "agents", "queues", "sites", "customers", "ivr"}
 
@@ -297,7 +298,7 @@ def _extensions(reader: _Reader, data: Any, accounts: dict[str, Account],
         return extensions
     for number, item in data.items():
         path = f"extensions.{number}"
-        entry = reader.section(item, path, {"application", "prompt", "language"})
+        entry = reader.section(item, path, {"application", "prompt", "language", "flow"})
         application = reader.string(entry, "application", path, required=True)
         if application is None:
             continue
@@ -316,8 +317,18 @@ def _extensions(reader: _Reader, data: Any, accounts: dict[str, Account],
             if not prompt_path.is_file():
                 reader.fail(f"{path}.prompt", f"prompt file {prompt_path} does not exist")
             prompt = str(prompt_path)
+        flow = reader.string(entry, "flow", path)
+        if application == "ivr":
+            flow = flow or "demo"
+            if "/" in flow or flow.endswith((".yaml", ".yml")):
+                flow_path = Path(flow)
+                if base_dir is not None and not flow_path.is_absolute():
+                    flow_path = base_dir / flow_path
+                flow = str(flow_path)
+        elif flow is not None:
+            reader.fail(f"{path}.flow", "only an ivr application runs a flow")
         extensions[str(number)] = Extension(str(number), application, prompt,
-                                            reader.string(entry, "language", path, "en") or "en")
+                                            reader.string(entry, "language", path, "en") or "en", flow)
     return extensions
 
 

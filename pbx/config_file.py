@@ -60,7 +60,11 @@ def _convert(node: yaml.Node, path: str, lines: dict[str, int], source: str) -> 
         return result
     if isinstance(node, yaml.SequenceNode):
         return [_convert(item, f"{path}[{i}]", lines, source) for i, item in enumerate(node.value)]
-    return yaml.SafeLoader("").construct_object(node)  # type: ignore[no-untyped-call]
+    try:
+        return yaml.SafeLoader("").construct_object(node)  # type: ignore[no-untyped-call]
+    except (yaml.YAMLError, ValueError) as exc:
+        # An impossible date (2025-13-01) or number fails while building the value.
+        raise ConfigError([f"{source}:{node.start_mark.line + 1}: {path or '(top)'}: invalid value: {exc}"]) from None
 
 
 def load_yaml(text: str, source: str) -> LocatedDocument:

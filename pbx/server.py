@@ -11,6 +11,9 @@ from typing import Any
 
 from aiohttp import web
 
+from ivr.call_log import IvrCallLog
+from ivr.engine import CustomerProfile
+from ivr.metrics import IvrMetrics
 from monitoring.metrics import TelephonyMetrics
 from pbx.api import create_api
 from pbx.applications import ApplicationDirectory
@@ -23,9 +26,9 @@ from pbx.media.prompt import PromptLibrary
 from pbx.media.stream import PortAllocator
 from pbx.registrar import Registrar
 from pbx.sip.digest import DigestAuthenticator
-from pbx.store import Store
 from pbx.sip.message import Request, make_response
 from pbx.sip.transaction import TimerConfig, TransactionKey
+from pbx.store import Store
 from pbx.transport import Address, Transports
 from router import Router, UnknownAgent
 
@@ -41,6 +44,8 @@ class Server:
         self.events = EventBus()
         self.metrics = TelephonyMetrics()
         self.metrics.subscribe(self.events)
+        IvrMetrics(self.metrics.registry).subscribe(self.events)
+        self.ivr_calls = IvrCallLog(1000)
         sip = config.sip
         self.transports = Transports(self._receive, trace=sip.trace)
         self.endpoint = SipEndpoint(self.transports, self.events,
@@ -52,7 +57,8 @@ class Server:
         self.registrar.listeners.append(self._registration_changed)
         self.ports = PortAllocator(config.media.host, config.media.port_min, config.media.port_max)
         self.prompts = PromptLibrary()
-        self.applications = ApplicationDirectory(self.prompts)
+        self.applications = ApplicationDirectory(self.prompts, self.events, self.ivr_calls,
+                                                 self._lookup_customer)
         self.calls = CallManager(config, self.endpoint, self.registrar, self.events, self.ports,
                                  self.applications)
         self.endpoint.handlers["OPTIONS"] = self._on_options
@@ -67,8 +73,7 @@ class Server:
 
     async def start(self) -> None:
         self.var_dir.mkdir(parents=True, exist_ok=True)
-        for extension in self.config.extensions.values():
-            self.applications.validate(extension)
+        self.applications.prepare(list(self.config.extensions.values()))
         self.store = await Store.open(self.config.store_url)
         center = self.config.contact_center
         await self.store.seed([a.profile for a in center.agents], center.queues, center.sites,
@@ -80,7 +85,8 @@ class Server:
         for address in self.config.sip.listen:
             await self.transports.listen(address.transport, address.host, address.port)
         app = create_http_app(self._render_metrics, self._health)
-        app.add_subapp("/api/v1", create_api(self.store, self.router, self.config.http.api_token))
+        app.add_subapp("/api/v1", create_api(self.store, self.router, self.config.http.api_token,
+                                                  self.ivr_calls))
         self._http_runner = web.AppRunner(app, access_log=None)
         await self._http_runner.setup()
         site = web.TCPSite(self._http_runner, self.config.http.host, self.config.http.port)
@@ -114,6 +120,15 @@ class Server:
                 self.router.tick()
             except Exception:
                 log.exception("housekeeping failed")
+
+    async def _lookup_customer(self, number: str) -> CustomerProfile | None:
+        if self.store is None:
+            return None
+        record = await self.store.customer(number)
+        if record is None:
+            return None
+        return CustomerProfile(record.number, record.tier.value, record.language, record.last_agent,
+                               record.name)
 
     # -- simple methods --------------------------------------------------------------
     def _on_options(self, key: TransactionKey, request: Request, source: Address, transport: str) -> None:

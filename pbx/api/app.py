@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from ivr.call_log import IvrCallLog
 from pbx.api import agents, calls, customers, queues, sites
+from pbx.api.calls import IVR_CALLS
 from pbx.api.endpoint import ROUTER, STORE, Endpoint
 from pbx.api.errors import bearer_token_check, json_errors
 from pbx.api.openapi import build_openapi
@@ -27,7 +29,8 @@ async def openapi_document(request: web.Request) -> web.Response:
     return web.json_response(build_openapi(ENDPOINTS, server_url=server_url))
 
 
-def create_api(store: Store, router: Router, token: str | None) -> web.Application:
+def create_api(store: Store, router: Router, token: str | None,
+               ivr_calls: IvrCallLog | None = None) -> web.Application:
     """The API as a sub-application, for ``app.add_subapp("/api/v1", create_api(...))``.
 
     With ``token`` set, every request but GET/HEAD/OPTIONS needs ``Authorization: Bearer <token>``.
@@ -36,6 +39,8 @@ def create_api(store: Store, router: Router, token: str | None) -> web.Applicati
     app = web.Application(middlewares=[json_errors, bearer_token_check(token)])
     app[STORE] = store
     app[ROUTER] = router
+    if ivr_calls is not None:
+        app[IVR_CALLS] = ivr_calls
     for endpoint in ENDPOINTS:
         app.router.add_route(endpoint.method, endpoint.path, endpoint.handler, name=endpoint.operation_id)
     app.router.add_get("/openapi.json", openapi_document, name="openapi")

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from ivr.call_log import IvrCallLog, UnknownIvrCall
 from pbx.api.endpoint import ROUTER, Endpoint
+from pbx.api.errors import not_found
 from pbx.api.schemas import RoutingView
+
+IVR_CALLS = web.AppKey("ivr_calls", IvrCallLog)
 
 
 async def call_routing(request: web.Request) -> web.Response:
@@ -17,8 +21,22 @@ async def call_routing(request: web.Request) -> web.Response:
     return web.json_response(view.model_dump(mode="json"))
 
 
+async def call_ivr(request: web.Request) -> web.Response:
+    call_id = request.match_info["call_id"]
+    log = request.app.get(IVR_CALLS)
+    try:
+        if log is None:
+            raise UnknownIvrCall(call_id)
+        return web.json_response(log.get(call_id))
+    except UnknownIvrCall:
+        raise not_found(f"no IVR record for call {call_id!r} (it never reached the IVR, or is too old)") from None
+
+
 ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("GET", "/calls/{call_id}/routing", call_routing, "call_routing",
              "The router's decisions for a call: candidates, scores, rejections and why",
              "calls", response=RoutingView, errors=(404,)),
+    Endpoint("GET", "/calls/{call_id}/ivr", call_ivr, "call_ivr",
+             "The call's path through the IVR: nodes, digits, language, outcome",
+             "calls", errors=(404,)),
 )

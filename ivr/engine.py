@@ -1,0 +1,470 @@
+"""Runs a flow against one call: plays prompts, reads DTMF, branches, hands the call on.
+
+The engine needs only :class:`IvrCall` (the server's ``AnsweredCall`` fits it), so
+tests drive it with a fake call that records what was played and feeds digits.
+
+Input rules:
+- Barge-in: a digit pressed while a prompt plays stops the prompt and counts as
+  input for the node reading next (it is kept as type-ahead).
+- A digit pressed before a prompt starts skips that prompt.
+- Wrong or missing input plays the node's own prompt (invalid_option, no_input)
+  and asks again; after ``retries`` the node takes its fallback.
+- Timeouts are real seconds on the event loop (configure short ones in tests);
+  business hours read an injected wall clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Protocol
+
+from ivr.call_log import IvrCallLog, IvrCallRecord
+from ivr.events import (
+    CallDeflected,
+    CallerIdentified,
+    DigitReceived,
+    EnqueueRequested,
+    IvrFinished,
+    IvrNodeEntered,
+    IvrStarted,
+    LanguageSelected,
+    SelfServiceAnswered,
+    SurveyScored,
+    TransferRequested,
+)
+from ivr.flow import (
+    BusinessHoursNode,
+    CollectNode,
+    EnqueueNode,
+    Flow,
+    HangupNode,
+    InputSettings,
+    LanguageNode,
+    LookupCallerNode,
+    MenuNode,
+    Node,
+    PlayNode,
+    PromptSpec,
+    SelfServiceNode,
+    SurveyNode,
+    TransferNode,
+)
+from pbx.media.prompt import Prompt, PromptLibrary
+from router.calls import PRIORITY_FREE, PRIORITY_PAID, PRIORITY_VIP
+
+log = logging.getLogger("ivr.engine")
+
+TIER_PRIORITY = {"vip": PRIORITY_VIP, "paid": PRIORITY_PAID, "free": PRIORITY_FREE}
+SURVEY_SCORES = frozenset("12345")
+
+
+class IvrMedia(Protocol):
+    def play(self, prompts: Prompt | Sequence[Prompt],
+             on_done: Callable[[bool], None] | None = None, *, repeat: bool = False) -> None: ...
+
+    def stop_playback(self) -> None: ...
+
+
+class IvrCall(Protocol):
+    """What the engine needs of a call (``pbx.calls.AnsweredCall`` provides it)."""
+
+    digits: asyncio.Queue[str]
+    hung_up: asyncio.Event
+
+    @property
+    def call_id(self) -> str: ...
+
+    @property
+    def caller(self) -> str: ...
+
+    @property
+    def media(self) -> IvrMedia: ...
+
+    def hang_up(self) -> None: ...
+
+
+class EventPublisher(Protocol):
+    def publish(self, event: object) -> None: ...
+
+
+@dataclass(frozen=True)
+class CustomerProfile:
+    number: str
+    tier: str = "free"  # vip, paid or free
+    language: str | None = None
+    last_agent: str | None = None
+    name: str = ""
+
+
+CustomerLookup = Callable[[str], Awaitable[CustomerProfile | None]]
+
+
+@dataclass(frozen=True)
+class EnqueueRequest:
+    call_id: str
+    caller: str
+    queue: str
+    priority: int
+    skills: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    language: str | None = None
+    preferred_agent: str | None = None
+    """The caller's last agent, when known: the router may try them first."""
+
+
+class EnqueueGateway(Protocol):
+    """Hands a call to the router; returns when the IVR has nothing more to do with it."""
+
+    async def enqueue(self, call: IvrCall, request: EnqueueRequest) -> None: ...
+
+
+class TransferGateway(Protocol):
+    async def transfer(self, call: IvrCall, extension: str, language: str) -> None: ...
+
+
+class HoldMusicGateway:
+    """Until the router is wired: "please hold", then hold music until the caller hangs up.
+
+    Also stands in for transfers, which need the B2BUA leg towards the extension.
+    """
+
+    def __init__(self, prompts: PromptLibrary, *, hold_prompt: str = "{lang}/please_hold",
+                 music: str = "common/hold_music") -> None:
+        self.prompts = prompts
+        self.hold_prompt = hold_prompt
+        self.music = prompts.get(music)
+
+    async def enqueue(self, call: IvrCall, request: EnqueueRequest) -> None:
+        await self._hold(call, request.language or "en")
+
+    async def transfer(self, call: IvrCall, extension: str, language: str) -> None:
+        await self._hold(call, language)
+
+    async def _hold(self, call: IvrCall, language: str) -> None:
+        please_hold = self.prompts.get(self.hold_prompt.replace("{lang}", language))
+
+        def then_music(finished: bool) -> None:
+            if finished and not call.hung_up.is_set():
+                call.media.play(self.music, repeat=True)
+
+        call.media.play(please_hold, on_done=then_music)
+        try:
+            await call.hung_up.wait()
+        finally:
+            call.media.stop_playback()
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class FlowRunner:
+    """Runs one flow; shared by all calls to an extension (per-call state lives in a session)."""
+
+    def __init__(self, flow: Flow, prompts: PromptLibrary, bus: EventPublisher, *,
+                 enqueue: EnqueueGateway, transfer: TransferGateway | None = None,
+                 lookup_customer: CustomerLookup | None = None,
+                 clock: Callable[[], datetime] = utc_now,
+                 call_log: IvrCallLog | None = None) -> None:
+        self.flow = flow
+        self.prompts = prompts
+        self.bus = bus
+        self.enqueue = enqueue
+        self.transfer = transfer if transfer is not None else _transfer_unsupported(enqueue)
+        self.lookup_customer = lookup_customer
+        self.clock = clock
+        self.call_log = call_log if call_log is not None else IvrCallLog()
+
+    async def run(self, call: IvrCall) -> IvrCallRecord:
+        """Walk the flow until a terminal node or the caller hangs up; returns the call's record."""
+        session = _CallSession(self, call)
+        self.call_log.add(session.record)
+        self.bus.publish(IvrStarted(call.call_id, self.flow.name, call.caller))
+        walk = asyncio.ensure_future(session.walk())
+        hung_up = asyncio.ensure_future(call.hung_up.wait())
+        try:
+            await asyncio.wait((walk, hung_up), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            # Also when this task is cancelled (the server ending the call): the
+            # record, deflection and IvrFinished must still be written.
+            hung_up.cancel()
+            if not walk.done():
+                walk.cancel()
+            await asyncio.wait((walk,))
+            session.finish(walk)
+        return session.record
+
+
+def _transfer_unsupported(gateway: object) -> TransferGateway:
+    """Without a transfer gateway, the enqueue gateway must also do transfers."""
+    if callable(getattr(gateway, "transfer", None)):
+        return gateway  # type: ignore[return-value]
+    raise TypeError("pass a transfer gateway, or an enqueue gateway that also has transfer()")
+
+
+class _CallSession:
+    """The state of one call in the flow: language, caller profile, type-ahead digits, record."""
+
+    def __init__(self, runner: FlowRunner, call: IvrCall) -> None:
+        self.runner = runner
+        self.flow = runner.flow
+        self.call = call
+        self.language = runner.flow.language
+        self.profile: CustomerProfile | None = None
+        self.typeahead: deque[str] = deque()
+        self.node: Node | None = None
+        self.handed_off = False
+        self.record = IvrCallRecord(call.call_id, call.caller, runner.flow.name, runner.clock(),
+                                    self.language)
+
+    def publish(self, event: object) -> None:
+        self.runner.bus.publish(event)
+
+    # ---------------------------------------------------------------- walking
+
+    async def walk(self) -> None:
+        name: str | None = self.flow.start
+        while name is not None:
+            node = self.flow.nodes[name]
+            self.node = node
+            self.record.entered(node.name, node.type, self.runner.clock())
+            self.publish(IvrNodeEntered(self.call.call_id, self.flow.name, node.name, node.type))
+            name = await self._run_node(node)
+
+    async def _run_node(self, node: Node) -> str | None:
+        if isinstance(node, PlayNode):
+            await self.play(node.prompt, barge_in=node.barge_in)
+            return node.next
+        if isinstance(node, MenuNode):
+            return await self._menu(node)
+        if isinstance(node, CollectNode):
+            return await self._collect(node)
+        if isinstance(node, LanguageNode):
+            return await self._language(node)
+        if isinstance(node, SelfServiceNode):
+            return await self._self_service(node)
+        if isinstance(node, BusinessHoursNode):
+            return node.open if node.hours.is_open(self.runner.clock()) else node.closed
+        if isinstance(node, LookupCallerNode):
+            return await self._lookup(node)
+        if isinstance(node, SurveyNode):
+            return await self._survey(node)
+        if isinstance(node, EnqueueNode):
+            await self._enqueue(node)
+            return None
+        if isinstance(node, TransferNode):
+            await self._transfer(node)
+            return None
+        if isinstance(node, HangupNode):
+            if node.prompt is not None:
+                await self.play((node.prompt,), barge_in=False)
+            self.record.outcome = "hung_up"
+            self.call.hang_up()
+            return None
+        raise TypeError(f"no handler for node type {node.type!r}")
+
+    def finish(self, walk: asyncio.Future[None]) -> None:
+        record = self.record
+        record.ended_at = self.runner.clock()
+        error = None if walk.cancelled() else walk.exception()
+        if error is not None:
+            log.error("call %s: IVR flow %s failed at node %s", self.call.call_id, self.flow.name,
+                      self.node.name if self.node else None, exc_info=error)
+            record.outcome = "error"
+            self.call.hang_up()
+        elif not self.handed_off and record.topics:
+            record.outcome = "deflected"
+            self.publish(CallDeflected(self.call.call_id, self.flow.name, record.topics[-1]))
+        elif not self.handed_off and record.outcome not in ("hung_up",):
+            record.outcome = "abandoned"
+        self.publish(IvrFinished(self.call.call_id, self.flow.name, record.outcome,
+                                 self.node.name if self.node else None))
+
+    # ---------------------------------------------------------------- media and digits
+
+    def _prompt(self, spec: PromptSpec) -> Prompt:
+        return self.runner.prompts.get(spec.path(self.language))
+
+    async def play(self, specs: Sequence[PromptSpec], *, barge_in: bool = True) -> None:
+        """Play prompts to the end, or until a digit (kept as type-ahead) when ``barge_in``."""
+        if barge_in and not self.call.digits.empty():  # pressed before the prompt
+            self.typeahead.append(self.call.digits.get_nowait())
+        if barge_in and self.typeahead:
+            return
+        prompts = [self._prompt(spec) for spec in specs]
+        loop = asyncio.get_running_loop()
+        finished: asyncio.Future[bool] = loop.create_future()
+
+        def done(played_to_end: bool) -> None:
+            if not finished.done():
+                finished.set_result(played_to_end)
+
+        media = self.call.media
+        media.play(prompts, on_done=done)
+        if not barge_in:
+            await finished
+            return
+        digit = asyncio.ensure_future(self.call.digits.get())
+        try:
+            await asyncio.wait((finished, digit), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if digit.done() and not digit.cancelled():
+                self.typeahead.append(digit.result())
+                if not finished.done():
+                    media.stop_playback()
+            else:
+                digit.cancel()
+                if not finished.done():  # cancelled from outside (hang-up)
+                    media.stop_playback()
+
+    async def next_digit(self, timeout: float) -> str | None:
+        """The next digit (type-ahead first), or None after ``timeout`` seconds."""
+        if self.typeahead:
+            digit: str | None = self.typeahead.popleft()
+        else:
+            try:
+                digit = await asyncio.wait_for(self.call.digits.get(), timeout)
+            except TimeoutError:
+                digit = None
+        if digit is not None:
+            node = self.node.name if self.node else ""
+            self.record.digit(node, digit, self.runner.clock())
+            self.publish(DigitReceived(self.call.call_id, self.flow.name, node, digit))
+        return digit
+
+    async def ask(self, prompt: PromptSpec | Sequence[PromptSpec], timeout: float) -> str | None:
+        specs = (prompt,) if isinstance(prompt, PromptSpec) else prompt
+        await self.play(specs)
+        return await self.next_digit(timeout)
+
+    def discard_typeahead(self) -> None:
+        """After a wrong entry: what was typed with it is not an answer to the retry."""
+        self.typeahead.clear()
+        while not self.call.digits.empty():
+            self.call.digits.get_nowait()
+
+    async def _complain(self, settings: InputSettings, digit: str | None) -> None:
+        self.discard_typeahead()
+        await self.play((settings.no_input_prompt if digit is None else settings.invalid_prompt,))
+
+    # ---------------------------------------------------------------- nodes
+
+    async def _menu(self, node: MenuNode) -> str:
+        for attempt in range(node.input.retries + 1):
+            digit = await self.ask(node.prompt, node.input.timeout)
+            if digit is not None and digit in node.options:
+                return node.options[digit]
+            if attempt < node.input.retries:
+                await self._complain(node.input, digit)
+        return node.fallback
+
+    async def _collect(self, node: CollectNode) -> str:
+        loop = asyncio.get_running_loop()
+        for attempt in range(node.input.retries + 1):
+            entered = ""
+            digit = await self.ask(node.prompt, node.input.timeout)
+            deadline = loop.time() + node.overall_timeout
+            while digit is not None and digit != node.terminator:
+                entered += digit
+                if len(entered) >= node.max_length:
+                    break
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                digit = await self.next_digit(min(node.inter_digit_timeout, remaining))
+            if node.min_length <= len(entered) <= node.max_length:
+                self.record.collected[node.variable] = entered
+                return node.next
+            if attempt < node.input.retries:
+                await self._complain(node.input, entered or digit)
+        return node.fallback
+
+    def _set_language(self, language: str, source: str) -> None:
+        self.language = language
+        self.record.language = language
+        self.publish(LanguageSelected(self.call.call_id, self.flow.name, language, source))
+
+    async def _language(self, node: LanguageNode) -> str:
+        choices = set(node.options.values())
+        profile = self.profile
+        if node.use_profile and profile is not None and profile.language in choices:
+            self._set_language(profile.language, "profile")
+            return node.next
+        for attempt in range(node.input.retries + 1):
+            digit = await self.ask(node.prompt, node.input.timeout)
+            if digit is None:
+                break  # a silent caller carries on in the flow's language
+            if digit in node.options:
+                self._set_language(node.options[digit], "digit")
+                return node.next
+            if attempt < node.input.retries:
+                await self._complain(node.input, digit)
+        self._set_language(self.language, "default")
+        return node.next
+
+    async def _self_service(self, node: SelfServiceNode) -> str:
+        self.record.topics.append(node.topic)
+        self.publish(SelfServiceAnswered(self.call.call_id, self.flow.name, node.topic,
+                                         self.language))
+        digit = await self.ask((node.answer, node.agent_prompt), node.timeout)
+        return node.agent if digit == node.agent_digit else node.next
+
+    async def _lookup(self, node: LookupCallerNode) -> str:
+        lookup = self.runner.lookup_customer
+        profile = None
+        if lookup is not None and self.call.caller:
+            try:
+                profile = await lookup(self.call.caller)
+            except Exception:
+                log.exception("call %s: customer lookup for %s failed", self.call.call_id,
+                              self.call.caller)
+        self.profile = profile
+        self.record.customer_known = profile is not None
+        self.record.customer_tier = profile.tier if profile else None
+        self.publish(CallerIdentified(self.call.call_id, self.call.caller, profile is not None,
+                                      profile.tier if profile else None))
+        return node.known if profile is not None else node.unknown
+
+    async def _survey(self, node: SurveyNode) -> str:
+        for attempt in range(node.input.retries + 1):
+            digit = await self.ask(node.prompt, node.input.timeout)
+            if digit is not None and digit in SURVEY_SCORES:
+                score = int(digit)
+                self.record.survey_score = score
+                self.publish(SurveyScored(self.call.call_id, self.flow.name, score))
+                await self.play((node.thank_you_prompt,), barge_in=False)
+                return node.next
+            if attempt < node.input.retries:
+                await self._complain(node.input, digit)
+        return node.next
+
+    async def _enqueue(self, node: EnqueueNode) -> None:
+        profile = self.profile
+        priority = node.priority
+        if priority is None:
+            priority = TIER_PRIORITY.get(profile.tier, PRIORITY_FREE) if profile else PRIORITY_FREE
+        request = EnqueueRequest(self.call.call_id, self.call.caller, node.queue, priority,
+                                 MappingProxyType(dict(node.skills)), self.language,
+                                 profile.last_agent if profile else None)
+        self.handed_off = True
+        self.record.outcome = "enqueued"
+        self.record.queue = node.queue
+        self.publish(EnqueueRequested(self.call.call_id, self.flow.name, node.queue, priority,
+                                      request.skills, self.language))
+        if node.prompt is not None:
+            await self.play((node.prompt,), barge_in=False)
+        await self.runner.enqueue.enqueue(self.call, request)
+
+    async def _transfer(self, node: TransferNode) -> None:
+        self.handed_off = True
+        self.record.outcome = "transferred"
+        self.record.extension = node.extension
+        self.publish(TransferRequested(self.call.call_id, self.flow.name, node.extension))
+        if node.prompt is not None:
+            await self.play((node.prompt,), barge_in=False)
+        await self.runner.transfer.transfer(self.call, node.extension, self.language)

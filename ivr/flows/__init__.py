@@ -1,0 +1,1 @@
+"""Shipped IVR flows (YAML data; this file makes them package data)."""
