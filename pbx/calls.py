@@ -78,6 +78,7 @@ class CallLeg:
     local_tag: str = field(default_factory=new_tag)
     state: str = "trying"  # trying, ringing, answered, confirmed, failed, ended
     final_status: int | None = None
+    dial: Dial | None = None  # for a callee leg: the dial attempt it is a fork of
 
     @property
     def answered(self) -> bool:
@@ -103,6 +104,19 @@ class Call:
         # The caller's Call-ID and From tag: two INVITEs forked upstream share a Call-ID.
         tag = self.caller_leg.invite.from_.tag if self.caller_leg else None
         return f"{self.call_id};{tag}"
+
+
+@dataclass(eq=False)
+class Dial:
+    """One attempt to reach an account's phones for a call: a fork per registered contact."""
+
+    call: Call
+    user: str
+    media: RtpSession
+    on_answered: Callable[[CallLeg], None]
+    on_failed: Callable[[int], None]
+    forks: list[CallLeg] = field(default_factory=list)
+    finished: bool = False
 
 
 class AnsweredCall:
@@ -251,7 +265,7 @@ class CallManager:
                 self._respond(leg, 480, "Not registered")
                 return
             call.caller = caller or call.caller
-            self._start(call, leg, self._bridge(call, leg, user, bindings))
+            self._start(call, leg, self._bridge(call, leg, user))
         else:
             self._respond(leg, 404)
 
@@ -306,29 +320,77 @@ class CallManager:
         call.answered_at = self._now()
         self.events.publish(CallAnswered(call.call_id, call.kind))
 
-    # -- bridging to registered phones -------------------------------------------------
-    def _bridge(self, call: Call, caller_leg: CallLeg, user: str, bindings: list[Binding]) -> Callable[[SessionDescription], object]:
+    # -- dialling registered phones -----------------------------------------------------
+    async def dial(self, call: Call, user: str, *, on_answered: Callable[[CallLeg], None],
+                   on_failed: Callable[[int], None],
+                   extra_headers: tuple[tuple[str, str], ...] = ()) -> Dial | None:
+        """Ring every registered contact of account `user` for `call` (one fork each).
+
+        The first fork to answer wins (`on_answered(leg)`, its media configured but not
+        yet bridged) and the others are cancelled; when every fork fails,
+        `on_failed(status)` gets one status for all: a refusal (busy, decline) as is,
+        anything else as 480. None when the account has no registered contact.
+        """
+        bindings = self.registrar.bindings(user, self._now())
+        if not bindings or call.ended:
+            return None
+        media = await self._open_media(None)
+        if call.ended:
+            media.close()
+            return None
+        offer = build_offer(self.config.media.host, media.local_port, self.config.media.codecs,
+                            TELEPHONE_EVENT_PT, session_id=secrets.randbits(31), session_version=1)
+        attempt = Dial(call, user, media, on_answered, on_failed)
+        call_id = secrets.token_hex(12) + "@centralita"
+        assert call.caller_leg is not None
+        for binding in bindings:
+            invite = self._callee_invite(call.caller_leg.invite, user, binding, call_id, offer,
+                                         extra_headers)
+            leg = CallLeg(call, invite, binding.source, binding.transport, media=media, local_sdp=offer,
+                          local_tag=invite.from_.tag or "", dial=attempt)
+            attempt.forks.append(leg)
+            call.callee_legs.append(leg)
+            leg.invite_key = self.endpoint.send_request(
+                invite, binding.source, binding.transport,
+                lambda response, leg=leg: self._on_callee_response(leg, response))
+        return attempt
+
+    def cancel_dial(self, attempt: Dial) -> None:
+        """Stop ringing: CANCEL every fork still ringing. A 2xx that crosses the CANCEL is
+        ACKed and hung up (the race between answer and cancel ends with nobody stuck)."""
+        if attempt.finished:
+            return
+        attempt.finished = True
+        for fork in attempt.forks:
+            if fork.state in ("trying", "ringing") and fork.invite_key is not None:
+                fork.state = "failed"
+                self.endpoint.cancel(fork.invite_key)
+        attempt.media.close()
+
+    def _bridge(self, call: Call, caller_leg: CallLeg, user: str) -> Callable[[SessionDescription], object]:
+        """A call to an account: dial its phones, answer the caller when one answers."""
         async def connect(offer: SessionDescription) -> None:
-            media = await self._open_media(None)
-            if call.ended:
-                media.close()
-                return
-            local_offer = build_offer(self.config.media.host, media.local_port, self.config.media.codecs,
-                                      TELEPHONE_EVENT_PT, session_id=secrets.randbits(31), session_version=1)
-            call_id = secrets.token_hex(12) + "@centralita"
-            for binding in bindings:
-                invite = self._callee_invite(caller_leg.invite, user, binding, call_id, local_offer)
-                leg = CallLeg(call, invite, binding.source, binding.transport, media=media,
-                              local_sdp=local_offer)
-                leg.local_tag = invite.from_.tag or ""
-                call.callee_legs.append(leg)
-                leg.invite_key = self.endpoint.send_request(
-                    invite, binding.source, binding.transport,
-                    lambda response, leg=leg: self._on_callee_response(leg, response))
+            def answered(leg: CallLeg) -> None:
+                self._confirm_caller(call, caller_leg, offer)
+                self.connect_media(call, leg)
+
+            def failed(status: int) -> None:
+                self._end(call, "rejected" if status in _REFUSALS else "unreachable", status=status)
+
+            if await self.dial(call, user, on_answered=answered, on_failed=failed) is None:
+                self._end(call, "unreachable", status=480)
         return connect
 
+    def connect_media(self, call: Call, callee: CallLeg) -> None:
+        """Relay the caller's and `callee`'s RTP to each other (any prompt stops first)."""
+        caller_leg = call.caller_leg
+        assert caller_leg is not None and caller_leg.media is not None and callee.media is not None
+        caller_leg.media.stop_playback()
+        caller_leg.media.forward_to(callee.media)
+        callee.media.forward_to(caller_leg.media)
+
     def _callee_invite(self, original: Request, user: str, binding: Binding, call_id: str,
-                       offer: SessionDescription) -> Request:
+                       offer: SessionDescription, extra_headers: tuple[tuple[str, str], ...]) -> Request:
         host, port = self.endpoint.local_address(binding.transport)
         caller = original.from_
         from_uri = Uri("sip", user=caller.uri.user, host=host, port=port)
@@ -341,36 +403,41 @@ class CallManager:
         headers.add("CSeq", "1 INVITE")
         headers.add("Contact", str(self.endpoint.contact(binding.transport)))
         headers.add("Allow", ALLOW)
+        for name, value in extra_headers:
+            headers.add(name, value)
         headers.add("Content-Type", SDP)
         return Request("INVITE", binding.contact.uri, headers, offer.to_bytes())
 
     def _on_callee_response(self, leg: CallLeg, response: Response | None) -> None:
-        call = leg.call
         status = 408 if response is None else response.status
         if response is not None and 200 <= status < 300:
             self._callee_answered(leg, response)
             return
-        if call.ended or leg.state in ("failed", "ended"):
+        if leg.state in ("failed", "ended"):
             return
         if status < 200:
-            if status in (180, 183) and call.caller_leg is not None and call.caller_leg.state == "trying":
-                call.caller_leg.state = "ringing"
-                self._respond(call.caller_leg, 180)
+            caller_leg = leg.call.caller_leg
+            if status in (180, 183) and caller_leg is not None and caller_leg.state == "trying":
+                caller_leg.state = "ringing"
+                self._respond(caller_leg, 180)
             if leg.state == "trying":
                 leg.state = "ringing"
             return
         self._callee_failed(leg, status)
 
     def _callee_failed(self, leg: CallLeg, status: int) -> None:
-        """One fork gave up; when every fork has, the caller gets one answer for all."""
+        """One fork gave up; when every fork of its dial has, the dial fails as one."""
         leg.state = "failed"
         leg.final_status = status
-        call = leg.call
-        if call.connected_leg is not None or any(fork.state != "failed" for fork in call.callee_legs):
+        self._forget_leg(leg)
+        attempt = leg.dial
+        if attempt is None or attempt.finished or any(f.state != "failed" for f in attempt.forks):
             return
-        refusals = [fork.final_status for fork in call.callee_legs if fork.final_status in _REFUSALS]
-        self._end(call, "rejected" if refusals else "unreachable",
-                  status=refusals[0] if refusals else 480)
+        attempt.finished = True
+        attempt.media.close()
+        refusals = [f.final_status for f in attempt.forks if f.final_status in _REFUSALS]
+        if not leg.call.ended:
+            attempt.on_failed(refusals[0] if refusals else 480)
 
     def _callee_answered(self, leg: CallLeg, response: Response) -> None:
         call = leg.call
@@ -381,29 +448,25 @@ class CallManager:
         self.endpoint.send_raw(ack, leg.peer, leg.transport)
         if leg.state in ("answered", "confirmed"):
             return  # a retransmitted 2xx: the ACK above was all it needed
-        if call.ended or call.connected_leg is not None:
-            # Another phone answered first (or the caller left): this one is not wanted.
-            leg.state = "answered"
-            self.legs[leg.dialog.key] = leg
-            self._send_in_dialog(leg, "BYE")
-            self._forget_leg(leg)
+        attempt = leg.dial
+        if call.ended or attempt is None or attempt.finished:
+            # Another phone answered first, the ringing was cancelled, or the caller left.
+            self.hang_up_leg(leg)
             return
         try:
             assert leg.local_sdp is not None
             negotiation = accept_answer(leg.local_sdp, parse_sdp(response.body))
         except SdpError as exc:
             log.warning("call %s: unusable answer from %s: %s", call.call_id, leg.peer, exc)
-            leg.state = "answered"
-            self.legs[leg.dialog.key] = leg
-            self._send_in_dialog(leg, "BYE")
-            self._forget_leg(leg)
+            self.hang_up_leg(leg)
             self._callee_failed(leg, 488)
             return
+        attempt.finished = True
         leg.state = "confirmed"
         leg.negotiation = negotiation
         self.legs[leg.dialog.key] = leg
         call.connected_leg = leg
-        for other in call.callee_legs:
+        for other in attempt.forks:
             if other is not leg and other.state in ("trying", "ringing") and other.invite_key is not None:
                 other.state = "failed"
                 self.endpoint.cancel(other.invite_key)
@@ -411,12 +474,16 @@ class CallManager:
         leg.media.configure((negotiation.remote_address, negotiation.remote_port),
                             codec=negotiation.codec.encoding.upper(), payload_type=negotiation.payload_type,
                             telephone_event_payload_type=negotiation.telephone_event_pt)
-        caller_leg = call.caller_leg
-        assert caller_leg is not None and caller_leg.media is not None
-        offer = parse_sdp(caller_leg.invite.body)
-        self._confirm_caller(call, caller_leg, offer)
-        caller_leg.media.forward_to(leg.media)
-        leg.media.forward_to(caller_leg.media)
+        attempt.on_answered(leg)
+
+    def hang_up_leg(self, leg: CallLeg) -> None:
+        """BYE one answered callee leg that is not wanted, leaving the rest of the call alone."""
+        assert leg.dialog is not None
+        leg.state = "answered"
+        self.legs[leg.dialog.key] = leg
+        self._send_in_dialog(leg, "BYE")
+        leg.state = "ended"
+        self._forget_leg(leg)
 
     # -- in-dialog requests ------------------------------------------------------------
     def _leg_for(self, request: Request) -> CallLeg | None:

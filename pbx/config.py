@@ -82,6 +82,11 @@ class HttpSettings:
 
 
 @dataclass(frozen=True)
+class RoutingSettings:
+    auto_login: bool = False  # an agent whose phone registers is logged in (available) at once
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     source: str
     sip: SipSettings
@@ -91,11 +96,12 @@ class ServerConfig:
     accounts: dict[str, Account] = field(default_factory=dict)
     extensions: dict[str, Extension] = field(default_factory=dict)
     contact_center: ContactCenterConfig = field(default_factory=ContactCenterConfig)
+    routing: RoutingSettings = field(default_factory=RoutingSettings)
     raw: dict[str, Any] = field(default_factory=dict)
 
 
 APPLICATIONS = ("greeting", "ivr")
-_TOP_LEVEL_KEYS = {"sip", "media", "http", "store", "accounts", "extensions",
+_TOP_LEVEL_KEYS = {"sip", "media", "http", "store", "accounts", "extensions", "routing",
                    "agents", "queues", "sites", "customers", "ivr"}
 
 
@@ -351,6 +357,8 @@ def build_config(document: LocatedDocument, *, var_dir: Path, base_dir: Path | N
     store_url = _store_url(reader, data.get("store"), var_dir)
     accounts = _accounts(reader, data.get("accounts"))
     extensions = _extensions(reader, data.get("extensions"), accounts, base_dir)
+    routing_section = reader.section(data.get("routing"), "routing", {"auto_login"})
+    routing = RoutingSettings(reader.boolean(routing_section, "auto_login", "routing", False))
     contact_center = parse_contact_center(document, reader.problems)
     for agent in contact_center.agents:
         if agent.profile.extension not in accounts:
@@ -359,7 +367,7 @@ def build_config(document: LocatedDocument, *, var_dir: Path, base_dir: Path | N
     if reader.problems:
         raise ConfigError(reader.problems)
     return ServerConfig(document.source, sip, media, http, store_url, accounts, extensions,
-                        contact_center, data)
+                        contact_center, routing, data)
 
 
 def load_config(path: Path | None, *, var_dir: Path = Path("var")) -> ServerConfig:

@@ -24,17 +24,20 @@ from pbx.events import EventBus, RegistrationChanged
 from pbx.http import create_http_app
 from pbx.media.prompt import PromptLibrary
 from pbx.media.stream import PortAllocator
+from pbx.queueing import QueueService
 from pbx.registrar import Registrar
 from pbx.sip.digest import DigestAuthenticator
 from pbx.sip.message import Request, make_response
 from pbx.sip.transaction import TimerConfig, TransactionKey
 from pbx.store import Store
 from pbx.transport import Address, Transports
-from router import Router, UnknownAgent
+from router import Router, RouterError, UnknownAgent
 
 log = logging.getLogger("pbx.server")
 
 HOUSEKEEPING_INTERVAL = 1.0
+ROUTER_TICK_INTERVAL = 0.25  # ring timeouts, wrap-ups and announcements run at this granularity
+RECONCILE_EVERY = 10  # housekeeping rounds between router/dialog reconciliations
 
 
 class Server:
@@ -65,8 +68,11 @@ class Server:
         self.endpoint.handlers["REGISTER"] = self._on_register
         self.router = Router(time.time)
         self.store: Store | None = None
+        self.queues = QueueService(self.router, self.calls, self.prompts, self.events)
+        self.applications.enqueue = self.queues
         self._http_runner: web.AppRunner | None = None
         self._housekeeping: asyncio.Task[None] | None = None
+        self._router_ticker: asyncio.Task[None] | None = None
 
     def _receive(self, data: bytes, source: Address, transport: str) -> None:
         self.endpoint.receive(data, source, transport)
@@ -92,13 +98,17 @@ class Server:
         site = web.TCPSite(self._http_runner, self.config.http.host, self.config.http.port)
         await site.start()
         log.info("HTTP on http://%s:%d (/healthz, /metrics)", self.config.http.host, self.config.http.port)
-        self._housekeeping = asyncio.get_running_loop().create_task(self._housekeep())
+        loop = asyncio.get_running_loop()
+        self._housekeeping = loop.create_task(self._housekeep())
+        self._router_ticker = loop.create_task(self._tick_router())
         log.info("Centralita ready: %d accounts, extensions %s", len(self.config.accounts),
                  ", ".join(sorted(self.config.extensions)) or "none")
 
     async def stop(self) -> None:
         if self._housekeeping is not None:
             self._housekeeping.cancel()
+        if self._router_ticker is not None:
+            self._router_ticker.cancel()
         self.calls.close_all()
         # Let the BYEs and final responses leave before the sockets close.
         await asyncio.sleep(0.05)
@@ -111,15 +121,26 @@ class Server:
 
     async def _housekeep(self) -> None:
         loop = asyncio.get_running_loop()
+        rounds = 0
         while True:
             await asyncio.sleep(HOUSEKEEPING_INTERVAL)
+            rounds += 1
             try:
                 now = loop.time()
                 self.registrar.expire(now)
                 self.calls.reap_silent_calls(now)
-                self.router.tick()
+                if rounds % RECONCILE_EVERY == 0:
+                    self.queues.reconcile()
             except Exception:
                 log.exception("housekeeping failed")
+
+    async def _tick_router(self) -> None:
+        while True:
+            await asyncio.sleep(ROUTER_TICK_INTERVAL)
+            try:
+                self.queues.run_router(tick=True)
+            except Exception:
+                log.exception("router tick failed")
 
     async def _lookup_customer(self, number: str) -> CustomerProfile | None:
         if self.store is None:
@@ -144,8 +165,13 @@ class Server:
     def _registration_changed(self, user: str, registered: bool) -> None:
         try:
             self.router.agent_reachable(user, registered)
+            if registered and self.config.routing.auto_login:
+                self.router.login(user)
         except UnknownAgent:
             pass  # an account that is not an agent
+        except RouterError as exc:
+            log.info("agent %s: %s", user, exc)
+        self.queues.run_router(dispatch=True)
         bindings = len(self.registrar.bindings(user, self.endpoint.now()))
         self.events.publish(RegistrationChanged(user, registered, bindings))
 

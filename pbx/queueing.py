@@ -1,0 +1,265 @@
+"""Queue to agent: the bridge between the router's decisions and SIP calls.
+
+The IVR hands a caller over (`enqueue`, the IVR's EnqueueGateway); from then
+on the router decides and this module carries its decisions out: a
+reservation becomes a ringing INVITE to the agent's phones, an answer bridges
+the caller's media to the agent's, a ring-out, busy or decline goes back to the
+router (which puts the caller back at the head of the line and picks the next
+agent), and every router event is republished on the server's event bus.
+
+While waiting, the caller hears music on hold, interrupted at the queue's
+interval by their position and estimated wait ("you are next" at the head of
+the line). Connecting an agent stops any prompt at once: an announcement never
+delays the agent, and the agent never hears it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ivr.engine import EnqueueRequest, IvrCall
+from pbx.calls import AnsweredCall, CallLeg, CallManager, Dial
+from pbx.events import EventBus
+from pbx.media.prompt import Prompt, PromptLibrary
+from router import Call, Reservation, Router, RouterError
+from router.events import AnnouncementDue, CallOverflowed, ReservationExpired
+
+log = logging.getLogger("pbx.queueing")
+
+MUSIC_ON_HOLD = "common/hold_music"
+# Router failure reasons for the final status an agent's phone gave.
+_FAILURE_OF_STATUS = {486: "busy", 600: "busy", 603: "declined", 408: "no_answer", 480: "no_answer",
+                      487: "no_answer"}
+MAX_ANNOUNCED_NUMBER = 20
+
+
+@dataclass(eq=False)
+class QueuedCall:
+    """A caller handed to the router, from enqueue until hang-up."""
+
+    handle: AnsweredCall
+    request: EnqueueRequest
+    language: str
+    reservation: Reservation | None = None
+    dial: Dial | None = None
+    agent_leg: CallLeg | None = None
+    finished: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def call_id(self) -> str:
+        return self.handle.call_id
+
+
+class QueueService:
+    """Implements the IVR's EnqueueGateway on top of the router and the call manager."""
+
+    def __init__(self, router: Router, calls: CallManager, prompts: PromptLibrary, events: EventBus,
+                 *, on_agent_ringing: Callable[[QueuedCall, Reservation], None] | None = None) -> None:
+        self.router = router
+        self.calls = calls
+        self.prompts = prompts
+        self.events = events
+        self.on_agent_ringing = on_agent_ringing
+        self.queued: dict[str, QueuedCall] = {}
+        self._music = prompts.get(MUSIC_ON_HOLD)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- the IVR hands a caller over -------------------------------------------------
+    async def enqueue(self, call: IvrCall, request: EnqueueRequest) -> None:
+        assert isinstance(call, AnsweredCall)
+        language = request.language or call.extension.language
+        queued = QueuedCall(call, request, language)
+        router_call = Call(call_id=call.call_id, queue=request.queue, priority=request.priority,
+                           language=request.language, caller=request.caller,
+                           preferred_agent=request.preferred_agent, skills=dict(request.skills))
+        try:
+            self.router.enqueue(router_call)
+        except RouterError as exc:
+            log.error("call %s: cannot queue in %s: %s", call.call_id, request.queue, exc)
+            self.publish_router_events()
+            return
+        self.queued[call.call_id] = queued
+        call.media.play(self._prompt(language, "please_hold"), on_done=lambda _: self._hold(queued))
+        self.run_router(dispatch=True)
+        try:
+            await queued.finished.wait()
+        finally:
+            self._leave(queued)
+
+    def _leave(self, queued: QueuedCall) -> None:
+        """The caller's call is over: tell the router how it ended."""
+        if self.queued.pop(queued.call_id, None) is None:
+            return
+        if queued.dial is not None:
+            self.calls.cancel_dial(queued.dial)
+        try:
+            self.router.call_ended(queued.call_id)  # an abandon while still waiting or ringing
+        except RouterError:
+            pass  # already forgotten (reconciled)
+        self.run_router(dispatch=True)
+
+    # -- the router's side -----------------------------------------------------------
+    def run_router(self, *, dispatch: bool = False, tick: bool = False) -> None:
+        """Apply the router's timers and/or matches and carry out what it decided."""
+        reservations: list[Reservation] = []
+        if tick:
+            reservations = self.router.tick()
+        elif dispatch:
+            reservations = self.router.dispatch()
+        self.publish_router_events()
+        for reservation in reservations:
+            self._offer(reservation)
+
+    def publish_router_events(self) -> None:
+        for event in self.router.drain_events():
+            self.events.publish(event)
+            if isinstance(event, ReservationExpired):
+                self._ring_out(event)
+            elif isinstance(event, AnnouncementDue):
+                self._announce(event)
+            elif isinstance(event, CallOverflowed) and not event.moved:
+                self._overflow_elsewhere(event)
+
+    def _offer(self, reservation: Reservation) -> None:
+        queued = self.queued.get(reservation.call_id)
+        if queued is None:
+            self.router.reservation_failed(reservation.reservation_id, "error")
+            return
+        queued.reservation = reservation
+        task = asyncio.get_running_loop().create_task(self._ring_agent(queued, reservation))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _ring_agent(self, queued: QueuedCall, reservation: Reservation) -> None:
+        rid = reservation.reservation_id
+
+        def answered(leg: CallLeg) -> None:
+            if queued.reservation is not reservation:
+                self.calls.hang_up_leg(leg)  # answered after the router gave up on it
+                return
+            queued.dial = None
+            queued.agent_leg = leg
+            self.calls.connect_media(queued.handle.call, leg)
+            self._router_step(lambda: self.router.answered(rid))
+
+        def failed(status: int) -> None:
+            queued.dial = None
+            if queued.reservation is not reservation:
+                return  # the router already moved on (ring timeout)
+            queued.reservation = None
+            reason = _FAILURE_OF_STATUS.get(status, "error")
+            log.info("call %s: agent %s did not take it (%d, %s)", queued.call_id, reservation.agent,
+                     status, reason)
+            self._router_step(lambda: self.router.reservation_failed(rid, reason))
+            self.run_router(dispatch=True)
+
+        context = (("X-Centralita-Queue", reservation.queue),
+                   ("X-Centralita-Caller", queued.request.caller or "anonymous"))
+        try:
+            dial = await self.calls.dial(queued.handle.call, reservation.agent, on_answered=answered,
+                                         on_failed=failed, extra_headers=context)
+        except OSError as exc:
+            log.error("call %s: cannot ring agent %s: %s", queued.call_id, reservation.agent, exc)
+            dial = None
+        if queued.reservation is not reservation:
+            if dial is not None:
+                self.calls.cancel_dial(dial)
+            return
+        if dial is None:
+            failed(503)
+            return
+        queued.dial = dial
+        self._router_step(lambda: self.router.ringing(rid))
+        if self.on_agent_ringing is not None:
+            self.on_agent_ringing(queued, reservation)
+
+    def _router_step(self, step: Callable[[], None]) -> None:
+        try:
+            step()
+        except RouterError as exc:
+            log.warning("router refused a step: %s", exc)
+        self.publish_router_events()
+
+    def _ring_out(self, event: ReservationExpired) -> None:
+        """Ring timeout: the router has already put the caller back and the agent on break."""
+        queued = self.queued.get(event.call_id)
+        if queued is None or queued.reservation is None \
+                or queued.reservation.reservation_id != event.reservation_id:
+            return
+        queued.reservation = None
+        if queued.dial is not None:
+            self.calls.cancel_dial(queued.dial)
+            queued.dial = None
+
+    # -- what the caller hears -------------------------------------------------------
+    def _prompt(self, language: str, name: str) -> Prompt:
+        return self.prompts.get(f"{language}/{name}")
+
+    def _hold(self, queued: QueuedCall) -> None:
+        media = queued.handle.leg.media
+        if queued.agent_leg is None and media is not None and not media.closed and not media.playing:
+            media.play(self._music, repeat=True)
+
+    def _announce(self, event: AnnouncementDue) -> None:
+        queued = self.queued.get(event.call_id)
+        media = queued.handle.leg.media if queued is not None else None
+        if queued is None or media is None or media.closed or queued.agent_leg is not None:
+            return
+        prompts = self.announcement(queued.language, event.position, event.ewt_seconds)
+        media.play(prompts, on_done=lambda _: self._hold(queued))
+
+    def announcement(self, language: str, position: int, ewt_seconds: float | None) -> list[Prompt]:
+        """'You are next' at the head of the line, else the position; then the wait in minutes."""
+        if position <= 1:
+            prompts = [self._prompt(language, "you_are_next")]
+        else:
+            prompts = [self._prompt(language, "your_position_is"),
+                       self._prompt(language, f"number_{min(position, MAX_ANNOUNCED_NUMBER)}")]
+        if ewt_seconds is not None and ewt_seconds >= 60:
+            minutes = min(MAX_ANNOUNCED_NUMBER, math.ceil(ewt_seconds / 60))
+            prompts += [self._prompt(language, "estimated_wait"),
+                        self._prompt(language, f"number_{minutes}"),
+                        self._prompt(language, "minutes")]
+        return prompts
+
+    def _overflow_elsewhere(self, event: CallOverflowed) -> None:
+        """Maximum wait reached and the target is not a queue: ring that account instead."""
+        queued = self.queued.get(event.call_id)
+        if queued is None:
+            return
+        target = event.target
+        if target is None or target not in self.calls.config.accounts:
+            log.info("call %s: overflow with no reachable target (%s); ending", event.call_id, target)
+            queued.finished.set()
+            return
+
+        def answered(leg: CallLeg) -> None:
+            queued.agent_leg = leg
+            self.calls.connect_media(queued.handle.call, leg)
+
+        def failed(status: int) -> None:
+            queued.finished.set()
+
+        async def ring() -> None:
+            if await self.calls.dial(queued.handle.call, target, on_answered=answered,
+                                     on_failed=failed) is None:
+                queued.finished.set()
+
+        task = asyncio.get_running_loop().create_task(ring())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- reconciliation ----------------------------------------------------------------
+    def reconcile(self) -> list[str]:
+        """Make the router forget calls the PBX no longer carries (a lost BYE, a crash in a
+        handler): the router's view must never keep an agent busy for a call that is gone."""
+        live = {call_id for call_id, queued in self.queued.items() if not queued.handle.call.ended}
+        stale = self.router.reconcile(live)
+        if stale:
+            log.warning("reconciled %d call(s) the router still held: %s", len(stale), ", ".join(stale))
+        self.publish_router_events()
+        return stale
