@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 from ivr.call_log import IvrCallLog
 from ivr.engine import CustomerLookup, EnqueueGateway, HoldMusicGateway, TransferGateway
 from ivr.flow import Flow, load_flows
-from pbx.calls import AnsweredCall, CallApplication
+from pbx.calls import FEATURE_APPLICATION, AnsweredCall, CallApplication
 from pbx.config import Extension
 from pbx.events import EventBus
 from pbx.ivr_application import IvrApplication
 from pbx.media.prompt import PromptLibrary
+
+# (agent, feature code) -> None when applied, else the reason it was not.
+FeatureAction = Callable[[str, str], str | None]
 
 
 class Greeting:
@@ -45,6 +49,22 @@ def _prompt_path(extension: Extension) -> str | Path:
     return f"{extension.language}/{prompt}"
 
 
+class FeatureCode:
+    """An agent dialled a feature code: apply it, say whether it worked, hang up."""
+
+    def __init__(self, prompts: PromptLibrary, apply: FeatureAction) -> None:
+        self.done = prompts.get("en/thank_you")
+        self.refused = prompts.get("en/invalid_option")
+        self.apply = apply
+
+    async def run(self, call: AnsweredCall) -> None:
+        problem = self.apply(call.caller, call.extension.number)
+        finished = asyncio.get_running_loop().create_future()
+        call.media.play(self.done if problem is None else self.refused,
+                        on_done=lambda _: finished.done() or finished.set_result(None))
+        await finished
+
+
 def load_extension_flows(extensions: list[Extension], prompts: PromptLibrary) -> dict[str, Flow]:
     """Every flow the ivr extensions name, validated (raises ConfigError listing all problems)."""
     return load_flows([e.flow for e in extensions if e.application == "ivr" and e.flow], prompts)
@@ -64,6 +84,7 @@ class ApplicationDirectory:
         hold = HoldMusicGateway(prompts)
         self.enqueue = enqueue or hold
         self.transfer = transfer or hold
+        self.features: FeatureAction | None = None
         self._flows: dict[str, Flow] = {}
         self._built: dict[str, CallApplication] = {}
 
@@ -80,6 +101,8 @@ class ApplicationDirectory:
         application: CallApplication
         if extension.application == "greeting":
             application = Greeting(self.prompts, extension)
+        elif extension.application == FEATURE_APPLICATION and self.features is not None:
+            application = FeatureCode(self.prompts, self.features)
         elif extension.application == "ivr":
             assert extension.flow is not None
             application = IvrApplication(self._flows[extension.flow], self.prompts, self.events,

@@ -26,7 +26,7 @@ from pbx.endpoint import ALLOW, SipEndpoint, new_tag
 from pbx.events import CallAnswered, CallEnded, CallStarted, EventBus
 from pbx.media.stream import PortAllocator, RtpSession
 from pbx.registrar import Binding, Registrar
-from pbx.sip.address import NameAddress
+from pbx.sip.address import NameAddress, parse_name_address
 from pbx.sip.dialog import Dialog, DialogKey, dialog_key_of
 from pbx.sip.message import Headers, Request, Response, make_response
 from pbx.sip.sdp import (
@@ -60,6 +60,11 @@ class CallApplication(Protocol):
 
 
 ApplicationFactory = Callable[[Extension], CallApplication]
+# A blind transfer asked by the phone on `leg` to `target` (a Refer-To user part); returns the
+# status to answer the REFER with (202 when it will be carried out).
+TransferHandler = Callable[["CallLeg", str], int]
+FEATURE_APPLICATION = "feature"
+TRANSFEROR_GRACE_SECONDS = 5.0
 
 
 @dataclass(eq=False)
@@ -98,6 +103,7 @@ class Call:
     answered_at: float | None = None
     task: asyncio.Task[None] | None = None
     ended: bool = False
+    counted: bool = True  # False for what is left of a transferor's leg: not a call of its own
 
     @property
     def key(self) -> str:
@@ -160,9 +166,11 @@ class CallManager:
         self.pending: dict[TransactionKey, CallLeg] = {}
         self.calls: dict[str, Call] = {}
         self._answered: dict[str, AnsweredCall] = {}
+        self.transfer_handler: TransferHandler | None = None
+        self.feature_codes: frozenset[str] = frozenset()
         endpoint.handlers.update({
             "INVITE": self.on_invite, "BYE": self.on_bye, "CANCEL": self.on_cancel,
-            "INFO": self.on_info,
+            "INFO": self.on_info, "REFER": self.on_refer,
         })
         endpoint.ack_handler = self.on_ack
         endpoint.ack_timeout_handler = self.on_ack_timeout
@@ -252,7 +260,16 @@ class CallManager:
             self._respond(leg, 406, extra=(("Accept", SDP),))
             return
         extension = self.config.extensions.get(user)
-        if extension is not None:
+        if user in self.feature_codes:
+            # Agents' feature codes (log in, break...): only for an authenticated account.
+            caller, refusal = self.registrar.authenticate(request, "Proxy-Authorization", self._now())
+            if refusal is not None:
+                self.endpoint.respond(key, refusal)
+                return
+            call.caller = caller or call.caller
+            feature = Extension(user, FEATURE_APPLICATION, language="en")
+            self._start(call, leg, self._answer_application(call, leg, feature))
+        elif extension is not None:
             self._start(call, leg, self._answer_application(call, leg, extension))
         elif user in self.config.accounts:
             caller, refusal = self.registrar.authenticate(request, "Proxy-Authorization", self._now())
@@ -566,6 +583,62 @@ class CallManager:
         if leg is not None and not leg.answered:
             self._end(leg.call, "cancelled", status=487)
 
+    def on_refer(self, key: TransactionKey, request: Request, source: Address, transport: str) -> None:
+        """Blind transfer (RFC 3515) asked by a phone we bridged: the caller goes on to the
+        target, the transferring phone is told the outcome and released."""
+        leg = self._leg_for(request)
+        if leg is None or leg.dialog is None:
+            self.endpoint.respond(key, make_response(request, 481))
+            return
+        refer_to = request.headers.get("refer-to")
+        if refer_to is None:
+            self.endpoint.respond(key, make_response(request, 400, "Missing Refer-To"))
+            return
+        target = parse_name_address(refer_to).uri
+        if not target.is_sip or not target.user:
+            self.endpoint.respond(key, make_response(request, 416, "Refer-To must name a sip user"))
+            return
+        refusal = leg.dialog.receive_request(request)
+        if refusal is not None:
+            self.endpoint.respond(key, make_response(request, refusal))
+            return
+        status = 403 if self.transfer_handler is None or leg is leg.call.caller_leg \
+            else self.transfer_handler(leg, target.user_unescaped or "")
+        self.endpoint.respond(key, make_response(request, status))
+        if status != 202:
+            return
+        notify = leg.dialog.create_request(
+            "NOTIFY", body=b"SIP/2.0 200 OK\r\n", content_type="message/sipfrag;version=2.0",
+            extra_headers=(("Event", "refer"), ("Subscription-State", "terminated;reason=noresource")))
+        notify.add_header("Via", self.endpoint.via(leg.transport), first=True)
+        self.endpoint.send_request(notify, leg.peer, leg.transport, None)
+        # The transferor hangs up on its own after the NOTIFY; if it does not, we do.
+        self.endpoint.loop.call_later(TRANSFEROR_GRACE_SECONDS, self._release_transferor, leg)
+
+    def _release_transferor(self, leg: CallLeg) -> None:
+        if leg.state != "ended" and not leg.call.ended:
+            self.hang_up(leg.call, cause="transferred")
+
+    def detach(self, leg: CallLeg) -> None:
+        """Take an answered callee leg out of its call (after a transfer): the caller stays,
+        and the leg becomes a call of its own, so its BYE ends only itself."""
+        call = leg.call
+        if leg in call.callee_legs:
+            call.callee_legs.remove(leg)
+        if call.connected_leg is leg:
+            call.connected_leg = None
+        if call.caller_leg is not None and call.caller_leg.media is not None:
+            call.caller_leg.media.forward_to(None)
+        if leg.media is not None:
+            leg.media.forward_to(None)
+        alone = Call(leg.invite.call_id, call.kind, call.caller, leg.dial.user if leg.dial else "",
+                     self._now(), answered_at=self._now(), counted=False)
+        alone.callee_legs.append(leg)
+        alone.connected_leg = leg
+        leg.call = alone
+        leg.dial = None
+        self.calls[alone.key] = alone
+
     def on_info(self, key: TransactionKey, request: Request, source: Address, transport: str) -> None:
         leg = self._leg_for(request)
         if leg is None:
@@ -612,8 +685,9 @@ class CallManager:
         if call.task is not None and not call.task.done() and call.task is not asyncio.current_task():
             call.task.cancel()
         self.calls.pop(call.key, None)
-        duration = self._now() - (call.answered_at or call.started_at)
-        self.events.publish(CallEnded(call.call_id, call.kind, cause, status, duration))
+        if call.counted:
+            duration = self._now() - (call.answered_at or call.started_at)
+            self.events.publish(CallEnded(call.call_id, call.kind, cause, status, duration))
 
     def _forget_leg(self, leg: CallLeg) -> None:
         if leg.dialog is not None:

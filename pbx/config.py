@@ -84,6 +84,7 @@ class HttpSettings:
 @dataclass(frozen=True)
 class RoutingSettings:
     auto_login: bool = False  # an agent whose phone registers is logged in (available) at once
+    screen_pop_url: str | None = None  # POSTed the caller's context when an agent's phone rings
 
 
 @dataclass(frozen=True)
@@ -357,8 +358,12 @@ def build_config(document: LocatedDocument, *, var_dir: Path, base_dir: Path | N
     store_url = _store_url(reader, data.get("store"), var_dir)
     accounts = _accounts(reader, data.get("accounts"))
     extensions = _extensions(reader, data.get("extensions"), accounts, base_dir)
-    routing_section = reader.section(data.get("routing"), "routing", {"auto_login"})
-    routing = RoutingSettings(reader.boolean(routing_section, "auto_login", "routing", False))
+    routing_section = reader.section(data.get("routing"), "routing", {"auto_login", "screen_pop_url"})
+    screen_pop_url = reader.string(routing_section, "screen_pop_url", "routing")
+    if screen_pop_url is not None and not screen_pop_url.startswith(("http://", "https://")):
+        reader.fail("routing.screen_pop_url", "must be an http:// or https:// URL")
+    routing = RoutingSettings(reader.boolean(routing_section, "auto_login", "routing", False),
+                              screen_pop_url)
     contact_center = parse_contact_center(document, reader.problems)
     for agent in contact_center.agents:
         if agent.profile.extension not in accounts:

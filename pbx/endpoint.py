@@ -33,9 +33,9 @@ from pbx.transport import Address, Transports
 
 log = logging.getLogger("pbx.endpoint")
 
-SUPPORTED_METHODS = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "INFO")
+SUPPORTED_METHODS = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "INFO", "REFER")
 # Methods of other SIP extensions: we know them, so 405 rather than 501 (RFC 3261 §8.2.1).
-KNOWN_METHODS = frozenset({"PRACK", "UPDATE", "SUBSCRIBE", "NOTIFY", "PUBLISH", "MESSAGE", "REFER"})
+KNOWN_METHODS = frozenset({"PRACK", "UPDATE", "SUBSCRIBE", "NOTIFY", "PUBLISH", "MESSAGE"})
 SUPPORTED_EXTENSIONS: frozenset[str] = frozenset()
 ALLOW = ", ".join(SUPPORTED_METHODS)
 

@@ -93,3 +93,23 @@ class CallEnded:
     cause: str
     status: int | None
     duration: float
+
+
+@dataclass(frozen=True, slots=True)
+class CallTransferred:
+    """An agent handed the caller on (blind transfer) to a queue or an account."""
+
+    call_id: str
+    agent: str
+    target: str
+
+
+@dataclass(frozen=True, slots=True)
+class AgentOffered:
+    """An agent's phone rings with a caller: what a screen-pop or CRM needs to know."""
+
+    call_id: str
+    agent: str
+    queue: str
+    caller: str
+    context: dict[str, object]

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from ivr.engine import EnqueueRequest, IvrCall
 from pbx.calls import AnsweredCall, CallLeg, CallManager, Dial
-from pbx.events import EventBus
+from pbx.events import CallTransferred, EventBus
 from pbx.media.prompt import Prompt, PromptLibrary
 from router import Call, Reservation, Router, RouterError
 from router.events import AnnouncementDue, CallOverflowed, ReservationExpired
@@ -35,6 +35,8 @@ MUSIC_ON_HOLD = "common/hold_music"
 _FAILURE_OF_STATUS = {486: "busy", 600: "busy", 603: "declined", 408: "no_answer", 480: "no_answer",
                       487: "no_answer"}
 MAX_ANNOUNCED_NUMBER = 20
+# Dialled from an agent's softphone; documented in the README.
+FEATURE_CODES = {"*21": "login", "*22": "logout", "*23": "break", "*24": "available"}
 
 
 @dataclass(eq=False)
@@ -44,6 +46,7 @@ class QueuedCall:
     handle: AnsweredCall
     request: EnqueueRequest
     language: str
+    enqueued_at: float | None = None  # router time of the first enqueue; kept across transfers
     reservation: Reservation | None = None
     dial: Dial | None = None
     agent_leg: CallLeg | None = None
@@ -55,7 +58,8 @@ class QueuedCall:
 
 
 class QueueService:
-    """Implements the IVR's EnqueueGateway on top of the router and the call manager."""
+    """Implements the IVR's EnqueueGateway (and TransferGateway, through `ivr_transfers`)
+    on top of the router and the call manager."""
 
     def __init__(self, router: Router, calls: CallManager, prompts: PromptLibrary, events: EventBus,
                  *, on_agent_ringing: Callable[[QueuedCall, Reservation], None] | None = None) -> None:
@@ -67,6 +71,8 @@ class QueueService:
         self.queued: dict[str, QueuedCall] = {}
         self._music = prompts.get(MUSIC_ON_HOLD)
         self._tasks: set[asyncio.Task[None]] = set()
+        calls.transfer_handler = self.transfer
+        calls.feature_codes = frozenset(FEATURE_CODES)
 
     # -- the IVR hands a caller over -------------------------------------------------
     async def enqueue(self, call: IvrCall, request: EnqueueRequest) -> None:
@@ -83,6 +89,7 @@ class QueueService:
             self.publish_router_events()
             return
         self.queued[call.call_id] = queued
+        queued.enqueued_at = self.router.call(call.call_id).call.enqueued_at
         call.media.play(self._prompt(language, "please_hold"), on_done=lambda _: self._hold(queued))
         self.run_router(dispatch=True)
         try:
@@ -195,6 +202,69 @@ class QueueService:
             self.calls.cancel_dial(queued.dial)
             queued.dial = None
 
+    # -- transfers and feature codes ------------------------------------------------
+    def transfer(self, leg: CallLeg, target: str) -> int:
+        """An agent's blind transfer: to a queue (the caller keeps priority, context and the
+        original time in line) or to an account. Returns the status for the REFER."""
+        queued = next((q for q in self.queued.values() if q.agent_leg is leg), None)
+        if queued is None:
+            return 403
+        in_queue = target in {q.name for q in self.router.queues()}
+        if not in_queue and target not in self.calls.config.accounts:
+            return 404
+        agent = leg.dial.user if leg.dial else ""
+        self.calls.detach(leg)
+        queued.agent_leg = None
+        self._router_step(lambda: self.router.call_ended(queued.call_id))  # the agent wraps up
+        self.events.publish(CallTransferred(queued.call_id, agent, target))
+        self._hold(queued)
+        if in_queue:
+            self.router.enqueue(Call(call_id=queued.call_id, queue=target, priority=queued.request.priority,
+                                     language=queued.request.language, caller=queued.request.caller,
+                                     preferred_agent=None, enqueued_at=queued.enqueued_at,
+                                     skills=dict(queued.request.skills)))
+            self.run_router(dispatch=True)
+        else:
+            self._ring_account(queued, target)
+        return 202
+
+    async def transfer_from_ivr(self, call: IvrCall, extension: str, language: str) -> None:
+        """The IVR's transfer node: ring an account for the caller; returns when it is over."""
+        assert isinstance(call, AnsweredCall)
+        over = asyncio.Event()
+
+        def answered(leg: CallLeg) -> None:
+            self.calls.connect_media(call.call, leg)
+
+        def failed(status: int) -> None:
+            log.info("call %s: transfer to %s failed (%d)", call.call_id, extension, status)
+            over.set()
+
+        call.media.play(self._prompt(language, "please_hold"), on_done=lambda _: None)
+        if await self.calls.dial(call.call, extension, on_answered=answered, on_failed=failed) is None:
+            return
+        await over.wait()
+
+    def apply_feature(self, agent: str, code: str) -> str | None:
+        """Carry out a feature code dialled by `agent`; None when done, else why not."""
+        action = FEATURE_CODES.get(code)
+        try:
+            if action == "login":
+                self.router.login(agent)
+            elif action == "logout":
+                self.router.logout(agent)
+            elif action == "break":
+                self.router.start_break(agent, "feature code")
+            elif action == "available":
+                self.router.end_break(agent)
+            else:
+                return f"unknown feature code {code}"
+        except RouterError as exc:
+            return str(exc)
+        finally:
+            self.run_router(dispatch=True)
+        return None
+
     # -- what the caller hears -------------------------------------------------------
     def _prompt(self, language: str, name: str) -> Prompt:
         return self.prompts.get(f"{language}/{name}")
@@ -236,6 +306,10 @@ class QueueService:
             log.info("call %s: overflow with no reachable target (%s); ending", event.call_id, target)
             queued.finished.set()
             return
+        self._ring_account(queued, target)
+
+    def _ring_account(self, queued: QueuedCall, target: str) -> None:
+        """Ring a plain account for a caller who left the router (overflow, transfer)."""
 
         def answered(leg: CallLeg) -> None:
             queued.agent_leg = leg
@@ -263,3 +337,13 @@ class QueueService:
             log.warning("reconciled %d call(s) the router still held: %s", len(stale), ", ".join(stale))
         self.publish_router_events()
         return stale
+
+
+class IvrTransfers:
+    """The IVR's TransferGateway: its `transfer` node rings an account."""
+
+    def __init__(self, queues: QueueService) -> None:
+        self.queues = queues
+
+    async def transfer(self, call: IvrCall, extension: str, language: str) -> None:
+        await self.queues.transfer_from_ivr(call, extension, language)

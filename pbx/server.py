@@ -20,18 +20,19 @@ from pbx.applications import ApplicationDirectory
 from pbx.calls import CallManager
 from pbx.config import ServerConfig
 from pbx.endpoint import ALLOW, SipEndpoint
-from pbx.events import EventBus, RegistrationChanged
+from pbx.events import AgentOffered, EventBus, RegistrationChanged
 from pbx.http import create_http_app
 from pbx.media.prompt import PromptLibrary
 from pbx.media.stream import PortAllocator
-from pbx.queueing import QueueService
+from pbx.queueing import IvrTransfers, QueuedCall, QueueService
 from pbx.registrar import Registrar
+from pbx.screen_pop import ScreenPop
 from pbx.sip.digest import DigestAuthenticator
 from pbx.sip.message import Request, make_response
 from pbx.sip.transaction import TimerConfig, TransactionKey
 from pbx.store import Store
 from pbx.transport import Address, Transports
-from router import Router, RouterError, UnknownAgent
+from router import Reservation, Router, RouterError, UnknownAgent
 
 log = logging.getLogger("pbx.server")
 
@@ -68,8 +69,12 @@ class Server:
         self.endpoint.handlers["REGISTER"] = self._on_register
         self.router = Router(time.time)
         self.store: Store | None = None
-        self.queues = QueueService(self.router, self.calls, self.prompts, self.events)
+        self.queues = QueueService(self.router, self.calls, self.prompts, self.events,
+                                   on_agent_ringing=self._agent_ringing)
         self.applications.enqueue = self.queues
+        self.applications.transfer = IvrTransfers(self.queues)
+        self.screen_pop = ScreenPop(self.events, webhook_url=config.routing.screen_pop_url)
+        self.applications.features = self.queues.apply_feature
         self._http_runner: web.AppRunner | None = None
         self._housekeeping: asyncio.Task[None] | None = None
         self._router_ticker: asyncio.Task[None] | None = None
@@ -92,7 +97,7 @@ class Server:
             await self.transports.listen(address.transport, address.host, address.port)
         app = create_http_app(self._render_metrics, self._health)
         app.add_subapp("/api/v1", create_api(self.store, self.router, self.config.http.api_token,
-                                                  self.ivr_calls))
+                                                  self.ivr_calls, self.screen_pop))
         self._http_runner = web.AppRunner(app, access_log=None)
         await self._http_runner.setup()
         site = web.TCPSite(self._http_runner, self.config.http.host, self.config.http.port)
@@ -116,6 +121,7 @@ class Server:
         await self.transports.close()
         if self._http_runner is not None:
             await self._http_runner.cleanup()
+        await self.screen_pop.close()
         if self.store is not None:
             await self.store.close()
 
@@ -150,6 +156,23 @@ class Server:
             return None
         return CustomerProfile(record.number, record.tier.value, record.language, record.last_agent,
                                record.name)
+
+    def _agent_ringing(self, queued: QueuedCall, reservation: Reservation) -> None:
+        """Screen-pop: everything the agent should see when the phone rings."""
+        try:
+            ivr = self.ivr_calls.get(queued.call_id)
+        except KeyError:
+            ivr = None
+        context: dict[str, object] = {
+            "caller": queued.request.caller,
+            "queue": reservation.queue,
+            "priority": queued.request.priority,
+            "language": queued.language,
+            "ivr": ivr,
+            "routing": reservation.decision.to_dict() if reservation.decision else None,
+        }
+        self.events.publish(AgentOffered(queued.call_id, reservation.agent, reservation.queue,
+                                         queued.request.caller, context))
 
     # -- simple methods --------------------------------------------------------------
     def _on_options(self, key: TransactionKey, request: Request, source: Address, transport: str) -> None:

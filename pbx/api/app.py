@@ -5,11 +5,12 @@ from __future__ import annotations
 from aiohttp import web
 
 from ivr.call_log import IvrCallLog
-from pbx.api import agents, calls, customers, queues, sites
-from pbx.api.calls import IVR_CALLS
+from pbx.api import agents, calls, customers, history, queues, sites
+from pbx.api.calls import IVR_CALLS, SCREEN_POP
 from pbx.api.endpoint import ROUTER, STORE, Endpoint
 from pbx.api.errors import bearer_token_check, json_errors
 from pbx.api.openapi import build_openapi
+from pbx.screen_pop import ScreenPop
 from pbx.store import Store
 from router import Router
 
@@ -19,6 +20,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     *sites.ENDPOINTS,
     *customers.ENDPOINTS,
     *calls.ENDPOINTS,
+    *history.ENDPOINTS,
 )
 
 
@@ -30,7 +32,8 @@ async def openapi_document(request: web.Request) -> web.Response:
 
 
 def create_api(store: Store, router: Router, token: str | None,
-               ivr_calls: IvrCallLog | None = None) -> web.Application:
+               ivr_calls: IvrCallLog | None = None,
+               screen_pop: ScreenPop | None = None) -> web.Application:
     """The API as a sub-application, for ``app.add_subapp("/api/v1", create_api(...))``.
 
     With ``token`` set, every request but GET/HEAD/OPTIONS needs ``Authorization: Bearer <token>``.
@@ -41,6 +44,8 @@ def create_api(store: Store, router: Router, token: str | None,
     app[ROUTER] = router
     if ivr_calls is not None:
         app[IVR_CALLS] = ivr_calls
+    if screen_pop is not None:
+        app[SCREEN_POP] = screen_pop
     for endpoint in ENDPOINTS:
         app.router.add_route(endpoint.method, endpoint.path, endpoint.handler, name=endpoint.operation_id)
     app.router.add_get("/openapi.json", openapi_document, name="openapi")
