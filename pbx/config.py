@@ -365,10 +365,12 @@ def build_config(document: LocatedDocument, *, var_dir: Path, base_dir: Path | N
     routing = RoutingSettings(reader.boolean(routing_section, "auto_login", "routing", False),
                               screen_pop_url)
     contact_center = parse_contact_center(document, reader.problems)
-    for agent in contact_center.agents:
-        if agent.profile.extension not in accounts:
-            reader.problems.append(document.problem(
-                "agents", f"agent {agent.profile.extension} has no SIP account to register with"))
+    raw_agents = data.get("agents") if isinstance(data.get("agents"), list) else []
+    for i, item in enumerate(raw_agents):
+        extension = str(item.get("extension")) if isinstance(item, dict) else None
+        if extension is not None and extension not in accounts:
+            reader.fail(f"agents[{i}].extension",
+                        f"agent {extension} has no SIP account to register with (add it under accounts)")
     if reader.problems:
         raise ConfigError(reader.problems)
     return ServerConfig(document.source, sip, media, http, store_url, accounts, extensions,

@@ -73,3 +73,39 @@ def test_plain_host_port_listens_on_both_transports_and_transport_prefix_picks_o
 def test_store_url_must_name_a_supported_driver():
     found = problems_of("store:\n  url: mysql://x\n")
     assert "store.url: must start with sqlite+aiosqlite:// or postgresql+asyncpg://" in found[0]
+
+
+def test_contact_center_sections_are_validated_like_the_api():
+    text = (
+        "accounts:\n  - {user: '1001', password: x}\n  - {user: '1002', password: y}\n"
+        "sites:\n  - {name: madrid, timezone: Europe/Madrid}\n"
+        "agents:\n"
+        "  - {extension: 1001, name: Ana, site: madrid, skills: {billing: 11}}\n"
+        "  - {extension: '1002', name: Bruno, site: lima}\n"
+        "  - {extension: '1003', name: Nobody, site: madrid}\n"
+        "queues:\n  - {name: billing, strategy: fastest}\n"
+    )
+    found = problems_of(text)
+    assert any(p.startswith("centralita.yaml:7: agents[0].skills.billing:") for p in found)
+    assert any("agents[1].site: unknown site 'lima'" in p for p in found)
+    assert any(p.startswith("centralita.yaml:9: agents[2].extension: agent 1003 has no SIP account")
+               for p in found)
+    assert any(p.startswith("centralita.yaml:11: queues[0].strategy:") for p in found)
+
+
+def test_contact_center_sections_become_router_and_store_records():
+    text = (
+        "accounts:\n  - {user: '1001', password: x}\n"
+        "sites:\n  - {name: madrid}\n"
+        "agents:\n  - {extension: 1001, name: Ana, site: madrid, skills: {billing: 7}, languages: [es]}\n"
+        "queues:\n  - {name: billing, skills: {billing: 5}, wrap_up_seconds: 3}\n"
+        "customers:\n  - {number: '+34910000001', tier: vip, preferred_agent: '1001'}\n"
+        "routing: {auto_login: true}\n"
+    )
+    config = build(text)
+    [agent] = config.contact_center.agents
+    assert agent.profile.extension == "1001" and dict(agent.profile.skills) == {"billing": 7}
+    [queue] = config.contact_center.queues
+    assert (queue.name, dict(queue.skills), queue.wrap_up_seconds) == ("billing", {"billing": 5}, 3)
+    assert config.contact_center.customers[0].tier.priority == 3
+    assert config.routing.auto_login is True
