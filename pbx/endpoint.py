@@ -217,6 +217,9 @@ class SipEndpoint:
 
     # -- outbound ------------------------------------------------------------------
     def respond(self, key: TransactionKey, response: Response) -> None:
+        if response.status > 100 and response.to.tag is None:
+            # RFC 3261 §8.2.6.2: every final or provisional answer but 100 tags the To.
+            response.set_header("To", str(response.to.with_tag(new_tag())))
         if "server" not in response.headers:
             response.add_header("Server", self.user_agent)
         method = self._server_methods.get(key, "")

@@ -59,7 +59,7 @@ class Disposition(enum.StrEnum):
     ABANDONED = "abandoned"  # the caller hung up first: in the IVR, in line or while it rang
     DEFLECTED = "deflected"  # ended after a self-service answer, never reaching a queue
     OVERFLOWED = "overflowed"  # taken out of the router at max wait (to an extension, voicemail)
-    TRANSFERRED = "transferred"  # the IVR sent it to an extension
+    TRANSFERRED = "transferred"  # the IVR or an agent sent it on, and no agent answered after
     COMPLETED = "completed"  # the IVR flow or application ended it (closed hours, goodbye)
     REJECTED = "rejected"  # the callee refused (busy, decline)
     FAILED = "failed"  # unreachable, error, no ACK, the queue never took it
@@ -85,7 +85,7 @@ class QueueEvent(enum.StrEnum):
 
 # Telephony end causes (pbx.calls) that mean the caller gave up.
 _CALLER_CAUSES = frozenset({"caller_hangup", "cancelled"})
-_ENDED_BY = {"caller_hangup": "caller", "callee_hangup": "agent"}
+_ENDED_BY = {"caller_hangup": "caller", "callee_hangup": "agent", "transfer": "transfer"}
 
 # Errors that will not go away by retrying: the write is dropped (and counted), not retried.
 _PERMANENT_ERRORS: tuple[type[BaseException], ...] = (
@@ -144,6 +144,7 @@ class _LiveCall:
     talk_seconds: float | None = None
     offers: dict[str, _Offer] = field(default_factory=dict)
     complete: router_events.CallEnded | None = None  # logged once the hang-up cause is known
+    after_complete: list[QueueLogEntry] = field(default_factory=list)  # e.g. its WRAPUPEND
     linger: asyncio.TimerHandle | None = None
 
 
@@ -228,6 +229,8 @@ class CallRecorder:
         for live in list(self._live.values()):
             self._finalize(live)
         if self._task is None:
+            if not self._queue.empty():
+                log.error("call recorder closed unstarted: %d writes not stored", self._queue.qsize())
             return
         try:
             await asyncio.wait_for(self._queue.join(), timeout)
@@ -253,6 +256,7 @@ class CallRecorder:
             (self._on_line_started, line_events.CallStarted),
             (self._on_line_answered, line_events.CallAnswered),
             (self._on_line_ended, line_events.CallEnded),
+            (self._on_agent_transfer, line_events.CallTransferred),
             (self._on_ivr_started, ivr_events.IvrStarted),
             (self._on_ivr_node, ivr_events.IvrNodeEntered),
             (self._on_deflected, ivr_events.CallDeflected),
@@ -277,11 +281,12 @@ class CallRecorder:
     # ------------------------------------------------------------------ telephony
 
     def _on_line_started(self, event: line_events.CallStarted) -> None:
-        live = self._call(event.call_id, self._clock())
+        now = self._clock()
+        live = self._call(event.call_id, now)
         if live is None:
             return
         live.caller, live.callee, live.kind = event.caller, event.callee, event.kind
-        live.started = self._clock()
+        live.started = now
 
     def _on_line_answered(self, event: line_events.CallAnswered) -> None:
         live = self._call(event.call_id, self._clock())
@@ -297,6 +302,18 @@ class CallRecorder:
         live.line_duration = event.duration
         live.kind = live.kind or event.kind
         self._settle(live)
+
+    def _on_agent_transfer(self, event: line_events.CallTransferred) -> None:
+        # The server ends the agent's part in the router first, then re-queues or dials.
+        live = self._call(event.call_id, self._clock())
+        queue = None
+        if live is not None:
+            queue = live.queue
+            self._flush_complete(live, "transfer")
+            live.transferred_to = event.target
+            live.router_outcome = Disposition.TRANSFERRED
+        self._log(self._clock(), event.call_id, QueueEvent.TRANSFER, queue=queue, agent=event.agent,
+                  data={"target": event.target, "by": "agent"})
 
     # ------------------------------------------------------------------ IVR
 
@@ -342,6 +359,7 @@ class CallRecorder:
     def _on_queued(self, event: router_events.CallQueued) -> None:
         live = self._call(event.call_id, event.at)
         if live is not None:
+            self._flush_complete(live, None)  # queued again after an agent's part ended
             live.queue = event.queue
             live.in_router = True
             live.entered_position = event.position
@@ -394,9 +412,12 @@ class CallRecorder:
                 rang = event.at - offer.ringing_at
             live.offers.clear()
             live.queue = event.queue
-            live.agent = event.agent
-            live.agent_answered = event.at
-            live.wait_seconds = event.waited_seconds
+            live.agent = event.agent  # the last agent to answer (after a transfer, the second)
+            if live.agent_answered is None:
+                # The CDR's wait is the time to the first answer; after a transfer the router
+                # counts from the original enqueue time again, talk included.
+                live.agent_answered = event.at
+                live.wait_seconds = event.waited_seconds
             live.router_outcome = Disposition.ANSWERED
         self._log(event.at, event.call_id, QueueEvent.CONNECT, queue=event.queue, agent=event.agent,
                   data={"waited_seconds": _rounded(event.waited_seconds),
@@ -410,7 +431,8 @@ class CallRecorder:
             ringing_agent = next((o.agent for o in live.offers.values()), None)
             live.offers.clear()
             live.queue = event.queue
-            live.wait_seconds = event.waited_seconds
+            if live.agent_answered is None:
+                live.wait_seconds = event.waited_seconds
             live.router_outcome = Disposition.ABANDONED
             live.in_router = False
         self._log(event.at, event.call_id, QueueEvent.ABANDON, queue=event.queue,
@@ -426,9 +448,13 @@ class CallRecorder:
         if live is None:
             self._log_complete(event, None, None)
             return
-        live.talk_seconds = event.talk_seconds
+        self._flush_complete(live, None)
+        # Talk time adds up over every agent who had the caller (transfers).
+        live.talk_seconds = (live.talk_seconds or 0.0) + event.talk_seconds
         live.in_router = False
         live.complete = event
+        if live.ended is not None:  # the usual order: who hung up is known already
+            self._flush_complete(live, live.cause)
         self._settle(live)
 
     def _on_overflowed(self, event: router_events.CallOverflowed) -> None:
@@ -445,7 +471,8 @@ class CallRecorder:
                             "caller": live.caller if live else None})
             return
         if live is not None:
-            live.wait_seconds = event.waited_seconds
+            if live.agent_answered is None:
+                live.wait_seconds = event.waited_seconds
             live.router_outcome = Disposition.OVERFLOWED
             live.in_router = False
             self._settle(live)
@@ -461,9 +488,14 @@ class CallRecorder:
         if wrapping is None:
             return
         call_id, queue, since = wrapping
-        self._log(event.at, call_id, QueueEvent.WRAPUPEND, queue=queue, agent=event.agent,
-                  data={"wrap_up_seconds": _rounded(event.at - since),
-                        "next_state": event.new.value, "reason": event.reason})
+        entry = self._entry(event.at, call_id, QueueEvent.WRAPUPEND, queue=queue, agent=event.agent,
+                            data={"wrap_up_seconds": _rounded(event.at - since),
+                                  "next_state": event.new.value, "reason": event.reason})
+        live = self._live.get(call_id)
+        if live is not None and live.complete is not None:
+            live.after_complete.append(entry)  # keep the log in order: COMPLETE comes first
+        else:
+            self._put(entry)
 
     # ------------------------------------------------------------------ per-call state
 
@@ -520,9 +552,16 @@ class CallRecorder:
         self._finished[live.call_id] = None
         while len(self._finished) > self._max_live:
             self._finished.popitem(last=False)
-        if live.complete is not None:
-            self._log_complete(live.complete, live.cause, live.wait_seconds)
+        self._flush_complete(live, live.cause)
         self._put(self._record_of(live))
+
+    def _flush_complete(self, live: _LiveCall, cause: str | None) -> None:
+        if live.complete is not None:
+            self._log_complete(live.complete, cause, live.wait_seconds)
+            live.complete = None
+            for entry in live.after_complete:
+                self._put(entry)
+            live.after_complete.clear()
 
     def _log_complete(self, event: router_events.CallEnded, cause: str | None,
                       waited: float | None) -> None:
@@ -600,7 +639,12 @@ class CallRecorder:
 
     def _log(self, at: float, call_id: str, event: QueueEvent, *, queue: str | None = None,
              agent: str | None = None, data: dict[str, Any] | None = None) -> None:
-        self._put(QueueLogEntry(_utc(at), call_id, event.value, queue, agent, data or {}))
+        self._put(self._entry(at, call_id, event, queue=queue, agent=agent, data=data))
+
+    @staticmethod
+    def _entry(at: float, call_id: str, event: QueueEvent, *, queue: str | None = None,
+               agent: str | None = None, data: dict[str, Any] | None = None) -> QueueLogEntry:
+        return QueueLogEntry(_utc(at), call_id, event.value, queue, agent, data or {})
 
     def _put(self, item: _Write) -> None:
         if self._queue.full():

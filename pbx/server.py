@@ -14,6 +14,7 @@ from aiohttp import web
 from ivr.call_log import IvrCallLog
 from ivr.engine import CustomerProfile
 from ivr.metrics import IvrMetrics
+from monitoring.contact_center import ContactCenterMetrics
 from monitoring.metrics import TelephonyMetrics
 from pbx.api import create_api
 from pbx.applications import ApplicationDirectory
@@ -25,6 +26,7 @@ from pbx.http import create_http_app
 from pbx.media.prompt import PromptLibrary
 from pbx.media.stream import PortAllocator
 from pbx.queueing import IvrTransfers, QueuedCall, QueueService
+from pbx.records import CallRecorder
 from pbx.registrar import Registrar
 from pbx.screen_pop import ScreenPop
 from pbx.sip.digest import DigestAuthenticator
@@ -69,6 +71,9 @@ class Server:
         self.endpoint.handlers["REGISTER"] = self._on_register
         self.router = Router(time.time)
         self.store: Store | None = None
+        self.recorder: CallRecorder | None = None
+        self.contact_center_metrics = ContactCenterMetrics(self.metrics.registry, self.router)
+        self.contact_center_metrics.subscribe(self.events)
         self.queues = QueueService(self.router, self.calls, self.prompts, self.events,
                                    on_agent_ringing=self._agent_ringing)
         self.applications.enqueue = self.queues
@@ -86,6 +91,9 @@ class Server:
         self.var_dir.mkdir(parents=True, exist_ok=True)
         self.applications.prepare(list(self.config.extensions.values()))
         self.store = await Store.open(self.config.store_url)
+        self.recorder = CallRecorder(self.store, self.events, self.ivr_calls, clock=time.time,
+                                     registry=self.metrics.registry)
+        self.recorder.start()
         center = self.config.contact_center
         await self.store.seed([a.profile for a in center.agents], center.queues, center.sites,
                               center.customers)
@@ -122,6 +130,8 @@ class Server:
         if self._http_runner is not None:
             await self._http_runner.cleanup()
         await self.screen_pop.close()
+        if self.recorder is not None:
+            await self.recorder.close()
         if self.store is not None:
             await self.store.close()
 
@@ -201,6 +211,7 @@ class Server:
     # -- HTTP ----------------------------------------------------------------------
     def _render_metrics(self) -> bytes:
         def sample() -> None:
+            self.contact_center_metrics.sample()
             self.metrics.sample_gauges(
                 transactions=len(self.endpoint.transactions),
                 dialogs=self.calls.active_dialogs,

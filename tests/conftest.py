@@ -1,0 +1,76 @@
+"""Shared fixtures: the real server (`pbx_server` factory, `shared_pbx`) and peer plumbing.
+
+The tests directory is put on sys.path so tests import the drivers as ``peers.*`` and the
+server fixture as ``integration.server_fixture``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+TESTS_DIR = Path(__file__).resolve().parent
+if str(TESTS_DIR) not in sys.path:
+    sys.path.insert(0, str(TESTS_DIR))
+
+from integration.server_fixture import PbxServer, start_pbx  # noqa: E402
+
+_SERVERS = pytest.StashKey[list]()
+
+
+def _remember(request: pytest.FixtureRequest, server: PbxServer) -> None:
+    node = request.node
+    node.stash.setdefault(_SERVERS, []).append(server)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed:
+        for server in item.stash.get(_SERVERS, []):
+            state = "running" if server.alive() else f"exited {server.process.returncode}"
+            report.sections.append(
+                (f"pbx server log tail ({server.log_path}, {state})", server.log_tail(80)))
+
+
+@pytest.fixture
+def pbx_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """Factory: ``server = pbx_server(config_yaml=None, extra_args=(), sip_trace=False)``.
+
+    Every server started is stopped (SIGTERM, then SIGKILL of its process group) when the
+    test ends; its log tail is attached to the report if the test fails.
+    """
+    started: list[PbxServer] = []
+
+    def start(config_yaml: str | None = None, *, extra_args: tuple[str, ...] = (),
+              sip_trace: bool = False, env: dict[str, str] | None = None) -> PbxServer:
+        workdir = tmp_path_factory.mktemp("pbx")
+        server = start_pbx(workdir, config_yaml=config_yaml, extra_args=extra_args,
+                           sip_trace=sip_trace, env=env)
+        started.append(server)
+        _remember(request, server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def _shared_pbx_process(tmp_path_factory: pytest.TempPathFactory):
+    server = start_pbx(tmp_path_factory.mktemp("pbx-shared"), sip_trace=True)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def shared_pbx(request: pytest.FixtureRequest, _shared_pbx_process: PbxServer) -> PbxServer:
+    """The session's default-config server, for the many small tests that share one."""
+    if not _shared_pbx_process.alive():
+        pytest.fail(f"the shared pbx server died (exit {_shared_pbx_process.process.returncode});"
+                    f" log tail:\n{_shared_pbx_process.log_tail()}")
+    _remember(request, _shared_pbx_process)
+    return _shared_pbx_process

@@ -1,0 +1,118 @@
+"""Process and port helpers shared by the peer drivers and the server fixture."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+from collections.abc import Iterable
+
+import pytest
+
+LOOPBACK = "127.0.0.1"
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in {"true", "1", "yes"}
+
+
+def peer_unavailable(reason: str) -> None:
+    """A peer cannot run here: fail loudly in CI, skip with the reason elsewhere."""
+    if in_ci():
+        pytest.fail(f"CI=true and a required test peer is unavailable: {reason}", pytrace=False)
+    pytest.skip(f"test peer unavailable: {reason} (run scripts/install-test-deps)")
+
+
+def require_binary(name: str, package: str) -> str:
+    """Path of executable ``name``; fails (CI) or skips the test when it is missing."""
+    path = shutil.which(name)
+    if path is None:
+        peer_unavailable(f"`{name}` not on PATH (Debian package {package})")
+    assert path is not None
+    return path
+
+
+def free_port(*, udp: bool = True, tcp: bool = True, host: str = LOOPBACK,
+              avoid: Iterable[int] = ()) -> int:
+    """A port that is free for every protocol asked for, right now, on ``host``."""
+    avoid = set(avoid)
+    for _ in range(200):
+        first = socket.socket(socket.AF_INET, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM)
+        try:
+            first.bind((host, 0))
+            port = first.getsockname()[1]
+            if port in avoid:
+                continue
+            if udp and tcp:
+                second = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                try:
+                    second.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    second.bind((host, port))
+                except OSError:
+                    continue
+                finally:
+                    second.close()
+            return port
+        finally:
+            first.close()
+    raise RuntimeError("no free port found")
+
+
+def free_port_pair(host: str = LOOPBACK) -> int:
+    """An even UDP port whose successor is free too (RTP + RTCP)."""
+    for _ in range(200):
+        port = free_port(udp=True, tcp=False, host=host)
+        if port % 2:
+            port -= 1
+        sockets = []
+        try:
+            for candidate in (port, port + 1):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                sockets.append(sock)
+                sock.bind((host, candidate))
+            return port
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+    raise RuntimeError("no free RTP port pair found")
+
+
+def stop_process_group(process: subprocess.Popen, grace: float = 5.0) -> int | None:
+    """SIGTERM the process group led by ``process``, then SIGKILL what is left."""
+    if process.poll() is None:
+        _signal_group(process, signal.SIGTERM)
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            pass
+    # The leader may be gone while children in its group live on: kill the group anyway.
+    _signal_group(process, signal.SIGKILL)
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        pass
+    return process.returncode
+
+
+def _signal_group(process: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(process.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def tail(path: str | os.PathLike, lines: int = 60, max_chars: int = 6000) -> str:
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(0, size - 64_000))
+            text = handle.read().decode("utf-8", "replace")
+    except OSError as error:
+        return f"<cannot read {path}: {error}>"
+    text = "\n".join(text.splitlines()[-lines:])
+    return text if len(text) <= max_chars else "..." + text[-max_chars:]
