@@ -59,10 +59,10 @@ class FeatureCode:
 
     async def run(self, call: AnsweredCall) -> None:
         problem = self.apply(call.caller, call.extension.number)
-        finished = asyncio.get_running_loop().create_future()
+        finished = asyncio.Event()
         call.media.play(self.done if problem is None else self.refused,
-                        on_done=lambda _: finished.done() or finished.set_result(None))
-        await finished
+                        on_done=lambda _: finished.set())
+        await finished.wait()
 
 
 def load_extension_flows(extensions: list[Extension], prompts: PromptLibrary) -> dict[str, Flow]:

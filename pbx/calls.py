@@ -367,10 +367,12 @@ class CallManager:
                           local_tag=invite.from_.tag or "", dial=attempt)
             attempt.forks.append(leg)
             call.callee_legs.append(leg)
-            leg.invite_key = self.endpoint.send_request(
-                invite, binding.source, binding.transport,
-                lambda response, leg=leg: self._on_callee_response(leg, response))
+            leg.invite_key = self.endpoint.send_request(invite, binding.source, binding.transport,
+                                                        self._callee_responses(leg))
         return attempt
+
+    def _callee_responses(self, leg: CallLeg) -> Callable[[Response | None], None]:
+        return lambda response: self._on_callee_response(leg, response)
 
     def cancel_dial(self, attempt: Dial) -> None:
         """Stop ringing: CANCEL every fork still ringing. A 2xx that crosses the CANCEL is

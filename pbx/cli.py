@@ -67,10 +67,6 @@ def _serve(args: argparse.Namespace) -> int:
 
     from pbx.server import Server
 
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency, but keep serving without it
-        uvloop = None
 
     async def run() -> int:
         server = Server(config, var_dir=var_dir)
@@ -88,9 +84,11 @@ def _serve(args: argparse.Namespace) -> int:
         await server.stop()
         return 0
 
-    if uvloop is not None:
-        return uvloop.run(run())
-    return asyncio.run(run())
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency, but keep serving without it
+        return asyncio.run(run())
+    return uvloop.run(run())
 
 
 def _check_config(args: argparse.Namespace) -> int:

@@ -365,8 +365,8 @@ def build_config(document: LocatedDocument, *, var_dir: Path, base_dir: Path | N
     routing = RoutingSettings(reader.boolean(routing_section, "auto_login", "routing", False),
                               screen_pop_url)
     contact_center = parse_contact_center(document, reader.problems)
-    raw_agents = data.get("agents") if isinstance(data.get("agents"), list) else []
-    for i, item in enumerate(raw_agents):
+    raw_agents = data.get("agents")
+    for i, item in enumerate(raw_agents if isinstance(raw_agents, list) else []):
         extension = str(item.get("extension")) if isinstance(item, dict) else None
         if extension is not None and extension not in accounts:
             reader.fail(f"agents[{i}].extension",

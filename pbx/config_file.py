@@ -61,7 +61,7 @@ def _convert(node: yaml.Node, path: str, lines: dict[str, int], source: str) -> 
     if isinstance(node, yaml.SequenceNode):
         return [_convert(item, f"{path}[{i}]", lines, source) for i, item in enumerate(node.value)]
     try:
-        return yaml.SafeLoader("").construct_object(node)  # type: ignore[no-untyped-call]
+        return yaml.SafeLoader("").construct_object(node)
     except (yaml.YAMLError, ValueError) as exc:
         # An impossible date (2025-13-01) or number fails while building the value.
         raise ConfigError([f"{source}:{node.start_mark.line + 1}: {path or '(top)'}: invalid value: {exc}"]) from None

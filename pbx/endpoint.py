@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from pbx.events import EventBus, SipMessageRejected, SipRequestReceived, SipResponseSent
@@ -20,6 +20,7 @@ from pbx.sip.message import Request, Response, make_response, parse_message
 from pbx.sip.transaction import (
     AckReceived,
     AckTimedOut,
+    Event,
     RequestReceived,
     ResponseReceived,
     SendMessage,
@@ -148,7 +149,7 @@ class SipEndpoint:
             data = response
         self.transports.send(data, destination, transport)
 
-    def _process(self, events: list[object]) -> None:
+    def _process(self, events: Iterable[Event]) -> None:
         for event in events:
             if isinstance(event, SendMessage):
                 self.transports.send(event.message.to_bytes(), event.destination, event.transport)

@@ -57,12 +57,13 @@ class _TcpConnection(asyncio.Protocol):
         self.pending: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
         name = transport.get_extra_info("peername")
         self.peer = (name[0], name[1])
         self.owner.connections[self.peer] = self
         for data in self.pending:
-            self.transport.write(data)
+            transport.write(data)
         self.pending.clear()
 
     def data_received(self, data: bytes) -> None:
