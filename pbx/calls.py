@@ -277,7 +277,7 @@ class CallManager:
                 self.endpoint.respond(key, refusal)
                 return
             call.kind = "bridge"
-            bindings = self.registrar.bindings(user, self._now())
+            bindings = self.registrar.bindings(user, self._now(), answering_only=True)
             if not bindings:
                 self._respond(leg, 480, "Not registered")
                 return
@@ -348,7 +348,7 @@ class CallManager:
         `on_failed(status)` gets one status for all: a refusal (busy, decline) as is,
         anything else as 480. None when the account has no registered contact.
         """
-        bindings = self.registrar.bindings(user, self._now())
+        bindings = self.registrar.bindings(user, self._now(), answering_only=True)
         if not bindings or call.ended:
             return None
         media = await self._open_media(None)

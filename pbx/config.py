@@ -59,6 +59,7 @@ class SipSettings:
     default_expires: int = 600
     nonce_lifetime: float = 300.0
     digest_algorithms: tuple[str, ...] = ("SHA-256", "MD5")
+    qualify_interval: float = 0.0  # seconds between OPTIONS pings to registered phones; 0 = off
     t1: float = 0.5
     t2: float = 4.0
     t4: float = 5.0
@@ -206,7 +207,7 @@ def _sip(reader: _Reader, data: Any) -> SipSettings:
     path = "sip"
     section = reader.section(data, path, {
         "listen", "realm", "domain", "trace", "min_expires", "max_expires", "default_expires",
-        "nonce_lifetime", "digest_algorithms", "timers", "user_agent"})
+        "nonce_lifetime", "digest_algorithms", "timers", "user_agent", "qualify_interval"})
     listen = _listen_addresses(reader, section.get("listen", "127.0.0.1:5060"), f"{path}.listen")
     timers = reader.section(section.get("timers"), f"{path}.timers", {"t1", "t2", "t4"})
     min_expires = reader.number(section, "min_expires", path, 60, minimum=1, maximum=86400, integer=True)
@@ -221,6 +222,7 @@ def _sip(reader: _Reader, data: Any) -> SipSettings:
     return SipSettings(
         listen=listen,
         digest_algorithms=tuple(algorithms),
+        qualify_interval=reader.number(section, "qualify_interval", path, 0, minimum=0, maximum=3600),
         realm=reader.string(section, "realm", path, "centralita") or "centralita",
         domain=reader.string(section, "domain", path),
         trace=reader.boolean(section, "trace", path, False),

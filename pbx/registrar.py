@@ -35,6 +35,7 @@ class Binding:
     source: Address
     transport: str
     user_agent: str | None
+    answering: bool = True  # False once the phone stopped answering our OPTIONS (qualify)
 
     @property
     def contact_uri(self) -> str:
@@ -57,11 +58,26 @@ class Registrar:
         self.listeners: list[ReachabilityListener] = []
 
     # -- queries ---------------------------------------------------------------
-    def bindings(self, user: str, now: float) -> list[Binding]:
+    def bindings(self, user: str, now: float, *, answering_only: bool = False) -> list[Binding]:
         found = self._bindings.get(user)
         if not found:
             return []
-        return [b for b in found.values() if b.expires_at > now]
+        return [b for b in found.values()
+                if b.expires_at > now and (b.answering or not answering_only)]
+
+    def all_bindings(self, now: float) -> list[Binding]:
+        return [b for found in self._bindings.values() for b in found.values() if b.expires_at > now]
+
+    def set_answering(self, binding: Binding, answering: bool, now: float) -> None:
+        """Record the outcome of a qualify OPTIONS; a phone none of whose contacts
+        answers is unreachable, though its registration has not expired."""
+        if binding.answering == answering:
+            return
+        was_reachable = bool(self.bindings(binding.user, now, answering_only=True))
+        binding.answering = answering
+        log.info("%s at %s:%d %s", binding.user, binding.source[0], binding.source[1],
+                 "answers again" if answering else "stopped answering")
+        self._notify(binding.user, was_reachable, now)
 
     def registered_users(self) -> list[str]:
         return list(self._bindings)
@@ -127,7 +143,7 @@ class Registrar:
         call_id = request.call_id
         cseq = request.cseq[0]
         current = self._bindings.setdefault(user, {})
-        was_reachable = bool(self.bindings(user, now))
+        was_reachable = bool(self.bindings(user, now, answering_only=True))
 
         if any(c.is_wildcard for c in contacts):
             if len(contacts) != 1 or expires_header != 0:
@@ -180,7 +196,7 @@ class Registrar:
         removed = 0
         for user in list(self._bindings):
             current = self._bindings[user]
-            was_reachable = bool(current)
+            was_reachable = any(b.answering for b in current.values())
             for key, binding in list(current.items()):
                 if binding.expires_at <= now:
                     del current[key]
@@ -192,7 +208,7 @@ class Registrar:
         return removed
 
     def _notify(self, user: str, was_reachable: bool, now: float) -> None:
-        reachable = bool(self.bindings(user, now))
+        reachable = bool(self.bindings(user, now, answering_only=True))
         if reachable != was_reachable:
             log.info("%s is now %s", user, "registered" if reachable else "unregistered")
             for listener in self.listeners:

@@ -20,17 +20,17 @@ from pbx.api import create_api
 from pbx.applications import ApplicationDirectory
 from pbx.calls import CallManager
 from pbx.config import ServerConfig
-from pbx.endpoint import ALLOW, SipEndpoint
+from pbx.endpoint import ALLOW, SipEndpoint, new_tag
 from pbx.events import AgentOffered, EventBus, RegistrationChanged
 from pbx.http import create_http_app
 from pbx.media.prompt import PromptLibrary
 from pbx.media.stream import PortAllocator
 from pbx.queueing import IvrTransfers, QueuedCall, QueueService
 from pbx.records import CallRecorder
-from pbx.registrar import Registrar
+from pbx.registrar import Binding, Registrar
 from pbx.screen_pop import ScreenPop
 from pbx.sip.digest import DigestAuthenticator
-from pbx.sip.message import Request, make_response
+from pbx.sip.message import Headers, Request, Response, make_response
 from pbx.sip.transaction import TimerConfig, TransactionKey
 from pbx.store import Store
 from pbx.transport import Address, Transports
@@ -138,12 +138,17 @@ class Server:
     async def _housekeep(self) -> None:
         loop = asyncio.get_running_loop()
         rounds = 0
+        next_qualify = loop.time() + self.config.sip.qualify_interval
         while True:
             await asyncio.sleep(HOUSEKEEPING_INTERVAL)
             rounds += 1
             try:
                 now = loop.time()
                 self.registrar.expire(now)
+                if self.config.sip.qualify_interval and now >= next_qualify:
+                    next_qualify = now + self.config.sip.qualify_interval
+                    for binding in self.registrar.all_bindings(now):
+                        self._qualify(binding)
                 self.calls.reap_silent_calls(now)
                 if rounds % RECONCILE_EVERY == 0:
                     self.queues.reconcile()
@@ -183,6 +188,23 @@ class Server:
         }
         self.events.publish(AgentOffered(queued.call_id, reservation.agent, reservation.queue,
                                          queued.request.caller, context))
+
+    def _qualify(self, binding: Binding) -> None:
+        """OPTIONS to a registered phone: any answer means alive, a timeout means gone."""
+        host, port = self.endpoint.local_address(binding.transport)
+        headers = Headers()
+        headers.add("Via", self.endpoint.via(binding.transport))
+        headers.add("Max-Forwards", "70")
+        headers.add("From", f"<sip:centralita@{host}:{port}>;tag={new_tag()}")
+        headers.add("To", f"<{binding.contact.uri}>")
+        headers.add("Call-ID", f"{new_tag()}{new_tag()}@centralita")
+        headers.add("CSeq", "1 OPTIONS")
+        request = Request("OPTIONS", binding.contact.uri, headers)
+
+        def answered(response: Response | None) -> None:
+            self.registrar.set_answering(binding, response is not None, self.endpoint.now())
+
+        self.endpoint.send_request(request, binding.source, binding.transport, answered)
 
     # -- simple methods --------------------------------------------------------------
     def _on_options(self, key: TransactionKey, request: Request, source: Address, transport: str) -> None:

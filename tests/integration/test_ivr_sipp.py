@@ -15,6 +15,7 @@ import shutil
 import urllib.parse
 
 import pytest
+
 from peers import sipp
 
 pytestmark = pytest.mark.integration

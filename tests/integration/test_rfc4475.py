@@ -27,6 +27,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+
 from peers import raw
 from peers.procs import in_ci
 

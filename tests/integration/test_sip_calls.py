@@ -10,6 +10,7 @@ import socket
 import time
 
 import pytest
+
 from peers import raw, sipp
 
 pytestmark = pytest.mark.integration

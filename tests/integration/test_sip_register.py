@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 
 import pytest
+
 from peers import raw
 
 pytestmark = pytest.mark.integration

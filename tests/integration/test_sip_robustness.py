@@ -7,6 +7,7 @@ import socket
 import time
 
 import pytest
+
 from peers import raw, sipp
 
 pytestmark = pytest.mark.integration

@@ -14,9 +14,9 @@ from __future__ import annotations
 import time
 
 import pytest
-from peers.baresip import Account, Baresip
 
 from integration.server_fixture import default_config_yaml
+from peers.baresip import Account, Baresip
 
 pytestmark = pytest.mark.integration
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 import time
 
 import pytest
-from peers.baresip import Account, Baresip
-from peers.pyvoip_phone import PyVoipPhone
 
 from integration.server_fixture import default_config_yaml
+from peers.baresip import Account, Baresip
+from peers.pyvoip_phone import PyVoipPhone
 
 pytestmark = pytest.mark.integration
 

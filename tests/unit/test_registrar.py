@@ -147,3 +147,18 @@ def test_non_sip_to_uri_is_rejected_before_authentication(registrar: Registrar):
         b"Call-ID: x\r\nCSeq: 1 REGISTER\r\nVia: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bKx\r\n\r\n")
     assert isinstance(message, Request)
     assert registrar.handle_register(message, SOURCE, "UDP", 0.0).status == 400
+
+
+def test_a_phone_that_stops_answering_is_unreachable_and_skipped(registrar: Registrar):
+    seen: list[tuple[str, bool]] = []
+    registrar.listeners.append(lambda user, reachable: seen.append((user, reachable)))
+    authenticated_register(registrar, contact="<sip:1001@127.0.0.1:40000>")
+    authenticated_register(registrar, contact="<sip:1001@127.0.0.1:40002>", call_id="reg-2")
+    first, second = registrar.bindings("1001", 1.0)
+    registrar.set_answering(first, False, 1.0)
+    assert registrar.bindings("1001", 1.0, answering_only=True) == [second]
+    assert seen == [("1001", True)]  # one contact still answers: still reachable
+    registrar.set_answering(second, False, 1.0)
+    assert seen == [("1001", True), ("1001", False)]
+    registrar.set_answering(first, True, 2.0)
+    assert seen[-1] == ("1001", True)
