@@ -20,6 +20,7 @@ from pbx.events import (
     SipMessageRejected,
     SipRequestReceived,
     SipResponseSent,
+    StaleCallsRepaired,
 )
 
 
@@ -46,6 +47,9 @@ class TelephonyMetrics:
         self.call_duration = Histogram("centralita_call_duration_seconds", "Duration of ended calls",
                                        ["kind"], buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600),
                                        registry=r)
+        self.stale_calls = Counter("centralita_stale_calls_repaired",
+                                   "Calls found dead and cleaned up (lost BYE, vanished phone)",
+                                   ["found_by"], registry=r)
         self.rtp_sessions = Gauge("centralita_rtp_sessions", "Open RTP sessions", registry=r)
 
     def subscribe(self, bus: EventBus) -> None:
@@ -56,6 +60,8 @@ class TelephonyMetrics:
         bus.subscribe(self._on_call_started, CallStarted)
         bus.subscribe(lambda e: self.calls_answered.labels(e.kind).inc(), CallAnswered)
         bus.subscribe(self._on_call_ended, CallEnded)
+        bus.subscribe(lambda e: self.stale_calls.labels(e.found_by).inc(len(e.call_ids)),
+                      StaleCallsRepaired)
 
     def _on_call_started(self, event: CallStarted) -> None:
         self.calls_started.labels(event.kind).inc()

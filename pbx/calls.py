@@ -23,7 +23,7 @@ from typing import Protocol
 
 from pbx.config import Extension, ServerConfig
 from pbx.endpoint import ALLOW, SipEndpoint, new_tag
-from pbx.events import CallAnswered, CallEnded, CallStarted, EventBus
+from pbx.events import CallAnswered, CallEnded, CallStarted, EventBus, StaleCallsRepaired
 from pbx.media.stream import PortAllocator, RtpSession
 from pbx.registrar import Binding, Registrar
 from pbx.sip.address import NameAddress, parse_name_address
@@ -715,6 +715,7 @@ class CallManager:
                     log.info("call %s: no RTP from %s for %.0f s, hanging up", call.call_id, leg.peer,
                              now - last)
                     self._end(call, "media_timeout")
+                    self.events.publish(StaleCallsRepaired((call.call_id,), "media_timeout"))
                     reaped += 1
                     break
         return reaped

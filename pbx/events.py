@@ -96,6 +96,15 @@ class CallEnded:
 
 
 @dataclass(frozen=True, slots=True)
+class StaleCallsRepaired:
+    """Calls the router still held though no live call carried them (a lost BYE, a crash
+    in a handler), found by reconciliation or the media timeout and cleaned up."""
+
+    call_ids: tuple[str, ...]
+    found_by: str  # "reconciliation" or "media_timeout"
+
+
+@dataclass(frozen=True, slots=True)
 class CallTransferred:
     """An agent handed the caller on (blind transfer) to a queue or an account."""
 

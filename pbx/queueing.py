@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from ivr.engine import EnqueueRequest, IvrCall
 from pbx.calls import AnsweredCall, CallLeg, CallManager, Dial
-from pbx.events import CallTransferred, EventBus
+from pbx.events import CallTransferred, EventBus, StaleCallsRepaired
 from pbx.media.prompt import Prompt, PromptLibrary
 from router import Call, Reservation, Router, RouterError
 from router.events import AnnouncementDue, CallOverflowed, ReservationExpired
@@ -335,6 +335,7 @@ class QueueService:
         stale = self.router.reconcile(live)
         if stale:
             log.warning("reconciled %d call(s) the router still held: %s", len(stale), ", ".join(stale))
+            self.events.publish(StaleCallsRepaired(tuple(stale), "reconciliation"))
         self.publish_router_events()
         return stale
 
