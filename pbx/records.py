@@ -677,15 +677,14 @@ class CallRecorder:
     async def _write(self, batch: list[_Write]) -> None:
         entries = [item for item in batch if isinstance(item, QueueLogEntry)]
         records = [item for item in batch if isinstance(item, CallRecord)]
-        if entries and not await self._persist(partial(self._store.append_queue_log, entries)):
-            # One bad line must not take the rest of its batch with it.
-            for entry in entries:
-                if len(entries) == 1 or not await self._persist(
-                    partial(self._store.append_queue_log, [entry])
-                ):
-                    self._count_drop(entry, "rejected")
+        if await self._persist(partial(self._store.append_history, records, entries)):
+            return
+        # The batch was refused: write item by item, so one bad line loses only itself.
+        for entry in entries:
+            if not await self._persist(partial(self._store.append_history, (), [entry])):
+                self._count_drop(entry, "rejected")
         for record in records:
-            if not await self._persist(partial(self._store.append_call_record, record)):
+            if not await self._persist(partial(self._store.append_history, [record], ())):
                 self._count_drop(record, "rejected")
 
     async def _persist(self, write: Callable[[], Awaitable[object]]) -> bool:

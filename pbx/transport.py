@@ -13,6 +13,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 from pbx.sip.errors import SipParseError
 from pbx.sip.message import StreamFramer
@@ -57,13 +58,14 @@ class _TcpConnection(asyncio.Protocol):
         self.pending: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        name = transport.get_extra_info("peername")
+        # uvloop's transports are not subclasses of asyncio.Transport: no isinstance here.
+        stream = cast(asyncio.Transport, transport)
+        self.transport = stream
+        name = stream.get_extra_info("peername")
         self.peer = (name[0], name[1])
         self.owner.connections[self.peer] = self
         for data in self.pending:
-            transport.write(data)
+            stream.write(data)
         self.pending.clear()
 
     def data_received(self, data: bytes) -> None:

@@ -643,6 +643,32 @@ class Store:
             await session.flush()
             return _call_record_from_row(row)
 
+    async def append_history(self, records: Sequence[CallRecord],
+                             entries: Sequence[QueueLogEntry]) -> None:
+        """Store a batch of call records and queue-log lines in one transaction.
+
+        The call recorder's path: one multi-row INSERT per table, without the ORM's
+        per-row bookkeeping and without reading the rows back (it needs no ids).
+        """
+        if not records and not entries:
+            return
+        async with self._engine.begin() as connection:
+            if entries:
+                await connection.execute(sa.insert(QueueLogRow.__table__), [  # type: ignore[attr-defined]
+                    {"time": as_utc(e.time), "call_id": e.call_id, "queue": e.queue, "agent": e.agent,
+                     "event": e.event, "data": dict(e.data)}
+                    for e in entries])
+            if records:
+                await connection.execute(sa.insert(CallRecordRow.__table__), [  # type: ignore[attr-defined]
+                    {"call_id": r.call_id, "caller": r.caller, "callee": r.callee,
+                     "started": as_utc(r.started),
+                     "answered": None if r.answered is None else as_utc(r.answered),
+                     "ended": None if r.ended is None else as_utc(r.ended),
+                     "queue": r.queue, "agent": r.agent, "disposition": r.disposition,
+                     "ivr_path": list(r.ivr_path), "wait_seconds": r.wait_seconds,
+                     "talk_seconds": r.talk_seconds, "site": r.site}
+                    for r in records])
+
     async def call_records(
         self,
         *,
