@@ -50,6 +50,10 @@ class TelephonyMetrics:
         self.stale_calls = Counter("centralita_stale_calls_repaired",
                                    "Calls found dead and cleaned up (lost BYE, vanished phone)",
                                    ["found_by"], registry=r)
+        self.loop_lag = Histogram("centralita_event_loop_lag_seconds",
+                                  "How late the event loop ran a 100 ms timer (stalls delay SIP timers and RTP)",
+                                  buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+                                  registry=r)
         self.rtp_sessions = Gauge("centralita_rtp_sessions", "Open RTP sessions", registry=r)
 
     def subscribe(self, bus: EventBus) -> None:

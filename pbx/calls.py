@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -65,6 +65,8 @@ ApplicationFactory = Callable[[Extension], CallApplication]
 TransferHandler = Callable[["CallLeg", str], int]
 FEATURE_APPLICATION = "feature"
 TRANSFEROR_GRACE_SECONDS = 5.0
+# What runs once the caller's media is open: answer (application) or dial (bridge).
+CallWork = Callable[[SessionDescription], Awaitable[None]]
 
 
 @dataclass(eq=False)
@@ -228,9 +230,8 @@ class CallManager:
             offer = parse_sdp(request.body)
             return offer, negotiate_audio(offer, self.config.media.codecs)
         except NoAcceptableMedia as exc:
-            response_reason = "Not Acceptable Here"
             log.info("call %s: no acceptable media: %s", request.call_id, exc)
-            self._respond(leg, 488, response_reason,
+            self._respond(leg, 488,
                           extra=(("Warning", '304 centralita "Media type not available"'),))
         except SdpError as exc:
             self._respond(leg, 400, f"Bad SDP: {exc}"[:100])
@@ -262,36 +263,40 @@ class CallManager:
         extension = self.config.extensions.get(user)
         if user in self.feature_codes:
             # Agents' feature codes (log in, break...): only for an authenticated account.
-            caller, refusal = self.registrar.authenticate(request, "Proxy-Authorization", self._now())
-            if refusal is not None:
-                self.endpoint.respond(key, refusal)
-                return
-            call.caller = caller or call.caller
-            feature = Extension(user, FEATURE_APPLICATION, language="en")
-            self._start(call, leg, self._answer_application(call, leg, feature))
+            if self._authenticated(key, call):
+                feature = Extension(user, FEATURE_APPLICATION, language="en")
+                self._start(call, leg, self._answer_application(call, leg, feature))
         elif extension is not None:
             self._start(call, leg, self._answer_application(call, leg, extension))
         elif user in self.config.accounts:
-            caller, refusal = self.registrar.authenticate(request, "Proxy-Authorization", self._now())
-            if refusal is not None:
-                self.endpoint.respond(key, refusal)
+            if not self._authenticated(key, call):
                 return
             call.kind = "bridge"
-            bindings = self.registrar.bindings(user, self._now(), answering_only=True)
-            if not bindings:
+            if not self.registrar.bindings(user, self._now(), answering_only=True):
                 self._respond(leg, 480, "Not registered")
                 return
-            call.caller = caller or call.caller
             self._start(call, leg, self._bridge(call, leg, user))
         else:
             self._respond(leg, 404)
 
-    def _start(self, call: Call, leg: CallLeg, work: object) -> None:
+    def _authenticated(self, key: TransactionKey, call: Call) -> bool:
+        """Calls from accounts carry digest credentials (407 until they do)."""
+        assert call.caller_leg is not None
+        caller, refusal = self.registrar.authenticate(call.caller_leg.invite, "Proxy-Authorization",
+                                                      self._now())
+        if refusal is not None:
+            self.endpoint.respond(key, refusal)
+            return False
+        call.caller = caller or call.caller
+        return True
+
+    def _start(self, call: Call, leg: CallLeg, work: CallWork) -> None:
         negotiated = self._negotiate(leg, leg.invite)
         if negotiated is None:
             return
         self._respond(leg, 100)
-        self.pending[leg.invite_key] = leg  # type: ignore[index]
+        assert leg.invite_key is not None
+        self.pending[leg.invite_key] = leg
         self.calls[call.key] = call
         self.events.publish(CallStarted(call.call_id, call.caller, call.callee, call.kind))
         offer, leg.negotiation = negotiated
@@ -301,7 +306,7 @@ class CallManager:
                 leg.media = await self._open_media(leg.negotiation)
                 if call.ended:
                     return
-                await work(offer)  # type: ignore[operator]
+                await work(offer)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -310,7 +315,7 @@ class CallManager:
 
         call.task = asyncio.get_running_loop().create_task(run())
 
-    def _answer_application(self, call: Call, leg: CallLeg, extension: Extension) -> Callable[[SessionDescription], object]:
+    def _answer_application(self, call: Call, leg: CallLeg, extension: Extension) -> CallWork:
         async def answer(offer: SessionDescription) -> None:
             self._confirm_caller(call, leg, offer)
             handle = AnsweredCall(self, call, leg, extension)
@@ -333,7 +338,8 @@ class CallManager:
         self.legs[leg.dialog.key] = leg
         leg.state = "answered"
         self._respond(leg, 200, body=body)
-        self.pending.pop(leg.invite_key, None)  # type: ignore[arg-type]
+        if leg.invite_key is not None:
+            self.pending.pop(leg.invite_key, None)
         call.answered_at = self._now()
         self.events.publish(CallAnswered(call.call_id, call.kind))
 
@@ -386,7 +392,7 @@ class CallManager:
                 self.endpoint.cancel(fork.invite_key)
         attempt.media.close()
 
-    def _bridge(self, call: Call, caller_leg: CallLeg, user: str) -> Callable[[SessionDescription], object]:
+    def _bridge(self, call: Call, caller_leg: CallLeg, user: str) -> CallWork:
         """A call to an account: dial its phones, answer the caller when one answers."""
         async def connect(offer: SessionDescription) -> None:
             def answered(leg: CallLeg) -> None:

@@ -331,8 +331,10 @@ class QueueService:
     def reconcile(self) -> list[str]:
         """Make the router forget calls the PBX no longer carries (a lost BYE, a crash in a
         handler): the router's view must never keep an agent busy for a call that is gone."""
-        live = {call_id for call_id, queued in self.queued.items() if not queued.handle.call.ended}
-        stale = self.router.reconcile(live)
+        for queued in list(self.queued.values()):
+            if queued.handle.call.ended:
+                self._leave(queued)  # normally done by its task a moment later; do it now
+        stale = self.router.reconcile(set(self.queued))
         if stale:
             log.warning("reconciled %d call(s) the router still held: %s", len(stale), ", ".join(stale))
             self.events.publish(StaleCallsRepaired(tuple(stale), "reconciliation"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import time
@@ -40,6 +41,7 @@ log = logging.getLogger("pbx.server")
 
 HOUSEKEEPING_INTERVAL = 1.0
 ROUTER_TICK_INTERVAL = 0.25  # ring timeouts, wrap-ups and announcements run at this granularity
+LOOP_LAG_PROBE_INTERVAL = 0.1
 RECONCILE_EVERY = 10  # housekeeping rounds between router/dialog reconciliations
 
 
@@ -83,6 +85,7 @@ class Server:
         self._http_runner: web.AppRunner | None = None
         self._housekeeping: asyncio.Task[None] | None = None
         self._router_ticker: asyncio.Task[None] | None = None
+        self._lag_watch: asyncio.Task[None] | None = None
 
     def _receive(self, data: bytes, source: Address, transport: str) -> None:
         self.endpoint.receive(data, source, transport)
@@ -114,6 +117,12 @@ class Server:
         loop = asyncio.get_running_loop()
         self._housekeeping = loop.create_task(self._housekeep())
         self._router_ticker = loop.create_task(self._tick_router())
+        self._lag_watch = loop.create_task(self._watch_loop_lag())
+        # Everything loaded so far (prompts, flows, config, the ORM's metadata) lives as
+        # long as the process: keep it out of the collector's full passes, which
+        # otherwise stall the loop for hundreds of milliseconds under load.
+        gc.collect()
+        gc.freeze()
         log.info("Centralita ready: %d accounts, extensions %s", len(self.config.accounts),
                  ", ".join(sorted(self.config.extensions)) or "none")
 
@@ -122,6 +131,8 @@ class Server:
             self._housekeeping.cancel()
         if self._router_ticker is not None:
             self._router_ticker.cancel()
+        if self._lag_watch is not None:
+            self._lag_watch.cancel()
         self.calls.close_all()
         # Let the BYEs and final responses leave before the sockets close.
         await asyncio.sleep(0.05)
@@ -154,6 +165,18 @@ class Server:
                     self.queues.reconcile()
             except Exception:
                 log.exception("housekeeping failed")
+
+    async def _watch_loop_lag(self) -> None:
+        """Measure how late the loop wakes up: a stall beyond T1 makes us retransmit
+        requests whose answers are already waiting in the socket."""
+        loop = asyncio.get_running_loop()
+        while True:
+            expected = loop.time() + LOOP_LAG_PROBE_INTERVAL
+            await asyncio.sleep(LOOP_LAG_PROBE_INTERVAL)
+            lag = max(0.0, loop.time() - expected)
+            self.metrics.loop_lag.observe(lag)
+            if lag > self.config.sip.t1 / 2:
+                log.warning("event loop stalled for %.0f ms", lag * 1000)
 
     async def _tick_router(self) -> None:
         while True:

@@ -222,11 +222,13 @@ class PromptLibrary:
     (``preload``) so no call waits on the disk.
     """
 
-    __slots__ = ("root", "_cache")
+    __slots__ = ("root", "_cache", "_by_name")
 
     def __init__(self, root: Path | str = SHIPPED_PROMPTS) -> None:
         self.root = Path(root)
         self._cache: dict[Path, Prompt] = {}
+        # As asked for ("en/welcome"): resolving a path costs filesystem calls on every use.
+        self._by_name: dict[Path | str, Prompt] = {}
 
     def resolve(self, path: Path | str) -> Path:
         resolved = Path(path)
@@ -237,11 +239,15 @@ class PromptLibrary:
         return resolved.resolve()
 
     def get(self, path: Path | str) -> Prompt:
+        prompt = self._by_name.get(path)
+        if prompt is not None:
+            return prompt
         resolved = self.resolve(path)
         prompt = self._cache.get(resolved)
         if prompt is None:
             prompt = Prompt.load(resolved)
             self._cache[resolved] = prompt
+        self._by_name[path] = prompt
         return prompt
 
     def preload(self, pattern: str = "**/*.wav") -> int:
