@@ -411,6 +411,9 @@ class CallManager:
         caller_leg = call.caller_leg
         assert caller_leg is not None and caller_leg.media is not None and callee.media is not None
         caller_leg.media.stop_playback()
+        # Talking to a person now: digits travel to them in the relayed stream, and in-band
+        # detection (80 µs a frame) would only slow the relay down.
+        caller_leg.media.on_dtmf = None
         caller_leg.media.forward_to(callee.media)
         callee.media.forward_to(caller_leg.media)
 
