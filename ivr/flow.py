@@ -38,7 +38,7 @@ from ivr.hours import (
     parse_holiday,
     parse_intervals,
 )
-from pbx.config_file import ConfigError, LocatedDocument, load_yaml
+from pbx.config_file import ConfigError, DocumentReader, LocatedDocument, load_yaml
 from pbx.media.prompt import PromptError, PromptLibrary
 
 SHIPPED_FLOWS = Path(__file__).resolve().parent / "flows"
@@ -295,58 +295,12 @@ _NODE_KEYS: dict[str, set[str]] = {
 _TOP_KEYS = {"name", "start", "language", "languages", "defaults", "nodes"}
 
 
-class _FlowReader:
+class _FlowReader(DocumentReader):
     """Builds nodes from a located document, collecting problems instead of stopping."""
 
     def __init__(self, document: LocatedDocument) -> None:
-        self.document = document
-        self.problems: list[str] = []
+        super().__init__(document)
         self.defaults = _Defaults()
-
-    def fail(self, path: str, reason: str) -> None:
-        self.problems.append(self.document.problem(path, reason))
-
-    def mapping(self, value: Any, path: str, allowed: set[str] | None = None) -> dict[str, Any]:
-        if not isinstance(value, dict):
-            self.fail(path, "must be a mapping")
-            return {}
-        if allowed is not None:
-            for key in value:
-                if key not in allowed:
-                    self.fail(f"{path}.{key}" if path else str(key),
-                              f"unknown key (expected one of: {', '.join(sorted(allowed))})")
-        return value
-
-    def text(self, data: dict[str, Any], key: str, path: str, default: str | None = None,
-             *, required: bool = False) -> str | None:
-        value = data.get(key)
-        if value is None:
-            if required:
-                self.fail(f"{path}.{key}", "is required")
-            return default
-        if isinstance(value, bool) or not isinstance(value, str | int):
-            self.fail(f"{path}.{key}", "must be a string")
-            return default
-        return str(value)
-
-    def number(self, data: dict[str, Any], key: str, path: str, default: float, *,
-               minimum: float, maximum: float, integer: bool = False) -> Any:
-        value = data.get(key, default)
-        kind = int if integer else (int, float)
-        if isinstance(value, bool) or not isinstance(value, kind):
-            self.fail(f"{path}.{key}", f"must be {'an integer' if integer else 'a number'}")
-            return default
-        if not minimum <= value <= maximum:
-            self.fail(f"{path}.{key}", f"must be between {minimum} and {maximum}, not {value}")
-            return default
-        return value
-
-    def boolean(self, data: dict[str, Any], key: str, path: str, default: bool) -> bool:
-        value = data.get(key, default)
-        if not isinstance(value, bool):
-            self.fail(f"{path}.{key}", "must be true or false")
-            return default
-        return value
 
     def prompt(self, data: dict[str, Any], key: str, path: str, default: str | None = None,
                *, required: bool = False) -> PromptSpec | None:

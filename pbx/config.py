@@ -13,7 +13,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from pbx.config_file import ConfigError, LocatedDocument, load_yaml, load_yaml_file
+from pbx.config_file import ConfigError, DocumentReader, LocatedDocument, load_yaml, load_yaml_file
 from pbx.contact_center import ContactCenterConfig, parse_contact_center
 
 DEFAULT_CONFIG_NAME = "default_config.yaml"
@@ -107,60 +107,6 @@ _TOP_LEVEL_KEYS = {"sip", "media", "http", "store", "accounts", "extensions", "r
                    "agents", "queues", "sites", "customers", "ivr"}
 
 
-class _Reader:
-    """Typed access to a located document that collects problems instead of stopping."""
-
-    def __init__(self, document: LocatedDocument) -> None:
-        self.document = document
-        self.problems: list[str] = []
-
-    def fail(self, path: str, reason: str) -> None:
-        self.problems.append(self.document.problem(path, reason))
-
-    def section(self, data: Any, path: str, allowed: set[str]) -> dict[str, Any]:
-        if data is None:
-            return {}
-        if not isinstance(data, dict):
-            self.fail(path, "must be a mapping")
-            return {}
-        for key in data:
-            if key not in allowed:
-                self.fail(f"{path}.{key}" if path else key,
-                          f"unknown key (expected one of: {', '.join(sorted(allowed))})")
-        return data
-
-    def string(self, data: dict[str, Any], key: str, path: str, default: str | None = None,
-               *, required: bool = False) -> str | None:
-        value = data.get(key, default)
-        if value is None:
-            if required:
-                self.fail(f"{path}.{key}", "is required")
-            return None
-        if isinstance(value, bool) or not isinstance(value, str | int):
-            self.fail(f"{path}.{key}", "must be a string")
-            return default
-        return str(value)
-
-    def number(self, data: dict[str, Any], key: str, path: str, default: float,
-               *, minimum: float, maximum: float, integer: bool = False) -> Any:
-        value = data.get(key, default)
-        kind = int if integer else (int, float)
-        if isinstance(value, bool) or not isinstance(value, kind):
-            self.fail(f"{path}.{key}", f"must be {'an integer' if integer else 'a number'}")
-            return default
-        if not minimum <= value <= maximum:
-            self.fail(f"{path}.{key}", f"must be between {minimum} and {maximum}, not {value}")
-            return default
-        return value
-
-    def boolean(self, data: dict[str, Any], key: str, path: str, default: bool) -> bool:
-        value = data.get(key, default)
-        if not isinstance(value, bool):
-            self.fail(f"{path}.{key}", "must be true or false")
-            return default
-        return value
-
-
 def parse_host_port(text: str) -> tuple[str, int]:
     """`HOST:PORT` or `[V6]:PORT`; raises ValueError with a readable reason."""
     if text.startswith("["):
@@ -178,7 +124,7 @@ def parse_host_port(text: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
-def _listen_addresses(reader: _Reader, value: Any, path: str) -> tuple[ListenAddress, ...]:
+def _listen_addresses(reader: DocumentReader, value: Any, path: str) -> tuple[ListenAddress, ...]:
     items = value if isinstance(value, list) else [value]
     found: list[ListenAddress] = []
     for i, item in enumerate(items):
@@ -203,13 +149,14 @@ def _listen_addresses(reader: _Reader, value: Any, path: str) -> tuple[ListenAdd
     return tuple(found)
 
 
-def _sip(reader: _Reader, data: Any) -> SipSettings:
+def _sip(reader: DocumentReader, data: Any) -> SipSettings:
     path = "sip"
-    section = reader.section(data, path, {
+    section = reader.mapping(data, path, {
         "listen", "realm", "domain", "trace", "min_expires", "max_expires", "default_expires",
-        "nonce_lifetime", "digest_algorithms", "timers", "user_agent", "qualify_interval"})
+        "nonce_lifetime", "digest_algorithms", "timers", "user_agent", "qualify_interval"},
+        missing_ok=True)
     listen = _listen_addresses(reader, section.get("listen", "127.0.0.1:5060"), f"{path}.listen")
-    timers = reader.section(section.get("timers"), f"{path}.timers", {"t1", "t2", "t4"})
+    timers = reader.mapping(section.get("timers"), f"{path}.timers", {"t1", "t2", "t4"}, missing_ok=True)
     min_expires = reader.number(section, "min_expires", path, 60, minimum=1, maximum=86400, integer=True)
     max_expires = reader.number(section, "max_expires", path, 3600, minimum=1, maximum=604800, integer=True)
     if max_expires < min_expires:
@@ -223,8 +170,8 @@ def _sip(reader: _Reader, data: Any) -> SipSettings:
         listen=listen,
         digest_algorithms=tuple(algorithms),
         qualify_interval=reader.number(section, "qualify_interval", path, 0, minimum=0, maximum=3600),
-        realm=reader.string(section, "realm", path, "centralita") or "centralita",
-        domain=reader.string(section, "domain", path),
+        realm=reader.text(section, "realm", path, "centralita") or "centralita",
+        domain=reader.text(section, "domain", path),
         trace=reader.boolean(section, "trace", path, False),
         min_expires=min_expires,
         max_expires=max_expires,
@@ -234,14 +181,14 @@ def _sip(reader: _Reader, data: Any) -> SipSettings:
         t1=reader.number(timers, "t1", f"{path}.timers", 0.5, minimum=0.05, maximum=10),
         t2=reader.number(timers, "t2", f"{path}.timers", 4.0, minimum=0.1, maximum=60),
         t4=reader.number(timers, "t4", f"{path}.timers", 5.0, minimum=0.1, maximum=60),
-        user_agent=reader.string(section, "user_agent", path, "Centralita") or "Centralita",
+        user_agent=reader.text(section, "user_agent", path, "Centralita") or "Centralita",
     )
 
 
-def _media(reader: _Reader, data: Any) -> MediaSettings:
+def _media(reader: DocumentReader, data: Any) -> MediaSettings:
     path = "media"
-    section = reader.section(data, path, {"host", "port_min", "port_max", "codecs", "rtp_timeout"})
-    host = reader.string(section, "host", path, "127.0.0.1") or "127.0.0.1"
+    section = reader.mapping(data, path, {"host", "port_min", "port_max", "codecs", "rtp_timeout"}, missing_ok=True)
+    host = reader.text(section, "host", path, "127.0.0.1") or "127.0.0.1"
     try:
         ipaddress.ip_address(host)
     except ValueError:
@@ -258,9 +205,9 @@ def _media(reader: _Reader, data: Any) -> MediaSettings:
                          reader.number(section, "rtp_timeout", path, 60, minimum=1, maximum=3600))
 
 
-def _http(reader: _Reader, data: Any) -> HttpSettings:
+def _http(reader: DocumentReader, data: Any) -> HttpSettings:
     path = "http"
-    section = reader.section(data, path, {"listen", "api_token"})
+    section = reader.mapping(data, path, {"listen", "api_token"}, missing_ok=True)
     host, port = "127.0.0.1", 8080
     listen = section.get("listen", "127.0.0.1:8080")
     if isinstance(listen, str):
@@ -270,10 +217,10 @@ def _http(reader: _Reader, data: Any) -> HttpSettings:
             reader.fail(f"{path}.listen", str(exc))
     else:
         reader.fail(f"{path}.listen", "must be a string HOST:PORT")
-    return HttpSettings(host, port, reader.string(section, "api_token", path))
+    return HttpSettings(host, port, reader.text(section, "api_token", path))
 
 
-def _accounts(reader: _Reader, data: Any) -> dict[str, Account]:
+def _accounts(reader: DocumentReader, data: Any) -> dict[str, Account]:
     accounts: dict[str, Account] = {}
     if data is None:
         return accounts
@@ -282,9 +229,9 @@ def _accounts(reader: _Reader, data: Any) -> dict[str, Account]:
         return accounts
     for i, item in enumerate(data):
         path = f"accounts[{i}]"
-        entry = reader.section(item, path, {"user", "password", "name"})
-        user = reader.string(entry, "user", path, required=True)
-        password = reader.string(entry, "password", path, required=True)
+        entry = reader.mapping(item, path, {"user", "password", "name"}, missing_ok=True)
+        user = reader.text(entry, "user", path, required=True)
+        password = reader.text(entry, "password", path, required=True)
         if user is None or password is None:
             continue
         if not user or any(c in user for c in " @:;<>\"") :
@@ -293,11 +240,11 @@ def _accounts(reader: _Reader, data: Any) -> dict[str, Account]:
         if user in accounts:
             reader.fail(f"{path}.user", f"account {user} is defined twice")
             continue
-        accounts[user] = Account(user, password, reader.string(entry, "name", path))
+        accounts[user] = Account(user, password, reader.text(entry, "name", path))
     return accounts
 
 
-def _extensions(reader: _Reader, data: Any, accounts: dict[str, Account],
+def _extensions(reader: DocumentReader, data: Any, accounts: dict[str, Account],
                 base_dir: Path | None) -> dict[str, Extension]:
     extensions: dict[str, Extension] = {}
     if data is None:
@@ -307,8 +254,8 @@ def _extensions(reader: _Reader, data: Any, accounts: dict[str, Account],
         return extensions
     for number, item in data.items():
         path = f"extensions.{number}"
-        entry = reader.section(item, path, {"application", "prompt", "language", "flow"})
-        application = reader.string(entry, "application", path, required=True)
+        entry = reader.mapping(item, path, {"application", "prompt", "language", "flow"}, missing_ok=True)
+        application = reader.text(entry, "application", path, required=True)
         if application is None:
             continue
         if application not in APPLICATIONS:
@@ -318,7 +265,7 @@ def _extensions(reader: _Reader, data: Any, accounts: dict[str, Account],
         if number in accounts:
             reader.fail(path, f"extension {number} is also an account")
             continue
-        prompt = reader.string(entry, "prompt", path)
+        prompt = reader.text(entry, "prompt", path)
         if prompt is not None and ("/" in prompt or prompt.endswith(".wav")):
             prompt_path = Path(prompt)
             if base_dir is not None and not prompt_path.is_absolute():
@@ -326,7 +273,7 @@ def _extensions(reader: _Reader, data: Any, accounts: dict[str, Account],
             if not prompt_path.is_file():
                 reader.fail(f"{path}.prompt", f"prompt file {prompt_path} does not exist")
             prompt = str(prompt_path)
-        flow = reader.string(entry, "flow", path)
+        flow = reader.text(entry, "flow", path)
         if application == "ivr":
             flow = flow or "demo"
             if "/" in flow or flow.endswith((".yaml", ".yml")):
@@ -337,13 +284,13 @@ def _extensions(reader: _Reader, data: Any, accounts: dict[str, Account],
         elif flow is not None:
             reader.fail(f"{path}.flow", "only an ivr application runs a flow")
         extensions[str(number)] = Extension(str(number), application, prompt,
-                                            reader.string(entry, "language", path, "en") or "en", flow)
+                                            reader.text(entry, "language", path, "en") or "en", flow)
     return extensions
 
 
-def _store_url(reader: _Reader, data: Any, var_dir: Path) -> str:
-    section = reader.section(data, "store", {"url"})
-    url = reader.string(section, "url", "store")
+def _store_url(reader: DocumentReader, data: Any, var_dir: Path) -> str:
+    section = reader.mapping(data, "store", {"url"}, missing_ok=True)
+    url = reader.text(section, "url", "store")
     if url is None:
         return f"sqlite+aiosqlite:///{var_dir / 'centralita.db'}"
     if not (url.startswith("sqlite+aiosqlite://") or url.startswith("postgresql+asyncpg://")):
@@ -352,16 +299,16 @@ def _store_url(reader: _Reader, data: Any, var_dir: Path) -> str:
 
 
 def build_config(document: LocatedDocument, *, var_dir: Path, base_dir: Path | None) -> ServerConfig:
-    reader = _Reader(document)
-    data = reader.section(document.data, "", _TOP_LEVEL_KEYS)
+    reader = DocumentReader(document)
+    data = reader.mapping(document.data, "", _TOP_LEVEL_KEYS, missing_ok=True)
     sip = _sip(reader, data.get("sip"))
     media = _media(reader, data.get("media"))
     http = _http(reader, data.get("http"))
     store_url = _store_url(reader, data.get("store"), var_dir)
     accounts = _accounts(reader, data.get("accounts"))
     extensions = _extensions(reader, data.get("extensions"), accounts, base_dir)
-    routing_section = reader.section(data.get("routing"), "routing", {"auto_login", "screen_pop_url"})
-    screen_pop_url = reader.string(routing_section, "screen_pop_url", "routing")
+    routing_section = reader.mapping(data.get("routing"), "routing", {"auto_login", "screen_pop_url"}, missing_ok=True)
+    screen_pop_url = reader.text(routing_section, "screen_pop_url", "routing")
     if screen_pop_url is not None and not screen_pop_url.startswith(("http://", "https://")):
         reader.fail("routing.screen_pop_url", "must be an http:// or https:// URL")
     routing = RoutingSettings(reader.boolean(routing_section, "auto_login", "routing", False),
