@@ -8,28 +8,13 @@ from typing import Any
 from aiohttp import web
 
 from pbx.api.bodies import merge_patch, read_json_object, read_model, validate
-from pbx.api.endpoint import STORE, Endpoint, QueryParameter
-from pbx.api.errors import invalid, not_found
+from pbx.api.endpoint import STORE, Endpoint, QueryParameter, query_int
+from pbx.api.errors import not_found
 from pbx.api.schemas import CustomerCreate, CustomerFields, CustomerView
 from pbx.store import MAX_PAGE_SIZE, CustomerRecord, Store
 
 LIMIT = QueryParameter("limit", "page size", 1, MAX_PAGE_SIZE, 100)
 OFFSET = QueryParameter("offset", "customers to skip, in number order", 0, 2**31 - 1, 0)
-
-
-def _query_int(request: web.Request, parameter: QueryParameter) -> int:
-    raw = request.query.get(parameter.name)
-    if raw is None:
-        return parameter.default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise invalid(parameter.name, f"must be an integer, got {raw!r}", "int_parsing") from None
-    if not parameter.minimum <= value <= parameter.maximum:
-        raise invalid(
-            parameter.name, f"must be {parameter.minimum}-{parameter.maximum}, got {value}", "range"
-        )
-    return value
 
 
 async def _existing(store: Store, number: str) -> CustomerRecord:
@@ -67,7 +52,7 @@ def _view(customer: CustomerRecord) -> dict[str, Any]:
 
 
 async def list_customers(request: web.Request) -> web.Response:
-    limit, offset = _query_int(request, LIMIT), _query_int(request, OFFSET)
+    limit, offset = query_int(request, LIMIT), query_int(request, OFFSET)
     customers = await request.app[STORE].customers(limit=limit, offset=offset)
     return web.json_response([_view(customer) for customer in customers])
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from pydantic import BaseModel
 
+from pbx.api.errors import invalid
 from pbx.store import Store
 from router import Router
 
@@ -46,3 +47,19 @@ class Endpoint:
 
 def path_parameter(request: web.Request, name: str) -> str:
     return request.match_info[name]
+
+
+def query_int(request: web.Request, parameter: QueryParameter) -> int:
+    """An integer query parameter, its default when absent; 422 naming it when invalid."""
+    raw = request.query.get(parameter.name)
+    if raw is None:
+        return parameter.default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise invalid(parameter.name, f"must be an integer, got {raw!r}", "int_parsing") from None
+    if not parameter.minimum <= value <= parameter.maximum:
+        raise invalid(
+            parameter.name, f"must be {parameter.minimum}-{parameter.maximum}, got {value}", "range"
+        )
+    return value

@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, Field
 
-from pbx.api.endpoint import STORE, Endpoint, QueryParameter
+from pbx.api.endpoint import STORE, Endpoint, QueryParameter, query_int
 from pbx.api.errors import invalid, not_found
 from pbx.store import MAX_PAGE_SIZE, CallRecord, QueueLogEntry
 from pbx.store.records import as_utc
@@ -63,21 +63,6 @@ class QueueLogView(BaseModel):
 
 class CallHistoryView(CallRecordView):
     queue_log: list[QueueLogView] = Field(description="the call's queue-log lines, in time order")
-
-
-def _query_int(request: web.Request, parameter: QueryParameter) -> int:
-    raw = request.query.get(parameter.name)
-    if raw is None:
-        return parameter.default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise invalid(parameter.name, f"must be an integer, got {raw!r}", "int_parsing") from None
-    if not parameter.minimum <= value <= parameter.maximum:
-        raise invalid(
-            parameter.name, f"must be {parameter.minimum}-{parameter.maximum}, got {value}", "range"
-        )
-    return value
 
 
 def _query_time(request: web.Request, name: str) -> datetime | None:
@@ -142,8 +127,8 @@ async def list_calls(request: web.Request) -> web.Response:
         until=until,
         queue=_query_name(request, "queue"),
         agent=_query_name(request, "agent"),
-        limit=_query_int(request, LIMIT),
-        offset=_query_int(request, CALLS_OFFSET),
+        limit=query_int(request, LIMIT),
+        offset=query_int(request, CALLS_OFFSET),
     )
     return web.json_response([_record_view(record) for record in records])
 
@@ -169,8 +154,8 @@ async def list_queue_log(request: web.Request) -> web.Response:
         since=since,
         until=until,
         queue=_query_name(request, "queue"),
-        limit=_query_int(request, LIMIT),
-        offset=_query_int(request, LOG_OFFSET),
+        limit=query_int(request, LIMIT),
+        offset=query_int(request, LOG_OFFSET),
     )
     return web.json_response([_log_view(entry) for entry in entries])
 
