@@ -1,7 +1,7 @@
 """Highest SIP call rate the server carries with zero failed calls, and its CPU per call.
 
 Starts `pbx serve` (embedded demo config, uvloop, warning-level logs) on free loopback
-ports, then runs SIPp's built-in ``uac`` against extension 100 (the greeting application:
+ports, then runs SIPp's built-in ``uac`` against extension 101 (the greeting application:
 INVITE, 100/180, 200 with SDP, ACK, RTP greeting for ``--hold-ms``, BYE, 200) in steps of
 increasing rate, ``--seconds`` worth of calls per step. It doubles the rate until a step
 fails, then bisects between the last clean and the first failing rate.
@@ -65,7 +65,7 @@ def run_step(server: PbxServer, rate: float, args: argparse.Namespace, workdir: 
     result = sipp.run(
         server.sip_address,
         scenario="uac",
-        service="100",
+        service="101",  # the greeting: the SIP core's own cost, without the IVR
         calls=calls,
         rate=rate,
         limit=max(50, int(rate * (args.hold_ms / 1000 + 2) * 2)),
