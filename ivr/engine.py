@@ -128,10 +128,8 @@ class TransferGateway(Protocol):
 
 
 class HoldMusicGateway:
-    """Until the router is wired: "please hold", then hold music until the caller hangs up.
-
-    Also stands in for transfers, which need the B2BUA leg towards the extension.
-    """
+    """For an IVR with nothing behind it to route calls (a lone IVR, unit tests):
+    "please hold", then hold music until the caller hangs up, for queues and transfers alike."""
 
     def __init__(self, prompts: PromptLibrary, *, hold_prompt: str = "{lang}/please_hold",
                  music: str = "common/hold_music") -> None:
