@@ -31,6 +31,11 @@ from router.config import MAX_PROFICIENCY
 Entry = tuple[float, float, str, int]
 _LEVELS = MAX_PROFICIENCY + 1  # index 0 unused, levels are 1..10
 _COMPACT_SLACK = 32
+# Stale entries are dropped lazily. Past 2x the live count a heap is queued for compaction
+# at the next `compact()` (the router's tick, off the decision path); only past 8x is it
+# compacted on the spot, so a decision rarely pays for an O(n) rebuild.
+_COMPACT_SOON = 2
+_COMPACT_NOW = 8
 
 
 class OrderKind(enum.Enum):
@@ -84,6 +89,7 @@ class AvailableAgents:
         self._versions: dict[str, int] = {}
         self._placements: dict[str, _Placement] = {}
         self._skipped_kept = skipped_kept
+        self._to_compact: dict[int, list[Entry]] = {}
 
     def __contains__(self, extension: object) -> bool:
         return extension in self._placements
@@ -240,7 +246,21 @@ class AvailableAgents:
         for heaps_by_level, entry in zip(attribute.heaps, entries, strict=True):
             heap = heaps_by_level[level]
             heapq.heappush(heap, entry)
-            if len(heap) > 2 * live + _COMPACT_SLACK:
-                versions = self._versions
-                heap[:] = [item for item in heap if versions.get(item[2]) == item[3]]
-                heapq.heapify(heap)
+            size = len(heap)
+            if size > _COMPACT_SOON * live + _COMPACT_SLACK:
+                if size > _COMPACT_NOW * live + _COMPACT_SLACK:
+                    self._compact_heap(heap)
+                else:
+                    self._to_compact[id(heap)] = heap
+
+    def compact(self) -> int:
+        """Rebuild the heaps that gathered too many stale entries; returns how many."""
+        pending, self._to_compact = self._to_compact, {}
+        for heap in pending.values():
+            self._compact_heap(heap)
+        return len(pending)
+
+    def _compact_heap(self, heap: list[Entry]) -> None:
+        versions = self._versions
+        heap[:] = [item for item in heap if versions.get(item[2]) == item[3]]
+        heapq.heapify(heap)

@@ -626,6 +626,7 @@ class Router:
         while timers and timers[0][0] <= now:
             _, _, kind, key, generation = heapq.heappop(timers)
             self._run_timer(kind, key, generation, now)
+        self._available.compact()
         return self.dispatch()
 
     def reconcile(self, live_call_ids: Collection[str]) -> list[str]:
