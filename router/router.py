@@ -1338,6 +1338,12 @@ class Router:
         primary skill (highest minimum, then name) whose proficiency orders the walk."""
         available = self._available
         if strategy is Strategy.SKILL_WEIGHTED and requirement:
+            # An attribute nobody free has means nobody qualifies: no walk at all.
+            for skill, minimum in requirement.items():
+                if available.count(AttributeKind.SKILL, skill, minimum) == 0:
+                    return (AttributeKind.SKILL, skill, minimum), 0
+            if language is not None and available.count(AttributeKind.LANGUAGE, language, 1) == 0:
+                return (AttributeKind.LANGUAGE, language, 1), 0
             primary = min(requirement, key=lambda skill: (-requirement[skill], skill))
             minimum = requirement[primary]
             return (AttributeKind.SKILL, primary, minimum), available.count(
