@@ -13,93 +13,35 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import queue
 import signal
-import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
-from .procs import LOOPBACK, free_port, peer_unavailable, stop_process_group, tail
+from .child_phone import ChildPhone
+from .procs import LOOPBACK, free_port
 
 # ---------------------------------------------------------------------------------------------
 # Parent side
 
 
-class PyVoipPhone:
+class PyVoipPhone(ChildPhone):
+    kind = "pyVoIP"
+    module = "pyVoIP"
+
     def __init__(self, workdir: Path, server: tuple[str, int], user: str, password: str, *,
                  hangup_after: float | None = None, python: str | None = None) -> None:
-        python = python or sys.executable
-        check = subprocess.run([python, "-c", "import pyVoIP"], capture_output=True, text=True)
-        if check.returncode != 0:
-            peer_unavailable(f"pyVoIP not importable by {python}: {check.stderr.strip()[-300:]}")
-        self.workdir = Path(workdir)
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.user = user
+        super().__init__(workdir, user, python)
         self.sip_port = free_port(udp=True, tcp=False)
         rtp_low = free_port(udp=True, tcp=False, avoid={self.sip_port})
-        command = [python, "-m", "peers.pyvoip_phone", "--server", server[0],
-                   "--port", str(server[1]), "--user", user, "--password", password,
-                   "--sip-port", str(self.sip_port), "--rtp-low", str(rtp_low),
-                   "--rtp-high", str(rtp_low + 20)]
+        arguments = ["peers.pyvoip_phone", "--server", server[0],
+                     "--port", str(server[1]), "--user", user, "--password", password,
+                     "--sip-port", str(self.sip_port), "--rtp-low", str(rtp_low),
+                     "--rtp-high", str(rtp_low + 20)]
         if hangup_after is not None:
-            command += ["--hangup-after", str(hangup_after)]
-        self.stderr_path = self.workdir / "pyvoip.stderr"
-        self._stderr = open(self.stderr_path, "wb")
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH")) if p)
-        self.process = subprocess.Popen(command, cwd=self.workdir, stdout=subprocess.PIPE,
-                                        stderr=self._stderr, stdin=subprocess.DEVNULL,
-                                        start_new_session=True, text=True, env=env)
-        self.events: queue.Queue[dict] = queue.Queue()
-        self.history: list[dict] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            line = line.strip()
-            if not line.startswith("{"):
-                continue
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            self.history.append(event)
-            self.events.put(event)
-
-    def wait_event(self, *names: str, timeout: float = 15.0) -> dict:
-        deadline = time.monotonic() + timeout
-        while (remaining := deadline - time.monotonic()) > 0:
-            try:
-                event = self.events.get(timeout=min(remaining, 0.5))
-            except queue.Empty:
-                if self.process.poll() is not None and self.events.empty():
-                    break
-                continue
-            if event.get("event") in names:
-                return event
-        raise AssertionError(
-            f"pyVoIP {self.user}: no {names} within {timeout}s (exit={self.process.poll()});"
-            f" events: {[e.get('event') for e in self.history]}\nstderr tail:\n"
-            f"{tail(self.stderr_path, 40)}")
-
-    def last(self, name: str) -> dict | None:
-        found = [event for event in self.history if event.get("event") == name]
-        return found[-1] if found else None
-
-    def stop(self) -> None:
-        stop_process_group(self.process, grace=5.0)
-        self._stderr.close()
-
-    def __enter__(self) -> PyVoipPhone:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+            arguments += ["--hangup-after", str(hangup_after)]
+        self._spawn(arguments)
 
 
 # ---------------------------------------------------------------------------------------------
