@@ -14,7 +14,14 @@ from router.calls import (
     CallStatus,
     WaitingCallRecord,
 )
-from router.config import AgentProfile, QueueConfig, SkillExpansion, Strategy
+from router.config import (
+    AgentProfile,
+    PriorityOrder,
+    QueueConfig,
+    ServiceLevelDefinition,
+    SkillExpansion,
+    Strategy,
+)
 from router.errors import (
     AgentBusy,
     DuplicateCall,
@@ -35,6 +42,7 @@ from router.events import (
     AnnouncementDue,
     CallAbandoned,
     CallAnswered,
+    CallDropped,
     CallEnded,
     CallExpanded,
     CallOverflowed,
@@ -63,6 +71,7 @@ __all__ = [
     "Call",
     "CallAbandoned",
     "CallAnswered",
+    "CallDropped",
     "CallEnded",
     "CallExpanded",
     "CallOverflowed",
@@ -87,6 +96,8 @@ __all__ = [
     "RouterError",
     "SiteHealthChanged",
     "SkillExpansion",
+    "PriorityOrder",
+    "ServiceLevelDefinition",
     "Strategy",
     "UnknownAgent",
     "UnknownCall",

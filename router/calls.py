@@ -23,7 +23,8 @@ class Call:
     ``enqueued_at`` is the router clock time the caller started waiting; a callback
     or a transfer passes the ORIGINAL time so the caller keeps its place (None means
     now). ``skills`` are requirements of this call on top of the queue's, e.g. a
-    product the caller chose in the IVR.
+    product the caller chose in the IVR. ``last_agent`` is the agent who last served
+    this caller as the customer record says (it outlives the router's own memory).
     """
 
     call_id: str
@@ -32,6 +33,7 @@ class Call:
     language: str | None = None
     caller: str = ""
     preferred_agent: str | None = None
+    last_agent: str | None = None
     enqueued_at: float | None = None
     skills: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
 
@@ -52,6 +54,7 @@ class Call:
             "language": self.language,
             "caller": self.caller,
             "preferred_agent": self.preferred_agent,
+            "last_agent": self.last_agent,
             "enqueued_at": self.enqueued_at,
             "skills": dict(self.skills),
         }

@@ -28,6 +28,28 @@ MIN_PROFICIENCY = 1
 MAX_PROFICIENCY = 10
 
 
+class PriorityOrder(enum.StrEnum):
+    """How a queue orders its waiting calls; see ``router.waiting_line``."""
+
+    AGING = "aging"  # tiers, but each SLA period of waiting is worth aging_weight tiers
+    STRICT = "strict"  # a higher tier always goes first; arrival orders a tier
+
+
+class ServiceLevelDefinition(enum.StrEnum):
+    """Which calls the service level counts; T is the queue's ``sla_seconds``.
+
+    - abandons_missed:          answered within T / (answered + abandoned)
+    - short_abandons_excluded:  answered within T / (answered + abandoned after T)
+    - short_abandons_met:       (answered within T + abandoned within T) / (answered + abandoned)
+    - abandons_excluded:        answered within T / answered
+    """
+
+    ABANDONS_MISSED = "abandons_missed"
+    SHORT_ABANDONS_EXCLUDED = "short_abandons_excluded"
+    SHORT_ABANDONS_MET = "short_abandons_met"
+    ABANDONS_EXCLUDED = "abandons_excluded"
+
+
 class Strategy(enum.StrEnum):
     """How a queue picks among several qualified, free agents."""
 
@@ -109,7 +131,13 @@ class QueueConfig:
     """A queue: who may answer its calls, its service target and its timers.
 
     ``aging_weight`` scales how fast waiting raises a call's rank (see
-    ``router.waiting_line``); 0 disables aging so priority then arrival decide.
+    ``router.waiting_line``); ``priority_order`` 'strict' (or a weight of 0)
+    disables aging so priority then arrival decide.
+
+    A call may be held for its preferred (or last) agent while that agent is busy:
+    at most ``preferred_agent_wait_seconds`` after entering the queue, and never
+    past ``preferred_agent_max_hold_seconds`` of waiting (default: the queue's
+    ``sla_seconds``), after which any free qualified agent takes it.
     """
 
     name: str
@@ -126,6 +154,11 @@ class QueueConfig:
     preferred_agent_wait_seconds: float = 0
     expansion: tuple[SkillExpansion, ...] = ()
     aging_weight: float = 1.0
+    priority_order: PriorityOrder = PriorityOrder.AGING
+    preferred_agent_max_hold_seconds: float | None = None
+    service_level_definition: ServiceLevelDefinition = (
+        ServiceLevelDefinition.SHORT_ABANDONS_EXCLUDED
+    )
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -133,6 +166,10 @@ class QueueConfig:
         owner = f"queue {self.name}"
         object.__setattr__(self, "skills", frozen_proficiencies(owner, self.skills))
         object.__setattr__(self, "strategy", Strategy(self.strategy))
+        object.__setattr__(self, "priority_order", PriorityOrder(self.priority_order))
+        object.__setattr__(
+            self, "service_level_definition", ServiceLevelDefinition(self.service_level_definition)
+        )
         expansion = tuple(sorted(self.expansion, key=lambda ring: ring.after_seconds))
         object.__setattr__(self, "expansion", expansion)
         if self.sla_seconds <= 0:
@@ -152,12 +189,32 @@ class QueueConfig:
         ):
             if value <= 0:
                 raise InvalidConfig(f"{owner}: {label} must be > 0, got {value}")
+        if (
+            self.preferred_agent_max_hold_seconds is not None
+            and self.preferred_agent_max_hold_seconds < 0
+        ):
+            raise InvalidConfig(
+                f"{owner}: preferred_agent_max_hold_seconds must be >= 0, "
+                f"got {self.preferred_agent_max_hold_seconds}"
+            )
         if self.max_wait_seconds is not None and self.max_wait_seconds <= 0:
             raise InvalidConfig(
                 f"{owner}: max_wait_seconds must be > 0, got {self.max_wait_seconds}"
             )
         if self.overflow == self.name:
             raise InvalidConfig(f"{owner}: a queue cannot overflow into itself")
+
+    @property
+    def effective_aging_weight(self) -> float:
+        """The aging weight the order of service uses: 0 under strict tiers."""
+        return 0.0 if self.priority_order is PriorityOrder.STRICT else self.aging_weight
+
+    @property
+    def preferred_hold_limit(self) -> float:
+        """Longest wait (since the call entered the line) a preferred-agent hold may last."""
+        if self.preferred_agent_max_hold_seconds is not None:
+            return self.preferred_agent_max_hold_seconds
+        return self.sla_seconds
 
     @property
     def rings(self) -> tuple[Mapping[str, int], ...]:
@@ -190,4 +247,7 @@ class QueueConfig:
             "preferred_agent_wait_seconds": self.preferred_agent_wait_seconds,
             "expansion": [ring.to_dict() for ring in self.expansion],
             "aging_weight": self.aging_weight,
+            "priority_order": self.priority_order.value,
+            "preferred_agent_max_hold_seconds": self.preferred_agent_max_hold_seconds,
+            "service_level_definition": self.service_level_definition.value,
         }

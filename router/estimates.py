@@ -20,15 +20,32 @@ When the queue is overloaded (N <= A) Erlang C has no steady state; the
 estimate then falls back to the position-based one for a caller joining the end
 of the line.
 
-Caller EWT (a specific waiting caller at 1-based position p): with N agents each
-finishing a call every AHT seconds on average (exponential), one of them frees
-up every AHT / N seconds, so the caller at position p waits about
-``p * AHT / N``. With no staffed agent the estimate is None (unknown).
+Caller EWT (a specific waiting caller at 1-based position p) counts only the
+agents who can take THAT call (language, skills), and follows their calls in
+progress so the estimate moves with the line even before any call has finished:
+each such agent is free in ``r_i`` seconds,
+
+    r_i = 0                                   if free,
+    r_i = wrap-up time left                   if in wrap-up,
+    r_i = max(AHT - handling so far, AHT/10)  if reserved, ringing or talking,
+
+and, after each release, is busy for another AHT. The caller at position p is
+served at the p-th release: ``release_wait``. (With every agent busy on a fresh
+call this is about ``p * AHT / N`` like the plain position estimate.) With no
+staffed agent the estimate is None (unknown).
+
+Worked example: AHT 180 s, two qualified agents 60 s and 150 s into their calls,
+a caller at position 2. Releases: 180-150 = 30 s, then 180-60 = 120 s, so the
+EWT is 120 s; ten seconds later it is 110 s.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
+from collections.abc import Iterable
+
+MAX_RELEASES_SIMULATED = 1000  # a caller further back hears the estimate for this position
 
 
 def erlang_b(servers: int, load: float) -> float:
@@ -65,6 +82,24 @@ def position_wait(position: int, servers: int, handle_seconds: float) -> float |
     if servers <= 0:
         return None
     return position * handle_seconds / servers
+
+
+def remaining_handle(handling_for: float, handle_seconds: float) -> float:
+    """Seconds until an agent ``handling_for`` seconds into a call is expected free."""
+    return max(handle_seconds - handling_for, handle_seconds / 10)
+
+
+def release_wait(position: int, free_in: Iterable[float], handle_seconds: float) -> float | None:
+    """Wait of the caller at 1-based ``position``, given when each qualified agent is next free."""
+    releases = list(free_in)
+    if not releases:
+        return None
+    heapq.heapify(releases)
+    release = 0.0
+    for _ in range(max(1, min(position, MAX_RELEASES_SIMULATED))):
+        release = heapq.heappop(releases)
+        heapq.heappush(releases, release + handle_seconds)
+    return release
 
 
 class HandleTimeAverage:

@@ -83,6 +83,17 @@ class CallAbandoned(Event):
 
 
 @dataclass(frozen=True)
+class CallDropped(Event):
+    """The server ended a call still in line or being offered (media timeout, shutdown):
+    not the caller's abandon, and counted apart."""
+
+    call_id: str
+    queue: str
+    waited_seconds: float
+    reason: str
+
+
+@dataclass(frozen=True)
 class CallEnded(Event):
     call_id: str
     queue: str

@@ -55,6 +55,58 @@ class CompetingCall:
 
 
 @dataclass(frozen=True)
+class Preference:
+    """The agent this call prefers and what became of the preference.
+
+    ``source``: 'customer' (the customer's preferred agent) or 'last_agent' (who served
+    this caller last). ``outcome``: 'offered' (free, so offered first), 'held' (busy; the
+    call waits for it until ``hold_until``), 'not_free' (busy and no hold: hold off,
+    already used, or its bound reached), 'not_qualified' (``reason`` says why).
+    ``hold_bound`` names what ended the hold: 'preferred_agent_wait_seconds' or
+    'preferred_agent_max_hold_seconds' (the SLA by default).
+    """
+
+    agent: str
+    source: str
+    outcome: str
+    reason: str | None = None
+    hold_until: float | None = None
+    hold_bound: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "agent": self.agent,
+            "source": self.source,
+            "outcome": self.outcome,
+            "reason": self.reason,
+            "hold_until": self.hold_until,
+            "hold_bound": self.hold_bound,
+        }
+
+
+@dataclass(frozen=True)
+class CallOrder:
+    """Where the call stood in its queue's order of service when it was decided.
+
+    ``priority_order`` 'strict': score = priority; 'aging': score = priority +
+    aging_weight * waited / sla_seconds (see ``router.waiting_line``).
+    """
+
+    priority_order: str
+    priority: int
+    waited: float
+    score: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "priority_order": self.priority_order,
+            "priority": self.priority,
+            "waited": self.waited,
+            "score": self.score,
+        }
+
+
+@dataclass(frozen=True)
 class Decision:
     """One routing attempt for ``call_id``.
 
@@ -67,6 +119,9 @@ class Decision:
     seconds); skill_weighted (proficiency in the primary skill, idle seconds);
     preferred_agent (idle seconds,). ``competing_calls`` lists, for trigger 'agent',
     the class heads the freed agent compared, with their aging scores.
+    ``order`` is the call's own score; ``preference`` its preferred agent, if any;
+    ``earlier_offers`` the agents offered this call before who did not take it, each
+    as (agent, outcome) with outcome 'rang_out', 'busy', 'declined' or 'error'.
     """
 
     at: float
@@ -80,6 +135,9 @@ class Decision:
     rejected: tuple[Rejection, ...] = ()
     competing_calls: tuple[CompetingCall, ...] = field(default=())
     note: str = ""
+    order: CallOrder | None = None
+    preference: Preference | None = None
+    earlier_offers: tuple[tuple[str, str], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -94,4 +152,9 @@ class Decision:
             "rejected": [item.to_dict() for item in self.rejected],
             "competing_calls": [item.to_dict() for item in self.competing_calls],
             "note": self.note,
+            "order": None if self.order is None else self.order.to_dict(),
+            "preference": None if self.preference is None else self.preference.to_dict(),
+            "earlier_offers": [
+                {"agent": agent, "outcome": outcome} for agent, outcome in self.earlier_offers
+            ],
         }

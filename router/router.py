@@ -24,10 +24,18 @@ availability index (see ``router.availability``) — so even when several agents
 free up at once the queue's strategy decides which of them gets the call.
 
 Agent preference. A call's ``preferred_agent`` (or, when the queue sets
-``preferred_agent_wait_seconds``, the agent who last served this caller) is
+``preferred_agent_wait_seconds``, the agent who last served this caller: the
+call's ``last_agent`` from the customer record, else the router's memory) is
 offered the call first when free. If that agent is logged in but busy and the
-queue allows a wait, the call is HELD for it until
-``entered queue + preferred_agent_wait_seconds``, then goes back to the line.
+queue allows a wait, the call is HELD for it until the earlier of
+``entered queue + preferred_agent_wait_seconds`` and ``enqueued +
+preferred_agent_max_hold_seconds`` (default: the SLA), then goes back to the line
+where any free qualified agent takes it. Every decision says so in its
+``preference`` field.
+
+Ring-no-answer. An agent whose phone rang out goes on break 'rona'; with
+``rona_return_seconds`` set it becomes available again after that long. The
+call's next decision lists the agents who did not take it (``earlier_offers``).
 """
 
 from __future__ import annotations
@@ -61,7 +69,13 @@ from router.errors import (
     UnknownQueue,
     UnknownReservation,
 )
-from router.estimates import ArrivalRate, HandleTimeAverage, erlang_c_wait, position_wait
+from router.estimates import (
+    ArrivalRate,
+    HandleTimeAverage,
+    erlang_c_wait,
+    release_wait,
+    remaining_handle,
+)
 from router.events import (
     AgentReserved,
     AgentRinging,
@@ -69,6 +83,7 @@ from router.events import (
     AnnouncementDue,
     CallAbandoned,
     CallAnswered,
+    CallDropped,
     CallEnded,
     CallExpanded,
     CallOverflowed,
@@ -78,13 +93,21 @@ from router.events import (
     ReservationFailed,
     SiteHealthChanged,
 )
-from router.explanations import CandidateScore, CompetingCall, Decision, Rejection
+from router.explanations import (
+    CallOrder,
+    CandidateScore,
+    CompetingCall,
+    Decision,
+    Preference,
+    Rejection,
+)
 from router.occupancy import NO_LOAD, OccupancyWindow, add_to_load_key
-from router.views import AgentSnapshot, QueueStats
+from router.views import AgentSnapshot, QueueStats, service_level
 from router.waiting_line import ClassKey, LineEntry, WaitingLine, class_key, service_rank
 
 FAILURE_REASONS = frozenset({"no_answer", "busy", "declined", "error"})
 RONA_REASON = "rona"  # break reason of an agent who let a call ring out
+_PREFERENCE_LABEL = {"customer": "preferred agent", "last_agent": "last agent"}
 
 _ORDER_OF_STRATEGY = {
     Strategy.LONGEST_IDLE: OrderKind.IDLE,
@@ -137,6 +160,7 @@ class _Agent:
     pending: tuple[AgentActivity, str | None] | None = None
     queues: set[str] = field(default_factory=set)
     held_calls: dict[str, None] = field(default_factory=dict)
+    rona_since: float | None = None
 
 
 @dataclass(eq=False)
@@ -153,9 +177,10 @@ class _Call:
     reservation_id: str | None = None
     excluded: dict[str, str] = field(default_factory=dict)  # agent -> why it must not get this call
     hold_done: bool = False
-    hold_until: float | None = None
+    hold_until: float | None = None  # when its preferred-agent hold ended (or ends)
     answered_at: float | None = None
     timer_generation: int = 0
+    earlier_offers: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def call_id(self) -> str:
@@ -198,6 +223,8 @@ class _Queue:
     answered: int = 0
     answered_within_sla: int = 0
     abandoned: int = 0
+    abandoned_within_sla: int = 0
+    dropped: int = 0
 
 
 class _Timer(Enum):
@@ -207,6 +234,7 @@ class _Timer(Enum):
     MAX_WAIT = "max_wait"
     HOLD = "hold"
     ANNOUNCE = "announce"
+    RONA_RETURN = "rona_return"
 
 
 def _first_unmet(skills: Mapping[str, int], requirement: Mapping[str, int]) -> str | None:
@@ -245,6 +273,7 @@ class Router:
         explain_sample: int = 8,
         explain_runners_up: int = 2,
         callers_remembered: int = 10_000,
+        rona_return_seconds: float | None = None,
     ) -> None:
         self._clock = clock
         self._reservation_timeout = reservation_timeout_seconds
@@ -257,6 +286,9 @@ class Router:
         self._explain_sample = explain_sample
         self._runners_up = explain_runners_up
         self._callers_remembered = callers_remembered
+        if rona_return_seconds is not None and rona_return_seconds <= 0:
+            raise InvalidArgument(f"rona_return_seconds must be > 0, got {rona_return_seconds}")
+        self._rona_return = rona_return_seconds
 
         self._agents: dict[str, _Agent] = {}
         self._skill_members: dict[str, dict[str, None]] = {}
@@ -473,6 +505,14 @@ class Router:
 
     def abandon(self, call_id: str) -> WaitingCallRecord | None:
         """The caller hung up. Returns what the router knew, or None for an unknown call."""
+        return self._leave_line(call_id, None)
+
+    def drop(self, call_id: str, reason: str) -> WaitingCallRecord | None:
+        """The server ended the call (``reason``: e.g. 'media_timeout'). A call in line or
+        being offered is counted as dropped, not abandoned; a connected one simply ends."""
+        return self._leave_line(call_id, reason)
+
+    def _leave_line(self, call_id: str, dropped_for: str | None) -> WaitingCallRecord | None:
         waiting = self._calls.get(call_id)
         if waiting is None:
             return None
@@ -492,11 +532,16 @@ class Router:
             self._take_out_of_line(waiting)
         del self._calls[call_id]
         self._pending_calls.pop(call_id, None)
+        waited = now - waiting.enqueued_at
+        if dropped_for is not None:
+            if queue is not None:
+                queue.dropped += 1
+            self._events.append(CallDropped(now, call_id, waiting.call.queue, waited, dropped_for))
+            return record
         if queue is not None:
             queue.abandoned += 1
-        self._events.append(
-            CallAbandoned(now, call_id, waiting.call.queue, now - waiting.enqueued_at)
-        )
+            queue.abandoned_within_sla += waited <= queue.config.sla_seconds
+        self._events.append(CallAbandoned(now, call_id, waiting.call.queue, waited))
         return record
 
     def dispatch(self) -> list[Reservation]:
@@ -642,6 +687,7 @@ class Router:
         """Start a new service-level period (e.g. at midnight)."""
         for queue in self._queues.values():
             queue.answered = queue.answered_within_sla = queue.abandoned = 0
+            queue.abandoned_within_sla = queue.dropped = 0
 
     def drain_events(self) -> list[Event]:
         events, self._events = self._events, []
@@ -665,23 +711,31 @@ class Router:
     def queue_stats(self, name: str) -> QueueStats:
         queue = self._queue(name)
         now = self._clock()
-        staffed, available = self._staffing(queue)
+        staffed, available, free_in = self._staffing(queue, now)
         oldest = [self._calls[c].enqueued_at for c in queue.held]
         line_oldest = queue.line.oldest_enqueued_at()
         if line_oldest is not None:
             oldest.append(line_oldest)
-        finished = queue.answered + queue.abandoned
         return QueueStats(
             name=name,
             waiting=len(queue.line) + len(queue.held),
             longest_wait=now - min(oldest) if oldest else 0.0,
-            ewt_seconds=self._queue_ewt(queue, staffed, now),
+            ewt_seconds=self._queue_ewt(queue, staffed, free_in, now),
             agents_available=available,
             agents_staffed=staffed,
-            service_level=queue.answered_within_sla / finished if finished else None,
+            service_level=service_level(
+                queue.config.service_level_definition,
+                queue.answered,
+                queue.answered_within_sla,
+                queue.abandoned,
+                queue.abandoned_within_sla,
+            ),
+            service_level_definition=queue.config.service_level_definition.value,
             answered=queue.answered,
             abandoned=queue.abandoned,
             answered_within_sla=queue.answered_within_sla,
+            abandoned_within_sla=queue.abandoned_within_sla,
+            dropped=queue.dropped,
             average_handle_seconds=queue.handle_time.seconds,
             arrivals_per_hour=queue.arrivals.per_second(now) * 3600.0,
         )
@@ -715,9 +769,7 @@ class Router:
         position = self._position_of(waiting, now)
         if position == 0:
             return 0.0
-        queue = self._queue(waiting.call.queue)
-        staffed, _ = self._staffing(queue)
-        return position_wait(position, staffed, queue.handle_time.seconds)
+        return self._call_ewt(waiting, self._queue(waiting.call.queue), position, now)
 
     def explain(self, call_id: str) -> list[Decision]:
         """The last routing decisions for a call, oldest first (kept after the call ends)."""
@@ -741,11 +793,16 @@ class Router:
         now = self._clock()
         queue = self._queues[waiting.call.queue]
         config = queue.config
+        preference: Preference | None = None
         preferred = self._preferred_agent_of(waiting, config)
         if preferred is not None:
-            reservation = self._try_preferred(waiting, queue, preferred, trigger, competing, now)
+            reservation, preference = self._try_preferred(
+                waiting, queue, preferred[0], preferred[1], trigger, competing, now
+            )
             if reservation is not None or waiting.status is CallStatus.HELD:
                 return reservation
+        call_order = self._order_of(waiting, config, now)
+        earlier = tuple(waiting.earlier_offers)
 
         strategy = config.strategy
         order = _ORDER_OF_STRATEGY[strategy]
@@ -795,6 +852,9 @@ class Router:
                 rejected=tuple(rejected[: 2 * self._explain_sample]),
                 competing_calls=competing,
                 note=note,
+                order=call_order,
+                preference=preference,
+                earlier_offers=earlier,
             )
             return self._reserve(chosen, waiting, decision, now)
 
@@ -813,6 +873,9 @@ class Router:
                 competing_calls=competing,
                 note=f"no free agent qualifies in {waiting.rings_active} ring(s); "
                 f"{skipped_total} free agent(s) examined",
+                order=call_order,
+                preference=preference,
+                earlier_offers=earlier,
             )
         )
         return None
@@ -822,16 +885,21 @@ class Router:
         waiting: _Call,
         queue: _Queue,
         preferred: str,
+        source: str,
         trigger: str,
         competing: tuple[CompetingCall, ...],
         now: float,
-    ) -> Reservation | None:
+    ) -> tuple[Reservation | None, Preference]:
+        """Offer the call to its preferred agent when free, or hold it for that agent while
+        the queue's bounds allow. Returns the reservation (if any) and what happened."""
         agent = self._agents[preferred]
         config = queue.config
         ring, problem = self._qualification(agent, waiting)
         if problem is not None:
-            return None
+            return None, Preference(preferred, source, "not_qualified", reason=problem)
+        order = self._order_of(waiting, config, now)
         if preferred in self._available:
+            preference = Preference(preferred, source, "offered")
             decision = Decision(
                 at=now,
                 call_id=waiting.call_id,
@@ -842,41 +910,72 @@ class Router:
                 ring=ring,
                 eligible=(CandidateScore(preferred, (now - agent.idle_since,)),),
                 competing_calls=competing,
-                note=f"preferred agent {preferred} is free",
+                note=f"{_PREFERENCE_LABEL[source]} {preferred} is free",
+                order=order,
+                preference=preference,
+                earlier_offers=tuple(waiting.earlier_offers),
             )
-            return self._reserve(agent, waiting, decision, now)
-        hold_until = waiting.entered_queue_at + config.preferred_agent_wait_seconds
+            return self._reserve(agent, waiting, decision, now), preference
+        wait_until = waiting.entered_queue_at + config.preferred_agent_wait_seconds
+        limit_until = waiting.enqueued_at + config.preferred_hold_limit
+        hold_until, bound = (
+            (wait_until, "preferred_agent_wait_seconds")
+            if wait_until <= limit_until
+            else (limit_until, "preferred_agent_max_hold_seconds")
+        )
+        unavailable = self._unavailability(agent) or "busy"
         if (
-            not waiting.hold_done
-            and waiting.status is CallStatus.WAITING
-            and now < hold_until
-            and agent.state is not AgentState.OFFLINE
-            and agent.reachable
-            and agent.profile.site not in self._unhealthy_sites
+            waiting.hold_done
+            or waiting.status is not CallStatus.WAITING
+            or now >= hold_until
+            or agent.state not in HANDLING_STATES
+            or not agent.reachable
+            or agent.profile.site in self._unhealthy_sites
         ):
-            self._take_out_of_line(waiting)
-            waiting.status = CallStatus.HELD
-            waiting.hold_done = True
-            waiting.hold_until = hold_until
-            waiting.agent = preferred
-            agent.held_calls[waiting.call_id] = None
-            queue.held[waiting.call_id] = None
-            self._schedule(hold_until, _Timer.HOLD, waiting.call_id, waiting.timer_generation)
-            self._remember(
-                Decision(
-                    at=now,
-                    call_id=waiting.call_id,
-                    queue=config.name,
-                    trigger=trigger,
-                    policy="preferred_agent",
-                    chosen=None,
-                    ring=None,
-                    rejected=(Rejection(preferred, self._unavailability(agent) or "busy"),),
-                    competing_calls=competing,
-                    note=f"held for preferred agent {preferred} until {hold_until:.3f}",
-                )
+            return None, Preference(
+                preferred,
+                source,
+                "not_free",
+                reason=unavailable,
+                hold_until=waiting.hold_until if waiting.hold_done else None,
+                hold_bound=bound if config.preferred_agent_wait_seconds > 0 else None,
             )
-        return None
+        self._take_out_of_line(waiting)
+        waiting.status = CallStatus.HELD
+        waiting.hold_done = True
+        waiting.hold_until = hold_until
+        waiting.agent = preferred
+        agent.held_calls[waiting.call_id] = None
+        queue.held[waiting.call_id] = None
+        self._schedule(hold_until, _Timer.HOLD, waiting.call_id, waiting.timer_generation)
+        preference = Preference(
+            preferred, source, "held", reason=unavailable, hold_until=hold_until, hold_bound=bound
+        )
+        self._remember(
+            Decision(
+                at=now,
+                call_id=waiting.call_id,
+                queue=config.name,
+                trigger=trigger,
+                policy="preferred_agent",
+                chosen=None,
+                ring=None,
+                rejected=(Rejection(preferred, unavailable),),
+                competing_calls=competing,
+                note=f"held for {_PREFERENCE_LABEL[source]} {preferred} until {hold_until:.3f} "
+                f"({bound})",
+                order=order,
+                preference=preference,
+                earlier_offers=tuple(waiting.earlier_offers),
+            )
+        )
+        return None, preference
+
+    def _order_of(self, waiting: _Call, config: QueueConfig, now: float) -> CallOrder:
+        rank = self._rank(waiting, now)
+        return CallOrder(
+            config.priority_order.value, waiting.call.priority, now - waiting.enqueued_at, -rank[0]
+        )
 
     def _best_call_for(self, agent: _Agent) -> tuple[_Call | None, tuple[CompetingCall, ...]]:
         """The call this freed agent should serve first, across every queue it serves."""
@@ -970,9 +1069,13 @@ class Router:
         waiting = self._calls[reservation.call_id]
         if reason == "no_answer":
             self._transition(agent, AgentActivity.NO_ANSWER, RONA_REASON)
+            self._schedule_rona_return(agent, now)
         else:
             waiting.excluded[agent.profile.extension] = f"{reason} this call before"
             self._transition(agent, AgentActivity.RELEASE)
+        waiting.earlier_offers.append(
+            (agent.profile.extension, "rang_out" if reason == "no_answer" else reason)
+        )
         self._clear_agent_call(agent)
         self._return_to_line(waiting)
         self._events.append(
@@ -988,8 +1091,12 @@ class Router:
         waiting = self._calls[reservation.call_id]
         if reservation.ringing:
             self._transition(agent, AgentActivity.NO_ANSWER, RONA_REASON)
+            self._schedule_rona_return(agent, now)
         else:
             self._transition(agent, AgentActivity.RELEASE)
+        waiting.earlier_offers.append(
+            (agent.profile.extension, "rang_out" if reservation.ringing else "not_confirmed")
+        )
         self._clear_agent_call(agent)
         self._return_to_line(waiting)
         self._events.append(
@@ -1026,11 +1133,30 @@ class Router:
             )
         self._schedule(now + config.announce_interval_seconds, _Timer.ANNOUNCE, call_id, generation)
 
+    def _schedule_rona_return(self, agent: _Agent, now: float) -> None:
+        if self._rona_return is not None and agent.state is AgentState.BREAK:
+            # Only this very break ends: a later break has another start time.
+            agent.rona_since = agent.state_since
+            self._schedule(now + self._rona_return, _Timer.RONA_RETURN, agent.profile.extension)
+
     def _run_timer(self, kind: _Timer, key: str, generation: int, now: float) -> None:
         if kind is _Timer.RESERVATION:
             reservation = self._reservations.get(key)
             if reservation is not None and reservation.expires_at <= now:
                 self._expire_reservation(reservation, now)
+            return
+        if kind is _Timer.RONA_RETURN:
+            agent = self._agents.get(key)
+            if (
+                agent is not None
+                and agent.state is AgentState.BREAK
+                and agent.reason == RONA_REASON
+                and agent.rona_since is not None
+                and agent.rona_since == agent.state_since
+                and self._rona_return is not None
+            ):
+                agent.rona_since = None
+                self._transition(agent, AgentActivity.BREAK_END)
             return
         if kind is _Timer.WRAP_UP:
             agent = self._agents.get(key)
@@ -1059,14 +1185,13 @@ class Router:
                 self._release_hold(waiting)
         elif kind is _Timer.ANNOUNCE:
             position = self._position_of(waiting, now)
-            staffed, _ = self._staffing(queue)
             self._events.append(
                 AnnouncementDue(
                     now,
                     waiting.call_id,
                     queue.config.name,
                     position,
-                    position_wait(position, staffed, queue.handle_time.seconds),
+                    self._call_ewt(waiting, queue, position, now),
                 )
             )
             self._schedule(
@@ -1155,7 +1280,6 @@ class Router:
             agent.held_calls.pop(waiting.call_id, None)
         self._queues[waiting.call.queue].held.pop(waiting.call_id, None)
         waiting.agent = None
-        waiting.hold_until = None
         waiting.status = CallStatus.WAITING
         if back_in_line:
             self._queues[waiting.call.queue].line.add(waiting.line_class, waiting.line_entry)
@@ -1361,13 +1485,20 @@ class Router:
                 best, best_count = (AttributeKind.LANGUAGE, language, 1), count
         return best, best_count
 
-    def _preferred_agent_of(self, waiting: _Call, config: QueueConfig) -> str | None:
-        preferred = waiting.call.preferred_agent
-        if preferred is None and config.preferred_agent_wait_seconds > 0 and waiting.call.caller:
-            preferred = self._last_agent_of_caller.get(waiting.call.caller)
+    def _preferred_agent_of(self, waiting: _Call, config: QueueConfig) -> tuple[str, str] | None:
+        """(agent, source) the call should be offered first, source 'customer' or 'last_agent'."""
+        call = waiting.call
+        preferred, source = call.preferred_agent, "customer"
+        if preferred is None and config.preferred_agent_wait_seconds > 0:
+            source = "last_agent"
+            preferred = call.last_agent
+            if preferred is None and call.caller:
+                preferred = self._last_agent_of_caller.get(call.caller)
         if preferred is None or preferred not in self._agents or preferred in waiting.excluded:
             return None
-        return preferred
+        if any(agent == preferred for agent, _ in waiting.earlier_offers):
+            return None  # it let this very call ring out: no second first-offer
+        return preferred, source
 
     # ------------------------------------------------------------------ explanation helpers
 
@@ -1467,7 +1598,7 @@ class Router:
             waiting.sequence,
             now,
             config.sla_seconds,
-            config.aging_weight,
+            config.effective_aging_weight,
         )
 
     def _position_of(self, waiting: _Call, now: float) -> int:
@@ -1476,7 +1607,7 @@ class Router:
         queue = self._queues[waiting.call.queue]
         config = queue.config
         mine = self._rank(waiting, now)
-        ahead = queue.line.count_ahead(mine, now, config.sla_seconds, config.aging_weight)
+        ahead = queue.line.count_ahead(mine, now, config.sla_seconds, config.effective_aging_weight)
         ahead += sum(1 for call_id in queue.held if self._rank(self._calls[call_id], now) < mine)
         return ahead + 1
 
@@ -1492,23 +1623,63 @@ class Router:
             if reservation.queue == name:
                 yield self._calls[reservation.call_id]
 
-    def _staffing(self, queue: _Queue) -> tuple[int, int]:
-        staffed = available = 0
+    def _free_in(self, agent: _Agent, handle_seconds: float, now: float) -> float | None:
+        """Seconds until a staffed agent is expected free; None when it is not staffed."""
+        if not agent.reachable or agent.profile.site in self._unhealthy_sites:
+            return None
+        state = agent.state
+        if state is AgentState.AVAILABLE:
+            return 0.0
+        if state is AgentState.WRAP_UP:
+            return max((agent.wrap_until if agent.wrap_until is not None else now) - now, 0.0)
+        if state in HANDLING_STATES:
+            since = agent.handling_since if agent.handling_since is not None else now
+            return remaining_handle(now - since, handle_seconds)
+        return None
+
+    def _staffing(
+        self, queue: _Queue, now: float, probes: list[_Call] | None = None
+    ) -> tuple[int, int, list[float]]:
+        """(staffed, available, when each staffed one is free) over the queue's agents who
+        can take one of ``probes`` (default: the calls at the head of the line and held
+        ones; with none waiting, anyone speaking the queue's language)."""
+        if probes is None:
+            probes = [self._calls[entry[2]] for c in queue.line.classes() for entry in c.entries[:1]]
+            probes.extend(self._calls[call_id] for call_id in queue.held)
+        language = queue.config.language
+        handle = queue.handle_time.seconds
+        free_in: list[float] = []
+        available = 0
         for extension in queue.agents:
             agent = self._agents[extension]
-            if not agent.reachable or agent.profile.site in self._unhealthy_sites:
+            if agent.state not in STAFFED_STATES:
                 continue
-            if agent.state in STAFFED_STATES:
-                staffed += 1
-                available += agent.state is AgentState.AVAILABLE
-        return staffed, available
+            if probes:
+                if all(self._qualification(agent, probe)[1] is not None for probe in probes):
+                    continue
+            elif language is not None and language not in agent.profile.languages:
+                continue
+            when = self._free_in(agent, handle, now)
+            if when is None:
+                continue
+            free_in.append(when)
+            available += agent.state is AgentState.AVAILABLE
+        return len(free_in), available, free_in
 
-    def _queue_ewt(self, queue: _Queue, staffed: int, now: float) -> float | None:
+    def _queue_ewt(self, queue: _Queue, staffed: int, free_in: list[float], now: float) -> float | None:
+        """With callers in line: the wait of one joining its end, from the agents' calls in
+        progress (moves with the line); with nobody waiting: Erlang C's mean wait."""
         handle = queue.handle_time.seconds
-        wait = erlang_c_wait(staffed, queue.arrivals.per_second(now), handle)
-        if wait is None:
-            wait = position_wait(len(queue.line) + len(queue.held) + 1, staffed, handle)
-        return wait
+        waiting = len(queue.line) + len(queue.held)
+        if waiting == 0:
+            wait = erlang_c_wait(staffed, queue.arrivals.per_second(now), handle)
+            if wait is not None:
+                return wait
+        return release_wait(waiting + 1, free_in, handle)
+
+    def _call_ewt(self, waiting: _Call, queue: _Queue, position: int, now: float) -> float | None:
+        _, _, free_in = self._staffing(queue, now, [waiting])
+        return release_wait(position, free_in, queue.handle_time.seconds)
 
     def _record_of(self, waiting: _Call, now: float) -> WaitingCallRecord:
         return WaitingCallRecord(

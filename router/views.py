@@ -6,7 +6,26 @@ from dataclasses import dataclass
 from typing import Any
 
 from router.agent_state import AgentState
-from router.config import AgentProfile
+from router.config import AgentProfile, ServiceLevelDefinition
+
+
+def service_level(
+    definition: ServiceLevelDefinition,
+    answered: int,
+    answered_within: int,
+    abandoned: int,
+    abandoned_within: int,
+) -> float | None:
+    """The service level under ``definition`` (see ``ServiceLevelDefinition``); None when
+    no call counts yet."""
+    met, counted = answered_within, answered + abandoned
+    if definition is ServiceLevelDefinition.SHORT_ABANDONS_EXCLUDED:
+        counted -= abandoned_within
+    elif definition is ServiceLevelDefinition.SHORT_ABANDONS_MET:
+        met += abandoned_within
+    elif definition is ServiceLevelDefinition.ABANDONS_EXCLUDED:
+        counted = answered
+    return met / counted if counted else None
 
 
 @dataclass(frozen=True)
@@ -45,9 +64,14 @@ class AgentSnapshot:
 
 @dataclass(frozen=True)
 class QueueStats:
-    """Live figures of one queue. ``service_level`` is answered-within-SLA divided by
-    answered + abandoned since the last ``Router.reset_statistics()`` (None before any
-    call finished waiting)."""
+    """Live figures of one queue since the last ``Router.reset_statistics()``.
+
+    ``service_level`` follows the queue's ``service_level_definition`` (None before any
+    call counts); 'within' means waited at most the queue's ``sla_seconds``. ``dropped``
+    are calls the server ended while they waited (media timeout, shutdown): never
+    counted as abandons nor in the service level. ``agents_available``/``agents_staffed``
+    and ``ewt_seconds`` count only agents who can take a call now waiting (language and
+    skills); with nobody waiting, agents speaking the queue's language."""
 
     name: str
     waiting: int
@@ -61,6 +85,9 @@ class QueueStats:
     answered_within_sla: int
     average_handle_seconds: float
     arrivals_per_hour: float
+    service_level_definition: str = ServiceLevelDefinition.SHORT_ABANDONS_EXCLUDED.value
+    abandoned_within_sla: int = 0
+    dropped: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -76,4 +103,7 @@ class QueueStats:
             "answered_within_sla": self.answered_within_sla,
             "average_handle_seconds": self.average_handle_seconds,
             "arrivals_per_hour": self.arrivals_per_hour,
+            "service_level_definition": self.service_level_definition,
+            "abandoned_within_sla": self.abandoned_within_sla,
+            "dropped": self.dropped,
         }

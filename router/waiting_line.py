@@ -15,6 +15,14 @@ free caller who has waited a little over one SLA outranks a paid caller who just
 arrived, so nobody starves, while among fresh calls the tier decides. A callback
 or transfer keeps its ORIGINAL ``enqueued_at`` and therefore its place.
 
+A queue with ``priority_order: strict`` uses a weight of 0: the tier alone
+decides, then arrival, whatever the waits.
+
+Worked example (sla_seconds 20, aging_weight 1): a free caller (1) who has
+waited 47 s scores 1 + 47/20 = 3.35; a VIP (3) who arrived 3 s ago scores
+3 + 3/20 = 3.15, so under 'aging' the free caller goes first. Under 'strict'
+the scores are 1 and 3 and the VIP goes first.
+
 Indexing a time-dependent order
 -------------------------------
 Scores change with time, so they cannot be static heap keys. But among calls of
