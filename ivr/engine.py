@@ -100,6 +100,7 @@ class CustomerProfile:
     language: str | None = None
     last_agent: str | None = None
     name: str = ""
+    preferred_agent: str | None = None
 
 
 CustomerLookup = Callable[[str], Awaitable[CustomerProfile | None]]
@@ -114,7 +115,9 @@ class EnqueueRequest:
     skills: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
     language: str | None = None
     preferred_agent: str | None = None
-    """The caller's last agent, when known: the router may try them first."""
+    """The customer's own agent: the router offers them the call first when free."""
+    last_agent: str | None = None
+    """The agent who served this caller last, when known (first-responder ownership)."""
 
 
 class EnqueueGateway(Protocol):
@@ -448,6 +451,7 @@ class _CallSession:
             priority = TIER_PRIORITY.get(profile.tier, PRIORITY_FREE) if profile else PRIORITY_FREE
         request = EnqueueRequest(self.call.call_id, self.call.caller, node.queue, priority,
                                  MappingProxyType(dict(node.skills)), self.language,
+                                 profile.preferred_agent if profile else None,
                                  profile.last_agent if profile else None)
         self.handed_off = True
         self.record.outcome = "enqueued"

@@ -14,12 +14,13 @@ from collections import OrderedDict
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from pbx.events import EventBus
+from pbx.events import AnnouncementPlayed, EventBus
 from router import (
     AgentReserved,
     AgentState,
     CallAbandoned,
     CallAnswered,
+    CallDropped,
     CallEnded,
     CallOverflowed,
     ReservationExpired,
@@ -52,6 +53,14 @@ class ContactCenterMetrics:
             "Queue calls answered within the queue's service-level time", ["queue"], registry=r)
         self.abandoned = Counter("centralita_queue_calls_abandoned",
                                  "Callers who hung up while waiting in line", ["queue"], registry=r)
+        self.dropped = Counter(
+            "centralita_queue_calls_dropped",
+            "Waiting calls the server ended (media timeout, dialog gone, shutdown): not abandons",
+            ["queue", "reason"], registry=r)
+        self.announcements = Counter(
+            "centralita_queue_announcements",
+            "Announcements played to waiting callers, by kind (you_are_next, position)",
+            ["queue", "kind"], registry=r)
         self.overflowed = Counter(
             "centralita_queue_calls_overflowed",
             "Calls that reached the queue's max wait; target is the overflow queue or 'none'",
@@ -71,8 +80,8 @@ class ContactCenterMetrics:
                          registry=r)
         self.service_level = Gauge(
             "centralita_queue_service_level_ratio",
-            "Answered within SLA over answered + abandoned since the router's last statistics "
-            "reset (NaN before any call finished waiting)", ["queue"], registry=r)
+            "Service level under the queue's service_level_definition since the router's last "
+            "statistics reset (NaN before any call counts)", ["queue"], registry=r)
         self.staffed = Gauge("centralita_queue_agents_staffed",
                              "Agents logged in, reachable and qualified for the queue", ["queue"],
                              registry=r)
@@ -89,6 +98,8 @@ class ContactCenterMetrics:
         bus.subscribe(self._on_expired, ReservationExpired)
         bus.subscribe(self._on_answered, CallAnswered)
         bus.subscribe(self._on_abandoned, CallAbandoned)
+        bus.subscribe(self._on_dropped, CallDropped)
+        bus.subscribe(self._on_announced, AnnouncementPlayed)
         bus.subscribe(self._on_overflowed, CallOverflowed)
         bus.subscribe(self._on_ended, CallEnded)
 
@@ -124,6 +135,13 @@ class ContactCenterMetrics:
         self._offer_queue.pop(event.call_id, None)
         self.abandoned.labels(event.queue).inc()
         self.wait.labels(event.queue, "abandoned").observe(event.waited_seconds)
+
+    def _on_dropped(self, event: CallDropped) -> None:
+        self._offer_queue.pop(event.call_id, None)
+        self.dropped.labels(event.queue, event.reason).inc()
+
+    def _on_announced(self, event: AnnouncementPlayed) -> None:
+        self.announcements.labels(event.queue, event.kind).inc()
 
     def _on_overflowed(self, event: CallOverflowed) -> None:
         self.overflowed.labels(event.queue, event.target or "none").inc()

@@ -86,6 +86,7 @@ class CallLeg:
     state: str = "trying"  # trying, ringing, answered, confirmed, failed, ended
     final_status: int | None = None
     dial: Dial | None = None  # for a callee leg: the dial attempt it is a fork of
+    probe_due: float = 0.0  # when a silent leg may next be asked whether its dialog lives
 
     @property
     def answered(self) -> bool:
@@ -105,6 +106,7 @@ class Call:
     answered_at: float | None = None
     task: asyncio.Task[None] | None = None
     ended: bool = False
+    end_cause: str | None = None  # why it ended, e.g. 'caller_hangup', 'media_timeout'
     counted: bool = True  # False for what is left of a transferor's leg: not a call of its own
 
     @property
@@ -675,6 +677,7 @@ class CallManager:
         if call.ended:
             return
         call.ended = True
+        call.end_cause = cause
         legs = [call.caller_leg, *call.callee_legs]
         for leg in legs:
             if leg is None or leg is ended_by or leg.state in ("ended",):
@@ -710,8 +713,15 @@ class CallManager:
 
     # -- housekeeping ----------------------------------------------------------------
     def reap_silent_calls(self, now: float) -> int:
-        """Hang up answered calls whose media stopped: the peer vanished without a BYE."""
-        timeout = self.config.media.rtp_timeout
+        """Hang up answered calls whose peer vanished without a BYE.
+
+        Silence ends a call only where it means something (``media.rtp_timeout_applies_to``):
+        by default a leg bridged to another party that has sent RTP before. A caller on
+        hold in a queue, muted or suppressing silence, sends nothing and is alive: such a
+        leg is asked with an in-dialog OPTIONS (at most once per rtp_timeout) and hung up
+        only when its dialog is gone (RFC 3261: 481 or 408, or no answer at all)."""
+        media = self.config.media
+        timeout = media.rtp_timeout
         reaped = 0
         for call in list(self.calls.values()):
             if call.ended or call.answered_at is None:
@@ -719,15 +729,38 @@ class CallManager:
             for leg in (call.caller_leg, call.connected_leg):
                 if leg is None or leg.media is None:
                     continue
-                last = leg.media.last_received_at or call.answered_at
-                if now - last > timeout:
-                    log.info("call %s: no RTP from %s for %.0f s, hanging up", call.call_id, leg.peer,
-                             now - last)
+                heard = leg.media.last_received_at
+                if now - (heard or call.answered_at) <= timeout:
+                    continue
+                bridged = call.connected_leg is not None and heard is not None
+                if media.rtp_timeout_applies_to == "all" or bridged:
+                    log.info("call %s: no RTP from %s (SIP %s) for %.0f s, hanging up", call.call_id,
+                             _rtp_address(leg), leg.peer, now - (heard or call.answered_at))
                     self._end(call, "media_timeout")
                     self.events.publish(StaleCallsRepaired((call.call_id,), "media_timeout"))
                     reaped += 1
                     break
+                self._probe_dialog(call, leg, now)
         return reaped
+
+    def _probe_dialog(self, call: Call, leg: CallLeg, now: float) -> None:
+        if leg.dialog is None or leg.probe_due > now:
+            return
+        first = leg.probe_due == 0.0
+        leg.probe_due = now + self.config.media.rtp_timeout
+        (log.info if first else log.debug)(
+            "call %s: no RTP from %s; asking %s in-dialog whether the call is alive",
+            call.call_id, _rtp_address(leg), leg.peer)
+
+        def answered(response: Response | None) -> None:
+            if call.ended or (response is not None and response.status not in (408, 481)):
+                return  # any other answer, even 405 or 501, proves the dialog alive (RFC 3261 11)
+            log.info("call %s: no RTP from %s and its dialog is gone (%s), hanging up",
+                     call.call_id, _rtp_address(leg), "no answer" if response is None else response.status)
+            self._end(call, "dialog_gone")
+            self.events.publish(StaleCallsRepaired((call.call_id,), "dialog_gone"))
+
+        self._send_in_dialog(leg, "OPTIONS", answered)
 
     def close_all(self) -> None:
         for call in list(self.calls.values()):
@@ -736,6 +769,11 @@ class CallManager:
     @property
     def active_dialogs(self) -> int:
         return len(self.legs)
+
+
+def _rtp_address(leg: CallLeg) -> str:
+    remote = leg.media.remote if leg.media is not None else None
+    return "unknown RTP address" if remote is None else f"RTP {remote[0]}:{remote[1]}"
 
 
 def _dtmf_from_info(request: Request) -> str | None:

@@ -73,6 +73,13 @@ class MediaSettings:
     port_max: int = 29999
     codecs: tuple[str, ...] = ("PCMU", "PCMA")
     rtp_timeout: float = 60.0
+    # Where silence ends a call: 'bridged' (a leg talking to another party that has sent
+    # RTP before) or 'all'. Elsewhere (a caller on hold in a queue, muted) silence
+    # proves nothing: the dialog is probed with an in-dialog OPTIONS instead.
+    rtp_timeout_applies_to: str = "bridged"
+
+
+RTP_TIMEOUT_SCOPES = ("bridged", "all")
 
 
 @dataclass(frozen=True)
@@ -86,6 +93,7 @@ class HttpSettings:
 class RoutingSettings:
     auto_login: bool = False  # an agent whose phone registers is logged in (available) at once
     screen_pop_url: str | None = None  # POSTed the caller's context when an agent's phone rings
+    rona_return_seconds: float | None = None  # a ring-no-answer break ends by itself after this
 
 
 @dataclass(frozen=True)
@@ -187,7 +195,8 @@ def _sip(reader: DocumentReader, data: Any) -> SipSettings:
 
 def _media(reader: DocumentReader, data: Any) -> MediaSettings:
     path = "media"
-    section = reader.mapping(data, path, {"host", "port_min", "port_max", "codecs", "rtp_timeout"}, missing_ok=True)
+    section = reader.mapping(data, path, {"host", "port_min", "port_max", "codecs", "rtp_timeout",
+                                          "rtp_timeout_applies_to"}, missing_ok=True)
     host = reader.text(section, "host", path, "127.0.0.1") or "127.0.0.1"
     try:
         ipaddress.ip_address(host)
@@ -201,8 +210,12 @@ def _media(reader: DocumentReader, data: Any) -> MediaSettings:
     if not isinstance(codecs, list) or not codecs or any(c not in ("PCMU", "PCMA") for c in codecs):
         reader.fail(f"{path}.codecs", "must be a non-empty list of PCMU and/or PCMA")
         codecs = ["PCMU", "PCMA"]
+    scope = reader.text(section, "rtp_timeout_applies_to", path, "bridged") or "bridged"
+    if scope not in RTP_TIMEOUT_SCOPES:
+        reader.fail(f"{path}.rtp_timeout_applies_to", f"must be one of {', '.join(RTP_TIMEOUT_SCOPES)}")
     return MediaSettings(host, port_min, port_max, tuple(codecs),
-                         reader.number(section, "rtp_timeout", path, 60, minimum=1, maximum=3600))
+                         reader.number(section, "rtp_timeout", path, 60, minimum=1, maximum=3600),
+                         scope)
 
 
 def _http(reader: DocumentReader, data: Any) -> HttpSettings:
@@ -307,12 +320,17 @@ def build_config(document: LocatedDocument, *, var_dir: Path, base_dir: Path | N
     store_url = _store_url(reader, data.get("store"), var_dir)
     accounts = _accounts(reader, data.get("accounts"))
     extensions = _extensions(reader, data.get("extensions"), accounts, base_dir)
-    routing_section = reader.mapping(data.get("routing"), "routing", {"auto_login", "screen_pop_url"}, missing_ok=True)
+    routing_section = reader.mapping(data.get("routing"), "routing",
+                                     {"auto_login", "screen_pop_url", "rona_return_seconds"}, missing_ok=True)
     screen_pop_url = reader.text(routing_section, "screen_pop_url", "routing")
     if screen_pop_url is not None and not screen_pop_url.startswith(("http://", "https://")):
         reader.fail("routing.screen_pop_url", "must be an http:// or https:// URL")
+    rona_return: float | None = None
+    if routing_section.get("rona_return_seconds") is not None:
+        rona_return = reader.number(routing_section, "rona_return_seconds", "routing", 0,
+                                    minimum=1, maximum=86400)
     routing = RoutingSettings(reader.boolean(routing_section, "auto_login", "routing", False),
-                              screen_pop_url)
+                              screen_pop_url, rona_return)
     contact_center = parse_contact_center(document, reader.problems)
     raw_agents = data.get("agents")
     for i, item in enumerate(raw_agents if isinstance(raw_agents, list) else []):

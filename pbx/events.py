@@ -101,7 +101,20 @@ class StaleCallsRepaired:
     in a handler), found by reconciliation or the media timeout and cleaned up."""
 
     call_ids: tuple[str, ...]
-    found_by: str  # "reconciliation" or "media_timeout"
+    found_by: str  # "reconciliation", "media_timeout" or "dialog_gone"
+
+
+@dataclass(frozen=True, slots=True)
+class AnnouncementPlayed:
+    """A waiting caller was told where they stand: ``kind`` 'you_are_next' or 'position',
+    with the estimated wait announced in whole minutes (None: no estimate was said)."""
+
+    call_id: str
+    queue: str
+    kind: str
+    position: int
+    ewt_seconds: float | None
+    announced_minutes: int | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from ivr.engine import EnqueueRequest, IvrCall
 from pbx.calls import AnsweredCall, CallLeg, CallManager, Dial
-from pbx.events import CallTransferred, EventBus, StaleCallsRepaired
+from pbx.events import AnnouncementPlayed, CallTransferred, EventBus, StaleCallsRepaired
 from pbx.media.prompt import Prompt, PromptLibrary
 from router import Call, Reservation, Router, RouterError
 from router.events import AnnouncementDue, CallOverflowed, ReservationExpired
@@ -35,6 +35,8 @@ MUSIC_ON_HOLD = "common/hold_music"
 _FAILURE_OF_STATUS = {486: "busy", 600: "busy", 603: "declined", 408: "no_answer", 480: "no_answer",
                       487: "no_answer"}
 MAX_ANNOUNCED_NUMBER = 20
+# End causes (pbx.calls) that mean the caller hung up; any other cause is the server's doing.
+CALLER_CAUSES = frozenset({"caller_hangup", "cancelled"})
 # Dialled from an agent's softphone; documented in the README.
 FEATURE_CODES = {"*21": "login", "*22": "logout", "*23": "break", "*24": "available"}
 
@@ -57,17 +59,26 @@ class QueuedCall:
         return self.handle.call_id
 
 
+def announced_minutes(ewt_seconds: float | None) -> int | None:
+    """The wait said to the caller, in whole minutes (None under a minute or unknown)."""
+    if ewt_seconds is None or ewt_seconds < 60:
+        return None
+    return min(MAX_ANNOUNCED_NUMBER, math.ceil(ewt_seconds / 60))
+
+
 class QueueService:
     """Implements the IVR's EnqueueGateway (and TransferGateway, through `ivr_transfers`)
     on top of the router and the call manager."""
 
     def __init__(self, router: Router, calls: CallManager, prompts: PromptLibrary, events: EventBus,
-                 *, on_agent_ringing: Callable[[QueuedCall, Reservation], None] | None = None) -> None:
+                 *, on_agent_ringing: Callable[[QueuedCall, Reservation], None] | None = None,
+                 on_agent_answered: Callable[[QueuedCall, str], None] | None = None) -> None:
         self.router = router
         self.calls = calls
         self.prompts = prompts
         self.events = events
         self.on_agent_ringing = on_agent_ringing
+        self.on_agent_answered = on_agent_answered
         self.queued: dict[str, QueuedCall] = {}
         self._music = prompts.get(MUSIC_ON_HOLD)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -81,7 +92,8 @@ class QueueService:
         queued = QueuedCall(call, request, language)
         router_call = Call(call_id=call.call_id, queue=request.queue, priority=request.priority,
                            language=request.language, caller=request.caller,
-                           preferred_agent=request.preferred_agent, skills=dict(request.skills))
+                           preferred_agent=request.preferred_agent, last_agent=request.last_agent,
+                           skills=dict(request.skills))
         try:
             self.router.enqueue(router_call)
         except RouterError as exc:
@@ -103,8 +115,12 @@ class QueueService:
             return
         if queued.dial is not None:
             self.calls.cancel_dial(queued.dial)
+        cause = queued.handle.call.end_cause
         try:
-            self.router.call_ended(queued.call_id)  # an abandon while still waiting or ringing
+            if cause is None or cause in CALLER_CAUSES:
+                self.router.call_ended(queued.call_id)  # an abandon while still waiting or ringing
+            else:
+                self.router.drop(queued.call_id, cause)  # the server ended it: not the caller's abandon
         except RouterError:
             pass  # already forgotten (reconciled)
         self.run_router(dispatch=True)
@@ -152,6 +168,8 @@ class QueueService:
             queued.agent_leg = leg
             self.calls.connect_media(queued.handle.call, leg)
             self._router_step(lambda: self.router.answered(rid))
+            if self.on_agent_answered is not None:
+                self.on_agent_answered(queued, reservation.agent)
 
         def failed(status: int) -> None:
             queued.dial = None
@@ -221,7 +239,7 @@ class QueueService:
         if in_queue:
             self.router.enqueue(Call(call_id=queued.call_id, queue=target, priority=queued.request.priority,
                                      language=queued.request.language, caller=queued.request.caller,
-                                     preferred_agent=None, enqueued_at=queued.enqueued_at,
+                                     preferred_agent=None, last_agent=None, enqueued_at=queued.enqueued_at,
                                      skills=dict(queued.request.skills)))
             self.run_router(dispatch=True)
         else:
@@ -279,8 +297,13 @@ class QueueService:
         media = queued.handle.leg.media if queued is not None else None
         if queued is None or media is None or media.closed or queued.agent_leg is not None:
             return
+        minutes = announced_minutes(event.ewt_seconds)
         prompts = self.announcement(queued.language, event.position, event.ewt_seconds)
         media.play(prompts, on_done=lambda _: self._hold(queued))
+        kind = "you_are_next" if event.position <= 1 else "position"
+        log.debug("call %s: announced %s %d, wait %s min", event.call_id, kind, event.position, minutes)
+        self.events.publish(AnnouncementPlayed(event.call_id, event.queue, kind, event.position,
+                                               event.ewt_seconds, minutes))
 
     def announcement(self, language: str, position: int, ewt_seconds: float | None) -> list[Prompt]:
         """'You are next' at the head of the line, else the position; then the wait in minutes."""
@@ -289,8 +312,8 @@ class QueueService:
         else:
             prompts = [self._prompt(language, "your_position_is"),
                        self._prompt(language, f"number_{min(position, MAX_ANNOUNCED_NUMBER)}")]
-        if ewt_seconds is not None and ewt_seconds >= 60:
-            minutes = min(MAX_ANNOUNCED_NUMBER, math.ceil(ewt_seconds / 60))
+        minutes = announced_minutes(ewt_seconds)
+        if minutes is not None:
             prompts += [self._prompt(language, "estimated_wait"),
                         self._prompt(language, f"number_{minutes}"),
                         self._prompt(language, "minutes")]

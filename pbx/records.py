@@ -57,6 +57,7 @@ class Disposition(enum.StrEnum):
 
     ANSWERED = "answered"  # an agent (queued calls) or the dialled extension answered
     ABANDONED = "abandoned"  # the caller hung up first: in the IVR, in line or while it rang
+    DROPPED = "dropped"  # the server ended it while it waited (media timeout, dialog gone, shutdown)
     DEFLECTED = "deflected"  # ended after a self-service answer, never reaching a queue
     OVERFLOWED = "overflowed"  # taken out of the router at max wait (to an extension, voicemail)
     TRANSFERRED = "transferred"  # the IVR or an agent sent it on, and no agent answered after
@@ -76,6 +77,8 @@ class QueueEvent(enum.StrEnum):
     OFFERFAILED = "OFFERFAILED"  # busy, declined, error, or the reservation was never confirmed
     CONNECT = "CONNECT"
     ABANDON = "ABANDON"
+    DROP = "DROP"  # the server ended the call while it waited (data: reason)
+    ANNOUNCE = "ANNOUNCE"  # position / estimated wait played to the caller
     OVERFLOW = "OVERFLOW"
     EXPAND = "EXPAND"
     TRANSFER = "TRANSFER"
@@ -270,6 +273,8 @@ class CallRecorder:
             (self._on_reservation_failed, router_events.ReservationFailed),
             (self._on_answered, router_events.CallAnswered),
             (self._on_abandoned, router_events.CallAbandoned),
+            (self._on_dropped, router_events.CallDropped),
+            (self._on_announced, line_events.AnnouncementPlayed),
             (self._on_ended, router_events.CallEnded),
             (self._on_overflowed, router_events.CallOverflowed),
             (self._on_expanded, router_events.CallExpanded),
@@ -441,6 +446,25 @@ class CallRecorder:
                         "entered_position": live.entered_position if live else None})
         if live is not None:
             self._settle(live)
+
+    def _on_dropped(self, event: router_events.CallDropped) -> None:
+        live = self._call(event.call_id, event.at)
+        if live is not None:
+            live.offers.clear()
+            live.queue = event.queue
+            live.wait_seconds = event.waited_seconds
+            live.router_outcome = Disposition.DROPPED
+            live.in_router = False
+        self._log(event.at, event.call_id, QueueEvent.DROP, queue=event.queue,
+                  data={"waited_seconds": _rounded(event.waited_seconds), "reason": event.reason})
+        if live is not None:
+            self._settle(live)
+
+    def _on_announced(self, event: line_events.AnnouncementPlayed) -> None:
+        self._log(self._clock(), event.call_id, QueueEvent.ANNOUNCE, queue=event.queue,
+                  data={"kind": event.kind, "position": event.position,
+                        "ewt_seconds": _rounded(event.ewt_seconds),
+                        "announced_minutes": event.announced_minutes})
 
     def _on_ended(self, event: router_events.CallEnded) -> None:
         self._wrapping[event.agent] = (event.call_id, event.queue, event.at)

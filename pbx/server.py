@@ -71,13 +71,14 @@ class Server:
                                  self.applications)
         self.endpoint.handlers["OPTIONS"] = self._on_options
         self.endpoint.handlers["REGISTER"] = self._on_register
-        self.router = Router(time.time)
+        self.router = Router(time.time, rona_return_seconds=config.routing.rona_return_seconds)
         self.store: Store | None = None
         self.recorder: CallRecorder | None = None
         self.contact_center_metrics = ContactCenterMetrics(self.metrics.registry, self.router)
         self.contact_center_metrics.subscribe(self.events)
         self.queues = QueueService(self.router, self.calls, self.prompts, self.events,
-                                   on_agent_ringing=self._agent_ringing)
+                                   on_agent_ringing=self._agent_ringing,
+                                   on_agent_answered=self._agent_answered)
         self.applications.enqueue = self.queues
         self.applications.transfer = IvrTransfers(self.queues)
         self.screen_pop = ScreenPop(self.events, webhook_url=config.routing.screen_pop_url)
@@ -86,6 +87,7 @@ class Server:
         self._housekeeping: asyncio.Task[None] | None = None
         self._router_ticker: asyncio.Task[None] | None = None
         self._lag_watch: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
 
     def _receive(self, data: bytes, source: Address, transport: str) -> None:
         self.endpoint.receive(data, source, transport)
@@ -141,6 +143,8 @@ class Server:
         if self._http_runner is not None:
             await self._http_runner.cleanup()
         await self.screen_pop.close()
+        if self._background:  # last-agent writes still under way
+            await asyncio.gather(*self._background, return_exceptions=True)
         if self.recorder is not None:
             await self.recorder.close()
         if self.store is not None:
@@ -193,7 +197,24 @@ class Server:
         if record is None:
             return None
         return CustomerProfile(record.number, record.tier.value, record.language, record.last_agent,
-                               record.name)
+                               record.name, record.preferred_agent)
+
+    def _agent_answered(self, queued: QueuedCall, agent: str) -> None:
+        """First-responder ownership: the customer's last agent is stored, so it outlives a
+        restart and reaches the router with the customer's next call."""
+        caller = queued.request.caller
+        if self.store is None or not caller:
+            return
+        task = asyncio.get_running_loop().create_task(self._record_last_agent(caller, agent))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _record_last_agent(self, caller: str, agent: str) -> None:
+        assert self.store is not None
+        try:
+            await self.store.record_last_agent(caller, agent)
+        except Exception:
+            log.exception("cannot store agent %s as the last agent of %s", agent, caller)
 
     def _agent_ringing(self, queued: QueuedCall, reservation: Reservation) -> None:
         """Screen-pop: everything the agent should see when the phone rings."""

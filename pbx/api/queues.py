@@ -30,6 +30,9 @@ def queue_config(name: str, fields: QueueFields) -> QueueConfig:
         preferred_agent_wait_seconds=fields.preferred_agent_wait_seconds,
         expansion=tuple(SkillExpansion(ring.after_seconds, ring.skills) for ring in fields.expansion),
         aging_weight=fields.aging_weight,
+        priority_order=fields.priority_order,
+        preferred_agent_max_hold_seconds=fields.preferred_agent_max_hold_seconds,
+        service_level_definition=fields.service_level_definition,
     )
 
 

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from pbx.store import CustomerTier
-from router import AgentState, Strategy
+from router import AgentState, PriorityOrder, ServiceLevelDefinition, Strategy
 
 Identifier = Annotated[
     str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
@@ -131,6 +131,20 @@ class QueueFields(RequestModel):
     preferred_agent_wait_seconds: float = Field(default=0, ge=0)
     expansion: list[ExpansionRing] = Field(default_factory=list)
     aging_weight: float = Field(default=1.0, ge=0)
+    priority_order: PriorityOrder = Field(
+        default=PriorityOrder.AGING,
+        description="'strict': a higher tier always goes first; 'aging': waiting raises rank",
+    )
+    preferred_agent_max_hold_seconds: float | None = Field(
+        default=None, ge=0,
+        description="never hold a call for its busy preferred agent past this wait "
+                    "(default: sla_seconds); then any free qualified agent takes it",
+    )
+    service_level_definition: ServiceLevelDefinition = Field(
+        default=ServiceLevelDefinition.SHORT_ABANDONS_EXCLUDED,
+        description="abandons_missed, short_abandons_excluded, short_abandons_met or "
+                    "abandons_excluded ('short': abandoned within sla_seconds)",
+    )
 
 
 class QueueCreate(QueueFields):
@@ -154,6 +168,10 @@ class QueueStatsView(BaseModel):
     answered_within_sla: int
     average_handle_seconds: float
     arrivals_per_hour: float
+    service_level_definition: str
+    abandoned_within_sla: int = Field(description="abandoned after waiting at most sla_seconds")
+    dropped: int = Field(description="ended by the server while waiting (e.g. media timeout); "
+                                     "not abandons, not in the service level")
 
 
 # -- routing explanations -------------------------------------------------------------
@@ -176,6 +194,29 @@ class CompetingCallView(BaseModel):
     score: float
 
 
+class CallOrderView(BaseModel):
+    priority_order: str = Field(description="'strict' or 'aging'")
+    priority: int
+    waited: float
+    score: float = Field(description="strict: priority; aging: priority + aging_weight * "
+                                     "waited / sla_seconds")
+
+
+class PreferenceView(BaseModel):
+    agent: str
+    source: str = Field(description="'customer' (preferred agent) or 'last_agent'")
+    outcome: str = Field(description="offered, held, not_free or not_qualified")
+    reason: str | None
+    hold_until: float | None
+    hold_bound: str | None = Field(
+        description="preferred_agent_wait_seconds or preferred_agent_max_hold_seconds")
+
+
+class EarlierOfferView(BaseModel):
+    agent: str
+    outcome: str = Field(description="rang_out, not_confirmed, busy, declined or error")
+
+
 class DecisionView(BaseModel):
     at: float
     call_id: str
@@ -188,6 +229,11 @@ class DecisionView(BaseModel):
     rejected: list[RejectionView]
     competing_calls: list[CompetingCallView]
     note: str
+    order: CallOrderView | None = Field(default=None, description="the call's own rank")
+    preference: PreferenceView | None = Field(
+        default=None, description="the call's preferred or last agent and what became of it")
+    earlier_offers: list[EarlierOfferView] = Field(
+        default_factory=list, description="agents offered this call before who did not take it")
 
 
 class RoutingView(BaseModel):

@@ -178,9 +178,21 @@ def _create_history_tables(connection: sa.Connection) -> None:
     metadata.create_all(connection)
 
 
+def _add_queue_routing_options(connection: sa.Connection) -> None:
+    # Plain DDL: the same statements work on SQLite and PostgreSQL.
+    for column in (
+        "priority_order VARCHAR NOT NULL DEFAULT 'aging'",
+        "preferred_agent_max_hold_seconds FLOAT",
+        "service_level_definition VARCHAR NOT NULL DEFAULT 'short_abandons_excluded'",
+    ):
+        connection.execute(sa.text(f"ALTER TABLE queues ADD COLUMN {column}"))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "configuration: sites, skills, agents, queues, customers", _create_configuration_tables),
     Migration(2, "history: call records and queue log", _create_history_tables),
+    Migration(3, "queues: priority order, preferred-agent hold bound, service-level definition",
+              _add_queue_routing_options),
 )
 
 

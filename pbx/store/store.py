@@ -51,7 +51,15 @@ from pbx.store.tables import (
     SiteRow,
     SkillRow,
 )
-from router import AgentProfile, QueueConfig, Router, SkillExpansion, Strategy
+from router import (
+    AgentProfile,
+    PriorityOrder,
+    QueueConfig,
+    Router,
+    ServiceLevelDefinition,
+    SkillExpansion,
+    Strategy,
+)
 
 MAX_PAGE_SIZE = 1000
 
@@ -82,6 +90,9 @@ def _queue_from_rows(row: QueueRow, skills: Mapping[str, int]) -> QueueConfig:
         announce_interval_seconds=row.announce_interval_seconds,
         preferred_agent_wait_seconds=row.preferred_agent_wait_seconds,
         aging_weight=row.aging_weight,
+        priority_order=PriorityOrder(row.priority_order),
+        preferred_agent_max_hold_seconds=row.preferred_agent_max_hold_seconds,
+        service_level_definition=ServiceLevelDefinition(row.service_level_definition),
         expansion=tuple(
             SkillExpansion(after_seconds=float(ring["after_seconds"]), skills=dict(ring["skills"]))
             for ring in row.expansion
@@ -103,6 +114,9 @@ def _queue_columns(config: QueueConfig) -> dict[str, Any]:
         "announce_interval_seconds": config.announce_interval_seconds,
         "preferred_agent_wait_seconds": config.preferred_agent_wait_seconds,
         "aging_weight": config.aging_weight,
+        "priority_order": PriorityOrder(config.priority_order).value,
+        "preferred_agent_max_hold_seconds": config.preferred_agent_max_hold_seconds,
+        "service_level_definition": ServiceLevelDefinition(config.service_level_definition).value,
         "expansion": [
             {"after_seconds": ring.after_seconds, "skills": dict(ring.skills)}
             for ring in config.expansion

@@ -73,6 +73,9 @@ class QueueRow(SQLModel, table=True):
     announce_interval_seconds: float
     preferred_agent_wait_seconds: float
     aging_weight: float
+    priority_order: str = "aging"
+    preferred_agent_max_hold_seconds: float | None = None
+    service_level_definition: str = "short_abandons_excluded"
     # [{"after_seconds": 30, "skills": {"billing": 3}}, ...]: read whole, never queried into.
     expansion: list[dict[str, Any]] = Field(default_factory=list, sa_type=JSON_DOCUMENT)
 

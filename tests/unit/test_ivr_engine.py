@@ -215,14 +215,16 @@ async def test_demo_spanish_by_digit(prompts: PromptLibrary) -> None:
 
 
 async def test_demo_language_from_profile_skips_the_question(prompts: PromptLibrary) -> None:
-    profile = CustomerProfile("600100200", tier="vip", language="es", last_agent="1003")
+    profile = CustomerProfile("600100200", tier="vip", language="es", last_agent="1003",
+                              preferred_agent="1001")
     harness = Harness(short_demo(prompts), prompts, profiles={"600100200": profile})
     call = FakeCall({"es/main_menu": "0"})
     record = await harness.run(call)
     assert call.media.played == ["es/welcome", "es/main_menu"]
     assert record["customer"] == {"known": True, "tier": "vip"}
     [request] = harness.gateway.enqueued
-    assert (request.queue, request.priority, request.preferred_agent) == ("general", 3, "1003")
+    assert (request.queue, request.priority) == ("general", 3)
+    assert (request.preferred_agent, request.last_agent) == ("1001", "1003")
     assert harness.of(LanguageSelected)[0].source == "profile"
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from pbx.store import (
+    MIGRATIONS,
     AgentRecord,
     AlreadyExists,
     CallRecord,
@@ -55,6 +56,9 @@ def sales_queue(**changes: object) -> QueueConfig:
         "preferred_agent_wait_seconds": 20,
         "expansion": (SkillExpansion(60, {"sales": 2}), SkillExpansion(30, {"sales": 3})),
         "aging_weight": 0.5,
+        "priority_order": "strict",
+        "preferred_agent_max_hold_seconds": 15,
+        "service_level_definition": "short_abandons_met",
     }
     fields.update(changes)
     return QueueConfig(**fields)  # type: ignore[arg-type]
@@ -73,7 +77,7 @@ async def test_open_creates_the_sqlite_folder_and_migrates(tmp_path: Path) -> No
     store = await Store.open(f"sqlite+aiosqlite:///{path}")
     try:
         assert path.exists()
-        assert await store.schema_version() == 2
+        assert await store.schema_version() == len(MIGRATIONS)
     finally:
         await store.close()
 
