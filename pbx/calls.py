@@ -107,6 +107,7 @@ class Call:
     task: asyncio.Task[None] | None = None
     ended: bool = False
     end_cause: str | None = None  # why it ended, e.g. 'caller_hangup', 'media_timeout'
+    bridged_at: float | None = None  # when its media was last relayed to another party
     counted: bool = True  # False for what is left of a transferor's leg: not a call of its own
 
     @property
@@ -418,6 +419,7 @@ class CallManager:
         caller_leg.media.on_dtmf = None
         caller_leg.media.forward_to(callee.media)
         callee.media.forward_to(caller_leg.media)
+        call.bridged_at = self._now()
 
     def _callee_invite(self, original: Request, user: str, binding: Binding, call_id: str,
                        offer: SessionDescription, extra_headers: tuple[tuple[str, str], ...]) -> Request:
@@ -642,6 +644,7 @@ class CallManager:
             call.connected_leg = None
         if call.caller_leg is not None and call.caller_leg.media is not None:
             call.caller_leg.media.forward_to(None)
+        call.bridged_at = None  # the caller waits alone again: silence proves nothing now
         if leg.media is not None:
             leg.media.forward_to(None)
         alone = Call(leg.invite.call_id, call.kind, call.caller, leg.dial.user if leg.dial else "",
@@ -716,7 +719,7 @@ class CallManager:
         """Hang up answered calls whose peer vanished without a BYE.
 
         Silence ends a call only where it means something (``media.rtp_timeout_applies_to``):
-        by default a leg bridged to another party that has sent RTP before. A caller on
+        by default a leg bridged to another party that has sent RTP since. A caller on
         hold in a queue, muted or suppressing silence, sends nothing and is alive: such a
         leg is asked with an in-dialog OPTIONS (at most once per rtp_timeout) and hung up
         only when its dialog is gone (RFC 3261: 481 or 408, or no answer at all)."""
@@ -732,7 +735,8 @@ class CallManager:
                 heard = leg.media.last_received_at
                 if now - (heard or call.answered_at) <= timeout:
                     continue
-                bridged = call.connected_leg is not None and heard is not None
+                bridged_at = call.bridged_at
+                bridged = bridged_at is not None and heard is not None and heard >= bridged_at
                 if media.rtp_timeout_applies_to == "all" or bridged:
                     log.info("call %s: no RTP from %s (SIP %s) for %.0f s, hanging up", call.call_id,
                              _rtp_address(leg), leg.peer, now - (heard or call.answered_at))
@@ -749,7 +753,7 @@ class CallManager:
         first = leg.probe_due == 0.0
         leg.probe_due = now + self.config.media.rtp_timeout
         (log.info if first else log.debug)(
-            "call %s: no RTP from %s; asking %s in-dialog whether the call is alive",
+            "call %s: no RTP from %s (SIP %s); asking in-dialog whether the call is alive",
             call.call_id, _rtp_address(leg), leg.peer)
 
         def answered(response: Response | None) -> None:
@@ -772,8 +776,9 @@ class CallManager:
 
 
 def _rtp_address(leg: CallLeg) -> str:
+    """Where the leg's RTP comes from (its SDP address), for the logs."""
     remote = leg.media.remote if leg.media is not None else None
-    return "unknown RTP address" if remote is None else f"RTP {remote[0]}:{remote[1]}"
+    return "an unknown address" if remote is None else f"{remote[0]}:{remote[1]}"
 
 
 def _dtmf_from_info(request: Request) -> str | None:

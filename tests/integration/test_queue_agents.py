@@ -496,7 +496,8 @@ class SippAgent:
     stack = "sipp"
 
     def __init__(self, workdir: Path, server, user: str, mode: str = "answer", *,
-                 rtp_echo: bool = False, calls: int | None = None, **scenario) -> None:
+                 rtp_echo: bool = False, calls: int | None = None, auto_answer: bool = False,
+                 **scenario) -> None:
         need_sipp()
         self.user = user
         self.workdir = Path(workdir)
@@ -515,7 +516,8 @@ class SippAgent:
                 self.uas = sipp.start(None, scenario=agent_xml(user, mode, **scenario),
                                       workdir=self.workdir / f"uas{attempt}", port=port,
                                       trace_msg=True, calls=calls,
-                                      extra=["-rtp_echo"] if rtp_echo else [])
+                                      extra=(["-rtp_echo"] if rtp_echo else [])
+                                      + (["-aa"] if auto_answer else []))
             except RuntimeError as error:
                 last = str(error)
                 continue
