@@ -51,6 +51,9 @@ TELEPHONE_EVENT_PT = 101
 # Failures of every fork collapse into one answer to the caller: a refusal
 # (busy, decline) is kept as is, anything else means "not reachable now".
 _REFUSALS = (486, 600, 603)
+# An in-dialog OPTIONS to a silent leg unanswered after this many T1 (four sends over UDP)
+# means the peer is gone, without waiting out the transaction's 64 x T1.
+PROBE_ANSWER_T1 = 8
 
 
 class CallApplication(Protocol):
@@ -87,6 +90,7 @@ class CallLeg:
     final_status: int | None = None
     dial: Dial | None = None  # for a callee leg: the dial attempt it is a fork of
     probe_due: float = 0.0  # when a silent leg may next be asked whether its dialog lives
+    probe_sent_at: float | None = None  # an OPTIONS asking that is still unanswered
 
     @property
     def answered(self) -> bool:
@@ -722,9 +726,11 @@ class CallManager:
         by default a leg bridged to another party that has sent RTP since. A caller on
         hold in a queue, muted or suppressing silence, sends nothing and is alive: such a
         leg is asked with an in-dialog OPTIONS (at most once per rtp_timeout) and hung up
-        only when its dialog is gone (RFC 3261: 481 or 408, or no answer at all)."""
+        only when its dialog is gone: 481 or 408 ('dialog_gone'), or no answer within
+        PROBE_ANSWER_T1 retransmission intervals ('media_timeout': silent and unreachable)."""
         media = self.config.media
         timeout = media.rtp_timeout
+        answer_within = PROBE_ANSWER_T1 * self.config.sip.t1
         reaped = 0
         for call in list(self.calls.values()):
             if call.ended or call.answered_at is None:
@@ -733,13 +739,17 @@ class CallManager:
                 if leg is None or leg.media is None:
                     continue
                 heard = leg.media.last_received_at
-                if now - (heard or call.answered_at) <= timeout:
+                silent_for = now - (heard or call.answered_at)
+                if silent_for <= timeout:
+                    leg.probe_sent_at = None
                     continue
                 bridged_at = call.bridged_at
                 bridged = bridged_at is not None and heard is not None and heard >= bridged_at
-                if media.rtp_timeout_applies_to == "all" or bridged:
-                    log.info("call %s: no RTP from %s (SIP %s) for %.0f s, hanging up", call.call_id,
-                             _rtp_address(leg), leg.peer, now - (heard or call.answered_at))
+                unanswered = leg.probe_sent_at is not None and now - leg.probe_sent_at > answer_within
+                if media.rtp_timeout_applies_to == "all" or bridged or unanswered:
+                    log.info("call %s: no RTP from %s (SIP %s) for %.0f s%s, hanging up",
+                             call.call_id, _rtp_address(leg), leg.peer, silent_for,
+                             " and no answer to OPTIONS" if unanswered else "")
                     self._end(call, "media_timeout")
                     self.events.publish(StaleCallsRepaired((call.call_id,), "media_timeout"))
                     reaped += 1
@@ -748,19 +758,23 @@ class CallManager:
         return reaped
 
     def _probe_dialog(self, call: Call, leg: CallLeg, now: float) -> None:
-        if leg.dialog is None or leg.probe_due > now:
+        if leg.dialog is None or leg.probe_sent_at is not None or leg.probe_due > now:
             return
         first = leg.probe_due == 0.0
         leg.probe_due = now + self.config.media.rtp_timeout
+        leg.probe_sent_at = now
         (log.info if first else log.debug)(
             "call %s: no RTP from %s (SIP %s); asking in-dialog whether the call is alive",
             call.call_id, _rtp_address(leg), leg.peer)
 
         def answered(response: Response | None) -> None:
-            if call.ended or (response is not None and response.status not in (408, 481)):
-                return  # any other answer, even 405 or 501, proves the dialog alive (RFC 3261 11)
-            log.info("call %s: no RTP from %s and its dialog is gone (%s), hanging up",
-                     call.call_id, _rtp_address(leg), "no answer" if response is None else response.status)
+            if call.ended or response is None:
+                return  # no answer at all: reap_silent_calls ends the call at its deadline
+            if response.status not in (408, 481):
+                leg.probe_sent_at = None  # any other answer, even 405 or 501, proves it alive
+                return
+            log.info("call %s: no RTP from %s and its dialog is gone (%d), hanging up",
+                     call.call_id, _rtp_address(leg), response.status)
             self._end(call, "dialog_gone")
             self.events.publish(StaleCallsRepaired((call.call_id,), "dialog_gone"))
 
