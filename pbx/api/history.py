@@ -41,7 +41,7 @@ class CallRecordView(BaseModel):
     queue: str | None = Field(description="the last queue the call waited in, or was sent to")
     agent: str | None = Field(description="the agent who answered")
     disposition: str = Field(
-        description="answered, abandoned, deflected, overflowed, transferred, completed, "
+        description="answered, abandoned, dropped (ended by the server while waiting), deflected, overflowed, transferred, completed, "
                     "rejected, failed or interrupted")
     ivr_path: list[str] = Field(description="IVR nodes visited, in order")
     wait_seconds: float | None = Field(description="time in line, for queued calls")
