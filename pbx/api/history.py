@@ -41,8 +41,8 @@ class CallRecordView(BaseModel):
     queue: str | None = Field(description="the last queue the call waited in, or was sent to")
     agent: str | None = Field(description="the agent who answered")
     disposition: str = Field(
-        description="answered, abandoned, dropped (ended by the server while waiting), deflected, overflowed, transferred, completed, "
-                    "rejected, failed or interrupted")
+        description="answered, abandoned, dropped (ended by the server while waiting), deflected, "
+                    "overflowed, transferred, completed, rejected, failed or interrupted")
     ivr_path: list[str] = Field(description="IVR nodes visited, in order")
     wait_seconds: float | None = Field(description="time in line, for queued calls")
     talk_seconds: float | None
