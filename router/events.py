@@ -80,6 +80,7 @@ class CallAbandoned(Event):
     call_id: str
     queue: str
     waited_seconds: float
+    within_sla: bool = False  # abandoned after waiting at most the queue's sla_seconds
 
 
 @dataclass(frozen=True)

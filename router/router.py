@@ -538,10 +538,11 @@ class Router:
                 queue.dropped += 1
             self._events.append(CallDropped(now, call_id, waiting.call.queue, waited, dropped_for))
             return record
+        within_sla = queue is not None and waited <= queue.config.sla_seconds
         if queue is not None:
             queue.abandoned += 1
-            queue.abandoned_within_sla += waited <= queue.config.sla_seconds
-        self._events.append(CallAbandoned(now, call_id, waiting.call.queue, waited))
+            queue.abandoned_within_sla += within_sla
+        self._events.append(CallAbandoned(now, call_id, waiting.call.queue, waited, within_sla))
         return record
 
     def dispatch(self) -> list[Reservation]:

@@ -231,6 +231,8 @@ def test_service_level_definitions(clock: Clock, definition: str, level: float) 
     router.abandon("short")
     clock.now += 20
     router.abandon("long")
+    abandons = [e for e in router.drain_events() if isinstance(e, CallAbandoned)]
+    assert [(e.call_id, e.within_sla) for e in abandons] == [("short", True), ("long", False)]
     add_agent(router, "a")
     connect(router, "fast")
     stats = router.queue_stats("sales")
