@@ -304,6 +304,7 @@ class Router:
         self._pending_calls: dict[str, None] = {}
         self._decisions: OrderedDict[str, deque[Decision]] = OrderedDict()
         self._last_agent_of_caller: OrderedDict[str, str] = OrderedDict()
+        self._free_in_cache: dict[tuple[str, ClassKey, int], tuple[float, list[float]]] = {}
         self._events: list[Event] = []
         self._sequence = itertools.count(1)
         self._offer_counter = 0
@@ -1679,7 +1680,18 @@ class Router:
         return release_wait(waiting + 1, free_in, handle)
 
     def _call_ewt(self, waiting: _Call, queue: _Queue, position: int, now: float) -> float | None:
-        _, _, free_in = self._staffing(queue, now, [waiting])
+        # Calls of one class and ring count see the same agents: at one instant (a tick's
+        # announcements) the agents are scanned once per class, not once per call.
+        key = (queue.config.name, waiting.line_class, waiting.rings_active)
+        cached = None if waiting.excluded else self._free_in_cache.get(key)
+        if cached is not None and cached[0] == now:
+            free_in = cached[1]
+        else:
+            _, _, free_in = self._staffing(queue, now, [waiting])
+            if not waiting.excluded:
+                if self._free_in_cache and next(iter(self._free_in_cache.values()))[0] != now:
+                    self._free_in_cache.clear()
+                self._free_in_cache[key] = (now, free_in)
         return release_wait(position, free_in, queue.handle_time.seconds)
 
     def _record_of(self, waiting: _Call, now: float) -> WaitingCallRecord:
