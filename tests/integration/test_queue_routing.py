@@ -291,6 +291,12 @@ def test_estimates_follow_language_and_announcements_are_recorded(pbx_server, tm
         assert len(announced) >= 2, record["queue_log"]
         assert all(line["data"]["kind"] == "you_are_next" and line["data"]["position"] == 1
                    and line["data"]["ewt_seconds"] is None for line in announced), announced
+        # A 6 s abandon is within the 20 s SLA: under the default definition (short abandons
+        # excluded) it is no miss, so no call counts yet.
+        stats = queue_stats(server, "billing")
+        assert stats["service_level_definition"] == "short_abandons_excluded", stats
+        assert (stats["abandoned"], stats["abandoned_within_sla"], stats["service_level"]) == \
+            (1, 1, None), stats
 
 
 # ---------------------------------------------------------------------------- ring-no-answer
