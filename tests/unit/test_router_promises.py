@@ -3,8 +3,12 @@ return, eligible-only estimates, service-level definitions, server-side drops.""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from pbx.config import ConfigError, build_config
+from pbx.config_file import load_yaml
 from router import (
     AgentProfile,
     AgentState,
@@ -253,3 +257,29 @@ def test_server_drop_is_not_an_abandon(clock: Clock) -> None:
     assert (dropped.reason, dropped.waited_seconds) == ("media_timeout", 61)
     stats = router.queue_stats("sales")
     assert (stats.abandoned, stats.dropped, stats.service_level) == (0, 1, None)
+
+
+def config_problems(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        build_config(load_yaml(text, "centralita.yaml"), var_dir=Path("var"), base_dir=None)
+    return caught.value.problems
+
+
+def test_routing_options_in_the_config_file_are_read_and_checked() -> None:
+    config = build_config(load_yaml(
+        "media: {rtp_timeout_applies_to: all}\nrouting: {rona_return_seconds: 45}\n"
+        "queues:\n  - {name: q, priority_order: strict, preferred_agent_max_hold_seconds: 5,\n"
+        "     service_level_definition: abandons_missed}\n", "centralita.yaml"), var_dir=Path("var"), base_dir=None)
+    assert config.media.rtp_timeout_applies_to == "all"
+    assert config.routing.rona_return_seconds == 45
+    (queue,) = config.contact_center.queues
+    assert (queue.priority_order, queue.preferred_hold_limit, queue.service_level_definition) == \
+        ("strict", 5, "abandons_missed")
+    found = config_problems(
+        "media: {rtp_timeout_applies_to: queue}\nrouting: {rona_return_seconds: 0}\n"
+        "queues:\n  - {name: q, priority_order: fifo}\n")
+    assert any(p.startswith("centralita.yaml:1: media.rtp_timeout_applies_to: must be one of")
+               for p in found), found
+    assert any(p.startswith("centralita.yaml:2: routing.rona_return_seconds: must be between")
+               for p in found), found
+    assert any("queues[0].priority_order" in p for p in found), found
