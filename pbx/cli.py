@@ -65,13 +65,16 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
-    from pbx.server import Server
-
+    from pbx.server import Server, UnsafeHttpListen
 
     async def run() -> int:
         server = Server(config, var_dir=var_dir)
         try:
             await server.start()
+        except UnsafeHttpListen as exc:
+            logging.getLogger("pbx").error("refusing to start: %s", exc)
+            await server.stop()
+            return 2
         except OSError as exc:
             logging.getLogger("pbx").error("cannot start: %s", exc)
             await server.stop()

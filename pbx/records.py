@@ -43,7 +43,14 @@ from ivr import events as ivr_events
 from ivr.call_log import IvrCallLog
 from pbx import events as line_events
 from pbx.events import EventBus
-from pbx.store import CallRecord, ConstraintViolation, QueueLogEntry, Store
+from pbx.store import (
+    CallDetails,
+    CallRecord,
+    ConstraintViolation,
+    LiveCallRecord,
+    QueueLogEntry,
+    Store,
+)
 from router import AgentState
 from router import events as router_events
 
@@ -65,6 +72,35 @@ class Disposition(enum.StrEnum):
     REJECTED = "rejected"  # the callee refused (busy, decline)
     FAILED = "failed"  # unreachable, error, no ACK, the queue never took it
     INTERRUPTED = "interrupted"  # still live when the recorder closed
+
+
+class LiveState(enum.StrEnum):
+    """What a call in progress is doing."""
+
+    RINGING = "ringing"  # the server has not answered yet (a direct call ringing the callee)
+    IVR = "ivr"  # in the IVR: greeting, menus, self-service
+    ANSWERED = "answered"  # answered by an application other than the IVR
+    QUEUED = "queued"  # waiting in a queue
+    OFFERING = "offering"  # an agent is being reserved, the phone does not ring yet
+    AGENT_RINGING = "agent_ringing"
+    TALKING = "talking"  # bridged to an agent or to the dialled account
+    ENDING = "ending"  # hung up; its record is written once the IVR and router let go
+
+
+@dataclass(frozen=True)
+class LiveCallView:
+    call_id: str
+    caller: str
+    callee: str
+    kind: str | None
+    state: str
+    started: datetime
+    answered: datetime | None
+    queue: str | None
+    agent: str | None  # the agent talking, or whose phone is ringing
+    waited_seconds: float | None  # in line so far (queued calls)
+    duration_seconds: float  # since the call arrived
+    ivr_path: tuple[str, ...]
 
 
 class QueueEvent(enum.StrEnum):
@@ -99,7 +135,15 @@ _PERMANENT_ERRORS: tuple[type[BaseException], ...] = (
     TypeError,
 )
 
-_Write = CallRecord | QueueLogEntry
+_Write = CallRecord | QueueLogEntry | LiveCallRecord | CallDetails
+
+# What the API shows of a finished call beside its record (routing, IVR, context),
+# gathered by the server when the record is written; None when there is nothing.
+DetailsSource = Callable[[str, datetime], CallDetails | None]
+
+
+_WRITE_KINDS: dict[type, str] = {CallRecord: "call_record", QueueLogEntry: "queue_log",
+                                  LiveCallRecord: "live_call", CallDetails: "call_details"}
 
 
 def _utc(seconds: float) -> datetime:
@@ -141,6 +185,7 @@ class _LiveCall:
     entered_position: int | None = None
     in_router: bool = False
     router_outcome: Disposition | None = None
+    queued_at: float | None = None  # when it (last) entered a queue
     agent: str | None = None
     agent_answered: float | None = None
     wait_seconds: float | None = None
@@ -168,6 +213,7 @@ class CallRecorder:
         clock: Clock = time.time,
         *,
         registry: CollectorRegistry | None = None,
+        details: DetailsSource | None = None,
         max_pending: int = 10_000,
         batch_size: int = 200,
         linger_seconds: float = 5.0,
@@ -179,6 +225,7 @@ class CallRecorder:
             raise ValueError("max_pending, batch_size and max_live_calls must be at least 1")
         self._store = store
         self._ivr_calls = ivr_calls
+        self._details = details
         self._site = site
         self._clock = clock
         self._batch_size = batch_size
@@ -248,6 +295,50 @@ class CallRecorder:
     def live_calls(self) -> int:
         return len(self._live)
 
+    def live_call(self, call_id: str) -> LiveCallView | None:
+        """What a call in progress is doing now; None once its record is written."""
+        live = self._live.get(call_id)
+        return None if live is None else self._view_of(live, self._clock())
+
+    def live_call_views(self) -> list[LiveCallView]:
+        """Every call in progress (not those ended and waiting to be written), oldest first."""
+        now = self._clock()
+        return [self._view_of(live, now) for live in list(self._live.values()) if live.ended is None]
+
+    def _view_of(self, live: _LiveCall, now: float) -> LiveCallView:
+        started = live.started if live.started is not None else live.first_seen
+        ringing = next((o for o in live.offers.values() if o.ringing_at is not None), None)
+        offered = ringing or next(iter(live.offers.values()), None)
+        agent = live.agent
+        waited: float | None = None
+        if live.ended is not None:
+            state = LiveState.ENDING
+        elif offered is not None:
+            state = LiveState.AGENT_RINGING if ringing is not None else LiveState.OFFERING
+            agent = offered.agent
+        elif live.in_router and live.router_outcome is Disposition.ANSWERED:
+            state = LiveState.TALKING
+        elif live.in_router:
+            state = LiveState.QUEUED
+        elif live.ivr_active:
+            state = LiveState.IVR
+        elif live.line_answered is not None:
+            state = LiveState.TALKING if live.kind == "bridge" else LiveState.ANSWERED
+        else:
+            state = LiveState.RINGING
+        if live.agent_answered is not None:
+            waited = live.wait_seconds
+        elif live.queued_at is not None:
+            waited = max(0.0, now - live.queued_at)
+        answered = live.agent_answered if live.queue is not None else live.line_answered
+        return LiveCallView(
+            call_id=live.call_id, caller=live.caller, callee=live.callee, kind=live.kind,
+            state=state.value, started=_utc(started),
+            answered=None if answered is None else _utc(answered),
+            queue=live.queue or live.requested_queue, agent=agent,
+            waited_seconds=_rounded(waited), duration_seconds=round(max(0.0, now - started), 3),
+            ivr_path=tuple(live.ivr_nodes))
+
     @property
     def pending_writes(self) -> int:
         return self._queue.qsize()
@@ -292,6 +383,10 @@ class CallRecorder:
             return
         live.caller, live.callee, live.kind = event.caller, event.callee, event.kind
         live.started = now
+        log.info("call %s started: %s -> %s (%s)", event.call_id, event.caller, event.callee,
+                 event.kind)
+        self._put(LiveCallRecord(event.call_id, event.caller, event.callee, _utc(now), event.kind,
+                                 self._site))
 
     def _on_line_answered(self, event: line_events.CallAnswered) -> None:
         live = self._call(event.call_id, self._clock())
@@ -368,6 +463,7 @@ class CallRecorder:
             live.queue = event.queue
             live.in_router = True
             live.entered_position = event.position
+            live.queued_at = event.at
         self._log(event.at, event.call_id, QueueEvent.ENTERQUEUE, queue=event.queue,
                   data={"position": event.position, "priority": event.priority,
                         "caller": live.caller if live else None})
@@ -577,7 +673,22 @@ class CallRecorder:
         while len(self._finished) > self._max_live:
             self._finished.popitem(last=False)
         self._flush_complete(live, live.cause)
-        self._put(self._record_of(live))
+        record = self._record_of(live)
+        duration = live.line_duration
+        log.info("call %s ended: %s -> %s %s%s%s%s", live.call_id, record.caller or "?",
+                 record.callee or "?", record.disposition,
+                 "" if live.cause is None else f" ({live.cause})",
+                 "" if duration is None else f" after {duration:.1f} s",
+                 "" if record.agent is None else f", agent {record.agent}")
+        self._put(record)
+        if self._details is not None:
+            try:
+                details = self._details(live.call_id, record.ended or _utc(self._clock()))
+            except Exception:
+                log.exception("call %s: gathering its routing/IVR/context failed", live.call_id)
+                details = None
+            if details is not None:
+                self._put(details)
 
     def _flush_complete(self, live: _LiveCall, cause: str | None) -> None:
         if live.complete is not None:
@@ -680,7 +791,7 @@ class CallRecorder:
     def _count_drop(self, item: _Write, reason: str, count: int = 1) -> None:
         self.dropped[reason] += count
         if self._dropped_metric is not None:
-            kind = "call_record" if isinstance(item, CallRecord) else "queue_log"
+            kind = _WRITE_KINDS[type(item)]
             self._dropped_metric.labels(kind, reason).inc(count)
         if reason == "overflow" and self.dropped[reason] & (self.dropped[reason] - 1) == 0:
             # Logged at 1, 2, 4, 8, ... drops so an outage does not flood the log.
@@ -701,15 +812,24 @@ class CallRecorder:
     async def _write(self, batch: list[_Write]) -> None:
         entries = [item for item in batch if isinstance(item, QueueLogEntry)]
         records = [item for item in batch if isinstance(item, CallRecord)]
-        if await self._persist(partial(self._store.append_history, records, entries)):
+        started = [item for item in batch if isinstance(item, LiveCallRecord)]
+        details = [item for item in batch if isinstance(item, CallDetails)]
+        if await self._persist(partial(self._store.append_history, records, entries,
+                                       started=started, details=details)):
             return
         # The batch was refused: write item by item, so one bad line loses only itself.
+        for call in started:
+            if not await self._persist(partial(self._store.append_history, (), (), started=[call])):
+                self._count_drop(call, "rejected")
         for entry in entries:
             if not await self._persist(partial(self._store.append_history, (), [entry])):
                 self._count_drop(entry, "rejected")
         for record in records:
             if not await self._persist(partial(self._store.append_history, [record], ())):
                 self._count_drop(record, "rejected")
+        for detail in details:
+            if not await self._persist(partial(self._store.append_history, (), (), details=[detail])):
+                self._count_drop(detail, "rejected")
 
     async def _persist(self, write: Callable[[], Awaitable[object]]) -> bool:
         """Run ``write`` until it succeeds (True) or is refused for good (False)."""

@@ -46,6 +46,8 @@ class Binding:
 
 
 ReachabilityListener = Callable[[str, bool], None]
+# Called with a user's bindings (empty: none left) whenever a REGISTER changed them.
+BindingsListener = Callable[[str, list["Binding"]], None]
 
 
 class Registrar:
@@ -56,6 +58,7 @@ class Registrar:
         self.settings = settings
         self._bindings: dict[str, dict[str, Binding]] = {}
         self.listeners: list[ReachabilityListener] = []
+        self.bindings_listeners: list[BindingsListener] = []
 
     # -- queries ---------------------------------------------------------------
     def bindings(self, user: str, now: float, *, answering_only: bool = False) -> list[Binding]:
@@ -175,10 +178,22 @@ class Registrar:
                                   {**_without_expires(binding.contact.params),
                                    "expires": str(binding.remaining(now))})
             response.add_header("Contact", str(contact))
+        for listener in self.bindings_listeners:
+            listener(user, list(current.values()))
         if not current:
             del self._bindings[user]
         self._notify(user, was_reachable, now)
         return response
+
+    def restore(self, binding: Binding, now: float) -> bool:
+        """Take back a binding kept from before a restart; False (ignored) when it has
+        expired or its account no longer exists."""
+        if binding.expires_at <= now or binding.user not in self.accounts:
+            return False
+        was_reachable = bool(self.bindings(binding.user, now, answering_only=True))
+        self._bindings.setdefault(binding.user, {})[_contact_key(binding.contact)] = binding
+        self._notify(binding.user, was_reachable, now)
+        return True
 
     def _requested_expiry(self, contact: NameAddress, expires_header: int | None) -> int:
         value = contact.params.get("expires")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import ipaddress
 import logging
 import os
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,8 @@ from monitoring.metrics import TelephonyMetrics
 from pbx.api import create_api
 from pbx.applications import ApplicationDirectory
 from pbx.calls import CallManager
-from pbx.config import ServerConfig
+from pbx.config import HttpSettings, ServerConfig
+from pbx.durable_registrations import DurableRegistrations
 from pbx.endpoint import ALLOW, SipEndpoint, new_tag
 from pbx.events import AgentOffered, EventBus, RegistrationChanged
 from pbx.http import create_http_app
@@ -33,9 +36,9 @@ from pbx.screen_pop import ScreenPop
 from pbx.sip.digest import DigestAuthenticator
 from pbx.sip.message import Headers, Request, Response, make_response
 from pbx.sip.transaction import TimerConfig, TransactionKey
-from pbx.store import Store
+from pbx.store import CallDetails, Store
 from pbx.transport import Address, Transports
-from router import Reservation, Router, RouterError, UnknownAgent
+from router import Reservation, Router, RouterError, UnknownAgent, UnknownCall
 
 log = logging.getLogger("pbx.server")
 
@@ -43,6 +46,28 @@ HOUSEKEEPING_INTERVAL = 1.0
 ROUTER_TICK_INTERVAL = 0.25  # ring timeouts, wrap-ups and announcements run at this granularity
 LOOP_LAG_PROBE_INTERVAL = 0.1
 RECONCILE_EVERY = 10  # housekeeping rounds between router/dialog reconciliations
+
+
+class UnsafeHttpListen(ValueError):
+    """The API would be reachable beyond this machine without a token."""
+
+
+def check_http_exposure(http: HttpSettings) -> None:
+    """Refuse an API without a token on anything but loopback; warn about it on loopback."""
+    if http.api_token:
+        return
+    try:
+        loopback = ipaddress.ip_address(http.host).is_loopback
+    except ValueError:
+        loopback = http.host == "localhost"
+    if not loopback:
+        raise UnsafeHttpListen(
+            f"HTTP listens on {http.host}:{http.port}, beyond loopback, and http.api_token is "
+            "not set: anyone who reaches it could read agents' and customers' data and change "
+            "the contact center. Set http.api_token, or listen on 127.0.0.1")
+    log.warning("the HTTP API has no token (http.api_token is not set): it is open to every "
+                "program on this machine and listens on loopback %s:%d only; set a token "
+                "before exposing it", http.host, http.port)
 
 
 class Server:
@@ -74,6 +99,7 @@ class Server:
         self.router = Router(time.time, rona_return_seconds=config.routing.rona_return_seconds)
         self.store: Store | None = None
         self.recorder: CallRecorder | None = None
+        self.durable_registrations: DurableRegistrations | None = None
         self.contact_center_metrics = ContactCenterMetrics(self.metrics.registry, self.router)
         self.contact_center_metrics.subscribe(self.events)
         self.queues = QueueService(self.router, self.calls, self.prompts, self.events,
@@ -93,11 +119,17 @@ class Server:
         self.endpoint.receive(data, source, transport)
 
     async def start(self) -> None:
+        check_http_exposure(self.config.http)
         self.var_dir.mkdir(parents=True, exist_ok=True)
         self.applications.prepare(list(self.config.extensions.values()))
         self.store = await Store.open(self.config.store_url)
+        # Calls a crash left in progress: recorded as interrupted before any new call starts.
+        for record in await self.store.close_interrupted_calls():
+            log.warning("call %s (%s -> %s, started %s) was in progress when the server stopped "
+                        "unexpectedly: recorded as interrupted", record.call_id, record.caller,
+                        record.callee, record.started.isoformat(timespec="seconds"))
         self.recorder = CallRecorder(self.store, self.events, self.ivr_calls, clock=time.time,
-                                     registry=self.metrics.registry)
+                                     registry=self.metrics.registry, details=self._call_details)
         self.recorder.start()
         center = self.config.contact_center
         await self.store.seed([a.profile for a in center.agents], center.queues, center.sites,
@@ -106,11 +138,15 @@ class Server:
         # Agents become reachable when their softphone registers, not before.
         for snapshot in self.router.agents():
             self.router.agent_reachable(snapshot.profile.extension, False)
+        # ... or when their registration, kept from before a restart, is still valid.
+        self.durable_registrations = DurableRegistrations(self.store, self.registrar, self.endpoint.now)
+        await self.durable_registrations.restore()
+        self.durable_registrations.start()
         for address in self.config.sip.listen:
             await self.transports.listen(address.transport, address.host, address.port)
         app = create_http_app(self._render_metrics, self._health)
         app.add_subapp("/api/v1", create_api(self.store, self.router, self.config.http.api_token,
-                                                  self.ivr_calls, self.screen_pop))
+                                             self.ivr_calls, self.screen_pop, self.recorder))
         self._http_runner = web.AppRunner(app, access_log=None)
         await self._http_runner.setup()
         site = web.TCPSite(self._http_runner, self.config.http.host, self.config.http.port)
@@ -129,6 +165,7 @@ class Server:
                  ", ".join(sorted(self.config.extensions)) or "none")
 
     async def stop(self) -> None:
+        log.info("shutting down: ending %d call(s) in progress", len(self.calls.calls))
         if self._housekeeping is not None:
             self._housekeeping.cancel()
         if self._router_ticker is not None:
@@ -146,9 +183,15 @@ class Server:
         if self._background:  # last-agent writes still under way
             await asyncio.gather(*self._background, return_exceptions=True)
         if self.recorder is not None:
+            log.info("shutting down: writing %d call record(s) and %d pending write(s)",
+                     self.recorder.live_calls, self.recorder.pending_writes)
             await self.recorder.close()
+        if self.durable_registrations is not None:
+            await self.durable_registrations.close()
         if self.store is not None:
+            log.info("shutting down: closing the store")
             await self.store.close()
+        log.info("Centralita stopped")
 
     async def _housekeep(self) -> None:
         loop = asyncio.get_running_loop()
@@ -215,6 +258,22 @@ class Server:
             await self.store.record_last_agent(caller, agent)
         except Exception:
             log.exception("cannot store agent %s as the last agent of %s", agent, caller)
+
+    def _call_details(self, call_id: str, ended: datetime) -> CallDetails | None:
+        """A finished call's routing, IVR path and context, as the store keeps them."""
+        try:
+            routing: list[dict[str, Any]] | None = [
+                decision.to_dict() for decision in self.router.explain(call_id)] or None
+        except UnknownCall:
+            routing = None
+        ivr = self.ivr_calls.get(call_id) if call_id in self.ivr_calls else None
+        try:
+            context: dict[str, Any] | None = self.screen_pop.context(call_id)
+        except KeyError:
+            context = None
+        if routing is None and ivr is None and context is None:
+            return None
+        return CallDetails(call_id, ended, routing, ivr, context)
 
     def _agent_ringing(self, queued: QueuedCall, reservation: Reservation) -> None:
         """Screen-pop: everything the agent should see when the phone rings."""

@@ -9,7 +9,9 @@ from pbx.api import agents, calls, customers, history, queues, sites
 from pbx.api.calls import IVR_CALLS, SCREEN_POP
 from pbx.api.endpoint import ROUTER, STORE, Endpoint
 from pbx.api.errors import bearer_token_check, json_errors
+from pbx.api.history import LIVE_CALLS
 from pbx.api.openapi import build_openapi
+from pbx.records import CallRecorder
 from pbx.screen_pop import ScreenPop
 from pbx.store import Store
 from router import Router
@@ -33,10 +35,12 @@ async def openapi_document(request: web.Request) -> web.Response:
 
 def create_api(store: Store, router: Router, token: str | None,
                ivr_calls: IvrCallLog | None = None,
-               screen_pop: ScreenPop | None = None) -> web.Application:
+               screen_pop: ScreenPop | None = None,
+               live_calls: CallRecorder | None = None) -> web.Application:
     """The API as a sub-application, for ``app.add_subapp("/api/v1", create_api(...))``.
 
-    With ``token`` set, every request but GET/HEAD/OPTIONS needs ``Authorization: Bearer <token>``.
+    With ``token`` set, every request needs ``Authorization: Bearer <token>``.
+    ``live_calls`` (the call recorder) serves the calls in progress.
     The router is synchronous and owned by the event loop's thread; handlers call it directly.
     """
     app = web.Application(middlewares=[json_errors, bearer_token_check(token)])
@@ -46,6 +50,8 @@ def create_api(store: Store, router: Router, token: str | None,
         app[IVR_CALLS] = ivr_calls
     if screen_pop is not None:
         app[SCREEN_POP] = screen_pop
+    if live_calls is not None:
+        app[LIVE_CALLS] = live_calls
     for endpoint in ENDPOINTS:
         app.router.add_route(endpoint.method, endpoint.path, endpoint.handler, name=endpoint.operation_id)
     app.router.add_get("/openapi.json", openapi_document, name="openapi")

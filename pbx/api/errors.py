@@ -1,4 +1,4 @@
-"""JSON errors for every failure, and the bearer-token check on changes."""
+"""JSON errors for every failure, and the bearer-token check on every request."""
 
 from __future__ import annotations
 
@@ -35,8 +35,6 @@ from router import (
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 _CODES_BY_STATUS = {
     400: "bad_request",
@@ -158,21 +156,23 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 
 
 def bearer_token_check(token: str | None) -> Middleware:
-    """Middleware requiring ``Authorization: Bearer <token>`` on every non-GET request.
+    """Middleware requiring ``Authorization: Bearer <token>`` on every request, reads
+    included (agents' and customers' data are personal).
 
-    Without a configured token the API is open (embedded, single-machine use).
+    Without a configured token the API is open (the demo, on loopback only). The token is
+    compared in constant time and never logged.
     """
     expected = None if token is None else token.encode()
 
     @web.middleware
     async def require_token(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if expected is not None and request.method not in SAFE_METHODS:
+        if expected is not None:
             scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
             if scheme.lower() != "bearer" or not presented:
                 raise ApiError(
                     401,
                     "unauthorized",
-                    "changes need an Authorization: Bearer <token> header",
+                    "the API needs an Authorization: Bearer <token> header",
                     headers={"WWW-Authenticate": 'Bearer realm="centralita"'},
                 )
             if not hmac.compare_digest(presented.strip().encode(), expected):

@@ -110,10 +110,8 @@ def _operation(endpoint: Endpoint, refs: _Refs) -> dict[str, Any]:
             response["content"] = _json_content(body)
         responses[str(status)] = response
     error_ref = {"$ref": refs[(ErrorBody, "serialization")]}
-    errors = set(endpoint.errors)
-    if endpoint.method != "GET":
-        errors.add(401)
-        operation["security"] = [{"bearer": []}]
+    errors = set(endpoint.errors) | {401}
+    operation["security"] = [{"bearer": []}]
     for status in sorted(errors):
         responses[str(status)] = {"description": _STATUS_TEXT[status], "content": _json_content(error_ref)}
     operation["responses"] = responses
@@ -131,8 +129,11 @@ def build_openapi(endpoints: Sequence[Endpoint], *, server_url: str) -> dict[str
             "operationId": "openapi",
             "summary": "This description",
             "tags": ["meta"],
+            "security": [{"bearer": []}],
             "responses": {
-                "200": {"description": "OK", "content": _json_content({"type": "object"})}
+                "200": {"description": "OK", "content": _json_content({"type": "object"})},
+                "401": {"description": _STATUS_TEXT[401],
+                        "content": _json_content({"$ref": refs[(ErrorBody, "serialization")]})},
             },
         }
     }
@@ -143,8 +144,9 @@ def build_openapi(endpoints: Sequence[Endpoint], *, server_url: str) -> dict[str
             "version": "1.0.0",
             "description": (
                 "Agents, queues, sites and customers of the Centralita contact center, the "
-                "agents' live state and the router's decisions. Reads are open; changes need "
-                "`Authorization: Bearer <token>` when the server has a token configured. Every "
+                "agents' live state, the calls in progress and finished, and the router's "
+                "decisions. Every request, reads included, needs `Authorization: Bearer <token>` "
+                "when the server has a token configured (`http.api_token`). Every "
                 "error is `{\"error\": {\"code\", \"message\", \"fields\"?}}`."
             ),
         },

@@ -188,11 +188,55 @@ def _add_queue_routing_options(connection: sa.Connection) -> None:
         connection.execute(sa.text(f"ALTER TABLE queues ADD COLUMN {column}"))
 
 
+def _create_durable_state_tables(connection: sa.Connection) -> None:
+    metadata = sa.MetaData()
+    timestamp = sa.DateTime(timezone=True)
+    sa.Table(
+        "registrations",
+        metadata,
+        sa.Column("user", sa.String, primary_key=True),
+        sa.Column("contact_uri", sa.String, primary_key=True),
+        sa.Column("contact", sa.String, nullable=False),
+        sa.Column("expires_at", timestamp, nullable=False),
+        sa.Column("call_id", sa.String, nullable=False),
+        sa.Column("cseq", sa.BigInteger, nullable=False),
+        sa.Column("source_host", sa.String, nullable=False),
+        sa.Column("source_port", sa.Integer, nullable=False),
+        sa.Column("transport", sa.String, nullable=False),
+        sa.Column("user_agent", sa.String, nullable=True),
+        sa.Index("ix_registrations_expires_at", "expires_at"),
+    )
+    sa.Table(
+        "live_calls",
+        metadata,
+        sa.Column("call_id", sa.String, primary_key=True),
+        sa.Column("caller", sa.String, nullable=False),
+        sa.Column("callee", sa.String, nullable=False),
+        sa.Column("kind", sa.String, nullable=True),
+        sa.Column("started", timestamp, nullable=False),
+        sa.Column("site", sa.String, nullable=True),
+    )
+    sa.Table(
+        "call_details",
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("call_id", sa.String, nullable=False),
+        sa.Column("ended", timestamp, nullable=False),
+        sa.Column("routing", _json(), nullable=True),
+        sa.Column("ivr", _json(), nullable=True),
+        sa.Column("context", _json(), nullable=True),
+        sa.Index("ix_call_details_call_id", "call_id"),
+    )
+    metadata.create_all(connection)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "configuration: sites, skills, agents, queues, customers", _create_configuration_tables),
     Migration(2, "history: call records and queue log", _create_history_tables),
     Migration(3, "queues: priority order, preferred-agent hold bound, service-level definition",
               _add_queue_routing_options),
+    Migration(4, "durable state: registrations, live calls, finished calls' details",
+              _create_durable_state_tables),
 )
 
 

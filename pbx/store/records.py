@@ -128,6 +128,55 @@ class QueueLogEntry:
 
 
 @dataclass(frozen=True)
+class RegistrationRecord:
+    """A registration binding as stored; ``expires_at`` is wall-clock time."""
+
+    user: str
+    contact: str
+    contact_uri: str
+    expires_at: datetime
+    call_id: str
+    cseq: int
+    source_host: str
+    source_port: int
+    transport: str
+    user_agent: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "expires_at", as_utc(self.expires_at))
+
+
+@dataclass(frozen=True)
+class LiveCallRecord:
+    """A call in progress as stored, so a crash leaves a trace of it."""
+
+    call_id: str
+    caller: str
+    callee: str
+    started: datetime
+    kind: str | None = None
+    site: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "started", as_utc(self.started))
+
+
+@dataclass(frozen=True)
+class CallDetails:
+    """What the API shows of a finished call beside its record: the router's decisions,
+    the IVR path and the agent's screen-pop context (each None when the call had none)."""
+
+    call_id: str
+    ended: datetime
+    routing: list[dict[str, Any]] | None = None
+    ivr: dict[str, Any] | None = None
+    context: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ended", as_utc(self.ended))
+
+
+@dataclass(frozen=True)
 class SeedReport:
     """What ``Store.seed`` changed: names of inserted and updated records per kind."""
 

@@ -31,10 +31,13 @@ from pbx.store.errors import (
 from pbx.store.migrations import migrate, schema_version
 from pbx.store.records import (
     AgentRecord,
+    CallDetails,
     CallRecord,
     CustomerRecord,
     CustomerTier,
+    LiveCallRecord,
     QueueLogEntry,
+    RegistrationRecord,
     SeedReport,
     SiteRecord,
     SkillRecord,
@@ -43,11 +46,14 @@ from pbx.store.records import (
 from pbx.store.tables import (
     AgentRow,
     AgentSkillRow,
+    CallDetailsRow,
     CallRecordRow,
     CustomerRow,
+    LiveCallRow,
     QueueLogRow,
     QueueRow,
     QueueSkillRow,
+    RegistrationRow,
     SiteRow,
     SkillRow,
 )
@@ -658,15 +664,35 @@ class Store:
             return _call_record_from_row(row)
 
     async def append_history(self, records: Sequence[CallRecord],
-                             entries: Sequence[QueueLogEntry]) -> None:
+                             entries: Sequence[QueueLogEntry], *,
+                             started: Sequence[LiveCallRecord] = (),
+                             details: Sequence[CallDetails] = ()) -> None:
         """Store a batch of call records and queue-log lines in one transaction.
 
         The call recorder's path: one multi-row INSERT per table, without the ORM's
         per-row bookkeeping and without reading the rows back (it needs no ids).
+        ``started`` calls are noted as in progress; each call record closes its call's
+        in-progress row; ``details`` are finished calls' routing, IVR path and context.
         """
-        if not records and not entries:
+        if not records and not entries and not started and not details:
             return
         async with self._engine.begin() as connection:
+            live = LiveCallRow.__table__  # type: ignore[attr-defined]
+            if started:
+                await connection.execute(sa.delete(live).where(
+                    live.c.call_id.in_([call.call_id for call in started])))
+                await connection.execute(sa.insert(live), [
+                    {"call_id": call.call_id, "caller": call.caller, "callee": call.callee,
+                     "kind": call.kind, "started": as_utc(call.started), "site": call.site}
+                    for call in started])
+            if records:
+                await connection.execute(sa.delete(live).where(
+                    live.c.call_id.in_([record.call_id for record in records])))
+            if details:
+                await connection.execute(sa.insert(CallDetailsRow.__table__), [  # type: ignore[attr-defined]
+                    {"call_id": d.call_id, "ended": as_utc(d.ended), "routing": d.routing,
+                     "ivr": d.ivr, "context": d.context}
+                    for d in details])
             if entries:
                 await connection.execute(sa.insert(QueueLogRow.__table__), [  # type: ignore[attr-defined]
                     {"time": as_utc(e.time), "call_id": e.call_id, "queue": e.queue, "agent": e.agent,
@@ -756,3 +782,83 @@ class Store:
         async with self._transaction() as session:
             return [_queue_log_from_row(row) for row in (await session.exec(query)).all()]
 
+
+    # -- finished calls' details ---------------------------------------------------------
+
+    async def call_details(self, call_id: str) -> CallDetails | None:
+        """The latest stored routing, IVR path and context of a finished call."""
+        query = (select(CallDetailsRow).where(col(CallDetailsRow.call_id) == call_id)
+                 .order_by(col(CallDetailsRow.id).desc()).limit(1))
+        async with self._transaction() as session:
+            row = (await session.exec(query)).first()
+        if row is None:
+            return None
+        return CallDetails(row.call_id, row.ended, row.routing, row.ivr, row.context)
+
+    # -- calls in progress ----------------------------------------------------------------
+
+    async def live_calls(self, *, site: str | None = None) -> list[LiveCallRecord]:
+        """The calls noted as in progress by ``site``'s server, oldest first."""
+        query = select(LiveCallRow).where(_same_site(col(LiveCallRow.site), site))
+        async with self._transaction() as session:
+            rows = (await session.exec(query.order_by(col(LiveCallRow.started)))).all()
+        return [LiveCallRecord(row.call_id, row.caller, row.callee, row.started, row.kind, row.site)
+                for row in rows]
+
+    async def close_interrupted_calls(self, *, site: str | None = None) -> list[CallRecord]:
+        """Turn the calls a previous run of ``site``'s server left in progress (it crashed)
+        into call records with disposition ``interrupted``; returns those records.
+
+        Call at start-up, before any new call is noted.
+        """
+        async with self._transaction() as session:
+            query = select(LiveCallRow).where(_same_site(col(LiveCallRow.site), site))
+            rows = (await session.exec(query.order_by(col(LiveCallRow.started)))).all()
+            records = [CallRecordRow(call_id=row.call_id, caller=row.caller, callee=row.callee,
+                                     started=as_utc(row.started), disposition="interrupted",
+                                     site=row.site)
+                       for row in rows]
+            session.add_all(records)
+            for row in rows:
+                await session.delete(row)
+            await session.flush()
+            return [_call_record_from_row(record) for record in records]
+
+    # -- registrations ------------------------------------------------------------------
+
+    async def replace_registrations(self, bindings: Mapping[str, Sequence[RegistrationRecord]]) -> None:
+        """Make each user's stored bindings exactly the ones given (none: unregistered)."""
+        if not bindings:
+            return
+        table = RegistrationRow.__table__  # type: ignore[attr-defined]
+        rows = [
+            {"user": r.user, "contact_uri": r.contact_uri, "contact": r.contact,
+             "expires_at": as_utc(r.expires_at), "call_id": r.call_id, "cseq": r.cseq,
+             "source_host": r.source_host, "source_port": r.source_port,
+             "transport": r.transport, "user_agent": r.user_agent}
+            for records in bindings.values() for r in records
+        ]
+        async with self._engine.begin() as connection:
+            await connection.execute(sa.delete(table).where(table.c.user.in_(list(bindings))))
+            if rows:
+                await connection.execute(sa.insert(table), rows)
+
+    async def registrations(self, now: datetime) -> list[RegistrationRecord]:
+        """Every binding still valid at ``now``; expired ones are deleted on the way."""
+        table = RegistrationRow.__table__  # type: ignore[attr-defined]
+        async with self._engine.begin() as connection:
+            await connection.execute(sa.delete(table).where(table.c.expires_at <= as_utc(now)))
+            result = await connection.execute(
+                sa.select(table).order_by(table.c.user, table.c.contact_uri))
+            return [
+                RegistrationRecord(
+                    user=row.user, contact=row.contact, contact_uri=row.contact_uri,
+                    expires_at=row.expires_at, call_id=row.call_id, cseq=row.cseq,
+                    source_host=row.source_host, source_port=row.source_port,
+                    transport=row.transport, user_agent=row.user_agent)
+                for row in result
+            ]
+
+
+def _same_site(column: Any, site: str | None) -> Any:
+    return column.is_(None) if site is None else column == site

@@ -150,6 +150,51 @@ class QueueLogRow(SQLModel, table=True):
     data: dict[str, Any] = Field(default_factory=dict, sa_type=JSON_DOCUMENT)
 
 
+class RegistrationRow(SQLModel, table=True):
+    """A phone's registration binding, so a restart finds the phone where it was."""
+
+    __tablename__ = "registrations"
+    __table_args__ = (sa.Index("ix_registrations_expires_at", "expires_at"),)
+
+    user: str = Field(primary_key=True)
+    contact_uri: str = Field(primary_key=True)
+    contact: str  # the whole Contact value, parameters included
+    expires_at: datetime = Field(sa_type=TIMESTAMP)
+    call_id: str
+    cseq: int = Field(sa_type=sa.BigInteger)
+    source_host: str
+    source_port: int
+    transport: str
+    user_agent: str | None = None
+
+
+class LiveCallRow(SQLModel, table=True):
+    """A call in progress: written when it starts, deleted when its record is written."""
+
+    __tablename__ = "live_calls"
+
+    call_id: str = Field(primary_key=True)
+    caller: str
+    callee: str
+    kind: str | None = None
+    started: datetime = Field(sa_type=TIMESTAMP)
+    site: str | None = None
+
+
+class CallDetailsRow(SQLModel, table=True):
+    """A finished call's routing decisions, IVR path and screen-pop context, for the API."""
+
+    __tablename__ = "call_details"
+    __table_args__ = (sa.Index("ix_call_details_call_id", "call_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    call_id: str
+    ended: datetime = Field(sa_type=TIMESTAMP)
+    routing: list[dict[str, Any]] | None = Field(default=None, sa_type=JSON_DOCUMENT)
+    ivr: dict[str, Any] | None = Field(default=None, sa_type=JSON_DOCUMENT)
+    context: dict[str, Any] | None = Field(default=None, sa_type=JSON_DOCUMENT)
+
+
 STORE_TABLES: tuple[type[SQLModel], ...] = (
     SiteRow,
     SkillRow,
@@ -160,4 +205,7 @@ STORE_TABLES: tuple[type[SQLModel], ...] = (
     CustomerRow,
     CallRecordRow,
     QueueLogRow,
+    RegistrationRow,
+    LiveCallRow,
+    CallDetailsRow,
 )

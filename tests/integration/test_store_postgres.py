@@ -141,7 +141,7 @@ async def test_upgrade_from_step_one_keeps_data(postgres_server: PostgresServer)
             assert await store.call_records() == []
         finally:
             await store.close()
-        assert await _applied_versions(url) == [1, 2]
+        assert await _applied_versions(url) == list(range(1, len(MIGRATIONS) + 1))
 
 
 async def test_concurrent_opens_apply_each_step_once(postgres_server: PostgresServer) -> None:
@@ -149,7 +149,7 @@ async def test_concurrent_opens_apply_each_step_once(postgres_server: PostgresSe
         stores = await asyncio.gather(*(Store.open(url) for _ in range(6)))
         for store in stores:
             await store.close()
-        assert await _applied_versions(url) == [1, 2]
+        assert await _applied_versions(url) == list(range(1, len(MIGRATIONS) + 1))
 
 
 async def test_two_processes_opening_together_apply_each_step_once(
@@ -181,4 +181,4 @@ async def test_two_processes_opening_together_apply_each_step_once(
         for process, (stdout, stderr) in zip(processes, outputs, strict=True):
             assert process.returncode == 0, stderr.decode()
             assert stdout.decode().strip() == str(len(MIGRATIONS))
-        assert await _applied_versions(url) == [1, 2]
+        assert await _applied_versions(url) == list(range(1, len(MIGRATIONS) + 1))

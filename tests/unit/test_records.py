@@ -550,19 +550,23 @@ async def test_a_database_outage_is_retried_until_it_ends(store: Store, clock: C
 
 async def test_a_full_write_queue_drops_the_oldest_and_counts_them(store: Store,
                                                                    clock: Clock) -> None:
-    center = Center(store, clock, max_pending=3)  # writer not started: nothing drains
+    # Each call is two writes: noted in progress at its start, its record at its end.
+    center = Center(store, clock, max_pending=6)  # writer not started: nothing drains
     for number in range(5):
         center.publish(CallStarted(f"q{number}", "1001", "1002", "bridge"),
                        CallEnded(f"q{number}", "bridge", "cancelled", 487, 1.0))
-    assert center.recorder.pending_writes == 3
-    assert center.recorder.dropped["overflow"] == 2
+    assert center.recorder.pending_writes == 6
+    assert center.recorder.dropped["overflow"] == 4
     assert sample(center.registry, "centralita_call_records_dropped_total",
                   kind="call_record", reason="overflow") == 2
-    assert sample(center.registry, "centralita_call_records_pending") == 3
+    assert sample(center.registry, "centralita_call_records_dropped_total",
+                  kind="live_call", reason="overflow") == 2
+    assert sample(center.registry, "centralita_call_records_pending") == 6
     center.recorder.start()
     await center.recorder.close()
     stored = await store.call_records()
     assert [record.call_id for record in stored] == ["q2", "q3", "q4"]
+    assert await store.live_calls() == []
 
 
 async def test_flush_before_start_is_an_error(store: Store, clock: Clock) -> None:

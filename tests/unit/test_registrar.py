@@ -1,3 +1,4 @@
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -162,3 +163,30 @@ def test_a_phone_that_stops_answering_is_unreachable_and_skipped(registrar: Regi
     assert seen == [("1001", True), ("1001", False)]
     registrar.set_answering(first, True, 2.0)
     assert seen[-1] == ("1001", True)
+
+
+def test_bindings_listeners_hear_every_change_of_an_accounts_bindings(registrar: Registrar):
+    heard: list[tuple[str, list[str]]] = []
+    registrar.bindings_listeners.append(
+        lambda user, bindings: heard.append((user, [b.contact_uri for b in bindings])))
+    authenticated_register(registrar)
+    authenticated_register(registrar, cseq=3)  # a refresh changes the expiry only
+    authenticated_register(registrar, expires="0", cseq=5)
+    assert heard == [("1001", ["sip:1001@127.0.0.1:40000"]),
+                     ("1001", ["sip:1001@127.0.0.1:40000"]),
+                     ("1001", [])]
+
+
+def test_a_restored_binding_makes_the_account_reachable_until_it_expires(registrar: Registrar):
+    reachable: list[tuple[str, bool]] = []
+    registrar.listeners.append(lambda user, now_reachable: reachable.append((user, now_reachable)))
+    authenticated_register(registrar)
+    [binding] = registrar.bindings("1001", 0.0)
+    fresh = Registrar(CONFIG.accounts, registrar.authenticator, CONFIG.sip)
+    fresh.listeners.append(lambda user, now_reachable: reachable.append((user, now_reachable)))
+    assert fresh.restore(binding, 10.0)
+    assert fresh.bindings("1001", 10.0) == [binding]
+    assert not fresh.restore(dataclasses.replace(binding, user="9999"), 10.0)  # no such account
+    assert not fresh.restore(binding, 700.0)  # expired meanwhile
+    fresh.expire(700.0)
+    assert reachable == [("1001", True), ("1001", True), ("1001", False)]

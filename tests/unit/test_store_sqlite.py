@@ -16,6 +16,7 @@ from pbx.store import (
     CustomerRecord,
     CustomerTier,
     InUse,
+    MIGRATIONS,
     MissingReference,
     NotFound,
     QueueLogEntry,

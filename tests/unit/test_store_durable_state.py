@@ -1,0 +1,86 @@
+"""The store's durable runtime state on SQLite: registrations, calls in progress, and
+finished calls' details (routing, IVR path, screen-pop context)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from pbx.store import CallDetails, CallRecord, LiveCallRecord, RegistrationRecord, Store
+
+NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    opened = await Store.open(f"sqlite+aiosqlite:///{tmp_path}/state.db")
+    yield opened
+    await opened.close()
+
+
+def binding(user: str, port: int, *, expires_in: float = 3600, cseq: int = 1) -> RegistrationRecord:
+    return RegistrationRecord(
+        user=user, contact=f"<sip:{user}@127.0.0.1:{port}>;+sip.instance=\"<urn:x>\"",
+        contact_uri=f"sip:{user}@127.0.0.1:{port}", expires_at=NOW + timedelta(seconds=expires_in),
+        call_id=f"reg-{user}", cseq=cseq, source_host="127.0.0.1", source_port=port,
+        transport="udp", user_agent="SIPp")
+
+
+async def test_registrations_are_replaced_per_user_and_expired_ones_dropped(store: Store) -> None:
+    await store.replace_registrations({"1001": [binding("1001", 5071), binding("1001", 5072)],
+                                       "1002": [binding("1002", 5073, expires_in=10)]})
+    assert await store.registrations(NOW) == [binding("1001", 5071), binding("1001", 5072),
+                                              binding("1002", 5073, expires_in=10)]
+    # A re-REGISTER of one account leaves the others alone; an unregistration empties it.
+    await store.replace_registrations({"1001": [binding("1001", 5072, cseq=2)]})
+    await store.replace_registrations({"1003": [binding("1003", 5074)], "1004": []})
+    assert await store.registrations(NOW) == [binding("1001", 5072, cseq=2),
+                                              binding("1002", 5073, expires_in=10),
+                                              binding("1003", 5074)]
+    later = NOW + timedelta(seconds=60)
+    assert [r.user for r in await store.registrations(later)] == ["1001", "1003"]
+    # Gone for good, not just filtered.
+    assert [r.user for r in await store.registrations(NOW)] == ["1001", "1003"]
+
+
+async def test_calls_left_in_progress_become_interrupted_records(store: Store) -> None:
+    await store.append_history([], [], started=[
+        LiveCallRecord("a", "600100", "100", NOW, "application"),
+        LiveCallRecord("b", "1001", "1002", NOW + timedelta(seconds=1), "bridge"),
+        LiveCallRecord("c", "600200", "100", NOW + timedelta(seconds=2), "application")])
+    # "b" ended normally: its record closes its in-progress row in the same transaction.
+    await store.append_history([CallRecord("b", "1001", "1002", NOW + timedelta(seconds=1),
+                                           ended=NOW + timedelta(seconds=9),
+                                           disposition="answered")], [])
+    assert [call.call_id for call in await store.live_calls()] == ["a", "c"]
+
+    interrupted = await store.close_interrupted_calls()
+    assert [(r.call_id, r.caller, r.callee, r.started, r.disposition, r.ended)
+            for r in interrupted] == [
+        ("a", "600100", "100", NOW, "interrupted", None),
+        ("c", "600200", "100", NOW + timedelta(seconds=2), "interrupted", None)]
+    assert await store.live_calls() == []
+    assert [(r.call_id, r.disposition) for r in await store.call_records()] == [
+        ("a", "interrupted"), ("b", "answered"), ("c", "interrupted")]
+    assert await store.close_interrupted_calls() == []
+
+
+async def test_a_site_closes_only_its_own_interrupted_calls(store: Store) -> None:
+    await store.append_history([], [], started=[
+        LiveCallRecord("m", "1", "100", NOW, site="madrid"),
+        LiveCallRecord("b", "2", "100", NOW, site="bogota")])
+    assert [r.call_id for r in await store.close_interrupted_calls(site="madrid")] == ["m"]
+    assert [c.call_id for c in await store.live_calls(site="bogota")] == ["b"]
+
+
+async def test_finished_calls_details_round_trip_and_the_latest_wins(store: Store) -> None:
+    assert await store.call_details("x") is None
+    routing = [{"trigger": "enqueue", "chosen": "1001", "candidates": []}]
+    ivr = {"call_id": "x", "path": [{"node": "welcome", "at": 0.0}], "outcome": "enqueued"}
+    context = {"call_id": "x", "agent": "1001", "queue": "billing", "ivr": ivr}
+    await store.append_history([], [], details=[CallDetails("x", NOW, routing, None, None)])
+    await store.append_history([], [], details=[CallDetails("x", NOW, routing, ivr, context)])
+    assert await store.call_details("x") == CallDetails("x", NOW, routing, ivr, context)
