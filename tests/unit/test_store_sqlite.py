@@ -16,7 +16,6 @@ from pbx.store import (
     CustomerRecord,
     CustomerTier,
     InUse,
-    MIGRATIONS,
     MissingReference,
     NotFound,
     QueueLogEntry,
