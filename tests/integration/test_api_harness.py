@@ -165,6 +165,7 @@ async def test_the_api_is_served_under_its_mount_point(api: ApiClient) -> None:
     assert reply.body["servers"] == [{"url": API_PREFIX}]
 
 
-async def test_reads_need_no_token(api: ApiClient) -> None:
+async def test_reads_need_the_token_too(api: ApiClient) -> None:
     reply = await api.call("GET", "/agents", authorize=False)
-    assert (reply.status, reply.body) == (200, [])
+    assert reply.status == 401
+    assert (await api.get("/agents")).body == []

@@ -168,7 +168,12 @@ async def test_history_is_described_in_openapi(api: ApiClient) -> None:
     paths = document["paths"]
     one = paths["/calls/{call_id}"]["get"]
     assert one["responses"]["200"]["content"]["application/json"]["schema"] == {
-        "$ref": "#/components/schemas/CallHistoryView"}
+        "$ref": "#/components/schemas/CallView"}
+    assert document["components"]["schemas"]["CallView"]["anyOf"] == [
+        {"$ref": "#/components/schemas/CallHistoryView"},
+        {"$ref": "#/components/schemas/LiveCallDetailView"}]
+    live = paths["/calls/live"]["get"]["responses"]["200"]["content"]["application/json"]
+    assert live["schema"]["items"] == {"$ref": "#/components/schemas/LiveCallModel"}
     assert "404" in one["responses"]
     listing = paths["/calls"]["get"]
     assert listing["responses"]["200"]["content"]["application/json"]["schema"]["type"] == "array"

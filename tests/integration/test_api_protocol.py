@@ -144,8 +144,8 @@ async def test_openapi_describes_every_route(api: ApiClient) -> None:
     for path, operations in document["paths"].items():
         for method, operation in operations.items():
             assert operation["responses"], (method, path)
-            if method != "get":
-                assert "401" in operation["responses"], (method, path)
+            assert "401" in operation["responses"], (method, path)
+            assert operation["security"] == [{"bearer": []}], (method, path)
             for status, response in operation["responses"].items():
                 if int(status) >= 400:
                     schema = response["content"]["application/json"]["schema"]
