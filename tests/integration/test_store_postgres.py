@@ -18,10 +18,13 @@ from pbx.store import (
     MIGRATIONS,
     AgentRecord,
     AlreadyExists,
+    CallDetails,
     CallRecord,
     CustomerRecord,
     CustomerTier,
+    LiveCallRecord,
     QueueLogEntry,
+    RegistrationRecord,
     SiteRecord,
     Store,
     create_store_engine,
@@ -182,3 +185,25 @@ async def test_two_processes_opening_together_apply_each_step_once(
             assert process.returncode == 0, stderr.decode()
             assert stdout.decode().strip() == str(len(MIGRATIONS))
         assert await _applied_versions(url) == list(range(1, len(MIGRATIONS) + 1))
+
+
+async def test_durable_state_round_trip(store: Store) -> None:
+    now = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+    record = RegistrationRecord(
+        user="1001", contact="<sip:1001@127.0.0.1:5071>;expires=3600",
+        contact_uri="sip:1001@127.0.0.1:5071", expires_at=now + timedelta(hours=1),
+        call_id="reg-1", cseq=2**31 + 5, source_host="127.0.0.1", source_port=5071,
+        transport="udp", user_agent=None)
+    await store.replace_registrations({"1001": [record], "1002": []})
+    assert await store.registrations(now) == [record]
+    assert await store.registrations(now + timedelta(hours=2)) == []
+
+    await store.append_history([], [], started=[LiveCallRecord("a", "600", "100", now, "application")])
+    assert [call.call_id for call in await store.live_calls()] == ["a"]
+    [interrupted] = await store.close_interrupted_calls()
+    assert (interrupted.call_id, interrupted.disposition, interrupted.started) == ("a", "interrupted", now)
+    assert await store.live_calls() == []
+
+    details = CallDetails("a", now, [{"chosen": "1001"}], {"path": []}, {"agent": "1001"})
+    await store.append_history([], [], details=[details])
+    assert await store.call_details("a") == details

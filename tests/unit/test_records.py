@@ -31,7 +31,7 @@ from ivr.events import (
 )
 from pbx.events import CallAnswered, CallEnded, CallStarted, CallTransferred, EventBus
 from pbx.records import CallRecorder, Disposition, QueueEvent
-from pbx.store import CallRecord, QueueLogEntry, Store
+from pbx.store import CallDetails, CallRecord, QueueLogEntry, Store
 from router import AgentProfile, AgentState, Call, QueueConfig, Router, UnknownCall
 
 T0 = 1_700_000_000.0
@@ -587,5 +587,58 @@ async def test_many_calls_are_written_in_batches(store: Store, clock: Clock) -> 
         stored = await store.call_records(limit=100)
         assert sorted(record.call_id for record in stored) == sorted(f"b{n}" for n in range(40))
         assert {record.disposition for record in stored} == {"answered"}
+    finally:
+        await center.recorder.close()
+
+
+# ---------------------------------------------------------------------- live calls, crash trace
+
+
+async def test_a_call_in_progress_shows_what_it_is_doing_and_is_noted_in_the_store(
+        store: Store, clock: Clock) -> None:
+    gathered: list[str] = []
+
+    def details(call_id: str, ended: datetime) -> CallDetails:
+        gathered.append(call_id)
+        return CallDetails(call_id, ended, [{"chosen": "1002"}], {"outcome": "enqueued"},
+                           {"agent": "1002"})
+
+    center = Center(store, clock, details=details)
+    center.recorder.start()
+    try:
+        def state() -> tuple[str, str | None, float | None]:
+            view = center.recorder.live_call("c1")
+            assert view is not None
+            return view.state, view.agent, view.waited_seconds
+
+        center.inbound("c1")
+        center.ivr("c1", "welcome", "main_menu")
+        assert state() == ("ivr", None, None)
+        await center.recorder.flush()
+        assert [call.call_id for call in await store.live_calls(site="madrid")] == ["c1"]
+
+        center.enqueue("c1")
+        clock.advance(7)
+        assert state() == ("queued", None, 7.0)
+        reservation = center.offer()
+        assert state() == ("offering", "1001", 7.0)
+        center.route(lambda: center.router.ringing(reservation))
+        clock.advance(2)
+        assert state() == ("agent_ringing", "1001", 9.0)
+        center.route(lambda: center.router.answered(reservation))
+        clock.advance(30)
+        assert state() == ("talking", "1001", 9.0)
+        [view] = center.recorder.live_call_views()
+        assert (view.queue, view.ivr_path, view.duration_seconds) == (
+            "sales", ("welcome", "main_menu"), 39.0)
+
+        center.line_ends("c1")
+        assert center.recorder.live_call("c1") is None
+        assert center.recorder.live_call_views() == []
+        await center.recorder.flush()
+        assert await store.live_calls(site="madrid") == []
+        assert gathered == ["c1"]
+        stored = await store.call_details("c1")
+        assert stored is not None and stored.context == {"agent": "1002"}
     finally:
         await center.recorder.close()
