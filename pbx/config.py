@@ -230,7 +230,12 @@ def _http(reader: DocumentReader, data: Any) -> HttpSettings:
             reader.fail(f"{path}.listen", str(exc))
     else:
         reader.fail(f"{path}.listen", "must be a string HOST:PORT")
-    return HttpSettings(host, port, reader.text(section, "api_token", path))
+    token = reader.text(section, "api_token", path)
+    if token is not None and (not token or any(c.isspace() for c in token)):
+        # An empty token would lock every client out while looking like "no token".
+        reader.fail(f"{path}.api_token", "must be a non-empty string without spaces, or null")
+        token = None
+    return HttpSettings(host, port, token)
 
 
 def _accounts(reader: DocumentReader, data: Any) -> dict[str, Account]:

@@ -385,8 +385,7 @@ class CallRecorder:
         live.started = now
         log.info("call %s started: %s -> %s (%s)", event.call_id, event.caller, event.callee,
                  event.kind)
-        self._put(LiveCallRecord(event.call_id, event.caller, event.callee, _utc(now), event.kind,
-                                 self._site))
+        self._note_in_progress(live)
 
     def _on_line_answered(self, event: line_events.CallAnswered) -> None:
         live = self._call(event.call_id, self._clock())
@@ -464,6 +463,7 @@ class CallRecorder:
             live.in_router = True
             live.entered_position = event.position
             live.queued_at = event.at
+            self._note_in_progress(live)
         self._log(event.at, event.call_id, QueueEvent.ENTERQUEUE, queue=event.queue,
                   data={"position": event.position, "priority": event.priority,
                         "caller": live.caller if live else None})
@@ -520,6 +520,7 @@ class CallRecorder:
                 live.agent_answered = event.at
                 live.wait_seconds = event.waited_seconds
             live.router_outcome = Disposition.ANSWERED
+            self._note_in_progress(live)
         self._log(event.at, event.call_id, QueueEvent.CONNECT, queue=event.queue, agent=event.agent,
                   data={"waited_seconds": _rounded(event.waited_seconds),
                         "within_sla": event.within_sla, "rang_seconds": _rounded(rang)})
@@ -641,6 +642,15 @@ class CallRecorder:
         if offer is not None:
             return offer.queue
         return live.queue if live is not None else None
+
+    def _note_in_progress(self, live: _LiveCall) -> None:
+        """Write where the call stands, so a crash leaves it recorded as interrupted."""
+        if live.started is None:
+            return  # not a call of this server's line (events of an unknown call)
+        self._put(LiveCallRecord(
+            live.call_id, live.caller, live.callee, _utc(live.started), live.kind, self._site,
+            live.queue, live.agent,
+            None if live.agent_answered is None else _utc(live.agent_answered)))
 
     def _settle(self, live: _LiveCall) -> None:
         """Write the CDR when nothing more is expected; else wait a while after the hang-up."""

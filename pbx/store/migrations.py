@@ -214,6 +214,9 @@ def _create_durable_state_tables(connection: sa.Connection) -> None:
         sa.Column("callee", sa.String, nullable=False),
         sa.Column("kind", sa.String, nullable=True),
         sa.Column("started", timestamp, nullable=False),
+        sa.Column("answered", timestamp, nullable=True),
+        sa.Column("queue", sa.String, nullable=True),
+        sa.Column("agent", sa.String, nullable=True),
         sa.Column("site", sa.String, nullable=True),
     )
     sa.Table(

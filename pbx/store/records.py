@@ -148,7 +148,8 @@ class RegistrationRecord:
 
 @dataclass(frozen=True)
 class LiveCallRecord:
-    """A call in progress as stored, so a crash leaves a trace of it."""
+    """A call in progress as stored, so a crash leaves a trace of it: noted when it
+    starts, noted again when it enters a queue and when an agent answers."""
 
     call_id: str
     caller: str
@@ -156,9 +157,14 @@ class LiveCallRecord:
     started: datetime
     kind: str | None = None
     site: str | None = None
+    queue: str | None = None
+    agent: str | None = None
+    answered: datetime | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "started", as_utc(self.started))
+        if self.answered is not None:
+            object.__setattr__(self, "answered", as_utc(self.answered))
 
 
 @dataclass(frozen=True)

@@ -679,12 +679,14 @@ class Store:
         async with self._engine.begin() as connection:
             live = LiveCallRow.__table__  # type: ignore[attr-defined]
             if started:
-                await connection.execute(sa.delete(live).where(
-                    live.c.call_id.in_([call.call_id for call in started])))
+                latest = {call.call_id: call for call in started}  # a call noted again wins
+                await connection.execute(sa.delete(live).where(live.c.call_id.in_(list(latest))))
                 await connection.execute(sa.insert(live), [
                     {"call_id": call.call_id, "caller": call.caller, "callee": call.callee,
-                     "kind": call.kind, "started": as_utc(call.started), "site": call.site}
-                    for call in started])
+                     "kind": call.kind, "started": as_utc(call.started),
+                     "answered": None if call.answered is None else as_utc(call.answered),
+                     "queue": call.queue, "agent": call.agent, "site": call.site}
+                    for call in latest.values()])
             if records:
                 await connection.execute(sa.delete(live).where(
                     live.c.call_id.in_([record.call_id for record in records])))
@@ -802,7 +804,8 @@ class Store:
         query = select(LiveCallRow).where(_same_site(col(LiveCallRow.site), site))
         async with self._transaction() as session:
             rows = (await session.exec(query.order_by(col(LiveCallRow.started)))).all()
-        return [LiveCallRecord(row.call_id, row.caller, row.callee, row.started, row.kind, row.site)
+        return [LiveCallRecord(row.call_id, row.caller, row.callee, row.started, row.kind, row.site,
+                               row.queue, row.agent, row.answered)
                 for row in rows]
 
     async def close_interrupted_calls(self, *, site: str | None = None) -> list[CallRecord]:
@@ -815,7 +818,9 @@ class Store:
             query = select(LiveCallRow).where(_same_site(col(LiveCallRow.site), site))
             rows = (await session.exec(query.order_by(col(LiveCallRow.started)))).all()
             records = [CallRecordRow(call_id=row.call_id, caller=row.caller, callee=row.callee,
-                                     started=as_utc(row.started), disposition="interrupted",
+                                     started=as_utc(row.started),
+                                     answered=None if row.answered is None else as_utc(row.answered),
+                                     queue=row.queue, agent=row.agent, disposition="interrupted",
                                      site=row.site)
                        for row in rows]
             session.add_all(records)

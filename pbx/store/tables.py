@@ -178,6 +178,9 @@ class LiveCallRow(SQLModel, table=True):
     callee: str
     kind: str | None = None
     started: datetime = Field(sa_type=TIMESTAMP)
+    answered: datetime | None = Field(default=None, sa_type=TIMESTAMP)  # by an agent, when queued
+    queue: str | None = None
+    agent: str | None = None
     site: str | None = None
 
 

@@ -121,8 +121,9 @@ def test_registrations_and_calls_in_progress_survive_kill_9(pbx_server, tmp_path
             assert sa.wait_for_agents(second, [agent], "available")[agent] == "available"
             assert "restored 1 registration(s) from the store" in second.log_text()
             interrupted = [r for r in _records(second) if r["call_id"] == call["call_id"]]
-            assert [(r["disposition"], r["caller"], r["callee"]) for r in interrupted] == [
-                ("interrupted", call["caller"], "100")]
+            assert [(r["disposition"], r["caller"], r["callee"], r["queue"], r["agent"])
+                    for r in interrupted] == [("interrupted", call["caller"], "100", sa.QUEUE, agent)]
+            assert interrupted[0]["answered"] is not None and interrupted[0]["ended"] is None
             assert "recorded as interrupted" in second.log_text()
 
             # The next queue call reaches the agent at the address of its old REGISTER.

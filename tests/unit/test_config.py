@@ -109,3 +109,10 @@ def test_contact_center_sections_become_router_and_store_records():
     assert (queue.name, dict(queue.skills), queue.wrap_up_seconds) == ("billing", {"billing": 5}, 3)
     assert config.contact_center.customers[0].tier.priority == 3
     assert config.routing.auto_login is True
+
+
+def test_an_empty_or_spaced_api_token_is_refused_rather_than_locking_everyone_out():
+    for token in ('""', '"two words"'):
+        [problem] = problems_of(f"http:\n  api_token: {token}\n")
+        assert "centralita.yaml:2: http.api_token: must be a non-empty string" in problem
+    assert build("http:\n  api_token: s3cret\n").http.api_token == "s3cret"

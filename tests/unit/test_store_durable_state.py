@@ -51,6 +51,12 @@ async def test_calls_left_in_progress_become_interrupted_records(store: Store) -
         LiveCallRecord("a", "600100", "100", NOW, "application"),
         LiveCallRecord("b", "1001", "1002", NOW + timedelta(seconds=1), "bridge"),
         LiveCallRecord("c", "600200", "100", NOW + timedelta(seconds=2), "application")])
+    # Noted again when it entered a queue and an agent answered.
+    await store.append_history([], [], started=[
+        LiveCallRecord("c", "600200", "100", NOW + timedelta(seconds=2), "application",
+                       queue="sales"),
+        LiveCallRecord("c", "600200", "100", NOW + timedelta(seconds=2), "application",
+                       queue="sales", agent="1001", answered=NOW + timedelta(seconds=20))])
     # "b" ended normally: its record closes its in-progress row in the same transaction.
     await store.append_history([CallRecord("b", "1001", "1002", NOW + timedelta(seconds=1),
                                            ended=NOW + timedelta(seconds=9),
@@ -62,6 +68,8 @@ async def test_calls_left_in_progress_become_interrupted_records(store: Store) -
             for r in interrupted] == [
         ("a", "600100", "100", NOW, "interrupted", None),
         ("c", "600200", "100", NOW + timedelta(seconds=2), "interrupted", None)]
+    assert (interrupted[1].queue, interrupted[1].agent, interrupted[1].answered) == (
+        "sales", "1001", NOW + timedelta(seconds=20))
     assert await store.live_calls() == []
     assert [(r.call_id, r.disposition) for r in await store.call_records()] == [
         ("a", "interrupted"), ("b", "answered"), ("c", "interrupted")]
