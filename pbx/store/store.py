@@ -7,6 +7,7 @@ router's dataclasses (``AgentProfile``, ``QueueConfig``) or to the records in
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -692,8 +693,8 @@ class Store:
                     live.c.call_id.in_([record.call_id for record in records])))
             if details:
                 await connection.execute(sa.insert(CallDetailsRow.__table__), [  # type: ignore[attr-defined]
-                    {"call_id": d.call_id, "ended": as_utc(d.ended), "routing": d.routing,
-                     "ivr": d.ivr, "context": d.context}
+                    {"call_id": d.call_id, "ended": as_utc(d.ended), "routing": _json_safe(d.routing),
+                     "ivr": _json_safe(d.ivr), "context": _json_safe(d.context)}
                     for d in details])
             if entries:
                 await connection.execute(sa.insert(QueueLogRow.__table__), [  # type: ignore[attr-defined]
@@ -863,6 +864,18 @@ class Store:
                     transport=row.transport, user_agent=row.user_agent)
                 for row in result
             ]
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` with infinite and NaN floats as null, which JSON (and PostgreSQL's JSONB)
+    cannot hold; the API shows them as null anyway. A router score can be -inf."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(item) for item in value]
+    return value
 
 
 def _same_site(column: Any, site: str | None) -> Any:

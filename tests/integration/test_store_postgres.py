@@ -207,3 +207,8 @@ async def test_durable_state_round_trip(store: Store) -> None:
     details = CallDetails("a", now, [{"chosen": "1001"}], {"path": []}, {"agent": "1001"})
     await store.append_history([], [], details=[details])
     assert await store.call_details("a") == details
+    # A router score of an agent who never took a call is -inf: JSONB cannot hold it.
+    scored = CallDetails("b", now, [{"eligible": [{"score": [float("-inf"), 2.5]}]}])
+    await store.append_history([], [], details=[scored])
+    stored = await store.call_details("b")
+    assert stored is not None and stored.routing == [{"eligible": [{"score": [None, 2.5]}]}]
