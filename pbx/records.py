@@ -10,6 +10,14 @@ the SIP BYE, the router hears of a hang-up after the PBX), so the CDR is written
 the line has ended *and* the IVR and the router have let go of the call, or
 ``linger_seconds`` after the line ended, whichever comes first.
 
+Crash trace: a call is noted in the store (``live_calls``) when it starts, again when it
+enters a queue and when an agent answers, and the note goes with its CDR, in the same
+transaction; notes a crash left behind become ``interrupted`` CDRs at the next start
+(``Store.close_interrupted_calls``). With the CDR go the call's routing decisions, IVR path
+and screen-pop context (``details``), which the API serves for finished calls. The live
+view of each call in progress (``live_call``, ``live_call_views``) is what
+``/api/v1/calls/live`` shows. Each call's start and end are logged at INFO.
+
 Writes never block call logic: handlers put records on an ``asyncio.Queue`` that one
 background task drains in batches. A database outage is logged and retried with
 backoff; while it lasts the queue is bounded and the oldest writes are dropped (and
