@@ -692,12 +692,13 @@ class CallRecorder:
             self._finished.popitem(last=False)
         self._flush_complete(live, live.cause)
         record = self._record_of(live)
-        duration = live.line_duration
-        log.info("call %s ended: %s -> %s %s%s%s%s", live.call_id, record.caller or "?",
-                 record.callee or "?", record.disposition,
-                 "" if live.cause is None else f" ({live.cause})",
-                 "" if duration is None else f" after {duration:.1f} s",
-                 "" if record.agent is None else f", agent {record.agent}")
+        if log.isEnabledFor(logging.INFO):
+            duration = live.line_duration
+            log.info("call %s ended: %s -> %s %s%s%s%s", live.call_id, record.caller or "?",
+                     record.callee or "?", record.disposition,
+                     "" if live.cause is None else f" ({live.cause})",
+                     "" if duration is None else f" after {duration:.1f} s",
+                     "" if record.agent is None else f", agent {record.agent}")
         self._put(record)
         if self._details is not None:
             try:
