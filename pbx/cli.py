@@ -81,8 +81,13 @@ def _serve(args: argparse.Namespace) -> int:
             return 1
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+
+        def stop_on(sig: signal.Signals) -> None:
+            logging.getLogger("pbx").info("%s received: shutting down", sig.name)
+            stop.set()
+
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, stop_on, sig)
         await stop.wait()
         await server.stop()
         return 0

@@ -144,6 +144,7 @@ def test_registrations_and_calls_in_progress_survive_kill_9(pbx_server, tmp_path
             # Routing and context of the finished call come back from the store, even
             # after a clean restart.
             second.stop()
+            assert "SIGTERM received: shutting down" in second.log_text()
             assert "Centralita stopped" in second.log_text()
             assert "shutting down: closing the store" in second.log_text()
             third = pbx_server(config_yaml, extra_args=extra_args)
