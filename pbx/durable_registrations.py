@@ -6,6 +6,10 @@ write per account, not one per REGISTER). At start-up the bindings that have not
 are given back to the registrar, so agents are reachable again without waiting for their
 phones to re-register. Bindings expire in the registrar's loop clock; the store keeps wall
 time, converted at both ends.
+
+Only bindings over UDP come back: a TCP or TLS binding is reachable only through the
+phone's connection, which died with the previous process (the phone notices and registers
+again); ringing it at its old source port would only time out.
 """
 
 from __future__ import annotations
@@ -43,8 +47,11 @@ class DurableRegistrations:
     async def restore(self) -> int:
         """Give the registrar every stored binding still valid; returns how many."""
         wall_now, loop_now = self._wall_clock(), self._loop_clock()
-        restored = 0
+        restored = connection_bound = 0
         for record in await self._store.registrations(datetime.fromtimestamp(wall_now, UTC)):
+            if record.transport.upper() != "UDP":
+                connection_bound += 1
+                continue
             try:
                 contact = parse_name_address(record.contact)
             except SipParseError as error:
@@ -57,7 +64,9 @@ class DurableRegistrations:
                               record.transport, record.user_agent)
             if self._registrar.restore(binding, loop_now):
                 restored += 1
-        log.info("restored %d registration(s) from the store", restored)
+        log.info("restored %d registration(s) from the store%s", restored,
+                 f" ({connection_bound} over TCP/TLS left for their phones to renew)"
+                 if connection_bound else "")
         return restored
 
     def start(self) -> None:
