@@ -87,6 +87,11 @@ def test_registrations_and_calls_in_progress_survive_kill_9(pbx_server, tmp_path
     config = yaml.safe_load(sa.contact_center_config(accounts, rtp_timeout=600))
     config["store"]["url"] = store_url
     config_yaml = yaml.safe_dump(config, sort_keys=False)
+    # The restarted server takes its RTP ports from another range: the dead process's phones
+    # keep streaming to its old ports for a while, and the media layer latches a new call's
+    # port onto the first source it hears (a stale stream would swallow the caller's DTMF).
+    config["media"].update(port_min=30000, port_max=39999)
+    restart_yaml = yaml.safe_dump(config, sort_keys=False)
 
     first = pbx_server(config_yaml, extra_args=extra_args)
     agents = sa.SippAgents(first.sip_address, accounts, tmp_path / "agents")
@@ -111,10 +116,8 @@ def test_registrations_and_calls_in_progress_survive_kill_9(pbx_server, tmp_path
 
             os.kill(first.pid, signal.SIGKILL)
             first.process.wait(10)
-            # The caller hears silence and hangs up (a phone still streaming to the old RTP
-            # port would be latched onto by the new server's first call on that port).
-            caller.stop()
-            second = pbx_server(config_yaml, extra_args=extra_args)
+            caller.stop()  # the caller hears silence and hangs up
+            second = pbx_server(restart_yaml, extra_args=extra_args)
 
             # The agent's phone did not register again, yet the agent is back.
             assert _agent(second, agent)["live"]["reachable"] is True
@@ -147,7 +150,7 @@ def test_registrations_and_calls_in_progress_survive_kill_9(pbx_server, tmp_path
             assert "SIGTERM received: shutting down" in second.log_text()
             assert "Centralita stopped" in second.log_text()
             assert "shutting down: closing the store" in second.log_text()
-            third = pbx_server(config_yaml, extra_args=extra_args)
+            third = pbx_server(restart_yaml, extra_args=extra_args)
             routing = _get(third, f"/api/v1/calls/{record['call_id']}/routing")
             assert routing["decisions"] and routing["decisions"][-1]["chosen"] == agent
             context = _get(third, f"/api/v1/calls/{record['call_id']}/context")
