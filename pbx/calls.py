@@ -283,14 +283,15 @@ class CallManager:
                 self._respond(leg, 480, "Not registered")
                 return
             self._start(call, leg, self._bridge(call, leg, user))
-        else:
+        elif self._authenticated(key, call):
+            # Challenge first, as for an account: a 404 to anyone would tell accounts apart.
             self._respond(leg, 404)
 
     def _authenticated(self, key: TransactionKey, call: Call) -> bool:
         """Calls from accounts carry digest credentials (407 until they do)."""
         assert call.caller_leg is not None
         caller, refusal = self.registrar.authenticate(call.caller_leg.invite, "Proxy-Authorization",
-                                                      self._now())
+                                                      self._now(), call.caller_leg.peer)
         if refusal is not None:
             self.endpoint.respond(key, refusal)
             return False

@@ -13,7 +13,14 @@ import secrets
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
-from pbx.events import EventBus, SipMessageRejected, SipRequestReceived, SipResponseSent
+from pbx.events import (
+    EventBus,
+    SipMessageRejected,
+    SipMessageThrottled,
+    SipRequestReceived,
+    SipResponseSent,
+)
+from pbx.protection import SourceGuard, Verdict
 from pbx.sip.address import NameAddress
 from pbx.sip.errors import SipParseError
 from pbx.sip.message import Request, Response, make_response, parse_message
@@ -57,8 +64,9 @@ def new_tag() -> str:
 
 class SipEndpoint:
     def __init__(self, transports: Transports, events: EventBus, *, timers: TimerConfig,
-                 user_agent: str) -> None:
+                 user_agent: str, guard: SourceGuard | None = None) -> None:
         self.transports = transports
+        self.guard = guard
         self.events = events
         self.transactions = TransactionLayer(timers)
         self.user_agent = user_agent
@@ -104,6 +112,9 @@ class SipEndpoint:
 
     def contact(self, transport: str, user: str | None = None) -> NameAddress:
         host, port = self.local_address(transport)
+        if transport == "TLS":
+            # RFC 5630: a sips: URI says TLS; "transport=tls" is deprecated.
+            return NameAddress(Uri("sips", user=user, host=host, port=port))
         params: dict[str, str | None] = {} if transport == "UDP" else {"transport": transport.lower()}
         return NameAddress(Uri("sip", user=user, host=host, port=port, params=params))
 
@@ -114,10 +125,28 @@ class SipEndpoint:
     # -- inbound -------------------------------------------------------------------
     def receive(self, data: bytes, source: Address, transport: str) -> None:
         """Transport callback: one whole message."""
+        forbidden = False
+        if self.guard is not None:
+            verdict = self.guard.admit(source, data.startswith(b"INVITE "), self.now())
+            if verdict is not Verdict.ADMIT:
+                self.events.publish(SipMessageThrottled(verdict.value, transport))
+                if verdict is not Verdict.FORBIDDEN:
+                    return
+                forbidden = True
         try:
             message = parse_message(data, datagram=transport == "UDP")
         except SipParseError as exc:
-            self._reject_unparsable(data, exc, source, transport)
+            if not forbidden:
+                self.reject_unparsable(data, exc, source, transport)
+            return
+        if forbidden:
+            # Blocked after failed logins: no request is served, not even with the right password.
+            if isinstance(message, Request) and message.method != "ACK":
+                try:
+                    refusal = make_response(message, 403, "Forbidden (blocked)", to_tag=new_tag())
+                except SipParseError:
+                    return
+                self._send_stateless(refusal, source, transport)
             return
         try:
             if isinstance(message, Response):
@@ -131,7 +160,7 @@ class SipEndpoint:
                 self._send_stateless(make_response(message, exc.status, exc.reason), source, transport)
             self.events.publish(SipMessageRejected(exc.reason, transport, True))
 
-    def _reject_unparsable(self, data: bytes, error: SipParseError, source: Address, transport: str) -> None:
+    def reject_unparsable(self, data: bytes, error: SipParseError, source: Address, transport: str) -> None:
         response = _error_response_from_raw(data, error)
         answered = response is not None
         if response is not None:
