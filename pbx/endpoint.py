@@ -110,10 +110,13 @@ class SipEndpoint:
         local = self.transports.local.get(transport) or next(iter(self.transports.local.values()))
         return local.host, local.port
 
-    def contact(self, transport: str, user: str | None = None) -> NameAddress:
+    def contact(self, transport: str, user: str | None = None, *, secure: bool = False) -> NameAddress:
+        """Our Contact for a dialog on `transport`; `secure` when the dialog's request used a
+        sips: URI (RFC 3261 §12.1.1 wants sips: back then). Otherwise TLS is said with
+        transport=tls: deprecated by RFC 5630, but what phones such as baresip 1.0 accept
+        in a sip: dialog (it refuses a sips: Contact there)."""
         host, port = self.local_address(transport)
-        if transport == "TLS":
-            # RFC 5630: a sips: URI says TLS; "transport=tls" is deprecated.
+        if secure and transport == "TLS":
             return NameAddress(Uri("sips", user=user, host=host, port=port))
         params: dict[str, str | None] = {} if transport == "UDP" else {"transport": transport.lower()}
         return NameAddress(Uri("sip", user=user, host=host, port=port, params=params))
