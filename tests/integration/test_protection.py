@@ -7,14 +7,15 @@ a second client on 127.0.0.2 is the legitimate user the server must keep serving
 from __future__ import annotations
 
 import re
-import time
 
 import pytest
 
-from integration.server_fixture import default_config_yaml
+from integration.server_fixture import REPO_ROOT, default_config_yaml
 from peers import raw, sipp
 
 pytestmark = pytest.mark.integration
+
+FAIL2BAN_FILTER = REPO_ROOT / "deploy" / "fail2ban" / "filter.d" / "centralita.conf"
 
 OTHER_HOST = "127.0.0.2"
 
@@ -79,13 +80,23 @@ Content-Length: 0
 """
 
 
-def _wait_for(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+def _fail2ban_patterns() -> list[re.Pattern[str]]:
+    """The filter's failregex lines, <HOST> as an address group (fail2ban's own is wider)."""
+    text = FAIL2BAN_FILTER.read_text()
+    block = re.search(r"^failregex = (.*?)^ignoreregex", text, re.M | re.S)
+    assert block is not None, "no failregex in the fail2ban filter"
+    lines = [line.strip() for line in block.group(1).splitlines() if line.strip()]
+    return [re.compile(line.replace("<HOST>", r"(?P<host>[0-9A-Fa-f:.]+)")) for line in lines]
+
+
+def _banned_hosts(log: str) -> set[str]:
+    found = set()
+    for line in log.splitlines():
+        for pattern in _fail2ban_patterns():
+            match = pattern.search(line)
+            if match:
+                found.add(match.group("host"))
+    return found
 
 
 def _options_answered(server, host: str) -> bool:
@@ -115,6 +126,7 @@ def test_password_guessing_ends_in_a_block_that_the_right_password_cannot_pass(p
                      r'call_id="([^"]+)" reason="[^"]+"', log)
     assert line is not None, server.log_tail()
     assert re.search(r'security event=blocked source=127\.0\.0\.1:\d+ reason="auth-failures"', log)
+    assert _banned_hosts(log) == {"127.0.0.1"}, "the fail2ban filter misses the failed logins"
 
     # The right password from the blocked source does not register...
     right = sipp.run(target, scenario=REGISTER_WITH_DIGEST, workdir=tmp_path / "right",
@@ -152,6 +164,7 @@ def test_a_flood_is_dropped_then_blocked_and_others_are_still_served(
     assert server.metric("centralita_sip_messages_throttled_total", 0, reason="blocked") > 0
     assert re.search(r"security event=flood source=127\.0\.0\.1:\d+", server.log_text())
     assert re.search(r'security event=blocked source=127\.0\.0\.1:\d+ reason="flood"', server.log_text())
+    assert _banned_hosts(server.log_text()) == {"127.0.0.1"}
     # The flooding source gets nothing now; another one is served as usual.
     assert not _options_answered(server, "127.0.0.1")
     assert _options_answered(server, OTHER_HOST)
