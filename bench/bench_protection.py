@@ -10,7 +10,9 @@ Starts `pbx serve` three times on free loopback ports, once per mode:
 
 In each mode SIPp's built-in ``uac`` calls extension 101 (the greeting: INVITE, 100/180, 200,
 ACK, RTP for ``--hold-ms``, BYE, 200) at each of ``--rates`` for ``--seconds``; the script
-prints calls, failures and the server's CPU ms per call (utime + stime from /proc). Run:
+prints calls, failures and the server's CPU ms per call (utime + stime from /proc). It
+also times the guard alone in-process (µs per message), which the call figures on a shared
+machine cannot resolve. Run:
 
     .venv/bin/python bench/bench_protection.py [--rates 100 300] [--seconds 5]
 """
@@ -22,16 +24,18 @@ import json
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "tests"))
+sys.path.insert(0, str(REPO_ROOT))
 
 from integration.server_fixture import PbxServer, default_config_yaml, start_pbx  # noqa: E402
 from peers import sipp  # noqa: E402
 
-MODES = {
+MODES: dict[str, dict[str, object]] = {
     "off": {"enabled": False},
     "trusted": {},
     "limited": {"trusted": [], "requests_per_second": 1_000_000, "request_burst": 1_000_000,
@@ -70,6 +74,31 @@ def run(mode: str, rate: float, server: PbxServer, args: argparse.Namespace, wor
                server.metric("centralita_sip_messages_throttled_total", 0.0) or 0.0)
 
 
+def time_guard(messages: int = 200_000) -> dict[str, float]:
+    """Microseconds per SourceGuard.admit() on the trusted and the limited path."""
+    import timeit
+
+    from pbx.protection import ProtectionSettings, SourceGuard
+
+    results = {}
+    for mode, protection in MODES.items():
+        settings = ProtectionSettings(**{k: tuple(v) if isinstance(v, list) else v  # type: ignore[arg-type]
+                                         for k, v in protection.items()})
+        guard = SourceGuard(settings)
+        sources = [(f"127.0.0.{i % 50 + 1}", 5060) for i in range(1000)]
+        clock = iter(range(10**9))
+
+        def admit_all(guard: SourceGuard = guard, sources: list[tuple[str, int]] = sources,
+                      clock: Iterator[int] = clock) -> None:
+            now = next(clock) * 0.001
+            for source in sources:
+                guard.admit(source, False, now)
+
+        seconds = timeit.timeit(admit_all, number=messages // len(sources))
+        results[mode] = round(seconds / messages * 1e6, 3)
+    return results
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rates", type=float, nargs="+", default=[100, 300])
@@ -77,6 +106,8 @@ def main() -> int:
     parser.add_argument("--hold-ms", type=int, default=500)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    for mode, micros in time_guard().items():
+        print(f"guard alone, {mode:8s}: {micros:.3f} µs per message", flush=True)
     workdir = Path(tempfile.mkdtemp(prefix="bench-protection-"))
     print(f"work dir {workdir}", flush=True)
     rows: list[Row] = []
