@@ -139,3 +139,22 @@ def test_a_sips_request_gets_a_sips_contact(pbx_server) -> None:
                 break
             received += chunk
         assert b"SIP/2.0 200" in received and b"CSeq: 2 BYE" in received, received
+
+
+def test_a_silent_tls_peer_is_closed_after_the_message_timeout(pbx_server) -> None:
+    """A connection that never starts its handshake is half-open too: closed, others served."""
+    tls_port = free_port(udp=False, tcp=True)
+    server = pbx_server(default_config_yaml(sip={"tcp": {"message_timeout": 2}}),
+                        extra_args=("--sip-listen", f"tls:{LOOPBACK}:{tls_port}"))
+    silent = [socket.create_connection((server.host, tls_port), timeout=5) for _ in range(10)]
+    context = ssl.create_default_context(cafile=str(server.var_dir / "tls" / "sip-cert.pem"))
+    with socket.create_connection((server.host, tls_port), timeout=5) as plain, \
+            context.wrap_socket(plain, server_hostname=LOOPBACK) as secure:
+        assert secure.version() is not None  # served while the silent ones wait
+    for sock in silent:
+        sock.settimeout(20)
+        try:
+            assert sock.recv(1024) == b"", "the server sent something to a silent TLS peer"
+        except ConnectionResetError:
+            pass
+        sock.close()
