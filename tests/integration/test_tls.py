@@ -1,8 +1,9 @@
-"""SIP over TLS (RFC 3261 §26) with a real TLS peer: baresip registers and calls over TLS.
+"""SIP over TLS (RFC 3261 §26) with real TLS peers: baresip and PJSIP register and call.
 
-Debian's SIPp is built without TLS, so baresip (libre with OpenSSL) is the peer. It trusts
-the server's self-signed certificate, created under the var dir at start, through
-``sip_cafile``. Media stays RTP (no SRTP, see the README).
+Debian's SIPp is built without TLS, so baresip (libre with OpenSSL) and pjsua2 are the peers.
+They trust the server's self-signed certificate, created under the var dir at start (baresip
+through ``sip_cafile``, PJSIP with server verification on). Media stays RTP (no SRTP, see
+the README).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import pytest
 
 from integration.server_fixture import default_config_yaml
 from peers.baresip import Account, Baresip
+from peers.pjsua_phone import PjsuaPhone
 from peers.procs import LOOPBACK, free_port
 
 pytestmark = pytest.mark.integration
@@ -158,3 +160,27 @@ def test_a_silent_tls_peer_is_closed_after_the_message_timeout(pbx_server) -> No
         except ConnectionResetError:
             pass
         sock.close()
+
+
+def test_a_pjsua_phone_registered_over_tls_answers_a_call(pbx_server, tmp_path) -> None:
+    """A second TLS stack (PJSIP, verifying the server's certificate) takes a call over TLS."""
+    server, tls_port = _tls_server(pbx_server)
+    certificate = server.var_dir / "tls" / "sip-cert.pem"
+    with PjsuaPhone(tmp_path / "pjsua-1003", (server.host, tls_port), "1003", "demo1003",
+                    transport="tls", ca_file=certificate) as callee, \
+            _phone(tmp_path, server, "1001", server.sip_port, "udp") as caller:
+        callee.wait_event("registered", timeout=20)
+        caller.wait_registered(timeout=20)
+        assert server.metric("centralita_sip_requests_received_total", 0, method="REGISTER",
+                             transport="TLS") >= 1
+        caller.dial(f"sip:1003@{server.sip_address}")
+        callee.wait_event("incoming", timeout=20)
+        callee.wait_event("answered", timeout=20)
+        established = caller.wait_event("CALL_ESTABLISHED", "CALL_CLOSED", timeout=20)
+        assert established["type"] == "CALL_ESTABLISHED", f"{established}\n{caller.log_tail()}"
+        if callee.last("media") is None:
+            callee.wait_event("media", timeout=20)
+        assert _wait_frames(caller, 8000) >= 8000, f"no audio from the TLS phone\n{caller.log_tail()}"
+        caller.hangup()
+        ended = callee.wait_event("ended", timeout=20)
+        assert ended["status"] == 200, ended
