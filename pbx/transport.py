@@ -62,9 +62,16 @@ class _UdpProtocol(asyncio.DatagramProtocol):
 
 
 class _StreamConnection(asyncio.Protocol):
-    """One TCP or TLS connection, accepted or opened by us."""
+    """One TCP or TLS connection, accepted or opened by us.
 
-    def __init__(self, owner: Transports, name: str, peer: Address | None = None) -> None:
+    TLS runs here over memory BIOs rather than in the event loop's SSL transport, so a
+    connection counts against the caps and its deadline from its first byte, handshake
+    included: a peer that connects and never completes a handshake is closed like one
+    that never completes a message.
+    """
+
+    def __init__(self, owner: Transports, name: str, peer: Address | None = None,
+                 tls: ssl.SSLContext | None = None) -> None:
         self.owner = owner
         self.name = name  # "TCP" or "TLS"
         self.framer = StreamFramer()
@@ -74,6 +81,12 @@ class _StreamConnection(asyncio.Protocol):
         self.partial_since: float | None = None  # when the first byte of an incomplete message came
         self.last_activity = 0.0
         self.counted = False
+        self.tls: ssl.SSLObject | None = None
+        self.handshaking = False
+        if tls is not None:
+            self._tls_in, self._tls_out = ssl.MemoryBIO(), ssl.MemoryBIO()
+            self.tls = tls.wrap_bio(self._tls_in, self._tls_out, server_side=True)
+            self.handshaking = True
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not subclasses of asyncio.Transport: no isinstance here.
@@ -86,26 +99,83 @@ class _StreamConnection(asyncio.Protocol):
         if refusal is not None:
             stream.abort()
             return
+        if self.handshaking:
+            self.partial_since = self.last_activity
+            return
         for data in self.pending:
             stream.write(data)
         self.pending.clear()
 
     def data_received(self, data: bytes) -> None:
-        now = self.owner.now()
-        self.last_activity = now
+        self.last_activity = self.owner.now()
+        if self.tls is None:
+            self._frame(data)
+            return
+        self._tls_in.write(data)
+        if self.handshaking and not self._handshake():
+            return
+        plain = bytearray()
+        while True:
+            try:
+                chunk = self.tls.read(65536)
+            except ssl.SSLWantReadError:
+                break
+            except ssl.SSLError as exc:  # close_notify, a bad record
+                self._send_tls()
+                if not isinstance(exc, ssl.SSLZeroReturnError):
+                    log.info("closing TLS connection from %s:%d: %s", *self._peer(), exc.reason or exc)
+                self.close()
+                return
+            if not chunk:
+                break
+            plain += chunk
+        self._send_tls()  # TLS 1.3 session tickets and the like
+        if plain:
+            self._frame(bytes(plain))
+
+    def _handshake(self) -> bool:
+        """Advance the TLS handshake; True once it is done."""
+        assert self.tls is not None
+        try:
+            self.tls.do_handshake()
+        except ssl.SSLWantReadError:
+            self._send_tls()
+            return False
+        except ssl.SSLError as exc:
+            self._send_tls()  # the alert, when there is one
+            log.info(security_event("tls-handshake-failed", self._peer(), reason=str(exc.reason or exc)))
+            self.close()
+            return False
+        self.handshaking = False
+        self.partial_since = None
+        self._send_tls()
+        for data in self.pending:
+            self.write(data)
+        self.pending.clear()
+        return True
+
+    def _send_tls(self) -> None:
+        data = self._tls_out.read()
+        if data and self.transport is not None:
+            self.transport.write(data)
+
+    def _peer(self) -> Address:
+        assert self.peer is not None
+        return self.peer
+
+    def _frame(self, data: bytes) -> None:
+        now = self.last_activity
         try:
             messages = self.framer.feed(data)
         except SipParseError as exc:
-            assert self.peer is not None
             self.owner.stream_error(self, self.framer.buffered(), exc)
             return
-        assert self.peer is not None
+        peer = self._peer()
         for message in messages:
             if message is None:
-                if self.transport is not None:
-                    self.transport.write(b"\r\n")  # RFC 5626 pong
+                self.write(b"\r\n")  # RFC 5626 pong
             else:
-                self.owner.deliver(message, self.peer, self.name)
+                self.owner.deliver(message, peer, self.name)
         if self.framer.pending_bytes():
             if self.partial_since is None or messages:
                 self.partial_since = now
@@ -113,17 +183,30 @@ class _StreamConnection(asyncio.Protocol):
             self.partial_since = None
 
     def write(self, data: bytes) -> None:
-        if self.transport is None:
+        if self.transport is None or self.handshaking:
             self.pending.append(data)
+        elif self.tls is not None:
+            view = memoryview(data)
+            while view:
+                written = self.tls.write(view)
+                view = view[written:]
+            self._send_tls()
         else:
             self.transport.write(data)
 
     def close(self, *, abort: bool = False) -> None:
-        if self.transport is not None:
-            if abort:
-                self.transport.abort()
-            else:
-                self.transport.close()
+        if self.transport is None:
+            return
+        if abort:
+            self.transport.abort()
+            return
+        if self.tls is not None and not self.handshaking:
+            try:
+                self.tls.unwrap()  # our close_notify
+            except ssl.SSLError:
+                pass
+            self._send_tls()
+        self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.owner.forget_connection(self)
@@ -170,11 +253,9 @@ class Transports:
             name = transport.upper()
             if name == "TLS" and tls is None:
                 raise ValueError("a TLS listener needs a certificate")
-            # A TLS handshake that never completes is bounded like an incomplete message.
-            server = await loop.create_server(
-                lambda: _StreamConnection(self, name), host, port, reuse_address=True,
-                ssl=tls if name == "TLS" else None,
-                ssl_handshake_timeout=self.limits.message_timeout if name == "TLS" else None)
+            context = tls if name == "TLS" else None
+            server = await loop.create_server(lambda: _StreamConnection(self, name, tls=context),
+                                              host, port, reuse_address=True)
             self._servers.append(server)
             bound = server.sockets[0].getsockname()
             if self._sweeper is None:

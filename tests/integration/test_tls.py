@@ -143,16 +143,28 @@ def test_a_sips_request_gets_a_sips_contact(pbx_server) -> None:
         assert b"SIP/2.0 200" in received and b"CSeq: 2 BYE" in received, received
 
 
-def test_a_silent_tls_peer_is_closed_after_the_message_timeout(pbx_server) -> None:
-    """A connection that never starts its handshake is half-open too: closed, others served."""
+def test_silent_tls_peers_count_against_the_caps_and_are_closed(pbx_server) -> None:
+    """A connection that never starts its handshake is half-open too: it counts against the
+    per-source cap from its first moment and is closed after the message timeout."""
     tls_port = free_port(udp=False, tcp=True)
-    server = pbx_server(default_config_yaml(sip={"tcp": {"message_timeout": 2}}),
+    server = pbx_server(default_config_yaml(sip={"tcp": {"message_timeout": 2, "max_connections_per_source": 5},
+                                                 "protection": {"trusted": []}}),
                         extra_args=("--sip-listen", f"tls:{LOOPBACK}:{tls_port}"))
-    silent = [socket.create_connection((server.host, tls_port), timeout=5) for _ in range(10)]
+    silent = [socket.create_connection((server.host, tls_port), timeout=5) for _ in range(5)]
+    deadline = time.monotonic() + 10
+    while server.metric("centralita_sip_connections", 0, transport="TLS") != 5 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert server.metric("centralita_sip_connections", 0, transport="TLS") == 5
+    with socket.create_connection((server.host, tls_port), timeout=5) as sixth:
+        try:
+            assert sixth.recv(1024) == b"", "a sixth connection from one source was served"
+        except ConnectionResetError:
+            pass
+    assert server.metric("centralita_sip_connections_refused_total", 0, reason="source_limit") == 1
     context = ssl.create_default_context(cafile=str(server.var_dir / "tls" / "sip-cert.pem"))
-    with socket.create_connection((server.host, tls_port), timeout=5) as plain, \
+    with socket.create_connection((server.host, tls_port), timeout=5, source_address=("127.0.0.2", 0)) as plain, \
             context.wrap_socket(plain, server_hostname=LOOPBACK) as secure:
-        assert secure.version() is not None  # served while the silent ones wait
+        assert secure.version() is not None  # another source is served while they wait
     for sock in silent:
         sock.settimeout(20)
         try:
@@ -160,6 +172,7 @@ def test_a_silent_tls_peer_is_closed_after_the_message_timeout(pbx_server) -> No
         except ConnectionResetError:
             pass
         sock.close()
+    assert server.metric("centralita_sip_connections_closed_total", 0, reason="incomplete_message") == 5
 
 
 def test_a_pjsua_phone_registered_over_tls_answers_a_call(pbx_server, tmp_path) -> None:
