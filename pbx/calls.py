@@ -195,7 +195,7 @@ class CallManager:
         response = make_response(leg.invite, status, reason, to_tag=leg.local_tag, body=body,
                                  content_type=SDP if body else None)
         if 100 < status < 300:
-            response.add_header("Contact", str(self.endpoint.contact(leg.transport)))
+            response.add_header("Contact", str(self.endpoint.contact(leg.transport, secure=leg.invite.uri.is_sips)))
             response.add_header("Allow", ALLOW)
         for name, value in extra:
             response.add_header(name, value)
@@ -283,14 +283,15 @@ class CallManager:
                 self._respond(leg, 480, "Not registered")
                 return
             self._start(call, leg, self._bridge(call, leg, user))
-        else:
+        elif self._authenticated(key, call):
+            # Challenge first, as for an account: a 404 to anyone would tell accounts apart.
             self._respond(leg, 404)
 
     def _authenticated(self, key: TransactionKey, call: Call) -> bool:
         """Calls from accounts carry digest credentials (407 until they do)."""
         assert call.caller_leg is not None
         caller, refusal = self.registrar.authenticate(call.caller_leg.invite, "Proxy-Authorization",
-                                                      self._now())
+                                                      self._now(), call.caller_leg.peer)
         if refusal is not None:
             self.endpoint.respond(key, refusal)
             return False
@@ -340,7 +341,8 @@ class CallManager:
     def _confirm_caller(self, call: Call, leg: CallLeg, offer: SessionDescription) -> None:
         """Answer the caller's INVITE with our SDP; the dialog exists from here."""
         body = self._answer_sdp(leg, offer)
-        leg.dialog = Dialog.as_uas(leg.invite, leg.local_tag, self.endpoint.contact(leg.transport))
+        leg.dialog = Dialog.as_uas(leg.invite, leg.local_tag,
+                                   self.endpoint.contact(leg.transport, secure=leg.invite.uri.is_sips))
         leg.dialog.confirm()
         self.legs[leg.dialog.key] = leg
         leg.state = "answered"
@@ -437,7 +439,7 @@ class CallManager:
         headers.add("To", str(NameAddress(Uri("sip", user=user, host=host, port=port))))
         headers.add("Call-ID", call_id)
         headers.add("CSeq", "1 INVITE")
-        headers.add("Contact", str(self.endpoint.contact(binding.transport)))
+        headers.add("Contact", str(self.endpoint.contact(binding.transport, secure=binding.contact.uri.is_sips)))
         headers.add("Allow", ALLOW)
         for name, value in extra_headers:
             headers.add(name, value)
@@ -538,7 +540,7 @@ class CallManager:
             # An offerless re-INVITE (a refresh): offer our current description again.
             assert leg.local_sdp is not None
             response = make_response(request, 200, body=leg.local_sdp.to_bytes(), content_type=SDP)
-            response.add_header("Contact", str(self.endpoint.contact(leg.transport)))
+            response.add_header("Contact", str(self.endpoint.contact(leg.transport, secure=leg.invite.uri.is_sips)))
             self.endpoint.respond(key, response)
             return
         try:
@@ -557,7 +559,7 @@ class CallManager:
                             telephone_event_payload_type=negotiation.telephone_event_pt)
         body = self._answer_sdp(leg, offer)
         response = make_response(request, 200, body=body, content_type=SDP)
-        response.add_header("Contact", str(self.endpoint.contact(leg.transport)))
+        response.add_header("Contact", str(self.endpoint.contact(leg.transport, secure=leg.invite.uri.is_sips)))
         self.endpoint.respond(key, response)
 
     def on_ack(self, request: Request, source: Address) -> None:

@@ -11,7 +11,7 @@ import signal
 import sys
 from pathlib import Path
 
-from pbx.config import ConfigError, ListenAddress, ServerConfig, load_config, parse_host_port
+from pbx.config import ConfigError, ServerConfig, load_config, parse_host_port, parse_listen_address
 
 
 class JsonLogFormatter(logging.Formatter):
@@ -41,8 +41,8 @@ def _setup_logging(level: str, fmt: str) -> None:
 def _apply_overrides(config: ServerConfig, args: argparse.Namespace) -> ServerConfig:
     sip = config.sip
     if args.sip_listen:
-        host, port = parse_host_port(args.sip_listen)
-        sip = dataclasses.replace(sip, listen=(ListenAddress("udp", host, port), ListenAddress("tcp", host, port)))
+        listen = tuple(address for text in args.sip_listen for address in parse_listen_address(text))
+        sip = dataclasses.replace(sip, listen=listen)
     if args.sip_trace:
         sip = dataclasses.replace(sip, trace=True)
     http = config.http
@@ -123,7 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="run the server")
     serve.add_argument("--config", metavar="FILE", help="YAML configuration (default: the embedded demo)")
-    serve.add_argument("--sip-listen", metavar="HOST:PORT", help="SIP address for UDP and TCP (overrides the config)")
+    serve.add_argument("--sip-listen", metavar="[udp:|tcp:|tls:]HOST:PORT", action="append",
+                       help="SIP address (a plain HOST:PORT is UDP and TCP); repeat for several;"
+                            " replaces the config's sip.listen")
     serve.add_argument("--http-listen", metavar="HOST:PORT", help="HTTP address (overrides the config)")
     serve.add_argument("--var-dir", default="var", metavar="DIR", help="state directory (default: ./var)")
     serve.add_argument("--sip-trace", action="store_true", help="log every SIP message in and out")

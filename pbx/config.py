@@ -15,9 +15,11 @@ from typing import Any
 
 from pbx.config_file import ConfigError, DocumentReader, LocatedDocument, load_yaml, load_yaml_file
 from pbx.contact_center import ContactCenterConfig, parse_contact_center
+from pbx.protection import ProtectionSettings
 
 DEFAULT_CONFIG_NAME = "default_config.yaml"
-TRANSPORTS = ("udp", "tcp")
+TRANSPORTS = ("udp", "tcp")  # what a plain HOST:PORT listens on
+EXPLICIT_TRANSPORTS = ("udp", "tcp", "tls")
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,22 @@ class Extension:
 
 
 @dataclass(frozen=True)
+class StreamSettings:
+    """Limits of TCP and TLS connections."""
+
+    message_timeout: float = 30.0  # a message not complete this long after its first byte closes the connection
+    idle_timeout: float = 600.0  # a connection silent this long is closed
+    max_connections: int = 4096
+    max_connections_per_source: int = 64  # trusted sources are exempt
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    certificate: str | None = None  # None: a self-signed pair generated under the var dir
+    key: str | None = None
+
+
+@dataclass(frozen=True)
 class SipSettings:
     listen: tuple[ListenAddress, ...]
     realm: str = "centralita"
@@ -64,6 +82,9 @@ class SipSettings:
     t2: float = 4.0
     t4: float = 5.0
     user_agent: str = "Centralita"
+    protection: ProtectionSettings = field(default_factory=ProtectionSettings)
+    streams: StreamSettings = field(default_factory=StreamSettings)
+    tls: TlsSettings = field(default_factory=TlsSettings)
 
 
 @dataclass(frozen=True)
@@ -132,36 +153,43 @@ def parse_host_port(text: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
+def parse_listen_address(text: str) -> tuple[ListenAddress, ...]:
+    """`HOST:PORT` (UDP and TCP) or `udp:`, `tcp:`, `tls:HOST:PORT`; raises ValueError."""
+    transport, sep, rest = text.partition(":")
+    transports: tuple[str, ...]
+    if sep and transport.lower() in EXPLICIT_TRANSPORTS:
+        transports, address = (transport.lower(),), rest
+    else:
+        transports, address = TRANSPORTS, text
+    host, port = parse_host_port(address)
+    return tuple(ListenAddress(t, host, port) for t in transports)
+
+
 def _listen_addresses(reader: DocumentReader, value: Any, path: str) -> tuple[ListenAddress, ...]:
     items = value if isinstance(value, list) else [value]
     found: list[ListenAddress] = []
     for i, item in enumerate(items):
         item_path = f"{path}[{i}]" if isinstance(value, list) else path
         if not isinstance(item, str):
-            reader.fail(item_path, "must be a string like 'udp:127.0.0.1:5060' or '127.0.0.1:5060'")
+            reader.fail(item_path, "must be a string like 'udp:127.0.0.1:5060', 'tls:127.0.0.1:5061'"
+                                   " or '127.0.0.1:5060'")
             continue
-        transport, sep, rest = item.partition(":")
-        transports: tuple[str, ...]
-        if sep and transport.lower() in TRANSPORTS:
-            transports, address = (transport.lower(),), rest
-        else:
-            transports, address = TRANSPORTS, item
         try:
-            host, port = parse_host_port(address)
+            found.extend(parse_listen_address(item))
         except ValueError as exc:
             reader.fail(item_path, str(exc))
             continue
-        found.extend(ListenAddress(t, host, port) for t in transports)
     if not found and not reader.problems:
         reader.fail(path, "needs at least one address")
     return tuple(found)
 
 
-def _sip(reader: DocumentReader, data: Any) -> SipSettings:
+def _sip(reader: DocumentReader, data: Any, base_dir: Path | None) -> SipSettings:
     path = "sip"
     section = reader.mapping(data, path, {
         "listen", "realm", "domain", "trace", "min_expires", "max_expires", "default_expires",
-        "nonce_lifetime", "digest_algorithms", "timers", "user_agent", "qualify_interval"},
+        "nonce_lifetime", "digest_algorithms", "timers", "user_agent", "qualify_interval",
+        "protection", "tcp", "tls"},
         missing_ok=True)
     listen = _listen_addresses(reader, section.get("listen", "127.0.0.1:5060"), f"{path}.listen")
     timers = reader.mapping(section.get("timers"), f"{path}.timers", {"t1", "t2", "t4"}, missing_ok=True)
@@ -190,7 +218,85 @@ def _sip(reader: DocumentReader, data: Any) -> SipSettings:
         t2=reader.number(timers, "t2", f"{path}.timers", 4.0, minimum=0.1, maximum=60),
         t4=reader.number(timers, "t4", f"{path}.timers", 5.0, minimum=0.1, maximum=60),
         user_agent=reader.text(section, "user_agent", path, "Centralita") or "Centralita",
+        protection=_protection(reader, section.get("protection"), f"{path}.protection"),
+        streams=_streams(reader, section.get("tcp"), f"{path}.tcp"),
+        tls=_tls(reader, section.get("tls"), f"{path}.tls", base_dir),
     )
+
+
+def _protection(reader: DocumentReader, data: Any, path: str) -> ProtectionSettings:
+    section = reader.mapping(data, path, {
+        "enabled", "trusted", "requests_per_second", "request_burst", "invites_per_second",
+        "invite_burst", "flood_block_after", "auth_failures", "auth_window", "block_seconds",
+        "max_sources"}, missing_ok=True)
+    defaults = ProtectionSettings()
+    trusted = section.get("trusted", list(defaults.trusted))
+    networks: list[str] = []
+    if not isinstance(trusted, list):
+        reader.fail(f"{path}.trusted", "must be a list of networks like 10.0.0.0/8 or 192.0.2.7")
+        trusted = []
+    for i, item in enumerate(trusted):
+        try:
+            networks.append(str(ipaddress.ip_network(str(item), strict=False)))
+        except ValueError:
+            reader.fail(f"{path}.trusted[{i}]", f"{item!r} is not an IP network like 10.0.0.0/8")
+    return ProtectionSettings(
+        enabled=reader.boolean(section, "enabled", path, defaults.enabled),
+        trusted=tuple(networks),
+        requests_per_second=reader.number(section, "requests_per_second", path,
+                                          defaults.requests_per_second, minimum=1, maximum=1_000_000),
+        request_burst=reader.number(section, "request_burst", path, defaults.request_burst,
+                                    minimum=1, maximum=1_000_000, integer=True),
+        invites_per_second=reader.number(section, "invites_per_second", path,
+                                         defaults.invites_per_second, minimum=0.1, maximum=1_000_000),
+        invite_burst=reader.number(section, "invite_burst", path, defaults.invite_burst,
+                                   minimum=1, maximum=1_000_000, integer=True),
+        flood_block_after=reader.number(section, "flood_block_after", path, defaults.flood_block_after,
+                                        minimum=1, maximum=10_000_000, integer=True),
+        auth_failures=reader.number(section, "auth_failures", path, defaults.auth_failures,
+                                    minimum=1, maximum=100_000, integer=True),
+        auth_window=reader.number(section, "auth_window", path, defaults.auth_window,
+                                  minimum=1, maximum=86400),
+        block_seconds=reader.number(section, "block_seconds", path, defaults.block_seconds,
+                                    minimum=1, maximum=7 * 86400),
+        max_sources=reader.number(section, "max_sources", path, defaults.max_sources,
+                                  minimum=100, maximum=10_000_000, integer=True),
+    )
+
+
+def _streams(reader: DocumentReader, data: Any, path: str) -> StreamSettings:
+    section = reader.mapping(data, path, {"message_timeout", "idle_timeout", "max_connections",
+                                          "max_connections_per_source"}, missing_ok=True)
+    defaults = StreamSettings()
+    return StreamSettings(
+        message_timeout=reader.number(section, "message_timeout", path, defaults.message_timeout,
+                                      minimum=1, maximum=3600),
+        idle_timeout=reader.number(section, "idle_timeout", path, defaults.idle_timeout,
+                                   minimum=1, maximum=86400),
+        max_connections=reader.number(section, "max_connections", path, defaults.max_connections,
+                                      minimum=1, maximum=1_000_000, integer=True),
+        max_connections_per_source=reader.number(section, "max_connections_per_source", path,
+                                                 defaults.max_connections_per_source,
+                                                 minimum=1, maximum=1_000_000, integer=True),
+    )
+
+
+def _tls(reader: DocumentReader, data: Any, path: str, base_dir: Path | None) -> TlsSettings:
+    section = reader.mapping(data, path, {"certificate", "key"}, missing_ok=True)
+    files: dict[str, str | None] = {}
+    for name in ("certificate", "key"):
+        value = reader.text(section, name, path)
+        if value is not None:
+            file = Path(value)
+            if base_dir is not None and not file.is_absolute():
+                file = base_dir / file
+            if not file.is_file():
+                reader.fail(f"{path}.{name}", f"{file} does not exist")
+            value = str(file)
+        files[name] = value
+    if (files["certificate"] is None) != (files["key"] is None):
+        reader.fail(path, "give both certificate and key, or neither (a self-signed pair is generated)")
+    return TlsSettings(files["certificate"], files["key"])
 
 
 def _media(reader: DocumentReader, data: Any) -> MediaSettings:
@@ -319,7 +425,7 @@ def _store_url(reader: DocumentReader, data: Any, var_dir: Path) -> str:
 def build_config(document: LocatedDocument, *, var_dir: Path, base_dir: Path | None) -> ServerConfig:
     reader = DocumentReader(document)
     data = reader.mapping(document.data, "", _TOP_LEVEL_KEYS, missing_ok=True)
-    sip = _sip(reader, data.get("sip"))
+    sip = _sip(reader, data.get("sip"), base_dir)
     media = _media(reader, data.get("media"))
     http = _http(reader, data.get("http"))
     store_url = _store_url(reader, data.get("store"), var_dir)

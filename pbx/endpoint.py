@@ -13,7 +13,14 @@ import secrets
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
-from pbx.events import EventBus, SipMessageRejected, SipRequestReceived, SipResponseSent
+from pbx.events import (
+    EventBus,
+    SipMessageRejected,
+    SipMessageThrottled,
+    SipRequestReceived,
+    SipResponseSent,
+)
+from pbx.protection import SourceGuard, Verdict
 from pbx.sip.address import NameAddress
 from pbx.sip.errors import SipParseError
 from pbx.sip.message import Request, Response, make_response, parse_message
@@ -57,8 +64,9 @@ def new_tag() -> str:
 
 class SipEndpoint:
     def __init__(self, transports: Transports, events: EventBus, *, timers: TimerConfig,
-                 user_agent: str) -> None:
+                 user_agent: str, guard: SourceGuard | None = None) -> None:
         self.transports = transports
+        self.guard = guard
         self.events = events
         self.transactions = TransactionLayer(timers)
         self.user_agent = user_agent
@@ -102,8 +110,14 @@ class SipEndpoint:
         local = self.transports.local.get(transport) or next(iter(self.transports.local.values()))
         return local.host, local.port
 
-    def contact(self, transport: str, user: str | None = None) -> NameAddress:
+    def contact(self, transport: str, user: str | None = None, *, secure: bool = False) -> NameAddress:
+        """Our Contact for a dialog on `transport`; `secure` when the dialog's request used a
+        sips: URI (RFC 3261 §12.1.1 wants sips: back then). Otherwise TLS is said with
+        transport=tls: deprecated by RFC 5630, but what phones such as baresip 1.0 accept
+        in a sip: dialog (it refuses a sips: Contact there)."""
         host, port = self.local_address(transport)
+        if secure and transport == "TLS":
+            return NameAddress(Uri("sips", user=user, host=host, port=port))
         params: dict[str, str | None] = {} if transport == "UDP" else {"transport": transport.lower()}
         return NameAddress(Uri("sip", user=user, host=host, port=port, params=params))
 
@@ -114,10 +128,28 @@ class SipEndpoint:
     # -- inbound -------------------------------------------------------------------
     def receive(self, data: bytes, source: Address, transport: str) -> None:
         """Transport callback: one whole message."""
+        forbidden = False
+        if self.guard is not None:
+            verdict = self.guard.admit(source, data.startswith(b"INVITE "), self.now())
+            if verdict is not Verdict.ADMIT:
+                self.events.publish(SipMessageThrottled(verdict.value, transport))
+                if verdict is not Verdict.FORBIDDEN:
+                    return
+                forbidden = True
         try:
             message = parse_message(data, datagram=transport == "UDP")
         except SipParseError as exc:
-            self._reject_unparsable(data, exc, source, transport)
+            if not forbidden:
+                self.reject_unparsable(data, exc, source, transport)
+            return
+        if forbidden:
+            # Blocked after failed logins: no request is served, not even with the right password.
+            if isinstance(message, Request) and message.method != "ACK":
+                try:
+                    refusal = make_response(message, 403, "Forbidden (blocked)", to_tag=new_tag())
+                except SipParseError:
+                    return
+                self._send_stateless(refusal, source, transport)
             return
         try:
             if isinstance(message, Response):
@@ -131,7 +163,7 @@ class SipEndpoint:
                 self._send_stateless(make_response(message, exc.status, exc.reason), source, transport)
             self.events.publish(SipMessageRejected(exc.reason, transport, True))
 
-    def _reject_unparsable(self, data: bytes, error: SipParseError, source: Address, transport: str) -> None:
+    def reject_unparsable(self, data: bytes, error: SipParseError, source: Address, transport: str) -> None:
         response = _error_response_from_raw(data, error)
         answered = response is not None
         if response is not None:

@@ -135,3 +135,39 @@ class AgentOffered:
     queue: str
     caller: str
     context: dict[str, object]
+
+
+@dataclass(frozen=True, slots=True)
+class SipMessageThrottled:
+    """A message the per-source protection did not let through (pbx.protection)."""
+
+    reason: str  # "rate", "invite_rate", "blocked" (dropped) or "forbidden" (answered 403)
+    transport: str
+
+
+@dataclass(frozen=True, slots=True)
+class SipAuthenticationFailed:
+    """A wrong digest response (wrong password, unknown user, replay)."""
+
+    method: str
+
+
+@dataclass(frozen=True, slots=True)
+class SipSourceBlocked:
+    reason: str  # "flood" or "auth-failures"
+
+
+@dataclass(frozen=True, slots=True)
+class SipConnectionRefused:
+    """A TCP or TLS connection closed at once: over the total or per-source cap."""
+
+    reason: str  # "total_limit" or "source_limit"
+    transport: str
+
+
+@dataclass(frozen=True, slots=True)
+class SipConnectionClosed:
+    """A TCP or TLS connection the server closed for its behaviour."""
+
+    reason: str  # "incomplete_message", "idle", "too_large", "malformed"
+    transport: str

@@ -48,6 +48,8 @@ class Binding:
 ReachabilityListener = Callable[[str, bool], None]
 # Called with a user's bindings (empty: none left) whenever a REGISTER changed them.
 BindingsListener = Callable[[str, list["Binding"]], None]
+# (source, user named in the credentials, the request, why it failed)
+AuthFailureListener = Callable[[Address, str | None, Request, str], None]
 
 
 class Registrar:
@@ -59,6 +61,7 @@ class Registrar:
         self._bindings: dict[str, dict[str, Binding]] = {}
         self.listeners: list[ReachabilityListener] = []
         self.bindings_listeners: list[BindingsListener] = []
+        self.auth_failure_listeners: list[AuthFailureListener] = []
 
     # -- queries ---------------------------------------------------------------
     def bindings(self, user: str, now: float, *, answering_only: bool = False) -> list[Binding]:
@@ -99,8 +102,10 @@ class Registrar:
             response.add_header("WWW-Authenticate", value)
         return response
 
-    def authenticate(self, request: Request, header: str, now: float) -> tuple[str | None, Response | None]:
-        """(user, None) when the request carries valid credentials; else (None, the answer to send)."""
+    def authenticate(self, request: Request, header: str, now: float,
+                     source: Address) -> tuple[str | None, Response | None]:
+        """(user, None) when the request carries valid credentials; else (None, the answer to send).
+        A wrong response is reported to the auth-failure listeners (per-source throttling)."""
         credentials = request.headers.get(header)
         if credentials is None or not credentials.lstrip().lower().startswith("digest"):
             return None, self._challenge_for(request, header, now)
@@ -110,8 +115,8 @@ class Registrar:
         if result.stale or result.reason == "nonce not issued by us":
             # Our nonce expired or predates a restart: the phone retries without asking anyone.
             return None, self._challenge_for(request, header, now, stale=result.stale)
-        log.info("authentication failed for %r from %s: %s", result.username, request.call_id,
-                 result.reason)
+        for listener in self.auth_failure_listeners:
+            listener(source, result.username, request, result.reason)
         return None, make_response(request, 403)
 
     def _challenge_for(self, request: Request, header: str, now: float, *, stale: bool = False) -> Response:
@@ -131,7 +136,7 @@ class Registrar:
                 return make_response(request, 400, "Unsupported URI scheme in Contact")
         expires_header = request.int_header("expires", MAX_EXPIRES_VALUE)
 
-        user, refusal = self.authenticate(request, "Authorization", now)
+        user, refusal = self.authenticate(request, "Authorization", now, source)
         if refusal is not None:
             return refusal
         aor_user = to_uri.user_unescaped

@@ -19,16 +19,24 @@ from ivr.engine import CustomerProfile
 from ivr.metrics import IvrMetrics
 from monitoring.contact_center import ContactCenterMetrics
 from monitoring.metrics import TelephonyMetrics
+from monitoring.protection import ProtectionMetrics
 from pbx.api import create_api
 from pbx.applications import ApplicationDirectory
 from pbx.calls import CallManager
 from pbx.config import HttpSettings, ServerConfig
 from pbx.durable_registrations import DurableRegistrations
 from pbx.endpoint import ALLOW, SipEndpoint, new_tag
-from pbx.events import AgentOffered, EventBus, RegistrationChanged
+from pbx.events import (
+    AgentOffered,
+    EventBus,
+    RegistrationChanged,
+    SipAuthenticationFailed,
+    SipSourceBlocked,
+)
 from pbx.http import create_http_app
 from pbx.media.prompt import PromptLibrary
 from pbx.media.stream import PortAllocator
+from pbx.protection import SourceGuard
 from pbx.queueing import IvrTransfers, QueuedCall, QueueService
 from pbx.records import CallRecorder
 from pbx.registrar import Binding, Registrar
@@ -37,6 +45,7 @@ from pbx.sip.digest import DigestAuthenticator
 from pbx.sip.message import Headers, Request, Response, make_response
 from pbx.sip.transaction import TimerConfig, TransactionKey
 from pbx.store import CallDetails, Store
+from pbx.tls import server_context
 from pbx.transport import Address, Transports
 from router import Reservation, Router, RouterError, UnknownAgent, UnknownCall
 
@@ -46,6 +55,7 @@ HOUSEKEEPING_INTERVAL = 1.0
 ROUTER_TICK_INTERVAL = 0.25  # ring timeouts, wrap-ups and announcements run at this granularity
 LOOP_LAG_PROBE_INTERVAL = 0.1
 RECONCILE_EVERY = 10  # housekeeping rounds between router/dialog reconciliations
+PRUNE_SOURCES_EVERY = 10  # housekeeping rounds between forgetting idle sources
 
 
 class UnsafeHttpListen(ValueError):
@@ -80,14 +90,21 @@ class Server:
         IvrMetrics(self.metrics.registry).subscribe(self.events)
         self.ivr_calls = IvrCallLog(1000)
         sip = config.sip
-        self.transports = Transports(self._receive, trace=sip.trace)
+        self.guard = SourceGuard(sip.protection)
+        self.guard.block_listeners.append(lambda source, reason: self.events.publish(SipSourceBlocked(reason)))
+        self.protection_metrics = ProtectionMetrics(self.metrics.registry)
+        self.protection_metrics.subscribe(self.events)
+        self.transports = Transports(self._receive, trace=sip.trace, limits=sip.streams,
+                                     is_trusted=self.guard.is_trusted, events=self.events)
         self.endpoint = SipEndpoint(self.transports, self.events,
                                     timers=TimerConfig(t1=sip.t1, t2=sip.t2, t4=sip.t4),
-                                    user_agent=sip.user_agent)
+                                    user_agent=sip.user_agent, guard=self.guard)
+        self.transports.on_stream_error = self.endpoint.reject_unparsable
         self.authenticator = DigestAuthenticator(sip.realm, os.urandom(32), sip.nonce_lifetime,
                                                  sip.digest_algorithms)
         self.registrar = Registrar(config.accounts, self.authenticator, sip)
         self.registrar.listeners.append(self._registration_changed)
+        self.registrar.auth_failure_listeners.append(self._auth_failed)
         self.ports = PortAllocator(config.media.host, config.media.port_min, config.media.port_max)
         self.prompts = PromptLibrary()
         self.applications = ApplicationDirectory(self.prompts, self.events, self.ivr_calls,
@@ -144,6 +161,13 @@ class Server:
         self.durable_registrations.start()
         for address in self.config.sip.listen:
             await self.transports.listen(address.transport, address.host, address.port)
+        listen = self.config.sip.listen
+        tls = None
+        if any(address.transport == "tls" for address in listen):
+            tls = server_context(self.config.sip.tls, self.var_dir,
+                                 [a.host for a in listen if a.transport == "tls"])
+        for address in listen:
+            await self.transports.listen(address.transport, address.host, address.port, tls)
         app = create_http_app(self._render_metrics, self._health)
         app.add_subapp("/api/v1", create_api(self.store, self.router, self.config.http.api_token,
                                              self.ivr_calls, self.screen_pop, self.recorder))
@@ -210,6 +234,8 @@ class Server:
                 self.calls.reap_silent_calls(now)
                 if rounds % RECONCILE_EVERY == 0:
                     self.queues.reconcile()
+                if rounds % PRUNE_SOURCES_EVERY == 0:
+                    self.guard.prune(now)
             except Exception:
                 log.exception("housekeeping failed")
 
@@ -320,6 +346,10 @@ class Server:
         now = self.endpoint.now()
         self.endpoint.respond(key, self.registrar.handle_register(request, source, transport, now))
 
+    def _auth_failed(self, source: Address, user: str | None, request: Request, reason: str) -> None:
+        self.events.publish(SipAuthenticationFailed(request.method))
+        self.guard.auth_failed(source, user, request.call_id, reason, self.endpoint.now())
+
     def _registration_changed(self, user: str, registered: bool) -> None:
         try:
             self.router.agent_reachable(user, registered)
@@ -344,6 +374,8 @@ class Server:
                 accounts=len(self.registrar.registered_users()),
                 rtp_sessions=self.ports.in_use,
             )
+            self.protection_metrics.sample(blocked_sources=self.guard.blocked_sources(self.endpoint.now()),
+                                           connections=self.transports.connection_counts())
         return self.metrics.render(sample)
 
     def _health(self) -> dict[str, Any]:

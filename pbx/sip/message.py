@@ -485,6 +485,13 @@ class StreamFramer:
         self._buffer = bytearray()
         self._max = max_message_size
 
+    def pending_bytes(self) -> int:
+        """Bytes received of a message not complete yet."""
+        return len(self._buffer)
+
+    def buffered(self) -> bytes:
+        return bytes(self._buffer)
+
     def feed(self, data: bytes) -> list[bytes | None]:
         """Return the complete messages now available; None marks a keep-alive ping."""
         self._buffer += data

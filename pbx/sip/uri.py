@@ -39,6 +39,11 @@ class Uri:
         return self.scheme in ("sip", "sips")
 
     @property
+    def is_sips(self) -> bool:
+        """A SIPS URI: every hop to it over TLS (RFC 3261 §26.2)."""
+        return self.scheme == "sips"
+
+    @property
     def user_unescaped(self) -> str | None:
         return None if self.user is None else unescape(self.user)
 

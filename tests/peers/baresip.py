@@ -76,7 +76,7 @@ class Baresip:
     """One baresip process; call :meth:`stop` (or use it as a context manager)."""
 
     def __init__(self, workdir: Path, account: Account, *, source_wav: Path | None = None,
-                 startup_timeout: float = 10.0) -> None:
+                 startup_timeout: float = 10.0, extra_config: tuple[str, ...] = ()) -> None:
         binary = require_binary("baresip", "baresip-core")
         missing = [m for m in REQUIRED_MODULES if not (MODULE_PATH / f"{m}.so").exists()]
         if missing:
@@ -116,6 +116,8 @@ class Baresip:
             "module_app menu.so",
             "module ctrl_tcp.so",
             f"ctrl_tcp_listen {LOOPBACK}:{self.ctrl_port}",
+            # e.g. "sip_cafile FILE" for TLS (baresip listens for TLS on sip_listen's port + 1)
+            *extra_config,
             "",
         ]))
         # The account is added over ctrl_tcp once connected (``uanew``), so its REGISTER

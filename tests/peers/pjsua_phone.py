@@ -38,9 +38,10 @@ class PjsuaPhone(ChildPhone):
 
     def __init__(self, workdir: Path, server: tuple[str, int], user: str, password: str, *,
                  tone: float = 1500.0, hangup_after: float | None = None,
-                 python: str | None = None) -> None:
+                 python: str | None = None, transport: str = "udp",
+                 ca_file: Path | None = None) -> None:
         super().__init__(workdir, user, python)
-        self.sip_port = free_port(udp=True, tcp=False)
+        self.sip_port = free_port(udp=True, tcp=transport != "udp")
         rtp_port = free_port_pair()
         arguments = ["peers.pjsua_phone", "--server", server[0],
                      "--port", str(server[1]), "--user", user, "--password", password,
@@ -48,6 +49,9 @@ class PjsuaPhone(ChildPhone):
                      "--tone", str(tone), "--workdir", str(self.workdir)]
         if hangup_after is not None:
             arguments += ["--hangup-after", str(hangup_after)]
+        if transport == "tls":
+            # SIP over TLS to the server; ca_file is the server's certificate (or its CA).
+            arguments += ["--tls"] + (["--ca-file", str(ca_file)] if ca_file else [])
         self._spawn(arguments)
 
 
@@ -66,6 +70,8 @@ def _child(argv: list[str]) -> int:  # noqa: C901 (one phone, kept in one place)
     parser.add_argument("--tone", type=float, default=1500.0)
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--hangup-after", type=float, default=None)
+    parser.add_argument("--tls", action="store_true")
+    parser.add_argument("--ca-file", default="")
     args = parser.parse_args(argv)
 
     import pjsua2 as pj
@@ -94,7 +100,12 @@ def _child(argv: list[str]) -> int:  # noqa: C901 (one phone, kept in one place)
     transport.port = args.sip_port
     transport.boundAddress = LOOPBACK
     transport.publicAddress = LOOPBACK
-    endpoint.transportCreate(pj.PJSIP_TRANSPORT_UDP, transport)
+    if args.tls:
+        transport.tlsConfig.CaListFile = args.ca_file
+        transport.tlsConfig.verifyServer = bool(args.ca_file)
+        endpoint.transportCreate(pj.PJSIP_TRANSPORT_TLS, transport)
+    else:
+        endpoint.transportCreate(pj.PJSIP_TRANSPORT_UDP, transport)
     endpoint.libStart()
     endpoint.audDevManager().setNullDev()
     for codec in endpoint.codecEnum2():
@@ -166,7 +177,7 @@ def _child(argv: list[str]) -> int:  # noqa: C901 (one phone, kept in one place)
     account_config = pj.AccountConfig()
     server = f"{args.server}:{args.port}"
     account_config.idUri = f"sip:{args.user}@{server}"
-    account_config.regConfig.registrarUri = f"sip:{server}"
+    account_config.regConfig.registrarUri = f"sip:{server}" + (";transport=tls" if args.tls else "")
     account_config.regConfig.timeoutSec = 600
     account_config.sipConfig.authCreds.append(
         pj.AuthCredInfo("digest", "*", args.user, 0, args.password))

@@ -228,9 +228,10 @@ class TcpPeer:
 
     transport = "TCP"
 
-    def __init__(self, server: tuple[str, int], timeout: float = 5.0) -> None:
+    def __init__(self, server: tuple[str, int], timeout: float = 5.0, host: str | None = None) -> None:
         self.server = server
-        self.sock = socket.create_connection(server, timeout=timeout)
+        self.sock = socket.create_connection(server, timeout=timeout,
+                                             source_address=(host, 0) if host else None)
         self.local = self.sock.getsockname()
         self.buffer = bytearray()
         self.closed_by_peer = False
