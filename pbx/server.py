@@ -159,8 +159,6 @@ class Server:
         self.durable_registrations = DurableRegistrations(self.store, self.registrar, self.endpoint.now)
         await self.durable_registrations.restore()
         self.durable_registrations.start()
-        for address in self.config.sip.listen:
-            await self.transports.listen(address.transport, address.host, address.port)
         listen = self.config.sip.listen
         tls = None
         if any(address.transport == "tls" for address in listen):

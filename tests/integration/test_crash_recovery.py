@@ -111,8 +111,13 @@ def test_registrations_and_calls_in_progress_survive_kill_9(pbx_server, tmp_path
             detail = _get(first, f"/api/v1/calls/{call['call_id']}")
             assert detail["status"] == "live" and detail["state"] == "talking"
             assert [line["event"] for line in detail["queue_log"]][:1] == ["ENTERQUEUE"]
-            # Noted in the store as in progress: what the crash must not lose.
+            # Noted in the store as in progress: what the crash must not lose. The note
+            # naming the agent is queued before the CONNECT line and written in the same
+            # transaction or earlier, so CONNECT read back from the store proves it durable.
             assert f"call {call['call_id']} started" in first.log_text()
+            connected = _wait_for(lambda: "CONNECT" in [
+                line["event"] for line in _get(first, f"/api/v1/calls/{call['call_id']}")["queue_log"]], 15)
+            assert connected, "the agent's answer never reached the store"
 
             os.kill(first.pid, signal.SIGKILL)
             first.process.wait(10)
