@@ -76,7 +76,9 @@ class SipSettings:
     max_expires: int = 3600
     default_expires: int = 600
     nonce_lifetime: float = 300.0
-    digest_algorithms: tuple[str, ...] = ("SHA-256", "MD5")
+    # MD5 alone by default: every common phone answers it, and some (baresip 1.0.0) give up
+    # on a 401 that also carries a SHA-256 challenge. SHA-256 is opt-in.
+    digest_algorithms: tuple[str, ...] = ("MD5",)
     qualify_interval: float = 0.0  # seconds between OPTIONS pings to registered phones; 0 = off
     t1: float = 0.5
     t2: float = 4.0
@@ -197,11 +199,11 @@ def _sip(reader: DocumentReader, data: Any, base_dir: Path | None) -> SipSetting
     max_expires = reader.number(section, "max_expires", path, 3600, minimum=1, maximum=604800, integer=True)
     if max_expires < min_expires:
         reader.fail(f"{path}.max_expires", "must not be below min_expires")
-    algorithms = section.get("digest_algorithms", ["SHA-256", "MD5"])
+    algorithms = section.get("digest_algorithms", ["MD5"])
     if (not isinstance(algorithms, list) or not algorithms
             or any(a not in ("SHA-256", "MD5") for a in algorithms) or len(set(algorithms)) != len(algorithms)):
         reader.fail(f"{path}.digest_algorithms", "must list SHA-256 and/or MD5, each once, preferred first")
-        algorithms = ["SHA-256", "MD5"]
+        algorithms = ["MD5"]
     return SipSettings(
         listen=listen,
         digest_algorithms=tuple(algorithms),

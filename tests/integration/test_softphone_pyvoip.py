@@ -2,6 +2,7 @@
 
 pyVoIP answers MD5 digest only and never retransmits; a server that copes with it copes
 with real-world phones. The caller is baresip (MD5 only too, see test_softphone_baresip).
+Both run against the demo's default digest settings (MD5 challenges).
 """
 
 from __future__ import annotations
@@ -10,14 +11,12 @@ import time
 
 import pytest
 
-from integration.server_fixture import default_config_yaml
 from peers.baresip import Account, Baresip
 from peers.pyvoip_phone import PyVoipPhone
 
 pytestmark = pytest.mark.integration
 
 DIALOGS = "centralita_sip_dialogs_active"
-MD5_ONLY = default_config_yaml(sip={"digest_algorithms": ["MD5"]})
 
 
 def _wait_metric(server, name: str, value: float, timeout: float = 15.0) -> float | None:
@@ -31,9 +30,8 @@ def _wait_metric(server, name: str, value: float, timeout: float = 15.0) -> floa
     return seen
 
 
-@pytest.mark.parametrize("config", ["md5-only", "default"])
-def test_pyvoip_registers(pbx_server, tmp_path, config: str) -> None:
-    server = pbx_server(MD5_ONLY if config == "md5-only" else None)
+def test_pyvoip_registers(pbx_server, tmp_path) -> None:
+    server = pbx_server()
     with PyVoipPhone(tmp_path / "pyvoip", (server.host, server.sip_port), "1003",
                      "demo1003") as phone:
         event = phone.wait_event("registered", "register_failed", timeout=20)
@@ -42,7 +40,7 @@ def test_pyvoip_registers(pbx_server, tmp_path, config: str) -> None:
 
 
 def test_pyvoip_receives_a_call_from_baresip(pbx_server, tmp_path) -> None:
-    server = pbx_server(MD5_ONLY)
+    server = pbx_server()
     with PyVoipPhone(tmp_path / "pyvoip", (server.host, server.sip_port), "1003",
                      "demo1003") as callee:
         assert callee.wait_event("registered", "register_failed")["event"] == "registered"
@@ -74,7 +72,7 @@ def test_pyvoip_receives_a_call_from_baresip(pbx_server, tmp_path) -> None:
 
 def test_pyvoip_hangs_up_a_call_from_baresip(pbx_server, tmp_path) -> None:
     """pyVoIP's BYE must end both legs."""
-    server = pbx_server(MD5_ONLY)
+    server = pbx_server()
     with PyVoipPhone(tmp_path / "pyvoip", (server.host, server.sip_port), "1003", "demo1003",
                      hangup_after=2.0) as callee:
         assert callee.wait_event("registered", "register_failed")["event"] == "registered"
