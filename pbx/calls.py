@@ -70,6 +70,8 @@ FEATURE_APPLICATION = "feature"
 TRANSFEROR_GRACE_SECONDS = 5.0
 # What runs once the caller's media is open: answer (application) or dial (bridge).
 CallWork = Callable[[SessionDescription], Awaitable[None]]
+# (account, call key, engaged): an account starts or stops being on a call in person.
+PersonalCallHook = Callable[[str, str, bool], None]
 
 
 @dataclass(eq=False)
@@ -113,6 +115,8 @@ class Call:
     end_cause: str | None = None  # why it ended, e.g. 'caller_hangup', 'media_timeout'
     bridged_at: float | None = None  # when its media was last relayed to another party
     counted: bool = True  # False for what is left of a transferor's leg: not a call of its own
+    # Accounts on this call in person, not as a queue's agent (see CallManager.on_personal_call).
+    personal: set[str] = field(default_factory=set)
 
     @property
     def key(self) -> str:
@@ -132,6 +136,7 @@ class Dial:
     on_failed: Callable[[int], None]
     forks: list[CallLeg] = field(default_factory=list)
     finished: bool = False
+    personal: bool = True  # False for a queue offering the call to an agent
 
 
 class AnsweredCall:
@@ -177,6 +182,9 @@ class CallManager:
         self._answered: dict[str, AnsweredCall] = {}
         self.transfer_handler: TransferHandler | None = None
         self.feature_codes: frozenset[str] = frozenset()
+        # Told whenever an account joins or leaves a call that is not a queue's offer to it
+        # (the queue service makes such agents busy for routing).
+        self.on_personal_call: PersonalCallHook | None = None
         endpoint.handlers.update({
             "INVITE": self.on_invite, "BYE": self.on_bye, "CANCEL": self.on_cancel,
             "INFO": self.on_info, "REFER": self.on_refer,
@@ -274,7 +282,10 @@ class CallManager:
                 feature = Extension(user, FEATURE_APPLICATION, language="en")
                 self._start(call, leg, self._answer_application(call, leg, feature))
         elif extension is not None:
-            self._start(call, leg, self._answer_application(call, leg, extension))
+            if self._start(call, leg, self._answer_application(call, leg, extension)):
+                caller = self._registered_caller(request, source)
+                if caller is not None:
+                    self._engage(call, caller)
         elif user in self.config.accounts:
             if not self._authenticated(key, call):
                 return
@@ -282,7 +293,8 @@ class CallManager:
             if not self.registrar.bindings(user, self._now(), answering_only=True):
                 self._respond(leg, 480, "Not registered")
                 return
-            self._start(call, leg, self._bridge(call, leg, user))
+            if self._start(call, leg, self._bridge(call, leg, user)) and call.caller in self.config.accounts:
+                self._engage(call, call.caller)
         elif self._authenticated(key, call):
             # Challenge first, as for an account: a 404 to anyone would tell accounts apart.
             self._respond(leg, 404)
@@ -298,10 +310,33 @@ class CallManager:
         call.caller = caller or call.caller
         return True
 
-    def _start(self, call: Call, leg: CallLeg, work: CallWork) -> None:
+    def _registered_caller(self, request: Request, source: Address) -> str | None:
+        """The account calling, for an unauthenticated call (to an application): its From
+        user, when that account has a binding registered from the very address calling."""
+        user = request.from_.uri.user_unescaped or ""
+        if user not in self.config.accounts:
+            return None
+        bindings = self.registrar.bindings(user, self._now())
+        return user if any(binding.source == source for binding in bindings) else None
+
+    def _engage(self, call: Call, account: str) -> None:
+        if account in call.personal or call.ended:
+            return
+        call.personal.add(account)
+        if self.on_personal_call is not None:
+            self.on_personal_call(account, call.key, True)
+
+    def _disengage(self, call: Call, account: str) -> None:
+        if account not in call.personal:
+            return
+        call.personal.discard(account)
+        if self.on_personal_call is not None:
+            self.on_personal_call(account, call.key, False)
+
+    def _start(self, call: Call, leg: CallLeg, work: CallWork) -> bool:
         negotiated = self._negotiate(leg, leg.invite)
         if negotiated is None:
-            return
+            return False
         self._respond(leg, 100)
         assert leg.invite_key is not None
         self.pending[leg.invite_key] = leg
@@ -322,6 +357,7 @@ class CallManager:
                 self._end(call, "error", status=500)
 
         call.task = asyncio.get_running_loop().create_task(run())
+        return True
 
     def _answer_application(self, call: Call, leg: CallLeg, extension: Extension) -> CallWork:
         async def answer(offer: SessionDescription) -> None:
@@ -355,13 +391,16 @@ class CallManager:
     # -- dialling registered phones -----------------------------------------------------
     async def dial(self, call: Call, user: str, *, on_answered: Callable[[CallLeg], None],
                    on_failed: Callable[[int], None],
-                   extra_headers: tuple[tuple[str, str], ...] = ()) -> Dial | None:
+                   extra_headers: tuple[tuple[str, str], ...] = (),
+                   personal: bool = True) -> Dial | None:
         """Ring every registered contact of account `user` for `call` (one fork each).
 
         The first fork to answer wins (`on_answered(leg)`, its media configured but not
         yet bridged) and the others are cancelled; when every fork fails,
         `on_failed(status)` gets one status for all: a refusal (busy, decline) as is,
         anything else as 480. None when the account has no registered contact.
+        `personal=False` for a queue's offer to an agent: any other dial engages the account
+        in person (busy for routing) until the dial fails or the call ends.
         """
         bindings = self.registrar.bindings(user, self._now(), answering_only=True)
         if not bindings or call.ended:
@@ -372,7 +411,9 @@ class CallManager:
             return None
         offer = build_offer(self.config.media.host, media.local_port, self.config.media.codecs,
                             TELEPHONE_EVENT_PT, session_id=secrets.randbits(31), session_version=1)
-        attempt = Dial(call, user, media, on_answered, on_failed)
+        attempt = Dial(call, user, media, on_answered, on_failed, personal=personal)
+        if personal:
+            self._engage(call, user)
         call_id = secrets.token_hex(12) + "@centralita"
         assert call.caller_leg is not None
         for binding in bindings:
@@ -400,6 +441,8 @@ class CallManager:
                 fork.state = "failed"
                 self.endpoint.cancel(fork.invite_key)
         attempt.media.close()
+        if attempt.personal:
+            self._disengage(attempt.call, attempt.user)
 
     def _bridge(self, call: Call, caller_leg: CallLeg, user: str) -> CallWork:
         """A call to an account: dial its phones, answer the caller when one answers."""
@@ -473,6 +516,8 @@ class CallManager:
             return
         attempt.finished = True
         attempt.media.close()
+        if attempt.personal:
+            self._disengage(leg.call, attempt.user)
         refusals = [f.final_status for f in attempt.forks if f.final_status in _REFUSALS]
         if not leg.call.ended:
             attempt.on_failed(refusals[0] if refusals else 480)
@@ -708,6 +753,8 @@ class CallManager:
         if call.task is not None and not call.task.done() and call.task is not asyncio.current_task():
             call.task.cancel()
         self.calls.pop(call.key, None)
+        for account in list(call.personal):
+            self._disengage(call, account)
         if call.counted:
             duration = self._now() - (call.answered_at or call.started_at)
             self.events.publish(CallEnded(call.call_id, call.kind, cause, status, duration))

@@ -25,7 +25,7 @@ from ivr.engine import EnqueueRequest, IvrCall
 from pbx.calls import AnsweredCall, CallLeg, CallManager, Dial
 from pbx.events import AnnouncementPlayed, CallTransferred, EventBus, StaleCallsRepaired
 from pbx.media.prompt import Prompt, PromptLibrary
-from router import Call, Reservation, Router, RouterError
+from router import Call, Reservation, Router, RouterError, UnknownAgent
 from router.events import AnnouncementDue, CallOverflowed, ReservationExpired
 
 log = logging.getLogger("pbx.queueing")
@@ -84,6 +84,20 @@ class QueueService:
         self._tasks: set[asyncio.Task[None]] = set()
         calls.transfer_handler = self.transfer
         calls.feature_codes = frozenset(FEATURE_CODES)
+        calls.on_personal_call = self.personal_call
+
+    def personal_call(self, account: str, call_key: str, engaged: bool) -> None:
+        """An account joins or leaves a call that is no queue's offer to it (a direct call
+        either way, calling the IVR, a transfer to it): an agent is busy for routing then."""
+        try:
+            if engaged:
+                self.router.personal_call_started(account, call_key)
+            else:
+                self.router.personal_call_ended(account, call_key)
+        except UnknownAgent:
+            return  # a plain account, not an agent
+        if not engaged:
+            self.run_router(dispatch=True)
 
     # -- the IVR hands a caller over -------------------------------------------------
     async def enqueue(self, call: IvrCall, request: EnqueueRequest) -> None:
@@ -186,7 +200,7 @@ class QueueService:
                    ("X-Centralita-Caller", queued.request.caller or "anonymous"))
         try:
             dial = await self.calls.dial(queued.handle.call, reservation.agent, on_answered=answered,
-                                         on_failed=failed, extra_headers=context)
+                                         on_failed=failed, extra_headers=context, personal=False)
         except OSError as exc:
             log.error("call %s: cannot ring agent %s: %s", queued.call_id, reservation.agent, exc)
             dial = None

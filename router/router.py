@@ -161,6 +161,9 @@ class _Agent:
     queues: set[str] = field(default_factory=set)
     held_calls: dict[str, None] = field(default_factory=dict)
     rona_since: float | None = None
+    # Calls the agent is on that did not come from a queue (a direct call, calling the IVR):
+    # busy for routing while any is up, whatever the routing state says.
+    personal_calls: set[str] = field(default_factory=set)
 
 
 @dataclass(eq=False)
@@ -473,6 +476,18 @@ class Router:
             self._transition(agent, AgentActivity.UNREACHABLE)
         self._after_leaving_service(agent)
 
+    def personal_call_started(self, extension: str, call_id: str) -> None:
+        """The agent is engaged on a call that did not come from a queue (either direction):
+        never offered a queue call until ``personal_call_ended`` for every such call."""
+        agent = self._agent(extension)
+        agent.personal_calls.add(call_id)
+        self._refresh_index(agent)
+
+    def personal_call_ended(self, extension: str, call_id: str) -> None:
+        agent = self._agent(extension)
+        agent.personal_calls.discard(call_id)
+        self._refresh_index(agent)
+
     # ------------------------------------------------------------------ call flow
 
     def enqueue(self, call: Call) -> int:
@@ -493,6 +508,8 @@ class Router:
             entered_queue_at=now,
             rings_active=queue.config.rings_active_after(now - enqueued_at),
         )
+        if call.caller in self._agents:
+            waiting.excluded[call.caller] = "the caller of this call"
         self._calls[call.call_id] = waiting
         queue.arrivals.observe(now)
         queue.line.add(waiting.line_class, waiting.line_entry)
@@ -1366,6 +1383,7 @@ class Router:
         selectable = (
             agent.state is AgentState.AVAILABLE
             and agent.reachable
+            and not agent.personal_calls
             and agent.profile.site not in self._unhealthy_sites
         )
         if selectable and extension not in self._available:
@@ -1571,6 +1589,8 @@ class Router:
             return "unreachable"
         if agent.profile.site in self._unhealthy_sites:
             return "site unhealthy"
+        if agent.personal_calls:
+            return "on a personal call"
         state = agent.state
         if state is AgentState.AVAILABLE:
             return None
@@ -1665,7 +1685,7 @@ class Router:
             if when is None:
                 continue
             free_in.append(when)
-            available += agent.state is AgentState.AVAILABLE
+            available += agent.state is AgentState.AVAILABLE and not agent.personal_calls
         return len(free_in), available, free_in
 
     def _queue_ewt(self, queue: _Queue, staffed: int, free_in: list[float], now: float) -> float | None:
@@ -1727,6 +1747,7 @@ class Router:
             if state in (AgentState.RESERVED, AgentState.RINGING)
             else None,
             reachable=agent.reachable,
+            personal_calls=len(agent.personal_calls),
             site_healthy=agent.profile.site not in self._unhealthy_sites,
             queues=tuple(sorted(agent.queues)),
             pending=pending,

@@ -41,6 +41,7 @@ class AgentSnapshot:
     site_healthy: bool
     queues: tuple[str, ...]
     pending: str | None  # 'logout' or 'break:<reason>' deferred until the call ends
+    personal_calls: int = 0  # calls not from a queue the agent is on: busy for routing
 
     @property
     def extension(self) -> str:
@@ -59,6 +60,7 @@ class AgentSnapshot:
             "site_healthy": self.site_healthy,
             "queues": list(self.queues),
             "pending": self.pending,
+            "personal_calls": self.personal_calls,
         }
 
 

@@ -56,6 +56,7 @@ def _live(router: Router, record: AgentRecord) -> AgentLive | None:
         site_healthy=snapshot.site_healthy,
         queues=list(snapshot.queues),
         pending=snapshot.pending,
+        personal_calls=snapshot.personal_calls,
     )
 
 

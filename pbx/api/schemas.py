@@ -94,6 +94,8 @@ class AgentLive(BaseModel):
     site_healthy: bool
     queues: list[str]
     pending: str | None = Field(description="'logout' or 'break:<reason>' deferred until the call ends")
+    personal_calls: int = Field(0, description="calls the agent is on that did not come from a queue"
+                                " (direct calls, calling the IVR): busy for routing while above 0")
 
 
 class AgentView(BaseModel):
