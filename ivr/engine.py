@@ -398,14 +398,20 @@ class _CallSession:
             return node.next
         for attempt in range(node.input.retries + 1):
             digit = await self.ask(node.prompt, node.input.timeout)
-            if digit is None:
-                break  # a silent caller carries on in the flow's language
             if digit in node.options:
                 self._set_language(node.options[digit], "digit")
+                if node.confirm_prompt is not None:
+                    await self.play((node.confirm_prompt,))  # a caller typing ahead skips it
                 return node.next
-            if attempt < node.input.retries:
+            if digit is not None and attempt < node.input.retries:
                 await self._complain(node.input, digit)
+            # No input: the question again (a slow caller gets the time a person needs).
         self._set_language(self.language, "default")
+        if node.confirm_prompt is not None:
+            # Said in full; a digit pressed meanwhile answered the language question late,
+            # so it must not land in the next menu.
+            await self.play((node.confirm_prompt,), barge_in=False)
+            self.discard_typeahead()
         return node.next
 
     async def _self_service(self, node: SelfServiceNode) -> str:

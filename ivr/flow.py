@@ -142,13 +142,15 @@ class CollectNode(Node):
 
 @dataclass(frozen=True)
 class LanguageNode(Node):
-    """Sets the call's language from the caller's profile, else by digit; no input keeps it."""
+    """Sets the call's language from the caller's profile, else by digit; a silent caller
+    hears the question again (``retries`` times), then the flow's language is kept."""
 
     prompt: PromptSpec
     options: Mapping[str, str]  # digit -> language
     use_profile: bool
     input: InputSettings
     next: str
+    confirm_prompt: PromptSpec | None = None  # played in the language chosen ("English.")
 
     def targets(self) -> Iterator[tuple[str, str]]:
         yield "next", self.next
@@ -156,6 +158,8 @@ class LanguageNode(Node):
     def prompts(self) -> Iterator[tuple[str, PromptSpec]]:
         yield "prompt", self.prompt
         yield "invalid_prompt", self.input.invalid_prompt
+        if self.confirm_prompt is not None:
+            yield "confirm_prompt", self.confirm_prompt
 
 
 @dataclass(frozen=True)
@@ -283,7 +287,7 @@ _NODE_KEYS: dict[str, set[str]] = {
     "collect": {"prompt", "variable", "min_length", "max_length", "terminator",
                 "inter_digit_timeout", "overall_timeout", "next", "fallback"} | _COMMON_INPUT_KEYS,
     "language": {"prompt", "options", "use_profile", "next", "timeout", "retries",
-                 "invalid_prompt"},
+                 "invalid_prompt", "confirm_prompt"},
     "self_service": {"topic", "answer", "agent_prompt", "agent_digit", "timeout", "agent", "next"},
     "business_hours": {"timezone", "weekly", "holidays", "open", "closed"},
     "lookup_caller": {"next", "known", "unknown"},
@@ -437,7 +441,8 @@ class _FlowReader(DocumentReader):
                             self.prompt(data, "prompt", path, "common/choose_language")
                             or PromptSpec(),
                             options, self.boolean(data, "use_profile", path, True),
-                            self.input_settings(data, path), self._target(data, "next", path))
+                            self.input_settings(data, path), self._target(data, "next", path),
+                            self.prompt(data, "confirm_prompt", path))
 
     def _self_service(self, name: str, data: dict[str, Any], path: str,
                       _: tuple[str, ...]) -> Node:

@@ -64,7 +64,8 @@ class FakeMedia:
             self.repeating.extend(names)
             return
         self.played.extend(names)
-        pressed = [self.call.script.pop(name) for name in names if name in self.call.script]
+        pressed = [self._scripted(name) for name in names if name in self.call.script]
+        pressed = [digits for digits in pressed if digits]
         if pressed:
             for digits in pressed:
                 for digit in digits:
@@ -74,6 +75,17 @@ class FakeMedia:
             loop.call_soon(self.call.hung_up.set)
             return
         loop.call_soon(self._finish, True)
+
+    def _scripted(self, name: str) -> str:
+        """The digits pressed during this play of ``name``: a list scripts one entry per play
+        ("" for a play heard in silence)."""
+        script = self.call.script[name]
+        if isinstance(script, list):
+            digits = script.pop(0)
+            if not script:
+                del self.call.script[name]
+            return digits
+        return self.call.script.pop(name)
 
     def stop_playback(self) -> None:
         if self._on_done is not None:
@@ -87,7 +99,8 @@ class FakeMedia:
 
 
 class FakeCall:
-    def __init__(self, script: dict[str, str] | None = None, *, caller: str = "600100200",
+    def __init__(self, script: dict[str, str | list[str]] | None = None, *,
+                 caller: str = "600100200",
                  hang_up_during: Sequence[str] = ()) -> None:
         self.call_id = "call-1"
         self.caller = caller
@@ -130,7 +143,7 @@ def short_demo(prompts: PromptLibrary) -> Flow:
     text = (load_flows(["demo"], prompts)["demo"].source)
     with open(text, encoding="utf-8") as handle:
         yaml_text = handle.read().replace("timeout: 5", f"timeout: {SHORT}").replace(
-            "timeout: 3", f"timeout: {SHORT}")
+            "timeout: 6", f"timeout: {SHORT}")
     return load_flow(yaml_text, "demo-short.yaml", prompts)
 
 
@@ -179,7 +192,8 @@ async def test_demo_digit_during_main_menu_barges_in_and_reaches_billing(
     harness = Harness(short_demo(prompts), prompts)
     call = FakeCall({"en/main_menu": "1"})
     record = await harness.run(call)
-    assert call.media.played == ["common/choose_language", "en/welcome", "en/main_menu"]
+    assert call.media.played == ["common/choose_language", "common/choose_language",
+                                 "en/language_chosen", "en/welcome", "en/main_menu"]
     assert call.media.stopped == ["en/main_menu"]  # barge-in stopped the menu prompt
     assert record["outcome"] == "enqueued" and record["queue"] == "billing"
     assert [step["node"] for step in record["path"]] == [
@@ -198,8 +212,10 @@ async def test_demo_caller_who_presses_nothing_reaches_general_queue(prompts: Pr
     call = FakeCall()
     record = await harness.run(call)
     assert record["queue"] == "general"
-    # Three menu attempts with the no-input prompt between them, then the fallback.
-    assert call.media.played == ["common/choose_language", "en/welcome", "en/main_menu",
+    # The language question twice, English said, then three menu attempts with the
+    # no-input prompt between them, then the fallback.
+    assert call.media.played == ["common/choose_language", "common/choose_language",
+                                 "en/language_chosen", "en/welcome", "en/main_menu",
                                  "en/no_input", "en/main_menu", "en/no_input", "en/main_menu"]
     assert harness.of(LanguageSelected)[0].source == "default"
 
@@ -208,10 +224,67 @@ async def test_demo_spanish_by_digit(prompts: PromptLibrary) -> None:
     harness = Harness(short_demo(prompts), prompts)
     call = FakeCall({"common/choose_language": "2", "es/main_menu": "2"})
     record = await harness.run(call)
-    assert call.media.played == ["common/choose_language", "es/welcome", "es/main_menu"]
+    assert call.media.played == ["common/choose_language", "es/language_chosen", "es/welcome",
+                                 "es/main_menu"]
     assert record["language"] == "es" and record["queue"] == "support"
     assert harness.gateway.enqueued[0].language == "es"
     assert harness.of(LanguageSelected)[0] == LanguageSelected("call-1", "demo", "es", "digit")
+
+
+async def test_demo_slow_caller_answers_the_repeated_language_question(
+        prompts: PromptLibrary) -> None:
+    harness = Harness(short_demo(prompts), prompts)
+    call = FakeCall({"common/choose_language": ["", "2"], "es/main_menu": "1"})
+    record = await harness.run(call)
+    assert call.media.played == ["common/choose_language", "common/choose_language",
+                                 "es/language_chosen", "es/welcome", "es/main_menu"]
+    assert record["language"] == "es" and record["queue"] == "billing"
+    assert harness.of(LanguageSelected)[0].source == "digit"
+    assert [d["node"] for d in record["digits"]] == ["choose_language", "main_menu"]
+
+
+async def test_language_digit_during_the_default_confirmation_is_not_a_menu_choice(
+        prompts: PromptLibrary) -> None:
+    flow = flow_of("""
+        name: lang
+        start: choose
+        language: en
+        languages: [en, es]
+        nodes:
+          choose:
+            type: language
+            options: {1: en, 2: es}
+            timeout: 0.02
+            retries: 1
+            confirm_prompt: "{lang}/language_chosen"
+            next: menu
+          menu:
+            type: menu
+            prompt: "{lang}/main_menu"
+            timeout: 0.02
+            retries: 0
+            options: {1: billing}
+            fallback: general
+          billing: {type: enqueue, queue: billing}
+          general: {type: enqueue, queue: general}
+        """, prompts)
+    harness = Harness(flow, prompts)
+    call = FakeCall()
+
+    # The late "1" arrives while "English." plays (no barge-in there): it is dropped.
+    original = FakeMedia.play
+
+    def play(self: FakeMedia, prompts_: Any, on_done: Any = None, *, repeat: bool = False) -> None:
+        original(self, prompts_, on_done, repeat=repeat)
+        if self._current == ["en/language_chosen"]:
+            self.call.digits.put_nowait("1")
+
+    call.media.play = play.__get__(call.media)  # type: ignore[method-assign]
+    record = await harness.run(call)
+    assert call.media.played == ["common/choose_language", "common/choose_language",
+                                 "en/language_chosen", "en/main_menu"]
+    assert record["queue"] == "general", record
+    assert harness.of(LanguageSelected)[0].source == "default"
 
 
 async def test_demo_language_from_profile_skips_the_question(prompts: PromptLibrary) -> None:
