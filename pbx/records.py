@@ -65,6 +65,9 @@ from router import events as router_events
 log = logging.getLogger("pbx.records")
 
 Clock = Callable[[], float]
+# IVR node types that only speak to the caller or look things up (a greeting, opening hours):
+# leaving during them is not abandoning anything.
+_ANNOUNCEMENT_NODES = frozenset({"play", "lookup_caller", "business_hours", "hangup"})
 
 
 class Disposition(enum.StrEnum):
@@ -186,6 +189,7 @@ class _LiveCall:
     ivr_active: bool = False
     ivr_outcome: str | None = None
     ivr_nodes: list[str] = field(default_factory=list)
+    asked_caller: bool = False  # the IVR went past announcements: asked for input or queued
     deflected: bool = False
     transferred_to: str | None = None
     requested_queue: str | None = None
@@ -434,6 +438,8 @@ class CallRecorder:
         live = self._call(event.call_id, self._clock())
         if live is not None:
             live.ivr_nodes.append(event.node)
+            if event.node_type not in _ANNOUNCEMENT_NODES:
+                live.asked_caller = True
 
     def _on_deflected(self, event: ivr_events.CallDeflected) -> None:
         live = self._call(event.call_id, self._clock())
@@ -771,7 +777,9 @@ class CallRecorder:
             return Disposition.TRANSFERRED
         outcome = live.ivr_outcome
         if outcome == "abandoned":
-            return Disposition.ABANDONED
+            # Hanging up during the greeting, before being asked anything, is not giving up
+            # on service: the caller heard what the extension had to say.
+            return Disposition.ABANDONED if live.asked_caller else Disposition.COMPLETED
         if outcome == "hung_up":
             return Disposition.COMPLETED
         if outcome == "error":

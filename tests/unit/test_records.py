@@ -92,10 +92,10 @@ class Center:
         self.publish_router()
         return result
 
-    def ivr(self, call_id: str, *nodes: str) -> None:
+    def ivr(self, call_id: str, *nodes: str, node_type: str = "menu") -> None:
         self.publish(IvrStarted(call_id, FLOW, "600111222"))
         for node in nodes:
-            self.publish(IvrNodeEntered(call_id, FLOW, node, "menu"))
+            self.publish(IvrNodeEntered(call_id, FLOW, node, node_type))
 
     def inbound(self, call_id: str, caller: str = "600111222") -> None:
         self.publish(CallStarted(call_id, caller, "100", "application"),
@@ -305,6 +305,18 @@ async def test_caller_hangs_up_in_the_ivr(center: Center, clock: Clock, store: S
     assert (record.disposition, record.queue, record.wait_seconds) == ("abandoned", None, None)
     assert record.answered == at(2)  # the IVR answered it (agents were logging in for 2 s)
     assert await log_of(store, "c4") == []
+
+
+async def test_caller_who_hangs_up_during_the_greeting_completed_the_call(
+        center: Center, clock: Clock, store: Store) -> None:
+    center.inbound("c4g")
+    center.ivr("c4g", "welcome", node_type="play")
+    clock.advance(1)
+    center.publish(CallEnded("c4g", "application", "caller_hangup", None, 1))
+    center.publish(IvrFinished("c4g", FLOW, "abandoned", "welcome"))
+    await center.recorder.flush()
+    record = await only_record(store, "c4g")
+    assert (record.disposition, record.queue) == ("completed", None)
 
 
 # ---------------------------------------------------------------------- deflection
