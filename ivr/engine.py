@@ -398,7 +398,7 @@ class _CallSession:
             return node.next
         for attempt in range(node.input.retries + 1):
             digit = await self.ask(node.prompt, node.input.timeout)
-            if digit in node.options:
+            if digit is not None and digit in node.options:
                 self._set_language(node.options[digit], "digit")
                 if node.confirm_prompt is not None:
                     await self.play((node.confirm_prompt,))  # a caller typing ahead skips it

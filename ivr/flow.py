@@ -24,7 +24,7 @@ enqueue, transfer) can be reached.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,7 @@ from ivr.hours import (
     parse_holiday,
     parse_intervals,
 )
-from pbx.config_file import ConfigError, DocumentReader, LocatedDocument, load_yaml
+from pbx.config_file import ConfigError, DocumentReader, LocatedDocument, in_file_order, load_yaml
 from pbx.media.prompt import PromptError, PromptLibrary
 
 SHIPPED_FLOWS = Path(__file__).resolve().parent / "flows"
@@ -267,6 +267,24 @@ class Flow:
     language: str
     languages: tuple[str, ...]
     nodes: Mapping[str, Node]
+    lines: Mapping[str, int] = field(default_factory=dict)  # key path -> line in source
+
+    def unknown_references(self, queues: Collection[str], accounts: Collection[str]) -> list[str]:
+        """Problems (``file:line: key: reason``) for enqueue nodes naming a queue, and
+        transfer nodes naming an account, that the server configuration does not define."""
+        problems = []
+        for name, node in self.nodes.items():
+            if isinstance(node, EnqueueNode) and node.queue not in queues:
+                key, reason = "queue", f"unknown queue {node.queue!r} (not under queues)"
+            elif isinstance(node, TransferNode) and node.extension not in accounts:
+                key, reason = "extension", f"unknown account {node.extension!r} (not under accounts)"
+            else:
+                continue
+            path = f"nodes.{name}.{key}"
+            line = self.lines.get(path) or self.lines.get(f"nodes.{name}")
+            problems.append(f"{self.source}:{line}: {path}: {reason}" if line
+                            else f"{self.source}: {path}: {reason}")
+        return problems
 
 
 # ---------------------------------------------------------------------- loading
@@ -544,18 +562,22 @@ def _check_graph(reader: _FlowReader, start: str, nodes: Mapping[str, Node],
                  defined: Iterable[str]) -> None:
     defined_names = set(defined)
     edges: dict[str, list[str]] = {}
+    dangling = False
     for name, node in nodes.items():
         edges[name] = []
         for key, target in node.targets():
             if target not in defined_names:
                 reader.fail(f"nodes.{name}.{key}", f"unknown node {target!r}")
+                dangling = True
             elif target in nodes:
                 edges[name].append(target)
     if start not in defined_names:
         reader.fail("start", f"unknown node {start!r}")
         return
-    if len(nodes) != len(defined_names):
-        return  # nodes with errors: reachability would report noise
+    if dangling or len(nodes) != len(defined_names):
+        # A misspelt node name or a node with errors: what lies behind it would be reported
+        # unreachable (or trapped) too. The cause is reported once; the graph after the fix.
+        return
     reachable = {start}
     stack = [start]
     while stack:
@@ -703,8 +725,8 @@ def load_flow(text: str, source: str, prompts: PromptLibrary, *, name: str | Non
     _check_graph(reader, start, nodes, (str(n) for n in raw_nodes))
     _check_prompts(reader, nodes, languages, prompts)
     if reader.problems:
-        raise ConfigError(reader.problems)
-    return Flow(flow_name, source, start, language, languages, nodes)
+        raise ConfigError(in_file_order(reader.problems))
+    return Flow(flow_name, source, start, language, languages, nodes, document.lines)
 
 
 def resolve_flow_path(reference: str, base_dir: Path | None = None) -> Path:

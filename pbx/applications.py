@@ -10,7 +10,7 @@ from ivr.call_log import IvrCallLog
 from ivr.engine import CustomerLookup, EnqueueGateway, HoldMusicGateway, TransferGateway
 from ivr.flow import Flow, load_flows
 from pbx.calls import FEATURE_APPLICATION, AnsweredCall, CallApplication
-from pbx.config import Extension
+from pbx.config import Extension, ServerConfig
 from pbx.events import EventBus
 from pbx.ivr_application import IvrApplication
 from pbx.media.prompt import PromptLibrary
@@ -70,6 +70,17 @@ def load_extension_flows(extensions: list[Extension], prompts: PromptLibrary) ->
     return load_flows([e.flow for e in extensions if e.application == "ivr" and e.flow], prompts)
 
 
+def unknown_flow_references(flows: dict[str, Flow], config: ServerConfig) -> list[str]:
+    """Flow nodes that enqueue to a queue, or transfer to an account, the configuration
+    file does not define (queues may also be created through the API, so the server only
+    warns; `pbx check-config` reports them as errors)."""
+    queues = {queue.name for queue in config.contact_center.queues}
+    problems: list[str] = []
+    for flow in flows.values():
+        problems.extend(flow.unknown_references(queues, config.accounts))
+    return problems
+
+
 class ApplicationDirectory:
     """Builds, once per extension, the application that answers it."""
 
@@ -88,11 +99,12 @@ class ApplicationDirectory:
         self._flows: dict[str, Flow] = {}
         self._built: dict[str, CallApplication] = {}
 
-    def prepare(self, extensions: list[Extension]) -> None:
+    def prepare(self, extensions: list[Extension]) -> dict[str, Flow]:
         """Load every prompt and flow now, so a missing file stops start-up rather than a call."""
         self._flows = load_extension_flows(extensions, self.prompts)
         for extension in extensions:
             self(extension)
+        return self._flows
 
     def __call__(self, extension: Extension) -> CallApplication:
         built = self._built.get(extension.number)

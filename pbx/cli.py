@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from pbx.config import ConfigError, ServerConfig, load_config, parse_host_port, parse_listen_address
+from pbx.config_file import in_file_order
 
 
 class JsonLogFormatter(logging.Formatter):
@@ -100,12 +101,15 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _check_config(args: argparse.Namespace) -> int:
-    from pbx.applications import load_extension_flows
+    from pbx.applications import load_extension_flows, unknown_flow_references
     from pbx.media.prompt import PromptLibrary
 
     try:
         config = load_config(Path(args.file))
-        load_extension_flows(list(config.extensions.values()), PromptLibrary())
+        flows = load_extension_flows(list(config.extensions.values()), PromptLibrary())
+        problems = unknown_flow_references(flows, config)
+        if problems:
+            raise ConfigError(in_file_order(problems))
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"error: {problem}", file=sys.stderr)

@@ -13,7 +13,15 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from pbx.config_file import ConfigError, DocumentReader, LocatedDocument, load_yaml, load_yaml_file
+from ivr.flow import SHIPPED_FLOWS
+from pbx.config_file import (
+    ConfigError,
+    DocumentReader,
+    LocatedDocument,
+    in_file_order,
+    load_yaml,
+    load_yaml_file,
+)
 from pbx.contact_center import ContactCenterConfig, parse_contact_center
 from pbx.protection import ProtectionSettings
 
@@ -407,6 +415,12 @@ def _extensions(reader: DocumentReader, data: Any, accounts: dict[str, Account],
                 if base_dir is not None and not flow_path.is_absolute():
                     flow_path = base_dir / flow_path
                 flow = str(flow_path)
+                if not flow_path.is_file():
+                    reader.fail(f"{path}.flow", f"flow file {flow_path} does not exist")
+            elif not (SHIPPED_FLOWS / f"{flow}.yaml").is_file():
+                shipped = ", ".join(sorted(p.stem for p in SHIPPED_FLOWS.glob("*.yaml")))
+                reader.fail(f"{path}.flow", f"unknown flow {flow!r} (shipped flows: {shipped};"
+                            " or give a path to a .yaml file)")
         elif flow is not None:
             reader.fail(f"{path}.flow", "only an ivr application runs a flow")
         extensions[str(number)] = Extension(str(number), application, prompt,
@@ -452,7 +466,7 @@ def build_config(document: LocatedDocument, *, var_dir: Path, base_dir: Path | N
             reader.fail(f"agents[{i}].extension",
                         f"agent {extension} has no SIP account to register with (add it under accounts)")
     if reader.problems:
-        raise ConfigError(reader.problems)
+        raise ConfigError(in_file_order(reader.problems))
     return ServerConfig(document.source, sip, media, http, store_url, accounts, extensions,
                         contact_center, routing, data)
 

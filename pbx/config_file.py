@@ -6,11 +6,25 @@ keeps a map from each key path (such as ``sip.listen[1]``) to its line.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+_LOCATION = re.compile(r"^(.*?):(\d+): ")
+
+
+def in_file_order(problems: list[str]) -> list[str]:
+    """Problems sorted by line within each file, files in the order they first appear."""
+    files: dict[str, int] = {}
+    keyed = []
+    for problem in problems:
+        found = _LOCATION.match(problem)
+        source, line = (found.group(1), int(found.group(2))) if found else (problem.split(":")[0], 0)
+        keyed.append((files.setdefault(source, len(files)), line, problem))
+    return [problem for _, _, problem in sorted(keyed, key=lambda item: item[:2])]
 
 
 class ConfigError(Exception):

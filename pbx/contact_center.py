@@ -58,10 +58,20 @@ def _validated(document: LocatedDocument, problems: list[str], section: str,
     return valid
 
 
+def declared(document: LocatedDocument, section: str, key: str) -> set[str]:
+    """The ``key`` of every item of ``section`` as written, valid or not: a reference to an
+    item that has its own error is not reported again as unknown (one mistake, one error)."""
+    items = document.data.get(section) if isinstance(document.data, dict) else None
+    return {str(_as_identifiers(item)[key]) for item in items or ()
+            if isinstance(items, list) and isinstance(item, dict) and item.get(key) is not None}
+
+
 def parse_contact_center(document: LocatedDocument, problems: list[str]) -> ContactCenterConfig:
     sites = [SiteRecord(s.name, s.timezone, s.healthy)
              for _, s in _validated(document, problems, "sites", SiteCreate)]
-    site_names = {s.name for s in sites}
+    site_names = declared(document, "sites", "name")
+    agent_names = declared(document, "agents", "extension")
+    queue_names = declared(document, "queues", "name")
 
     agents: list[AgentRecord] = []
     seen_agents: set[str] = set()
@@ -73,6 +83,8 @@ def parse_contact_center(document: LocatedDocument, problems: list[str]) -> Cont
         if body.site not in site_names:
             problems.append(document.problem(f"{path}.site", f"unknown site {body.site!r} (define it under sites)"))
             continue
+        if body.site not in {s.name for s in sites}:
+            continue  # the site has an error of its own
         seen_agents.add(body.extension)
         try:
             agents.append(agent_record(body.extension, body))
@@ -85,6 +97,10 @@ def parse_contact_center(document: LocatedDocument, problems: list[str]) -> Cont
         if any(q.name == body.name for q in queues):
             problems.append(document.problem(f"{path}.name", f"queue {body.name} is defined twice"))
             continue
+        if body.overflow is not None and body.overflow not in queue_names:
+            problems.append(document.problem(f"{path}.overflow",
+                                             f"unknown queue {body.overflow!r} (define it under queues)"))
+            continue
         try:
             queues.append(queue_config(body.name, body))
         except RouterError as exc:
@@ -93,8 +109,9 @@ def parse_contact_center(document: LocatedDocument, problems: list[str]) -> Cont
     customers: list[CustomerRecord] = []
     for i, body in _validated(document, problems, "customers", CustomerCreate):
         if body.preferred_agent is not None and body.preferred_agent not in seen_agents:
-            problems.append(document.problem(f"customers[{i}].preferred_agent",
-                                             f"unknown agent {body.preferred_agent!r}"))
+            if body.preferred_agent not in agent_names:
+                problems.append(document.problem(f"customers[{i}].preferred_agent",
+                                                 f"unknown agent {body.preferred_agent!r} (define it under agents)"))
             continue
         customers.append(customer_record(body.number, body, None))
 

@@ -21,7 +21,7 @@ from monitoring.contact_center import ContactCenterMetrics
 from monitoring.metrics import TelephonyMetrics
 from monitoring.protection import ProtectionMetrics
 from pbx.api import create_api
-from pbx.applications import ApplicationDirectory
+from pbx.applications import ApplicationDirectory, unknown_flow_references
 from pbx.calls import CallManager
 from pbx.config import HttpSettings, ServerConfig
 from pbx.durable_registrations import DurableRegistrations
@@ -138,7 +138,9 @@ class Server:
     async def start(self) -> None:
         check_http_exposure(self.config.http)
         self.var_dir.mkdir(parents=True, exist_ok=True)
-        self.applications.prepare(list(self.config.extensions.values()))
+        flows = self.applications.prepare(list(self.config.extensions.values()))
+        for problem in unknown_flow_references(flows, self.config):
+            log.warning("%s (unless created through the API)", problem)
         self.store = await Store.open(self.config.store_url)
         # Calls a crash left in progress: recorded as interrupted before any new call starts.
         for record in await self.store.close_interrupted_calls():

@@ -30,9 +30,11 @@ def test_embedded_demo_config_is_the_documented_contact_center():
 def test_errors_name_file_line_and_key():
     text = "sip:\n  listen: ['udp:1.2.3:5060']\n  bogus: 1\nmedia:\n  port_min: 5\n"
     found = problems_of(text)
-    assert "centralita.yaml:3: sip.bogus: unknown key" in found[0]
-    assert any(p.startswith("centralita.yaml:2: sip.listen[0]: '1.2.3' is not an IP address") for p in found)
-    assert any(p.startswith("centralita.yaml:5: media.port_min: must be between") for p in found)
+    # In line order, each once.
+    assert found[0].startswith("centralita.yaml:2: sip.listen[0]: '1.2.3' is not an IP address")
+    assert "centralita.yaml:3: sip.bogus: unknown key" in found[1]
+    assert found[2].startswith("centralita.yaml:5: media.port_min: must be between")
+    assert len(found) == 3, found
 
 
 def test_account_problems_are_each_reported():
@@ -116,3 +118,89 @@ def test_an_empty_or_spaced_api_token_is_refused_rather_than_locking_everyone_ou
         [problem] = problems_of(f"http:\n  api_token: {token}\n")
         assert "centralita.yaml:2: http.api_token: must be a non-empty string" in problem
     assert build("http:\n  api_token: s3cret\n").http.api_token == "s3cret"
+
+
+DEMO = (Path(__file__).resolve().parents[2] / "pbx" / "default_config.yaml").read_text()
+
+
+def demo_problems(*replacements: tuple[str, str], tmp_path: Path | None = None) -> list[str]:
+    text = DEMO
+    for old, new in replacements:
+        assert old in text, old
+        text = text.replace(old, new, 1)
+    return problems_of(text, tmp_path)
+
+
+def line_of(text: str, fragment: str) -> int:
+    return next(i for i, line in enumerate(text.splitlines(), 1) if fragment in line)
+
+
+def test_unknown_overflow_queue_is_an_error_with_its_line():
+    found = demo_problems(("overflow: general", "overflow: generall"))
+    line = line_of(DEMO, "overflow: general")
+    assert found == [f"centralita.yaml:{line}: queues[0].overflow: unknown queue 'generall'"
+                     " (define it under queues)"]
+
+
+def test_every_cross_reference_is_checked_and_reported_in_line_order():
+    found = demo_problems(
+        ('"100": {application: ivr, flow: demo}', '"100": {application: ivr, flow: demoo}'),
+        ("site: madrid, skills: {billing: 5}", "site: madird, skills: {billing: 5}"),
+        ('{extension: "1008"', '{extension: "1099"'),
+        ("overflow: general\n  - name: general", "overflow: generall\n  - name: general"),
+        ('preferred_agent: "1001"', 'preferred_agent: "1011"'),
+    )
+    assert [problem.split(": ", 2)[1] for problem in found] == [
+        "extensions.100.flow", "agents[1].site", "agents[7].extension", "queues[1].overflow",
+        "customers[0].preferred_agent"], found
+    lines = [int(problem.split(":")[1]) for problem in found]
+    assert lines == sorted(lines), found
+    assert "unknown flow 'demoo' (shipped flows: demo" in found[0]
+    assert "unknown site 'madird'" in found[1]
+    assert "agent 1099 has no SIP account" in found[2]
+    assert "unknown agent '1011'" in found[4]
+
+
+def test_one_mistake_is_one_error_not_a_cascade():
+    # Ana's skill of 11 is her error; the customer who prefers her is not "unknown agent".
+    found = demo_problems(("skills: {billing: 8, support: 3}", "skills: {billing: 11, support: 3}"))
+    assert len(found) == 1 and "agents[0].skills.billing" in found[0], found
+    # A site with a bad time zone: its agents are not "unknown site" on top.
+    found = demo_problems(("timezone: Europe/Madrid", "timezone: Europe/Madird"))
+    assert len(found) == 1 and found[0].split(": ", 2)[1].startswith("sites[0]"), found
+    # A queue with an error of its own is still a known overflow target.
+    found = demo_problems(("  - name: general\n    strategy: longest_idle",
+                           "  - name: general\n    strategy: longest_idel"))
+    assert len(found) == 1 and "queues[2].strategy" in found[0], found
+
+
+def test_ivr_flow_file_must_exist(tmp_path: Path):
+    found = demo_problems(('"100": {application: ivr, flow: demo}',
+                           '"100": {application: ivr, flow: flows/missing.yaml}'),
+                          tmp_path=tmp_path)
+    assert len(found) == 1 and "extensions.100.flow: flow file" in found[0], found
+
+
+def test_check_config_reports_flow_references_to_unknown_queues_and_accounts(tmp_path: Path,
+                                                                             capsys):
+    from pbx.cli import main
+
+    flow = tmp_path / "menu.yaml"
+    flow.write_text("name: menu\nstart: menu\nnodes:\n"
+                    "  menu: {type: menu, prompt: en/main_menu, options: {1: q, 2: t},"
+                    " fallback: ok}\n"
+                    "  q: {type: enqueue, queue: generall}\n"
+                    "  t: {type: transfer, extension: '1099'}\n"
+                    "  ok: {type: enqueue, queue: general}\n")
+    config = tmp_path / "centralita.yaml"
+    config.write_text(DEMO.replace('"100": {application: ivr, flow: demo}',
+                                   '"100": {application: ivr, flow: menu.yaml}'))
+    assert main(["check-config", str(config)]) == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert errors == [
+        f"error: {flow}:5: nodes.q.queue: unknown queue 'generall' (not under queues)",
+        f"error: {flow}:6: nodes.t.extension: unknown account '1099' (not under accounts)",
+    ]
+    config.write_text(DEMO)
+    assert main(["check-config", str(config)]) == 0
+    assert ": OK" in capsys.readouterr().out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -225,9 +226,9 @@ def test_structural_problems_are_all_reported_at_once(prompts: PromptLibrary) ->
         "flows/test.yaml:7: nodes.menu.options.12: '12' is not a DTMF key (0-9, * or #)",
         "flows/test.yaml:7: nodes.menu.options.x: 'x' is not a DTMF key (0-9, * or #)",
         "flows/test.yaml:9: nodes.menu.timeout: must be between 0.001 and 300, not -1",
+        "flows/test.yaml:10: nodes.digits.fallback: is required",
         "flows/test.yaml:14: nodes.digits.max_length: must not be below min_length (5)",
         "flows/test.yaml:15: nodes.digits.terminator: '%' is not a DTMF key (0-9, * or #)",
-        "flows/test.yaml:10: nodes.digits.fallback: is required",
         "flows/test.yaml:19: nodes.hours.timezone: unknown time zone 'Mars/Olympus' (e.g. Europe/Madrid)",
         "flows/test.yaml:20: nodes.hours.weekly.mon-fri: '9-18': times must be HH:MM",
         "flows/test.yaml:20: nodes.hours.weekly.someday: 'someday' is not a day or a day range like mon-fri",
@@ -313,3 +314,42 @@ def test_hours_parsing() -> None:
         parse_intervals("18:00-09:00")
     with pytest.raises(HoursFormatError):
         parse_intervals("25:00-26:00")
+
+
+def test_a_misspelt_node_name_is_reported_once_not_as_a_cascade(prompts: PromptLibrary) -> None:
+    demo = (SHIPPED_FLOWS / "demo.yaml").read_text()
+    misspelt = demo.replace("    next: main_menu", "    next: main_mnu")
+    found = problems_of(misspelt, prompts, "flows/demo.yaml")
+    assert len(found) == 1, found
+    assert re.match(r"flows/demo\.yaml:\d+: nodes\.welcome\.next: unknown node 'main_mnu'",
+                    found[0]), found
+
+
+def test_problems_come_in_line_order(prompts: PromptLibrary) -> None:
+    found = problems_of("""\
+        name: t
+        start: a
+        nodes:
+          a: {type: play, prompt: en/missing_one, next: b}
+          b: {type: menu, prompt: en/main_menu, options: {1: nowhere}, fallback: c}
+          c: {type: hangup, prompt: en/missing_two}
+        """, prompts)
+    lines = [int(problem.split(":")[1]) for problem in found]
+    assert lines == sorted(lines) and len(found) == 3, found
+
+
+def test_flow_references_to_queues_and_accounts(prompts: PromptLibrary) -> None:
+    flow = load_flow(textwrap.dedent("""\
+        name: t
+        start: menu
+        nodes:
+          menu: {type: menu, prompt: en/main_menu, options: {1: q, 2: t}, fallback: ok}
+          q: {type: enqueue, queue: generall}
+          t: {type: transfer, extension: "1099"}
+          ok: {type: enqueue, queue: general}
+        """), "flows/t.yaml", prompts)
+    assert flow.unknown_references({"general"}, {"1001"}) == [
+        "flows/t.yaml:5: nodes.q.queue: unknown queue 'generall' (not under queues)",
+        "flows/t.yaml:6: nodes.t.extension: unknown account '1099' (not under accounts)",
+    ]
+    assert flow.unknown_references({"general", "generall"}, {"1099"}) == []
