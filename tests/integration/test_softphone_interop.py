@@ -5,9 +5,11 @@
   SHA-256 opted in it authenticates with SHA-256.
 - PJSIP (``pjsua2``): with SHA-256 opted in, registers with SHA-256 and takes a queue call.
 - Zoiper and MicroSIP cannot run here (desktop apps): their REGISTER and INVITE are
-  reproduced header for header (Zoiper 5: resiprocate-style branch, ``rinstance`` and
-  ``transport=UDP`` in the Contact and in the digest ``uri``, compact digest parameters,
-  Allow-Events; MicroSIP: PJSIP-style ``;ob`` Contact with ``reg-id`` and
+  reproduced header for header from published traces (Zoiper 5.6: ``-524287-1---``
+  branches, ``rinstance`` and ``transport=UDP`` in the Contact, the Request-URI and the
+  digest ``uri``, compact digest parameters echoing the challenge's algorithm, its
+  Supported list and an SDP offering Opus, G.722, GSM and telephone-event at 48 kHz
+  and 8 kHz; MicroSIP, a PJSIP phone: ``;ob`` Contact with ``reg-id`` and
   ``+sip.instance``, ``Supported: outbound, path``), with the digest each computes
   (MD5, ``qop=auth``). The Zoiper phone calls the MicroSIP phone through the server.
 
@@ -44,6 +46,8 @@ from peers.linphone import Linphone
 pytestmark = pytest.mark.integration
 
 SHA256_FIRST = {"digest_algorithms": ["SHA-256", "MD5"]}
+ZOIPER_SUPPORTED = ("replaces, norefersub, extended-refer, timer, sec-agree, outbound, path,"
+                    " X-cisco-serviceuri")
 
 
 def _authorizations(server, user: str) -> list[str]:
@@ -157,10 +161,10 @@ def _digest(style: str, challenge: dict[str, str], method: str, uri: str, user: 
     ha2 = _h(f"{method}:{uri}")
     response = _h(f"{ha1}:{challenge['nonce']}:{nc}:{cnonce}:auth:{ha2}")
     opaque = challenge.get("opaque")
-    if style == "zoiper":  # resiprocate: no spaces, algorithm and opaque last
+    if style == "zoiper":  # no spaces, the challenge's algorithm token echoed, opaque last
         value = (f'Digest username="{user}",realm="{challenge["realm"]}",'
                  f'nonce="{challenge["nonce"]}",uri="{uri}",response="{response}",'
-                 f'cnonce="{cnonce}",nc={nc},qop=auth,algorithm=MD5')
+                 f'cnonce="{cnonce}",nc={nc},qop=auth,algorithm={challenge["algorithm"]}')
         return value + (f',opaque="{opaque}"' if opaque else "")
     value = (f'Digest username="{user}", realm="{challenge["realm"]}", '  # PJSIP
              f'nonce="{challenge["nonce"]}", uri="{uri}", response="{response}", '
@@ -207,7 +211,7 @@ class ShapedPhone:
                      f"Call-ID: {self.call_id}", f"CSeq: {self.cseq} REGISTER",
                      f"Expires: {60 if expires is None else expires}",
                      "Allow: INVITE, ACK, CANCEL, BYE, NOTIFY, REFER, MESSAGE, OPTIONS, INFO,"
-                     " SUBSCRIBE", "Supported: replaces, outbound, path",
+                     " SUBSCRIBE", f"Supported: {ZOIPER_SUPPORTED}",
                      "User-Agent: Z 5.6.1 v2.10.19.9",
                      "Allow-Events: presence, kpml, talk, as-feature-event"]
         else:
@@ -244,26 +248,36 @@ class ShapedPhone:
         return final
 
     def sdp(self, rtp_port: int) -> str:
-        codecs = "0 8 3 101" if self.style == "zoiper" else "8 0 101"
+        if self.style == "zoiper":
+            return "\r\n".join([
+                "v=0", f"o=Z 0 {secrets.randbelow(10**7)} IN IP4 {self.host}", "s=Z",
+                f"c=IN IP4 {self.host}", "t=0 0",
+                f"m=audio {rtp_port} RTP/AVP 106 9 98 101 0 8 3",
+                "a=rtpmap:106 opus/48000/2",
+                "a=fmtp:106 sprop-maxcapturerate=16000; minptime=20; useinbandfec=1",
+                "a=rtpmap:98 telephone-event/48000", "a=fmtp:98 0-16",
+                "a=rtpmap:101 telephone-event/8000", "a=fmtp:101 0-16", "a=sendrecv", ""])
         return "\r\n".join([
-            "v=0", f"o=- {secrets.randbelow(10**9)} 1 IN IP4 {self.host}", "s=-" if self.style
-            == "zoiper" else "s=pjmedia", f"c=IN IP4 {self.host}", "t=0 0",
-            f"m=audio {rtp_port} RTP/AVP {codecs}", "a=rtpmap:0 PCMU/8000",
-            "a=rtpmap:8 PCMA/8000", "a=rtpmap:101 telephone-event/8000", "a=fmtp:101 0-16",
-            "a=sendrecv", ""])
+            "v=0", f"o=- {secrets.randbelow(10**9)} 2 IN IP4 {self.host}", "s=pjmedia",
+            "b=AS:84", "t=0 0", "a=X-nat:0", f"m=audio {rtp_port} RTP/AVP 8 101",
+            f"c=IN IP4 {self.host}", "b=TIAS:64000", f"a=rtcp:{rtp_port + 1} IN IP4 {self.host}",
+            "a=sendrecv", "a=rtpmap:8 PCMA/8000", "a=rtpmap:101 telephone-event/8000",
+            "a=fmtp:101 0-16", f"a=ssrc:{secrets.randbits(31)} cname:{secrets.token_hex(8)}", ""])
 
 
 def _invite(phone: ShapedPhone, callee: str, call_id: str, tag: str, cseq: int, branch: str,
             body: str, authorization: str | None) -> str:
-    uri = f"sip:{callee}@{phone.domain}" + (";transport=UDP" if phone.style == "zoiper" else "")
+    """Zoiper 5.6's INVITE (see the module docstring)."""
+    uri = f"sip:{callee}@{phone.domain};transport=UDP"
     lines = [f"INVITE {uri} SIP/2.0",
              f"Via: SIP/2.0/UDP {phone.host}:{phone.port};branch={branch};rport",
-             "Max-Forwards: 70", f"Contact: {phone.contact.split(';reg-id')[0]}",
-             f"To: <{uri}>", f"From: <sip:{phone.user}@{phone.domain}>;tag={tag}",
+             "Max-Forwards: 70", f"Contact: <sip:{phone.user}@{phone.host}:{phone.port};transport=UDP>",
+             f"To: <sip:{callee}@{phone.domain}>",
+             f"From: <sip:{phone.user}@{phone.domain};transport=UDP>;tag={tag}",
              f"Call-ID: {call_id}", f"CSeq: {cseq} INVITE",
              "Allow: INVITE, ACK, CANCEL, BYE, NOTIFY, REFER, MESSAGE, OPTIONS, INFO, SUBSCRIBE",
-             "Content-Type: application/sdp", "Supported: replaces, norefersub, extended-refer,"
-             " timer, outbound, path, X-cisco-serviceuri", "User-Agent: Z 5.6.1 v2.10.19.9",
+             "Content-Type: application/sdp", f"Supported: {ZOIPER_SUPPORTED}",
+             "User-Agent: Z 5.6.1 v2.10.19.9",
              "Allow-Events: presence, kpml, talk, as-feature-event"]
     if authorization:
         lines.append(f"Proxy-Authorization: {authorization}")
@@ -277,7 +291,8 @@ def _ack_or_bye(method: str, phone: ShapedPhone, callee: str, call_id: str, tag:
     return "\r\n".join([
         f"{method} {uri} SIP/2.0",
         f"Via: SIP/2.0/UDP {phone.host}:{phone.port};branch={branch};rport", "Max-Forwards: 70",
-        f"To: {to}", f"From: <sip:{phone.user}@{phone.domain}>;tag={tag}", f"Call-ID: {call_id}",
+        f"To: {to}", f"From: <sip:{phone.user}@{phone.domain};transport=UDP>;tag={tag}",
+        f"Call-ID: {call_id}",
         f"CSeq: {cseq} {method}", "Content-Length: 0", "", ""])
 
 
@@ -333,7 +348,7 @@ def test_zoiper_calls_microsip_through_the_server(pbx_server) -> None:
         challenge = raw.final_response(zoiper.peer, 5.0, cseq_method="INVITE")
         assert challenge is not None and challenge.status == 407, challenge
         zoiper.peer.send(_ack_or_bye("ACK", zoiper, "1005", call_id, tag, 1, branch,
-                                     challenge.to_tag))
+                                     challenge.to_tag, f"sip:1005@{zoiper.domain};transport=UDP"))
         authorization = _digest("zoiper", _challenge(challenge, "proxy-authenticate"), "INVITE",
                                 f"sip:1005@{zoiper.domain};transport=UDP", "1004", "demo1004")
         zoiper.peer.send(_invite(zoiper, "1005", call_id, tag, 2, zoiper.branch(), body,
@@ -346,7 +361,11 @@ def test_zoiper_calls_microsip_through_the_server(pbx_server) -> None:
         microsip.peer.send(_answer(invite, 200, "OK", to_tag, contact, microsip.sdp(40010)))
         answered = raw.final_response(zoiper.peer, 10.0, call_id=call_id, cseq_method="INVITE")
         assert answered is not None and answered.status == 200, answered
-        assert b"m=audio" in answered.body, answered
+        # The server picked what it speaks from Zoiper's offer: G.711 and the 8 kHz events.
+        media = re.search(rb"^m=audio \d+ RTP/AVP ([\d ]+)", answered.body, re.MULTILINE)
+        assert media, answered
+        formats = media.group(1).split()
+        assert formats[0] in (b"0", b"8") and set(formats) <= {b"0", b"8", b"101"}, formats
         target = re.search(r"<([^>]+)>", answered.get("contact") or "")
         assert target, answered
         zoiper.peer.send(_ack_or_bye("ACK", zoiper, "1005", call_id, tag, 2, zoiper.branch(),
