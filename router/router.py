@@ -1651,7 +1651,8 @@ class Router:
             return None
         state = agent.state
         if state is AgentState.AVAILABLE:
-            return 0.0
+            # On a personal call: its length is unknown, so count one ordinary handle time.
+            return remaining_handle(0.0, handle_seconds) if agent.personal_calls else 0.0
         if state is AgentState.WRAP_UP:
             return max((agent.wrap_until if agent.wrap_until is not None else now) - now, 0.0)
         if state in HANDLING_STATES:

@@ -81,3 +81,18 @@ def test_queue_and_caller_ewt_follow_staffing() -> None:
     assert router.queue_stats("sales").agents_staffed == 2
     # Agents 1 and 2 ran past the average: each is expected free within AHT / 10.
     assert router.ewt("w0") == pytest.approx(12)
+
+
+def test_an_agent_on_a_personal_call_is_not_counted_free_in_the_estimate() -> None:
+    router = Router(lambda: 0.0, default_handle_seconds=120)
+    router.upsert_queue(QueueConfig("sales", skills={"sales": 1}))
+    router.upsert_agent(AgentProfile("1", "1", "mad", {"sales": 1}))
+    router.login("1")
+    router.personal_call_started("1", "direct-1")
+    router.enqueue(Call("w0", "sales"))
+    assert router.dispatch() == []
+    stats = router.queue_stats("sales")
+    assert (stats.agents_staffed, stats.agents_available) == (1, 0)
+    assert router.ewt("w0") == 120  # one ordinary handle time, not "free now"
+    router.personal_call_ended("1", "direct-1")
+    assert [r.agent for r in router.dispatch()] == ["1"]
