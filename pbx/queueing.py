@@ -85,6 +85,15 @@ class QueueService:
         calls.transfer_handler = self.transfer
         calls.feature_codes = frozenset(FEATURE_CODES)
 
+    def resources(self) -> dict[str, int]:
+        """What queued callers hold; all zero on an idle server (a test checks it)."""
+        return {
+            "queued_calls": len(self.queued),
+            "queue_tasks": len(self._tasks),
+            "router_calls": self.router.active_calls,
+            "router_reservations": self.router.active_reservations,
+        }
+
     # -- the IVR hands a caller over -------------------------------------------------
     async def enqueue(self, call: IvrCall, request: EnqueueRequest) -> None:
         assert isinstance(call, AnsweredCall)
@@ -113,6 +122,7 @@ class QueueService:
         """The caller's call is over: tell the router how it ended."""
         if self.queued.pop(queued.call_id, None) is None:
             return
+        queued.reservation = None  # an agent's phone still being dialled is not charged for it
         if queued.dial is not None:
             self.calls.cancel_dial(queued.dial)
         cause = queued.handle.call.end_cause
@@ -190,7 +200,9 @@ class QueueService:
         except OSError as exc:
             log.error("call %s: cannot ring agent %s: %s", queued.call_id, reservation.agent, exc)
             dial = None
-        if queued.reservation is not reservation:
+        if queued.reservation is not reservation or queued.handle.call.ended:
+            # The router moved on, or the caller hung up while the agent's leg was being
+            # opened: an abandon (told to the router by _leave), not the agent's failure.
             if dial is not None:
                 self.calls.cancel_dial(dial)
             return
