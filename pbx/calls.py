@@ -96,6 +96,7 @@ class CallLeg:
     dial: Dial | None = None  # for a callee leg: the dial attempt it is a fork of
     probe_due: float = 0.0  # when a silent leg may next be asked whether its dialog lives
     probe_sent_at: float | None = None  # an OPTIONS asking that is still unanswered
+    offer: bytes | None = None  # the SDP of the caller's INVITE (from a multipart body too)
     # A late offer (INVITE without SDP): our 200 carried the offer, the ACK brings the answer.
     answer_from_ack: asyncio.Future[None] | None = None
 
@@ -243,18 +244,13 @@ class CallManager:
         leg.local_sdp = answer
         return answer.to_bytes()
 
-    def _negotiate(self, leg: CallLeg, request: Request
+    def _negotiate(self, leg: CallLeg, offered: bytes | None
                    ) -> tuple[SessionDescription | None, AudioNegotiation | None] | None:
         """Parse the caller's offer; answers the INVITE itself when it is unusable.
 
         (None, None) for an INVITE without an offer: we offer in the 200, the ACK answers.
         """
-        try:
-            offered = session_description(request.headers.get("content-type"), request.body)
-        except BodyError as exc:
-            self._respond(leg, exc.status, exc.reason,
-                          extra=(("Accept", ACCEPTED_BODY_TYPES),) if exc.status == 415 else ())
-            return None
+        request = leg.invite
         if offered is None:
             return None, None
         try:
@@ -284,6 +280,12 @@ class CallManager:
                     user, self._now())
         leg = CallLeg(call, request, source, transport, key)
         call.caller_leg = leg
+        try:
+            leg.offer = session_description(request.headers.get("content-type"), request.body)
+        except BodyError as exc:
+            self._respond(leg, exc.status, exc.reason,
+                          extra=(("Accept", ACCEPTED_BODY_TYPES),) if exc.status == 415 else ())
+            return
         if not self._accepts_sdp(request):
             self._respond(leg, 406, extra=(("Accept", SDP),))
             return
@@ -330,7 +332,7 @@ class CallManager:
     def _start(self, call: Call, leg: CallLeg, work: CallWork) -> bool:
         """Run `work` for a new call once the caller's media is open; False when the INVITE
         was refused here (no usable offer)."""
-        negotiated = self._negotiate(leg, leg.invite)
+        negotiated = self._negotiate(leg, leg.offer)
         if negotiated is None:
             return False
         self._respond(leg, 100)
