@@ -67,6 +67,7 @@ class Caller:
         self.dialog = raw.Dialogish()
         self.to_tag: str | None = None
         self.invite_branch = raw.new_branch()
+        self.invite_cseq = 1
 
     def _request(self, method: str, *, cseq: int | None = None, body: bytes = b"",
                  headers: tuple[tuple[str, str], ...] = (), branch: str | None = None,
@@ -77,9 +78,25 @@ class Caller:
                                  headers=headers, branch=branch, to_tag=to_tag,
                                  contact=f"<sip:5550100@{host}:{port}>")
 
-    def invite(self, body: bytes = b"", content_type: str = "application/sdp") -> None:
-        headers = (("Content-Type", content_type),) if body else ()
+    def invite(self, body: bytes = b"", content_type: str = "application/sdp",
+               headers: tuple[tuple[str, str], ...] = ()) -> None:
+        headers = ((("Content-Type", content_type),) if body else ()) + headers
         self.peer.send(self._request("INVITE", body=body, headers=headers, branch=self.invite_branch))
+        self.invite_cseq = self.dialog.cseq
+
+    def invite_as(self, user: str, password: str, body: bytes) -> None:
+        """INVITE with digest credentials: the 407 is ACKed and the INVITE sent again."""
+        self.invite(body)
+        challenge = self.final()
+        assert challenge.status == 407, challenge.start_line
+        # The ACK of a non-2xx answer is part of the INVITE transaction: same branch and CSeq.
+        self.peer.send(self._request("ACK", cseq=self.invite_cseq, branch=self.invite_branch,
+                                     to_tag=challenge.to_tag))
+        authorization = raw.digest_authorize(raw.pick_challenge(challenge.get_all("proxy-authenticate")),
+                                             "INVITE", self.aor, user, password)
+        self.invite_branch = raw.new_branch()
+        self.to_tag = None
+        self.invite(body, headers=(("Proxy-Authorization", authorization),))
 
     def final(self, timeout: float = 10.0) -> raw.SipMessage:
         answer = raw.final_response(self.peer, timeout, cseq_method="INVITE")
@@ -95,10 +112,10 @@ class Caller:
         return answer
 
     def ack(self) -> None:
-        self.peer.send(self._request("ACK", cseq=1, to_tag=self.to_tag))
+        self.peer.send(self._request("ACK", cseq=self.invite_cseq, to_tag=self.to_tag))
 
     def cancel(self) -> None:
-        self.peer.send(self._request("CANCEL", cseq=1, branch=self.invite_branch))
+        self.peer.send(self._request("CANCEL", cseq=self.invite_cseq, branch=self.invite_branch))
 
     def bye(self) -> None:
         self.peer.send(self._request("BYE", to_tag=self.to_tag))

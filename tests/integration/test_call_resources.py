@@ -14,6 +14,7 @@ from integration.call_peers import (
     assert_all_given_back,
     offer,
     random_port_range,
+    reply,
     wait_for,
 )
 from integration.server_fixture import default_config_yaml
@@ -133,6 +134,89 @@ def test_every_failure_path_gives_back_what_the_call_took(pbx_server) -> None:
         assert_all_given_back(server, "hanging up while talking to the agent")
     finally:
         agent.close()
+
+
+def test_every_failure_path_of_a_call_to_an_account_gives_back_what_it_took(pbx_server) -> None:
+    server = _server(pbx_server)
+    agent = Agent(server)  # account 1001's phone
+    try:
+        # CANCEL while the account's phone rings: 487 to the caller, CANCEL to the phone.
+        caller = Caller(server, "1001")
+        caller.invite_as("1002", "demo1002", offer())
+        invite = agent.next_request("INVITE")
+        agent.reply(invite, 180, "Ringing")
+        caller.cancel()
+        assert caller.final().status == 487
+        caller.ack()
+        cancel = agent.next_request("CANCEL")
+        agent.reply(cancel, 200, "OK")
+        agent.reply(invite, 487, "Request Terminated")
+        caller.close()
+        assert_all_given_back(server, "a CANCEL while the account's phone rang")
+
+        # The phone is busy: the caller hears busy.
+        caller = Caller(server, "1001")
+        caller.invite_as("1002", "demo1002", offer())
+        agent.reply(agent.next_request("INVITE"), 486, "Busy Here")
+        assert caller.final().status == 486
+        caller.ack()
+        caller.close()
+        assert_all_given_back(server, "a busy phone")
+
+        # The phone fails: the caller is told it is unreachable.
+        caller = Caller(server, "1001")
+        caller.invite_as("1002", "demo1002", offer())
+        agent.reply(agent.next_request("INVITE"), 500, "Server Internal Error")
+        assert caller.final().status == 480
+        caller.ack()
+        caller.close()
+        assert_all_given_back(server, "a failing phone")
+
+        # The phone answers with an unusable SDP (a host name): it is hung up, and the caller
+        # hears that the account cannot be reached (as for any failure of the phone).
+        caller = Caller(server, "1001")
+        caller.invite_as("1002", "demo1002", offer())
+        invite = agent.next_request("INVITE")
+        agent.reply(invite, 200, "OK", body=offer(40030, connection="IN IP4 phone.example.com"))
+        agent.reply(agent.next_request("BYE"), 200, "OK")
+        assert caller.final().status == 480
+        caller.ack()
+        caller.close()
+        assert_all_given_back(server, "an unusable answer from the phone")
+
+        # Connected; the called phone hangs up first.
+        caller = Caller(server, "1001")
+        caller.invite_as("1002", "demo1002", offer())
+        invite = agent.next_request("INVITE")
+        agent.reply(invite, 200, "OK", body=offer(40032))
+        assert caller.final().status == 200
+        caller.ack()
+        agent.next_request("ACK")
+        agent.peer.send(_bye_from_the_phone(agent, invite))
+        bye = caller.peer.recv(10)
+        assert bye is not None and bye.method == "BYE"
+        caller.peer.send(reply(bye, 200, "OK", tag="caller"))
+        caller.close()
+        assert_all_given_back(server, "the called phone hanging up")
+    finally:
+        agent.close()
+
+
+def _bye_from_the_phone(agent: Agent, invite: raw.SipMessage) -> bytes:
+    """The called phone's BYE: its dialog is the server's INVITE with the roles swapped."""
+    host, port = agent.peer.local
+    server_contact = (invite.get("contact") or "").strip().lstrip("<").split(">")[0]
+    lines = [
+        f"BYE {server_contact} SIP/2.0",
+        f"Via: SIP/2.0/UDP {host}:{port};branch={raw.new_branch()};rport",
+        "Max-Forwards: 70",
+        f"From: {invite.get('to')};tag=agent",
+        f"To: {invite.get('from')}",
+        f"Call-ID: {invite.get('call-id')}",
+        "CSeq: 1 BYE",
+        "Content-Length: 0", "", "",
+    ]
+    return "\r\n".join(lines).encode()
 
 
 def _agent_available(server) -> bool:
