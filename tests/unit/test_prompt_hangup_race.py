@@ -1,6 +1,7 @@
-"""Hang-up races, with the real engine, media and router: a caller who leaves just as a prompt
-starts is an abandon (not an IVR failure), and one who leaves while an agent's phone is being
-dialled is not charged to the agent."""
+"""A caller hanging up just as a prompt starts, with the real IVR engine and RTP session: an
+abandon, not an IVR failure, and no error logged. (The queue's race, a hang-up while the
+agent's leg opens, needs the call manager and router together: tests/integration/
+test_hangup_races.py.)"""
 
 from __future__ import annotations
 
