@@ -281,6 +281,11 @@ class SipEndpoint:
         _, events = self.transactions.cancel_request(key, self.now())
         self._process(events)
 
+    @property
+    def requests_awaiting_answers(self) -> int:
+        """Our requests whose answers someone still waits for (their callbacks)."""
+        return len(self._client_callbacks)
+
     def forget_client(self, key: TransactionKey) -> None:
         self._client_callbacks.pop(key, None)
 

@@ -385,5 +385,6 @@ class Server:
             "registered_contacts": len(self.registrar),
             # What calls hold (ports, sockets, tasks, dialogs, router entries): all zero when idle.
             "resources": {**self.calls.resources(), **self.queues.resources(),
+                          "sip_requests_awaiting_answers": self.endpoint.requests_awaiting_answers,
                           "sip_transactions": len(self.endpoint.transactions)},
         }

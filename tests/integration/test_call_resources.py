@@ -129,7 +129,7 @@ def test_every_failure_path_gives_back_what_the_call_took(pbx_server) -> None:
         invite = agent.next_request("INVITE")
         agent.reply(invite, 200, "OK", body=offer(40010))
         caller.bye()
-        agent.next_request("BYE")
+        agent.reply(agent.next_request("BYE"), 200, "OK")
         caller.close()
         assert_all_given_back(server, "hanging up while talking to the agent")
     finally:
