@@ -116,3 +116,20 @@ def test_an_empty_or_spaced_api_token_is_refused_rather_than_locking_everyone_ou
         [problem] = problems_of(f"http:\n  api_token: {token}\n")
         assert "centralita.yaml:2: http.api_token: must be a non-empty string" in problem
     assert build("http:\n  api_token: s3cret\n").http.api_token == "s3cret"
+
+
+def test_calls_per_source_default_to_half_the_rtp_port_range():
+    config = load_config(None, var_dir=Path("/tmp/x"))
+    assert config.media.unauthenticated_calls_per_source is None
+    assert config.media.port_capacity == 5000  # even ports of 20000-29999
+    assert config.media.calls_per_source_limit == 2500
+    small = build("media:\n  port_min: 30000\n  port_max: 30009\n")
+    assert small.media.calls_per_source_limit == 2
+    explicit = build("media:\n  unauthenticated_calls_per_source: 40\n")
+    assert explicit.media.calls_per_source_limit == 40
+
+
+def test_calls_per_source_must_be_a_positive_integer():
+    found = problems_of("media:\n  unauthenticated_calls_per_source: 0\n")
+    assert any(p.startswith("centralita.yaml:2: media.unauthenticated_calls_per_source: must be between")
+               for p in found), found
