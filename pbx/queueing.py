@@ -271,7 +271,12 @@ class QueueService:
             over.set()
 
         call.media.play(self._prompt(language, "please_hold"), on_done=lambda _: None)
-        if await self.calls.dial(call.call, extension, on_answered=answered, on_failed=failed) is None:
+        try:
+            dial = await self.calls.dial(call.call, extension, on_answered=answered, on_failed=failed)
+        except OSError as exc:  # no RTP port for the new leg: the transfer fails, the call goes on
+            log.error("call %s: cannot ring %s: %s", call.call_id, extension, exc)
+            return
+        if dial is None:
             return
         await over.wait()
 
@@ -354,8 +359,13 @@ class QueueService:
             queued.finished.set()
 
         async def ring() -> None:
-            if await self.calls.dial(queued.handle.call, target, on_answered=answered,
-                                     on_failed=failed) is None:
+            try:
+                dial = await self.calls.dial(queued.handle.call, target, on_answered=answered,
+                                             on_failed=failed)
+            except OSError as exc:  # no RTP port for the new leg: the caller is not left on hold
+                log.error("call %s: cannot ring %s: %s", queued.call_id, target, exc)
+                dial = None
+            if dial is None:
                 queued.finished.set()
 
         task = asyncio.get_running_loop().create_task(ring())

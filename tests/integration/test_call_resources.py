@@ -5,6 +5,8 @@ Retry-After, and one source hammering never keeps another from being answered.""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from integration.call_peers import (
@@ -280,3 +282,26 @@ def test_one_source_is_capped_while_another_is_still_answered(pbx_server) -> Non
         for caller in (*hammering, other, extra):
             caller.close()
     assert_all_given_back(server, "the capped source's calls")
+
+
+def test_no_port_for_the_agents_leg_keeps_the_caller_waiting_and_the_agent_free(pbx_server) -> None:
+    first, _ = random_port_range(2)
+    server = pbx_server(default_config_yaml(
+        media={"port_min": first, "port_max": first + 1},  # one RTP port: the caller's
+        extensions={"102": {"application": "ivr", "flow": str(QUEUE_FLOW)}},
+        queues=[{"name": "general", "wrap_up_seconds": 0, "ring_timeout_seconds": 30}],
+    ))
+    agent = Agent(server)
+    caller = Caller(server, "102")
+    try:
+        assert wait_for(lambda: _agent_available(server), 10)
+        caller.answered()
+        assert wait_for(lambda: "cannot ring agent 1001" in server.log_text(), 10), server.log_tail(30)
+        time.sleep(1.0)
+        assert server.healthz()["resources"]["router_calls"] == 1  # still in line
+        caller.bye()
+    finally:
+        caller.close()
+        agent.close()
+    assert_all_given_back(server, "a queued call whose agent leg found no port")
+    assert wait_for(lambda: _agent_available(server), 10)
