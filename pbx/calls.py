@@ -188,6 +188,7 @@ class CallManager:
         # call by the time its cleanup takes, so they are counted apart.
         self.tasks: set[asyncio.Task[None]] = set()
         self.unauthenticated_calls: dict[str, int] = {}
+        self._capped_sources: set[str] = set()  # refused since their last call ended (logged once)
         self._answered: dict[str, AnsweredCall] = {}
         self.transfer_handler: TransferHandler | None = None
         self.feature_codes: frozenset[str] = frozenset()
@@ -299,8 +300,10 @@ class CallManager:
             # Answered without credentials: one source may hold only its share of the ports.
             held = self.unauthenticated_calls.get(source[0], 0)
             if held >= self.config.media.calls_per_source_limit:
-                log.warning("call %s from %s refused: %d unauthenticated calls from that address "
-                            "already", request.call_id, source[0], held)
+                if source[0] not in self._capped_sources:  # one line per episode, not per INVITE
+                    self._capped_sources.add(source[0])
+                    log.warning("calls from %s refused (503): it holds %d unauthenticated calls, "
+                                "the limit (media.unauthenticated_calls_per_source)", source[0], held)
                 self._respond(leg, 503, "Too many calls from your address")
                 return
             if self._start(call, leg, self._answer_application(call, leg, extension)):
@@ -780,6 +783,7 @@ class CallManager:
             held = self.unauthenticated_calls.pop(call.source_host, 1) - 1
             if held > 0:
                 self.unauthenticated_calls[call.source_host] = held
+            self._capped_sources.discard(call.source_host)
         legs = [call.caller_leg, *call.callee_legs]
         for leg in legs:
             if leg is None or leg is ended_by or leg.state in ("ended",):
