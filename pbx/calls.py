@@ -189,6 +189,7 @@ class CallManager:
         self.tasks: set[asyncio.Task[None]] = set()
         self.unauthenticated_calls: dict[str, int] = {}
         self._capped_sources: set[str] = set()  # refused since their last call ended (logged once)
+        self._out_of_ports = False  # calls refused for want of RTP ports since the last call ended
         self._answered: dict[str, AnsweredCall] = {}
         self.transfer_handler: TransferHandler | None = None
         self.feature_codes: frozenset[str] = frozenset()
@@ -355,7 +356,9 @@ class CallManager:
             except asyncio.CancelledError:
                 raise
             except MediaPortsExhausted as exc:
-                log.warning("call %s refused: %s", call.call_id, exc)
+                if not self._out_of_ports:  # one line per episode, not per INVITE
+                    self._out_of_ports = True
+                    log.warning("calls refused (503) until a call ends: %s", exc)
                 self._end(call, "congestion", status=503)
             except Exception:
                 log.exception("call %s failed", call.call_id)
@@ -779,6 +782,8 @@ class CallManager:
             return
         call.ended = True
         call.end_cause = cause
+        if cause != "congestion":
+            self._out_of_ports = False  # this call's ports come free
         if call.source_host is not None:
             held = self.unauthenticated_calls.pop(call.source_host, 1) - 1
             if held > 0:

@@ -244,6 +244,12 @@ def test_port_exhaustion_is_503_with_retry_after_and_recovers(pbx_server) -> Non
             caller.ack()
         assert refused is not None, "more calls were answered than the port range holds"
         assert (refused.get("retry-after") or "").strip().isdigit(), refused.get("retry-after")
+        for _ in range(3):  # more refusals: logged once for the episode, not once per INVITE
+            callers[-1].dialog = raw.Dialogish()
+            callers[-1].invite_branch = raw.new_branch()
+            callers[-1].invite(offer())
+            assert callers[-1].final().status == 503
+        assert server.log_text().count("refused (503) until a call ends") == 1, server.log_tail(20)
         for caller in callers[:-1]:
             caller.bye()
         assert_all_given_back(server, "port exhaustion")
