@@ -273,6 +273,12 @@ class _CallSession:
         record = self.record
         record.ended_at = self.runner.clock()
         error = None if walk.cancelled() else walk.exception()
+        if error is not None and self.call.hung_up.is_set():
+            # The caller left while a step was starting (a prompt on media already closed):
+            # that is a hang-up, not a failure of the flow.
+            log.info("call %s: caller hung up at node %s (%s)", self.call.call_id,
+                     self.node.name if self.node else None, error)
+            error = None
         if error is not None:
             log.error("call %s: IVR flow %s failed at node %s", self.call.call_id, self.flow.name,
                       self.node.name if self.node else None, exc_info=error)

@@ -55,6 +55,11 @@ class TelephonyMetrics:
                                   buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
                                   registry=r)
         self.rtp_sessions = Gauge("centralita_rtp_sessions", "Open RTP sessions", registry=r)
+        self.rtp_ports = Gauge("centralita_rtp_ports_in_use",
+                               "RTP ports reserved (a port is given back once its socket closed)",
+                               registry=r)
+        self.call_tasks = Gauge("centralita_call_tasks_active",
+                                "Tasks running calls (answering, dialling, applications)", registry=r)
 
     def subscribe(self, bus: EventBus) -> None:
         bus.subscribe(lambda e: self.requests.labels(e.method, e.transport).inc(), SipRequestReceived)
@@ -77,8 +82,10 @@ class TelephonyMetrics:
         self.call_duration.labels(event.kind).observe(event.duration)
 
     def sample_gauges(self, *, transactions: int, dialogs: int, contacts: int, accounts: int,
-                      rtp_sessions: int) -> None:
+                      rtp_sessions: int, rtp_ports: int = 0, call_tasks: int = 0) -> None:
         """Levels are read when scraped rather than tracked on every change."""
+        self.rtp_ports.set(rtp_ports)
+        self.call_tasks.set(call_tasks)
         self.transactions.set(transactions)
         self.dialogs.set(dialogs)
         self.registrations.set(contacts)

@@ -24,9 +24,10 @@ from typing import Protocol
 from pbx.config import Extension, ServerConfig
 from pbx.endpoint import ALLOW, SipEndpoint, new_tag
 from pbx.events import CallAnswered, CallEnded, CallStarted, EventBus, StaleCallsRepaired
-from pbx.media.stream import PortAllocator, RtpSession
+from pbx.media.stream import MediaPortsExhausted, PortAllocator, RtpSession
 from pbx.registrar import Binding, Registrar
 from pbx.sip.address import NameAddress, parse_name_address
+from pbx.sip.body import ACCEPTED_BODY_TYPES, BodyError, session_description
 from pbx.sip.dialog import Dialog, DialogKey, dialog_key_of
 from pbx.sip.message import Headers, Request, Response, make_response
 from pbx.sip.sdp import (
@@ -47,6 +48,9 @@ from pbx.transport import Address
 log = logging.getLogger("pbx.calls")
 
 SDP = "application/sdp"
+# Seconds a caller refused for lack of capacity (RTP ports, its per-source share) is told
+# to wait before trying again (RFC 3261 §20.33).
+RETRY_AFTER_SECONDS = 5
 TELEPHONE_EVENT_PT = 101
 # Failures of every fork collapse into one answer to the caller: a refusal
 # (busy, decline) is kept as is, anything else means "not reachable now".
@@ -69,7 +73,8 @@ TransferHandler = Callable[["CallLeg", str], int]
 FEATURE_APPLICATION = "feature"
 TRANSFEROR_GRACE_SECONDS = 5.0
 # What runs once the caller's media is open: answer (application) or dial (bridge).
-CallWork = Callable[[SessionDescription], Awaitable[None]]
+# Its argument is the caller's offer, None for a late offer (INVITE without SDP).
+CallWork = Callable[[SessionDescription | None], Awaitable[None]]
 # (account, call key, engaged): an account starts or stops being on a call in person.
 PersonalCallHook = Callable[[str, str, bool], None]
 
@@ -93,6 +98,9 @@ class CallLeg:
     dial: Dial | None = None  # for a callee leg: the dial attempt it is a fork of
     probe_due: float = 0.0  # when a silent leg may next be asked whether its dialog lives
     probe_sent_at: float | None = None  # an OPTIONS asking that is still unanswered
+    offer: bytes | None = None  # the SDP of the caller's INVITE (from a multipart body too)
+    # A late offer (INVITE without SDP): our 200 carried the offer, the ACK brings the answer.
+    answer_from_ack: asyncio.Future[None] | None = None
 
     @property
     def answered(self) -> bool:
@@ -117,6 +125,8 @@ class Call:
     counted: bool = True  # False for what is left of a transferor's leg: not a call of its own
     # Accounts on this call in person, not as a queue's agent (see CallManager.on_personal_call).
     personal: set[str] = field(default_factory=set)
+    # The source address whose share of unauthenticated calls this call takes, if any.
+    source_host: str | None = None
 
     @property
     def key(self) -> str:
@@ -179,6 +189,12 @@ class CallManager:
         self.legs: dict[DialogKey, CallLeg] = {}
         self.pending: dict[TransactionKey, CallLeg] = {}
         self.calls: dict[str, Call] = {}
+        # Tasks running calls (answering, dialling, the application): a task outlives its
+        # call by the time its cleanup takes, so they are counted apart.
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.unauthenticated_calls: dict[str, int] = {}
+        self._capped_sources: set[str] = set()  # refused since their last call ended (logged once)
+        self._out_of_ports = False  # calls refused for want of RTP ports since the last call ended
         self._answered: dict[str, AnsweredCall] = {}
         self.transfer_handler: TransferHandler | None = None
         self.feature_codes: frozenset[str] = frozenset()
@@ -205,6 +221,8 @@ class CallManager:
         if 100 < status < 300:
             response.add_header("Contact", str(self.endpoint.contact(leg.transport, secure=leg.invite.uri.is_sips)))
             response.add_header("Allow", ALLOW)
+        if status == 503:
+            response.add_header("Retry-After", str(RETRY_AFTER_SECONDS))
         for name, value in extra:
             response.add_header(name, value)
         self.endpoint.respond(leg.invite_key, response)
@@ -236,18 +254,21 @@ class CallManager:
         leg.local_sdp = answer
         return answer.to_bytes()
 
-    def _negotiate(self, leg: CallLeg, request: Request) -> tuple[SessionDescription, AudioNegotiation] | None:
-        """Parse the caller's offer; answers the INVITE itself when it is unusable."""
-        if request.content_type != SDP or not request.body:
-            self._respond(leg, 488, "An SDP offer is required")
-            return None
+    def _negotiate(self, leg: CallLeg, offered: bytes | None
+                   ) -> tuple[SessionDescription | None, AudioNegotiation | None] | None:
+        """Parse the caller's offer; answers the INVITE itself when it is unusable.
+
+        (None, None) for an INVITE without an offer: we offer in the 200, the ACK answers.
+        """
+        request = leg.invite
+        if offered is None:
+            return None, None
         try:
-            offer = parse_sdp(request.body)
+            offer = parse_sdp(offered)
             return offer, negotiate_audio(offer, self.config.media.codecs)
         except NoAcceptableMedia as exc:
             log.info("call %s: no acceptable media: %s", request.call_id, exc)
-            self._respond(leg, 488,
-                          extra=(("Warning", '304 centralita "Media type not available"'),))
+            self._respond(leg, 488, extra=(("Warning", _warning(exc)),))
         except SdpError as exc:
             self._respond(leg, 400, f"Bad SDP: {exc}"[:100])
         return None
@@ -269,8 +290,11 @@ class CallManager:
                     user, self._now())
         leg = CallLeg(call, request, source, transport, key)
         call.caller_leg = leg
-        if request.body and request.content_type not in (SDP, None):
-            self._respond(leg, 415, extra=(("Accept", SDP),))
+        try:
+            leg.offer = session_description(request.headers.get("content-type"), request.body)
+        except BodyError as exc:
+            self._respond(leg, exc.status, exc.reason,
+                          extra=(("Accept", ACCEPTED_BODY_TYPES),) if exc.status == 415 else ())
             return
         if not self._accepts_sdp(request):
             self._respond(leg, 406, extra=(("Accept", SDP),))
@@ -282,7 +306,18 @@ class CallManager:
                 feature = Extension(user, FEATURE_APPLICATION, language="en")
                 self._start(call, leg, self._answer_application(call, leg, feature))
         elif extension is not None:
+            # Answered without credentials: one source may hold only its share of the ports.
+            held = self.unauthenticated_calls.get(source[0], 0)
+            if held >= self.config.media.calls_per_source_limit:
+                if source[0] not in self._capped_sources:  # one line per episode, not per INVITE
+                    self._capped_sources.add(source[0])
+                    log.warning("calls from %s refused (503): it holds %d unauthenticated calls, "
+                                "the limit (media.unauthenticated_calls_per_source)", source[0], held)
+                self._respond(leg, 503, "Too many calls from your address")
+                return
             if self._start(call, leg, self._answer_application(call, leg, extension)):
+                call.source_host = source[0]
+                self.unauthenticated_calls[source[0]] = held + 1
                 caller = self._registered_caller(request, source)
                 if caller is not None:
                     self._engage(call, caller)
@@ -334,7 +369,9 @@ class CallManager:
             self.on_personal_call(account, call.key, False)
 
     def _start(self, call: Call, leg: CallLeg, work: CallWork) -> bool:
-        negotiated = self._negotiate(leg, leg.invite)
+        """Run `work` for a new call once the caller's media is open; False when the INVITE
+        was refused here (no usable offer)."""
+        negotiated = self._negotiate(leg, leg.offer)
         if negotiated is None:
             return False
         self._respond(leg, 100)
@@ -348,20 +385,33 @@ class CallManager:
             try:
                 leg.media = await self._open_media(leg.negotiation)
                 if call.ended:
+                    leg.media.close()
                     return
                 await work(offer)
             except asyncio.CancelledError:
                 raise
+            except MediaPortsExhausted as exc:
+                if not self._out_of_ports:  # one line per episode, not per INVITE
+                    self._out_of_ports = True
+                    log.warning("calls refused (503) until a call ends: %s", exc)
+                self._end(call, "congestion", status=503)
             except Exception:
                 log.exception("call %s failed", call.call_id)
                 self._end(call, "error", status=500)
 
-        call.task = asyncio.get_running_loop().create_task(run())
+        self._track(call, asyncio.get_running_loop().create_task(run()))
         return True
 
+    def _track(self, call: Call, task: asyncio.Task[None]) -> None:
+        call.task = task
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
     def _answer_application(self, call: Call, leg: CallLeg, extension: Extension) -> CallWork:
-        async def answer(offer: SessionDescription) -> None:
+        async def answer(offer: SessionDescription | None) -> None:
             self._confirm_caller(call, leg, offer)
+            if leg.answer_from_ack is not None:
+                await leg.answer_from_ack  # the application talks once it knows where to
             handle = AnsweredCall(self, call, leg, extension)
             self._answered[call.call_id] = handle
             assert leg.media is not None
@@ -374,9 +424,18 @@ class CallManager:
                 self._end(call, "application")
         return answer
 
-    def _confirm_caller(self, call: Call, leg: CallLeg, offer: SessionDescription) -> None:
-        """Answer the caller's INVITE with our SDP; the dialog exists from here."""
-        body = self._answer_sdp(leg, offer)
+    def _confirm_caller(self, call: Call, leg: CallLeg, offer: SessionDescription | None) -> None:
+        """Answer the caller's INVITE with our SDP (an answer, or our offer when the INVITE
+        had none); the dialog exists from here."""
+        if offer is None:
+            assert leg.media is not None
+            leg.local_sdp = build_offer(self.config.media.host, leg.media.local_port,
+                                        self.config.media.codecs, TELEPHONE_EVENT_PT,
+                                        session_id=secrets.randbits(31), session_version=1)
+            leg.answer_from_ack = asyncio.get_running_loop().create_future()
+            body = leg.local_sdp.to_bytes()
+        else:
+            body = self._answer_sdp(leg, offer)
         leg.dialog = Dialog.as_uas(leg.invite, leg.local_tag,
                                    self.endpoint.contact(leg.transport, secure=leg.invite.uri.is_sips))
         leg.dialog.confirm()
@@ -416,15 +475,19 @@ class CallManager:
             self._engage(call, user)
         call_id = secrets.token_hex(12) + "@centralita"
         assert call.caller_leg is not None
-        for binding in bindings:
-            invite = self._callee_invite(call.caller_leg.invite, user, binding, call_id, offer,
-                                         extra_headers)
-            leg = CallLeg(call, invite, binding.source, binding.transport, media=media, local_sdp=offer,
-                          local_tag=invite.from_.tag or "", dial=attempt)
-            attempt.forks.append(leg)
-            call.callee_legs.append(leg)
-            leg.invite_key = self.endpoint.send_request(invite, binding.source, binding.transport,
-                                                        self._callee_responses(leg))
+        try:
+            for binding in bindings:
+                invite = self._callee_invite(call.caller_leg.invite, user, binding, call_id, offer,
+                                             extra_headers)
+                leg = CallLeg(call, invite, binding.source, binding.transport, media=media,
+                              local_sdp=offer, local_tag=invite.from_.tag or "", dial=attempt)
+                leg.invite_key = self.endpoint.send_request(invite, binding.source, binding.transport,
+                                                            self._callee_responses(leg))
+                attempt.forks.append(leg)
+                call.callee_legs.append(leg)
+        except BaseException:
+            self.cancel_dial(attempt)  # the forks already sent are cancelled, the port released
+            raise
         return attempt
 
     def _callee_responses(self, leg: CallLeg) -> Callable[[Response | None], None]:
@@ -446,7 +509,7 @@ class CallManager:
 
     def _bridge(self, call: Call, caller_leg: CallLeg, user: str) -> CallWork:
         """A call to an account: dial its phones, answer the caller when one answers."""
-        async def connect(offer: SessionDescription) -> None:
+        async def connect(offer: SessionDescription | None) -> None:
             def answered(leg: CallLeg) -> None:
                 self._confirm_caller(call, caller_leg, offer)
                 self.connect_media(call, leg)
@@ -495,6 +558,9 @@ class CallManager:
             self._callee_answered(leg, response)
             return
         if leg.state in ("failed", "ended"):
+            if status >= 200 and leg.invite_key is not None:
+                # The final answer to a fork we cancelled: nothing more can come.
+                self.endpoint.forget_client(leg.invite_key)
             return
         if status < 200:
             caller_leg = leg.call.caller_leg
@@ -589,10 +655,18 @@ class CallManager:
             self.endpoint.respond(key, response)
             return
         try:
-            offer = parse_sdp(request.body)
+            offered = session_description(request.headers.get("content-type"), request.body)
+            if offered is None:
+                raise SdpError("no SDP part in the body")
+            offer = parse_sdp(offered)
             negotiation = negotiate_audio(offer, self.config.media.codecs)
-        except NoAcceptableMedia:
-            self.endpoint.respond(key, make_response(request, 488))
+        except BodyError as exc:
+            self.endpoint.respond(key, make_response(request, exc.status, exc.reason))
+            return
+        except NoAcceptableMedia as exc:
+            response = make_response(request, 488)
+            response.add_header("Warning", _warning(exc))
+            self.endpoint.respond(key, response)
             return
         except SdpError as exc:
             self.endpoint.respond(key, make_response(request, 400, f"Bad SDP: {exc}"[:100]))
@@ -609,8 +683,28 @@ class CallManager:
 
     def on_ack(self, request: Request, source: Address) -> None:
         leg = self._leg_for(request)
-        if leg is not None and leg.state == "answered":
-            leg.state = "confirmed"
+        if leg is None or leg.state != "answered":
+            return
+        leg.state = "confirmed"
+        waiting = leg.answer_from_ack
+        if waiting is None or waiting.done():
+            return
+        try:
+            answer = session_description(request.headers.get("content-type"), request.body)
+            if answer is None:
+                raise SdpError("the ACK carries no SDP answer")
+            assert leg.local_sdp is not None and leg.media is not None
+            negotiation = accept_answer(leg.local_sdp, parse_sdp(answer))
+        except (BodyError, SdpError) as exc:
+            # RFC 3261 §13.2.1: the offer was ours, an ACK without a usable answer ends the call.
+            log.info("call %s: no usable SDP answer in the ACK (%s), hanging up", leg.call.call_id, exc)
+            self._end(leg.call, "bad_answer")
+            return
+        leg.negotiation = negotiation
+        leg.media.configure((negotiation.remote_address, negotiation.remote_port),
+                            codec=negotiation.codec.encoding.upper(), payload_type=negotiation.payload_type,
+                            telephone_event_payload_type=negotiation.telephone_event_pt)
+        waiting.set_result(None)
 
     def on_ack_timeout(self, request: Request) -> None:
         leg = self._leg_for_invite(request)
@@ -732,6 +826,13 @@ class CallManager:
             return
         call.ended = True
         call.end_cause = cause
+        if cause != "congestion":
+            self._out_of_ports = False  # this call's ports come free
+        if call.source_host is not None:
+            held = self.unauthenticated_calls.pop(call.source_host, 1) - 1
+            if held > 0:
+                self.unauthenticated_calls[call.source_host] = held
+            self._capped_sources.discard(call.source_host)
         legs = [call.caller_leg, *call.callee_legs]
         for leg in legs:
             if leg is None or leg is ended_by or leg.state in ("ended",):
@@ -747,6 +848,8 @@ class CallManager:
         for leg in legs:
             if leg is not None and leg.media is not None and not leg.media.closed:
                 leg.media.close()
+            if leg is not None and leg.answer_from_ack is not None and not leg.answer_from_ack.done():
+                leg.answer_from_ack.cancel()
         handle = self._answered.get(call.call_id)
         if handle is not None:
             handle.hung_up.set()
@@ -836,6 +939,24 @@ class CallManager:
     @property
     def active_dialogs(self) -> int:
         return len(self.legs)
+
+    def resources(self) -> dict[str, int]:
+        """What calls hold right now; all zero on an idle server (a test checks it)."""
+        return {
+            "calls": len(self.calls),
+            "call_tasks": len(self.tasks),
+            "dialogs": len(self.legs),
+            "pending_invites": len(self.pending),
+            "rtp_ports_in_use": self.ports.in_use,
+            "rtp_sessions": self.ports.sessions_open,
+            "unauthenticated_calls": sum(self.unauthenticated_calls.values()),
+        }
+
+
+def _warning(refusal: NoAcceptableMedia) -> str:
+    """A Warning header value (RFC 3261 §20.43) saying why an offer was refused."""
+    text = str(refusal).replace("\\", "\\\\").replace('"', '\\"')
+    return f'{refusal.warn_code} centralita "{text}"'
 
 
 def _rtp_address(leg: CallLeg) -> str:

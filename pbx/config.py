@@ -108,6 +108,21 @@ class MediaSettings:
     # RTP before) or 'all'. Elsewhere (a caller on hold in a queue, muted) silence
     # proves nothing: the dialog is probed with an in-dialog OPTIONS instead.
     rtp_timeout_applies_to: str = "bridged"
+    # Concurrent calls one source address may hold without authenticating (calls to
+    # application extensions); None = half the RTP port range, so that no single peer can
+    # take every port.
+    unauthenticated_calls_per_source: int | None = None
+
+    @property
+    def port_capacity(self) -> int:
+        """How many RTP sessions the port range holds (even ports only)."""
+        return len(range(self.port_min + (self.port_min & 1), self.port_max + 1, 2))
+
+    @property
+    def calls_per_source_limit(self) -> int:
+        if self.unauthenticated_calls_per_source is not None:
+            return self.unauthenticated_calls_per_source
+        return max(1, self.port_capacity // 2)
 
 
 RTP_TIMEOUT_SCOPES = ("bridged", "all")
@@ -312,7 +327,8 @@ def _tls(reader: DocumentReader, data: Any, path: str, base_dir: Path | None) ->
 def _media(reader: DocumentReader, data: Any) -> MediaSettings:
     path = "media"
     section = reader.mapping(data, path, {"host", "port_min", "port_max", "codecs", "rtp_timeout",
-                                          "rtp_timeout_applies_to"}, missing_ok=True)
+                                          "rtp_timeout_applies_to", "unauthenticated_calls_per_source"},
+                             missing_ok=True)
     host = reader.text(section, "host", path, "127.0.0.1") or "127.0.0.1"
     try:
         ipaddress.ip_address(host)
@@ -329,9 +345,13 @@ def _media(reader: DocumentReader, data: Any) -> MediaSettings:
     scope = reader.text(section, "rtp_timeout_applies_to", path, "bridged") or "bridged"
     if scope not in RTP_TIMEOUT_SCOPES:
         reader.fail(f"{path}.rtp_timeout_applies_to", f"must be one of {', '.join(RTP_TIMEOUT_SCOPES)}")
+    per_source = section.get("unauthenticated_calls_per_source")
+    if per_source is not None:
+        per_source = reader.number(section, "unauthenticated_calls_per_source", path, 1,
+                                   minimum=1, maximum=65535, integer=True)
     return MediaSettings(host, port_min, port_max, tuple(codecs),
                          reader.number(section, "rtp_timeout", path, 60, minimum=1, maximum=3600),
-                         scope)
+                         scope, unauthenticated_calls_per_source=per_source)
 
 
 def _http(reader: DocumentReader, data: Any) -> HttpSettings:

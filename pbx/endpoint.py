@@ -48,6 +48,10 @@ SUPPORTED_EXTENSIONS: frozenset[str] = frozenset()
 ALLOW = ", ".join(SUPPORTED_METHODS)
 
 ResponseCallback = Callable[[Response | None], None]
+# Unparsable datagrams we cannot answer are logged once per source, then summed up per period:
+# RTP or a scanner aimed at the SIP port must not flood the log.
+DROP_SUMMARY_PERIOD = 60.0
+DROP_SOURCES_TRACKED = 1024
 
 
 class RequestHandler(Protocol):
@@ -78,6 +82,7 @@ class SipEndpoint:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.dropped = DroppedMessageLog(self)
 
     # -- clock -------------------------------------------------------------------
     @property
@@ -169,7 +174,7 @@ class SipEndpoint:
         if response is not None:
             self._send_stateless(response, source, transport)
         else:
-            log.info("dropped unparsable message from %s:%d: %s", source[0], source[1], error.reason)
+            self.dropped.record(source, error.reason)
         self.events.publish(SipMessageRejected(error.reason, transport, answered))
 
     def _send_stateless(self, response: Response | bytes, destination: Address, transport: str) -> None:
@@ -276,6 +281,11 @@ class SipEndpoint:
         _, events = self.transactions.cancel_request(key, self.now())
         self._process(events)
 
+    @property
+    def requests_awaiting_answers(self) -> int:
+        """Our requests whose answers someone still waits for (their callbacks)."""
+        return len(self._client_callbacks)
+
     def forget_client(self, key: TransactionKey) -> None:
         self._client_callbacks.pop(key, None)
 
@@ -286,6 +296,53 @@ class SipEndpoint:
     async def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
+        self.dropped.flush()
+
+
+class DroppedMessageLog:
+    """Logs unparsable messages that got no answer: the first from each source address,
+    then one summary line per source and period ("N ... dropped from X in the last minute")."""
+
+    def __init__(self, endpoint: SipEndpoint) -> None:
+        self._endpoint = endpoint
+        self._suppressed: dict[str, int] = {}  # source host -> drops since its last line
+        self._overflow = 0  # drops from sources beyond DROP_SOURCES_TRACKED
+        self._timer: asyncio.TimerHandle | None = None
+
+    def record(self, source: Address, reason: str) -> None:
+        host = source[0]
+        seen = self._suppressed.get(host)
+        if seen is not None:
+            self._suppressed[host] = seen + 1
+        elif len(self._suppressed) >= DROP_SOURCES_TRACKED:
+            self._overflow += 1
+        else:
+            self._suppressed[host] = 0
+            log.warning("dropped unparsable message from %s:%d: %s (further ones from %s are "
+                        "summed up every %.0f s)", host, source[1], reason, host, DROP_SUMMARY_PERIOD)
+        if self._timer is None:
+            self._timer = self._endpoint.loop.call_later(DROP_SUMMARY_PERIOD, self.flush)
+
+    def flush(self) -> None:
+        """Write the summaries of the period; sources that sent nothing since are forgotten,
+        so their next drop is logged in full again."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        quiet = [host for host, count in self._suppressed.items() if count == 0]
+        for host, count in self._suppressed.items():
+            if count:
+                log.warning("%d unparsable messages dropped from %s in the last %.0f s", count, host,
+                            DROP_SUMMARY_PERIOD)
+                self._suppressed[host] = 0
+        for host in quiet:
+            del self._suppressed[host]
+        if self._overflow:
+            log.warning("%d unparsable messages dropped from other sources in the last %.0f s",
+                        self._overflow, DROP_SUMMARY_PERIOD)
+            self._overflow = 0
+        if self._suppressed:
+            self._timer = self._endpoint.loop.call_later(DROP_SUMMARY_PERIOD, self.flush)
 
 
 def _has_cseq(message: Response) -> bool:
@@ -307,10 +364,11 @@ def _error_response_from_raw(data: bytes, error: SipParseError) -> bytes | None:
     data = data.lstrip(b"\r\n")
     if data[:4].upper() == b"SIP/":
         return None
-    head = data.split(b"\r\n\r\n", 1)[0].replace(b"\r\n ", b" ").replace(b"\r\n\t", b" ")
+    # Lines may end in a bare LF (RFC 3261 §7.5 asks for CRLF; some senders do not).
+    head = data.replace(b"\r\n", b"\n").split(b"\n\n", 1)[0].replace(b"\n ", b" ").replace(b"\n\t", b" ")
     echoed: list[bytes] = []
     has_via = False
-    for line in head.split(b"\r\n")[1:]:
+    for line in head.split(b"\n")[1:]:
         name, sep, value = line.partition(b":")
         canonical = _ECHOED.get(name.strip().lower())
         if sep and canonical is not None:

@@ -99,6 +99,15 @@ class QueueService:
         if not engaged:
             self.run_router(dispatch=True)
 
+    def resources(self) -> dict[str, int]:
+        """What queued callers hold; all zero on an idle server (a test checks it)."""
+        return {
+            "queued_calls": len(self.queued),
+            "queue_tasks": len(self._tasks),
+            "router_calls": self.router.active_calls,
+            "router_reservations": self.router.active_reservations,
+        }
+
     # -- the IVR hands a caller over -------------------------------------------------
     async def enqueue(self, call: IvrCall, request: EnqueueRequest) -> None:
         assert isinstance(call, AnsweredCall)
@@ -127,6 +136,7 @@ class QueueService:
         """The caller's call is over: tell the router how it ended."""
         if self.queued.pop(queued.call_id, None) is None:
             return
+        queued.reservation = None  # an agent's phone still being dialled is not charged for it
         if queued.dial is not None:
             self.calls.cancel_dial(queued.dial)
         cause = queued.handle.call.end_cause
@@ -204,7 +214,9 @@ class QueueService:
         except OSError as exc:
             log.error("call %s: cannot ring agent %s: %s", queued.call_id, reservation.agent, exc)
             dial = None
-        if queued.reservation is not reservation:
+        if queued.reservation is not reservation or queued.handle.call.ended:
+            # The router moved on, or the caller hung up while the agent's leg was being
+            # opened: an abandon (told to the router by _leave), not the agent's failure.
             if dial is not None:
                 self.calls.cancel_dial(dial)
             return
@@ -273,7 +285,12 @@ class QueueService:
             over.set()
 
         call.media.play(self._prompt(language, "please_hold"), on_done=lambda _: None)
-        if await self.calls.dial(call.call, extension, on_answered=answered, on_failed=failed) is None:
+        try:
+            dial = await self.calls.dial(call.call, extension, on_answered=answered, on_failed=failed)
+        except OSError as exc:  # no RTP port for the new leg: the transfer fails, the call goes on
+            log.error("call %s: cannot ring %s: %s", call.call_id, extension, exc)
+            return
+        if dial is None:
             return
         await over.wait()
 
@@ -356,8 +373,13 @@ class QueueService:
             queued.finished.set()
 
         async def ring() -> None:
-            if await self.calls.dial(queued.handle.call, target, on_answered=answered,
-                                     on_failed=failed) is None:
+            try:
+                dial = await self.calls.dial(queued.handle.call, target, on_answered=answered,
+                                             on_failed=failed)
+            except OSError as exc:  # no RTP port for the new leg: the caller is not left on hold
+                log.error("call %s: cannot ring %s: %s", queued.call_id, target, exc)
+                dial = None
+            if dial is None:
                 queued.finished.set()
 
         task = asyncio.get_running_loop().create_task(ring())

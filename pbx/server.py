@@ -372,7 +372,9 @@ class Server:
                 dialogs=self.calls.active_dialogs,
                 contacts=len(self.registrar),
                 accounts=len(self.registrar.registered_users()),
-                rtp_sessions=self.ports.in_use,
+                rtp_sessions=self.ports.sessions_open,
+                rtp_ports=self.ports.in_use,
+                call_tasks=len(self.calls.tasks),
             )
             self.protection_metrics.sample(blocked_sources=self.guard.blocked_sources(self.endpoint.now()),
                                            connections=self.transports.connection_counts())
@@ -383,4 +385,8 @@ class Server:
             "sip": [str(a) for a in self.config.sip.listen],
             "calls": len(self.calls.calls),
             "registered_contacts": len(self.registrar),
+            # What calls hold (ports, sockets, tasks, dialogs, router entries): all zero when idle.
+            "resources": {**self.calls.resources(), **self.queues.resources(),
+                          "sip_requests_awaiting_answers": self.endpoint.requests_awaiting_answers,
+                          "sip_transactions": len(self.endpoint.transactions)},
         }

@@ -708,6 +708,15 @@ class Router:
             queue.answered = queue.answered_within_sla = queue.abandoned = 0
             queue.abandoned_within_sla = queue.dropped = 0
 
+    @property
+    def active_calls(self) -> int:
+        """Calls the router holds: waiting, offered or connected to an agent."""
+        return len(self._calls)
+
+    @property
+    def active_reservations(self) -> int:
+        return len(self._reservations)
+
     def drain_events(self) -> list[Event]:
         events, self._events = self._events, []
         return events

@@ -65,7 +65,7 @@ class PortAllocator:
     call do not land in a new one.
     """
 
-    __slots__ = ("host", "first", "last", "_ports", "_next", "_in_use")
+    __slots__ = ("host", "first", "last", "sessions_open", "_ports", "_next", "_in_use")
 
     def __init__(self, host: str, first: int, last: int) -> None:
         if not 0 < first <= last <= 65535:
@@ -79,6 +79,9 @@ class PortAllocator:
         self.last = last
         self._next = 0
         self._in_use: set[int] = set()
+        # RtpSessions opened on these ports and not yet closed (a port is released a loop
+        # turn after its session closes, when the socket is gone).
+        self.sessions_open = 0
 
     @property
     def capacity(self) -> int:
@@ -304,12 +307,17 @@ class RtpSession(asyncio.DatagramProtocol):
             raise MediaPortsExhausted(
                 f"no RTP port could be bound on {host} in {ports.first}-{ports.last}"
             )
-        session.configure(
-            remote,
-            codec=codec,
-            payload_type=payload_type,
-            telephone_event_payload_type=telephone_event_payload_type,
-        )
+        ports.sessions_open += 1
+        try:
+            session.configure(
+                remote,
+                codec=codec,
+                payload_type=payload_type,
+                telephone_event_payload_type=telephone_event_payload_type,
+            )
+        except BaseException:
+            session.close()  # a bad remote address must not keep the socket and port
+            raise
         return session
 
     def configure(
@@ -365,7 +373,11 @@ class RtpSession(asyncio.DatagramProtocol):
         closed. With ``repeat`` (music on hold) the prompts loop until stopped.
         """
         if self._closed:
-            raise RuntimeError("RTP session is closed")
+            # The peer hung up as the prompt was about to start: nothing to play to, which
+            # is what a stopped playback reports (no error for the application to trip on).
+            if on_done is not None:
+                self._call(on_done, False)
+            return
         playlist = (prompts,) if isinstance(prompts, Prompt) else tuple(prompts)
         replaced = self._take_playback()
         if playlist:
@@ -785,6 +797,8 @@ class RtpSession(asyncio.DatagramProtocol):
         if self._closed:
             return
         self._closed = True
+        if self.local_port:
+            self._ports.sessions_open -= 1
         self._dtmf_queue.clear()
         self._event_payloads = None
         interrupted = self._take_playback()

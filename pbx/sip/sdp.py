@@ -10,6 +10,7 @@ round-trips byte for byte instead of failing the call.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, cast
@@ -26,7 +27,13 @@ __all__ = [
     "SdpError",
     "SessionDescription",
     "Timing",
+    "WARN_ADDRESS_FORMAT",
+    "WARN_MEDIA_FORMAT",
+    "WARN_MEDIA_TYPE",
+    "WARN_NETWORK_PROTOCOL",
+    "WARN_TRANSPORT_PROTOCOL",
     "accept_answer",
+    "media_address",
     "build_answer",
     "build_offer",
     "negotiate_audio",
@@ -59,6 +66,14 @@ _DTMF_EVENTS = "0-15"
 _HOLD_ADDRESSES: frozenset[str] = frozenset(("0.0.0.0", "::"))
 
 
+# RFC 3261 §20.43 warn-codes for an offer or answer we cannot use.
+WARN_NETWORK_PROTOCOL = 300
+WARN_ADDRESS_FORMAT = 301
+WARN_TRANSPORT_PROTOCOL = 302
+WARN_MEDIA_TYPE = 304
+WARN_MEDIA_FORMAT = 305
+
+
 class SdpError(ValueError):
     """A session description is malformed; ``str(error)`` is fit for a SIP reason phrase."""
 
@@ -69,7 +84,15 @@ class SdpError(ValueError):
 
 
 class NoAcceptableMedia(SdpError):
-    """Nothing in the offer or answer can be used; the server answers 488 Not Acceptable Here."""
+    """Nothing in the offer or answer can be used; the server answers 488 Not Acceptable Here.
+
+    ``warn_code`` is the RFC 3261 §20.43 Warning code that says why: 300 network type,
+    301 address, 302 transport protocol, 304 media type, 305 media format.
+    """
+
+    def __init__(self, reason: str, warn_code: int = WARN_MEDIA_TYPE) -> None:
+        super().__init__(reason)
+        self.warn_code = warn_code
 
 
 @dataclass(frozen=True, slots=True)
@@ -533,19 +556,18 @@ def negotiate_audio(
     """
     wanted = [name.upper() for name in supported]
     saw_audio = False
+    saw_rtp = False
     for index, media in enumerate(offer.media):
         if media.media != "audio" or media.port == 0:
             continue
         saw_audio = True
         if media.proto.upper() != _AUDIO_PROFILE:
             continue
+        saw_rtp = True
         chosen = _choose_offered_codec(media, wanted)
         if chosen is None:
             continue
-        connection = offer.connection_for(media)
-        if connection is None:  # parse_sdp guarantees one for an active stream
-            raise SdpError("SDP audio stream has no c= line")
-        address = connection.host
+        address = media_address(offer.connection_for(media))
         remote_direction = _peer_direction(media.direction, address)
         telephone_event_pt = _telephone_event_pt(media)
         pt, codec = chosen
@@ -563,8 +585,45 @@ def negotiate_audio(
             remote_ptime=media.ptime,
         )
     if not saw_audio:
-        raise NoAcceptableMedia("no audio stream offered")
-    raise NoAcceptableMedia("no common audio codec")
+        raise NoAcceptableMedia("no audio stream offered", WARN_MEDIA_TYPE)
+    if not saw_rtp:
+        raise NoAcceptableMedia(f"audio is only offered over another transport than {_AUDIO_PROFILE}",
+                                WARN_TRANSPORT_PROTOCOL)
+    raise NoAcceptableMedia("no common audio codec", WARN_MEDIA_FORMAT)
+
+
+def media_address(connection: Connection | None) -> str:
+    """The unicast IP literal media goes to, from the c= line that applies to a stream.
+
+    Only ``IN IP4``/``IN IP6`` with a literal address of that family is usable: the server
+    never resolves a host name for media (a lookup per call is an amplifier, and its answer
+    is the peer's to choose), and it does not join multicast groups. Raises
+    :class:`NoAcceptableMedia` with the fitting warn-code otherwise.
+    """
+    if connection is None:  # parse_sdp guarantees one for an active stream
+        raise NoAcceptableMedia("SDP audio stream has no c= line", WARN_ADDRESS_FORMAT)
+    if connection.nettype != "IN":
+        raise NoAcceptableMedia(f"network type {connection.nettype!r} is not IN", WARN_NETWORK_PROTOCOL)
+    version = _ADDRESS_VERSIONS.get(connection.addrtype)
+    if version is None:
+        raise NoAcceptableMedia(f"address type {connection.addrtype!r} is not IP4 or IP6",
+                                WARN_ADDRESS_FORMAT)
+    text = connection.host
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        raise NoAcceptableMedia(f"connection address {text!r} is not an {connection.addrtype} literal"
+                                " (host names are not resolved)", WARN_ADDRESS_FORMAT) from None
+    if address.version != version:
+        raise NoAcceptableMedia(f"connection address {text!r} is not an {connection.addrtype} address",
+                                WARN_ADDRESS_FORMAT)
+    if address.is_multicast:
+        raise NoAcceptableMedia(f"multicast connection address {text!r} is not supported",
+                                WARN_ADDRESS_FORMAT)
+    return text
+
+
+_ADDRESS_VERSIONS: dict[str, int] = {"IP4": 4, "IP6": 6}
 
 
 def _choose_offered_codec(media: MediaDescription, wanted: list[str]) -> tuple[int, RtpMap] | None:
@@ -749,13 +808,10 @@ def _accept_audio(
             chosen = (pt, codec)
             break
     if chosen is None:
-        raise NoAcceptableMedia("answer picked no codec we offered")
+        raise NoAcceptableMedia("answer picked no codec we offered", WARN_MEDIA_FORMAT)
     if answered.direction not in _ALLOWED_ANSWER_DIRECTIONS[offered.direction]:
         raise SdpError(f"SDP answer {answered.direction} does not fit offer {offered.direction}")
-    connection = answer.connection_for(answered)
-    if connection is None:  # parse_sdp guarantees one for an active stream
-        raise SdpError("SDP answer audio stream has no c= line")
-    address = connection.host
+    address = media_address(answer.connection_for(answered))
     remote_direction = _peer_direction(answered.direction, address)
     pt, codec = chosen
     return AudioNegotiation(

@@ -204,3 +204,18 @@ def test_check_config_reports_flow_references_to_unknown_queues_and_accounts(tmp
     config.write_text(DEMO)
     assert main(["check-config", str(config)]) == 0
     assert ": OK" in capsys.readouterr().out
+def test_calls_per_source_default_to_half_the_rtp_port_range():
+    config = load_config(None, var_dir=Path("/tmp/x"))
+    assert config.media.unauthenticated_calls_per_source is None
+    assert config.media.port_capacity == 5000  # even ports of 20000-29999
+    assert config.media.calls_per_source_limit == 2500
+    small = build("media:\n  port_min: 30000\n  port_max: 30009\n")
+    assert small.media.calls_per_source_limit == 2
+    explicit = build("media:\n  unauthenticated_calls_per_source: 40\n")
+    assert explicit.media.calls_per_source_limit == 40
+
+
+def test_calls_per_source_must_be_a_positive_integer():
+    found = problems_of("media:\n  unauthenticated_calls_per_source: 0\n")
+    assert any(p.startswith("centralita.yaml:2: media.unauthenticated_calls_per_source: must be between")
+               for p in found), found

@@ -183,9 +183,19 @@ async def test_stop_playback_and_close(peers: list[Peer]) -> None:
     session.close()
     assert results == [False, False] and session.closed
     await pump()
+    assert ports.in_use == 0 and ports.sessions_open == 0
+    # A prompt started after the peer hung up ends at once as stopped, without an error.
+    session.play(prompt_of(1), on_done=results.append)
+    assert results == [False, False, False] and not session.playing
+
+
+async def test_a_remote_that_is_not_an_ip_literal_gives_back_socket_and_port() -> None:
+    ports = fresh_ports()
+    with pytest.raises(ValueError, match="IP literal"):
+        await RtpSession.open(ports, remote=("localhost", 4000))
+    assert ports.sessions_open == 0
+    await pump()
     assert ports.in_use == 0
-    with pytest.raises(RuntimeError):
-        session.play(prompt_of(1))
 
 
 async def test_talkspurts_after_silence_have_marker_and_timestamp_jump(peers: list[Peer]) -> None:

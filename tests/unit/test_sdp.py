@@ -10,6 +10,11 @@ from hypothesis import strategies as st
 
 from pbx.sip.sdp import (
     STATIC_PAYLOAD_TYPES,
+    WARN_ADDRESS_FORMAT,
+    WARN_MEDIA_FORMAT,
+    WARN_MEDIA_TYPE,
+    WARN_NETWORK_PROTOCOL,
+    WARN_TRANSPORT_PROTOCOL,
     Attribute,
     Connection,
     Direction,
@@ -424,12 +429,69 @@ def test_ipv6_answer() -> None:
         (("m=video 4000 RTP/AVP 31",), "no audio stream"),
         (("m=audio 0 RTP/AVP 0",), "no audio stream"),
         ((), "no audio stream"),
-        (("m=audio 4000 RTP/SAVP 0",), "no common audio codec"),
+        (("m=audio 4000 RTP/SAVP 0",), "another transport than RTP/AVP"),
     ],
 )
 def test_nothing_acceptable(media_lines: tuple[str, ...], reason: str) -> None:
     with pytest.raises(NoAcceptableMedia, match=reason):
         negotiate_audio(parse_sdp(offer_with(*media_lines)))
+
+
+@pytest.mark.parametrize(
+    ("media_lines", "warn_code"),
+    [
+        (("m=audio 4000 RTP/AVP 18 3",), WARN_MEDIA_FORMAT),
+        (("m=video 4000 RTP/AVP 31",), WARN_MEDIA_TYPE),
+        (("m=audio 4000 RTP/SAVP 0",), WARN_TRANSPORT_PROTOCOL),
+    ],
+)
+def test_refusals_carry_their_warn_code(media_lines: tuple[str, ...], warn_code: int) -> None:
+    with pytest.raises(NoAcceptableMedia) as refusal:
+        negotiate_audio(parse_sdp(offer_with(*media_lines)))
+    assert refusal.value.warn_code == warn_code
+
+
+@pytest.mark.parametrize(
+    ("connection", "warn_code", "reason"),
+    [
+        ("c=IN IP4 localhost", WARN_ADDRESS_FORMAT, "not an IP4 literal"),
+        ("c=IN IP4 pbx.example.com", WARN_ADDRESS_FORMAT, "host names are not resolved"),
+        ("c=IN IP4 127.1", WARN_ADDRESS_FORMAT, "not an IP4 literal"),
+        ("c=IN IP4 2001:db8::1", WARN_ADDRESS_FORMAT, "not an IP4 address"),
+        ("c=IN IP6 192.0.2.1", WARN_ADDRESS_FORMAT, "not an IP6 address"),
+        ("c=IN IP7 192.0.2.1", WARN_ADDRESS_FORMAT, "address type 'IP7'"),
+        ("c=AF IP4 192.0.2.1", WARN_NETWORK_PROTOCOL, "network type 'AF'"),
+        ("c=ATM NSAP 47.0091.8100", WARN_NETWORK_PROTOCOL, "network type 'ATM'"),
+        ("c=IN IP4 224.2.1.1/127", WARN_ADDRESS_FORMAT, "multicast"),
+        ("c=IN IP6 ff15::101", WARN_ADDRESS_FORMAT, "multicast"),
+    ],
+)
+def test_unusable_connection_data_is_refused(connection: str, warn_code: int, reason: str) -> None:
+    offer = parse_sdp(offer_with("m=audio 4000 RTP/AVP 0", connection=connection))
+    with pytest.raises(NoAcceptableMedia, match=reason) as refusal:
+        negotiate_audio(offer)
+    assert refusal.value.warn_code == warn_code
+
+
+@pytest.mark.parametrize("connection", ["c=IN IP4 192.0.2.1", "c=IN IP6 2001:db8::7",
+                                        "c=IN IP4 0.0.0.0", "c=IN IP6 ::"])
+def test_literal_unicast_and_hold_addresses_are_accepted(connection: str) -> None:
+    offer = parse_sdp(offer_with("m=audio 4000 RTP/AVP 0", connection=connection))
+    assert negotiate_audio(offer).remote_address == connection.split()[-1]
+
+
+def test_the_media_level_connection_is_the_one_checked() -> None:
+    offer = parse_sdp(offer_with("m=audio 4000 RTP/AVP 0", "c=IN IP4 192.0.2.9",
+                                 connection="c=IN IP4 localhost"))
+    assert negotiate_audio(offer).remote_address == "192.0.2.9"
+
+
+def test_an_answer_naming_a_host_is_refused() -> None:
+    offer = build_offer("192.0.2.1", 20000, session_id=1, session_version=1)
+    answer = parse_sdp(sdp(*HEADER, "c=IN IP4 phone.example.com", "t=0 0", "m=audio 5004 RTP/AVP 0"))
+    with pytest.raises(NoAcceptableMedia, match="host names") as refusal:
+        accept_answer(offer, answer)
+    assert refusal.value.warn_code == WARN_ADDRESS_FORMAT
 
 
 def test_no_acceptable_media_is_an_sdp_error() -> None:
