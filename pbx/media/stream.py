@@ -11,7 +11,8 @@ show where it really is. Latching is strict, to avoid hijacking the stream ("RTP
 bleed"): a source equal to the signalled address is accepted at once, any other
 only after two packets in sequence from it; once latched, packets from other
 addresses are dropped until :meth:`RtpSession.configure` is called again (a
-re-INVITE). Packets are not processed before a source is latched.
+re-INVITE), except from the signalled address, which always wins the latch back.
+Packets are not processed before a source is latched.
 
 No RTCP socket is opened: RTP ports are even and the odd port above stays unused.
 """
@@ -616,12 +617,14 @@ class RtpSession(asyncio.DatagramProtocol):
         source = (addr[0], addr[1])
         if not self.symmetric:
             return True
+        if source == self._signalled_remote:
+            # The signalled address outranks a source learnt on probation: a stale stream (a
+            # phone still sending to a port a crashed server had given it) may latch first.
+            self._latch(source)
+            return True
         if self._latched:
             self.packets_rejected += 1
             return False
-        if source == self._signalled_remote:
-            self._latch(source)
-            return True
         sequence = (data[2] << 8) | data[3]
         if source == self._probation_source and sequence == (self._probation_sequence + 1) & 0xFFFF:
             self._latch(source)

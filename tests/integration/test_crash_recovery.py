@@ -87,11 +87,9 @@ def test_registrations_and_calls_in_progress_survive_kill_9(pbx_server, tmp_path
     config = yaml.safe_load(sa.contact_center_config(accounts, rtp_timeout=600))
     config["store"]["url"] = store_url
     config_yaml = yaml.safe_dump(config, sort_keys=False)
-    # The restarted server takes its RTP ports from another range: the dead process's phones
-    # keep streaming to its old ports for a while, and the media layer latches a new call's
-    # port onto the first source it hears (a stale stream would swallow the caller's DTMF).
-    config["media"].update(port_min=30000, port_max=39999)
-    restart_yaml = yaml.safe_dump(config, sort_keys=False)
+    # The restarted server uses the same RTP ports: the dead process's phones keep streaming
+    # to them for a while, and a new call's signalled address must win its port back.
+    restart_yaml = config_yaml
 
     first = pbx_server(config_yaml, extra_args=extra_args)
     agents = sa.SippAgents(first.sip_address, accounts, tmp_path / "agents")

@@ -333,11 +333,17 @@ async def test_symmetric_rtp_latches_on_the_real_source(peers: list[Peer]) -> No
     session.play(prompt_of(2))
     await behind_nat.wait_for(2)
     assert signalled.received == [] and intruder.received == []
+    # A stream from the signalled address takes the latch back (a stale stream latched first).
+    signalled.send(session, PCMU.silence_frame())
+    await pump()
+    assert len(frames) == 2 and session.remote == signalled.address
+    session.play(prompt_of(2))
+    await signalled.wait_for(2)
     # A re-INVITE restarts latching; the signalled address is taken at its first packet.
     session.configure(signalled.address)
     signalled.send(session, PCMU.silence_frame())
     await pump()
-    assert len(frames) == 2 and session.remote == signalled.address
+    assert len(frames) == 3 and session.remote == signalled.address
     session.close()
 
 
