@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from pbx.recent_calls import RecentCalls
+
 IN_PROGRESS = "in_progress"
 
 
-@dataclass
+@dataclass(slots=True)
 class IvrCallRecord:
     """Nodes visited, digits taken and the outcome of one call; ``to_dict`` is the CDR ``ivr_path``."""
 
@@ -28,21 +31,23 @@ class IvrCallRecord:
     topics: list[str] = field(default_factory=list)
     survey_score: int | None = None
     collected: dict[str, str] = field(default_factory=dict)
-    steps: list[dict[str, Any]] = field(default_factory=list)
-    digits: list[dict[str, Any]] = field(default_factory=list)
+    # (node, node type, seconds from the start) and (node, digit, seconds): tuples, not
+    # dicts, because a finished call's record stays in memory for a while.
+    steps: list[tuple[str, str, float]] = field(default_factory=list)
+    digits: list[tuple[str, str, float]] = field(default_factory=list)
 
     def _offset(self, moment: datetime) -> float:
         return round((moment - self.started_at).total_seconds(), 3)
 
     def entered(self, node: str, node_type: str, moment: datetime) -> None:
-        self.steps.append({"node": node, "type": node_type, "at": self._offset(moment)})
+        self.steps.append((node, node_type, self._offset(moment)))
 
     def digit(self, node: str, digit: str, moment: datetime) -> None:
-        self.digits.append({"node": node, "digit": digit, "at": self._offset(moment)})
+        self.digits.append((node, digit, self._offset(moment)))
 
     @property
     def nodes(self) -> list[str]:
-        return [step["node"] for step in self.steps]
+        return [node for node, _, _ in self.steps]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -59,8 +64,8 @@ class IvrCallRecord:
             "self_service_topics": list(self.topics),
             "survey_score": self.survey_score,
             "collected": dict(self.collected),
-            "path": [dict(step) for step in self.steps],
-            "digits": [dict(entry) for entry in self.digits],
+            "path": [{"node": node, "type": kind, "at": at} for node, kind, at in self.steps],
+            "digits": [{"node": node, "digit": digit, "at": at} for node, digit, at in self.digits],
         }
 
 
@@ -69,23 +74,30 @@ class UnknownIvrCall(KeyError):
 
 
 class IvrCallLog:
-    """The records of the last ``capacity`` calls, live while a call is in the IVR."""
+    """The records of live calls and of recently finished ones (see ``RecentCalls``): at
+    most ``capacity``, a finished call's for ``max_age_seconds`` after it ended."""
 
-    def __init__(self, capacity: int = 1000) -> None:
+    def __init__(self, capacity: int = 1000, max_age_seconds: float = 300.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
         self.capacity = capacity
-        self._records: OrderedDict[str, IvrCallRecord] = OrderedDict()
+        self._records: RecentCalls[IvrCallRecord] = RecentCalls(capacity, max_age_seconds, clock)
 
     def add(self, record: IvrCallRecord) -> None:
-        self._records[record.call_id] = record
-        self._records.move_to_end(record.call_id)
-        while len(self._records) > self.capacity:
-            self._records.popitem(last=False)
+        self._records.put(record.call_id, record)
+
+    def call_ended(self, call_id: str) -> None:
+        """The call is over (the line, not just the IVR): its record now ages out."""
+        self._records.finished(call_id)
+
+    def prune(self) -> int:
+        """Drop finished calls' records past their age; returns how many went."""
+        return self._records.prune()
 
     def record(self, call_id: str) -> IvrCallRecord:
         try:
-            return self._records[call_id]
+            return self._records.get(call_id)
         except KeyError:
             raise UnknownIvrCall(call_id) from None
 

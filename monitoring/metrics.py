@@ -7,9 +7,19 @@ subscribing to events: call logic never touches a counter.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import gc
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    ProcessCollector,
+)
 from prometheus_client.exposition import generate_latest
 
 from pbx.events import (
@@ -60,6 +70,13 @@ class TelephonyMetrics:
                                registry=r)
         self.call_tasks = Gauge("centralita_call_tasks_active",
                                 "Tasks running calls (answering, dialling, applications)", registry=r)
+        self.history_entries = Gauge("centralita_history_entries",
+                                     "Calls whose details are held in memory, per holder (see history: in the config)",
+                                     ["holder"], registry=r)
+        # python_gc_objects_collected_total, python_gc_collections_total, ... and process_*.
+        GCCollector(registry=r)
+        ProcessCollector(registry=r)
+        self.collector = CollectorPauses(r)
 
     def subscribe(self, bus: EventBus) -> None:
         bus.subscribe(lambda e: self.requests.labels(e.method, e.transport).inc(), SipRequestReceived)
@@ -81,6 +98,10 @@ class TelephonyMetrics:
         self.calls_active.labels(event.kind).dec()
         self.call_duration.labels(event.kind).observe(event.duration)
 
+    def sample_history(self, sizes: Mapping[str, int]) -> None:
+        for holder, size in sizes.items():
+            self.history_entries.labels(holder).set(size)
+
     def sample_gauges(self, *, transactions: int, dialogs: int, contacts: int, accounts: int,
                       rtp_sessions: int, rtp_ports: int = 0, call_tasks: int = 0) -> None:
         """Levels are read when scraped rather than tracked on every change."""
@@ -96,3 +117,39 @@ class TelephonyMetrics:
         if before is not None:
             before()
         return generate_latest(self.registry)
+
+
+class CollectorPauses:
+    """How long each garbage-collector pass stopped the process, per generation.
+
+    A pass runs inside whatever code allocated, so a long one is a stall of the event loop
+    (SIP timers, RTP). ``install()`` hooks ``gc.callbacks``; ``uninstall()`` unhooks it.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.pauses = Histogram("centralita_gc_pause_seconds",
+                                "Duration of garbage-collector passes, by generation (2 = full pass)",
+                                ["generation"],
+                                buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                                         0.5, 1.0),
+                                registry=registry)
+        frozen = Gauge("centralita_gc_frozen_objects",
+                       "Objects frozen at start-up (gc.freeze): never scanned by a pass",
+                       registry=registry)
+        frozen.set_function(gc.get_freeze_count)
+        self._by_generation = [self.pauses.labels(str(generation)) for generation in range(3)]
+        self._started = 0.0
+
+    def install(self) -> None:
+        if self._on_pass not in gc.callbacks:
+            gc.callbacks.append(self._on_pass)
+
+    def uninstall(self) -> None:
+        if self._on_pass in gc.callbacks:
+            gc.callbacks.remove(self._on_pass)
+
+    def _on_pass(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self._by_generation[info["generation"]].observe(time.perf_counter() - self._started)

@@ -133,6 +133,23 @@ class HttpSettings:
     host: str = "127.0.0.1"
     port: int = 8080
     api_token: str | None = None
+    object_census: bool = False  # GET /debug/objects: live objects per type (runs the collector)
+
+
+@dataclass(frozen=True)
+class HistoryLimits:
+    """What stays in memory about live and recently finished calls (the store keeps the rest).
+
+    Each holder keeps at most its count; a finished call's entry goes ``max_age_seconds``
+    after the call ended. Calls still in progress never age out.
+    """
+
+    max_age_seconds: float = 300.0
+    routing_calls: int = 2000  # calls whose routing decisions are kept
+    routing_decisions_per_call: int = 10  # the last N decisions of each
+    ivr_calls: int = 2000  # IVR paths (nodes, digits, outcome)
+    screen_pops: int = 2000  # caller contexts offered to agents
+    finished_call_ids: int = 10_000  # written CDRs whose late events are ignored
 
 
 @dataclass(frozen=True)
@@ -153,12 +170,13 @@ class ServerConfig:
     extensions: dict[str, Extension] = field(default_factory=dict)
     contact_center: ContactCenterConfig = field(default_factory=ContactCenterConfig)
     routing: RoutingSettings = field(default_factory=RoutingSettings)
+    history: HistoryLimits = field(default_factory=HistoryLimits)
     raw: dict[str, Any] = field(default_factory=dict)
 
 
 APPLICATIONS = ("greeting", "ivr")
 _TOP_LEVEL_KEYS = {"sip", "media", "http", "store", "accounts", "extensions", "routing",
-                   "agents", "queues", "sites", "customers", "ivr"}
+                   "history", "agents", "queues", "sites", "customers", "ivr"}
 
 
 def parse_host_port(text: str) -> tuple[str, int]:
@@ -356,7 +374,7 @@ def _media(reader: DocumentReader, data: Any) -> MediaSettings:
 
 def _http(reader: DocumentReader, data: Any) -> HttpSettings:
     path = "http"
-    section = reader.mapping(data, path, {"listen", "api_token"}, missing_ok=True)
+    section = reader.mapping(data, path, {"listen", "api_token", "object_census"}, missing_ok=True)
     host, port = "127.0.0.1", 8080
     listen = section.get("listen", "127.0.0.1:8080")
     if isinstance(listen, str):
@@ -371,7 +389,30 @@ def _http(reader: DocumentReader, data: Any) -> HttpSettings:
         # An empty token would lock every client out while looking like "no token".
         reader.fail(f"{path}.api_token", "must be a non-empty string without spaces, or null")
         token = None
-    return HttpSettings(host, port, token)
+    return HttpSettings(host, port, token, reader.boolean(section, "object_census", path, False))
+
+
+def _history(reader: DocumentReader, data: Any) -> HistoryLimits:
+    path = "history"
+    defaults = HistoryLimits()
+    section = reader.mapping(data, path, {
+        "max_age_seconds", "routing_calls", "routing_decisions_per_call", "ivr_calls",
+        "screen_pops", "finished_call_ids"}, missing_ok=True)
+
+    def count(key: str, maximum: int = 1_000_000) -> int:
+        value: int = reader.number(section, key, path, getattr(defaults, key), minimum=1,
+                                   maximum=maximum, integer=True)
+        return value
+
+    return HistoryLimits(
+        max_age_seconds=reader.number(section, "max_age_seconds", path, defaults.max_age_seconds,
+                                      minimum=1, maximum=86400),
+        routing_calls=count("routing_calls"),
+        routing_decisions_per_call=count("routing_decisions_per_call", 100),
+        ivr_calls=count("ivr_calls"),
+        screen_pops=count("screen_pops"),
+        finished_call_ids=count("finished_call_ids"),
+    )
 
 
 def _accounts(reader: DocumentReader, data: Any) -> dict[str, Account]:
@@ -478,6 +519,7 @@ def build_config(document: LocatedDocument, *, var_dir: Path, base_dir: Path | N
                                     minimum=1, maximum=86400)
     routing = RoutingSettings(reader.boolean(routing_section, "auto_login", "routing", False),
                               screen_pop_url, rona_return)
+    history = _history(reader, data.get("history"))
     contact_center = parse_contact_center(document, reader.problems)
     raw_agents = data.get("agents")
     for i, item in enumerate(raw_agents if isinstance(raw_agents, list) else []):
@@ -488,7 +530,7 @@ def build_config(document: LocatedDocument, *, var_dir: Path, base_dir: Path | N
     if reader.problems:
         raise ConfigError(in_file_order(reader.problems))
     return ServerConfig(document.source, sip, media, http, store_url, accounts, extensions,
-                        contact_center, routing, data)
+                        contact_center, routing, history, data)
 
 
 def load_config(path: Path | None, *, var_dir: Path = Path("var")) -> ServerConfig:

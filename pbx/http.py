@@ -12,7 +12,9 @@ from aiohttp import web
 HealthProbe = Callable[[], dict[str, Any]]
 
 
-def create_http_app(render_metrics: Callable[[], bytes], health: HealthProbe) -> web.Application:
+def create_http_app(render_metrics: Callable[[], bytes], health: HealthProbe,
+                    object_census: Callable[[], dict[str, Any]] | None = None) -> web.Application:
+    """``object_census``, when given, is served at ``/debug/objects`` (leak hunting)."""
     started = time.monotonic()
 
     async def healthz(request: web.Request) -> web.Response:
@@ -39,6 +41,13 @@ def create_http_app(render_metrics: Callable[[], bytes], health: HealthProbe) ->
     app = web.Application(middlewares=[json_errors])
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
+    if object_census is not None:
+        census = object_census
+
+        async def objects(request: web.Request) -> web.Response:
+            return web.json_response(census())
+
+        app.router.add_get("/debug/objects", objects)
     return app
 
 

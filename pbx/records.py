@@ -35,7 +35,7 @@ import contextlib
 import enum
 import logging
 import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -51,6 +51,7 @@ from ivr import events as ivr_events
 from ivr.call_log import IvrCallLog
 from pbx import events as line_events
 from pbx.events import EventBus
+from pbx.recent_calls import RecentCalls
 from pbx.store import (
     CallDetails,
     CallRecord,
@@ -230,6 +231,8 @@ class CallRecorder:
         batch_size: int = 200,
         linger_seconds: float = 5.0,
         max_live_calls: int = 10_000,
+        finished_ids_kept: int = 10_000,
+        finished_ids_max_age_seconds: float = 300.0,
         retry_initial_seconds: float = 0.5,
         retry_max_seconds: float = 30.0,
     ) -> None:
@@ -248,7 +251,7 @@ class CallRecorder:
         self._queue: asyncio.Queue[_Write] = asyncio.Queue(max_pending)
         self._live: dict[str, _LiveCall] = {}
         # Recently written calls: late events for them must not open a second CDR.
-        self._finished: OrderedDict[str, None] = OrderedDict()
+        self._finished: RecentCalls[None] = RecentCalls(finished_ids_kept, finished_ids_max_age_seconds)
         self._wrapping: dict[str, tuple[str, str, float]] = {}  # agent -> call, queue, since
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -350,6 +353,15 @@ class CallRecorder:
             queue=live.queue or live.requested_queue, agent=agent,
             waited_seconds=_rounded(waited), duration_seconds=round(max(0.0, now - started), 3),
             ivr_path=tuple(live.ivr_nodes))
+
+    @property
+    def finished_ids(self) -> int:
+        """How many written calls are remembered to ignore their late events."""
+        return len(self._finished)
+
+    def forget_old_finished(self) -> int:
+        """Forget written calls past the age limit; returns how many went."""
+        return self._finished.prune()
 
     @property
     def pending_writes(self) -> int:
@@ -693,9 +705,7 @@ class CallRecorder:
             live.linger.cancel()
             live.linger = None
         self._live.pop(live.call_id, None)
-        self._finished[live.call_id] = None
-        while len(self._finished) > self._max_live:
-            self._finished.popitem(last=False)
+        self._finished.put(live.call_id, None, finished=True)
         self._flush_complete(live, live.cause)
         record = self._record_of(live)
         if log.isEnabledFor(logging.INFO):

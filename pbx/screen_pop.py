@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
 from typing import Any
 
 import aiohttp
 
-from pbx.events import AgentOffered, EventBus
+from pbx.events import AgentOffered, CallEnded, EventBus
+from pbx.recent_calls import RecentCalls
 
 log = logging.getLogger("pbx.screen_pop")
 
@@ -22,25 +22,37 @@ WEBHOOK_TIMEOUT_SECONDS = 3.0
 
 
 class ScreenPop:
-    def __init__(self, bus: EventBus, *, webhook_url: str | None = None, capacity: int = 1000) -> None:
+    """The contexts of live calls and recently finished ones: at most ``capacity``, a finished
+    call's for ``max_age_seconds`` after it ended (the store has them for good)."""
+
+    def __init__(self, bus: EventBus, *, webhook_url: str | None = None, capacity: int = 1000,
+                 max_age_seconds: float = 300.0) -> None:
         self.webhook_url = webhook_url
         self.capacity = capacity
-        self._contexts: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._contexts: RecentCalls[dict[str, Any]] = RecentCalls(capacity, max_age_seconds)
         self._session: aiohttp.ClientSession | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         bus.subscribe(self._on_offered, AgentOffered)
+        bus.subscribe(self._on_call_ended, CallEnded)
 
     def context(self, call_id: str) -> dict[str, Any]:
         """The latest context offered for `call_id`; KeyError when none."""
-        return self._contexts[call_id]
+        return self._contexts.get(call_id)
+
+    def prune(self) -> int:
+        """Drop finished calls' contexts past their age; returns how many went."""
+        return self._contexts.prune()
+
+    def __len__(self) -> int:
+        return len(self._contexts)
+
+    def _on_call_ended(self, event: CallEnded) -> None:
+        self._contexts.finished(event.call_id)
 
     def _on_offered(self, event: AgentOffered) -> None:
         document = {"call_id": event.call_id, "agent": event.agent, "queue": event.queue,
                     "caller": event.caller, **event.context}
-        self._contexts[event.call_id] = document
-        self._contexts.move_to_end(event.call_id)
-        while len(self._contexts) > self.capacity:
-            self._contexts.popitem(last=False)
+        self._contexts.put(event.call_id, document)
         if self.webhook_url:
             task = asyncio.get_running_loop().create_task(self._post(document))
             self._tasks.add(task)

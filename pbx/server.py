@@ -19,6 +19,7 @@ from ivr.engine import CustomerProfile
 from ivr.metrics import IvrMetrics
 from monitoring.contact_center import ContactCenterMetrics
 from monitoring.metrics import TelephonyMetrics
+from monitoring.object_census import object_census
 from monitoring.protection import ProtectionMetrics
 from pbx.api import create_api
 from pbx.applications import ApplicationDirectory, unknown_flow_references
@@ -28,6 +29,7 @@ from pbx.durable_registrations import DurableRegistrations
 from pbx.endpoint import ALLOW, SipEndpoint, new_tag
 from pbx.events import (
     AgentOffered,
+    CallEnded,
     EventBus,
     RegistrationChanged,
     SipAuthenticationFailed,
@@ -88,7 +90,11 @@ class Server:
         self.metrics = TelephonyMetrics()
         self.metrics.subscribe(self.events)
         IvrMetrics(self.metrics.registry).subscribe(self.events)
-        self.ivr_calls = IvrCallLog(1000)
+        history = config.history
+        self.ivr_calls = IvrCallLog(history.ivr_calls, history.max_age_seconds)
+        # The IVR's record of a queued caller is read again when an agent's phone rings:
+        # it ages out from the end of the call, not of the IVR.
+        self.events.subscribe(lambda event: self.ivr_calls.call_ended(event.call_id), CallEnded)
         sip = config.sip
         self.guard = SourceGuard(sip.protection)
         self.guard.block_listeners.append(lambda source, reason: self.events.publish(SipSourceBlocked(reason)))
@@ -113,7 +119,10 @@ class Server:
                                  self.applications)
         self.endpoint.handlers["OPTIONS"] = self._on_options
         self.endpoint.handlers["REGISTER"] = self._on_register
-        self.router = Router(time.time, rona_return_seconds=config.routing.rona_return_seconds)
+        self.router = Router(time.time, rona_return_seconds=config.routing.rona_return_seconds,
+                             decision_calls_kept=history.routing_calls,
+                             decisions_per_call=history.routing_decisions_per_call,
+                             decisions_max_age_seconds=history.max_age_seconds)
         self.store: Store | None = None
         self.recorder: CallRecorder | None = None
         self.durable_registrations: DurableRegistrations | None = None
@@ -124,7 +133,9 @@ class Server:
                                    on_agent_answered=self._agent_answered)
         self.applications.enqueue = self.queues
         self.applications.transfer = IvrTransfers(self.queues)
-        self.screen_pop = ScreenPop(self.events, webhook_url=config.routing.screen_pop_url)
+        self.screen_pop = ScreenPop(self.events, webhook_url=config.routing.screen_pop_url,
+                                    capacity=history.screen_pops,
+                                    max_age_seconds=history.max_age_seconds)
         self.applications.features = self.queues.apply_feature
         self._http_runner: web.AppRunner | None = None
         self._housekeeping: asyncio.Task[None] | None = None
@@ -147,8 +158,11 @@ class Server:
             log.warning("call %s (%s -> %s, started %s) was in progress when the server stopped "
                         "unexpectedly: recorded as interrupted", record.call_id, record.caller,
                         record.callee, record.started.isoformat(timespec="seconds"))
+        history = self.config.history
         self.recorder = CallRecorder(self.store, self.events, self.ivr_calls, clock=time.time,
-                                     registry=self.metrics.registry, details=self._call_details)
+                                     registry=self.metrics.registry, details=self._call_details,
+                                     finished_ids_kept=history.finished_call_ids,
+                                     finished_ids_max_age_seconds=history.max_age_seconds)
         self.recorder.start()
         center = self.config.contact_center
         await self.store.seed([a.profile for a in center.agents], center.queues, center.sites,
@@ -168,7 +182,8 @@ class Server:
                                  [a.host for a in listen if a.transport == "tls"])
         for address in listen:
             await self.transports.listen(address.transport, address.host, address.port, tls)
-        app = create_http_app(self._render_metrics, self._health)
+        app = create_http_app(self._render_metrics, self._health,
+                              object_census if self.config.http.object_census else None)
         app.add_subapp("/api/v1", create_api(self.store, self.router, self.config.http.api_token,
                                              self.ivr_calls, self.screen_pop, self.recorder))
         self._http_runner = web.AppRunner(app, access_log=None)
@@ -185,6 +200,7 @@ class Server:
         # otherwise stall the loop for hundreds of milliseconds under load.
         gc.collect()
         gc.freeze()
+        self.metrics.collector.install()
         log.info("Centralita ready: %d accounts, extensions %s", len(self.config.accounts),
                  ", ".join(sorted(self.config.extensions)) or "none")
 
@@ -215,6 +231,7 @@ class Server:
         if self.store is not None:
             log.info("shutting down: closing the store")
             await self.store.close()
+        self.metrics.collector.uninstall()
         log.info("Centralita stopped")
 
     async def _housekeep(self) -> None:
@@ -232,12 +249,31 @@ class Server:
                     for binding in self.registrar.all_bindings(now):
                         self._qualify(binding)
                 self.calls.reap_silent_calls(now)
+                self._forget_old_history()
                 if rounds % RECONCILE_EVERY == 0:
                     self.queues.reconcile()
                 if rounds % PRUNE_SOURCES_EVERY == 0:
                     self.guard.prune(now)
             except Exception:
                 log.exception("housekeeping failed")
+
+    def _forget_old_history(self) -> None:
+        """Finished calls' details past ``history.max_age_seconds`` leave memory."""
+        self.router.forget_old_decisions()
+        self.ivr_calls.prune()
+        self.screen_pop.prune()
+        if self.recorder is not None:
+            self.recorder.forget_old_finished()
+
+    def history_sizes(self) -> dict[str, int]:
+        """How many calls each in-memory holder has details of."""
+        return {
+            "routing_decisions": self.router.decisions_kept,
+            "ivr_calls": len(self.ivr_calls),
+            "screen_pops": len(self.screen_pop),
+            "finished_call_ids": self.recorder.finished_ids if self.recorder is not None else 0,
+            "recorder_live_calls": self.recorder.live_calls if self.recorder is not None else 0,
+        }
 
     async def _watch_loop_lag(self) -> None:
         """Measure how late the loop wakes up: a stall beyond T1 makes us retransmit
@@ -378,6 +414,7 @@ class Server:
             )
             self.protection_metrics.sample(blocked_sources=self.guard.blocked_sources(self.endpoint.now()),
                                            connections=self.transports.connection_counts())
+            self.metrics.sample_history(self.history_sizes())
         return self.metrics.render(sample)
 
     def _health(self) -> dict[str, Any]:

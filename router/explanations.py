@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CandidateScore:
     """An eligible agent and its rank key under the queue's policy (lower ranks first)."""
 
@@ -27,7 +27,7 @@ class CandidateScore:
         return {"extension": self.extension, "score": list(self.score)}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Rejection:
     extension: str
     reason: str
@@ -36,7 +36,7 @@ class Rejection:
         return {"extension": self.extension, "reason": self.reason}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CompetingCall:
     """A call that an agent who just became free could have taken instead."""
 
@@ -54,7 +54,7 @@ class CompetingCall:
         }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Preference:
     """The agent this call prefers and what became of the preference.
 
@@ -84,7 +84,7 @@ class Preference:
         }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CallOrder:
     """Where the call stood in its queue's order of service when it was decided.
 
@@ -106,7 +106,7 @@ class CallOrder:
         }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Decision:
     """One routing attempt for ``call_id``.
 

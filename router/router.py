@@ -43,7 +43,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from enum import Enum
@@ -273,6 +273,7 @@ class Router:
         handle_time_smoothing: float = 0.2,
         decisions_per_call: int = 10,
         decision_calls_kept: int = 10_000,
+        decisions_max_age_seconds: float = 300.0,
         explain_sample: int = 8,
         explain_runners_up: int = 2,
         callers_remembered: int = 10_000,
@@ -286,6 +287,7 @@ class Router:
         self._handle_smoothing = handle_time_smoothing
         self._decisions_per_call = decisions_per_call
         self._decision_calls_kept = decision_calls_kept
+        self._decisions_max_age = decisions_max_age_seconds
         self._explain_sample = explain_sample
         self._runners_up = explain_runners_up
         self._callers_remembered = callers_remembered
@@ -305,7 +307,9 @@ class Router:
         self._timers: list[tuple[float, int, _Timer, str, int]] = []
         self._pending_agents: dict[str, None] = {}
         self._pending_calls: dict[str, None] = {}
-        self._decisions: OrderedDict[str, deque[Decision]] = OrderedDict()
+        # Per call, its last decisions (a tuple: a bounded deque reserves room for 64).
+        self._decisions: OrderedDict[str, tuple[Decision, ...]] = OrderedDict()
+        self._decisions_released: dict[str, float] = {}  # call -> when seen out of the router
         self._last_agent_of_caller: OrderedDict[str, str] = OrderedDict()
         self._free_in_cache: dict[tuple[str, ClassKey, int], tuple[float, list[float]]] = {}
         self._events: list[Event] = []
@@ -800,7 +804,8 @@ class Router:
         return self._call_ewt(waiting, self._queue(waiting.call.queue), position, now)
 
     def explain(self, call_id: str) -> list[Decision]:
-        """The last routing decisions for a call, oldest first (kept after the call ends)."""
+        """The last routing decisions for a call, oldest first (kept for a while after the
+        call leaves the router; see :meth:`forget_old_decisions`)."""
         decisions = self._decisions.get(call_id)
         if decisions is None:
             if call_id not in self._calls:
@@ -1609,15 +1614,46 @@ class Router:
             return f"break ({agent.reason})"
         return f"busy ({state.value})"
 
+    @property
+    def decisions_kept(self) -> int:
+        """How many calls' decisions are in memory."""
+        return len(self._decisions)
+
+    def forget_old_decisions(self) -> int:
+        """Drop the decisions of calls that left the router ``decisions_max_age_seconds`` ago
+        or more (counted from when this first saw them gone); returns how many calls went."""
+        now = self._clock()
+        cutoff = now - self._decisions_max_age
+        decisions, released = self._decisions, self._decisions_released
+        dropped = 0
+        for _ in range(len(decisions)):
+            call_id = next(iter(decisions))
+            if call_id in self._calls:
+                decisions.move_to_end(call_id)  # still in the router: look past it
+                continue
+            at = released.get(call_id)
+            if at is None:
+                released[call_id] = now
+                decisions.move_to_end(call_id)
+            elif at <= cutoff:
+                del decisions[call_id]
+                del released[call_id]
+                dropped += 1
+            else:
+                break  # everything behind left later, or is not stamped yet
+        return dropped
+
     def _remember(self, decision: Decision) -> None:
-        decisions = self._decisions.get(decision.call_id)
-        if decisions is None:
-            decisions = self._decisions[decision.call_id] = deque(maxlen=self._decisions_per_call)
-            while len(self._decisions) > self._decision_calls_kept:
-                self._decisions.popitem(last=False)
-        else:
-            self._decisions.move_to_end(decision.call_id)
-        decisions.append(decision)
+        call_id = decision.call_id
+        decisions = self._decisions
+        kept = decisions.pop(call_id, ())
+        self._decisions_released.pop(call_id, None)
+        if len(kept) >= self._decisions_per_call:
+            kept = kept[len(kept) - self._decisions_per_call + 1:]
+        decisions[call_id] = (*kept, decision)
+        while len(decisions) > self._decision_calls_kept:
+            oldest, _ = decisions.popitem(last=False)
+            self._decisions_released.pop(oldest, None)
 
     # ------------------------------------------------------------------ view helpers
 
