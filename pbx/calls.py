@@ -398,6 +398,10 @@ class CallManager:
             except Exception:
                 log.exception("call %s failed", call.call_id)
                 self._end(call, "error", status=500)
+            finally:
+                # A cancelled task keeps its frames (and through them this call) in its
+                # exception's traceback: the call must not point back at it.
+                call.task = None
 
         self._track(call, asyncio.get_running_loop().create_task(run()))
         return True
@@ -861,6 +865,20 @@ class CallManager:
         if call.counted:
             duration = self._now() - (call.answered_at or call.started_at)
             self.events.publish(CallEnded(call.call_id, call.kind, cause, status, duration))
+        self._release(call)
+
+    @staticmethod
+    def _release(call: Call) -> None:
+        """Unlink an ended call from its legs and dials: without these back-references it is
+        freed the moment the last holder lets go, not by a pass of the garbage collector.
+        A late response still finds its leg (and the leg its call) through the transaction."""
+        for leg in call.callee_legs:
+            if leg.call is call and leg.dial is not None:
+                leg.dial.forks.clear()
+                leg.dial = None
+        call.callee_legs = []
+        call.connected_leg = None
+        call.caller_leg = None
 
     def _forget_leg(self, leg: CallLeg) -> None:
         if leg.dialog is not None:

@@ -139,6 +139,7 @@ class QueueService:
         queued.reservation = None  # an agent's phone still being dialled is not charged for it
         if queued.dial is not None:
             self.calls.cancel_dial(queued.dial)
+            queued.dial = None  # its answer callback holds `queued`: no cycle left behind
         cause = queued.handle.call.end_cause
         try:
             if cause is None or cause in CALLER_CAUSES:
@@ -244,6 +245,7 @@ class QueueService:
         queued.reservation = None
         if queued.dial is not None:
             self.calls.cancel_dial(queued.dial)
+            queued.dial = None  # its answer callback holds `queued`: no cycle left behind
             queued.dial = None
 
     # -- transfers and feature codes ------------------------------------------------

@@ -16,7 +16,7 @@ Two measures, for two uses:
 from __future__ import annotations
 
 import math
-from collections import deque
+from array import array
 
 NO_LOAD = -math.inf  # key of an agent that has never handled a call
 
@@ -33,18 +33,48 @@ def add_to_load_key(load_key: float, busy_seconds: float, now: float, tau: float
 
 
 class OccupancyWindow:
-    """Handling and available intervals of one agent, kept for ``window`` seconds."""
+    """Handling and staffed seconds of one agent over the last ``window`` seconds.
+
+    Kept in ``BUCKETS`` time buckets of ``window / BUCKETS`` seconds (a ring of two float
+    arrays), so an agent's memory stays the same however many calls it takes; one interval
+    per state change, kept for the whole window, cost about 400 bytes per call. The oldest
+    bucket, partly outside the window, counts pro rata.
+    """
+
+    BUCKETS = 20
+
+    __slots__ = ("_window", "_width", "_handling", "_staffed", "_bucket_ids")
 
     def __init__(self, window: float) -> None:
         self._window = window
-        self._intervals: deque[tuple[float, float, bool]] = deque()  # (start, end, handling)
+        self._width = window / self.BUCKETS
+        # Allocated on the first record: most agents of a large center never take a call.
+        self._handling: array[float] | None = None
+        self._staffed: array[float] = array("d")
+        self._bucket_ids: array[int] = array("q")
 
     def record(self, start: float, end: float, handling: bool) -> None:
-        if end > start:
-            self._intervals.append((start, end, handling))
-        horizon = end - self._window
-        while self._intervals and self._intervals[0][1] <= horizon:
-            self._intervals.popleft()
+        start = max(start, end - self._window - self._width)  # older time never counts
+        if end <= start:
+            return
+        if self._handling is None:
+            self._handling = array("d", bytes(8 * self.BUCKETS))
+            self._staffed = array("d", bytes(8 * self.BUCKETS))
+            self._bucket_ids = array("q", [-1] * self.BUCKETS)
+        width = self._width
+        moment = start
+        while moment < end:
+            bucket_id = math.floor(moment / width)
+            until = min(end, (bucket_id + 1) * width)
+            slot = bucket_id % self.BUCKETS
+            if self._bucket_ids[slot] != bucket_id:  # a new bucket replaces one out of the window
+                self._bucket_ids[slot] = bucket_id
+                self._handling[slot] = 0.0
+                self._staffed[slot] = 0.0
+            self._staffed[slot] += until - moment
+            if handling:
+                self._handling[slot] += until - moment
+            moment = until
 
     def ratio(
         self, now: float, current_since: float, current_handling: bool | None
@@ -52,18 +82,23 @@ class OccupancyWindow:
         """Occupancy over the window ending ``now``; ``current_*`` describe the open interval
         (``current_handling`` None when the agent is neither handling nor available)."""
         horizon = now - self._window
+        width = self._width
         handling_time = 0.0
         staffed_time = 0.0
-        intervals = list(self._intervals)
+        if self._handling is not None:
+            for slot, bucket_id in enumerate(self._bucket_ids):
+                bucket_start = bucket_id * width
+                if bucket_id < 0 or bucket_start + width <= horizon or bucket_start >= now:
+                    continue
+                share = 1.0 if bucket_start >= horizon else (bucket_start + width - horizon) / width
+                staffed_time += self._staffed[slot] * share
+                handling_time += self._handling[slot] * share
         if current_handling is not None:
-            intervals.append((current_since, now, current_handling))
-        for start, end, handling in intervals:
-            start = max(start, horizon)
-            if end <= start:
-                continue
-            staffed_time += end - start
-            if handling:
-                handling_time += end - start
+            start = max(current_since, horizon)
+            if now > start:
+                staffed_time += now - start
+                if current_handling:
+                    handling_time += now - start
         if staffed_time <= 0:
             return None
         return handling_time / staffed_time

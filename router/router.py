@@ -240,6 +240,10 @@ class _Timer(Enum):
     RONA_RETURN = "rona_return"
 
 
+# Timers keyed by call id, run only for the call's current generation.
+_CALL_TIMERS = frozenset({_Timer.EXPAND, _Timer.MAX_WAIT, _Timer.HOLD, _Timer.ANNOUNCE})
+
+
 def _first_unmet(skills: Mapping[str, int], requirement: Mapping[str, int]) -> str | None:
     for skill, minimum in requirement.items():
         level = skills.get(skill, 0)
@@ -694,8 +698,27 @@ class Router:
         while timers and timers[0][0] <= now:
             _, _, kind, key, generation = heapq.heappop(timers)
             self._run_timer(kind, key, generation, now)
+        # At most four timers per call (expand, max wait, hold, announce), one per reservation
+        # and per agent: past that many (and a margin), most are stale.
+        if len(timers) > 4 * len(self._calls) + len(self._reservations) + len(self._agents) + 64:
+            self._drop_stale_timers()
         self._available.compact()
         return self.dispatch()
+
+    def _drop_stale_timers(self) -> None:
+        """Forget timers of calls and reservations that are gone: a max-wait timer would
+        otherwise keep every answered call's id in the heap until its due time."""
+        def live(timer: tuple[float, int, _Timer, str, int]) -> bool:
+            _, _, kind, key, generation = timer
+            if kind is _Timer.RESERVATION:
+                return key in self._reservations
+            if kind not in _CALL_TIMERS:
+                return True  # an agent's (wrap-up, RONA return): few, and run when due
+            waiting = self._calls.get(key)
+            return waiting is not None and waiting.timer_generation == generation
+
+        self._timers = [timer for timer in self._timers if live(timer)]
+        heapq.heapify(self._timers)
 
     def reconcile(self, live_call_ids: Collection[str]) -> list[str]:
         """Forget calls the PBX no longer has (lost BYE or CANCEL): waiting or offered ones are
