@@ -162,7 +162,7 @@ def config_yaml(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace, workdir: Path) -> Report:
-    server = start_pbx(workdir / "server", config_yaml=config_yaml(args),
+    server = start_pbx(workdir / "server", config_yaml=config_yaml(args), python=args.server_python,
                        extra_args=("--log-level", "warning"), startup_timeout=60)
     accounts = sa.agent_accounts(args.agents)
     agents = sa.SippAgents(server.sip_address, accounts, workdir / "agents", talk_ms=args.talk_ms,
@@ -238,6 +238,7 @@ def main() -> None:
     parser.add_argument("--sample-seconds", type=float, default=30.0)
     parser.add_argument("--config-extra", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override a config key, e.g. history.max_age_seconds=60")
+    parser.add_argument("--server-python", help="run the server with this interpreter (or wrapper)")
     parser.add_argument("--json", type=Path, help="write the report (with every sample) here")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="bench-soak-"))
