@@ -161,6 +161,22 @@ def config_yaml(args: argparse.Namespace) -> str:
     return yaml.safe_dump(config, sort_keys=False)
 
 
+def start_callers(server: PbxServer, scenario: Path, rate: float, duration_ms: int | None,
+                  workdir: Path, args: argparse.Namespace) -> sipp.SippProcess:
+    """One SIPp placing ``rate`` calls/s for the run; retried when its free port was taken."""
+    for attempt in range(3):
+        try:
+            return sipp.start(server.sip_address, scenario=scenario, service="100",
+                              calls=int(rate * args.minutes * 60), rate=rate, duration_ms=duration_ms,
+                              limit=max(50, int(rate * (args.talk_ms / 1000 + 10) * 2)),
+                              workdir=workdir / f"try{attempt}",
+                              global_timeout_s=args.minutes * 60 + 600)
+        except RuntimeError as error:
+            if "in use" not in str(error) or attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
 def run(args: argparse.Namespace, workdir: Path) -> Report:
     server = start_pbx(workdir / "server", config_yaml=config_yaml(args), python=args.server_python,
                        extra_args=("--log-level", "warning"), startup_timeout=60)
@@ -176,7 +192,6 @@ def run(args: argparse.Namespace, workdir: Path) -> Report:
             if time.monotonic() > deadline:
                 raise RuntimeError("the agents did not all become available")
             time.sleep(0.5)
-        seconds = args.minutes * 60
         abandon_rate = args.rate * args.abandon_share
         plans = [(sa.CALLER_WAIT_BYE_XML, args.rate - abandon_rate, None, "callers"),
                  (sa.CALLER_HANGUP_XML, abandon_rate, args.abandon_ms, "abandoning")]
@@ -186,10 +201,7 @@ def run(args: argparse.Namespace, workdir: Path) -> Report:
               f"({args.abandon_share:.0%} hang up after {args.abandon_ms} ms)", flush=True)
         for scenario, rate, duration, name in plans:
             if rate > 0:
-                callers.append(sipp.start(server.sip_address, scenario=scenario, service="100",
-                                          calls=int(rate * seconds), rate=rate, duration_ms=duration,
-                                          limit=max(50, int(rate * (args.talk_ms / 1000 + 10) * 2)),
-                                          workdir=workdir / name, global_timeout_s=seconds + 600))
+                callers.append(start_callers(server, scenario, rate, duration, workdir / name, args))
         stop = threading.Event()
         while not stop.wait(args.sample_seconds):
             sample = read_sample(server, started)

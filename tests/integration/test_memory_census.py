@@ -154,10 +154,6 @@ def test_live_objects_return_to_their_level_after_a_thousand_calls(pbx_server, t
     assert during["objects"].get("pbx.sip.dialog.Dialog", 0) > 0
     assert history_seen, "the in-memory history never held a call"
 
-    changes = sorted(((count - baseline["objects"].get(kind, 0), kind) for kind, count in after["objects"].items()),
-                     reverse=True)
-    print(f"calls ended {int(ended)}, cycles {int(cycles)}, blocks {after['allocated_blocks'] - baseline['allocated_blocks']}, "
-          f"largest growths {changes[:15]}")
     grew = {}
     for kind, count in after["objects"].items():
         growth = count - baseline["objects"].get(kind, 0)
