@@ -699,8 +699,8 @@ class Router:
             _, _, kind, key, generation = heapq.heappop(timers)
             self._run_timer(kind, key, generation, now)
         # At most four timers per call (expand, max wait, hold, announce), one per reservation
-        # and per agent: past that many (and a margin), most are stale.
-        if len(timers) > 4 * len(self._calls) + len(self._reservations) + len(self._agents) + 64:
+        # and two per agent (wrap-up, RONA return): past that many (and a margin), most are stale.
+        if len(timers) > 4 * len(self._calls) + len(self._reservations) + 2 * len(self._agents) + 64:
             self._drop_stale_timers()
         self._available.compact()
         return self.dispatch()
