@@ -405,8 +405,10 @@ def _history(reader: DocumentReader, data: Any) -> HistoryLimits:
         return value
 
     return HistoryLimits(
+        # At least the few seconds the recorder may wait before copying a call's details
+        # into the store.
         max_age_seconds=reader.number(section, "max_age_seconds", path, defaults.max_age_seconds,
-                                      minimum=1, maximum=86400),
+                                      minimum=10, maximum=86400),
         routing_calls=count("routing_calls"),
         routing_decisions_per_call=count("routing_decisions_per_call", 100),
         ivr_calls=count("ivr_calls"),

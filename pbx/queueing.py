@@ -245,7 +245,6 @@ class QueueService:
         queued.reservation = None
         if queued.dial is not None:
             self.calls.cancel_dial(queued.dial)
-            queued.dial = None  # its answer callback holds `queued`: no cycle left behind
             queued.dial = None
 
     # -- transfers and feature codes ------------------------------------------------

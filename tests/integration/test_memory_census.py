@@ -1,6 +1,6 @@
 """After a thousand calls, the server holds what it held before: no per-call leak, no cycles.
 
-The real server (history limits lowered to a 1-second age, ``http.object_census`` on) with
+The real server (history limits lowered to a 10-second age, ``http.object_census`` on) with
 SIPp agents; SIPp callers at a moderate rate: most go through the IVR into the queue and
 talk to an agent, some hang up in the IVR or while waiting, some call the greeting. Around
 them, ``GET /debug/objects`` counts live objects per type after a full collection:
@@ -54,7 +54,7 @@ def _config() -> str:
                                                      ring_timeout_seconds=30, max_wait_seconds=600))
     config["extensions"]["101"] = {"application": "greeting", "prompt": "welcome"}
     config["http"]["object_census"] = True
-    config["history"] = {"max_age_seconds": 1}
+    config["history"] = {"max_age_seconds": 10}
     return yaml.safe_dump(config, sort_keys=False)
 
 
