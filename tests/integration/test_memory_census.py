@@ -11,8 +11,8 @@ them, ``GET /debug/objects`` counts live objects per type after a full collectio
 - afterwards, once idle (no call, dialog, transaction, RTP session, waiting caller, and the
   history aged out): no type of ours has more objects than at the baseline, no other type
   grew by more than one object per ten calls, the allocated blocks (strings included) grew
-  by less than bounded caches account for, and the collector found less than an object per
-  call in reference cycles over the whole run.
+  by less than bounded caches account for, and the collector found far fewer objects in
+  reference cycles than calls used to leave there.
 
 Nothing here depends on timing: every wait is for a condition, with a generous timeout.
 """
@@ -173,6 +173,7 @@ def test_live_objects_return_to_their_level_after_a_thousand_calls(pbx_server, t
     # leaked call would be hundreds.
     blocks = after["allocated_blocks"] - baseline["allocated_blocks"]
     assert blocks < 10 * ended, f"{blocks} more allocated blocks after {int(ended)} calls"
-    # Calls are freed by reference counting, not by collector passes finding cycles (each
-    # call left about 90 objects in cycles before they were broken).
-    assert cycles < ended, f"collector passes found {int(cycles)} objects in cycles over {int(ended)} calls"
+    # Calls are freed by reference counting, not by collector passes finding cycles: each
+    # call left 90-170 objects in cycles before they were broken. The store's SQL statements
+    # (SQLAlchemy builds bind parameters in small cycles) still leave about 30 per call.
+    assert cycles < 60 * ended, f"collector passes found {int(cycles)} objects in cycles over {int(ended)} calls"
