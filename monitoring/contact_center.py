@@ -5,47 +5,72 @@ router's events (republished on the server's bus); ``sample()``, called at scrap
 sets the levels (calls waiting, longest wait, EWT, service level, agents by state) from
 the router's views. Labels are queue, site, state, outcome and failure reason only:
 their values come from configuration or fixed sets, never from calls or callers.
+
+Every contact-center KPI is PromQL over these counters and histograms (see
+monitoring/README.md): service level in its three usual definitions from answered,
+answered within the queue's threshold, abandoned and short abandons; ASA from the
+wait histogram; occupancy from the agent-state seconds; AHT from the handle histogram.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections import OrderedDict
+from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from pbx.events import AnnouncementPlayed, EventBus
 from router import (
     AgentReserved,
+    AgentSnapshot,
     AgentState,
+    AgentStateChanged,
     CallAbandoned,
     CallAnswered,
     CallDropped,
     CallEnded,
     CallOverflowed,
+    CallQueued,
     ReservationExpired,
     ReservationFailed,
     Router,
+    SiteHealthChanged,
+    UnknownAgent,
     UnknownQueue,
 )
 
 WAIT_BUCKETS = (5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300, 600, 1200)
 TALK_BUCKETS = (15, 30, 60, 120, 180, 300, 600, 900, 1800, 3600)
+HANDLE_BUCKETS = (30, 60, 120, 180, 300, 450, 600, 900, 1800, 3600)
+# A caller who hangs up within this many seconds of queueing is a "short abandon"
+# (dialled by mistake, changed their mind): service-level variants exclude them or
+# count them as met. Fixed until queues carry their own threshold.
+SHORT_ABANDON_SECONDS = 5.0
 
 # Offers whose outcome is still unknown; bounded in case an outcome is never reported.
 _OPEN_OFFERS_KEPT = 10_000
 
 
 class ContactCenterMetrics:
-    def __init__(self, registry: CollectorRegistry, router: Router) -> None:
+    def __init__(self, registry: CollectorRegistry, router: Router, *,
+                 sla_thresholds: Iterable[float] = (),
+                 clock: Callable[[], float] = time.time) -> None:
+        """``sla_thresholds`` (the configured queues' service-level times) become wait
+        buckets too, so "waited at most the threshold" is a bucket and not an estimate."""
         self._router = router
+        self._clock = clock
         r = registry
         self.wait = Histogram(
             "centralita_queue_wait_seconds",
             "Time callers waited in line, by how the wait ended (answered, abandoned, overflowed)",
-            ["queue", "outcome"], buckets=WAIT_BUCKETS, registry=r)
+            ["queue", "outcome"], buckets=sorted({*WAIT_BUCKETS, *sla_thresholds}), registry=r)
         self.talk = Histogram("centralita_queue_talk_seconds", "Talk time of answered queue calls",
                               ["queue"], buckets=TALK_BUCKETS, registry=r)
+        self.offered = Counter("centralita_queue_calls_offered",
+                               "Calls that entered the queue (from the IVR, a transfer or an "
+                               "overflow)", ["queue"], registry=r)
         self.answered = Counter("centralita_queue_calls_answered", "Queue calls answered by an agent",
                                 ["queue"], registry=r)
         self.answered_within_sla = Counter(
@@ -61,6 +86,21 @@ class ContactCenterMetrics:
             "centralita_queue_announcements",
             "Announcements played to waiting callers, by kind (you_are_next, position)",
             ["queue", "kind"], registry=r)
+        self.abandoned_short = Counter(
+            "centralita_queue_calls_abandoned_short",
+            f"Callers who hung up within {SHORT_ABANDON_SECONDS:g} s of queueing (short abandons)",
+            ["queue"], registry=r)
+        self.handle = Histogram(
+            "centralita_queue_handle_seconds",
+            "Handle time of answered queue calls: talk (hold included) plus the agent's wrap-up",
+            ["queue"], buckets=HANDLE_BUCKETS, registry=r)
+        self.agent_state_seconds = Counter(
+            "centralita_agent_state_seconds",
+            "Agent-seconds spent in each state, by site (occupancy is on_call+wrap_up over "
+            "the logged-in states)", ["site", "state"], registry=r)
+        self.site_healthy = Gauge("centralita_site_healthy",
+                                  "1 when the site is healthy (its agents may be chosen), else 0",
+                                  ["site"], registry=r)
         self.overflowed = Counter(
             "centralita_queue_calls_overflowed",
             "Calls that reached the queue's max wait; target is the overflow queue or 'none'",
@@ -82,6 +122,13 @@ class ContactCenterMetrics:
             "centralita_queue_service_level_ratio",
             "Service level under the queue's service_level_definition since the router's last "
             "statistics reset (NaN before any call counts)", ["queue"], registry=r)
+        self.sla_threshold = Gauge(
+            "centralita_queue_service_level_threshold_seconds",
+            "The queue's service-level time: answered within it counts as met", ["queue"],
+            registry=r)
+        self.sla_target = Gauge("centralita_queue_service_level_target_ratio",
+                                "The queue's service-level target (0.8 for 80 %)", ["queue"],
+                                registry=r)
         self.staffed = Gauge("centralita_queue_agents_staffed",
                              "Agents logged in, reachable and qualified for the queue", ["queue"],
                              registry=r)
@@ -91,8 +138,14 @@ class ContactCenterMetrics:
                             registry=r)
         # Failures name no queue: the queue of each call's open offer, until its outcome.
         self._offer_queue: OrderedDict[str, str] = OrderedDict()
+        # agent -> (site, state, since): the part of the current state not yet counted.
+        self._state_since: dict[str, tuple[str, str, float]] = {}
+        # agent -> (queue, talk seconds, ended at) between a call's end and its wrap-up's end.
+        self._wrapping: dict[str, tuple[str, float, float]] = {}
+        self._site_health: dict[str, bool] = {}
 
     def subscribe(self, bus: EventBus) -> None:
+        bus.subscribe(lambda e: self.offered.labels(e.queue).inc(), CallQueued)
         bus.subscribe(self._on_reserved, AgentReserved)
         bus.subscribe(self._on_failed, ReservationFailed)
         bus.subscribe(self._on_expired, ReservationExpired)
@@ -102,6 +155,8 @@ class ContactCenterMetrics:
         bus.subscribe(self._on_announced, AnnouncementPlayed)
         bus.subscribe(self._on_overflowed, CallOverflowed)
         bus.subscribe(self._on_ended, CallEnded)
+        bus.subscribe(self._on_agent_state, AgentStateChanged)
+        bus.subscribe(self._on_site_health, SiteHealthChanged)
 
     # ------------------------------------------------------------------ events
 
@@ -134,6 +189,9 @@ class ContactCenterMetrics:
     def _on_abandoned(self, event: CallAbandoned) -> None:
         self._offer_queue.pop(event.call_id, None)
         self.abandoned.labels(event.queue).inc()
+        short = self.abandoned_short.labels(event.queue)  # exported as 0 until one is
+        if event.waited_seconds <= SHORT_ABANDON_SECONDS:
+            short.inc()
         self.wait.labels(event.queue, "abandoned").observe(event.waited_seconds)
 
     def _on_dropped(self, event: CallDropped) -> None:
@@ -149,13 +207,37 @@ class ContactCenterMetrics:
 
     def _on_ended(self, event: CallEnded) -> None:
         self.talk.labels(event.queue).observe(event.talk_seconds)
+        # Handle time is known when the wrap-up ends (the next state change).
+        self._wrapping[event.agent] = (event.queue, event.talk_seconds, event.at)
+
+    def _on_agent_state(self, event: AgentStateChanged) -> None:
+        if event.old is AgentState.WRAP_UP:
+            wrapped = self._wrapping.pop(event.agent, None)
+            if wrapped is not None:
+                queue, talk, ended_at = wrapped
+                self.handle.labels(queue).observe(talk + max(0.0, event.at - ended_at))
+        previous = self._state_since.get(event.agent)
+        if previous is None:
+            try:
+                site = self._router.agent(event.agent).profile.site
+            except UnknownAgent:
+                return
+            since = event.at
+        else:
+            site, state, since = previous
+            self.agent_state_seconds.labels(site, state).inc(max(0.0, event.at - since))
+        self._state_since[event.agent] = (site, event.new.value, max(since, event.at))
+
+    def _on_site_health(self, event: SiteHealthChanged) -> None:
+        self._site_health[event.site] = event.healthy
 
     # ------------------------------------------------------------------ levels
 
     def sample(self) -> None:
         """Set the level gauges from the router's views; call right before rendering."""
         gauges = (self.waiting, self.longest_wait, self.ewt, self.service_level, self.staffed,
-                  self.available, self.agents)
+                  self.available, self.agents, self.site_healthy, self.sla_threshold,
+                  self.sla_target)
         for gauge in gauges:
             gauge.clear()  # queues and sites removed since the last scrape disappear
         for config in self._router.queues():
@@ -164,6 +246,9 @@ class ContactCenterMetrics:
             except UnknownQueue:
                 continue
             name = config.name
+            self._export_zeros(name)
+            self.sla_threshold.labels(name).set(config.sla_seconds)
+            self.sla_target.labels(name).set(config.sla_percent / 100)
             self.waiting.labels(name).set(stats.waiting)
             self.longest_wait.labels(name).set(stats.longest_wait)
             self.ewt.labels(name).set(math.nan if stats.ewt_seconds is None else stats.ewt_seconds)
@@ -180,3 +265,37 @@ class ContactCenterMetrics:
             counts[(snapshot.profile.site, snapshot.state.value)] += 1
         for (site, state), count in counts.items():
             self.agents.labels(site, state).set(count)
+            self.agent_state_seconds.labels(site, state)  # exported as 0 until spent
+        self._count_state_time(snapshots)
+        sites = {snapshot.profile.site: snapshot.site_healthy for snapshot in snapshots}
+        sites.update(self._site_health)
+        for site, healthy in sites.items():
+            self.site_healthy.labels(site).set(1 if healthy else 0)
+
+    def _export_zeros(self, queue: str) -> None:
+        """A queue's counters exist from its first scrape on, so increase() sees its first call."""
+        for counter in (self.offered, self.answered, self.answered_within_sla, self.abandoned,
+                        self.abandoned_short):
+            counter.labels(queue)
+        self.talk.labels(queue)
+        self.handle.labels(queue)
+        for outcome in ("answered", "abandoned"):
+            self.wait.labels(queue, outcome)
+
+    def _count_state_time(self, snapshots: list[AgentSnapshot]) -> None:
+        """Credit each agent's current state up to now, so a long call shows as it goes."""
+        now = self._clock()
+        present = set()
+        for snapshot in snapshots:
+            extension = snapshot.profile.extension
+            present.add(extension)
+            site, state = snapshot.profile.site, snapshot.state.value
+            previous = self._state_since.get(extension)
+            since = snapshot.state_since if previous is None else previous[2]
+            if previous is not None and previous[:2] != (site, state):
+                # A change whose event is not published yet: it will credit the old state.
+                continue
+            self.agent_state_seconds.labels(site, state).inc(max(0.0, now - since))
+            self._state_since[extension] = (site, state, max(since, now))
+        for gone in self._state_since.keys() - present:
+            del self._state_since[gone]

@@ -126,7 +126,9 @@ class Server:
         self.store: Store | None = None
         self.recorder: CallRecorder | None = None
         self.durable_registrations: DurableRegistrations | None = None
-        self.contact_center_metrics = ContactCenterMetrics(self.metrics.registry, self.router)
+        self.contact_center_metrics = ContactCenterMetrics(
+            self.metrics.registry, self.router,
+            sla_thresholds=[queue.sla_seconds for queue in config.contact_center.queues])
         self.contact_center_metrics.subscribe(self.events)
         self.queues = QueueService(self.router, self.calls, self.prompts, self.events,
                                    on_agent_ringing=self._agent_ringing,

@@ -33,7 +33,8 @@ class Center:
         self.bus = EventBus()
         self.registry = CollectorRegistry()
         self.router = Router(self.clock, reservation_timeout_seconds=4)
-        self.metrics = ContactCenterMetrics(self.registry, self.router)
+        self.metrics = ContactCenterMetrics(self.registry, self.router, sla_thresholds=(25,),
+                                            clock=self.clock)
         self.metrics.subscribe(self.bus)
         self.router.upsert_queue(QueueConfig("sales", {"sales": 1}, sla_seconds=20,
                                              wrap_up_seconds=0, ring_timeout_seconds=15))
@@ -179,3 +180,74 @@ def test_no_label_carries_a_call_id(center: Center) -> None:
     text = generate_latest(center.registry).decode()
     assert "centralita_queue_calls_answered_total" in text
     assert "secret-call-id" not in text and "600111222" not in text
+
+
+def test_kpi_counters_short_abandons_handle_time_and_thresholds(center: Center) -> None:
+    """The counters behind every service-level definition, AHT and the wait bucket at the
+    queue's threshold."""
+    router, clock = center.router, center.clock
+    router.upsert_queue(QueueConfig("sales", {"sales": 1}, sla_seconds=20, sla_percent=90,
+                                    wrap_up_seconds=30, ring_timeout_seconds=15))
+    for extension in ("1001", "1002", "2001"):
+        center.route(partial(router.start_break, extension, "lunch"))
+    before = center.scrape()
+    assert value(before, "centralita_queue_calls_offered_total", queue="sales") == 0
+    assert value(before, "centralita_queue_calls_abandoned_short_total", queue="sales") == 0
+
+    center.route(lambda: router.enqueue(Call("short", "sales")))
+    clock.now += 3
+    center.route(lambda: router.abandon("short"))  # a short abandon
+    center.route(lambda: router.enqueue(Call("long", "sales")))
+    clock.now += 40
+    center.route(lambda: router.abandon("long"))
+    center.route(lambda: router.enqueue(Call("kept", "sales")))
+    clock.now += 12
+    center.route(partial(router.end_break, "1001"))
+    [offer] = center.route(router.dispatch)
+    center.route(lambda: router.answered(offer.reservation_id))  # waited 12 s: within SLA
+    clock.now += 100
+    center.route(lambda: router.call_ended("kept"))
+    clock.now += 30
+    center.route(router.tick)  # wrap-up over: handle time 100 + 30
+
+    samples = center.scrape()
+    assert value(samples, "centralita_queue_calls_offered_total", queue="sales") == 3
+    assert value(samples, "centralita_queue_calls_abandoned_total", queue="sales") == 2
+    assert value(samples, "centralita_queue_calls_abandoned_short_total", queue="sales") == 1
+    assert value(samples, "centralita_queue_calls_answered_within_sla_total", queue="sales") == 1
+    assert value(samples, "centralita_queue_handle_seconds_sum", queue="sales") == \
+        pytest.approx(130)
+    assert value(samples, "centralita_queue_handle_seconds_count", queue="sales") == 1
+    assert value(samples, "centralita_queue_service_level_threshold_seconds", queue="sales") == 20
+    assert value(samples, "centralita_queue_service_level_target_ratio", queue="sales") == 0.9
+    # The configured threshold (25 here) is a bucket of the wait histogram.
+    assert value(samples, "centralita_queue_wait_seconds_bucket", queue="sales",
+                 outcome="abandoned", le="25.0") == 1
+    assert value(samples, "centralita_site_healthy", site="madrid") == 1
+    center.route(lambda: router.set_site_health("lima", False))
+    assert value(center.scrape(), "centralita_site_healthy", site="lima") == 0
+
+
+def test_agent_state_seconds_give_occupancy(center: Center) -> None:
+    """Agent-seconds per state: counted at each change and, for the state an agent is
+    in, up to each scrape."""
+    router, clock = center.router, center.clock
+    seconds = "centralita_agent_state_seconds_total"
+    first = center.scrape()
+    center.route(lambda: router.enqueue(Call("c", "sales")))
+    [offer] = center.route(router.dispatch)
+    assert offer.agent == "1001"  # logged in first: the longest idle
+    clock.now += 10
+    center.route(lambda: router.answered(offer.reservation_id))
+    clock.now += 50
+    samples = center.scrape()
+
+    def spent(site: str, state: str) -> float:
+        return value(samples, seconds, site=site, state=state) - \
+            value(first, seconds, site=site, state=state)
+
+    assert spent("madrid", "reserved") == pytest.approx(10)
+    assert spent("madrid", "on_call") == pytest.approx(50)
+    assert spent("madrid", "available") == pytest.approx(60)  # 1002, idle all along
+    assert spent("lima", "available") == pytest.approx(60)
+    assert spent("lima", "on_call") == 0
