@@ -1,6 +1,7 @@
 """Prometheus metrics of the IVR, fed only from its events.
 
-``IvrMetrics(registry).subscribe(bus)``. The deflection rate per topic is
+``IvrMetrics(registry).subscribe(bus)``; ``declare_flow(flow)`` exports a loaded flow's
+topics, queues and outcomes at zero, so increase() counts their first call. The deflection rate per topic is
 deflected calls over self-service answers of that topic, kept as a gauge so a
 dashboard can show it without PromQL arithmetic (the two counters are exported too).
 """
@@ -22,7 +23,12 @@ from ivr.events import (
     SurveyScored,
     TransferRequested,
 )
+from ivr.flow import EnqueueNode, Flow, SelfServiceNode
 from pbx.events import EventBus
+
+# How a call leaves the IVR (IvrFinished.outcome).
+OUTCOMES = ("deflected", "enqueued", "transferred", "hung_up", "abandoned", "error")
+LANGUAGE_SOURCES = ("digit", "profile", "default")  # LanguageSelected.source
 
 
 class IvrMetrics:
@@ -65,6 +71,20 @@ class IvrMetrics:
         bus.subscribe(lambda e: self.transfers.labels(e.extension).inc(), TransferRequested)
         bus.subscribe(lambda e: self.outcomes.labels(e.flow, e.outcome).inc(), IvrFinished)
         bus.subscribe(lambda e: self.survey_scores.observe(e.score), SurveyScored)
+
+    def declare_flow(self, flow: Flow) -> None:
+        self.digits.labels(flow.name)
+        for language in flow.languages:
+            for source in LANGUAGE_SOURCES:
+                self.languages.labels(language, source)
+        for outcome in OUTCOMES:
+            self.outcomes.labels(flow.name, outcome)
+        for node in flow.nodes.values():
+            if isinstance(node, SelfServiceNode):
+                self.answers.labels(node.topic)
+                self.deflections.labels(node.topic)
+            elif isinstance(node, EnqueueNode):
+                self.enqueued.labels(node.queue)
 
     def _on_answered(self, event: SelfServiceAnswered) -> None:
         self.answers.labels(event.topic).inc()

@@ -281,6 +281,7 @@ class ContactCenterMetrics:
         self.handle.labels(queue)
         for outcome in ("answered", "abandoned"):
             self.wait.labels(queue, outcome)
+        self.reservation_failures.labels(queue, "ring_timeout")  # ring-no-answer
 
     def _count_state_time(self, snapshots: list[AgentSnapshot]) -> None:
         """Credit each agent's current state up to now, so a long call shows as it goes."""

@@ -89,7 +89,8 @@ class Server:
         self.events = EventBus()
         self.metrics = TelephonyMetrics()
         self.metrics.subscribe(self.events)
-        IvrMetrics(self.metrics.registry).subscribe(self.events)
+        self.ivr_metrics = IvrMetrics(self.metrics.registry)
+        self.ivr_metrics.subscribe(self.events)
         history = config.history
         self.ivr_calls = IvrCallLog(history.ivr_calls, history.max_age_seconds)
         # The IVR's record of a queued caller is read again when an agent's phone rings:
@@ -154,6 +155,8 @@ class Server:
         flows = self.applications.prepare(list(self.config.extensions.values()))
         for problem in unknown_flow_references(flows, self.config):
             log.warning("%s (unless created through the API)", problem)
+        for flow in flows.values():
+            self.ivr_metrics.declare_flow(flow)
         self.store = await Store.open(self.config.store_url)
         # Calls a crash left in progress: recorded as interrupted before any new call starts.
         for record in await self.store.close_interrupted_calls():

@@ -1,0 +1,252 @@
+"""Every dashboard panel and every alert rule, evaluated on a real Prometheus scraping a real
+server that SIPp callers and a SIPp agent drove through the IVR and the queues.
+
+The server runs flows/metrics_menu.yaml (1 billing, 2 support, 3 a self-service answer) with
+queues billing (threshold 15 s) and support (30 s). Agent 1001 (billing, SIPp) answers two
+billing callers and hangs up on each; a support caller waits (nobody has the skill) and hangs
+up after 3 s, a short abandon; a fourth caller hears the self-service answer and is hung up
+on, deflected. A private Prometheus (Debian's package) scrapes /metrics every second and loads
+monitoring/alerts. Then every PromQL expression of every panel of monitoring/dashboards/*.json
+and every rule of monitoring/alerts is evaluated through Prometheus's HTTP API: each returns
+data, every metric name it names exists, and the KPI panels show what the test did.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from integration.test_queue_agents import (
+    SippAgent,
+    cc_config,
+    need_sipp,
+    wait_agent_state,
+    wait_idle,
+    wait_until,
+)
+from integration.test_queue_scenarios import caller_got_bye, finish_caller, start_caller
+from peers.prometheus import PrometheusServer
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+FLOW = Path(__file__).with_name("flows") / "metrics_menu.yaml"
+DASHBOARDS = ROOT / "monitoring" / "dashboards"
+RULES = ROOT / "monitoring" / "alerts" / "centralita.rules.yaml"
+SITE = "lab"
+
+# Grafana's variables as a user sees them with "All" selected and a long enough range.
+ALL_VARIABLES = {"$__rate_interval": "5m", "$__range": "1h", "$queue": ".*", "$site": ".*"}
+METRIC_NAME = re.compile(r"\b(centralita_[a-z_]+|up)\b(?!\s*\()")
+
+
+def server_config() -> str:
+    config = yaml.safe_load(cc_config(agents={"1001": {"billing": 8}, "1002": {"support": 8}},
+                                      wrap_up=1))
+    config["extensions"]["100"]["flow"] = str(FLOW)
+    for queue in config["queues"]:
+        queue["sla_seconds"] = {"billing": 15, "support": 30}[queue["name"]]
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+def panels() -> list[tuple[str, str, list[str]]]:
+    """(dashboard file, panel title, its PromQL expressions) of every panel."""
+    found = []
+    for path in sorted(DASHBOARDS.glob("*.json")):
+        for panel in json.loads(path.read_text())["panels"]:
+            if panel["type"] != "row":
+                found.append((path.name, panel["title"], [t["expr"] for t in panel["targets"]]))
+    return found
+
+
+def alert_rules() -> list[tuple[str, str]]:
+    rules = yaml.safe_load(RULES.read_text())
+    return [(rule["alert"], rule["expr"]) for group in rules["groups"] for rule in group["rules"]]
+
+
+def substitute(expr: str, variables: dict[str, str]) -> str:
+    for name in sorted(variables, key=len, reverse=True):
+        expr = expr.replace(name, variables[name])
+    assert "$" not in expr, f"an unknown Grafana variable in {expr}"
+    return expr
+
+
+_SPLIT = re.compile(r"\s+(?:and|or|unless|[<>]=?|[!=]=)(?:\s+bool)?"
+                    r"(?:\s+(?:on|ignoring)\s*\([^)]*\))?\s+")
+
+
+def operands(expr: str) -> list[str]:
+    """The operands of the top-level comparisons and set operators of an alert expression:
+    what the alert compares, which must have data even while the alert is quiet."""
+    parts, depth, start, index = [], 0, 0, 0
+    while index < len(expr):
+        char = expr[index]
+        if char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        elif depth == 0:
+            match = _SPLIT.match(expr, index)
+            if match:
+                parts.append(expr[start:index])
+                start = index = match.end()
+                continue
+        index += 1
+    parts.append(expr[start:])
+    return [p.strip() for p in parts if not re.fullmatch(r"\s*[0-9.]+\s*", p)]
+
+
+def panel_value(prometheus: PrometheusServer, dashboard: str, title: str,
+                variables: dict[str, str] = ALL_VARIABLES) -> float:
+    [expr] = next(exprs for name, panel, exprs in panels() if (name, panel) == (dashboard, title))
+    value = prometheus.value(substitute(expr, variables))
+    assert value is not None, f"{dashboard}: {title} is empty"
+    return value
+
+
+def test_every_panel_and_alert_query_has_data_and_agrees_with_the_calls(pbx_server,
+                                                                         tmp_path) -> None:
+    need_sipp()
+    server = pbx_server(server_config(), sip_trace=True)
+    with ExitStack() as stack:
+        prometheus = PrometheusServer(tmp_path / "prometheus",
+                                      {SITE: server.http_url.removeprefix("http://")}, [RULES])
+        stack.callback(prometheus.stop)
+        # The queues' counters are scraped at zero before the first call, so increase() sees it.
+        assert wait_until(lambda: prometheus.query(
+            'centralita_queue_calls_offered_total{queue="support"}'), 60), \
+            "Prometheus never scraped the server:\n" + json.dumps(prometheus.api("targets"))
+
+        agent = SippAgent(tmp_path / "agent", server, "1001", hold_ms=1500, calls=2)
+        stack.callback(agent.stop)
+        wait_agent_state(server, "1001", "available")
+        for number in ("+34915550001", "+34915550002"):
+            caller = start_caller(server, tmp_path / f"billing{number}", digit="1",
+                                  hold_ms=60_000, number=number)
+            stack.callback(caller.stop)
+            assert caller_got_bye(finish_caller(caller)), "the agent's BYE never reached the caller"
+            wait_agent_state(server, "1001", "available", timeout=30)  # wrap-up done
+        completed = agent.uas.wait(30)
+        assert completed.returncode == 0, completed.describe()
+        answered_by_agent = completed.successful
+        assert answered_by_agent == 2, completed.describe()
+
+        caller = start_caller(server, tmp_path / "support", digit="2", hold_ms=3000,
+                              number="+34915550003")
+        stack.callback(caller.stop)
+        assert not caller_got_bye(finish_caller(caller))  # hung up while waiting: abandoned
+        caller = start_caller(server, tmp_path / "self-service", digit="3", hold_ms=60_000,
+                              number="+34915550004")
+        stack.callback(caller.stop)
+        assert caller_got_bye(finish_caller(caller)), "the IVR never hung up after its answer"
+        idle = wait_idle(server)
+        assert not any(idle.values()), idle
+
+        # A scrape that began after everything settled.
+        settled = time.time() + 1
+        assert wait_until(lambda: (prometheus.value('timestamp(up{job="centralita"})') or 0)
+                          > settled, 60), "no scrape after the calls"
+
+        names = prometheus.metric_names()
+        problems: list[str] = []
+        for dashboard, title, exprs in panels():
+            for expr in exprs:
+                query = substitute(expr, ALL_VARIABLES)
+                unknown = set(METRIC_NAME.findall(query)) - names
+                if unknown:
+                    problems.append(f"{dashboard}: {title}: unknown metrics {sorted(unknown)}")
+                elif not prometheus.query(query):
+                    problems.append(f"{dashboard}: {title}: no data for {query}")
+        for alert, expr in alert_rules():
+            unknown = set(METRIC_NAME.findall(expr)) - names
+            if unknown:
+                problems.append(f"alert {alert}: unknown metrics {sorted(unknown)}")
+            prometheus.query(expr)  # valid PromQL (raises otherwise); empty while quiet
+            for operand in operands(expr):
+                if not prometheus.query(operand):
+                    problems.append(f"alert {alert}: no data for {operand}")
+        assert not problems, "\n".join(problems)
+
+        # Prometheus itself evaluated every rule without error.
+        groups = prometheus.api("rules")["groups"]
+        evaluated = {rule["name"]: rule for group in groups for rule in group["rules"]}
+        assert sorted(evaluated) == sorted(alert for alert, _ in alert_rules())
+        assert all(rule["health"] == "ok" for rule in evaluated.values()), evaluated
+
+        # The variables' label_values() queries find the queues and the site.
+        assert sorted(prometheus.api("label/queue/values",
+                                     **{"match[]": "centralita_queue_calls_waiting"})) == \
+            ["billing", "support"]
+        assert prometheus.api("label/site/values", **{"match[]": "centralita_agents"}) == [SITE]
+        # The queues' service-level thresholds are buckets of the wait histogram.
+        for queue, threshold in (("billing", "15.0"), ("support", "30.0")):
+            assert prometheus.query(
+                f'centralita_queue_wait_seconds_bucket{{queue="{queue}",le="{threshold}"}}')
+
+        check_values(prometheus, server, answered=answered_by_agent)
+
+
+def check_values(prometheus: PrometheusServer, server: Any, *, answered: int) -> None:
+    """The panels show what the test did: 2 billing calls answered within 15 s, 1 support
+    caller abandoned within 5 s (short), 1 caller deflected by self-service."""
+    def approx(expected: float) -> Any:
+        return pytest.approx(expected, rel=0.05, abs=0.01)  # increase() extrapolates a little
+
+    overview = "contact-center-overview.json"
+    offered = answered + 1
+    assert panel_value(prometheus, overview, "Answered") == approx(answered)
+    assert panel_value(prometheus, overview, "Offered") == approx(offered)
+    assert panel_value(prometheus, overview, "Abandoned") == approx(1)
+    assert panel_value(prometheus, overview, "Abandon rate") == approx(1 / offered)
+    assert panel_value(prometheus, overview, "Service level") == approx(answered / offered)
+    assert panel_value(prometheus, overview, "Waiting now") == 0
+    assert panel_value(prometheus, overview, "Longest wait now") == 0
+    assert panel_value(prometheus, overview, "Agents logged in") == 1
+    assert panel_value(prometheus, overview, "Agents on a call") == 0
+    assert panel_value(prometheus, overview, "Sites healthy") == 1
+
+    queue = "queue-detail.json"
+    assert panel_value(prometheus, queue, "SL, short abandons excluded") == approx(1)
+    assert panel_value(prometheus, queue, "SL, short abandons met") == approx(1)
+    assert panel_value(prometheus, queue, "Short abandons") == approx(1)
+    assert panel_value(prometheus, queue, "Ring-no-answer") == 0
+    billing = {**ALL_VARIABLES, "$queue": "billing"}
+    assert panel_value(prometheus, queue, "Answered", billing) == approx(answered)
+    assert panel_value(prometheus, queue, "Answered within threshold", billing) == \
+        approx(answered)
+    assert panel_value(prometheus, queue, "Abandoned", billing) == 0
+    assert panel_value(prometheus, queue, "Service level", billing) == approx(1)
+    # Means over the range agree with the server's own histograms.
+    def served(name: str, **labels: str) -> float:
+        value = server.metric(name, **labels)
+        assert value is not None, f"the server exports no {name} {labels}"
+        return float(value)
+
+    wait_sum = served("centralita_queue_wait_seconds_sum", queue="billing", outcome="answered")
+    handle_sum = served("centralita_queue_handle_seconds_sum", queue="billing")
+    assert served("centralita_queue_handle_seconds_count", queue="billing") == answered
+    assert panel_value(prometheus, queue, "Average speed of answer", billing) == \
+        approx(wait_sum / answered)
+    assert panel_value(prometheus, queue, "Average handle time", billing) == \
+        approx(handle_sum / answered)
+    # Handle time is talk plus wrap-up.
+    assert handle_sum > served("centralita_queue_talk_seconds_sum", queue="billing")
+    occupancy = panel_value(prometheus, queue, "Occupancy")
+    assert 0 < occupancy < 1, occupancy
+
+    ivr = "ivr-self-service.json"
+    assert panel_value(prometheus, ivr, "Deflected") == approx(1)
+    assert panel_value(prometheus, ivr, "Self-service answers") == approx(1)
+    assert panel_value(prometheus, ivr, "Sent to queues") == approx(offered)
+    assert panel_value(prometheus, ivr, "Containment") == approx(1 / (offered + 1))
+
+    platform = "platform-health.json"
+    assert panel_value(prometheus, platform, "Sites healthy") == 1
+    assert panel_value(prometheus, platform, "Call records waiting") == 0
