@@ -281,7 +281,8 @@ class ContactCenterMetrics:
         self.handle.labels(queue)
         for outcome in ("answered", "abandoned"):
             self.wait.labels(queue, outcome)
-        self.reservation_failures.labels(queue, "ring_timeout")  # ring-no-answer
+        for ring_no_answer in ("ring_timeout", "no_answer"):
+            self.reservation_failures.labels(queue, ring_no_answer)
 
     def _count_state_time(self, snapshots: list[AgentSnapshot]) -> None:
         """Credit each agent's current state up to now, so a long call shows as it goes."""

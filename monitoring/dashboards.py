@@ -261,7 +261,8 @@ def queue_detail() -> grafana.Dashboard:
                                                 Q)), decimals=0))
         .with_panel(stat_panel("Ring-no-answer", "Offers an agent let ring out",
                                Series(_increase("centralita_queue_reservation_failures_total",
-                                                f'{Q},reason="ring_timeout"')), decimals=0))
+                                                f'{Q},reason=~"ring_timeout|no_answer"')),
+                               decimals=0))
         .with_panel(stat_panel("Answered within threshold", "Calls answered within the "
                                "queue's service-level time",
                                Series(_increase("centralita_queue_calls_answered_within_sla_total",

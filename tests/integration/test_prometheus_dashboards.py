@@ -191,6 +191,20 @@ def test_every_panel_and_alert_query_has_data_and_agrees_with_the_calls(pbx_serv
                 f'centralita_queue_wait_seconds_bucket{{queue="{queue}",le="{threshold}"}}')
 
         check_values(prometheus, server, answered=answered_by_agent)
+        check_documented(names)
+
+
+def check_documented(names: set[str]) -> None:
+    """Every metric family the server exported (the call-record store's included) has its
+    row in monitoring/README.md."""
+    documented = set(re.findall(r"^\| `(centralita_[a-z_]+)` \|",
+                                (ROOT / "monitoring" / "README.md").read_text(), re.M))
+    missing = set()
+    for name in (n for n in names if n.startswith("centralita_")):
+        base = re.sub(r"_(bucket|sum|count|created)$", "", name)
+        if not {name, base, f"{base}_total"} & documented:
+            missing.add(name)
+    assert not missing, f"undocumented in monitoring/README.md: {sorted(missing)}"
 
 
 def check_values(prometheus: PrometheusServer, server: Any, *, answered: int) -> None:

@@ -238,3 +238,24 @@ def test_mosquitto_listens_where_it_is_published() -> None:
     container_port = published.rsplit(":", 1)[1]
     conf = bind_mounts("mosquitto")["/mosquitto/config/mosquitto.conf"].read_text()
     assert re.search(rf"^listener {container_port}\b", conf, re.M), conf
+
+
+# ------------------------------------------------------------------------ metrics table
+
+def documented_metrics() -> set[str]:
+    text = (ROOT / "monitoring" / "README.md").read_text()
+    return set(re.findall(r"^\| `(centralita_[a-z_]+)` \|", text, re.M))
+
+
+def test_every_metric_the_server_registers_is_documented(tmp_path: Path) -> None:
+    """monitoring/README.md has a row (name, type, labels, meaning) for each metric family;
+    a metric added without its row fails here."""
+    from pbx.server import Server
+
+    server = Server(load_config(None, var_dir=tmp_path), var_dir=tmp_path)
+    exported = {
+        family.name + ("_total" if family.type == "counter" else "")
+        for family in server.metrics.registry.collect()
+    }
+    missing = exported - documented_metrics()
+    assert not missing, f"add these to the tables of monitoring/README.md: {sorted(missing)}"
