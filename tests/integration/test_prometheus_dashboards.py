@@ -1,11 +1,12 @@
 """Every dashboard panel and every alert rule, evaluated on a real Prometheus scraping a real
 server that SIPp callers and a SIPp agent drove through the IVR and the queues.
 
-The server runs flows/metrics_menu.yaml (1 billing, 2 support, 3 a self-service answer) with
-queues billing (threshold 15 s) and support (30 s). Agent 1001 (billing, SIPp) answers two
-billing callers and hangs up on each; a support caller waits (nobody has the skill) and hangs
-up after 3 s, a short abandon; a fourth caller hears the self-service answer and is hung up
-on, deflected. A private Prometheus (Debian's package) scrapes /metrics every second and loads
+The server runs flows/metrics_menu.yaml (1 billing, 2 support, 3 a self-service answer and a
+survey) with queues billing (threshold 15 s) and support (30 s). Agent 1001 (billing, SIPp)
+answers two billing callers and hangs up on each; a support caller waits (nobody has the
+skill) and hangs up after 3 s, a short abandon; a fourth caller hears the self-service
+answer, scores 4 in the survey and is hung up on, deflected; a phone registers as 1002 with
+a wrong password. A private Prometheus (Debian's package) scrapes /metrics every second and loads
 monitoring/alerts. Then every PromQL expression of every panel of monitoring/dashboards/*.json
 and every rule of monitoring/alerts is evaluated through Prometheus's HTTP API: each returns
 data, every metric name it names exists, and the KPI panels show what the test did.
@@ -24,7 +25,9 @@ import pytest
 import yaml
 
 from integration.test_queue_agents import (
+    REGISTER_XML,
     SippAgent,
+    caller_xml,
     cc_config,
     need_sipp,
     wait_agent_state,
@@ -32,6 +35,8 @@ from integration.test_queue_agents import (
     wait_until,
 )
 from integration.test_queue_scenarios import caller_got_bye, finish_caller, start_caller
+from peers import sipp
+from peers.procs import free_port
 from peers.prometheus import PrometheusServer
 
 pytestmark = pytest.mark.integration
@@ -41,6 +46,7 @@ FLOW = Path(__file__).with_name("flows") / "metrics_menu.yaml"
 DASHBOARDS = ROOT / "monitoring" / "dashboards"
 RULES = ROOT / "monitoring" / "alerts" / "centralita.rules.yaml"
 SITE = "lab"
+SURVEY_SCORE = 4
 
 # Grafana's variables as a user sees them with "All" selected and a long enough range.
 ALL_VARIABLES = {"$__rate_interval": "5m", "$__range": "1h", "$queue": ".*", "$site": ".*"}
@@ -54,6 +60,20 @@ def server_config() -> str:
     for queue in config["queues"]:
         queue["sla_seconds"] = {"billing": 15, "support": 30}[queue["name"]]
     return yaml.safe_dump(config, sort_keys=False)
+
+
+def self_service_caller(workdir: Path, server: Any) -> sipp.SippProcess:
+    """Digits 3 (menu: self-service), 9 (not 0: no agent, go on), then the survey score,
+    each as RFC 2833 from SIPp's pcaps, well apart; then it waits for the server's BYE."""
+    def digit(value: int | str) -> str:
+        return f'<nop><action><exec play_pcap_audio="pcap/dtmf_2833_{value}.pcap"/></action></nop>'
+
+    scenario = caller_xml(digit="3", number="+34915550004", hold_ms=60_000, play_audio=False)
+    assert digit(3) in scenario
+    scenario = scenario.replace(digit(3), "\n  <pause milliseconds=\"1500\"/>\n  ".join(
+        (digit(3), digit(9), digit(SURVEY_SCORE))))
+    return sipp.start(server.sip_address, scenario=scenario, service="100", calls=1,
+                      trace_msg=True, workdir=workdir)
 
 
 def panels() -> list[tuple[str, str, list[str]]]:
@@ -142,10 +162,15 @@ def test_every_panel_and_alert_query_has_data_and_agrees_with_the_calls(pbx_serv
                               number="+34915550003")
         stack.callback(caller.stop)
         assert not caller_got_bye(finish_caller(caller))  # hung up while waiting: abandoned
-        caller = start_caller(server, tmp_path / "self-service", digit="3", hold_ms=60_000,
-                              number="+34915550004")
+        caller = self_service_caller(tmp_path / "self-service", server)
         stack.callback(caller.stop)
         assert caller_got_bye(finish_caller(caller)), "the IVR never hung up after its answer"
+        intruder = sipp.run(server.sip_address, scenario=REGISTER_XML.replace("{user}", "1002"),
+                            workdir=tmp_path / "wrong-password", calls=1,
+                            local_port=free_port(udp=True, tcp=True), auth=("1002", "guess"),
+                            auth_uri=server.sip_address, timeout=20, trace_msg=True)
+        assert intruder.successful == 0 and "SIP/2.0 403" in intruder.messages_log, \
+            intruder.describe()
         idle = wait_idle(server)
         assert not any(idle.values()), idle
 
@@ -260,7 +285,14 @@ def check_values(prometheus: PrometheusServer, server: Any, *, answered: int) ->
     assert panel_value(prometheus, ivr, "Self-service answers") == approx(1)
     assert panel_value(prometheus, ivr, "Sent to queues") == approx(offered)
     assert panel_value(prometheus, ivr, "Containment") == approx(1 / (offered + 1))
+    assert panel_value(prometheus, ivr, "Surveys answered") == approx(1)
+    assert panel_value(prometheus, ivr, "Satisfaction (CSAT)") == approx(SURVEY_SCORE)
 
     platform = "platform-health.json"
     assert panel_value(prometheus, platform, "Sites healthy") == 1
     assert panel_value(prometheus, platform, "Call records waiting") == 0
+    [auth] = next(exprs for name, title, exprs in panels()
+                  if (name, title) == (platform, "Authentication failures"))
+    refused = {sample["metric"]["method"]: float(sample["value"][1])
+               for sample in prometheus.query(substitute(auth, ALL_VARIABLES))}
+    assert refused["REGISTER"] > 0 and refused["INVITE"] == 0, refused
