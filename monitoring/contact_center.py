@@ -96,8 +96,8 @@ class ContactCenterMetrics:
             ["queue"], buckets=HANDLE_BUCKETS, registry=r)
         self.agent_state_seconds = Counter(
             "centralita_agent_state_seconds",
-            "Agent-seconds spent in each state, by site (occupancy is on_call+wrap_up over "
-            "the logged-in states)", ["site", "state"], registry=r)
+            "Agent-seconds spent in each state, by site (occupancy: reserved, ringing, on_call "
+            "and wrap_up over those and available)", ["site", "state"], registry=r)
         self.site_healthy = Gauge("centralita_site_healthy",
                                   "1 when the site is healthy (its agents may be chosen), else 0",
                                   ["site"], registry=r)
@@ -268,7 +268,8 @@ class ContactCenterMetrics:
             self.agent_state_seconds.labels(site, state)  # exported as 0 until spent
         self._count_state_time(snapshots)
         sites = {snapshot.profile.site: snapshot.site_healthy for snapshot in snapshots}
-        sites.update(self._site_health)
+        for site, healthy in self._site_health.items():  # sites whose agents all left
+            sites.setdefault(site, healthy)
         for site, healthy in sites.items():
             self.site_healthy.labels(site).set(1 if healthy else 0)
 
@@ -299,5 +300,6 @@ class ContactCenterMetrics:
                 continue
             self.agent_state_seconds.labels(site, state).inc(max(0.0, now - since))
             self._state_since[extension] = (site, state, max(since, now))
-        for gone in self._state_since.keys() - present:
+        for gone in self._state_since.keys() - present:  # agents removed from the config
             del self._state_since[gone]
+            self._wrapping.pop(gone, None)
