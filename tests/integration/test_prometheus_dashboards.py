@@ -123,10 +123,10 @@ def operands(expr: str) -> list[str]:
     return [p.strip() for p in parts if not re.fullmatch(r"\s*[0-9.]+\s*", p)]
 
 
-def panel_value(prometheus: PrometheusServer, dashboard: str, title: str,
+def panel_value(prometheus: PrometheusServer, at: float, dashboard: str, title: str,
                 variables: dict[str, str] = ALL_VARIABLES) -> float:
     [expr] = next(exprs for name, panel, exprs in panels() if (name, panel) == (dashboard, title))
-    value = prometheus.value(substitute(expr, variables))
+    value = prometheus.value(substitute(expr, variables), at)
     assert value is not None, f"{dashboard}: {title} is empty"
     return value
 
@@ -174,10 +174,12 @@ def test_every_panel_and_alert_query_has_data_and_agrees_with_the_calls(pbx_serv
         idle = wait_idle(server)
         assert not any(idle.values()), idle
 
-        # A scrape that began after everything settled.
+        # Everything is evaluated at the time of a scrape that began after all had settled:
+        # increase() then has no extrapolation, and the counts are exact.
         settled = time.time() + 1
-        assert wait_until(lambda: (prometheus.value('timestamp(up{job="centralita"})') or 0)
-                          > settled, 60), "no scrape after the calls"
+        at = wait_until(lambda: (lambda t: t if t and t > settled else None)(
+            prometheus.value('timestamp(up{job="centralita"})')), 60)
+        assert at, "no scrape after the calls"
 
         names = prometheus.metric_names()
         problems: list[str] = []
@@ -187,15 +189,15 @@ def test_every_panel_and_alert_query_has_data_and_agrees_with_the_calls(pbx_serv
                 unknown = set(METRIC_NAME.findall(query)) - names
                 if unknown:
                     problems.append(f"{dashboard}: {title}: unknown metrics {sorted(unknown)}")
-                elif not prometheus.query(query):
+                elif not prometheus.query(query, at):
                     problems.append(f"{dashboard}: {title}: no data for {query}")
         for alert, expr in alert_rules():
             unknown = set(METRIC_NAME.findall(expr)) - names
             if unknown:
                 problems.append(f"alert {alert}: unknown metrics {sorted(unknown)}")
-            prometheus.query(expr)  # valid PromQL (raises otherwise); empty while quiet
+            prometheus.query(expr, at)  # valid PromQL (raises otherwise); empty while quiet
             for operand in operands(expr):
-                if not prometheus.query(operand):
+                if not prometheus.query(operand, at):
                     problems.append(f"alert {alert}: no data for {operand}")
         assert not problems, "\n".join(problems)
 
@@ -213,9 +215,9 @@ def test_every_panel_and_alert_query_has_data_and_agrees_with_the_calls(pbx_serv
         # The queues' service-level thresholds are buckets of the wait histogram.
         for queue, threshold in (("billing", "15.0"), ("support", "30.0")):
             assert prometheus.query(
-                f'centralita_queue_wait_seconds_bucket{{queue="{queue}",le="{threshold}"}}')
+                f'centralita_queue_wait_seconds_bucket{{queue="{queue}",le="{threshold}"}}', at)
 
-        check_values(prometheus, server, answered=answered_by_agent)
+        check_values(prometheus, at, server, answered=answered_by_agent)
         check_documented(names)
 
 
@@ -232,36 +234,36 @@ def check_documented(names: set[str]) -> None:
     assert not missing, f"undocumented in monitoring/README.md: {sorted(missing)}"
 
 
-def check_values(prometheus: PrometheusServer, server: Any, *, answered: int) -> None:
+def check_values(prometheus: PrometheusServer, at: float, server: Any, *, answered: int) -> None:
     """The panels show what the test did: 2 billing calls answered within 15 s, 1 support
     caller abandoned within 5 s (short), 1 caller deflected by self-service."""
     def approx(expected: float) -> Any:
-        return pytest.approx(expected, rel=0.05, abs=0.01)  # increase() extrapolates a little
+        return pytest.approx(expected, rel=1e-6)
 
     overview = "contact-center-overview.json"
     offered = answered + 1
-    assert panel_value(prometheus, overview, "Answered") == approx(answered)
-    assert panel_value(prometheus, overview, "Offered") == approx(offered)
-    assert panel_value(prometheus, overview, "Abandoned") == approx(1)
-    assert panel_value(prometheus, overview, "Abandon rate") == approx(1 / offered)
-    assert panel_value(prometheus, overview, "Service level") == approx(answered / offered)
-    assert panel_value(prometheus, overview, "Waiting now") == 0
-    assert panel_value(prometheus, overview, "Longest wait now") == 0
-    assert panel_value(prometheus, overview, "Agents logged in") == 1
-    assert panel_value(prometheus, overview, "Agents on a call") == 0
-    assert panel_value(prometheus, overview, "Sites healthy") == 1
+    assert panel_value(prometheus, at, overview, "Answered") == approx(answered)
+    assert panel_value(prometheus, at, overview, "Offered") == approx(offered)
+    assert panel_value(prometheus, at, overview, "Abandoned") == approx(1)
+    assert panel_value(prometheus, at, overview, "Abandon rate") == approx(1 / offered)
+    assert panel_value(prometheus, at, overview, "Service level") == approx(answered / offered)
+    assert panel_value(prometheus, at, overview, "Waiting now") == 0
+    assert panel_value(prometheus, at, overview, "Longest wait now") == 0
+    assert panel_value(prometheus, at, overview, "Agents logged in") == 1
+    assert panel_value(prometheus, at, overview, "Agents on a call") == 0
+    assert panel_value(prometheus, at, overview, "Sites healthy") == 1
 
     queue = "queue-detail.json"
-    assert panel_value(prometheus, queue, "SL, short abandons excluded") == approx(1)
-    assert panel_value(prometheus, queue, "SL, short abandons met") == approx(1)
-    assert panel_value(prometheus, queue, "Short abandons") == approx(1)
-    assert panel_value(prometheus, queue, "Ring-no-answer") == 0
+    assert panel_value(prometheus, at, queue, "SL, short abandons excluded") == approx(1)
+    assert panel_value(prometheus, at, queue, "SL, short abandons met") == approx(1)
+    assert panel_value(prometheus, at, queue, "Short abandons") == approx(1)
+    assert panel_value(prometheus, at, queue, "Ring-no-answer") == 0
     billing = {**ALL_VARIABLES, "$queue": "billing"}
-    assert panel_value(prometheus, queue, "Answered", billing) == approx(answered)
-    assert panel_value(prometheus, queue, "Answered within threshold", billing) == \
+    assert panel_value(prometheus, at, queue, "Answered", billing) == approx(answered)
+    assert panel_value(prometheus, at, queue, "Answered within threshold", billing) == \
         approx(answered)
-    assert panel_value(prometheus, queue, "Abandoned", billing) == 0
-    assert panel_value(prometheus, queue, "Service level", billing) == approx(1)
+    assert panel_value(prometheus, at, queue, "Abandoned", billing) == 0
+    assert panel_value(prometheus, at, queue, "Service level", billing) == approx(1)
     # Means over the range agree with the server's own histograms.
     def served(name: str, **labels: str) -> float:
         value = server.metric(name, **labels)
@@ -271,28 +273,28 @@ def check_values(prometheus: PrometheusServer, server: Any, *, answered: int) ->
     wait_sum = served("centralita_queue_wait_seconds_sum", queue="billing", outcome="answered")
     handle_sum = served("centralita_queue_handle_seconds_sum", queue="billing")
     assert served("centralita_queue_handle_seconds_count", queue="billing") == answered
-    assert panel_value(prometheus, queue, "Average speed of answer", billing) == \
+    assert panel_value(prometheus, at, queue, "Average speed of answer", billing) == \
         approx(wait_sum / answered)
-    assert panel_value(prometheus, queue, "Average handle time", billing) == \
+    assert panel_value(prometheus, at, queue, "Average handle time", billing) == \
         approx(handle_sum / answered)
     # Handle time is talk plus wrap-up.
     assert handle_sum > served("centralita_queue_talk_seconds_sum", queue="billing")
-    occupancy = panel_value(prometheus, queue, "Occupancy")
+    occupancy = panel_value(prometheus, at, queue, "Occupancy")
     assert 0 < occupancy < 1, occupancy
 
     ivr = "ivr-self-service.json"
-    assert panel_value(prometheus, ivr, "Deflected") == approx(1)
-    assert panel_value(prometheus, ivr, "Self-service answers") == approx(1)
-    assert panel_value(prometheus, ivr, "Sent to queues") == approx(offered)
-    assert panel_value(prometheus, ivr, "Containment") == approx(1 / (offered + 1))
-    assert panel_value(prometheus, ivr, "Surveys answered") == approx(1)
-    assert panel_value(prometheus, ivr, "Satisfaction (CSAT)") == approx(SURVEY_SCORE)
+    assert panel_value(prometheus, at, ivr, "Deflected") == approx(1)
+    assert panel_value(prometheus, at, ivr, "Self-service answers") == approx(1)
+    assert panel_value(prometheus, at, ivr, "Sent to queues") == approx(offered)
+    assert panel_value(prometheus, at, ivr, "Containment") == approx(1 / (offered + 1))
+    assert panel_value(prometheus, at, ivr, "Surveys answered") == approx(1)
+    assert panel_value(prometheus, at, ivr, "Satisfaction (CSAT)") == approx(SURVEY_SCORE)
 
     platform = "platform-health.json"
-    assert panel_value(prometheus, platform, "Sites healthy") == 1
-    assert panel_value(prometheus, platform, "Call records waiting") == 0
+    assert panel_value(prometheus, at, platform, "Sites healthy") == 1
+    assert panel_value(prometheus, at, platform, "Call records waiting") == 0
     [auth] = next(exprs for name, title, exprs in panels()
                   if (name, title) == (platform, "Authentication failures"))
     refused = {sample["metric"]["method"]: float(sample["value"][1])
-               for sample in prometheus.query(substitute(auth, ALL_VARIABLES))}
+               for sample in prometheus.query(substitute(auth, ALL_VARIABLES), at)}
     assert refused["REGISTER"] > 0 and refused["INVITE"] == 0, refused

@@ -3,7 +3,8 @@
 ``PrometheusServer(workdir, targets, rule_files)`` writes a config scraping ``targets`` every
 second (job ``centralita``), loads the rule files, starts ``prometheus`` in its own process
 group and waits until it is ready; ``stop()`` ends that group. ``query(expr)`` evaluates
-PromQL at the current time through ``/api/v1/query``.
+PromQL through ``/api/v1/query``, now or at a given time (a scrape's timestamp, where
+``increase()`` needs no extrapolation).
 """
 
 from __future__ import annotations
@@ -94,17 +95,18 @@ class PrometheusServer:
             raise PrometheusError(f"{path} {params}: {body.get('errorType')}: {body.get('error')}")
         return body["data"]
 
-    def query(self, expr: str) -> list[dict[str, Any]]:
-        """An instant vector (or scalar, as one sample) evaluated now."""
-        data = self.api("query", query=expr)
+    def query(self, expr: str, at: float | None = None) -> list[dict[str, Any]]:
+        """An instant vector (or scalar, as one sample) evaluated now or at time ``at``."""
+        params = {"query": expr} if at is None else {"query": expr, "time": repr(at)}
+        data = self.api("query", **params)
         if data["resultType"] == "scalar":
             return [{"metric": {}, "value": data["result"]}]
         result: list[dict[str, Any]] = data["result"]
         return result
 
-    def value(self, expr: str) -> float | None:
-        """The single value of ``expr`` now (None when it returns nothing)."""
-        result = self.query(expr)
+    def value(self, expr: str, at: float | None = None) -> float | None:
+        """The single value of ``expr`` (None when it returns nothing)."""
+        result = self.query(expr, at)
         if not result:
             return None
         assert len(result) == 1, f"{expr} returned {len(result)} series: {result}"
