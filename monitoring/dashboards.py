@@ -141,7 +141,7 @@ def graph(title: str, description: str, series: list[Series], *, unit: str = "sh
 
 def _variable(name: str, label: str, query: str) -> grafana.QueryVariable:
     return (grafana.QueryVariable(name).label(label).datasource(DATASOURCE)
-            .query({"query": query, "refId": f"{name}-variable"})
+            .query(query)
             .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
             .multi(True).include_all(True).all_value(".*")
             .current(model.VariableOption(selected=True, text="All", value="$__all")))

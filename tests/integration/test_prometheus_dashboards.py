@@ -86,6 +86,13 @@ def panels() -> list[tuple[str, str, list[str]]]:
     return found
 
 
+def variables() -> list[tuple[str, str, str]]:
+    """(dashboard file, variable name, its query) of every template variable."""
+    return [(path.name, variable["name"], variable["query"])
+            for path in sorted(DASHBOARDS.glob("*.json"))
+            for variable in json.loads(path.read_text()).get("templating", {}).get("list", [])]
+
+
 def alert_rules() -> list[tuple[str, str]]:
     rules = yaml.safe_load(RULES.read_text())
     return [(rule["alert"], rule["expr"]) for group in rules["groups"] for rule in group["rules"]]
@@ -207,11 +214,14 @@ def test_every_panel_and_alert_query_has_data_and_agrees_with_the_calls(pbx_serv
         assert sorted(evaluated) == sorted(alert for alert, _ in alert_rules())
         assert all(rule["health"] == "ok" for rule in evaluated.values()), evaluated
 
-        # The variables' label_values() queries find the queues and the site.
-        assert sorted(prometheus.api("label/queue/values",
-                                     **{"match[]": "centralita_queue_calls_waiting"})) == \
-            ["billing", "support"]
-        assert prometheus.api("label/site/values", **{"match[]": "centralita_agents"}) == [SITE]
+        # Every template variable's label_values() finds the queues, or the site.
+        expected_values = {"queue": ["billing", "support"], "site": [SITE]}
+        for dashboard, variable, query in variables():
+            found = re.fullmatch(r"label_values\((\w+), (\w+)\)", query)
+            assert found, f"{dashboard}: ${variable}: {query}"
+            metric, label = found.groups()
+            values = prometheus.api(f"label/{label}/values", **{"match[]": metric})
+            assert sorted(values) == expected_values[variable], (dashboard, variable, values)
         # The queues' service-level thresholds are buckets of the wait histogram.
         for queue, threshold in (("billing", "15.0"), ("support", "30.0")):
             assert prometheus.query(
