@@ -205,13 +205,12 @@ def test_prometheus_config_passes_promtool(tmp_path: Path) -> None:
 
 def test_grafana_reaches_prometheus_and_finds_the_dashboards() -> None:
     mounts = bind_mounts("grafana")
-    provisioning = mounts["/etc/grafana/provisioning"]
-    [datasource] = yaml.safe_load(
-        (provisioning / "datasources/prometheus.yaml").read_text())["datasources"]
+    datasources = mounts["/etc/grafana/provisioning/datasources"]
+    [datasource] = yaml.safe_load((datasources / "prometheus.yaml").read_text())["datasources"]
     assert urlsplit(datasource["url"]).netloc == flag("prometheus", "web.listen-address")
     assert service("grafana")["network_mode"] == service("prometheus")["network_mode"] == "host"
-    [provider] = yaml.safe_load(
-        (provisioning / "dashboards/centralita.yaml").read_text())["providers"]
+    providers = mounts["/etc/grafana/provisioning/dashboards"]
+    [provider] = yaml.safe_load((providers / "centralita.yaml").read_text())["providers"]
     dashboards = mounts[provider["options"]["path"]]
     assert dashboards == DASHBOARD_DIR
     assert sorted(p.name for p in dashboards.glob("*.json")) == sorted(generated())
