@@ -8,8 +8,9 @@ skill) and hangs up after 3 s, a short abandon; a fourth caller hears the self-s
 answer, scores 4 in the survey and is hung up on, deflected; a phone registers as 1002 with
 a wrong password. A private Prometheus (Debian's package) scrapes /metrics every second and loads
 monitoring/alerts. Then every PromQL expression of every panel of monitoring/dashboards/*.json
-and every rule of monitoring/alerts is evaluated through Prometheus's HTTP API: each returns
-data, every metric name it names exists, and the KPI panels show what the test did.
+and every rule of monitoring/alerts is evaluated through Prometheus's HTTP API: each panel
+returns data (not only NaN), each alert's compared operands return data, every metric name
+exists, and the KPI panels show what the test did.
 """
 
 from __future__ import annotations
@@ -196,8 +197,10 @@ def test_every_panel_and_alert_query_has_data_and_agrees_with_the_calls(pbx_serv
                 unknown = set(METRIC_NAME.findall(query)) - names
                 if unknown:
                     problems.append(f"{dashboard}: {title}: unknown metrics {sorted(unknown)}")
-                elif not prometheus.query(query, at):
+                elif not (result := prometheus.query(query, at)):
                     problems.append(f"{dashboard}: {title}: no data for {query}")
+                elif all(sample["value"][1] == "NaN" for sample in result):
+                    problems.append(f"{dashboard}: {title}: only NaN from {query}")
         for alert, expr in alert_rules():
             unknown = set(METRIC_NAME.findall(expr)) - names
             if unknown:
