@@ -6,8 +6,8 @@ survey) with queues billing (threshold 15 s) and support (30 s). Agent 1001 (bil
 answers two billing callers and hangs up on each; a support caller waits (nobody has the
 skill) and hangs up after 3 s, a short abandon; a fourth caller hears the self-service
 answer, scores 4 in the survey and is hung up on, deflected; a phone registers as 1002 with
-a wrong password. A private Prometheus (Debian's package) scrapes /metrics every second and loads
-monitoring/alerts. Then every PromQL expression of every panel of monitoring/dashboards/*.json
+a wrong password. A private Prometheus (Debian's package) runs deploy/prometheus/prometheus.yml
+aimed at the server, scraping every second, and loads monitoring/alerts. Then every PromQL expression of every panel of monitoring/dashboards/*.json
 and every rule of monitoring/alerts is evaluated through Prometheus's HTTP API: each panel
 returns data (not only NaN), each alert's compared operands return data, every metric name
 exists, and the KPI panels show what the test did.
@@ -38,7 +38,7 @@ from integration.test_queue_agents import (
 from integration.test_queue_scenarios import caller_got_bye, finish_caller, start_caller
 from peers import sipp
 from peers.procs import free_port
-from peers.prometheus import PrometheusServer
+from peers.prometheus import PrometheusServer, scraping
 
 pytestmark = pytest.mark.integration
 
@@ -46,6 +46,7 @@ ROOT = Path(__file__).resolve().parents[2]
 FLOW = Path(__file__).with_name("flows") / "metrics_menu.yaml"
 DASHBOARDS = ROOT / "monitoring" / "dashboards"
 RULES = ROOT / "monitoring" / "alerts" / "centralita.rules.yaml"
+SHIPPED_PROMETHEUS = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 SITE = "lab"
 SURVEY_SCORE = 4
 
@@ -144,8 +145,10 @@ def test_every_panel_and_alert_query_has_data_and_agrees_with_the_calls(pbx_serv
     need_sipp()
     server = pbx_server(server_config(), sip_trace=True)
     with ExitStack() as stack:
-        prometheus = PrometheusServer(tmp_path / "prometheus",
-                                      {SITE: server.http_url.removeprefix("http://")}, [RULES])
+        # The shipped Prometheus config, aimed at this server, every second.
+        config = scraping(yaml.safe_load(SHIPPED_PROMETHEUS.read_text()),
+                          {SITE: server.http_url.removeprefix("http://")}, [RULES])
+        prometheus = PrometheusServer(tmp_path / "prometheus", config)
         stack.callback(prometheus.stop)
         # The queues' counters are scraped at zero before the first call, so increase() sees it.
         assert wait_until(lambda: prometheus.query(

@@ -1,8 +1,9 @@
 """A private Prometheus (Debian's package) on a free loopback port, and its HTTP API.
 
-``PrometheusServer(workdir, targets, rule_files)`` writes a config scraping ``targets`` every
-second (job ``centralita``), loads the rule files, starts ``prometheus`` in its own process
-group and waits until it is ready; ``stop()`` ends that group. ``query(expr)`` evaluates
+``PrometheusServer(workdir, config)`` writes ``config`` (a prometheus.yml as a dict, for
+example :func:`scraping` of the shipped deploy/prometheus/prometheus.yml), starts
+``prometheus`` in its own process group and waits until it is ready; ``stop()`` ends that
+group. ``query(expr)`` evaluates
 PromQL through ``/api/v1/query``, now or at a given time (a scrape's timestamp, where
 ``increase()`` needs no extrapolation).
 """
@@ -23,7 +24,20 @@ import yaml
 
 from peers.procs import LOOPBACK, free_port, require_binary, stop_process_group, tail
 
-JOB = "centralita"
+
+def scraping(base: dict[str, Any], targets: dict[str, str], rule_files: Sequence[Path],
+             interval: str = "1s") -> dict[str, Any]:
+    """``base`` with its first scrape job aimed at ``targets`` (site label -> HOST:PORT),
+    scraping and evaluating every ``interval``, loading ``rule_files``."""
+    config = dict(base)
+    config["global"] = {**base.get("global", {}), "scrape_interval": interval,
+                        "evaluation_interval": interval}
+    config["rule_files"] = [str(path) for path in rule_files]
+    job, *others = base["scrape_configs"]
+    job = {**job, "static_configs": [{"targets": [address], "labels": {"site": site}}
+                                     for site, address in targets.items()]}
+    config["scrape_configs"] = [job, *others]
+    return config
 
 
 class PrometheusError(RuntimeError):
@@ -31,21 +45,10 @@ class PrometheusError(RuntimeError):
 
 
 class PrometheusServer:
-    def __init__(self, workdir: Path, targets: dict[str, str], rule_files: Sequence[Path] = (),
-                 *, scrape_interval: str = "1s") -> None:
-        """``targets``: site label -> HOST:PORT of a server's /metrics."""
+    def __init__(self, workdir: Path, config: dict[str, Any]) -> None:
         binary = require_binary("prometheus", "prometheus")
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        config = {
-            "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
-            "rule_files": [str(path) for path in rule_files],
-            "scrape_configs": [{
-                "job_name": JOB,
-                "static_configs": [{"targets": [address], "labels": {"site": site}}
-                                   for site, address in targets.items()],
-            }],
-        }
         config_path = self.workdir / "prometheus.yml"
         config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         self.port = free_port(udp=False, tcp=True)
@@ -56,7 +59,7 @@ class PrometheusServer:
                 [binary, f"--config.file={config_path}",
                  f"--storage.tsdb.path={self.workdir / 'data'}",
                  f"--web.listen-address={LOOPBACK}:{self.port}",
-                 "--storage.tsdb.retention.time=1h", "--web.enable-lifecycle"],
+                 "--storage.tsdb.retention.time=1h"],
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             self._wait_ready(60)
