@@ -195,8 +195,10 @@ def contact_center_overview() -> grafana.Dashboard:
                                Series('sum(centralita_agents{state="on_call"})'), decimals=0))
         .with_panel(stat_panel("Agents logged in", "Agents not offline, all sites",
                                Series('sum(centralita_agents{state!="offline"})'), decimals=0))
-        .with_panel(stat_panel("Sites healthy", "Sites whose agents may be chosen",
-                               Series("sum(centralita_site_healthy)"), decimals=0))
+        .with_panel(stat_panel("Sites healthy", "Sites whose agents may be chosen (a site "
+                               "any server sees as unhealthy counts as unhealthy)",
+                               Series("sum(min by (site) (centralita_site_healthy))"),
+                               decimals=0))
         .with_row(grafana.Row("By queue"))
         .with_panel(graph("Service level by queue", "Answered within threshold over answered "
                           "+ abandoned, over the dashboard range",
@@ -358,8 +360,10 @@ def platform_health() -> grafana.Dashboard:
         _base("centralita-platform", "Centralita: sites and platform health",
               "Sites, SIP, the call-record store, the event loop and media")
         .with_row(grafana.Row("Sites and store"))
-        .with_panel(stat_panel("Sites healthy", "1 per healthy site",
-                               Series("centralita_site_healthy", "{{site}}"), width=6))
+        .with_panel(stat_panel("Sites healthy", "1 per healthy site, 0 when any server sees "
+                               "it as unhealthy",
+                               Series("min by (site) (centralita_site_healthy)", "{{site}}"),
+                               width=6))
         .with_panel(stat_panel("Call records waiting", "CDR and queue-log writes waiting for the "
                                "database", Series("sum(centralita_call_records_pending)"),
                                decimals=0, width=6))
