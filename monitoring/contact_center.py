@@ -7,8 +7,9 @@ the router's views. Labels are queue, site, state, outcome and failure reason on
 their values come from configuration or fixed sets, never from calls or callers.
 
 Every contact-center KPI is PromQL over these counters and histograms (see
-monitoring/README.md): service level in its three usual definitions from answered,
-answered within the queue's threshold, abandoned and short abandons; ASA from the
+monitoring/README.md): service level under each of the four definitions
+(``router.ServiceLevelDefinition``) from answered, answered within the queue's threshold,
+abandoned and abandoned within it, and each queue's own definition as a gauge; ASA from the
 wait histogram; occupancy from the agent-state seconds; AHT from the handle histogram.
 """
 
@@ -36,6 +37,7 @@ from router import (
     ReservationExpired,
     ReservationFailed,
     Router,
+    ServiceLevelDefinition,
     SiteHealthChanged,
     UnknownAgent,
     UnknownQueue,
@@ -44,10 +46,6 @@ from router import (
 WAIT_BUCKETS = (5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300, 600, 1200)
 TALK_BUCKETS = (15, 30, 60, 120, 180, 300, 600, 900, 1800, 3600)
 HANDLE_BUCKETS = (30, 60, 120, 180, 300, 450, 600, 900, 1800, 3600)
-# A caller who hangs up within this many seconds of queueing is a "short abandon"
-# (dialled by mistake, changed their mind): service-level variants exclude them or
-# count them as met. Fixed until queues carry their own threshold.
-SHORT_ABANDON_SECONDS = 5.0
 
 # Offers whose outcome is still unknown; bounded in case an outcome is never reported.
 _OPEN_OFFERS_KEPT = 10_000
@@ -86,9 +84,9 @@ class ContactCenterMetrics:
             "centralita_queue_announcements",
             "Announcements played to waiting callers, by kind (you_are_next, position)",
             ["queue", "kind"], registry=r)
-        self.abandoned_short = Counter(
-            "centralita_queue_calls_abandoned_short",
-            f"Callers who hung up within {SHORT_ABANDON_SECONDS:g} s of queueing (short abandons)",
+        self.abandoned_within_sla = Counter(
+            "centralita_queue_calls_abandoned_within_sla",
+            "Callers who hung up within the queue's service-level time (short abandons)",
             ["queue"], registry=r)
         self.handle = Histogram(
             "centralita_queue_handle_seconds",
@@ -126,6 +124,10 @@ class ContactCenterMetrics:
             "centralita_queue_service_level_threshold_seconds",
             "The queue's service-level time: answered within it counts as met", ["queue"],
             registry=r)
+        self.sla_definition = Gauge(
+            "centralita_queue_service_level_definition",
+            "1 for the queue's service_level_definition (which calls its service level counts), "
+            "0 for the others", ["queue", "definition"], registry=r)
         self.sla_target = Gauge("centralita_queue_service_level_target_ratio",
                                 "The queue's service-level target (0.8 for 80 %)", ["queue"],
                                 registry=r)
@@ -189,8 +191,8 @@ class ContactCenterMetrics:
     def _on_abandoned(self, event: CallAbandoned) -> None:
         self._offer_queue.pop(event.call_id, None)
         self.abandoned.labels(event.queue).inc()
-        short = self.abandoned_short.labels(event.queue)  # exported as 0 until one is
-        if event.waited_seconds <= SHORT_ABANDON_SECONDS:
+        short = self.abandoned_within_sla.labels(event.queue)  # exported as 0 until one is
+        if event.within_sla:
             short.inc()
         self.wait.labels(event.queue, "abandoned").observe(event.waited_seconds)
 
@@ -237,7 +239,7 @@ class ContactCenterMetrics:
         """Set the level gauges from the router's views; call right before rendering."""
         gauges = (self.waiting, self.longest_wait, self.ewt, self.service_level, self.staffed,
                   self.available, self.agents, self.site_healthy, self.sla_threshold,
-                  self.sla_target)
+                  self.sla_target, self.sla_definition)
         for gauge in gauges:
             gauge.clear()  # queues and sites removed since the last scrape disappear
         for config in self._router.queues():
@@ -249,6 +251,9 @@ class ContactCenterMetrics:
             self._export_zeros(name)
             self.sla_threshold.labels(name).set(config.sla_seconds)
             self.sla_target.labels(name).set(config.sla_percent / 100)
+            for definition in ServiceLevelDefinition:
+                self.sla_definition.labels(name, definition.value).set(
+                    1 if definition is config.service_level_definition else 0)
             self.waiting.labels(name).set(stats.waiting)
             self.longest_wait.labels(name).set(stats.longest_wait)
             self.ewt.labels(name).set(math.nan if stats.ewt_seconds is None else stats.ewt_seconds)
@@ -276,7 +281,7 @@ class ContactCenterMetrics:
     def _export_zeros(self, queue: str) -> None:
         """A queue's counters exist from its first scrape on, so increase() sees its first call."""
         for counter in (self.offered, self.answered, self.answered_within_sla, self.abandoned,
-                        self.abandoned_short):
+                        self.abandoned_within_sla):
             counter.labels(queue)
         self.talk.labels(queue)
         self.handle.labels(queue)
@@ -284,6 +289,8 @@ class ContactCenterMetrics:
             self.wait.labels(queue, outcome)
         for ring_no_answer in ("ring_timeout", "no_answer"):
             self.reservation_failures.labels(queue, ring_no_answer)
+        for kind in ("you_are_next", "position"):  # AnnouncementPlayed.kind
+            self.announcements.labels(queue, kind)
 
     def _count_state_time(self, snapshots: list[AgentSnapshot]) -> None:
         """Credit each agent's current state up to now, so a long call shows as it goes."""

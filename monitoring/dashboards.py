@@ -47,30 +47,40 @@ def _increase(metric: str, selector: str = "", by: str = "") -> str:
     return f"sum{grouping} (increase({metric}{{{selector}}}[$__range]))"
 
 
-def service_level(selector: str, by: str = "") -> str:
-    """Answered within the queue's threshold over answered + abandoned."""
-    within = _increase("centralita_queue_calls_answered_within_sla_total", selector, by)
-    answered = _increase("centralita_queue_calls_answered_total", selector, by)
-    abandoned = _increase("centralita_queue_calls_abandoned_total", selector, by)
-    return f"{within} / ({answered} + {abandoned})"
+def _sla_counts(selector: str, by: str) -> tuple[str, str, str, str]:
+    """answered within threshold, answered, abandoned, abandoned within threshold."""
+    return (_increase("centralita_queue_calls_answered_within_sla_total", selector, by),
+            _increase("centralita_queue_calls_answered_total", selector, by),
+            _increase("centralita_queue_calls_abandoned_total", selector, by),
+            _increase("centralita_queue_calls_abandoned_within_sla_total", selector, by))
 
 
-def service_level_short_excluded(selector: str, by: str = "") -> str:
-    """Short abandons (hung up within a few seconds) leave the denominator."""
-    within = _increase("centralita_queue_calls_answered_within_sla_total", selector, by)
-    answered = _increase("centralita_queue_calls_answered_total", selector, by)
-    abandoned = _increase("centralita_queue_calls_abandoned_total", selector, by)
-    short = _increase("centralita_queue_calls_abandoned_short_total", selector, by)
-    return f"{within} / ({answered} + {abandoned} - {short})"
+# The four definitions of router.ServiceLevelDefinition (T: the queue's sla_seconds).
+def service_level(selector: str, by: str = "", definition: str = "abandons_missed") -> str:
+    within, answered, abandoned, short = _sla_counts(selector, by)
+    return {
+        # answered within T / (answered + abandoned)
+        "abandons_missed": f"{within} / ({answered} + {abandoned})",
+        # abandons within T leave the denominator
+        "short_abandons_excluded": f"{within} / ({answered} + {abandoned} - {short})",
+        # abandons within T count as met
+        "short_abandons_met": f"({within} + {short}) / ({answered} + {abandoned})",
+        # answered within T / answered
+        "abandons_excluded": f"{within} / {answered}",
+    }[definition]
 
 
-def service_level_short_met(selector: str, by: str = "") -> str:
-    """Short abandons count as calls that met the target."""
-    within = _increase("centralita_queue_calls_answered_within_sla_total", selector, by)
-    short = _increase("centralita_queue_calls_abandoned_short_total", selector, by)
-    answered = _increase("centralita_queue_calls_answered_total", selector, by)
-    abandoned = _increase("centralita_queue_calls_abandoned_total", selector, by)
-    return f"({within} + {short}) / ({answered} + {abandoned})"
+SERVICE_LEVEL_DEFINITIONS = ("abandons_missed", "short_abandons_excluded", "short_abandons_met",
+                             "abandons_excluded")
+
+
+def service_level_as_configured(selector: str) -> str:
+    """Per queue, under the queue's own service_level_definition."""
+    return " or ".join(
+        f"({service_level(selector, 'queue', definition)} and on (queue) "
+        f"(max by (queue) (centralita_queue_service_level_definition{{{selector},"
+        f'definition="{definition}"}}) == 1))'
+        for definition in SERVICE_LEVEL_DEFINITIONS)
 
 
 def average_speed_of_answer(selector: str, by: str = "") -> str:
@@ -168,8 +178,8 @@ def contact_center_overview() -> grafana.Dashboard:
         _base("centralita-overview", "Centralita: contact-center overview",
               "Service level, speed of answer, abandons, callers waiting and agents, all queues")
         .with_row(grafana.Row("Service (dashboard time range)"))
-        .with_panel(stat_panel("Service level", "Answered within the queue's threshold over "
-                               "answered + abandoned, all queues",
+        .with_panel(stat_panel("Service level", "All queues: answered within the queue's "
+                               "threshold over answered + abandoned (every abandon a miss)",
                                Series(service_level(every_queue)), unit="percentunit"))
         .with_panel(stat_panel("Average speed of answer", "Mean wait of answered queue calls",
                                Series(average_speed_of_answer(every_queue)), unit="s"))
@@ -200,9 +210,9 @@ def contact_center_overview() -> grafana.Dashboard:
                                Series("sum(min by (site) (centralita_site_healthy))"),
                                decimals=0))
         .with_row(grafana.Row("By queue"))
-        .with_panel(graph("Service level by queue", "Answered within threshold over answered "
-                          "+ abandoned, over the dashboard range",
-                          [Series(service_level(every_queue, "queue"), "{{queue}}")],
+        .with_panel(graph("Service level by queue", "Each queue under its own "
+                          "service_level_definition, over the dashboard range",
+                          [Series(service_level_as_configured(every_queue), "{{queue}}")],
                           unit="percentunit"))
         .with_panel(graph("Callers waiting by queue", "Callers in line now",
                           [Series("sum by (queue) (centralita_queue_calls_waiting)", "{{queue}}")]))
@@ -235,13 +245,22 @@ def queue_detail() -> grafana.Dashboard:
         .with_variable(_variable(*QUEUE_VARIABLE))
         .with_variable(_variable(*SITE_VARIABLE))
         .with_row(grafana.Row("Service level (dashboard time range)"))
-        .with_panel(stat_panel("Service level", "Answered within threshold / (answered + "
-                               "abandoned)", Series(service_level(Q)), unit="percentunit"))
-        .with_panel(stat_panel("SL, short abandons excluded", "Short abandons leave the "
-                               "denominator", Series(service_level_short_excluded(Q)),
+        .with_panel(stat_panel("Service level", "Each queue under its own "
+                               "service_level_definition", Series(service_level_as_configured(Q),
+                                                                  "{{queue}}"),
                                unit="percentunit"))
-        .with_panel(stat_panel("SL, short abandons met", "Short abandons count as met",
-                               Series(service_level_short_met(Q)), unit="percentunit"))
+        .with_panel(stat_panel("SL, abandons missed", "Answered within threshold / (answered + "
+                               "abandoned)", Series(service_level(Q)), unit="percentunit"))
+        .with_panel(stat_panel("SL, short abandons excluded", "Abandons within the threshold "
+                               "leave the denominator",
+                               Series(service_level(Q, definition="short_abandons_excluded")),
+                               unit="percentunit"))
+        .with_panel(stat_panel("SL, short abandons met", "Abandons within the threshold count "
+                               "as met", Series(service_level(Q, definition="short_abandons_met")),
+                               unit="percentunit"))
+        .with_panel(stat_panel("SL, abandons excluded", "Answered within threshold / answered",
+                               Series(service_level(Q, definition="abandons_excluded")),
+                               unit="percentunit"))
         .with_panel(stat_panel("Average speed of answer", "Mean wait of answered calls",
                                Series(average_speed_of_answer(Q)), unit="s"))
         .with_panel(stat_panel("Abandon rate", "Abandoned over offered",
@@ -258,8 +277,8 @@ def queue_detail() -> grafana.Dashboard:
         .with_panel(stat_panel("Abandoned", "Callers who hung up while waiting",
                                Series(_increase("centralita_queue_calls_abandoned_total", Q)),
                                decimals=0))
-        .with_panel(stat_panel("Short abandons", "Hung up within the short-abandon threshold",
-                               Series(_increase("centralita_queue_calls_abandoned_short_total",
+        .with_panel(stat_panel("Short abandons", "Hung up within the queue's service-level time",
+                               Series(_increase("centralita_queue_calls_abandoned_within_sla_total",
                                                 Q)), decimals=0))
         .with_panel(stat_panel("Ring-no-answer", "Offers an agent let ring out",
                                Series(_increase("centralita_queue_reservation_failures_total",
@@ -291,6 +310,11 @@ def queue_detail() -> grafana.Dashboard:
                           "overflowed), calls per second",
                           [Series("sum by (queue, outcome) (rate(centralita_queue_wait_seconds_count"
                                   f"{{{Q}}}[$__rate_interval]))", "{{queue}} {{outcome}}")],
+                          unit="reqps"))
+        .with_panel(graph("Announcements", "Position and \"you are next\" announcements played "
+                          "to waiting callers, per second",
+                          [Series("sum by (queue, kind) (rate(centralita_queue_announcements_total"
+                                  f"{{{Q}}}[$__rate_interval]))", "{{queue}} {{kind}}")],
                           unit="reqps"))
         .with_row(grafana.Row("Agents"))
         .with_panel(graph("Staffed and available", "Qualified agents logged in, and free now",

@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from monitoring.contact_center import ContactCenterMetrics
 from pbx.events import EventBus
-from router import AgentProfile, Call, QueueConfig, Router
+from router import AgentProfile, Call, QueueConfig, Router, ServiceLevelDefinition
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -187,16 +187,17 @@ def test_kpi_counters_short_abandons_handle_time_and_thresholds(center: Center) 
     queue's threshold."""
     router, clock = center.router, center.clock
     router.upsert_queue(QueueConfig("sales", {"sales": 1}, sla_seconds=20, sla_percent=90,
-                                    wrap_up_seconds=30, ring_timeout_seconds=15))
+                                    wrap_up_seconds=30, ring_timeout_seconds=15,
+                                    service_level_definition=ServiceLevelDefinition.ABANDONS_MISSED))
     for extension in ("1001", "1002", "2001"):
         center.route(partial(router.start_break, extension, "lunch"))
     before = center.scrape()
     assert value(before, "centralita_queue_calls_offered_total", queue="sales") == 0
-    assert value(before, "centralita_queue_calls_abandoned_short_total", queue="sales") == 0
+    assert value(before, "centralita_queue_calls_abandoned_within_sla_total", queue="sales") == 0
 
     center.route(lambda: router.enqueue(Call("short", "sales")))
     clock.now += 3
-    center.route(lambda: router.abandon("short"))  # a short abandon
+    center.route(lambda: router.abandon("short"))  # a short abandon: within the 20 s
     center.route(lambda: router.enqueue(Call("long", "sales")))
     clock.now += 40
     center.route(lambda: router.abandon("long"))
@@ -213,13 +214,16 @@ def test_kpi_counters_short_abandons_handle_time_and_thresholds(center: Center) 
     samples = center.scrape()
     assert value(samples, "centralita_queue_calls_offered_total", queue="sales") == 3
     assert value(samples, "centralita_queue_calls_abandoned_total", queue="sales") == 2
-    assert value(samples, "centralita_queue_calls_abandoned_short_total", queue="sales") == 1
+    assert value(samples, "centralita_queue_calls_abandoned_within_sla_total", queue="sales") == 1
     assert value(samples, "centralita_queue_calls_answered_within_sla_total", queue="sales") == 1
     assert value(samples, "centralita_queue_handle_seconds_sum", queue="sales") == \
         pytest.approx(130)
     assert value(samples, "centralita_queue_handle_seconds_count", queue="sales") == 1
     assert value(samples, "centralita_queue_service_level_threshold_seconds", queue="sales") == 20
     assert value(samples, "centralita_queue_service_level_target_ratio", queue="sales") == 0.9
+    definition = "centralita_queue_service_level_definition"
+    assert value(samples, definition, queue="sales", definition="abandons_missed") == 1
+    assert value(samples, definition, queue="sales", definition="short_abandons_excluded") == 0
     # The configured threshold (25 here) is a bucket of the wait histogram.
     assert value(samples, "centralita_queue_wait_seconds_bucket", queue="sales",
                  outcome="abandoned", le="25.0") == 1
