@@ -414,6 +414,11 @@ def platform_health() -> grafana.Dashboard:
                           "per second",
                           [Series("sum by (method) (rate(centralita_sip_auth_failures_total"
                                   "[$__rate_interval]))", "{{method}}")], unit="reqps"))
+        .with_panel(graph("Blocked sources and connections", "Sources the SIP edge blocks now, "
+                          "and open TCP/TLS connections",
+                          [Series("sum(centralita_sip_blocked_sources)", "blocked sources"),
+                           Series("sum by (transport) (centralita_sip_connections)",
+                                  "{{transport}} connections")]))
         .with_panel(graph("Rejected messages", "Unparsable SIP messages per second",
                           [Series("sum by (transport) (rate(centralita_sip_messages_rejected_total"
                                   "[$__rate_interval]))", "{{transport}}")],

@@ -44,11 +44,6 @@ class TelephonyMetrics:
                                  ["method", "code"], registry=r)
         self.rejected = Counter("centralita_sip_messages_rejected", "Malformed SIP messages",
                                 ["transport", "answered"], registry=r)
-        self.auth_failures = Counter(
-            "centralita_sip_auth_failures",
-            "Requests refused because their digest credentials were wrong (403 to REGISTER, "
-            "INVITE and other authenticated methods; REFER refusals are not counted)",
-            ["method"], registry=r)
         self.transactions = Gauge("centralita_sip_transactions", "Live SIP transactions", registry=r)
         self.dialogs = Gauge("centralita_sip_dialogs_active", "Active SIP dialogs", registry=r)
         self.registrations = Gauge("centralita_sip_registered_contacts", "Registered contact bindings",
@@ -83,12 +78,10 @@ class TelephonyMetrics:
         ProcessCollector(registry=r)
         self.collector = CollectorPauses(r)
 
-        for method in ("REGISTER", "INVITE"):
-            self.auth_failures.labels(method)  # exported as 0 until the first failure
         for kind in ("application", "bridge"):
             self.calls_started.labels(kind)
             self.calls_answered.labels(kind)
-        for transport in ("udp", "tcp"):
+        for transport in ("UDP", "TCP", "TLS"):  # as the transports name themselves
             for answered in ("true", "false"):
                 self.rejected.labels(transport, answered)
         for found_by in ("reconciliation", "media_timeout"):
@@ -96,7 +89,7 @@ class TelephonyMetrics:
 
     def subscribe(self, bus: EventBus) -> None:
         bus.subscribe(lambda e: self.requests.labels(e.method, e.transport).inc(), SipRequestReceived)
-        bus.subscribe(self._on_response_sent, SipResponseSent)
+        bus.subscribe(lambda e: self.responses.labels(e.method, str(e.status)).inc(), SipResponseSent)
         bus.subscribe(lambda e: self.rejected.labels(e.transport, str(e.answered).lower()).inc(),
                       SipMessageRejected)
         bus.subscribe(self._on_call_started, CallStarted)
@@ -104,12 +97,6 @@ class TelephonyMetrics:
         bus.subscribe(self._on_call_ended, CallEnded)
         bus.subscribe(lambda e: self.stale_calls.labels(e.found_by).inc(len(e.call_ids)),
                       StaleCallsRepaired)
-
-    def _on_response_sent(self, event: SipResponseSent) -> None:
-        self.responses.labels(event.method, str(event.status)).inc()
-        # The server answers 403 only to wrong credentials, and to transfers it refuses.
-        if event.status == 403 and event.method != "REFER":
-            self.auth_failures.labels(event.method).inc()
 
     def _on_call_started(self, event: CallStarted) -> None:
         self.calls_started.labels(event.kind).inc()

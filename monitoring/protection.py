@@ -23,6 +23,8 @@ class ProtectionMetrics:
                                  ["reason", "transport"], registry=r)
         self.auth_failures = Counter("centralita_sip_auth_failures", "Wrong digest responses",
                                      ["method"], registry=r)
+        for method in ("REGISTER", "INVITE"):  # exported as 0, so rate() sees the first one
+            self.auth_failures.labels(method)
         self.blocks = Counter("centralita_sip_source_blocks", "Sources blocked for a while",
                               ["reason"], registry=r)
         self.blocked_sources = Gauge("centralita_sip_blocked_sources", "Sources blocked now", registry=r)
