@@ -431,8 +431,11 @@ def platform_health() -> grafana.Dashboard:
                            Series("histogram_quantile(0.5, sum by (le) (rate("
                                   "centralita_event_loop_lag_seconds_bucket[$__rate_interval])))",
                                   "p50")], unit="s"))
-        .with_panel(graph("RTP sessions", "Open RTP sessions (media streams)",
-                          [Series("centralita_rtp_sessions", "RTP sessions")]))
+        .with_panel(graph("Media and call tasks", "Open RTP sessions (media streams), RTP "
+                          "ports reserved, and tasks running calls",
+                          [Series("centralita_rtp_sessions", "RTP sessions"),
+                           Series("centralita_rtp_ports_in_use", "RTP ports in use"),
+                           Series("centralita_call_tasks_active", "call tasks")]))
         .with_panel(graph("Calls ended by cause", "Calls ended per second",
                           [Series("sum by (cause) (rate(centralita_calls_ended_total"
                                   "[$__rate_interval]))", "{{cause}}")], unit="reqps"))
