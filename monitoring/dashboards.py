@@ -431,6 +431,17 @@ def platform_health() -> grafana.Dashboard:
                            Series("histogram_quantile(0.5, sum by (le) (rate("
                                   "centralita_event_loop_lag_seconds_bucket[$__rate_interval])))",
                                   "p50")], unit="s"))
+        .with_panel(graph("Garbage collector", "Collector passes per second, and seconds spent "
+                          "in them per second, by generation (2 = full pass, which stalls the loop)",
+                          [Series("sum by (generation) (rate(centralita_gc_pause_seconds_count"
+                                  "[$__rate_interval]))", "gen {{generation}} passes/s"),
+                           Series("sum by (generation) (rate(centralita_gc_pause_seconds_sum"
+                                  "[$__rate_interval]))", "gen {{generation}} s/s")]))
+        .with_panel(graph("Memory", "Resident memory, and calls whose details are held in memory "
+                          "per holder (bounded by history: in the config)",
+                          [Series("process_resident_memory_bytes", "RSS bytes"),
+                           Series("sum by (holder) (centralita_history_entries)",
+                                  "{{holder}} entries")]))
         .with_panel(graph("Media and call tasks", "Open RTP sessions (media streams), RTP "
                           "ports reserved, and tasks running calls",
                           [Series("centralita_rtp_sessions", "RTP sessions"),
