@@ -14,7 +14,6 @@ import asyncio
 import json
 import os
 import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,23 +24,13 @@ from integration import postgres_fixture
 from integration import sipp_agents as sa
 from integration.postgres_fixture import PostgresServer, create_database, drop_database
 from integration.server_fixture import PbxServer
-from integration.test_queue_agents import caller_xml
+from integration.test_queue_agents import caller_xml, wait_until
 from peers import sipp
 from peers.procs import require_binary
 
 pytestmark = pytest.mark.integration
 
 postgres_server = postgres_fixture.postgres_server
-
-
-def _wait_for(predicate, timeout: float, interval: float = 0.2):
-    """Poll until ``predicate`` returns something truthy (a liveness wait, not a timing check)."""
-    deadline = time.monotonic() + timeout
-    value = predicate()
-    while not value and time.monotonic() < deadline:
-        time.sleep(interval)
-        value = predicate()
-    return value
 
 
 def _get(server: PbxServer, path: str):
@@ -100,7 +89,7 @@ def test_registrations_and_calls_in_progress_survive_kill_9(pbx_server, tmp_path
         caller = sipp.start(first.sip_address, scenario=caller_xml(digit="1", dtmf_after_ms=800),
                             service="100", calls=1, workdir=tmp_path / "caller")
         try:
-            talking = _wait_for(lambda: [c for c in _live_calls(first)
+            talking = wait_until(lambda: [c for c in _live_calls(first)
                                          if c["state"] == "talking" and c["agent"] == agent], 30)
             assert talking, f"the call never reached the agent: {_live_calls(first)}"
             [call] = talking
@@ -113,7 +102,7 @@ def test_registrations_and_calls_in_progress_survive_kill_9(pbx_server, tmp_path
             # naming the agent is queued before the CONNECT line and written in the same
             # transaction or earlier, so CONNECT read back from the store proves it durable.
             assert f"call {call['call_id']} started" in first.log_text()
-            connected = _wait_for(lambda: "CONNECT" in [
+            connected = wait_until(lambda: "CONNECT" in [
                 line["event"] for line in _get(first, f"/api/v1/calls/{call['call_id']}")["queue_log"]], 15)
             assert connected, "the agent's answer never reached the store"
 
@@ -137,7 +126,7 @@ def test_registrations_and_calls_in_progress_survive_kill_9(pbx_server, tmp_path
                                        scenario=caller_xml(digit="1", dtmf_after_ms=800,
                                                            hold_ms=3000, number="+34915550002"),
                                        service="100", calls=1, workdir=tmp_path / "second-caller")
-            answered = _wait_for(lambda: [r for r in _records(second)
+            answered = wait_until(lambda: [r for r in _records(second)
                                           if r["disposition"] == "answered"], 60)
             assert answered, f"no answered call after the restart: {_records(second)}"
             [record] = answered

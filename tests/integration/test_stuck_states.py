@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from integration.call_peers import reply
 from integration.server_fixture import default_config_yaml, parse_prometheus
 from peers import raw
 
@@ -17,21 +18,6 @@ pytestmark = pytest.mark.integration
 FLOW = Path(__file__).parent / "flows" / "straight_to_general.yaml"
 SDP = ("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
        "m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n")
-
-
-def _reply(request: raw.SipMessage, status: int, reason: str, *, tag: str, body: str = "",
-           contact: str | None = None) -> str:
-    lines = [f"SIP/2.0 {status} {reason}"]
-    lines += [f"Via: {via}" for via in request.values("via")]
-    to = request.get("to") or ""
-    lines += [f"From: {request.get('from')}", f"To: {to}" + ("" if "tag=" in to else f";tag={tag}"),
-              f"Call-ID: {request.get('call-id')}", f"CSeq: {request.get('cseq')}"]
-    if contact:
-        lines.append(f"Contact: {contact}")
-    if body:
-        lines.append("Content-Type: application/sdp")
-    lines += [f"Content-Length: {len(body)}", "", ""]
-    return "\r\n".join(lines) + body
 
 
 def _agent_state(server, extension: str) -> str:
@@ -83,7 +69,7 @@ def test_caller_and_agent_that_vanish_mid_call_are_hung_up_and_the_agent_freed(p
             if message is not None and not message.is_response and message.method == "INVITE":
                 invite = message
         assert invite is not None, "the queued caller was never offered to the agent"
-        agent.send(_reply(invite, 200, "OK", tag="agent", body=SDP.format(port=40002),
+        agent.send(reply(invite, 200, "OK", tag="agent", body=SDP.format(port=40002).encode(),
                           contact=f"<sip:1001@{agent.local[0]}:{agent.local[1]}>"))
         assert _wait_for(lambda: _agent_state(server, "1001") == "on_call", 5)
 
