@@ -70,6 +70,16 @@ from router import (
 
 MAX_PAGE_SIZE = 1000
 
+# The per-call writes delete rows by lists of keys. Built once, with a named expanding
+# parameter: ``column.in_(list)`` built per write makes SQLAlchemy leave its bind parameters
+# in reference cycles (about 10 objects per statement) for the garbage collector.
+_LIVE_CALLS = LiveCallRow.__table__  # type: ignore[attr-defined]
+_DELETE_LIVE_CALLS = sa.delete(_LIVE_CALLS).where(
+    _LIVE_CALLS.c.call_id.in_(sa.bindparam("call_ids", expanding=True)))
+_REGISTRATIONS = RegistrationRow.__table__  # type: ignore[attr-defined]
+_DELETE_USERS_REGISTRATIONS = sa.delete(_REGISTRATIONS).where(
+    _REGISTRATIONS.c.user.in_(sa.bindparam("users", expanding=True)))
+
 
 def _profile_from_rows(row: AgentRow, skills: Mapping[str, int]) -> AgentProfile:
     return AgentProfile(
@@ -678,19 +688,18 @@ class Store:
         if not records and not entries and not started and not details:
             return
         async with self._engine.begin() as connection:
-            live = LiveCallRow.__table__  # type: ignore[attr-defined]
             if started:
                 latest = {call.call_id: call for call in started}  # a call noted again wins
-                await connection.execute(sa.delete(live).where(live.c.call_id.in_(list(latest))))
-                await connection.execute(sa.insert(live), [
+                await connection.execute(_DELETE_LIVE_CALLS, {"call_ids": list(latest)})
+                await connection.execute(sa.insert(_LIVE_CALLS), [
                     {"call_id": call.call_id, "caller": call.caller, "callee": call.callee,
                      "kind": call.kind, "started": as_utc(call.started),
                      "answered": None if call.answered is None else as_utc(call.answered),
                      "queue": call.queue, "agent": call.agent, "site": call.site}
                     for call in latest.values()])
             if records:
-                await connection.execute(sa.delete(live).where(
-                    live.c.call_id.in_([record.call_id for record in records])))
+                await connection.execute(_DELETE_LIVE_CALLS,
+                                         {"call_ids": [record.call_id for record in records]})
             if details:
                 await connection.execute(sa.insert(CallDetailsRow.__table__), [  # type: ignore[attr-defined]
                     {"call_id": d.call_id, "ended": as_utc(d.ended), "routing": _json_safe(d.routing),
@@ -836,7 +845,6 @@ class Store:
         """Make each user's stored bindings exactly the ones given (none: unregistered)."""
         if not bindings:
             return
-        table = RegistrationRow.__table__  # type: ignore[attr-defined]
         rows = [
             {"user": r.user, "contact_uri": r.contact_uri, "contact": r.contact,
              "expires_at": as_utc(r.expires_at), "call_id": r.call_id, "cseq": r.cseq,
@@ -845,9 +853,9 @@ class Store:
             for records in bindings.values() for r in records
         ]
         async with self._engine.begin() as connection:
-            await connection.execute(sa.delete(table).where(table.c.user.in_(list(bindings))))
+            await connection.execute(_DELETE_USERS_REGISTRATIONS, {"users": list(bindings)})
             if rows:
-                await connection.execute(sa.insert(table), rows)
+                await connection.execute(sa.insert(_REGISTRATIONS), rows)
 
     async def registrations(self, now: datetime) -> list[RegistrationRecord]:
         """Every binding still valid at ``now``; expired ones are deleted on the way."""
