@@ -341,22 +341,22 @@ class Store:
                 raise MissingReference("overflow", f"queue {name}: unknown overflow queue {overflow!r}")
 
     async def _agent_skills(
-        self, session: AsyncSession, extensions: Sequence[str] | None = None
+        self, session: AsyncSession, extension: str | None = None
     ) -> dict[str, dict[str, int]]:
         query = select(AgentSkillRow)
-        if extensions is not None:
-            query = query.where(col(AgentSkillRow.agent).in_(extensions))
+        if extension is not None:  # equality: ``in_`` would leave bind-parameter cycles
+            query = query.where(col(AgentSkillRow.agent) == extension)
         skills: dict[str, dict[str, int]] = defaultdict(dict)
         for row in (await session.exec(query)).all():
             skills[row.agent][row.skill] = row.proficiency
         return skills
 
     async def _queue_skills(
-        self, session: AsyncSession, names: Sequence[str] | None = None
+        self, session: AsyncSession, name: str | None = None
     ) -> dict[str, dict[str, int]]:
         query = select(QueueSkillRow)
-        if names is not None:
-            query = query.where(col(QueueSkillRow.queue).in_(names))
+        if name is not None:
+            query = query.where(col(QueueSkillRow.queue) == name)
         skills: dict[str, dict[str, int]] = defaultdict(dict)
         for row in (await session.exec(query)).all():
             skills[row.queue][row.skill] = row.min_proficiency
@@ -369,9 +369,7 @@ class Store:
         if extension is not None:
             query = query.where(col(AgentRow.extension) == extension)
         rows = (await session.exec(query)).all()
-        skills = await self._agent_skills(
-            session, None if extension is None else [row.extension for row in rows]
-        )
+        skills = await self._agent_skills(session, extension)
         return [
             AgentRecord(_profile_from_rows(row, skills.get(row.extension, {})), active=row.active)
             for row in rows
@@ -382,7 +380,7 @@ class Store:
         if name is not None:
             query = query.where(col(QueueRow.name) == name)
         rows = (await session.exec(query)).all()
-        skills = await self._queue_skills(session, None if name is None else [row.name for row in rows])
+        skills = await self._queue_skills(session, name)
         return [_queue_from_rows(row, skills.get(row.name, {})) for row in rows]
 
     # -- sites ---------------------------------------------------------------------------
