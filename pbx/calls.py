@@ -291,6 +291,17 @@ class CallManager:
         leg = CallLeg(call, request, source, transport, key)
         call.caller_leg = leg
         try:
+            self._admit(key, call, leg, user, source)
+        finally:
+            if self.calls.get(call.key) is not call:
+                # Refused (challenged, rejected, unusable offer): unlinked now, the call and
+                # its leg are freed by reference counting, not left in a cycle to the collector.
+                call.caller_leg = None
+
+    def _admit(self, key: TransactionKey, call: Call, leg: CallLeg, user: str, source: Address) -> None:
+        """Answer a new INVITE: start the call's work, or refuse it (challenge, 4xx/5xx)."""
+        request = leg.invite
+        try:
             leg.offer = session_description(request.headers.get("content-type"), request.body)
         except BodyError as exc:
             self._respond(leg, exc.status, exc.reason,
@@ -879,6 +890,9 @@ class CallManager:
         call.callee_legs = []
         call.connected_leg = None
         call.caller_leg = None
+        # A task cancelled before its first step never runs its own clean-up (``finally``),
+        # and its exception's traceback holds the call.
+        call.task = None
 
     def _forget_leg(self, leg: CallLeg) -> None:
         if leg.dialog is not None:
