@@ -10,8 +10,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from integration.call_peers import reply
 from integration.server_fixture import default_config_yaml
-from integration.test_stuck_states import FLOW, SDP, _agent_state, _reply, _wait_for
+from integration.test_stuck_states import FLOW, SDP, _agent_state, _wait_for
 from peers import raw
 
 pytestmark = pytest.mark.integration
@@ -72,7 +73,7 @@ def test_ringing_agent_gets_the_callers_context(pbx_server, crm):
         assert invite is not None, "the agent's phone never rang"
         assert invite.get("x-centralita-queue") == "general"
         assert invite.get("x-centralita-caller") == "+34910000002"
-        agent.send(_reply(invite, 486, "Busy Here", tag="agent"))
+        agent.send(reply(invite, 486, "Busy Here", tag="agent"))
 
         assert _wait_for(lambda: bool(received), 5), "the CRM webhook was never called"
         pop = received[0]
