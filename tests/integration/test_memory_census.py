@@ -20,12 +20,12 @@ Nothing here depends on timing: every wait is for a condition, with a generous t
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 import yaml
 
 from integration import sipp_agents as sa
+from integration.test_queue_agents import wait_until
 from peers import sipp
 from peers.procs import peer_unavailable, require_binary
 
@@ -64,15 +64,6 @@ def _census(server) -> dict:
     return json.loads(body)
 
 
-def _wait_until(predicate, timeout: float, interval: float = 0.5):
-    deadline = time.monotonic() + timeout
-    value = predicate()
-    while not value and time.monotonic() < deadline:
-        time.sleep(interval)
-        value = predicate()
-    return value
-
-
 def _busy(server) -> dict[str, float]:
     """What is still going on (empty when idle): live calls, protocol state and history."""
     metrics = server.metrics()
@@ -89,7 +80,7 @@ def _busy(server) -> dict[str, float]:
 
 def _wait_idle(server) -> None:
     # SIP transactions linger 32 s (64*T1) after their last message; then all is quiet.
-    _wait_until(lambda: not _busy(server), 120)
+    wait_until(lambda: not _busy(server), 120, interval=0.5)
     assert not _busy(server), f"the server did not become idle: {_busy(server)}"
 
 
@@ -133,12 +124,12 @@ def test_live_objects_return_to_their_level_after_a_thousand_calls(pbx_server, t
         ended_before = server.metric("centralita_calls_ended_total", 0.0) or 0.0
 
         runs = _place_calls(server, tmp_path / "calls", QUEUE_CALLS, ABANDONING_CALLS, GREETING_CALLS)
-        assert _wait_until(lambda: (server.metric("centralita_calls_active", 0.0) or 0) >= 5, 60), \
+        assert wait_until(lambda: (server.metric("centralita_calls_active", 0.0) or 0) >= 5, 60, 0.5), \
             "calls never got under way"
         during = _census(server)
-        history_seen = _wait_until(
+        history_seen = wait_until(
             lambda: (server.metric("centralita_history_entries", 0.0, holder="routing_decisions") or 0) > 0
-            and (server.metric("centralita_history_entries", 0.0, holder="ivr_calls") or 0) > 0, 60)
+            and (server.metric("centralita_history_entries", 0.0, holder="ivr_calls") or 0) > 0, 60, 0.5)
         results = [run.wait(CALLS / RATE + 180) for run in runs]
         _wait_idle(server)
         after = _census(server)
