@@ -75,7 +75,9 @@ class ChildPhone:
                 return event
         raise AssertionError(
             f"{self.kind} {self.user}: no {names} within {timeout}s (exit={self.process.poll()});"
-            f" events: {[e.get('event') for e in self.history]}\nstderr tail:\n"
+            f" events: {[e.get('event') for e in self.history]}"
+            f" errors: {[e.get('error') for e in self.history if e.get('event') == 'error']}"
+            "\nstderr tail:\n"
             f"{tail(self.stderr_path, 40)}")
 
     def last(self, name: str) -> dict | None:

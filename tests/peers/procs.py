@@ -60,15 +60,16 @@ def free_port(*, udp: bool = True, tcp: bool = True, host: str = LOOPBACK,
     raise RuntimeError("no free port found")
 
 
-def free_port_pair(host: str = LOOPBACK) -> int:
-    """An even UDP port whose successor is free too (RTP + RTCP)."""
+def free_port_pair(host: str = LOOPBACK, *, count: int = 2) -> int:
+    """An even UDP port whose successors are free too: ``count`` ports in all (RTP + RTCP;
+    SIPp's -mp takes four, audio and video)."""
     for _ in range(200):
         port = free_port(udp=True, tcp=False, host=host)
         if port % 2:
             port -= 1
         sockets = []
         try:
-            for candidate in (port, port + 1):
+            for candidate in range(port, port + count):
                 sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
                 sockets.append(sock)
                 sock.bind((host, candidate))

@@ -133,7 +133,7 @@ def build_command(
                 "-trace_stat", "-stf", str(workdir / "stats.csv"), "-fd", "1",
                 "-trace_err", "-error_file", str(workdir / "errors.log"),
                 "-trace_screen", "-screen_file", str(workdir / "screen.log")]
-    command += ["-mp", str(media_port or free_port_pair())]
+    command += ["-mp", str(media_port or free_port_pair(count=4))]  # audio and video RTP/RTCP
     if service is not None:
         command += ["-s", service]
     if calls is not None:
