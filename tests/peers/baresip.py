@@ -33,6 +33,28 @@ from .procs import (
 
 MODULE_PATH = Path("/usr/lib/baresip/modules")
 REQUIRED_MODULES = ("g711", "aufile", "alsa", "sndfile", "account", "menu", "ctrl_tcp")
+RTP_PORTS = 10
+STARTS_ON_PORT_RACE = 3
+
+
+class PortTaken(RuntimeError):
+    """baresip could not bind a port that was free a moment before."""
+
+
+def _free_sip_port() -> int:
+    """A port free for UDP and TCP whose successor is free for TCP: baresip listens for
+    TLS on sip_listen's port + 1."""
+    for _ in range(50):
+        port = free_port(udp=True, tcp=True)
+        probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            probe.bind((LOOPBACK, port + 1))
+            return port
+        except OSError:
+            continue
+        finally:
+            probe.close()
+    raise RuntimeError("no free SIP port with a free TLS successor")
 
 
 def write_tone_wav(path: Path, seconds: float = 20.0, frequency: float = 440.0,
@@ -84,12 +106,40 @@ class Baresip:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.account = account
-        self.sip_port = free_port(udp=True, tcp=True)
-        self.ctrl_port = free_port(udp=False, tcp=True, avoid={self.sip_port})
-        rtp = free_port_pair()
         self.source_wav = source_wav or write_tone_wav(self.workdir / "source.wav")
         self.dump_dir = self.workdir / "dumps"
         self.dump_dir.mkdir(exist_ok=True)
+        # The account is added over ctrl_tcp once connected (``uanew``), so its REGISTER
+        # events are not lost before the control connection exists.
+        (self.workdir / "accounts").write_text("")
+        (self.workdir / "contacts").write_text("")
+        self.log_path = self.workdir / "baresip.log"
+        # Ports are checked free just before baresip binds them; another process on the
+        # machine can still take one in between, so a start that lost that race is retried.
+        for attempt in range(1, STARTS_ON_PORT_RACE + 1):
+            try:
+                self._start(binary, startup_timeout, extra_config)
+                break
+            except PortTaken:
+                if attempt == STARTS_ON_PORT_RACE:
+                    raise
+        self.events: queue.Queue[dict] = queue.Queue()
+        self.history: list[dict] = []
+        self._responses: dict[str, queue.Queue[dict]] = {}
+        self._token = 0
+        self._lock = threading.Lock()
+        self._reader = threading.Thread(target=self._read_loop, daemon=True)
+        self._reader.start()
+        answer = self.command("uanew", account.line())
+        if not answer.get("ok", False):
+            self.stop()
+            raise RuntimeError(f"baresip refused the account {account.line()!r}: {answer}")
+
+    def _start(self, binary: str, startup_timeout: float, extra_config: tuple[str, ...]) -> None:
+        self.sip_port = _free_sip_port()
+        self.ctrl_port = free_port(udp=False, tcp=True,
+                                   avoid={self.sip_port, self.sip_port + 1})
+        rtp = free_port_pair(count=RTP_PORTS)
         (self.workdir / "config").write_text("\n".join([
             "poll_method epoll",
             "net_interface 127.0.0.1",
@@ -103,7 +153,7 @@ class Baresip:
             "ausrc_channels 1",
             "auplay_srate 8000",
             "auplay_channels 1",
-            f"rtp_ports {rtp}-{rtp + 9}",
+            f"rtp_ports {rtp}-{rtp + RTP_PORTS - 1}",
             "rtcp_mux no",
             "jitter_buffer_delay 1-5",
             f"module_path {MODULE_PATH}",
@@ -120,11 +170,6 @@ class Baresip:
             *extra_config,
             "",
         ]))
-        # The account is added over ctrl_tcp once connected (``uanew``), so its REGISTER
-        # events are not lost before the control connection exists.
-        (self.workdir / "accounts").write_text("")
-        (self.workdir / "contacts").write_text("")
-        self.log_path = self.workdir / "baresip.log"
         self._log = open(self.log_path, "wb")
         # stderr carries menu's per-100-ms call status line: keep it out of the log.
         self._status = open(self.workdir / "baresip.status", "wb")
@@ -132,18 +177,13 @@ class Baresip:
                                         cwd=self.workdir, stdout=self._log,
                                         stderr=self._status, stdin=subprocess.DEVNULL,
                                         start_new_session=True)
-        self.events: queue.Queue[dict] = queue.Queue()
-        self.history: list[dict] = []
-        self._responses: dict[str, queue.Queue[dict]] = {}
-        self._token = 0
-        self._lock = threading.Lock()
-        self._sock = self._connect(startup_timeout)
-        self._reader = threading.Thread(target=self._read_loop, daemon=True)
-        self._reader.start()
-        answer = self.command("uanew", account.line())
-        if not answer.get("ok", False):
-            self.stop()
-            raise RuntimeError(f"baresip refused the account {account.line()!r}: {answer}")
+        self._sock = None
+        try:
+            self._sock = self._connect(startup_timeout)
+        except RuntimeError as failure:
+            if "Address already in use" in str(failure):
+                raise PortTaken(str(failure)) from None
+            raise
 
     # -- control connection ---------------------------------------------------------------
 
