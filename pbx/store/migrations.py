@@ -233,6 +233,40 @@ def _create_durable_state_tables(connection: sa.Connection) -> None:
     metadata.create_all(connection)
 
 
+def _create_callback_requests(connection: sa.Connection) -> None:
+    metadata = sa.MetaData()
+    timestamp = sa.DateTime(timezone=True)
+    active = sa.text("state IN ('pending', 'dialing')")
+    sa.Table(
+        "callback_requests",
+        metadata,
+        sa.Column("id", sa.String, primary_key=True),
+        sa.Column("number", sa.String, nullable=False),
+        sa.Column("queue", sa.String, nullable=False),
+        sa.Column("priority", sa.Integer, nullable=False),
+        sa.Column("requested_at", timestamp, nullable=False),
+        sa.Column("earliest_at", timestamp, nullable=False),
+        sa.Column("expires_at", timestamp, nullable=False),
+        sa.Column("state", sa.String, nullable=False),
+        sa.Column("attempts", sa.Integer, nullable=False),
+        sa.Column("history", _json(), nullable=False),
+        sa.Column("origin_call_id", sa.String, nullable=True),
+        sa.Column("site", sa.String, nullable=False),
+        sa.Column("lease_expires_at", timestamp, nullable=False),
+        sa.Column("version", sa.BigInteger, nullable=False),
+        sa.CheckConstraint(
+            "state IN ('pending', 'dialing', 'completed', 'failed', 'expired', 'cancelled')",
+            name="ck_callback_requests_state"),
+        sa.Index("ix_callback_requests_state_earliest", "state", "earliest_at"),
+        sa.Index("ix_callback_requests_site_lease", "site", "lease_expires_at"),
+        sa.Index("ix_callback_requests_queue_requested", "queue", "requested_at"),
+        # One active request per number and queue, even when two sites insert at once.
+        sa.Index("ux_callback_requests_active_number", "number", "queue", unique=True,
+                 sqlite_where=active, postgresql_where=active),
+    )
+    metadata.create_all(connection)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "configuration: sites, skills, agents, queues, customers", _create_configuration_tables),
     Migration(2, "history: call records and queue log", _create_history_tables),
@@ -240,6 +274,7 @@ MIGRATIONS: tuple[Migration, ...] = (
               _add_queue_routing_options),
     Migration(4, "durable state: registrations, live calls, finished calls' details",
               _create_durable_state_tables),
+    Migration(5, "callback requests, leased by their owning site", _create_callback_requests),
 )
 
 

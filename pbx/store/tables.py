@@ -198,6 +198,43 @@ class CallDetailsRow(SQLModel, table=True):
     context: dict[str, Any] | None = Field(default=None, sa_type=JSON_DOCUMENT)
 
 
+# The states in which a callback request is still active (callbacks.ACTIVE_STATES):
+# at most one active request per number and queue.
+ACTIVE_CALLBACK = sa.text("state IN ('pending', 'dialing')")
+
+
+class CallbackRequestRow(SQLModel, table=True):
+    """A callback request (``callbacks.CallbackRequest``), leased by the site that owns it."""
+
+    __tablename__ = "callback_requests"
+    __table_args__ = (
+        sa.CheckConstraint(
+            "state IN ('pending', 'dialing', 'completed', 'failed', 'expired', 'cancelled')",
+            name="ck_callback_requests_state"),
+        sa.Index("ix_callback_requests_state_earliest", "state", "earliest_at"),
+        sa.Index("ix_callback_requests_site_lease", "site", "lease_expires_at"),
+        sa.Index("ix_callback_requests_queue_requested", "queue", "requested_at"),
+        sa.Index("ux_callback_requests_active_number", "number", "queue", unique=True,
+                 sqlite_where=ACTIVE_CALLBACK, postgresql_where=ACTIVE_CALLBACK),
+    )
+
+    id: str = Field(primary_key=True)
+    number: str
+    queue: str
+    priority: int
+    requested_at: datetime = Field(sa_type=TIMESTAMP)
+    earliest_at: datetime = Field(sa_type=TIMESTAMP)
+    expires_at: datetime = Field(sa_type=TIMESTAMP)
+    state: str
+    attempts: int
+    # [{"at": iso, "outcome": "busy", "site": "madrid", "detail": ""}, ...]: read whole.
+    history: list[dict[str, Any]] = Field(default_factory=list, sa_type=JSON_DOCUMENT)
+    origin_call_id: str | None = None
+    site: str
+    lease_expires_at: datetime = Field(sa_type=TIMESTAMP)
+    version: int = Field(sa_type=sa.BigInteger)
+
+
 STORE_TABLES: tuple[type[SQLModel], ...] = (
     SiteRow,
     SkillRow,
@@ -211,4 +248,5 @@ STORE_TABLES: tuple[type[SQLModel], ...] = (
     RegistrationRow,
     LiveCallRow,
     CallDetailsRow,
+    CallbackRequestRow,
 )
