@@ -235,6 +235,10 @@ def cancel(request: CallbackRequest, now: datetime, reason: str, site: str) -> C
 
 
 def expire(request: CallbackRequest, now: datetime, site: str) -> CallbackRequest:
+    """Past its expiry and not being dialed: over. (A try under way ends first, by its outcome.)"""
+    if request.state is not CallbackState.PENDING:
+        raise IllegalTransition(f"callback {request.id} is {request.state.value}: only a pending "
+                                "request expires")
     if now < request.expires_at:
         raise NotDue(f"callback {request.id} expires at {request.expires_at.isoformat()}, "
                      f"not before")
