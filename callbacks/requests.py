@@ -160,6 +160,10 @@ def new_request(
     """
     if not queue:
         raise ValueError("a callback needs a queue")
+    if now.tzinfo is None:
+        raise ValueError("times must be timezone-aware (UTC)")
+    if requested_at is not None and requested_at > now:
+        raise ValueError(f"the caller cannot have joined the queue in the future ({requested_at.isoformat()})")
     if isinstance(priority, bool) or not isinstance(priority, int):
         raise ValueError(f"priority must be an int, got {priority!r}")
     earliest = now if earliest_at is None else max(earliest_at, now)

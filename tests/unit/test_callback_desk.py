@@ -151,7 +151,7 @@ async def test_leases_renew_release_and_lapse_to_another_site(store: SqlCallback
                                                               clock: Clock) -> None:
     madrid, bogota = _desk(store, clock, "madrid"), _desk(store, clock, "bogota")
     for n in range(3):
-        await madrid.request(f"60000000{n}", "sales", requested_at=T0 + timedelta(seconds=n))
+        await madrid.request(f"60000000{n}", "sales", requested_at=T0 - timedelta(seconds=3 - n))
     (dialing,) = await madrid.claim_due()
     clock.advance(seconds=20)
     assert await madrid.renew_leases() == 3

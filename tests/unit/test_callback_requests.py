@@ -130,6 +130,21 @@ def test_a_request_with_a_bad_number_is_never_made() -> None:
         _request(number="call me")
 
 
+@pytest.mark.parametrize("options", [
+    {"queue": ""},
+    {"priority": True},
+    {"priority": "3"},
+    {"requested_at": T0 + timedelta(seconds=1)},
+])
+def test_a_request_with_a_bad_queue_priority_or_enqueue_time_is_refused(
+        options: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        _request(**options)
+    with pytest.raises(ValueError, match="timezone"):
+        new_request("600111222", "sales", site="madrid", now=T0.replace(tzinfo=None), lease=LEASE,
+                    policy=POLICY)
+
+
 # -- policy and backoff ---------------------------------------------------------------------
 
 
