@@ -1,8 +1,8 @@
 """One site's callback desk in its own process, for the multi-site tests of the callback store.
 
-    python -m integration.callback_site claim URL SITE START_AT
-        at wall time START_AT, claim due requests (two tasks at once) until none is
-        left; print the claimed ids as JSON.
+    python -m integration.callback_site claim URL SITE
+        connect, print "ready", wait for a line on stdin, then claim due requests
+        (two tasks at once) until none is left; print the claimed ids as JSON.
     python -m integration.callback_site hold URL SITE COUNT LEASE_SECONDS
         create COUNT requests, claim the first, print its id, then renew the leases
         every LEASE_SECONDS / 5 until killed.
@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-import time
 from datetime import UTC, datetime, timedelta
 
 from callbacks import CallbackDesk
@@ -27,8 +26,10 @@ def wall_clock() -> datetime:
     return datetime.now(UTC)
 
 
-async def claim_until_none_left(url: str, site: str, start_at: float) -> list[str]:
+async def claim_until_none_left(url: str, site: str) -> list[str]:
     store = await Store.open(url)
+    await store.schema_version()  # connected
+    print("ready", flush=True)
     desk = CallbackDesk(SqlCallbackStore(store.engine), site=site, clock=wall_clock,
                         lease=timedelta(minutes=5))
     claimed: list[str] = []
@@ -43,7 +44,7 @@ async def claim_until_none_left(url: str, site: str, start_at: float) -> list[st
                 await asyncio.sleep(0.02)
 
     try:
-        await asyncio.sleep(max(0.0, start_at - time.time()))
+        await asyncio.to_thread(sys.stdin.readline)  # both sites start together
         await asyncio.gather(claimer(), claimer())
     finally:
         await store.close()
@@ -67,7 +68,7 @@ async def hold(url: str, site: str, count: int, lease_seconds: float) -> None:
 def main(argv: list[str]) -> None:
     mode, url, site = argv[:3]
     if mode == "claim":
-        print(json.dumps(asyncio.run(claim_until_none_left(url, site, float(argv[3])))), flush=True)
+        print(json.dumps(asyncio.run(claim_until_none_left(url, site))), flush=True)
     elif mode == "hold":
         asyncio.run(hold(url, site, int(argv[3]), float(argv[4])))
     else:
