@@ -136,6 +136,7 @@ class CallbackRequest:
         return now < self.lease_expires_at
 
     def retries(self) -> int:
+        """Failed tries retried so far: the exponent of the next backoff."""
         return sum(1 for record in self.history if record.outcome in RETRIED)
 
 
@@ -151,7 +152,6 @@ def new_request(
     requested_at: datetime | None = None,
     earliest_at: datetime | None = None,
     origin_call_id: str | None = None,
-    request_id: str | None = None,
 ) -> CallbackRequest:
     """A pending request, owned by ``site``. ``requested_at`` is when the caller joined the
     queue (default ``now``); ``earliest_at`` delays the first try (default ``now``).
@@ -168,7 +168,7 @@ def new_request(
         raise ValueError(f"priority must be an int, got {priority!r}")
     earliest = now if earliest_at is None else max(earliest_at, now)
     return CallbackRequest(
-        id=request_id or uuid.uuid4().hex,
+        id=uuid.uuid4().hex,
         number=normalize_number(number),
         queue=queue,
         requested_at=now if requested_at is None else requested_at,
@@ -225,8 +225,7 @@ def apply_outcome(request: CallbackRequest, outcome: Outcome, now: datetime, *, 
         return _step(request, Trigger.REQUEUE, history=history)
     if outcome is not Outcome.TRUNK_FAILURE and attempts >= policy.max_attempts:
         return _step(request, Trigger.GIVE_UP, attempts=attempts, history=history)
-    retry = sum(1 for record in history if record.outcome in RETRIED)
-    retry_at = now + policy.delay_before_retry(retry)
+    retry_at = now + policy.delay_before_retry(request.retries() + 1)
     if retry_at >= request.expires_at:
         return _step(request, Trigger.EXPIRE, attempts=attempts, history=history)
     return _step(request, Trigger.RETRY, attempts=attempts, history=history, earliest_at=retry_at)
