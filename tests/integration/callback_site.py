@@ -5,7 +5,7 @@
         (two tasks at once) until none is left; print the claimed ids as JSON.
     python -m integration.callback_site hold URL SITE COUNT LEASE_SECONDS
         create COUNT requests, claim the first, print its id, then renew the leases
-        every LEASE_SECONDS / 5 until killed.
+        every LEASE_SECONDS / 6 until killed.
 
 Run with ``tests/`` on ``PYTHONPATH`` and the repository as the working directory.
 """
@@ -61,7 +61,7 @@ async def hold(url: str, site: str, count: int, lease_seconds: float) -> None:
     (dialing,) = await desk.claim_due()
     print(json.dumps({"dialing": dialing.id}), flush=True)
     while True:
-        await asyncio.sleep(lease_seconds / 5)
+        await asyncio.sleep(lease_seconds / 6)
         await desk.renew_leases()
 
 
