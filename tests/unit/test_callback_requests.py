@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -372,3 +373,13 @@ def test_no_sequence_of_steps_moves_the_place_in_line_or_escapes_the_table(
                        earliest_at=original.earliest_at) == original
         assert request.attempts <= POLICY.max_attempts
         assert len(request.history) >= len(before.history)
+
+
+def test_the_readme_table_is_the_transition_table() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "callbacks" / "README.md").read_text()
+    rows = set()
+    for line in readme.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and cells[0] in set(CallbackState):
+            rows.add((CallbackState(cells[0]), Trigger(cells[1]), CallbackState(cells[2])))
+    assert rows == {(state, trigger, target) for (state, trigger), target in TRANSITIONS.items()}
