@@ -1,0 +1,29 @@
+"""The site bus: agent state, site liveness and reservations shared between sites.
+
+Topic layout and payloads: ``pbx/bus/README.md``. The door is :class:`SiteBus`;
+:class:`InProcessSiteBus` is the embedded default, :class:`MqttSiteBus` the one
+across hosts.
+"""
+
+from pbx.bus.codec import (
+    AgentPresence,
+    AgentState,
+    BadMessage,
+    CallerContext,
+    Forced,
+    ReservationCancel,
+    ReservationOutcome,
+    ReservationRequest,
+)
+from pbx.bus.events import BusConnected, BusDisconnected, RemoteAgentChanged, SiteDown, SiteUp
+from pbx.bus.in_process import InProcessBroker, InProcessSiteBus
+from pbx.bus.mqtt import MqttSiteBus
+from pbx.bus.site_bus import ReservationDecision, ReservationResult, SiteBus
+from pbx.bus.topics import Topics
+
+__all__ = [
+    "AgentPresence", "AgentState", "BadMessage", "BusConnected", "BusDisconnected",
+    "CallerContext", "Forced", "InProcessBroker", "InProcessSiteBus", "MqttSiteBus",
+    "RemoteAgentChanged", "ReservationCancel", "ReservationDecision", "ReservationOutcome",
+    "ReservationRequest", "ReservationResult", "SiteBus", "SiteDown", "SiteUp", "Topics",
+]

@@ -1,0 +1,149 @@
+"""The site bus over MQTT (Mosquitto), with aiomqtt.
+
+One connection per site. The connection carries the site's last will (its retained
+status, ``offline``), so the broker marks the site down the moment the connection
+dies. When the broker is unreachable the bus says so (``connected``, events),
+keeps its views, retries with exponential backoff, and resynchronises on return.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Callable, Collection, Mapping
+from urllib.parse import urlsplit
+
+import aiomqtt
+
+from pbx.bus.codec import SiteState
+from pbx.bus.site_bus import BusCore, Emit
+from pbx.bus.topics import Topics
+
+log = logging.getLogger("pbx.bus")
+
+QOS = 1  # at least once: retained state and requests must not be lost in flight
+KEEPALIVE = 5  # seconds; a silent (hung, unplugged) site is dropped after 1.5 x this
+
+
+def parse_url(url: str) -> tuple[str, int]:
+    """``mqtt://HOST:PORT`` (port 1883 when omitted) -> (host, port)."""
+    parts = urlsplit(url)
+    if parts.scheme != "mqtt" or not parts.hostname:
+        raise ValueError(f"bus URL {url!r} is not mqtt://HOST:PORT")
+    return parts.hostname, parts.port or 1883
+
+
+class MqttSiteBus(BusCore):
+    def __init__(self, url: str, site: str, sites: Collection[str],
+                 agent_sites: Mapping[str, str], *, topics: Topics | None = None,
+                 emit: Emit | None = None, heartbeat_interval: float = 1.0,
+                 keepalive: int = KEEPALIVE,
+                 reconnect_delays: tuple[float, float] = (0.2, 5.0),
+                 **clocks: Callable[[], float]) -> None:
+        super().__init__(site, sites, agent_sites, topics=topics, emit=emit,
+                         heartbeat_interval=heartbeat_interval, **clocks)
+        self.url = url
+        self.host, self.port = parse_url(url)
+        self.keepalive = keepalive
+        self._reconnect_delays = reconnect_delays
+        self._outbox: asyncio.Queue[tuple[str, bytes, bool]] = asyncio.Queue()
+        self._runner: asyncio.Task[None] | None = None
+        self._ticks: asyncio.Task[None] | None = None
+        self._closing = False
+        self.connections = 0  # successful connections so far (1 + reconnections)
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._runner = loop.create_task(self._run(), name=f"bus-{self.site}")
+        self._ticks = loop.create_task(self.run_ticks(), name=f"bus-ticks-{self.site}")
+
+    async def wait_connected(self, timeout: float) -> None:
+        """Until connected (start-up, tests); TimeoutError otherwise."""
+        async with asyncio.timeout(timeout):
+            while not self.connected:
+                await asyncio.sleep(0.02)
+
+    async def close(self) -> None:
+        """Say goodbye (status offline, retained), then disconnect cleanly."""
+        self._closing = True
+        if self._ticks is not None:
+            self._ticks.cancel()
+        if self.connected:
+            self._send_status(SiteState.OFFLINE, "shutdown")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(2):
+                    await self._outbox.join()
+        if self._runner is not None:
+            self._runner.cancel()
+            await asyncio.gather(self._runner, return_exceptions=True)
+        self._on_disconnected("closed")
+
+    def _send(self, topic: str, payload: bytes, retain: bool) -> None:
+        if self.connected:
+            self._outbox.put_nowait((topic, payload, retain))
+
+    async def _run(self) -> None:
+        delay, longest = self._reconnect_delays
+        while not self._closing:
+            will_topic, will_payload = self.offline_status("connection lost")
+            client = aiomqtt.Client(
+                self.host, self.port, identifier=f"centralita-{self.site}-{uuid.uuid4().hex[:12]}",
+                will=aiomqtt.Will(will_topic, will_payload, qos=QOS, retain=True),
+                keepalive=self.keepalive, clean_session=True, timeout=5)
+            try:
+                async with client:
+                    for pattern in self.topics.subscriptions(self.site):
+                        await client.subscribe(pattern, qos=QOS)
+                    delay = self._reconnect_delays[0]
+                    self.connections += 1
+                    log.info("bus: site %s connected to %s", self.site, self.url)
+                    await self._serve(client)
+            except aiomqtt.MqttError as error:
+                reason = str(error) or type(error).__name__
+            else:
+                reason = "connection ended"
+            self._on_disconnected(reason)
+            self._drop_outbox()
+            if self._closing:
+                return
+            log.warning("bus: site %s lost %s (%s); retrying in %.1f s", self.site, self.url,
+                        reason, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, longest)
+
+    async def _serve(self, client: aiomqtt.Client) -> None:
+        self._on_connected()
+        sender = asyncio.get_running_loop().create_task(self._send_all(client))
+        try:
+            async for message in client.messages:
+                payload = message.payload
+                if isinstance(payload, str):
+                    payload = payload.encode()
+                elif not isinstance(payload, bytes | bytearray):
+                    payload = b""
+                self._receive(message.topic.value, bytes(payload))
+                if sender.done():
+                    break
+        finally:
+            sender.cancel()
+            results = await asyncio.gather(sender, return_exceptions=True)
+        for result in results:
+            if isinstance(result, aiomqtt.MqttError):
+                raise result
+
+    async def _send_all(self, client: aiomqtt.Client) -> None:
+        while True:
+            topic, payload, retain = await self._outbox.get()
+            try:
+                await client.publish(topic, payload, qos=QOS, retain=retain)
+            finally:
+                self._outbox.task_done()
+
+    def _drop_outbox(self) -> None:
+        # What was queued is republished on reconnection if it was state; requests
+        # that never left time out at the asking site.
+        while not self._outbox.empty():
+            self._outbox.get_nowait()
+            self._outbox.task_done()

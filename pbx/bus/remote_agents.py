@@ -1,0 +1,69 @@
+"""The read-only view of other sites' agents, fed from their retained messages.
+
+One writer per agent: an agent's state is accepted only from the site its record
+names. Anything else is refused with the reason, and the view is left unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+
+from pbx.bus.codec import AgentState
+
+
+class Refused(ValueError):
+    """A message the view will not apply; the text says why."""
+
+
+class RemoteAgents(Mapping[str, AgentState]):
+    """Agent id -> its last published state, for agents of other sites only."""
+
+    def __init__(self, own_site: str, agent_sites: Mapping[str, str]) -> None:
+        self.own_site = own_site
+        self._agent_sites = dict(agent_sites)
+        self._states: dict[str, AgentState] = {}
+        self._unconfirmed: set[str] = set()
+
+    def __getitem__(self, agent: str) -> AgentState:
+        return self._states[agent]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._states)
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+    def of_site(self, site: str) -> dict[str, AgentState]:
+        return {agent: state for agent, state in self._states.items() if state.site == site}
+
+    def check_owner(self, site: str, agent: str) -> None:
+        owner = self._agent_sites.get(agent)
+        if owner is None:
+            raise Refused(f"site {site!r} publishes unknown agent {agent!r}")
+        if owner != site:
+            raise Refused(f"site {site!r} claims agent {agent!r} of site {owner!r}")
+
+    def apply(self, site: str, agent: str, state: AgentState | None) -> bool:
+        """Apply what ``site`` published on ``agent``'s topic (None: withdrawn); True if it changed."""
+        self.check_owner(site, agent)
+        if state is not None and (state.site != site or state.agent != agent):
+            raise Refused(f"payload names {state.site}/{state.agent}, topic {site}/{agent}")
+        self._unconfirmed.discard(agent)
+        if state is None:
+            return self._states.pop(agent, None) is not None
+        if self._states.get(agent) == state:
+            return False
+        self._states[agent] = state
+        return True
+
+    def begin_resync(self) -> None:
+        """After a reconnection: what is not republished by its site may be gone."""
+        self._unconfirmed = set(self._states)
+
+    def end_resync(self, site: str) -> list[str]:
+        """``site`` is live again and has republished: drop its agents it did not confirm."""
+        stale = [agent for agent in self._unconfirmed if self._states[agent].site == site]
+        for agent in stale:
+            del self._states[agent]
+            self._unconfirmed.discard(agent)
+        return stale
