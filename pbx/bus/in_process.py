@@ -40,7 +40,7 @@ class InProcessBroker:
         self._clients[client] = (subscriptions, will)
         for topic, payload in list(self.retained.items()):
             if any(topic_matches(pattern, topic) for pattern in subscriptions):
-                self._deliver(client, topic, payload)
+                self._deliver(client, topic, payload, retained=True)
 
     def disconnect(self, client: InProcessSiteBus, clean: bool) -> None:
         entry = self._clients.pop(client, None)
@@ -56,7 +56,7 @@ class InProcessBroker:
                 self.retained.pop(topic, None)
         for client, (subscriptions, _) in list(self._clients.items()):
             if any(topic_matches(pattern, topic) for pattern in subscriptions):
-                self._deliver(client, topic, payload)
+                self._deliver(client, topic, payload, retained=False)
 
     def stop(self, forget_retained: bool = True) -> None:
         """The broker goes away: every client loses its connection."""
@@ -72,9 +72,9 @@ class InProcessBroker:
         self.running = True
 
     @staticmethod
-    def _deliver(client: InProcessSiteBus, topic: str, payload: bytes) -> None:
+    def _deliver(client: InProcessSiteBus, topic: str, payload: bytes, retained: bool) -> None:
         # Never re-entrant: a handler that publishes does not recurse into handlers.
-        asyncio.get_running_loop().call_soon(client._delivered, topic, payload)
+        asyncio.get_running_loop().call_soon(client._delivered, topic, payload, retained)
 
 
 class InProcessSiteBus(BusCore):
@@ -140,9 +140,9 @@ class InProcessSiteBus(BusCore):
         self._on_disconnected("broker stopped")
         self._lost.set()
 
-    def _delivered(self, topic: str, payload: bytes) -> None:
+    def _delivered(self, topic: str, payload: bytes, retained: bool) -> None:
         if self._attached:
-            self._receive(topic, payload)
+            self._receive(topic, payload, retained)
 
     def _send(self, topic: str, payload: bytes, retain: bool) -> None:
         if self._attached:

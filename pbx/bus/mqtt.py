@@ -123,7 +123,7 @@ class MqttSiteBus(BusCore):
                     payload = payload.encode()
                 elif not isinstance(payload, bytes | bytearray):
                     payload = b""
-                self._receive(message.topic.value, bytes(payload))
+                self._receive(message.topic.value, bytes(payload), message.retain)
                 if sender.done():
                     break
         finally:

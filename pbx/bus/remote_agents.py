@@ -45,6 +45,8 @@ class RemoteAgents(Mapping[str, AgentState]):
 
     def apply(self, site: str, agent: str, state: AgentState | None) -> bool:
         """Apply what ``site`` published on ``agent``'s topic (None: withdrawn); True if it changed."""
+        if state is None and agent not in self._states:
+            return False  # withdrawing what was never here (or was refused) changes nothing
         self.check_owner(site, agent)
         if state is not None and (state.site != site or state.agent != agent):
             raise Refused(f"payload names {state.site}/{state.agent}, topic {site}/{agent}")

@@ -282,7 +282,7 @@ class BusCore:
 
     # -- incoming ---------------------------------------------------------------
 
-    def _receive(self, topic: str, payload: bytes) -> None:
+    def _receive(self, topic: str, payload: bytes, retained: bool = False) -> None:
         parsed = self.topics.parse(topic)
         if parsed is None:
             self.ignored.note("unknown topic", topic, "not in the v1 layout")
@@ -294,7 +294,7 @@ class BusCore:
         try:
             if parsed.kind is TopicKind.AGENT:
                 assert parsed.agent is not None
-                self._receive_agent(site, parsed.agent, payload)
+                self._receive_agent(site, parsed.agent, payload, retained)
             elif parsed.kind is TopicKind.STATUS:
                 self._receive_status(site, payload)
             elif parsed.kind is TopicKind.HEARTBEAT:
@@ -312,12 +312,12 @@ class BusCore:
         except Refused as error:
             self.ignored.note("refused message", topic, str(error))
 
-    def _receive_agent(self, site: str, agent: str, payload: bytes) -> None:
+    def _receive_agent(self, site: str, agent: str, payload: bytes, retained: bool) -> None:
         if site == self.site:
-            # Our own retained message, echoed. One we no longer own (removed from the
-            # configuration while we were down) is cleared so it does not linger.
-            if (agent not in self._own_agents and self._agent_sites.get(agent) != self.site
-                    and payload and self._connected):
+            # Our own message, echoed. A retained one for an agent no longer ours (removed
+            # from the configuration while we were down) is cleared so it does not linger.
+            if (retained and payload and self._connected
+                    and self._agent_sites.get(agent) != self.site):
                 self._send(self.topics.agent(self.site, agent), b"", True)
             return
         state = codec.decode_agent_state(payload) if payload else None
