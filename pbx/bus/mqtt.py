@@ -104,12 +104,15 @@ class MqttSiteBus(BusCore):
                 reason = str(error) or type(error).__name__
             else:
                 reason = "connection ended"
+            was_connected = self.connected
             self._on_disconnected(reason)
             self._drop_outbox()
             if self._closing:
                 return
-            log.warning("bus: site %s lost %s (%s); retrying in %.1f s", self.site, self.url,
-                        reason, delay)
+            # Once per outage at WARNING; the retries themselves only at DEBUG.
+            log.log(logging.WARNING if was_connected else logging.DEBUG,
+                    "bus: site %s cannot reach %s (%s); retrying in %.1f s", self.site, self.url,
+                    reason, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, longest)
 
