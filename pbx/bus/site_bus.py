@@ -104,6 +104,8 @@ class SiteBus(Protocol):
                       timeout: float, agent: str | None = None,
                       skills: tuple[str, ...] = ()) -> ReservationResult: ...
 
+    def cancel_reservation(self, to_site: str, reservation_id: str, reason: str) -> None: ...
+
 
 class IgnoredMessages:
     """Counts ignored messages by reason; logs each (reason, source) once, not per message."""
@@ -229,6 +231,11 @@ class BusCore:
             self._pending.pop(reservation_id, None)
         return ReservationResult(reservation_id, to_site, response.outcome, response.agent,
                                  response.reason)
+
+    def cancel_reservation(self, to_site: str, reservation_id: str, reason: str) -> None:
+        """Give back an agent ``to_site`` reserved for us (the caller hung up, the call
+        could not be set up); ``to_site`` releases it."""
+        self._send_cancel(to_site, reservation_id, reason)
 
     # -- connection changes (called by the transport) ------------------------------
 

@@ -81,7 +81,9 @@ class PrivateMosquitto:
         self.folder = Path(tempfile.mkdtemp(prefix="centralita-mqtt-"))
         self.config = self.folder / "mosquitto.conf"
         self.log = self.folder / "mosquitto.log"
+        # set_tcp_nodelay: as deployed (see pbx/bus/README.md), not Nagle-delayed.
         lines = [f"listener {self.port} {HOST}", "allow_anonymous true", "persistence false",
+                 "set_tcp_nodelay true",
                  f"log_dest file {self.log}", "log_type error", "log_type warning",
                  "log_type notice"]
         if os.geteuid() == 0:
