@@ -33,6 +33,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import aiomqtt  # noqa: E402
+
 from pbx.bus import (  # noqa: E402
     CallerContext,
     InProcessBroker,
@@ -172,6 +174,14 @@ def broker(url: str | None) -> Iterator[str]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+async def forget_statuses(url: str, prefix: str) -> None:
+    """Leave nothing retained on a shared broker (the sites' goodbye statuses)."""
+    host, port = parse_url(url)
+    async with aiomqtt.Client(host, port) as client:
+        for site in SITES:
+            await client.publish(f"{prefix}/v1/sites/{site}/status", b"", qos=1, retain=True)
+
+
 async def bench_mqtt(url: str, count: int, concurrency: int, warmup: int) -> str:
     prefix = f"bench-{secrets.token_hex(4)}"
     context = multiprocessing.get_context("spawn")
@@ -195,6 +205,7 @@ async def bench_mqtt(url: str, count: int, concurrency: int, warmup: int) -> str
         await madrid.close()
     peer = await asyncio.to_thread(cpu.get, True, 10)
     owner.join(10)
+    await forget_statuses(url, prefix)
     return summary(f"MQTT, 2 processes, concurrency {concurrency}", latencies, spent, peer)
 
 
