@@ -21,9 +21,12 @@ from pbx.bus.mqtt import MqttSiteBus
 from pbx.bus.site_bus import ReservationDecision, ReservationResult, SiteBus
 from pbx.bus.topics import Topics
 
+# Both implementations are the door (checked by mypy).
+IMPLEMENTATIONS: tuple[type[SiteBus], ...] = (InProcessSiteBus, MqttSiteBus)
+
 __all__ = [
     "AgentPresence", "AgentState", "BadMessage", "BusConnected", "BusDisconnected",
-    "CallerContext", "Forced", "InProcessBroker", "InProcessSiteBus", "MqttSiteBus",
+    "CallerContext", "Forced", "IMPLEMENTATIONS", "InProcessBroker", "InProcessSiteBus", "MqttSiteBus",
     "RemoteAgentChanged", "ReservationCancel", "ReservationDecision", "ReservationOutcome",
     "ReservationRequest", "ReservationResult", "SiteBus", "SiteDown", "SiteUp", "Topics",
 ]

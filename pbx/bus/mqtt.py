@@ -126,23 +126,27 @@ class MqttSiteBus(BusCore):
 
     async def _serve(self, client: aiomqtt.Client) -> None:
         self._on_connected()
-        sender = asyncio.get_running_loop().create_task(self._send_all(client))
+        loop = asyncio.get_running_loop()
+        tasks = {loop.create_task(self._read_all(client)), loop.create_task(self._send_all(client))}
         try:
-            async for message in client.messages:
-                payload = message.payload
-                if isinstance(payload, str):
-                    payload = payload.encode()
-                elif not isinstance(payload, bytes | bytearray):
-                    payload = b""
-                self._receive(message.topic.value, bytes(payload), message.retain)
-                if sender.done():
-                    break
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            sender.cancel()
-            results = await asyncio.gather(sender, return_exceptions=True)
-        for result in results:
-            if isinstance(result, aiomqtt.MqttError):
-                raise result
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for task in done:
+            failure = task.exception()
+            if failure is not None:
+                raise failure
+
+    async def _read_all(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            payload = message.payload
+            if isinstance(payload, str):
+                payload = payload.encode()
+            elif not isinstance(payload, bytes | bytearray):
+                payload = b""
+            self._receive(message.topic.value, bytes(payload), message.retain)
 
     async def _send_all(self, client: aiomqtt.Client) -> None:
         while True:

@@ -110,16 +110,24 @@ class SiteBus(Protocol):
 class IgnoredMessages:
     """Counts ignored messages by reason; logs each (reason, source) once, not per message."""
 
+    # Sources are topic names anyone on the broker can invent: remember a bounded number.
+    MAX_SOURCES = 1024
+
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
         self._logged: set[tuple[str, str]] = set()
 
     def note(self, kind: str, source: str, detail: str) -> None:
         self.counts[kind] += 1
-        if (kind, source) not in self._logged:
-            self._logged.add((kind, source))
-            log.warning("bus: ignored %s from %s: %s (further ones not logged)", kind, source,
-                        detail)
+        if (kind, source) in self._logged or len(self._logged) > self.MAX_SOURCES:
+            return
+        self._logged.add((kind, source))
+        if len(self._logged) > self.MAX_SOURCES:
+            log.warning("bus: ignored messages from over %d sources; no longer logging them",
+                        self.MAX_SOURCES)
+            return
+        log.warning("bus: ignored %s from %s: %s (further ones not logged)", kind, source,
+                    detail)
 
 
 class BusCore:
@@ -211,6 +219,10 @@ class BusCore:
         if not self._connected:
             return ReservationResult(reservation_id, to_site, ReservationOutcome.UNREACHABLE,
                                      reason="not connected to the bus")
+        if not self._health.is_up(to_site):
+            # Waiting out a timeout on a site known to be down only delays the caller.
+            return ReservationResult(reservation_id, to_site, ReservationOutcome.UNREACHABLE,
+                                     reason=f"site {to_site} is down")
         request = ReservationRequest(reservation_id, self.site, to_site, call_id, queue, timeout,
                                      caller, agent, tuple(skills))
         answer: asyncio.Future[ReservationResponse] = asyncio.get_running_loop().create_future()
@@ -318,6 +330,10 @@ class BusCore:
             self.ignored.note("malformed message", topic, str(error))
         except Refused as error:
             self.ignored.note("refused message", topic, str(error))
+        except Exception:
+            # A bug here must not cost the connection (and every other site's messages).
+            log.exception("bus: handling a message on %s failed", topic)
+            self.ignored.counts["handling failed"] += 1
 
     def _receive_agent(self, site: str, agent: str, payload: bytes, retained: bool) -> None:
         if site == self.site:

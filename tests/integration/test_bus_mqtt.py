@@ -145,11 +145,22 @@ async def test_reservation_round_trip_between_processes(mqtt_url: str, bus_prefi
         await bogota.finish()
 
 
-async def test_reservation_to_a_silent_site_times_out(mqtt_url: str, bus_prefix: str):
+async def test_a_reservation_fails_fast_for_a_down_site_and_times_out_for_a_silent_one(
+        mqtt_url: str, bus_prefix: str):
+    async def never(request: ReservationRequest) -> ReservationDecision:
+        await asyncio.sleep(30)
+        return ReservationDecision(None)
+
     async with site_bus(mqtt_url, bus_prefix, "madrid") as (madrid, _):
-        started = time.monotonic()
-        result = await madrid.reserve("bogota", "call-1", "billing", CallerContext(), 0.5)
-        waited = time.monotonic() - started
+        down = await madrid.reserve("bogota", "call-1", "billing", CallerContext(), 0.5)
+        assert down.outcome is ReservationOutcome.UNREACHABLE
+        assert down.reason == "site bogota is down"
+        async with site_bus(mqtt_url, bus_prefix, "bogota") as (bogota, _):
+            bogota.serve_reservations(never)
+            await eventually(lambda: madrid.health.is_up("bogota"), 5, "bogota up")
+            started = time.monotonic()
+            result = await madrid.reserve("bogota", "call-2", "billing", CallerContext(), 0.5)
+            waited = time.monotonic() - started
     assert result.outcome is ReservationOutcome.TIMEOUT
     assert not result.reserved and result.agent is None
     assert "0.5 s" in result.reason

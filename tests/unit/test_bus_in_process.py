@@ -61,7 +61,8 @@ async def sites(broker: InProcessBroker, *names: str
         await bus.start()
         buses.append((bus, recorder))
     try:
-        await eventually(lambda: all(bus.connected for bus, _ in buses), "connected")
+        await eventually(lambda: all(bus.connected and bus.health.up_sites() >= set(names)
+                                     for bus, _ in buses), "connected, all up")
         yield buses
     finally:
         for bus, _ in buses:
@@ -158,6 +159,17 @@ async def test_a_late_answer_is_a_timeout_and_the_owner_releases_the_agent():
         await eventually(lambda: len(released) >= 1, "released")
     assert {cancel.reservation_id for cancel in released} == {result.reservation_id}
     assert released[0].reason in {"timed out", "answered too late"}
+
+
+async def test_asking_a_site_that_is_down_fails_at_once():
+    broker = InProcessBroker()
+    async with sites(broker, "madrid", "bogota") as [(madrid, _), _]:
+        await eventually(lambda: madrid.health.is_up("bogota"), "bogota up")
+        madrid.force_site("bogota", Forced.DOWN, "madrid:ops")
+        forced = await madrid.reserve("bogota", "call-1", "billing", CallerContext(), 5.0)
+        never_seen = await madrid.reserve("lima", "call-2", "billing", CallerContext(), 5.0)
+    assert forced.outcome is never_seen.outcome is ReservationOutcome.UNREACHABLE
+    assert (forced.reason, never_seen.reason) == ("site bogota is down", "site lima is down")
 
 
 async def test_asking_itself_or_an_unknown_site_is_a_programming_error():
