@@ -28,6 +28,8 @@ from pbx.bus import (
     Topics,
 )
 from pbx.bus.in_process import topic_matches
+from pbx.bus.mqtt import parse_url
+from pbx.bus.site_bus import IgnoredMessages
 
 SITES = ["madrid", "bogota", "lima"]
 AGENTS = {"1001": "madrid", "2001": "bogota", "2002": "bogota", "3001": "lima"}
@@ -341,3 +343,31 @@ async def test_a_failing_event_subscriber_does_not_stop_the_bus():
 ])
 def test_in_process_topic_filters_match_like_mqtt(pattern, topic, matches):
     assert topic_matches(pattern, topic) is matches
+
+
+def test_ignored_messages_are_logged_once_per_source_within_a_bound(caplog):
+    ignored = IgnoredMessages()
+    for _ in range(3):
+        ignored.note("unknown site", "paris", "topic x")
+    for n in range(IgnoredMessages.MAX_SOURCES + 50):
+        ignored.note("refused message", f"topic-{n}", "claim")
+    assert ignored.counts == {"unknown site": 3,
+                              "refused message": IgnoredMessages.MAX_SOURCES + 50}
+    messages = [record.getMessage() for record in caplog.records]
+    assert sum("paris" in message for message in messages) == 1
+    assert len(messages) == IgnoredMessages.MAX_SOURCES + 1  # then one "no longer logging"
+    assert "no longer logging" in messages[-1]
+
+
+@pytest.mark.parametrize(("url", "address"), [
+    ("mqtt://127.0.0.1:1883", ("127.0.0.1", 1883)),
+    ("mqtt://broker.example", ("broker.example", 1883)),
+])
+def test_the_bus_url_names_the_broker(url, address):
+    assert parse_url(url) == address
+
+
+@pytest.mark.parametrize("url", ["tcp://127.0.0.1:1883", "mqtt://", "127.0.0.1:1883"])
+def test_a_bus_url_that_is_not_mqtt_is_refused(url):
+    with pytest.raises(ValueError, match="mqtt://HOST:PORT"):
+        parse_url(url)
