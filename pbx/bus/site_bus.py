@@ -203,10 +203,13 @@ class BusCore:
         self._apply_override(site, override)
         if self._connected:
             self._send_override(site, override)
+            if override is None:
+                del self._overrides[site]  # a clear, once sent, has nothing to republish
 
     def serve_reservations(self, decide: Decide, release: Release | None = None) -> None:
         """This site's router decides requests with ``decide``; ``release`` undoes a
-        reservation the asking site gave up on (timed out, or answered too late)."""
+        reservation the asking site gave up on (timed out, answered too late, call
+        abandoned). ``release`` may come twice for one reservation: make it idempotent."""
         self._decide, self._release = decide, release
 
     async def reserve(self, to_site: str, call_id: str, queue: str, caller: CallerContext,
@@ -259,8 +262,10 @@ class BusCore:
         self._send_status(SiteState.ONLINE, "")
         for agent, state in self._own_agents.items():
             self._send(self.topics.agent(self.site, agent), codec.encode_agent_state(state), True)
-        for site, override in self._overrides.items():
+        for site, override in list(self._overrides.items()):
             self._send_override(site, override)
+            if override is None:
+                del self._overrides[site]
         self._remote.begin_resync()
         self._resyncing = set(self._health.sites) - {self.site}
         self._next_heartbeat = self._clock()
@@ -374,6 +379,9 @@ class BusCore:
         override = codec.decode_override(payload) if payload else None
         if override is not None:
             self._check_names(override.site, site)
+        if site in self._overrides and self._overrides[site] != override:
+            # Another operator's word is newer than ours: ours is no longer to republish.
+            del self._overrides[site]
         self._apply_override(site, override)
 
     def _apply_override(self, site: str, override: SiteOverride | None) -> None:

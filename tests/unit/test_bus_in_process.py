@@ -228,6 +228,22 @@ async def test_an_operator_override_reaches_every_site_and_survives_a_restart():
         await eventually(lambda: bogota.health.is_up("madrid"), "override cleared")
 
 
+async def test_a_reconnecting_site_does_not_republish_an_override_since_superseded():
+    broker = InProcessBroker()
+    async with sites(broker, "madrid", "bogota", "lima") as buses:
+        (madrid, _), (bogota, _), (lima, _) = buses
+        madrid.force_site("bogota", Forced.DOWN, "madrid:ana")
+        await eventually(lambda: lima.health.forced("bogota") is Forced.DOWN, "madrid's seen")
+        lima.force_site("bogota", Forced.UP, "lima:luis")
+        await eventually(lambda: madrid.health.forced("bogota") is Forced.UP, "lima's seen")
+        madrid.crash()
+        await madrid.start()
+        await eventually(lambda: madrid.connected, "madrid reconnected")
+        await asyncio.sleep(5 * BEAT)
+        assert [bus.health.forced("bogota") for bus, _ in buses] == [Forced.UP] * 3
+        assert b"lima:luis" in broker.retained["test/v1/sites/bogota/override"]
+
+
 async def test_broker_down_keeps_the_views_and_resynchronises_on_return():
     broker = InProcessBroker()
     async with sites(broker, "madrid", "bogota") as [(madrid, events), (bogota, _)]:
