@@ -308,3 +308,34 @@ async def test_broker_restart_reconnects_and_state_converges(private_mosquitto):
         await eventually(lambda: madrid.health.is_up("bogota") and bogota.health.is_up("madrid"),
                          5, "sites up again")
         assert madrid.connections == 2 and bogota.connections == 2
+
+
+async def test_a_large_site_replicates_completely_live_and_from_retained(mqtt_url: str,
+                                                                         bus_prefix: str):
+    # More than Mosquitto queues for one subscriber at QoS 1 (1,000 + in flight).
+    agents = {**{f"b{n}": "bogota" for n in range(1500)}, "m1": "madrid"}
+    topics = Topics(bus_prefix)
+    first = MqttSiteBus(mqtt_url, "madrid", SITES, agents, topics=topics)
+    bogota = MqttSiteBus(mqtt_url, "bogota", SITES, agents, topics=topics)
+    await first.start()
+    await bogota.start()
+    try:
+        await first.wait_connected(10)
+        await bogota.wait_connected(10)
+        for agent, site in agents.items():
+            if site == "bogota":
+                bogota.publish_agent(agent, AgentPresence.AVAILABLE)
+        await eventually(lambda: len(first.remote_agents) == 1500, 30, "live: all 1,500")
+        later = MqttSiteBus(mqtt_url, "madrid", SITES, agents, topics=topics)
+        await later.start()
+        try:
+            await eventually(lambda: len(later.remote_agents) == 1500, 30, "retained: all 1,500")
+        finally:
+            await later.close()
+        for agent, site in agents.items():
+            if site == "bogota":
+                bogota.withdraw_agent(agent)
+        await eventually(lambda: len(first.remote_agents) == 0, 30, "all withdrawn")
+    finally:
+        await first.close()
+        await bogota.close()
