@@ -117,7 +117,7 @@ class MqttSiteBus(BusCore):
                     self.connections += 1
                     log.info("bus: site %s connected to %s", self.site, self.url)
                     await self._serve(client)
-            except aiomqtt.MqttError as error:
+            except (aiomqtt.MqttError, OSError) as error:
                 reason = str(error) or type(error).__name__
             else:
                 reason = "connection ended"
