@@ -18,18 +18,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from callbacks import ACTIVE_STATES, CallbackRequest, CallbackState, Outcome, OutcomeRecord
 from pbx.store.records import as_utc
-from pbx.store.store import MAX_PAGE_SIZE
+from pbx.store.store import check_page
 from pbx.store.tables import CallbackRequestRow
 
 _TABLE: sa.Table = CallbackRequestRow.__table__  # type: ignore[attr-defined]
 _ACTIVE = sorted(state.value for state in ACTIVE_STATES)
-
-
-def _check_limit(limit: int, offset: int = 0) -> None:
-    if not 1 <= limit <= MAX_PAGE_SIZE:
-        raise ValueError(f"limit must be 1-{MAX_PAGE_SIZE}, got {limit}")
-    if offset < 0:
-        raise ValueError(f"offset must be >= 0, got {offset}")
 
 
 def _columns(request: CallbackRequest) -> dict[str, Any]:
@@ -115,7 +108,7 @@ class SqlCallbackStore:
     async def callbacks(self, *, state: CallbackState | None = None, queue: str | None = None,
                         site: str | None = None, limit: int = 100,
                         offset: int = 0) -> list[CallbackRequest]:
-        _check_limit(limit, offset)
+        check_page(limit, offset)
         query = sa.select(_TABLE)
         if state is not None:
             query = query.where(_TABLE.c.state == CallbackState(state).value)
@@ -128,7 +121,7 @@ class SqlCallbackStore:
 
     async def due_callbacks(self, now: datetime, *, site: str | None = None,
                             queue: str | None = None, limit: int = 100) -> list[CallbackRequest]:
-        _check_limit(limit)
+        check_page(limit)
         moment = as_utc(now)
         query = sa.select(_TABLE).where(
             _TABLE.c.state == CallbackState.PENDING.value,
@@ -143,7 +136,7 @@ class SqlCallbackStore:
 
     async def lapsed_callbacks(self, site: str, now: datetime, *,
                                limit: int = 100) -> list[CallbackRequest]:
-        _check_limit(limit)
+        check_page(limit)
         query = sa.select(_TABLE).where(
             _TABLE.c.state.in_(_ACTIVE),
             _TABLE.c.site != site,
@@ -152,7 +145,7 @@ class SqlCallbackStore:
         return await self._select(query.order_by(*_LINE_ORDER).limit(limit))
 
     async def overdue_callbacks(self, now: datetime, *, limit: int = 100) -> list[CallbackRequest]:
-        _check_limit(limit)
+        check_page(limit)
         query = sa.select(_TABLE).where(
             _TABLE.c.state == CallbackState.PENDING.value,
             _TABLE.c.expires_at <= as_utc(now),

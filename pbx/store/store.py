@@ -196,7 +196,8 @@ def _queue_log_from_row(row: QueueLogRow) -> QueueLogEntry:
     )
 
 
-def _check_page(limit: int, offset: int) -> None:
+def check_page(limit: int, offset: int = 0) -> None:
+    """Refuses a page size or offset no query of the store accepts."""
     if not 1 <= limit <= MAX_PAGE_SIZE:
         raise ValueError(f"limit must be 1-{MAX_PAGE_SIZE}, got {limit}")
     if offset < 0:
@@ -527,7 +528,7 @@ class Store:
     # -- customers -----------------------------------------------------------------------
 
     async def customers(self, *, limit: int = 100, offset: int = 0) -> list[CustomerRecord]:
-        _check_page(limit, offset)
+        check_page(limit, offset)
         async with self._transaction() as session:
             query = select(CustomerRow).order_by(col(CustomerRow.number)).limit(limit).offset(offset)
             return [_customer_from_row(row) for row in (await session.exec(query)).all()]
@@ -731,7 +732,7 @@ class Store:
         offset: int = 0,
     ) -> list[CallRecord]:
         """Records matching every given filter, oldest start first; ``since`` <= started < ``until``."""
-        _check_page(limit, offset)
+        check_page(limit, offset)
         query = select(CallRecordRow)
         if call_id is not None:
             query = query.where(col(CallRecordRow.call_id) == call_id)
@@ -778,7 +779,7 @@ class Store:
         offset: int = 0,
     ) -> list[QueueLogEntry]:
         """Queue-log lines matching every given filter, in time order; ``since`` <= time < ``until``."""
-        _check_page(limit, offset)
+        check_page(limit, offset)
         query = select(QueueLogRow)
         if call_id is not None:
             query = query.where(col(QueueLogRow.call_id) == call_id)
