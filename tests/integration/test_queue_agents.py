@@ -233,9 +233,6 @@ class CallerDump:
     def set_mark(self) -> None:
         self.mark = len(self.samples())
 
-    def before_mark(self) -> list[int]:
-        return self.samples()[:self.mark]
-
     def after_mark(self, skip_seconds: float = 0.5) -> list[int]:
         return self.samples()[self.mark + int(skip_seconds * 8000):]
 
@@ -638,6 +635,8 @@ def test_baresip_caller_and_agent_hear_each_other(pbx_server, tmp_path, stack: s
         dump = CallerDump(caller)
 
         baresip_dials_queue(caller, server, "1")
+        # Until the digit was pressed the caller could only hear the IVR: the control below.
+        ivr_audio = dump.samples()
         # The agent answers (auto-answer): mark the caller's audio at that moment.
         if stack == "baresip":
             event = agent.wait_event("CALL_ESTABLISHED", "CALL_CLOSED", timeout=30)
@@ -647,12 +646,11 @@ def test_baresip_caller_and_agent_hear_each_other(pbx_server, tmp_path, stack: s
         wait_agent_state(server, "1001", "on_call", timeout=30)
         dump.set_mark()
         heard = dump.wait_after_mark(4.0)
-        before = dump.before_mark()
-        # Control: before the answer the caller heard the server (menu prompt, please hold,
-        # music), which holds neither tone, so finding a tone below is not an accident.
-        assert len(before) >= 2400, "the caller decoded no IVR audio before the answer"
+        # Control: before the digit the caller heard the server (the menu prompt), which holds
+        # neither tone, so finding a tone below is not an accident.
+        assert len(ivr_audio) >= 2400, "the caller decoded no IVR audio before the digit"
         for tone in (CALLER_TONE, AGENT_TONE):
-            assert tone_share(before, tone) < 0.1, (
+            assert tone_share(ivr_audio, tone) < 0.1, (
                 f"the IVR/hold audio already contains {tone:g} Hz: the tone check proves nothing")
         assert len(heard) >= 4 * 8000, (
             f"the caller decoded only {len(heard)} samples after the agent answered:"
@@ -670,11 +668,11 @@ def test_baresip_caller_and_agent_hear_each_other(pbx_server, tmp_path, stack: s
                 f"the agent did not hear the caller's {CALLER_TONE:g} Hz tone "
                 f"({len(agent_heard)} samples)")
             share = tone_share(heard, AGENT_TONE)
-            print(f"caller heard agent tone share {share:.2f}, before {tone_share(before, AGENT_TONE):.2f}")
+            print(f"caller heard agent tone share {share:.2f}, before {tone_share(ivr_audio, AGENT_TONE):.2f}")
             assert share > 0.6, f"the caller did not hear the agent's tone (share {share:.2f})"
         elif stack == "sipp":
             share = tone_share(heard, CALLER_TONE)
-            print(f"caller heard own echoed tone share {share:.2f}, before {tone_share(before, CALLER_TONE):.2f}")
+            print(f"caller heard own echoed tone share {share:.2f}, before {tone_share(ivr_audio, CALLER_TONE):.2f}")
             assert share > 0.6, (
                 f"the caller's own tone did not come back through the SIPp agent's echo "
                 f"(share {share:.2f}): caller->agent or agent->caller audio is missing")
@@ -685,7 +683,7 @@ def test_baresip_caller_and_agent_hear_each_other(pbx_server, tmp_path, stack: s
             assert audio and audio.get("packets", 0) >= 100, f"pyVoIP got too little RTP: {audio}"
             assert audio.get("nonsilent_bytes", 0) >= 2000, f"pyVoIP heard silence only: {audio}"
             # pyVoIP sends silence: the caller hears the agent's (silent) leg, not hold music.
-            print(f"caller loud share after answer {loud_share(heard):.2f}, before {loud_share(before):.2f}")
+            print(f"caller loud share after answer {loud_share(heard):.2f}, before {loud_share(ivr_audio):.2f}")
             assert loud_share(heard) < 0.2, (
                 f"after the answer the caller still hears loud audio ({loud_share(heard):.2f}"
                 f" of blocks): not the pyVoIP agent's silent stream")
