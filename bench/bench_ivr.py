@@ -164,10 +164,10 @@ class BenchCall:
 
 
 async def run_ivr(count: int, seconds: float) -> dict[str, float]:
+    from events import EventBus
     from ivr.call_log import IvrCallLog
     from ivr.engine import FlowRunner, HoldMusicGateway
     from ivr.flow import load_flow
-    from pbx.events import EventBus
     from pbx.media.prompt import PromptLibrary
     from pbx.media.stream import PortAllocator, RtpSession
 

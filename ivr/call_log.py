@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from pbx.recent_calls import RecentCalls
+from events.recent_calls import RecentCalls
 
 IN_PROGRESS = "in_progress"
 

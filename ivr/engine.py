@@ -24,8 +24,7 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Protocol
 
-from ivr.call_log import IvrCallLog, IvrCallRecord
-from ivr.events import (
+from events.ivr import (
     CallDeflected,
     CallerIdentified,
     DigitReceived,
@@ -38,6 +37,7 @@ from ivr.events import (
     SurveyScored,
     TransferRequested,
 )
+from ivr.call_log import IvrCallLog, IvrCallRecord
 from ivr.flow import (
     BusinessHoursNode,
     CollectNode,
@@ -181,11 +181,15 @@ class FlowRunner:
         self.clock = clock
         self.call_log = call_log if call_log is not None else IvrCallLog()
 
+    def now(self) -> float:
+        """The flow clock's reading as event time (``Event.at``: Unix seconds)."""
+        return self.clock().timestamp()
+
     async def run(self, call: IvrCall) -> IvrCallRecord:
         """Walk the flow until a terminal node or the caller hangs up; returns the call's record."""
         session = _CallSession(self, call)
         self.call_log.add(session.record)
-        self.bus.publish(IvrStarted(call.call_id, self.flow.name, call.caller))
+        self.bus.publish(IvrStarted(call.call_id, self.flow.name, call.caller, at=self.now()))
         walk = asyncio.ensure_future(session.walk())
         hung_up = asyncio.ensure_future(call.hung_up.wait())
         try:
@@ -234,7 +238,8 @@ class _CallSession:
             node = self.flow.nodes[name]
             self.node = node
             self.record.entered(node.name, node.type, self.runner.clock())
-            self.publish(IvrNodeEntered(self.call.call_id, self.flow.name, node.name, node.type))
+            self.publish(IvrNodeEntered(self.call.call_id, self.flow.name, node.name, node.type,
+                                        at=self.runner.now()))
             name = await self._run_node(node)
 
     async def _run_node(self, node: Node) -> str | None:
@@ -286,11 +291,12 @@ class _CallSession:
             self.call.hang_up()
         elif not self.handed_off and record.topics:
             record.outcome = "deflected"
-            self.publish(CallDeflected(self.call.call_id, self.flow.name, record.topics[-1]))
+            self.publish(CallDeflected(self.call.call_id, self.flow.name, record.topics[-1],
+                                       at=self.runner.now()))
         elif not self.handed_off and record.outcome not in ("hung_up",):
             record.outcome = "abandoned"
         self.publish(IvrFinished(self.call.call_id, self.flow.name, record.outcome,
-                                 self.node.name if self.node else None))
+                                 self.node.name if self.node else None, at=self.runner.now()))
 
     # ---------------------------------------------------------------- media and digits
 
@@ -341,7 +347,8 @@ class _CallSession:
         if digit is not None:
             node = self.node.name if self.node else ""
             self.record.digit(node, digit, self.runner.clock())
-            self.publish(DigitReceived(self.call.call_id, self.flow.name, node, digit))
+            self.publish(DigitReceived(self.call.call_id, self.flow.name, node, digit,
+                                       at=self.runner.now()))
         return digit
 
     async def ask(self, prompt: PromptSpec | Sequence[PromptSpec], timeout: float) -> str | None:
@@ -394,7 +401,8 @@ class _CallSession:
     def _set_language(self, language: str, source: str) -> None:
         self.language = language
         self.record.language = language
-        self.publish(LanguageSelected(self.call.call_id, self.flow.name, language, source))
+        self.publish(LanguageSelected(self.call.call_id, self.flow.name, language, source,
+                                      at=self.runner.now()))
 
     async def _language(self, node: LanguageNode) -> str:
         choices = set(node.options.values())
@@ -423,7 +431,7 @@ class _CallSession:
     async def _self_service(self, node: SelfServiceNode) -> str:
         self.record.topics.append(node.topic)
         self.publish(SelfServiceAnswered(self.call.call_id, self.flow.name, node.topic,
-                                         self.language))
+                                         self.language, at=self.runner.now()))
         digit = await self.ask((node.answer, node.agent_prompt), node.timeout)
         return node.agent if digit == node.agent_digit else node.next
 
@@ -440,7 +448,7 @@ class _CallSession:
         self.record.customer_known = profile is not None
         self.record.customer_tier = profile.tier if profile else None
         self.publish(CallerIdentified(self.call.call_id, self.call.caller, profile is not None,
-                                      profile.tier if profile else None))
+                                      profile.tier if profile else None, at=self.runner.now()))
         return node.known if profile is not None else node.unknown
 
     async def _survey(self, node: SurveyNode) -> str:
@@ -449,7 +457,8 @@ class _CallSession:
             if digit is not None and digit in SURVEY_SCORES:
                 score = int(digit)
                 self.record.survey_score = score
-                self.publish(SurveyScored(self.call.call_id, self.flow.name, score))
+                self.publish(SurveyScored(self.call.call_id, self.flow.name, score,
+                                          at=self.runner.now()))
                 await self.play((node.thank_you_prompt,), barge_in=False)
                 return node.next
             if attempt < node.input.retries:
@@ -469,7 +478,7 @@ class _CallSession:
         self.record.outcome = "enqueued"
         self.record.queue = node.queue
         self.publish(EnqueueRequested(self.call.call_id, self.flow.name, node.queue, priority,
-                                      request.skills, self.language))
+                                      request.skills, self.language, at=self.runner.now()))
         if node.prompt is not None:
             await self.play((node.prompt,), barge_in=False)
         await self.runner.enqueue.enqueue(self.call, request)
@@ -478,7 +487,8 @@ class _CallSession:
         self.handed_off = True
         self.record.outcome = "transferred"
         self.record.extension = node.extension
-        self.publish(TransferRequested(self.call.call_id, self.flow.name, node.extension))
+        self.publish(TransferRequested(self.call.call_id, self.flow.name, node.extension,
+                                       at=self.runner.now()))
         if node.prompt is not None:
             await self.play((node.prompt,), barge_in=False)
         await self.runner.transfer.transfer(self.call, node.extension, self.language)

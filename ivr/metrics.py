@@ -12,7 +12,8 @@ from collections import Counter as Tally
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from ivr.events import (
+from events import EventBus
+from events.ivr import (
     CallDeflected,
     DigitReceived,
     EnqueueRequested,
@@ -24,7 +25,6 @@ from ivr.events import (
     TransferRequested,
 )
 from ivr.flow import EnqueueNode, Flow, SelfServiceNode
-from pbx.events import EventBus
 
 # How a call leaves the IVR (IvrFinished.outcome).
 OUTCOMES = ("deflected", "enqueued", "transferred", "hung_up", "abandoned", "error")

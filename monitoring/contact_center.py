@@ -1,9 +1,9 @@
 """Prometheus metrics of the contact center: queues and agents.
 
 ``ContactCenterMetrics(registry, router).subscribe(bus)`` counts what happened from the
-router's events (republished on the server's bus); ``sample()``, called at scrape time,
-sets the levels (calls waiting, longest wait, EWT, service level, agents by state) from
-the router's views. Labels are queue, site, state, outcome and failure reason only:
+router's events (``events.routing``, pushed onto the server's bus); ``sample()``, called at
+scrape time, sets the levels (calls waiting, longest wait, EWT, service level, agents by
+state) from the router's views, read through ``ContactCenterView``. Labels are queue, site, state, outcome and failure reason only:
 their values come from configuration or fixed sets, never from calls or callers.
 
 Every contact-center KPI is PromQL over these counters and histograms (see
@@ -19,29 +19,41 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from pbx.events import AnnouncementPlayed, EventBus
-from router import (
+from events import (
     AgentReserved,
-    AgentSnapshot,
-    AgentState,
     AgentStateChanged,
+    AnnouncementPlayed,
     CallAbandoned,
-    CallAnswered,
     CallDropped,
-    CallEnded,
     CallOverflowed,
     CallQueued,
+    EventBus,
+    QueueCallAnswered,
+    QueueCallEnded,
     ReservationExpired,
     ReservationFailed,
-    Router,
-    ServiceLevelDefinition,
     SiteHealthChanged,
-    UnknownAgent,
-    UnknownQueue,
 )
+from router.agent_state import AgentState
+from router.config import QueueConfig, ServiceLevelDefinition
+from router.errors import UnknownQueue
+from router.views import AgentSnapshot, QueueStats
+
+
+class ContactCenterView(Protocol):
+    """What the metrics read at scrape time: the router's views (``router.Router`` is one).
+    Monitoring reads through this and never holds the router itself."""
+
+    def queues(self) -> list[QueueConfig]: ...
+
+    def queue_stats(self, name: str) -> QueueStats: ...
+
+    def agents(self) -> list[AgentSnapshot]: ...
+
 
 WAIT_BUCKETS = (5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300, 600, 1200)
 TALK_BUCKETS = (15, 30, 60, 120, 180, 300, 600, 900, 1800, 3600)
@@ -52,7 +64,7 @@ _OPEN_OFFERS_KEPT = 10_000
 
 
 class ContactCenterMetrics:
-    def __init__(self, registry: CollectorRegistry, router: Router, *,
+    def __init__(self, registry: CollectorRegistry, router: ContactCenterView, *,
                  sla_thresholds: Iterable[float] = (),
                  clock: Callable[[], float] = time.time) -> None:
         """``sla_thresholds`` (the configured queues' service-level times) become wait
@@ -151,12 +163,12 @@ class ContactCenterMetrics:
         bus.subscribe(self._on_reserved, AgentReserved)
         bus.subscribe(self._on_failed, ReservationFailed)
         bus.subscribe(self._on_expired, ReservationExpired)
-        bus.subscribe(self._on_answered, CallAnswered)
+        bus.subscribe(self._on_answered, QueueCallAnswered)
         bus.subscribe(self._on_abandoned, CallAbandoned)
         bus.subscribe(self._on_dropped, CallDropped)
         bus.subscribe(self._on_announced, AnnouncementPlayed)
         bus.subscribe(self._on_overflowed, CallOverflowed)
-        bus.subscribe(self._on_ended, CallEnded)
+        bus.subscribe(self._on_ended, QueueCallEnded)
         bus.subscribe(self._on_agent_state, AgentStateChanged)
         bus.subscribe(self._on_site_health, SiteHealthChanged)
 
@@ -180,7 +192,7 @@ class ContactCenterMetrics:
         reason = "ring_timeout" if event.was_ringing else "reservation_timeout"
         self._offer_failed(event.call_id, reason)
 
-    def _on_answered(self, event: CallAnswered) -> None:
+    def _on_answered(self, event: QueueCallAnswered) -> None:
         self._offer_queue.pop(event.call_id, None)
         self.answered.labels(event.queue).inc()
         within_sla = self.answered_within_sla.labels(event.queue)  # exported as 0 until one is
@@ -207,28 +219,24 @@ class ContactCenterMetrics:
         self.overflowed.labels(event.queue, event.target or "none").inc()
         self.wait.labels(event.queue, "overflowed").observe(event.waited_seconds)
 
-    def _on_ended(self, event: CallEnded) -> None:
+    def _on_ended(self, event: QueueCallEnded) -> None:
         self.talk.labels(event.queue).observe(event.talk_seconds)
         # Handle time is known when the wrap-up ends (the next state change).
         self._wrapping[event.agent] = (event.queue, event.talk_seconds, event.at)
 
     def _on_agent_state(self, event: AgentStateChanged) -> None:
-        if event.old is AgentState.WRAP_UP:
+        if event.old == AgentState.WRAP_UP:
             wrapped = self._wrapping.pop(event.agent, None)
             if wrapped is not None:
                 queue, talk, ended_at = wrapped
                 self.handle.labels(queue).observe(talk + max(0.0, event.at - ended_at))
         previous = self._state_since.get(event.agent)
         if previous is None:
-            try:
-                site = self._router.agent(event.agent).profile.site
-            except UnknownAgent:
-                return
-            since = event.at
+            site, since = event.site, event.at
         else:
             site, state, since = previous
             self.agent_state_seconds.labels(site, state).inc(max(0.0, event.at - since))
-        self._state_since[event.agent] = (site, event.new.value, max(since, event.at))
+        self._state_since[event.agent] = (site, str(event.new), max(since, event.at))
 
     def _on_site_health(self, event: SiteHealthChanged) -> None:
         self._site_health[event.site] = event.healthy

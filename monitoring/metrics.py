@@ -22,7 +22,7 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import generate_latest
 
-from pbx.events import (
+from events import (
     CallAnswered,
     CallEnded,
     CallStarted,

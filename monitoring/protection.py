@@ -1,11 +1,11 @@
 """Prometheus metrics of the SIP edge's protection: throttled messages, failed logins,
-blocked sources and stream connections (fed from pbx.events like TelephonyMetrics)."""
+blocked sources and stream connections (fed from the SIP events (events.sip) like TelephonyMetrics)."""
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from pbx.events import (
+from events import (
     EventBus,
     SipAuthenticationFailed,
     SipConnectionClosed,

@@ -6,12 +6,12 @@ import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
+from events import EventBus
 from ivr.call_log import IvrCallLog
 from ivr.engine import CustomerLookup, EnqueueGateway, HoldMusicGateway, TransferGateway
 from ivr.flow import Flow, load_flows
 from pbx.calls import FEATURE_APPLICATION, AnsweredCall, CallApplication
 from pbx.config import Extension, ServerConfig
-from pbx.events import EventBus
 from pbx.ivr_application import IvrApplication
 from pbx.media.prompt import PromptLibrary
 

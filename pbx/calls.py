@@ -21,9 +21,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from events import CallAnswered, CallEnded, CallStarted, EventBus, StaleCallsRepaired
 from pbx.config import Extension, ServerConfig
 from pbx.endpoint import ALLOW, SipEndpoint, new_tag
-from pbx.events import CallAnswered, CallEnded, CallStarted, EventBus, StaleCallsRepaired
 from pbx.media.stream import MediaPortsExhausted, PortAllocator, RtpSession
 from pbx.registrar import Binding, Registrar
 from pbx.sip.address import NameAddress, parse_name_address

@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from ivr.flow import SHIPPED_FLOWS
-from pbx.config_file import (
+from pbx.contact_center import ContactCenterConfig, parse_contact_center
+from pbx.protection import ProtectionSettings
+from settings.config_file import (
     ConfigError,
     DocumentReader,
     LocatedDocument,
@@ -22,8 +24,6 @@ from pbx.config_file import (
     load_yaml,
     load_yaml_file,
 )
-from pbx.contact_center import ContactCenterConfig, parse_contact_center
-from pbx.protection import ProtectionSettings
 
 DEFAULT_CONFIG_NAME = "default_config.yaml"
 TRANSPORTS = ("udp", "tcp")  # what a plain HOST:PORT listens on

@@ -13,7 +13,7 @@ import secrets
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
-from pbx.events import (
+from events import (
     EventBus,
     SipMessageRejected,
     SipMessageThrottled,

@@ -5,7 +5,9 @@ on the router decides and this module carries its decisions out: a
 reservation becomes a ringing INVITE to the agent's phones, an answer bridges
 the caller's media to the agent's, a ring-out, busy or decline goes back to the
 router (which puts the caller back at the head of the line and picks the next
-agent), and every router event is republished on the server's event bus.
+agent). The router pushes its events onto the server's event bus as they happen
+(``Router(publish=...)``); this module reacts there to those it must carry out
+(a ring-out, an announcement due, an overflow to an account).
 
 While waiting, the caller hears music on hold, interrupted at the queue's
 interval by their position and estimated wait ("you are next" at the head of
@@ -21,12 +23,19 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from events import (
+    AnnouncementDue,
+    AnnouncementPlayed,
+    CallOverflowed,
+    CallTransferred,
+    EventBus,
+    ReservationExpired,
+    StaleCallsRepaired,
+)
 from ivr.engine import EnqueueRequest, IvrCall
 from pbx.calls import AnsweredCall, CallLeg, CallManager, Dial
-from pbx.events import AnnouncementPlayed, CallTransferred, EventBus, StaleCallsRepaired
 from pbx.media.prompt import Prompt, PromptLibrary
 from router import Call, Reservation, Router, RouterError, UnknownAgent
-from router.events import AnnouncementDue, CallOverflowed, ReservationExpired
 
 log = logging.getLogger("pbx.queueing")
 
@@ -85,6 +94,10 @@ class QueueService:
         calls.transfer_handler = self.transfer
         calls.feature_codes = frozenset(FEATURE_CODES)
         calls.on_personal_call = self.personal_call
+        # The router's decisions this module carries out; the router must publish to `events`.
+        events.subscribe(self._ring_out, ReservationExpired)
+        events.subscribe(self._announce, AnnouncementDue)
+        events.subscribe(self._overflow_elsewhere, CallOverflowed)
 
     def personal_call(self, account: str, call_key: str, engaged: bool) -> None:
         """An account joins or leaves a call that is no queue's offer to it (a direct call
@@ -121,7 +134,6 @@ class QueueService:
             self.router.enqueue(router_call)
         except RouterError as exc:
             log.error("call %s: cannot queue in %s: %s", call.call_id, request.queue, exc)
-            self.publish_router_events()
             return
         self.queued[call.call_id] = queued
         queued.enqueued_at = self.router.call(call.call_id).call.enqueued_at
@@ -158,19 +170,8 @@ class QueueService:
             reservations = self.router.tick()
         elif dispatch:
             reservations = self.router.dispatch()
-        self.publish_router_events()
         for reservation in reservations:
             self._offer(reservation)
-
-    def publish_router_events(self) -> None:
-        for event in self.router.drain_events():
-            self.events.publish(event)
-            if isinstance(event, ReservationExpired):
-                self._ring_out(event)
-            elif isinstance(event, AnnouncementDue):
-                self._announce(event)
-            elif isinstance(event, CallOverflowed) and not event.moved:
-                self._overflow_elsewhere(event)
 
     def _offer(self, reservation: Reservation) -> None:
         queued = self.queued.get(reservation.call_id)
@@ -234,7 +235,6 @@ class QueueService:
             step()
         except RouterError as exc:
             log.warning("router refused a step: %s", exc)
-        self.publish_router_events()
 
     def _ring_out(self, event: ReservationExpired) -> None:
         """Ring timeout: the router has already put the caller back and the agent on break."""
@@ -354,7 +354,7 @@ class QueueService:
     def _overflow_elsewhere(self, event: CallOverflowed) -> None:
         """Maximum wait reached and the target is not a queue: ring that account instead."""
         queued = self.queued.get(event.call_id)
-        if queued is None:
+        if queued is None or event.moved:
             return
         target = event.target
         if target is None or target not in self.calls.config.accounts:
@@ -398,7 +398,6 @@ class QueueService:
         if stale:
             log.warning("reconciled %d call(s) the router still held: %s", len(stale), ", ".join(stale))
             self.events.publish(StaleCallsRepaired(tuple(stale), "reconciliation"))
-        self.publish_router_events()
         return stale
 
 

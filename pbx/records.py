@@ -1,7 +1,7 @@
 """Call-detail records and the queue log, built from the event stream and written in the background.
 
-``CallRecorder`` subscribes to the telephony (``pbx.events``), IVR (``ivr.events``) and
-router (``router.events``) events on one bus. Per live call it keeps what the CDR needs;
+``CallRecorder`` subscribes to the telephony (``events.calls``), IVR (``events.ivr``) and
+router (``events.routing``) events on one bus. Per live call it keeps what the CDR needs;
 every queue step (entered, offered, ringing, ring-no-answer, connected, abandoned,
 overflowed, transferred, completed, wrap-up ended) becomes a queue-log line at once.
 
@@ -23,9 +23,10 @@ background task drains in batches. A database outage is logged and retried with
 backoff; while it lasts the queue is bounded and the oldest writes are dropped (and
 counted) rather than memory growing without limit.
 
-Times: telephony and IVR events carry none, so they are stamped with ``clock`` (epoch
-seconds). Router events carry ``.at`` from the router's clock, which must be the same
-clock (the server builds ``Router(time.time)``).
+Times (epoch seconds): router events are placed by their ``at``, from the router's clock,
+which must be ``clock`` too (the server builds ``Router(time.time)``). Telephony and IVR
+events are placed by ``clock`` when they arrive: they are published synchronously, so that
+is their ``at``, and a test's clock stays in charge of every time in the record.
 """
 
 from __future__ import annotations
@@ -47,11 +48,12 @@ from prometheus_client import CollectorRegistry
 from prometheus_client import Counter as PromCounter
 from prometheus_client import Gauge as PromGauge
 
-from ivr import events as ivr_events
+from events import EventBus
+from events import calls as line_events
+from events import ivr as ivr_events
+from events import routing as router_events
+from events.recent_calls import RecentCalls
 from ivr.call_log import IvrCallLog
-from pbx import events as line_events
-from pbx.events import EventBus
-from pbx.recent_calls import RecentCalls
 from pbx.store import (
     CallDetails,
     CallRecord,
@@ -61,7 +63,6 @@ from pbx.store import (
     Store,
 )
 from router import AgentState
-from router import events as router_events
 
 log = logging.getLogger("pbx.records")
 
@@ -204,7 +205,7 @@ class _LiveCall:
     wait_seconds: float | None = None
     talk_seconds: float | None = None
     offers: dict[str, _Offer] = field(default_factory=dict)
-    complete: router_events.CallEnded | None = None  # logged once the hang-up cause is known
+    complete: router_events.QueueCallEnded | None = None  # logged once the hang-up cause is known
     after_complete: list[QueueLogEntry] = field(default_factory=list)  # e.g. its WRAPUPEND
     linger: asyncio.TimerHandle | None = None
 
@@ -386,11 +387,11 @@ class CallRecorder:
             (self._on_ringing, router_events.AgentRinging),
             (self._on_reservation_expired, router_events.ReservationExpired),
             (self._on_reservation_failed, router_events.ReservationFailed),
-            (self._on_answered, router_events.CallAnswered),
+            (self._on_answered, router_events.QueueCallAnswered),
             (self._on_abandoned, router_events.CallAbandoned),
             (self._on_dropped, router_events.CallDropped),
             (self._on_announced, line_events.AnnouncementPlayed),
-            (self._on_ended, router_events.CallEnded),
+            (self._on_ended, router_events.QueueCallEnded),
             (self._on_overflowed, router_events.CallOverflowed),
             (self._on_expanded, router_events.CallExpanded),
             (self._on_agent_state, router_events.AgentStateChanged),
@@ -530,7 +531,7 @@ class CallRecorder:
                         "rang_seconds": _rounded(rang),
                         "offered_seconds": None if offer is None else _rounded(at - offer.offered_at)})
 
-    def _on_answered(self, event: router_events.CallAnswered) -> None:
+    def _on_answered(self, event: router_events.QueueCallAnswered) -> None:
         live = self._call(event.call_id, event.at)
         rang = None
         if live is not None:
@@ -589,7 +590,7 @@ class CallRecorder:
                         "ewt_seconds": _rounded(event.ewt_seconds),
                         "announced_minutes": event.announced_minutes})
 
-    def _on_ended(self, event: router_events.CallEnded) -> None:
+    def _on_ended(self, event: router_events.QueueCallEnded) -> None:
         self._wrapping[event.agent] = (event.call_id, event.queue, event.at)
         live = self._call(event.call_id, event.at)
         if live is None:
@@ -629,7 +630,7 @@ class CallRecorder:
                   data={"rings_active": event.rings_active})
 
     def _on_agent_state(self, event: router_events.AgentStateChanged) -> None:
-        if event.old is not AgentState.WRAP_UP:
+        if event.old != AgentState.WRAP_UP:
             return
         wrapping = self._wrapping.pop(event.agent, None)
         if wrapping is None:
@@ -637,7 +638,7 @@ class CallRecorder:
         call_id, queue, since = wrapping
         entry = self._entry(event.at, call_id, QueueEvent.WRAPUPEND, queue=queue, agent=event.agent,
                             data={"wrap_up_seconds": _rounded(event.at - since),
-                                  "next_state": event.new.value, "reason": event.reason})
+                                  "next_state": str(event.new), "reason": event.reason})
         live = self._live.get(call_id)
         if live is not None and live.complete is not None:
             live.after_complete.append(entry)  # keep the log in order: COMPLETE comes first
@@ -733,7 +734,7 @@ class CallRecorder:
                 self._put(entry)
             live.after_complete.clear()
 
-    def _log_complete(self, event: router_events.CallEnded, cause: str | None,
+    def _log_complete(self, event: router_events.QueueCallEnded, cause: str | None,
                       waited: float | None) -> None:
         self._log(event.at, event.call_id, QueueEvent.COMPLETE, queue=event.queue, agent=event.agent,
                   data={"talk_seconds": _rounded(event.talk_seconds),

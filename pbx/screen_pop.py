@@ -13,8 +13,8 @@ from typing import Any
 
 import aiohttp
 
-from pbx.events import AgentOffered, CallEnded, EventBus
-from pbx.recent_calls import RecentCalls
+from events import AgentOffered, CallEnded, EventBus
+from events.recent_calls import RecentCalls
 
 log = logging.getLogger("pbx.screen_pop")
 

@@ -14,6 +14,14 @@ from typing import Any
 
 from aiohttp import web
 
+from events import (
+    AgentOffered,
+    CallEnded,
+    EventBus,
+    RegistrationChanged,
+    SipAuthenticationFailed,
+    SipSourceBlocked,
+)
 from ivr.call_log import IvrCallLog
 from ivr.engine import CustomerProfile
 from ivr.metrics import IvrMetrics
@@ -27,14 +35,6 @@ from pbx.calls import CallManager
 from pbx.config import HttpSettings, ServerConfig
 from pbx.durable_registrations import DurableRegistrations
 from pbx.endpoint import ALLOW, SipEndpoint, new_tag
-from pbx.events import (
-    AgentOffered,
-    CallEnded,
-    EventBus,
-    RegistrationChanged,
-    SipAuthenticationFailed,
-    SipSourceBlocked,
-)
 from pbx.http import create_http_app
 from pbx.media.prompt import PromptLibrary
 from pbx.media.stream import PortAllocator
@@ -123,7 +123,8 @@ class Server:
         self.router = Router(time.time, rona_return_seconds=config.routing.rona_return_seconds,
                              decision_calls_kept=history.routing_calls,
                              decisions_per_call=history.routing_decisions_per_call,
-                             decisions_max_age_seconds=history.max_age_seconds)
+                             decisions_max_age_seconds=history.max_age_seconds,
+                             publish=self.events.publish)
         self.store: Store | None = None
         self.recorder: CallRecorder | None = None
         self.durable_registrations: DurableRegistrations | None = None

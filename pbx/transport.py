@@ -22,8 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
+from events import EventBus, SipConnectionClosed, SipConnectionRefused
 from pbx.config import StreamSettings
-from pbx.events import EventBus, SipConnectionClosed, SipConnectionRefused
 from pbx.protection import security_event
 from pbx.sip.errors import SipParseError
 from pbx.sip.message import StreamFramer

@@ -2,7 +2,7 @@
 
 The facade is ``Router``; see ``router.router`` for the call flow,
 ``router.waiting_line`` for the order of waiting calls and ``router.estimates``
-for wait-time estimates.
+for wait-time estimates. Its events are in ``events.routing``.
 """
 
 from router.agent_state import AgentState
@@ -35,23 +35,6 @@ from router.errors import (
     UnknownQueue,
     UnknownReservation,
 )
-from router.events import (
-    AgentReserved,
-    AgentRinging,
-    AgentStateChanged,
-    AnnouncementDue,
-    CallAbandoned,
-    CallAnswered,
-    CallDropped,
-    CallEnded,
-    CallExpanded,
-    CallOverflowed,
-    CallQueued,
-    Event,
-    ReservationExpired,
-    ReservationFailed,
-    SiteHealthChanged,
-)
 from router.explanations import CandidateScore, CompetingCall, Decision, Rejection
 from router.router import Reservation, Router
 from router.views import AgentSnapshot, QueueStats
@@ -62,26 +45,14 @@ __all__ = [
     "PRIORITY_VIP",
     "AgentBusy",
     "AgentProfile",
-    "AgentReserved",
-    "AgentRinging",
     "AgentSnapshot",
     "AgentState",
-    "AgentStateChanged",
-    "AnnouncementDue",
     "Call",
-    "CallAbandoned",
-    "CallAnswered",
-    "CallDropped",
-    "CallEnded",
-    "CallExpanded",
-    "CallOverflowed",
-    "CallQueued",
     "CallStatus",
     "CandidateScore",
     "CompetingCall",
     "Decision",
     "DuplicateCall",
-    "Event",
     "InvalidArgument",
     "InvalidConfig",
     "InvalidTransition",
@@ -90,11 +61,8 @@ __all__ = [
     "QueueStats",
     "Rejection",
     "Reservation",
-    "ReservationExpired",
-    "ReservationFailed",
     "Router",
     "RouterError",
-    "SiteHealthChanged",
     "SkillExpansion",
     "PriorityOrder",
     "ServiceLevelDefinition",

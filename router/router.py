@@ -4,6 +4,8 @@ Pure and synchronous; time comes from the injected ``clock``. Nothing here does
 I/O: the PBX turns each returned ``Reservation`` into an INVITE to the agent's
 phone and reports back with ``ringing``/``answered``/``reservation_failed``;
 ``tick()`` must be called periodically (e.g. every 250 ms) to run the timers.
+What happens is pushed, as it happens, as events (``events.routing``) to the
+``publish`` sink the router was built with.
 
 Call flow::
 
@@ -48,6 +50,23 @@ from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from enum import Enum
 
+from events.event import Event, EventSink
+from events.routing import (
+    AgentReserved,
+    AgentRinging,
+    AgentStateChanged,
+    AnnouncementDue,
+    CallAbandoned,
+    CallDropped,
+    CallExpanded,
+    CallOverflowed,
+    CallQueued,
+    QueueCallAnswered,
+    QueueCallEnded,
+    ReservationExpired,
+    ReservationFailed,
+    SiteHealthChanged,
+)
 from router.agent_state import (
     HANDLING_STATES,
     STAFFED_STATES,
@@ -75,23 +94,6 @@ from router.estimates import (
     erlang_c_wait,
     release_wait,
     remaining_handle,
-)
-from router.events import (
-    AgentReserved,
-    AgentRinging,
-    AgentStateChanged,
-    AnnouncementDue,
-    CallAbandoned,
-    CallAnswered,
-    CallDropped,
-    CallEnded,
-    CallExpanded,
-    CallOverflowed,
-    CallQueued,
-    Event,
-    ReservationExpired,
-    ReservationFailed,
-    SiteHealthChanged,
 )
 from router.explanations import (
     CallOrder,
@@ -256,6 +258,10 @@ def _meets(skills: Mapping[str, int], requirement: Mapping[str, int]) -> bool:
     return all(skills.get(skill, 0) >= minimum for skill, minimum in requirement.items())
 
 
+def _nobody_listens(event: Event) -> None:
+    """The sink of a router built without one: its events go nowhere."""
+
+
 def _merged(ring: Mapping[str, int], extra: Mapping[str, int]) -> dict[str, int]:
     requirement = dict(ring)
     for skill, minimum in extra.items():
@@ -282,8 +288,11 @@ class Router:
         explain_runners_up: int = 2,
         callers_remembered: int = 10_000,
         rona_return_seconds: float | None = None,
+        publish: EventSink | None = None,
     ) -> None:
         self._clock = clock
+        # Every event is pushed here as it happens (None: nobody listens).
+        self._publish: EventSink = publish if publish is not None else _nobody_listens
         self._reservation_timeout = reservation_timeout_seconds
         self._occupancy_window = occupancy_window_seconds
         self._arrival_window = arrival_window_seconds
@@ -316,7 +325,6 @@ class Router:
         self._decisions_released: dict[str, float] = {}  # call -> when seen out of the router
         self._last_agent_of_caller: OrderedDict[str, str] = OrderedDict()
         self._free_in_cache: dict[tuple[str, ClassKey, int], tuple[float, list[float]]] = {}
-        self._events: list[Event] = []
         self._sequence = itertools.count(1)
         self._offer_counter = 0
 
@@ -415,7 +423,7 @@ class Router:
             self._unhealthy_sites.discard(site)
         else:
             self._unhealthy_sites.add(site)
-        self._events.append(SiteHealthChanged(self._clock(), site, healthy))
+        self._publish(SiteHealthChanged(site, healthy, at=self._clock()))
         for extension in self._site_members.get(site, {}):
             self._refresh_index(self._agents[extension])
 
@@ -524,8 +532,15 @@ class Router:
         self._schedule_call_timers(waiting, queue, now)
         self._pending_calls[call.call_id] = None
         position = self._position_of(waiting, now)
-        self._events.append(
-            CallQueued(now, call.call_id, call.queue, call.priority, position, enqueued_at)
+        self._publish(
+            CallQueued(
+                call.call_id,
+                call.queue,
+                call.priority,
+                position,
+                enqueued_at,
+                at=now,
+            )
         )
         return position
 
@@ -562,13 +577,13 @@ class Router:
         if dropped_for is not None:
             if queue is not None:
                 queue.dropped += 1
-            self._events.append(CallDropped(now, call_id, waiting.call.queue, waited, dropped_for))
+            self._publish(CallDropped(call_id, waiting.call.queue, waited, dropped_for, at=now))
             return record
         within_sla = queue is not None and waited <= queue.config.sla_seconds
         if queue is not None:
             queue.abandoned += 1
             queue.abandoned_within_sla += within_sla
-        self._events.append(CallAbandoned(now, call_id, waiting.call.queue, waited, within_sla))
+        self._publish(CallAbandoned(call_id, waiting.call.queue, waited, within_sla, at=now))
         return record
 
     def dispatch(self) -> list[Reservation]:
@@ -615,13 +630,13 @@ class Router:
         ring_timeout = queue.config.ring_timeout_seconds if queue else self._reservation_timeout
         reservation.expires_at = now + ring_timeout
         self._schedule(reservation.expires_at, _Timer.RESERVATION, reservation_id)
-        self._events.append(
+        self._publish(
             AgentRinging(
-                now,
                 reservation_id,
                 reservation.call_id,
                 agent.profile.extension,
                 reservation.expires_at,
+                at=now,
             )
         )
 
@@ -649,9 +664,14 @@ class Router:
             memory.move_to_end(waiting.call.caller)
             while len(memory) > self._callers_remembered:
                 memory.popitem(last=False)
-        self._events.append(
-            CallAnswered(
-                now, waiting.call_id, reservation.queue, agent.profile.extension, waited, within_sla
+        self._publish(
+            QueueCallAnswered(
+                waiting.call_id,
+                reservation.queue,
+                agent.profile.extension,
+                waited,
+                within_sla,
+                at=now,
             )
         )
 
@@ -679,8 +699,14 @@ class Router:
         del self._calls[call_id]
         agent.talk_seconds = 0.0 if waiting.answered_at is None else now - waiting.answered_at
         self._transition(agent, AgentActivity.HANG_UP)
-        self._events.append(
-            CallEnded(now, call_id, waiting.call.queue, agent.profile.extension, agent.talk_seconds)
+        self._publish(
+            QueueCallEnded(
+                call_id,
+                waiting.call.queue,
+                agent.profile.extension,
+                agent.talk_seconds,
+                at=now,
+            )
         )
         queue = self._queues.get(waiting.call.queue)
         wrap_up = queue.config.wrap_up_seconds if queue is not None else 0.0
@@ -743,10 +769,6 @@ class Router:
     @property
     def active_reservations(self) -> int:
         return len(self._reservations)
-
-    def drain_events(self) -> list[Event]:
-        events, self._events = self._events, []
-        return events
 
     # ------------------------------------------------------------------ views
 
@@ -1106,14 +1128,14 @@ class Router:
         waiting.reservation_id = reservation_id
         self._schedule(reservation.expires_at, _Timer.RESERVATION, reservation_id)
         self._remember(decision)
-        self._events.append(
+        self._publish(
             AgentReserved(
-                now,
                 reservation_id,
                 waiting.call_id,
                 extension,
                 waiting.call.queue,
                 reservation.expires_at,
+                at=now,
             )
         )
         return reservation.public()
@@ -1134,9 +1156,13 @@ class Router:
         )
         self._clear_agent_call(agent)
         self._return_to_line(waiting)
-        self._events.append(
+        self._publish(
             ReservationFailed(
-                now, reservation.reservation_id, waiting.call_id, agent.profile.extension, reason
+                reservation.reservation_id,
+                waiting.call_id,
+                agent.profile.extension,
+                reason,
+                at=now,
             )
         )
         self._apply_pending(agent)
@@ -1155,13 +1181,13 @@ class Router:
         )
         self._clear_agent_call(agent)
         self._return_to_line(waiting)
-        self._events.append(
+        self._publish(
             ReservationExpired(
-                now,
                 reservation.reservation_id,
                 waiting.call_id,
                 agent.profile.extension,
                 reservation.ringing,
+                at=now,
             )
         )
         self._apply_pending(agent)
@@ -1241,13 +1267,13 @@ class Router:
                 self._release_hold(waiting)
         elif kind is _Timer.ANNOUNCE:
             position = self._position_of(waiting, now)
-            self._events.append(
+            self._publish(
                 AnnouncementDue(
-                    now,
                     waiting.call_id,
                     queue.config.name,
                     position,
                     self._call_ewt(waiting, queue, position, now),
+                    at=now,
                 )
             )
             self._schedule(
@@ -1258,7 +1284,7 @@ class Router:
         rings = queue.config.rings_active_after(now - waiting.enqueued_at)
         if rings > waiting.rings_active:
             waiting.rings_active = rings
-            self._events.append(CallExpanded(now, waiting.call_id, queue.config.name, rings))
+            self._publish(CallExpanded(waiting.call_id, queue.config.name, rings, at=now))
             if waiting.status is CallStatus.WAITING:
                 self._pending_calls[waiting.call_id] = None
         if waiting.rings_active <= len(queue.config.expansion):
@@ -1290,9 +1316,7 @@ class Router:
         else:
             del self._calls[waiting.call_id]
             self._pending_calls.pop(waiting.call_id, None)
-        self._events.append(
-            CallOverflowed(now, waiting.call_id, config.name, target, moved, waited)
-        )
+        self._publish(CallOverflowed(waiting.call_id, config.name, target, moved, waited, at=now))
 
     # ------------------------------------------------------------------ line keeping
 
@@ -1373,7 +1397,16 @@ class Router:
                 agent.load_key, now - agent.handling_since, now, self._occupancy_window
             )
             agent.handling_since = None
-        self._events.append(AgentStateChanged(now, agent.profile.extension, old, new, agent.reason))
+        self._publish(
+            AgentStateChanged(
+                agent.profile.extension,
+                agent.profile.site,
+                old,
+                new,
+                agent.reason,
+                at=now,
+            )
+        )
         self._refresh_index(agent)
 
     def _finish_wrap_up(self, agent: _Agent) -> None:

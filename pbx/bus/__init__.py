@@ -5,6 +5,7 @@ Topic layout and payloads: ``pbx/bus/README.md``. The door is :class:`SiteBus`;
 across hosts.
 """
 
+from events.sites import BusConnected, BusDisconnected, RemoteAgentChanged, SiteDown, SiteUp
 from pbx.bus.codec import (
     AgentPresence,
     AgentState,
@@ -15,7 +16,6 @@ from pbx.bus.codec import (
     ReservationOutcome,
     ReservationRequest,
 )
-from pbx.bus.events import BusConnected, BusDisconnected, RemoteAgentChanged, SiteDown, SiteUp
 from pbx.bus.in_process import InProcessBroker, InProcessSiteBus
 from pbx.bus.mqtt import MqttSiteBus
 from pbx.bus.site_bus import ReservationDecision, ReservationResult, SiteBus

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, TypeVar
 
+from events.sites import AgentPresence  # a payload value; defined with the events that carry it
+
 SCHEMA_VERSION = 1
 
 _E = TypeVar("_E", bound=Enum)
@@ -21,17 +23,6 @@ _E = TypeVar("_E", bound=Enum)
 
 class BadMessage(ValueError):
     """A payload that is not valid JSON, not this schema version, or has a bad field."""
-
-
-class AgentPresence(Enum):
-    """An agent's live state as its own site's router sees it."""
-
-    OFFLINE = "offline"  # not registered
-    AVAILABLE = "available"
-    RESERVED = "reserved"  # offered a call, not yet answered
-    ON_CALL = "on_call"
-    WRAP_UP = "wrap_up"
-    BREAK = "break"
 
 
 class SiteState(Enum):

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 
+from events.sites import SiteDown, SiteUp
 from pbx.bus.codec import Forced, SiteState
-from pbx.bus.events import SiteDown, SiteUp
 
 MISSED_BEATS = 3
 
@@ -77,7 +77,7 @@ class SiteHealth:
             up, reason = self._judge(site, signal, now)
             if up != signal.up:
                 signal.up = up
-                changes.append(SiteUp(site, reason, wall) if up else SiteDown(site, reason, wall))
+                changes.append(SiteUp(site, reason, at=wall) if up else SiteDown(site, reason, at=wall))
         return changes
 
     def _judge(self, site: str, signal: _Signal, now: float) -> tuple[bool, str]:

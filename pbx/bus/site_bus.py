@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from events.sites import BusConnected, BusDisconnected, RemoteAgentChanged
 from pbx.bus import codec
 from pbx.bus.codec import (
     AgentPresence,
@@ -35,7 +36,6 @@ from pbx.bus.codec import (
     SiteState,
     SiteStatus,
 )
-from pbx.bus.events import BusConnected, BusDisconnected, RemoteAgentChanged
 from pbx.bus.health import SiteHealth
 from pbx.bus.remote_agents import Refused, RemoteAgents
 from pbx.bus.topics import TopicKind, Topics
@@ -256,7 +256,7 @@ class BusCore:
 
     def _on_connected(self) -> None:
         self._connected = True
-        self._emit(BusConnected(self.site, self._wall()))
+        self._emit(BusConnected(self.site, at=self._wall()))
         # The broker may have lost everything (restarted without persistence), and we
         # missed what changed meanwhile: republish ours, and re-read theirs.
         self._send_status(SiteState.ONLINE, "")
@@ -278,7 +278,7 @@ class BusCore:
         for _, answer in self._pending.values():
             if not answer.done():
                 answer.set_exception(ConnectionError(reason))
-        self._emit(BusDisconnected(self.site, reason, self._wall()))
+        self._emit(BusDisconnected(self.site, reason, at=self._wall()))
 
     def offline_status(self, reason: str) -> tuple[str, bytes]:
         """The retained status this site leaves behind: its last will, or a clean goodbye."""
@@ -351,7 +351,7 @@ class BusCore:
         state = codec.decode_agent_state(payload) if payload else None
         if self._remote.apply(site, agent, state):
             self._emit(RemoteAgentChanged(site, agent, state.presence if state else None,
-                                          state.since if state else None, self._wall()))
+                                          state.since if state else None, at=self._wall()))
 
     def _receive_status(self, site: str, payload: bytes) -> None:
         if site == self.site or not payload:
@@ -372,7 +372,7 @@ class BusCore:
             # Heartbeats are live: its retained agents arrived before this one did.
             self._resyncing.discard(site)
             for agent in self._remote.end_resync(site):
-                self._emit(RemoteAgentChanged(site, agent, None, None, self._wall()))
+                self._emit(RemoteAgentChanged(site, agent, None, None, at=self._wall()))
         self.tick()
 
     def _receive_override(self, site: str, payload: bytes) -> None:

@@ -15,6 +15,7 @@ pytestmark = pytest.mark.integration
 api = harness.api
 clock = harness.clock
 router = harness.router
+event_bus = harness.event_bus  # the router's fixture needs it
 store = harness.store
 
 

@@ -16,6 +16,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from events import EventBus
 from pbx.api import create_api
 from pbx.store import SiteRecord, Store
 from router import Router
@@ -94,8 +95,14 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture
-def router(clock: ManualClock) -> Router:
-    return Router(clock)
+def event_bus() -> EventBus:
+    """Where the router's events go, as in the server."""
+    return EventBus()
+
+
+@pytest.fixture
+def router(clock: ManualClock, event_bus: EventBus) -> Router:
+    return Router(clock, publish=event_bus.publish)
 
 
 @pytest.fixture

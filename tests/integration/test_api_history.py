@@ -12,12 +12,12 @@ from urllib.parse import quote
 
 import pytest
 
+from events import CallAnswered, CallEnded, CallStarted, EventBus
+from events.ivr import EnqueueRequested, IvrFinished, IvrNodeEntered, IvrStarted
 from integration import postgres_fixture
 from integration import test_api_harness as harness
 from integration.postgres_fixture import PostgresServer, fresh_postgres_database
 from integration.test_api_harness import ApiClient, ManualClock
-from ivr.events import EnqueueRequested, IvrFinished, IvrNodeEntered, IvrStarted
-from pbx.events import CallAnswered, CallEnded, CallStarted, EventBus
 from pbx.records import CallRecorder
 from pbx.store import CallRecord, QueueLogEntry, Store
 from router import AgentProfile, Call, QueueConfig, Router
@@ -28,6 +28,7 @@ pytestmark = pytest.mark.integration
 api = harness.api
 clock = harness.clock
 router = harness.router
+event_bus = harness.event_bus
 store = harness.store
 postgres_server = postgres_fixture.postgres_server
 
@@ -190,42 +191,35 @@ async def test_history_is_described_in_openapi(api: ApiClient) -> None:
 
 
 def _one_queued_call(bus: EventBus, router: Router, clock: ManualClock, call_id: str) -> None:
-    """A caller goes through the IVR to sales, agent 1001 answers, the caller hangs up."""
-
-    def route(operation: Any) -> Any:
-        result = operation()
-        for event in router.drain_events():
-            bus.publish(event)
-        return result
-
+    """A caller goes through the IVR to sales, agent 1001 answers, the caller hangs up
+    (``router`` publishes to ``bus``)."""
     router.upsert_queue(QueueConfig("sales", {"sales": 1}, wrap_up_seconds=0))
     router.upsert_agent(AgentProfile("1001", "Ana", "madrid", {"sales": 5}, frozenset({"es"})))
-    route(lambda: router.login("1001"))
+    router.login("1001")
     bus.publish(CallStarted(call_id, "600111222", "100", "application"))
     bus.publish(CallAnswered(call_id, "application"))
     bus.publish(IvrStarted(call_id, "demo", "600111222"))
     bus.publish(IvrNodeEntered(call_id, "demo", "welcome", "play"))
     bus.publish(EnqueueRequested(call_id, "demo", "sales", 1))
     clock.now += 8
-    route(lambda: router.enqueue(Call(call_id, "sales", caller="600111222")))
-    [reservation] = route(router.dispatch)
-    route(lambda: router.ringing(reservation.reservation_id))
+    router.enqueue(Call(call_id, "sales", caller="600111222"))
+    [reservation] = router.dispatch()
+    router.ringing(reservation.reservation_id)
     clock.now += 4
-    route(lambda: router.answered(reservation.reservation_id))
+    router.answered(reservation.reservation_id)
     clock.now += 120
     # The server's order: the line ends, the router is told, the IVR's enqueue node returns.
     bus.publish(CallEnded(call_id, "application", "caller_hangup", None, 132))
-    route(lambda: router.call_ended(call_id))
+    router.call_ended(call_id)
     bus.publish(IvrFinished(call_id, "demo", "enqueued", "welcome"))
 
 
 async def test_recorded_calls_are_served(api: ApiClient, store: Store, router: Router,
-                                         clock: ManualClock) -> None:
-    bus = EventBus()
-    recorder = CallRecorder(store, bus, None, "madrid", clock)
+                                         clock: ManualClock, event_bus: EventBus) -> None:
+    recorder = CallRecorder(store, event_bus, None, "madrid", clock)
     recorder.start()
     try:
-        _one_queued_call(bus, router, clock, "e2e-1")
+        _one_queued_call(event_bus, router, clock, "e2e-1")
         await recorder.flush()
     finally:
         await recorder.close()
@@ -252,7 +246,7 @@ async def test_the_recorder_writes_to_postgresql(postgres_store: Store) -> None:
     clock = ManualClock()
     clock.now = NOON.timestamp()
     bus = EventBus()
-    router = Router(clock)
+    router = Router(clock, publish=bus.publish)
     recorder = CallRecorder(postgres_store, bus, None, "lima", clock)
     recorder.start()
     try:

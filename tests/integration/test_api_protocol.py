@@ -19,6 +19,7 @@ api = harness.api
 clock = harness.clock
 open_api = harness.open_api
 router = harness.router
+event_bus = harness.event_bus  # the router's fixture needs it
 store = harness.store
 
 

@@ -25,6 +25,7 @@ pytestmark = pytest.mark.integration
 api = harness.api
 clock = harness.clock
 router = harness.router
+event_bus = harness.event_bus  # the router's fixture needs it
 store = harness.store
 
 SERVER_TOKEN = "tok-7f3a9c1e5b2d4086a1c3e5f7"

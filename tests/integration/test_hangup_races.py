@@ -18,14 +18,14 @@ from pathlib import Path
 
 import pytest
 
+from events import routing as router_events
+from events.ivr import IvrFinished, IvrNodeEntered
 from integration.call_peers import QUEUE_FLOW, Caller, offer, random_port_range
 from integration.server_fixture import default_config_yaml
-from ivr.events import IvrFinished, IvrNodeEntered
 from pbx.config import load_config
 from pbx.server import Server
 from peers import raw
 from peers.procs import free_port
-from router import events as router_events
 
 pytestmark = pytest.mark.integration
 

@@ -12,10 +12,10 @@ from collections.abc import Callable
 
 import pytest
 
+from events import EventBus
 from ivr.call_log import IvrCallLog
 from ivr.engine import HoldMusicGateway
 from ivr.flow import load_flows
-from pbx.events import EventBus
 from pbx.ivr_application import IvrApplication
 from pbx.media.g711 import codec_by_name
 from pbx.media.prompt import PromptLibrary

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from events.sites import SiteDown, SiteUp
 from pbx.bus.codec import Forced, SiteState
-from pbx.bus.events import SiteDown, SiteUp
 from pbx.bus.health import SiteHealth
 
 
@@ -63,10 +63,10 @@ def test_an_operator_override_beats_the_signal_until_cleared():
 def test_events_carry_their_wall_time():
     health = SiteHealth("madrid", ["madrid"])
     [event] = health.evaluate(5.0, wall=1_790_000_000.0)
-    assert event == SiteUp("madrid", "this site", 1_790_000_000.0)
+    assert event == SiteUp("madrid", "this site", at=1_790_000_000.0)
     health.force("madrid", Forced.DOWN, "ops")
     assert health.evaluate(6.0, 1_790_000_001.0) == [
-        SiteDown("madrid", "forced down by ops", 1_790_000_001.0)]
+        SiteDown("madrid", "forced down by ops", at=1_790_000_001.0)]
 
 
 def test_this_site_must_be_one_of_the_sites():

@@ -92,7 +92,7 @@ async def test_each_site_sees_the_others_agents_and_only_writes_its_own():
         bogota.withdraw_agent("2002")
         await eventually(lambda: "2002" not in madrid.remote_agents, "withdrawn")
         assert madrid_events.of(RemoteAgentChanged)[-1] == RemoteAgentChanged(
-            "bogota", "2002", None, None, madrid_events.of(RemoteAgentChanged)[-1].at)
+            "bogota", "2002", None, None, at=madrid_events.of(RemoteAgentChanged)[-1].at)
         assert "test/v1/sites/bogota/agents/2002" not in broker.retained
 
 

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from pbx.config import ConfigError, ListenAddress, build_config, load_config
-from pbx.config_file import load_yaml
+from settings.config_file import load_yaml
 
 
 def build(text: str, tmp_path: Path | None = None):

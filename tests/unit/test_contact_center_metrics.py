@@ -12,8 +12,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from events import EventBus
 from monitoring.contact_center import ContactCenterMetrics
-from pbx.events import EventBus
 from router import AgentProfile, Call, QueueConfig, Router, ServiceLevelDefinition
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -32,7 +32,7 @@ class Center:
         self.clock = Clock()
         self.bus = EventBus()
         self.registry = CollectorRegistry()
-        self.router = Router(self.clock, reservation_timeout_seconds=4)
+        self.router = Router(self.clock, reservation_timeout_seconds=4, publish=self.bus.publish)
         self.metrics = ContactCenterMetrics(self.registry, self.router, sla_thresholds=(25,),
                                             clock=self.clock)
         self.metrics.subscribe(self.bus)
@@ -45,13 +45,10 @@ class Center:
                                                   frozenset({"en"})))
             self.router.login(extension)
             self.clock.now += 1
-        self.route(lambda: None)
 
     def route(self, operation: Callable[[], Any]) -> Any:
-        result = operation()
-        for event in self.router.drain_events():
-            self.bus.publish(event)
-        return result
+        """One router step; its events reach the metrics through the bus as they happen."""
+        return operation()
 
     def scrape(self) -> Samples:
         self.metrics.sample()

@@ -9,9 +9,9 @@ import socket
 
 import pytest
 
+from events import EventBus, SipMessageRejected
 from pbx import endpoint as endpoint_module
 from pbx.endpoint import SipEndpoint
-from pbx.events import EventBus, SipMessageRejected
 from pbx.sip.transaction import TimerConfig
 from pbx.transport import Transports
 

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from events import AgentOffered, CallEnded, EventBus
+from events.recent_calls import RecentCalls
 from ivr.call_log import IvrCallLog, IvrCallRecord, UnknownIvrCall
 from pbx.config import ConfigError, build_config
-from pbx.config_file import load_yaml
-from pbx.events import AgentOffered, CallEnded, EventBus
-from pbx.recent_calls import RecentCalls
 from pbx.screen_pop import ScreenPop
 from router import AgentProfile, Call, QueueConfig, Router, UnknownCall
 from router.occupancy import OccupancyWindow
+from settings.config_file import load_yaml
 
 
 class Clock:

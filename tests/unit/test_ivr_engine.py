@@ -11,15 +11,8 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from ivr.call_log import IvrCallLog, UnknownIvrCall
-from ivr.engine import (
-    CustomerProfile,
-    EnqueueRequest,
-    FlowRunner,
-    HoldMusicGateway,
-    IvrCall,
-)
-from ivr.events import (
+from events import EventBus
+from events.ivr import (
     CallDeflected,
     DigitReceived,
     EnqueueRequested,
@@ -29,9 +22,16 @@ from ivr.events import (
     SelfServiceAnswered,
     SurveyScored,
 )
+from ivr.call_log import IvrCallLog, UnknownIvrCall
+from ivr.engine import (
+    CustomerProfile,
+    EnqueueRequest,
+    FlowRunner,
+    HoldMusicGateway,
+    IvrCall,
+)
 from ivr.flow import Flow, load_flow, load_flows
 from ivr.metrics import IvrMetrics
-from pbx.events import EventBus
 from pbx.media.prompt import Prompt, PromptLibrary
 
 SHORT = 0.02  # seconds: every input timeout in these tests
@@ -151,10 +151,15 @@ def flow_of(text: str, prompts: PromptLibrary) -> Flow:
     return load_flow(textwrap.dedent(text), "test.yaml", prompts)
 
 
+# The flow's clock in these tests; events are stamped with it (Event.at).
+FLOW_CLOCK_TIME = datetime(2025, 3, 3, 12, 0, tzinfo=UTC)
+FLOW_NOW = FLOW_CLOCK_TIME.timestamp()
+
+
 class Harness:
     def __init__(self, flow: Flow, prompts: PromptLibrary, *,
                  profiles: dict[str, CustomerProfile] | None = None,
-                 clock: Callable[[], datetime] = lambda: datetime(2025, 3, 3, 12, 0, tzinfo=UTC),
+                 clock: Callable[[], datetime] = lambda: FLOW_CLOCK_TIME,
                  ) -> None:
         self.bus = EventBus()
         self.events: list[Any] = []
@@ -228,7 +233,7 @@ async def test_demo_spanish_by_digit(prompts: PromptLibrary) -> None:
                                  "es/main_menu"]
     assert record["language"] == "es" and record["queue"] == "support"
     assert harness.gateway.enqueued[0].language == "es"
-    assert harness.of(LanguageSelected)[0] == LanguageSelected("call-1", "demo", "es", "digit")
+    assert harness.of(LanguageSelected)[0] == LanguageSelected("call-1", "demo", "es", "digit", at=FLOW_NOW)
 
 
 async def test_demo_slow_caller_answers_the_repeated_language_question(
@@ -319,7 +324,7 @@ async def test_demo_self_service_then_silence_is_deflected(prompts: PromptLibrar
     assert record["self_service_topics"] == ["password_reset"]
     assert call.hang_ups == 1
     assert harness.of(SelfServiceAnswered)[0].topic == "password_reset"
-    assert harness.of(CallDeflected) == [CallDeflected("call-1", "demo", "password_reset")]
+    assert harness.of(CallDeflected) == [CallDeflected("call-1", "demo", "password_reset", at=FLOW_NOW)]
     assert not harness.gateway.enqueued
     assert harness.metric("centralita_ivr_deflections_total", topic="password_reset") == 1
     assert harness.metric("centralita_ivr_deflection_ratio", topic="password_reset") == 1.0
@@ -351,7 +356,8 @@ async def test_caller_hanging_up_in_the_menu_is_abandoned(prompts: PromptLibrary
     record = await harness.run(call)
     assert record["outcome"] == "abandoned"
     assert record["path"][-1]["node"] == "main_menu"
-    assert harness.of(IvrFinished) == [IvrFinished("call-1", "demo", "abandoned", "main_menu")]
+    assert harness.of(IvrFinished) == [IvrFinished("call-1", "demo", "abandoned", "main_menu",
+                                                     at=FLOW_NOW)]
     assert harness.metric("centralita_ivr_outcomes_total", flow="demo", outcome="abandoned") == 1
 
 
@@ -543,7 +549,7 @@ async def test_survey_scores(prompts: PromptLibrary) -> None:
     record = await harness.run(call)
     assert call.media.played == ["en/survey", "en/invalid_option", "en/thank_you"]
     assert record["survey_score"] == 4
-    assert harness.of(SurveyScored) == [SurveyScored("call-1", "test", 4)]
+    assert harness.of(SurveyScored) == [SurveyScored("call-1", "test", 4, at=FLOW_NOW)]
     assert harness.metric("centralita_ivr_survey_score_count") == 1
     assert harness.metric("centralita_ivr_survey_score_sum") == 4
     assert harness.metric("centralita_ivr_survey_score_bucket", le="3.0") == 0

@@ -22,8 +22,8 @@ from ivr.flow import (
     resolve_flow_path,
 )
 from ivr.hours import HoursFormatError, parse_days, parse_intervals
-from pbx.config_file import ConfigError
 from pbx.media.prompt import PromptLibrary
+from settings.config_file import ConfigError
 
 
 @pytest.fixture(scope="module")

@@ -12,11 +12,11 @@ from datetime import UTC, datetime
 
 import pytest
 
+from events import EventBus
+from events.ivr import IvrFinished, IvrNodeEntered
 from ivr.call_log import IvrCallLog
 from ivr.engine import EnqueueRequest, FlowRunner, IvrCall
-from ivr.events import IvrFinished, IvrNodeEntered
 from ivr.flow import load_flows
-from pbx.events import EventBus
 from pbx.media.prompt import PromptLibrary
 from pbx.media.stream import PortAllocator, RtpSession
 

@@ -1,8 +1,8 @@
 """The call recorder: real bus, real router, real IVR and telephony events, a real SQLite store.
 
 Every scenario publishes events in the order the server produces them: telephony and
-IVR events as the call and the flow publish them, router events as ``drain_events()``
-returns them after each router operation (the way the server republishes them).
+IVR events as the call and the flow publish them, router events as the router pushes them
+onto the bus during each router operation (as in the server).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import pytest
 import sqlalchemy as sa
 from prometheus_client import CollectorRegistry
 
-from ivr.call_log import IvrCallLog, IvrCallRecord
-from ivr.events import (
+from events import CallAnswered, CallEnded, CallStarted, CallTransferred, EventBus
+from events.ivr import (
     CallDeflected,
     DigitReceived,
     EnqueueRequested,
@@ -29,7 +29,7 @@ from ivr.events import (
     SelfServiceAnswered,
     TransferRequested,
 )
-from pbx.events import CallAnswered, CallEnded, CallStarted, CallTransferred, EventBus
+from ivr.call_log import IvrCallLog, IvrCallRecord
 from pbx.records import CallRecorder, Disposition, QueueEvent
 from pbx.store import CallDetails, CallRecord, QueueLogEntry, Store
 from router import AgentProfile, AgentState, Call, QueueConfig, Router, UnknownCall
@@ -64,7 +64,7 @@ class Center:
         self.bus = EventBus()
         self.ivr_calls = IvrCallLog(100)
         self.registry = CollectorRegistry()
-        self.router = Router(clock, reservation_timeout_seconds=4)
+        self.router = Router(clock, reservation_timeout_seconds=4, publish=self.bus.publish)
         self.router.upsert_queue(QueueConfig("sales", {"sales": 1}, sla_seconds=30,
                                              wrap_up_seconds=10, ring_timeout_seconds=15))
         self.router.upsert_queue(QueueConfig("support", {"support": 1}, wrap_up_seconds=0,
@@ -75,7 +75,6 @@ class Center:
                                                   frozenset({"en"})))
             self.router.login(extension)
             clock.advance(1)  # 1001 has been idle longest: the first offer goes to it
-        self.publish_router()
         self.recorder = CallRecorder(store, self.bus, self.ivr_calls, "madrid", clock,
                                      registry=self.registry, **options)
 
@@ -83,14 +82,9 @@ class Center:
         for event in events:
             self.bus.publish(event)
 
-    def publish_router(self) -> None:
-        for event in self.router.drain_events():
-            self.bus.publish(event)
-
     def route(self, operation: Callable[[], object]) -> Any:
-        result = operation()
-        self.publish_router()
-        return result
+        """One router step; the router pushes its events onto the bus as they happen."""
+        return operation()
 
     def ivr(self, call_id: str, *nodes: str, node_type: str = "menu") -> None:
         self.publish(IvrStarted(call_id, FLOW, "600111222"))

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import pytest
 
+from events import (
+    AnnouncementDue,
+    CallAbandoned,
+    CallOverflowed,
+    Event,
+    QueueCallAnswered,
+    ReservationExpired,
+)
 from router import (
     AgentBusy,
     AgentProfile,
     AgentState,
-    AnnouncementDue,
     Call,
-    CallAbandoned,
-    CallAnswered,
-    CallOverflowed,
     CallStatus,
     DuplicateCall,
     InvalidArgument,
@@ -20,7 +24,6 @@ from router import (
     InvalidTransition,
     QueueConfig,
     QueueInUse,
-    ReservationExpired,
     Router,
     SkillExpansion,
     UnknownAgent,
@@ -43,9 +46,24 @@ def clock() -> Clock:
     return Clock()
 
 
+class Published(list[Event]):
+    """What a router pushed to its sink, in order."""
+
+    def take(self) -> list[Event]:
+        """The events pushed since the last take."""
+        taken = self[:]
+        self.clear()
+        return taken
+
+
 @pytest.fixture
-def router(clock: Clock) -> Router:
-    router = Router(clock, reservation_timeout_seconds=4)
+def published() -> Published:
+    return Published()
+
+
+@pytest.fixture
+def router(clock: Clock, published: Published) -> Router:
+    router = Router(clock, reservation_timeout_seconds=4, publish=published.append)
     router.upsert_queue(
         QueueConfig("sales", skills={"sales": 1}, wrap_up_seconds=10, ring_timeout_seconds=15)
     )
@@ -76,7 +94,7 @@ def test_reservation_is_exclusive_and_answer_puts_agent_on_call(router: Router) 
 
 
 def test_unconfirmed_reservation_expires_and_call_keeps_its_place(
-    router: Router, clock: Clock
+    router: Router, clock: Clock, published: Published
 ) -> None:
     router.upsert_agent(AgentProfile("2", "2", "mad", {"other": 1}, frozenset()))
     router.enqueue(Call("old", "sales"))
@@ -86,7 +104,7 @@ def test_unconfirmed_reservation_expires_and_call_keeps_its_place(
     clock.now += 3
     (again,) = router.tick()  # expired, released, offered again: "old" first
     assert again.call_id == "old" and again.agent == "1"
-    expired = [e for e in router.drain_events() if isinstance(e, ReservationExpired)]
+    expired = [e for e in published.take() if isinstance(e, ReservationExpired)]
     assert [(e.reservation_id, e.was_ringing) for e in expired] == [
         (reservation.reservation_id, False)
     ]
@@ -164,7 +182,9 @@ def test_end_wrap_up_early_and_logout_deferred_during_a_call(router: Router, clo
     assert router.agent(other.agent).state is AgentState.AVAILABLE
 
 
-def test_abandon_while_waiting_and_while_offered(router: Router, clock: Clock) -> None:
+def test_abandon_while_waiting_and_while_offered(
+    router: Router, clock: Clock, published: Published
+) -> None:
     router.enqueue(Call("c1", "sales"))
     router.enqueue(Call("c2", "sales"))
     router.enqueue(Call("c3", "sales"))
@@ -176,13 +196,13 @@ def test_abandon_while_waiting_and_while_offered(router: Router, clock: Clock) -
     assert offered is not None and offered.status is CallStatus.OFFERED
     assert router.agent(reservations[0].agent).state is AgentState.AVAILABLE
     assert router.abandon("c3") is None
-    abandoned = [e for e in router.drain_events() if isinstance(e, CallAbandoned)]
+    abandoned = [e for e in published.take() if isinstance(e, CallAbandoned)]
     assert [e.call_id for e in abandoned] == ["c3", reservations[0].call_id]
     assert router.queue_stats("sales").abandoned == 2
 
 
 def test_max_wait_overflows_to_a_queue_keeping_the_original_time(
-    router: Router, clock: Clock
+    router: Router, clock: Clock, published: Published
 ) -> None:
     router.upsert_queue(
         QueueConfig("vip", skills={"vip": 1}, max_wait_seconds=30, overflow="sales")
@@ -196,7 +216,7 @@ def test_max_wait_overflows_to_a_queue_keeping_the_original_time(
     router.enqueue(Call("c2", "night"))
     clock.now += 30
     router.tick()
-    overflowed = {e.call_id: e for e in router.drain_events() if isinstance(e, CallOverflowed)}
+    overflowed = {e.call_id: e for e in published.take() if isinstance(e, CallOverflowed)}
     assert (overflowed["c1"].target, overflowed["c1"].moved) == ("sales", True)
     assert (overflowed["c2"].target, overflowed["c2"].moved) == ("4000", False)
     assert router.call("c1").call.queue == "sales"
@@ -205,19 +225,23 @@ def test_max_wait_overflows_to_a_queue_keeping_the_original_time(
         router.call("c2")
 
 
-def test_announcements_are_due_every_interval(router: Router, clock: Clock) -> None:
+def test_announcements_are_due_every_interval(
+    router: Router, clock: Clock, published: Published
+) -> None:
     router.upsert_queue(QueueConfig("empty", skills={"nobody": 1}, announce_interval_seconds=30))
     router.enqueue(Call("c1", "empty"))
     router.enqueue(Call("c2", "empty"))
-    router.drain_events()
+    published.take()
     clock.now += 30
     router.tick()
-    announcements = [e for e in router.drain_events() if isinstance(e, AnnouncementDue)]
+    announcements = [e for e in published.take() if isinstance(e, AnnouncementDue)]
     assert [(a.call_id, a.position) for a in announcements] == [("c1", 1), ("c2", 2)]
     assert all(a.ewt_seconds is None for a in announcements)  # nobody staffed
 
 
-def test_call_answered_event_reports_service_level(router: Router, clock: Clock) -> None:
+def test_call_answered_event_reports_service_level(
+    router: Router, clock: Clock, published: Published
+) -> None:
     router.logout("2")
     router.enqueue(Call("quick", "sales"))
     router.enqueue(Call("slow", "sales"))
@@ -228,7 +252,7 @@ def test_call_answered_event_reports_service_level(router: Router, clock: Clock)
     router.end_wrap_up(first.agent)
     (second,) = router.dispatch()
     router.answered(second.reservation_id)
-    answered = [e for e in router.drain_events() if isinstance(e, CallAnswered)]
+    answered = [e for e in published.take() if isinstance(e, QueueCallAnswered)]
     assert [(e.call_id, e.within_sla) for e in answered] == [("quick", True), ("slow", False)]
     assert router.queue_stats("sales").service_level == 0.5
 
@@ -281,7 +305,7 @@ def test_invalid_configuration_is_refused(build: object) -> None:
         build()  # type: ignore[operator]
 
 
-def test_views_serialize_to_json_ready_dicts(router: Router) -> None:
+def test_views_serialize_to_json_ready_dicts(router: Router, published: Published) -> None:
     import json
 
     router.enqueue(Call("c1", "sales"))
@@ -289,5 +313,5 @@ def test_views_serialize_to_json_ready_dicts(router: Router) -> None:
     json.dumps([a.to_dict() for a in router.agents()])
     json.dumps(router.queue_stats("sales").to_dict())
     json.dumps([d.to_dict() for d in router.explain("c1")])
-    json.dumps([e.to_dict() for e in router.drain_events()])
+    json.dumps([e.to_dict() for e in published.take()])
     json.dumps(router.queue("sales").to_dict())

@@ -7,14 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from events import CallAbandoned, CallDropped, Event
 from pbx.config import ConfigError, build_config
-from pbx.config_file import load_yaml
 from router import (
     AgentProfile,
     AgentState,
     Call,
-    CallAbandoned,
-    CallDropped,
     InvalidArgument,
     InvalidConfig,
     QueueConfig,
@@ -22,6 +20,7 @@ from router import (
 )
 from router.calls import PRIORITY_FREE, PRIORITY_PAID, PRIORITY_VIP
 from router.estimates import release_wait
+from settings.config_file import load_yaml
 
 
 class Clock:
@@ -226,7 +225,8 @@ def test_release_wait_serves_the_pth_release() -> None:
     ("abandons_excluded", 1.0),
 ])
 def test_service_level_definitions(clock: Clock, definition: str, level: float) -> None:
-    router = Router(clock)
+    published: list[Event] = []
+    router = Router(clock, publish=published.append)
     router.upsert_queue(QueueConfig("sales", skills={"sales": 1}, sla_seconds=20,
                                     service_level_definition=definition))  # type: ignore[arg-type]
     router.enqueue(Call("short", "sales"))
@@ -235,7 +235,7 @@ def test_service_level_definitions(clock: Clock, definition: str, level: float) 
     router.abandon("short")
     clock.now += 20
     router.abandon("long")
-    abandons = [e for e in router.drain_events() if isinstance(e, CallAbandoned)]
+    abandons = [e for e in published if isinstance(e, CallAbandoned)]
     assert [(e.call_id, e.within_sla) for e in abandons] == [("short", True), ("long", False)]
     add_agent(router, "a")
     connect(router, "fast")
@@ -246,12 +246,12 @@ def test_service_level_definitions(clock: Clock, definition: str, level: float) 
 
 
 def test_server_drop_is_not_an_abandon(clock: Clock) -> None:
-    router = Router(clock)
+    events: list[Event] = []
+    router = Router(clock, publish=events.append)
     router.upsert_queue(QueueConfig("sales", skills={"sales": 1}))
     router.enqueue(Call("silent", "sales"))
     clock.now += 61
     assert router.drop("silent", "media_timeout") is not None
-    events = router.drain_events()
     assert not any(isinstance(e, CallAbandoned) for e in events)
     (dropped,) = [e for e in events if isinstance(e, CallDropped)]
     assert (dropped.reason, dropped.waited_seconds) == ("media_timeout", 61)

@@ -16,18 +16,15 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from events import CallAbandoned, Event, QueueCallAnswered, ReservationExpired, ReservationFailed
 from router import (
     AgentProfile,
     AgentSnapshot,
     AgentState,
     Call,
-    CallAbandoned,
-    CallAnswered,
     CallStatus,
     QueueConfig,
     Reservation,
-    ReservationExpired,
-    ReservationFailed,
     Router,
     RouterError,
     SkillExpansion,
@@ -73,7 +70,9 @@ class RouterChurn(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.now = 0.0
-        self.router = Router(lambda: self.now, reservation_timeout_seconds=3)
+        self.published: list[Event] = []
+        self.router = Router(lambda: self.now, reservation_timeout_seconds=3,
+                             publish=self.published.append)
         for queue in QUEUES:
             self.router.upsert_queue(queue)
         for extension, (skills, languages, site) in AGENTS.items():
@@ -134,10 +133,11 @@ class RouterChurn(RuleBasedStateMachine):
 
     def forget_finished_reservations(self) -> None:
         """Follow the event stream: it is how consumers learn that an offer ended."""
-        for event in self.router.drain_events():
+        events, self.published[:] = self.published[:], []
+        for event in events:
             if isinstance(event, ReservationExpired | ReservationFailed):
                 self.reservations.pop(event.reservation_id, None)
-            elif isinstance(event, CallAbandoned | CallAnswered):
+            elif isinstance(event, CallAbandoned | QueueCallAnswered):
                 for reservation_id, reservation in list(self.reservations.items()):
                     if reservation.call_id == event.call_id:
                         del self.reservations[reservation_id]

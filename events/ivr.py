@@ -1,4 +1,4 @@
-"""Domain events of the IVR: one per step a caller takes, published on the server's bus."""
+"""Events of the IVR: one per step a caller takes through a flow."""
 
 from __future__ import annotations
 
@@ -6,16 +6,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from events.event import Event
+
 
 @dataclass(frozen=True, slots=True)
-class IvrStarted:
+class IvrStarted(Event):
     call_id: str
     flow: str
     caller: str
 
 
 @dataclass(frozen=True, slots=True)
-class IvrNodeEntered:
+class IvrNodeEntered(Event):
     call_id: str
     flow: str
     node: str
@@ -23,7 +25,7 @@ class IvrNodeEntered:
 
 
 @dataclass(frozen=True, slots=True)
-class DigitReceived:
+class DigitReceived(Event):
     """A DTMF digit taken as input by a node (barge-in digits included)."""
 
     call_id: str
@@ -33,7 +35,7 @@ class DigitReceived:
 
 
 @dataclass(frozen=True, slots=True)
-class LanguageSelected:
+class LanguageSelected(Event):
     call_id: str
     flow: str
     language: str
@@ -41,7 +43,7 @@ class LanguageSelected:
 
 
 @dataclass(frozen=True, slots=True)
-class CallerIdentified:
+class CallerIdentified(Event):
     call_id: str
     caller: str
     known: bool
@@ -49,7 +51,7 @@ class CallerIdentified:
 
 
 @dataclass(frozen=True, slots=True)
-class SelfServiceAnswered:
+class SelfServiceAnswered(Event):
     call_id: str
     flow: str
     topic: str
@@ -57,7 +59,7 @@ class SelfServiceAnswered:
 
 
 @dataclass(frozen=True, slots=True)
-class CallDeflected:
+class CallDeflected(Event):
     """The call ended after a self-service answer without reaching a queue or an extension."""
 
     call_id: str
@@ -66,14 +68,14 @@ class CallDeflected:
 
 
 @dataclass(frozen=True, slots=True)
-class SurveyScored:
+class SurveyScored(Event):
     call_id: str
     flow: str
     score: int
 
 
 @dataclass(frozen=True, slots=True)
-class EnqueueRequested:
+class EnqueueRequested(Event):
     call_id: str
     flow: str
     queue: str
@@ -83,14 +85,14 @@ class EnqueueRequested:
 
 
 @dataclass(frozen=True, slots=True)
-class TransferRequested:
+class TransferRequested(Event):
     call_id: str
     flow: str
     extension: str
 
 
 @dataclass(frozen=True, slots=True)
-class IvrFinished:
+class IvrFinished(Event):
     """The IVR let go of the call: ``outcome`` is enqueued, transferred, deflected,
     hung_up (the flow ended it), abandoned (the caller hung up) or error."""
 

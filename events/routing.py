@@ -1,28 +1,17 @@
-"""Domain events the router emits; consumers (metrics, bus, CDR) read them from
-``Router.drain_events()`` in the order they happened."""
+"""Events of the router: a queued call's way to an agent, agents' states, sites' health.
+
+The router pushes them to the sink it was built with, in the order they happened,
+stamped with the router's clock (``at``).
+"""
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any
 
-from router.agent_state import AgentState
-
-
-@dataclass(frozen=True)
-class Event:
-    at: float
-
-    def to_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"type": type(self).__name__}
-        for item in dataclasses.fields(self):
-            value = getattr(self, item.name)
-            data[item.name] = value.value if isinstance(value, AgentState) else value
-        return data
+from events.event import Event
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CallQueued(Event):
     call_id: str
     queue: str
@@ -31,7 +20,7 @@ class CallQueued(Event):
     enqueued_at: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AgentReserved(Event):
     reservation_id: str
     call_id: str
@@ -40,7 +29,7 @@ class AgentReserved(Event):
     expires_at: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AgentRinging(Event):
     reservation_id: str
     call_id: str
@@ -48,7 +37,7 @@ class AgentRinging(Event):
     expires_at: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ReservationExpired(Event):
     """A reservation was not confirmed (or not answered) in time; the call is back in line."""
 
@@ -58,7 +47,7 @@ class ReservationExpired(Event):
     was_ringing: bool
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ReservationFailed(Event):
     reservation_id: str
     call_id: str
@@ -66,8 +55,10 @@ class ReservationFailed(Event):
     reason: str
 
 
-@dataclass(frozen=True)
-class CallAnswered(Event):
+@dataclass(frozen=True, slots=True)
+class QueueCallAnswered(Event):
+    """An agent answered a queued call (the line's answer is ``events.calls.CallAnswered``)."""
+
     call_id: str
     queue: str
     agent: str
@@ -75,7 +66,7 @@ class CallAnswered(Event):
     within_sla: bool
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CallAbandoned(Event):
     call_id: str
     queue: str
@@ -83,7 +74,7 @@ class CallAbandoned(Event):
     within_sla: bool = False  # abandoned after waiting at most the queue's sla_seconds
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CallDropped(Event):
     """The server ended a call still in line or being offered (media timeout, shutdown):
     not the caller's abandon, and counted apart."""
@@ -94,15 +85,18 @@ class CallDropped(Event):
     reason: str
 
 
-@dataclass(frozen=True)
-class CallEnded(Event):
+@dataclass(frozen=True, slots=True)
+class QueueCallEnded(Event):
+    """An answered queued call ended; the agent goes to wrap-up (the line's end is
+    ``events.calls.CallEnded``)."""
+
     call_id: str
     queue: str
     agent: str
     talk_seconds: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CallOverflowed(Event):
     """The call waited ``max_wait_seconds``. When ``target`` is a known queue the router
     already moved the call there (``moved``); otherwise the caller must be taken out of
@@ -115,7 +109,7 @@ class CallOverflowed(Event):
     waited_seconds: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CallExpanded(Event):
     """The call's wait reached the next skill-expansion ring."""
 
@@ -124,7 +118,7 @@ class CallExpanded(Event):
     rings_active: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AnnouncementDue(Event):
     """Time to tell the caller where it stands; position 1 means "you are next"."""
 
@@ -134,15 +128,19 @@ class AnnouncementDue(Event):
     ewt_seconds: float | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AgentStateChanged(Event):
+    """``old`` and ``new`` are agent states (``router.AgentState``, a str enum: the router
+    passes its members, so ``event.new is AgentState.ON_CALL`` holds)."""
+
     agent: str
-    old: AgentState
-    new: AgentState
+    site: str  # the agent's site
+    old: str
+    new: str
     reason: str | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SiteHealthChanged(Event):
     site: str
     healthy: bool

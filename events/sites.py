@@ -1,48 +1,53 @@
-"""Domain events the site bus emits (to move into the events package with the others).
-
-Each carries the site it is about and the wall-clock time (Unix seconds) it happened.
-"""
+"""Events of the site bus: sites' liveness, this site's broker connection, and other
+sites' agents as seen from here. Each names the site it is about."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 
-from pbx.bus.codec import AgentPresence
+from events.event import Event
+
+
+class AgentPresence(Enum):
+    """An agent's live state as its own site's router sees it (a bus payload value)."""
+
+    OFFLINE = "offline"  # not registered
+    AVAILABLE = "available"
+    RESERVED = "reserved"  # offered a call, not yet answered
+    ON_CALL = "on_call"
+    WRAP_UP = "wrap_up"
+    BREAK = "break"
 
 
 @dataclass(frozen=True, slots=True)
-class SiteUp:
+class SiteUp(Event):
     site: str
     reason: str  # "heartbeat", "forced up by ...", "override cleared", "this site"
-    at: float
 
 
 @dataclass(frozen=True, slots=True)
-class SiteDown:
+class SiteDown(Event):
     site: str
     reason: str  # "last will: connection lost", "heartbeat missed", "forced down by ..."
-    at: float
 
 
 @dataclass(frozen=True, slots=True)
-class BusConnected:
+class BusConnected(Event):
     site: str  # this site
-    at: float
 
 
 @dataclass(frozen=True, slots=True)
-class BusDisconnected:
+class BusDisconnected(Event):
     site: str  # this site
     reason: str
-    at: float
 
 
 @dataclass(frozen=True, slots=True)
-class RemoteAgentChanged:
+class RemoteAgentChanged(Event):
     """Another site's agent as seen from here; presence None: the agent was withdrawn."""
 
     site: str  # the owning site
     agent: str
     presence: AgentPresence | None
     since: float | None
-    at: float
