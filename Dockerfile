@@ -5,6 +5,8 @@ FROM python:3.11-slim-bookworm
 
 WORKDIR /opt/centralita
 COPY pyproject.toml README.md ./
+COPY events ./events
+COPY settings ./settings
 COPY pbx ./pbx
 COPY ivr ./ivr
 COPY router ./router
