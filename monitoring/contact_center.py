@@ -3,8 +3,9 @@
 ``ContactCenterMetrics(registry, router).subscribe(bus)`` counts what happened from the
 router's events (``events.routing``, pushed onto the server's bus); ``sample()``, called at
 scrape time, sets the levels (calls waiting, longest wait, EWT, service level, agents by
-state) from the router's views, read through ``ContactCenterView``. Labels are queue, site, state, outcome and failure reason only:
-their values come from configuration or fixed sets, never from calls or callers.
+state) from the router's views, read through ``ContactCenterView``. Labels are queue,
+site, state, outcome and failure reason only: their values come from configuration or
+fixed sets, never from calls or callers.
 
 Every contact-center KPI is PromQL over these counters and histograms (see
 monitoring/README.md): service level under each of the four definitions
