@@ -16,7 +16,7 @@ Prompt paths are relative to the prompt library's root (or absolute); ``{lang}``
 is replaced by the call's language, or a prompt is a mapping ``{en: ..., es: ...}``.
 
 Validation collects every problem as ``FILE:LINE: key: reason`` and raises one
-:class:`~settings.config_file.ConfigError`: unknown keys and node types, references to
+:class:`~settings.located_yaml.ConfigError`: unknown keys and node types, references to
 unknown nodes, nodes unreachable from ``start``, prompt files that are missing or
 unreadable (for every language), and loops from which no terminal node (hangup,
 enqueue, transfer) can be reached.
@@ -39,7 +39,7 @@ from ivr.hours import (
     parse_intervals,
 )
 from pbx.media.prompt import PromptError, PromptLibrary
-from settings.config_file import (
+from settings.located_yaml import (
     ConfigError,
     DocumentReader,
     LocatedDocument,

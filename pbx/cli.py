@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from pbx.config import ConfigError, ServerConfig, load_config, parse_host_port, parse_listen_address
-from settings.config_file import in_file_order
+from settings.located_yaml import in_file_order
 
 
 class JsonLogFormatter(logging.Formatter):

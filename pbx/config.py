@@ -16,7 +16,7 @@ from typing import Any
 from ivr.flow import SHIPPED_FLOWS
 from pbx.contact_center import ContactCenterConfig, parse_contact_center
 from pbx.protection import ProtectionSettings
-from settings.config_file import (
+from settings.located_yaml import (
     ConfigError,
     DocumentReader,
     LocatedDocument,

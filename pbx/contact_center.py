@@ -17,7 +17,7 @@ from pbx.api.queues import queue_config
 from pbx.api.schemas import AgentCreate, CustomerCreate, QueueCreate, SiteCreate
 from pbx.store import AgentRecord, CustomerRecord, SiteRecord
 from router import QueueConfig, RouterError
-from settings.config_file import LocatedDocument
+from settings.located_yaml import LocatedDocument
 
 # Keys written as bare numbers in YAML (extension: 1001) are identifiers, not numbers.
 _IDENTIFIER_KEYS = ("extension", "number", "site", "name", "preferred_agent", "overflow")

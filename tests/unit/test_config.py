@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from pbx.config import ConfigError, ListenAddress, build_config, load_config
-from settings.config_file import load_yaml
+from settings.located_yaml import load_yaml
 
 
 def build(text: str, tmp_path: Path | None = None):

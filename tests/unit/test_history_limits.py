@@ -17,7 +17,7 @@ from pbx.config import ConfigError, build_config
 from pbx.screen_pop import ScreenPop
 from router import AgentProfile, Call, QueueConfig, Router, UnknownCall
 from router.occupancy import OccupancyWindow
-from settings.config_file import load_yaml
+from settings.located_yaml import load_yaml
 
 
 class Clock:

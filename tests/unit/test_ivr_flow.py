@@ -23,7 +23,7 @@ from ivr.flow import (
 )
 from ivr.hours import HoursFormatError, parse_days, parse_intervals
 from pbx.media.prompt import PromptLibrary
-from settings.config_file import ConfigError
+from settings.located_yaml import ConfigError
 
 
 @pytest.fixture(scope="module")

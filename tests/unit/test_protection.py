@@ -10,7 +10,7 @@ import pytest
 from pbx.cli import _apply_overrides, build_parser
 from pbx.config import ConfigError, ListenAddress, build_config, load_config
 from pbx.protection import ProtectionSettings, SourceGuard, TokenBucket, Verdict, security_event
-from settings.config_file import load_yaml
+from settings.located_yaml import load_yaml
 
 ATTACKER = ("203.0.113.7", 5062)
 OTHER = ("198.51.100.2", 5060)

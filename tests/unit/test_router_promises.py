@@ -20,7 +20,7 @@ from router import (
 )
 from router.calls import PRIORITY_FREE, PRIORITY_PAID, PRIORITY_VIP
 from router.estimates import release_wait
-from settings.config_file import load_yaml
+from settings.located_yaml import load_yaml
 
 
 class Clock:
