@@ -43,13 +43,12 @@ def _apply_overrides(config: ServerConfig, args: argparse.Namespace) -> ServerCo
     sip = config.sip
     if args.sip_listen:
         listen = tuple(address for text in args.sip_listen for address in parse_listen_address(text))
-        sip = dataclasses.replace(sip, listen=listen)
+        sip = sip.model_copy(update={"listen": listen})
     if args.sip_trace:
-        sip = dataclasses.replace(sip, trace=True)
+        sip = sip.model_copy(update={"trace": True})
     http = config.http
     if args.http_listen:
-        host, port = parse_host_port(args.http_listen)
-        http = dataclasses.replace(http, host=host, port=port)
+        http = http.model_copy(update={"listen": parse_host_port(args.http_listen)})
     return dataclasses.replace(config, sip=sip, http=http)
 
 

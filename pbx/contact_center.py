@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from pbx.api.agents import agent_record
 from pbx.api.customers import customer_record
@@ -18,6 +18,7 @@ from pbx.api.schemas import AgentCreate, CustomerCreate, QueueCreate, SiteCreate
 from pbx.store import AgentRecord, CustomerRecord, SiteRecord
 from router import QueueConfig, RouterError
 from settings.located_yaml import LocatedDocument
+from settings.validation import validate_items
 
 # Keys written as bare numbers in YAML (extension: 1001) are identifiers, not numbers.
 _IDENTIFIER_KEYS = ("extension", "number", "site", "name", "preferred_agent", "overflow")
@@ -41,21 +42,7 @@ def _as_identifiers(item: Any) -> Any:
 def _validated(document: LocatedDocument, problems: list[str], section: str,
                model: type[BaseModel]) -> list[tuple[int, Any]]:
     items = document.data.get(section) if isinstance(document.data, dict) else None
-    if items is None:
-        return []
-    if not isinstance(items, list):
-        problems.append(document.problem(section, "must be a list"))
-        return []
-    valid: list[tuple[int, Any]] = []
-    for i, item in enumerate(items):
-        try:
-            valid.append((i, model.model_validate(_as_identifiers(item))))
-        except ValidationError as error:
-            for detail in error.errors():
-                where = ".".join(str(part) for part in detail["loc"])
-                path = f"{section}[{i}].{where}" if where else f"{section}[{i}]"
-                problems.append(document.problem(path, detail["msg"]))
-    return valid
+    return validate_items(document, problems, section, model, items, prepare=_as_identifiers)
 
 
 def declared(document: LocatedDocument, section: str, key: str) -> set[str]:

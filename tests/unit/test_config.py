@@ -219,3 +219,40 @@ def test_calls_per_source_must_be_a_positive_integer():
     found = problems_of("media:\n  unauthenticated_calls_per_source: 0\n")
     assert any(p.startswith("centralita.yaml:2: media.unauthenticated_calls_per_source: must be between")
                for p in found), found
+
+
+def test_rules_between_fields_are_reported_even_when_other_fields_are_wrong():
+    # The rules between two fields used to wait until the rest of the section was valid,
+    # so fixing one error revealed the next; every mistake comes in the first run now.
+    found = problems_of("sip:\n  realm: [x]\n  min_expires: 600\n  max_expires: 60\n"
+                        "  trace: maybe\n"
+                        "media:\n  host: localhost\n  port_min: 30000\n  port_max: 20000\n"
+                        "  codecs: [G729]\n")
+    assert found == [
+        "centralita.yaml:2: sip.realm: must be a string",
+        "centralita.yaml:4: sip.max_expires: must not be below min_expires (600)",
+        "centralita.yaml:5: sip.trace: must be true or false",
+        "centralita.yaml:7: media.host: 'localhost' is not an IP address",
+        "centralita.yaml:9: media.port_max: must be above port_min (30000)",
+        "centralita.yaml:10: media.codecs[0]: must be one of 'PCMU' or 'PCMA', not 'G729'",
+    ]
+
+
+def test_a_rule_against_a_default_is_checked_too():
+    # port_max is not written: its default (29999) is below the port_min given.
+    assert problems_of("media:\n  port_min: 40000\n") == [
+        "centralita.yaml:1: media.port_max: must be above port_min (40000)"]
+
+
+def test_a_wrong_field_does_not_also_break_the_rule_that_reads_it():
+    # port_min is out of range: that is its error, not also "port_max must be above it".
+    assert problems_of("media:\n  port_min: 5\n  port_max: 4\n") == [
+        "centralita.yaml:2: media.port_min: must be between 1024 and 65534, not 5",
+        "centralita.yaml:3: media.port_max: must be between 1025 and 65535, not 4"]
+
+
+def test_numbers_and_switches_are_not_coerced_from_text():
+    found = problems_of("sip:\n  min_expires: '60'\n  trace: 'yes'\nhistory:\n  ivr_calls: 2.5\n")
+    assert found == ["centralita.yaml:2: sip.min_expires: must be an integer",
+                     "centralita.yaml:3: sip.trace: must be true or false",
+                     "centralita.yaml:5: history.ivr_calls: must be an integer"]

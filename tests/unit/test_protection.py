@@ -138,7 +138,13 @@ def test_protection_errors_name_file_line_and_key(tmp_path: Path) -> None:
     assert any(p.startswith("centralita.yaml:7: sip.tcp.max_connections: must be between") for p in found)
     assert any(p.startswith("centralita.yaml:9: sip.tls.certificate:") and "does not exist" in p
                for p in found), found
-    assert any("sip.tls: give both certificate and key" in p for p in found)
+    # The missing key is that file's own mistake: reported once the certificate is found.
+    (tmp_path / "cert.pem").write_text("x")
+    with pytest.raises(ConfigError) as caught:
+        build("sip:\n  tls:\n    certificate: cert.pem\n", tmp_path)
+    assert caught.value.problems == [
+        "centralita.yaml:2: sip.tls.key: give both certificate and key, or neither"
+        " (a self-signed pair is generated)"]
 
 
 def test_the_demo_listens_for_tls_on_5061() -> None:
