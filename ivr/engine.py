@@ -449,7 +449,7 @@ class _CallSession:
         self.record.customer_tier = profile.tier if profile else None
         self.publish(CallerIdentified(self.call.call_id, self.call.caller, profile is not None,
                                       profile.tier if profile else None, at=self.runner.now()))
-        return node.known if profile is not None else node.unknown
+        return node.branch(known=profile is not None)
 
     async def _survey(self, node: SurveyNode) -> str:
         for attempt in range(node.input.retries + 1):

@@ -15,20 +15,33 @@ A flow file::
 Prompt paths are relative to the prompt library's root (or absolute); ``{lang}``
 is replaced by the call's language, or a prompt is a mapping ``{en: ..., es: ...}``.
 
-Validation collects every problem as ``FILE:LINE: key: reason`` and raises one
-:class:`~settings.located_yaml.ConfigError`: unknown keys and node types, references to
-unknown nodes, nodes unreachable from ``start``, prompt files that are missing or
-unreadable (for every language), and loops from which no terminal node (hangup,
-enqueue, transfer) can be reached.
+Each node type is a pydantic model whose fields are the node's keys (validated
+through ``settings.validation``, like the server's configuration); the engine runs
+those models. Validation collects every problem as ``FILE:LINE: key: reason`` and
+raises one :class:`~settings.located_yaml.ConfigError`: unknown keys and node types,
+references to unknown nodes, nodes unreachable from ``start``, prompt files that are
+missing or unreadable (for every language), and loops from which no terminal node
+(hangup, enqueue, transfer) can be reached.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    PlainValidator,
+    PrivateAttr,
+    ValidationInfo,
+    field_validator,
+)
 
 from ivr.hours import (
     BusinessHours,
@@ -39,13 +52,8 @@ from ivr.hours import (
     parse_intervals,
 )
 from pbx.media.prompt import PromptError, PromptLibrary
-from settings.located_yaml import (
-    ConfigError,
-    DocumentReader,
-    LocatedDocument,
-    in_file_order,
-    load_yaml,
-)
+from settings.located_yaml import ConfigError, LocatedDocument, in_file_order, load_yaml
+from settings.validation import ListOf, NonEmpty, Section, Text, validate_value
 
 SHIPPED_FLOWS = Path(__file__).resolve().parent / "flows"
 DTMF_KEYS = frozenset("0123456789*#")
@@ -68,9 +76,117 @@ class PromptSpec:
 
 
 @dataclass(frozen=True)
-class Node:
-    name: str
+class InputSettings:
+    """How a node waits for input and what it says when the input is missing or wrong."""
+
+    timeout: float
+    retries: int
+    no_input_prompt: PromptSpec
+    invalid_prompt: PromptSpec
+
+
+# ---------------------------------------------------------------------- value types
+
+
+def _prompt_spec(value: Any) -> PromptSpec:
+    if isinstance(value, PromptSpec):
+        return value
+    if isinstance(value, str) and value:
+        return PromptSpec(template=value)
+    if isinstance(value, dict) and value and all(
+            isinstance(k, str) and isinstance(v, str) and v for k, v in value.items()):
+        return PromptSpec(by_language=dict(value))
+    raise ValueError("must be a prompt path or a mapping of language to prompt path")
+
+
+def _one_or_list(value: Any) -> Any:
+    return value if isinstance(value, list | tuple) else [value]
+
+
+def _digit(value: Any) -> str:
+    text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+    if not isinstance(text, str) or text not in DTMF_KEYS:
+        raise ValueError(f"{value!r} is not a DTMF key (0-9, * or #)")
+    return text
+
+
+def _flow_language(language: str, info: ValidationInfo) -> str:
+    languages = (info.context or {}).get("languages", ())
+    if language not in languages:
+        raise ValueError(f"language {language!r} is not in the flow's languages ({', '.join(languages)})")
+    return language
+
+
+def _time_zone(value: Any) -> ZoneInfo:
+    if isinstance(value, ZoneInfo):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("must be a time zone name like Europe/Madrid")
+    try:
+        return ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r} (e.g. Europe/Madrid)") from None
+
+
+def _days(value: Any) -> tuple[int, ...]:
+    return tuple(parse_days(str(value)))
+
+
+def _opening_hours(value: Any) -> tuple[OpeningInterval, ...]:
+    if not isinstance(value, str):
+        raise HoursFormatError("must be a string like '09:00-18:00' or 'closed'")
+    return parse_intervals(value)
+
+
+def _each_day_once(weekly: dict[tuple[int, ...], tuple[OpeningInterval, ...]]
+                   ) -> dict[tuple[int, ...], tuple[OpeningInterval, ...]]:
+    seen: set[int] = set()
+    for days in weekly:
+        twice = seen.intersection(days)
+        if twice:
+            names = ", ".join(("mon", "tue", "wed", "thu", "fri", "sat", "sun")[day] for day in sorted(twice))
+            raise ValueError(f"gives hours for a day already given ({names})")
+        seen.update(days)
+    return weekly
+
+
+def _some(mapping: dict[Any, Any]) -> dict[Any, Any]:
+    if not mapping:
+        raise ValueError("needs at least one option")
+    return mapping
+
+
+def _skill_list(value: Any) -> Any:
+    # [billing, spanish]: those skills at any proficiency.
+    return {str(skill): 1 for skill in value} if isinstance(value, list) else value
+
+
+Prompt = Annotated[PromptSpec, PlainValidator(_prompt_spec)]
+Prompts = Annotated[ListOf[Prompt], BeforeValidator(_one_or_list), NonEmpty]
+Digit = Annotated[str, PlainValidator(_digit)]
+Target = Text  # the name of another node of the flow
+DigitOptions = Annotated[dict[Digit, Target], AfterValidator(_some)]
+LanguageOptions = Annotated[dict[Digit, Annotated[Text, AfterValidator(_flow_language)]],
+                            AfterValidator(_some)]
+Timeout = Annotated[float, Field(ge=0.001, le=300)]
+Retries = Annotated[int, Field(ge=0, le=10)]
+
+
+# ---------------------------------------------------------------------- nodes
+
+
+class Node(Section):
+    """A node of a flow; its name is its key under ``nodes`` (given in the validation context)."""
+
     type: str
+    _name: str = PrivateAttr("")
+
+    def model_post_init(self, context: Any, /) -> None:
+        self._name = str((context or {}).get("node", ""))
+
+    @property
+    def name(self) -> str:
+        return self._name
 
     def targets(self) -> Iterator[tuple[str, str]]:
         """(key, node name) of every node this one can continue to."""
@@ -81,20 +197,27 @@ class Node:
         return iter(())
 
 
-@dataclass(frozen=True)
-class InputSettings:
-    """How a node waits for input and what it says when the input is missing or wrong."""
+class AsksForInput(Node):
+    """A node that waits for digits; ``timeout`` and ``retries`` default to the flow's."""
 
-    timeout: float
-    retries: int
-    no_input_prompt: PromptSpec
-    invalid_prompt: PromptSpec
+    timeout: Timeout
+    retries: Retries
+    no_input_prompt: Prompt = PromptSpec(template="{lang}/no_input")
+    invalid_prompt: Prompt = PromptSpec(template="{lang}/invalid_option")
+
+    @property
+    def input(self) -> InputSettings:
+        return InputSettings(self.timeout, self.retries, self.no_input_prompt, self.invalid_prompt)
+
+    def prompts(self) -> Iterator[tuple[str, PromptSpec]]:
+        yield "no_input_prompt", self.no_input_prompt
+        yield "invalid_prompt", self.invalid_prompt
 
 
-@dataclass(frozen=True)
 class PlayNode(Node):
-    prompt: tuple[PromptSpec, ...]
-    next: str
+    type: Literal["play"]
+    prompt: Prompts
+    next: Target
     barge_in: bool = True
 
     def targets(self) -> Iterator[tuple[str, str]]:
@@ -105,12 +228,11 @@ class PlayNode(Node):
             yield "prompt", spec
 
 
-@dataclass(frozen=True)
-class MenuNode(Node):
-    prompt: PromptSpec
-    options: Mapping[str, str]
-    input: InputSettings
-    fallback: str
+class MenuNode(AsksForInput):
+    type: Literal["menu"]
+    prompt: Prompt
+    options: DigitOptions
+    fallback: Target
 
     def targets(self) -> Iterator[tuple[str, str]]:
         for digit, target in self.options.items():
@@ -119,22 +241,37 @@ class MenuNode(Node):
 
     def prompts(self) -> Iterator[tuple[str, PromptSpec]]:
         yield "prompt", self.prompt
-        yield "no_input_prompt", self.input.no_input_prompt
-        yield "invalid_prompt", self.input.invalid_prompt
+        yield from super().prompts()
 
 
-@dataclass(frozen=True)
-class CollectNode(Node):
-    prompt: PromptSpec
-    variable: str
-    min_length: int
-    max_length: int
-    terminator: str | None
-    inter_digit_timeout: float
-    overall_timeout: float
-    input: InputSettings
-    next: str
-    fallback: str
+class CollectNode(AsksForInput):
+    type: Literal["collect"]
+    prompt: Prompt
+    variable: Text = Field("", validate_default=True)  # default: the node's name
+    min_length: int = Field(1, ge=1, le=64)
+    max_length: int = Field(0, le=64, validate_default=True)  # default: min_length
+    terminator: Digit | None = None
+    inter_digit_timeout: Timeout
+    overall_timeout: float = Field(ge=0.001, le=3600)
+    next: Target
+    fallback: Target
+
+    @field_validator("variable")
+    @classmethod
+    def _named_after_the_node(cls, variable: str, info: ValidationInfo) -> str:
+        return variable or str((info.context or {}).get("node", ""))
+
+    @field_validator("max_length")
+    @classmethod
+    def _not_below_min_length(cls, value: int, info: ValidationInfo) -> int:
+        minimum = info.data.get("min_length")
+        if value == 0:
+            return minimum or 1
+        if value < 1:
+            raise ValueError(f"must be between 1 and 64, not {value}")
+        if minimum is not None and value < minimum:
+            raise ValueError(f"must not be below min_length ({minimum})")
+        return value
 
     def targets(self) -> Iterator[tuple[str, str]]:
         yield "next", self.next
@@ -142,43 +279,49 @@ class CollectNode(Node):
 
     def prompts(self) -> Iterator[tuple[str, PromptSpec]]:
         yield "prompt", self.prompt
-        yield "no_input_prompt", self.input.no_input_prompt
-        yield "invalid_prompt", self.input.invalid_prompt
+        yield from super().prompts()
 
 
-@dataclass(frozen=True)
 class LanguageNode(Node):
     """Sets the call's language from the caller's profile, else by digit; a silent caller
     hears the question again (``retries`` times), then the flow's language is kept."""
 
-    prompt: PromptSpec
-    options: Mapping[str, str]  # digit -> language
-    use_profile: bool
-    input: InputSettings
-    next: str
-    confirm_prompt: PromptSpec | None = None  # played in the language chosen ("English.")
+    type: Literal["language"]
+    prompt: Prompt = PromptSpec(template="common/choose_language")
+    options: LanguageOptions  # digit -> language
+    use_profile: bool = True
+    timeout: Timeout
+    retries: Retries
+    invalid_prompt: Prompt = PromptSpec(template="{lang}/invalid_option")
+    next: Target
+    confirm_prompt: Prompt | None = None  # played in the language chosen ("English.")
+
+    @property
+    def input(self) -> InputSettings:
+        return InputSettings(self.timeout, self.retries, PromptSpec(template="{lang}/no_input"),
+                             self.invalid_prompt)
 
     def targets(self) -> Iterator[tuple[str, str]]:
         yield "next", self.next
 
     def prompts(self) -> Iterator[tuple[str, PromptSpec]]:
         yield "prompt", self.prompt
-        yield "invalid_prompt", self.input.invalid_prompt
+        yield "invalid_prompt", self.invalid_prompt
         if self.confirm_prompt is not None:
             yield "confirm_prompt", self.confirm_prompt
 
 
-@dataclass(frozen=True)
 class SelfServiceNode(Node):
     """An FAQ answer, then "press 0 for an agent": the digit goes to ``agent``, else ``next``."""
 
-    topic: str
-    answer: PromptSpec
-    agent_prompt: PromptSpec
-    agent_digit: str
-    timeout: float
-    agent: str
-    next: str
+    type: Literal["self_service"]
+    topic: Text
+    answer: Prompt
+    agent_prompt: Prompt = PromptSpec(template="{lang}/press_0_for_agent")
+    agent_digit: Digit = "0"
+    timeout: Timeout
+    agent: Target
+    next: Target
 
     def targets(self) -> Iterator[tuple[str, str]]:
         yield "agent", self.agent
@@ -189,37 +332,61 @@ class SelfServiceNode(Node):
         yield "agent_prompt", self.agent_prompt
 
 
-@dataclass(frozen=True)
 class BusinessHoursNode(Node):
-    hours: BusinessHours
-    open: str
-    closed: str
+    type: Literal["business_hours"]
+    timezone: Annotated[ZoneInfo, PlainValidator(_time_zone)]
+    # {mon-fri: "09:00-18:00", sat: closed}; a day not given is closed.
+    weekly: Annotated[dict[Annotated[tuple[int, ...], PlainValidator(_days)],
+                           Annotated[tuple[OpeningInterval, ...], PlainValidator(_opening_hours)]],
+                      AfterValidator(_each_day_once)]
+    holidays: ListOf[Annotated[date, PlainValidator(parse_holiday)]] = ()
+    open: Target
+    closed: Target
+
+    @property
+    def hours(self) -> BusinessHours:
+        weekly = {day: intervals for days, intervals in self.weekly.items() for day in days}
+        return BusinessHours(self.timezone, weekly, frozenset(self.holidays))
 
     def targets(self) -> Iterator[tuple[str, str]]:
         yield "open", self.open
         yield "closed", self.closed
 
 
-@dataclass(frozen=True)
 class LookupCallerNode(Node):
     """Looks the caller's number up (tier, language, last agent); branches on known/unknown."""
 
-    known: str
-    unknown: str
+    type: Literal["lookup_caller"]
+    known: Target | None = None  # default: next
+    unknown: Target | None = None  # default: next
+    next: Target | None = Field(None, validate_default=True)
+
+    @field_validator("next")
+    @classmethod
+    def _needed_unless_both_branches(cls, value: str | None, info: ValidationInfo) -> str | None:
+        branches = [info.data.get(key, "") for key in ("known", "unknown")]  # "": its own error
+        if value is None and None in branches:
+            raise ValueError("is required unless both known and unknown are given")
+        return value
+
+    def branch(self, *, known: bool) -> str:
+        """The node a known (or an unknown) caller goes to."""
+        target = (self.known if known else self.unknown) or self.next
+        assert target is not None  # validation refuses a node with neither
+        return target
 
     def targets(self) -> Iterator[tuple[str, str]]:
-        yield "known", self.known
-        yield "unknown", self.unknown
+        yield "known", self.branch(known=True)
+        yield "unknown", self.branch(known=False)
 
 
-@dataclass(frozen=True)
-class SurveyNode(Node):
+class SurveyNode(AsksForInput):
     """Asks for a 1-5 score; no valid score after the retries just moves on."""
 
-    prompt: PromptSpec
-    thank_you_prompt: PromptSpec
-    input: InputSettings
-    next: str
+    type: Literal["survey"]
+    prompt: Prompt = PromptSpec(template="{lang}/survey")
+    thank_you_prompt: Prompt = PromptSpec(template="{lang}/thank_you")
+    next: Target
 
     def targets(self) -> Iterator[tuple[str, str]]:
         yield "next", self.next
@@ -227,41 +394,54 @@ class SurveyNode(Node):
     def prompts(self) -> Iterator[tuple[str, PromptSpec]]:
         yield "prompt", self.prompt
         yield "thank_you_prompt", self.thank_you_prompt
-        yield "no_input_prompt", self.input.no_input_prompt
-        yield "invalid_prompt", self.input.invalid_prompt
+        yield from super().prompts()
 
 
-@dataclass(frozen=True)
 class EnqueueNode(Node):
-    queue: str
-    priority: int | None
-    skills: Mapping[str, int]
-    prompt: PromptSpec | None
+    type: Literal["enqueue"]
+    queue: Text
+    priority: int | None = Field(None, ge=0, le=100)
+    skills: Annotated[dict[Text, Annotated[int, Field(ge=1, le=10)]],
+                      BeforeValidator(_skill_list)] = Field(default_factory=dict)
+    prompt: Prompt | None = None
 
     def prompts(self) -> Iterator[tuple[str, PromptSpec]]:
         if self.prompt is not None:
             yield "prompt", self.prompt
 
 
-@dataclass(frozen=True)
 class TransferNode(Node):
-    extension: str
-    prompt: PromptSpec | None
+    type: Literal["transfer"]
+    extension: Text
+    prompt: Prompt | None = None
 
     def prompts(self) -> Iterator[tuple[str, PromptSpec]]:
         if self.prompt is not None:
             yield "prompt", self.prompt
 
 
-@dataclass(frozen=True)
 class HangupNode(Node):
-    prompt: PromptSpec | None
+    type: Literal["hangup"]
+    prompt: Prompt | None = None
 
     def prompts(self) -> Iterator[tuple[str, PromptSpec]]:
         if self.prompt is not None:
             yield "prompt", self.prompt
 
 
+NODE_TYPES: dict[str, type[Node]] = {
+    "play": PlayNode,
+    "menu": MenuNode,
+    "collect": CollectNode,
+    "language": LanguageNode,
+    "self_service": SelfServiceNode,
+    "business_hours": BusinessHoursNode,
+    "lookup_caller": LookupCallerNode,
+    "survey": SurveyNode,
+    "enqueue": EnqueueNode,
+    "transfer": TransferNode,
+    "hangup": HangupNode,
+}
 TERMINAL_TYPES = frozenset({"hangup", "enqueue", "transfer"})
 
 
@@ -296,276 +476,73 @@ class Flow:
 # ---------------------------------------------------------------------- loading
 
 
-@dataclass(frozen=True)
-class _Defaults:
-    timeout: float = 5.0
-    retries: int = 2
-    inter_digit_timeout: float = 3.0
-    overall_timeout: float = 20.0
+class FlowDefaults(Section):
+    """Values of the input keys for every node that does not give its own."""
+
+    timeout: Timeout = 5.0
+    retries: Retries = 2
+    inter_digit_timeout: Timeout = 3.0
+    overall_timeout: float = Field(20.0, ge=0.001, le=3600)
 
 
-_COMMON_INPUT_KEYS = {"timeout", "retries", "no_input_prompt", "invalid_prompt"}
-_NODE_KEYS: dict[str, set[str]] = {
-    "play": {"prompt", "next", "barge_in"},
-    "menu": {"prompt", "options", "fallback"} | _COMMON_INPUT_KEYS,
-    "collect": {"prompt", "variable", "min_length", "max_length", "terminator",
-                "inter_digit_timeout", "overall_timeout", "next", "fallback"} | _COMMON_INPUT_KEYS,
-    "language": {"prompt", "options", "use_profile", "next", "timeout", "retries",
-                 "invalid_prompt", "confirm_prompt"},
-    "self_service": {"topic", "answer", "agent_prompt", "agent_digit", "timeout", "agent", "next"},
-    "business_hours": {"timezone", "weekly", "holidays", "open", "closed"},
-    "lookup_caller": {"next", "known", "unknown"},
-    "survey": {"prompt", "thank_you_prompt", "next"} | _COMMON_INPUT_KEYS,
-    "enqueue": {"queue", "priority", "skills", "prompt"},
-    "transfer": {"extension", "prompt"},
-    "hangup": {"prompt"},
-}
-_TOP_KEYS = {"name", "start", "language", "languages", "defaults", "nodes"}
+def _non_empty_text(value: str) -> str:
+    if not value:
+        raise ValueError("must not be empty")
+    return value
 
 
-class _FlowReader(DocumentReader):
-    """Builds nodes from a located document, collecting problems instead of stopping."""
+class FlowFile(Section):
+    """The top of a flow file; its nodes are validated one by one (``NODE_TYPES``)."""
 
-    def __init__(self, document: LocatedDocument) -> None:
-        super().__init__(document)
-        self.defaults = _Defaults()
+    name: Text | None = None  # default: the file's name
+    start: Text
+    languages: Annotated[ListOf[Annotated[Text, AfterValidator(_non_empty_text)]], NonEmpty] | None = None
+    language: Text = Field("en", validate_default=True)
+    defaults: FlowDefaults = FlowDefaults()
+    nodes: dict[Text, Any]
 
-    def prompt(self, data: dict[str, Any], key: str, path: str, default: str | None = None,
-               *, required: bool = False) -> PromptSpec | None:
-        value = data.get(key)
-        if value is None:
-            if default is not None:
-                return PromptSpec(template=default)
-            if required:
-                self.fail(f"{path}.{key}", "is required")
-            return None
-        return self._prompt_value(value, f"{path}.{key}")
+    @field_validator("language")
+    @classmethod
+    def _one_of_the_languages(cls, language: str, info: ValidationInfo) -> str:
+        languages = info.data.get("languages")
+        if languages is not None and language not in languages:
+            raise ValueError(f"{language!r} is not in languages ({', '.join(languages)})")
+        return language
 
-    def _prompt_value(self, value: Any, path: str) -> PromptSpec | None:
-        if isinstance(value, str) and value:
-            return PromptSpec(template=value)
-        if isinstance(value, dict) and value and all(
-                isinstance(k, str) and isinstance(v, str) and v for k, v in value.items()):
-            return PromptSpec(by_language=dict(value))
-        self.fail(path, "must be a prompt path or a mapping of language to prompt path")
+    @field_validator("nodes")
+    @classmethod
+    def _at_least_one(cls, nodes: dict[str, Any]) -> dict[str, Any]:
+        if not nodes:
+            raise ValueError("needs at least one node")
+        return nodes
+
+
+def _node(document: LocatedDocument, problems: list[str], name: str, data: Any,
+          defaults: FlowDefaults, languages: tuple[str, ...]) -> Node | None:
+    path = f"nodes.{name}"
+    if not isinstance(data, dict):
+        problems.append(document.problem(path, "must be a mapping with a type"))
         return None
-
-    def prompt_list(self, data: dict[str, Any], key: str, path: str) -> tuple[PromptSpec, ...]:
-        value = data.get(key)
-        if value is None:
-            self.fail(f"{path}.{key}", "is required")
-            return ()
-        items = value if isinstance(value, list) else [value]
-        item_path = (lambda i: f"{path}.{key}[{i}]") if isinstance(value, list) else (
-            lambda i: f"{path}.{key}")
-        specs = [self._prompt_value(item, item_path(i)) for i, item in enumerate(items)]
-        if not specs:
-            self.fail(f"{path}.{key}", "needs at least one prompt")
-        return tuple(spec for spec in specs if spec is not None)
-
-    def digit(self, value: Any, path: str) -> str | None:
-        text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
-        if not isinstance(text, str) or text not in DTMF_KEYS:
-            self.fail(path, f"{value!r} is not a DTMF key (0-9, * or #)")
-            return None
-        return text
-
-    def options(self, data: dict[str, Any], path: str) -> dict[str, str]:
-        raw = self.mapping(data.get("options"), f"{path}.options")
-        options: dict[str, str] = {}
-        for key, target in raw.items():
-            digit = self.digit(key, f"{path}.options.{key}")
-            if digit is None:
-                continue
-            if not isinstance(target, str):
-                self.fail(f"{path}.options.{key}", "must be a node name")
-                continue
-            options[digit] = target
-        if not raw and "options" in data:
-            self.fail(f"{path}.options", "needs at least one option")
-        return options
-
-    def input_settings(self, data: dict[str, Any], path: str) -> InputSettings:
-        return InputSettings(
-            timeout=self.number(data, "timeout", path, self.defaults.timeout,
-                                minimum=0.001, maximum=300),
-            retries=self.number(data, "retries", path, self.defaults.retries,
-                                minimum=0, maximum=10, integer=True),
-            no_input_prompt=self.prompt(data, "no_input_prompt", path, "{lang}/no_input")
-            or PromptSpec(template="{lang}/no_input"),
-            invalid_prompt=self.prompt(data, "invalid_prompt", path, "{lang}/invalid_option")
-            or PromptSpec(template="{lang}/invalid_option"),
-        )
-
-    # ---------------------------------------------------------------- nodes
-
-    def node(self, name: str, data: dict[str, Any], path: str, languages: tuple[str, ...]) -> Node | None:
-        node_type = data.get("type")
-        if node_type is None:
-            self.fail(f"{path}.type", f"is required (one of: {', '.join(sorted(_NODE_KEYS))})")
-            return None
-        if node_type not in _NODE_KEYS:
-            self.fail(f"{path}.type", f"unknown node type {node_type!r} "
-                                      f"(expected one of: {', '.join(sorted(_NODE_KEYS))})")
-            return None
-        self.mapping(data, path, _NODE_KEYS[node_type] | {"type"})
-        before = len(self.problems)
-        build: Callable[[str, dict[str, Any], str, tuple[str, ...]], Node | None] = getattr(
-            self, f"_{node_type}")
-        node = build(name, data, path, languages)
-        return node if len(self.problems) == before else None
-
-    def _target(self, data: dict[str, Any], key: str, path: str) -> str:
-        return self.text(data, key, path, required=True) or ""
-
-    def _play(self, name: str, data: dict[str, Any], path: str, _: tuple[str, ...]) -> Node:
-        return PlayNode(name, "play", self.prompt_list(data, "prompt", path),
-                        self._target(data, "next", path),
-                        self.boolean(data, "barge_in", path, True))
-
-    def _menu(self, name: str, data: dict[str, Any], path: str, _: tuple[str, ...]) -> Node | None:
-        prompt = self.prompt(data, "prompt", path, required=True)
-        if "options" not in data:
-            self.fail(f"{path}.options", "is required")
-        options = self.options(data, path)
-        node = MenuNode(name, "menu", prompt or PromptSpec(), options,
-                        self.input_settings(data, path), self._target(data, "fallback", path))
-        return node
-
-    def _collect(self, name: str, data: dict[str, Any], path: str, _: tuple[str, ...]) -> Node:
-        min_length = self.number(data, "min_length", path, 1, minimum=1, maximum=64, integer=True)
-        max_length = self.number(data, "max_length", path, max(min_length, 1), minimum=1,
-                                 maximum=64, integer=True)
-        if max_length < min_length:
-            self.fail(f"{path}.max_length", f"must not be below min_length ({min_length})")
-        terminator = None
-        if data.get("terminator") is not None:
-            terminator = self.digit(data["terminator"], f"{path}.terminator")
-        variable = self.text(data, "variable", path, name) or name
-        return CollectNode(
-            name, "collect", self.prompt(data, "prompt", path, required=True) or PromptSpec(),
-            variable, min_length, max_length, terminator,
-            self.number(data, "inter_digit_timeout", path, self.defaults.inter_digit_timeout,
-                        minimum=0.001, maximum=300),
-            self.number(data, "overall_timeout", path, self.defaults.overall_timeout,
-                        minimum=0.001, maximum=3600),
-            self.input_settings(data, path),
-            self._target(data, "next", path), self._target(data, "fallback", path))
-
-    def _language(self, name: str, data: dict[str, Any], path: str,
-                  languages: tuple[str, ...]) -> Node:
-        if "options" not in data:
-            self.fail(f"{path}.options", "is required")
-        options = self.options(data, path)
-        for digit, language in options.items():
-            if language not in languages:
-                self.fail(f"{path}.options.{digit}",
-                          f"language {language!r} is not in the flow's languages ({', '.join(languages)})")
-        return LanguageNode(name, "language",
-                            self.prompt(data, "prompt", path, "common/choose_language")
-                            or PromptSpec(),
-                            options, self.boolean(data, "use_profile", path, True),
-                            self.input_settings(data, path), self._target(data, "next", path),
-                            self.prompt(data, "confirm_prompt", path))
-
-    def _self_service(self, name: str, data: dict[str, Any], path: str,
-                      _: tuple[str, ...]) -> Node:
-        agent_digit = self.digit(data.get("agent_digit", "0"), f"{path}.agent_digit") or "0"
-        return SelfServiceNode(
-            name, "self_service", self.text(data, "topic", path, required=True) or "",
-            self.prompt(data, "answer", path, required=True) or PromptSpec(),
-            self.prompt(data, "agent_prompt", path, "{lang}/press_0_for_agent") or PromptSpec(),
-            agent_digit,
-            self.number(data, "timeout", path, self.defaults.timeout, minimum=0.001, maximum=300),
-            self._target(data, "agent", path), self._target(data, "next", path))
-
-    def _business_hours(self, name: str, data: dict[str, Any], path: str,
-                        _: tuple[str, ...]) -> Node | None:
-        zone_name = self.text(data, "timezone", path, required=True)
-        zone: ZoneInfo | None = None
-        if zone_name is not None:
-            try:
-                zone = ZoneInfo(zone_name)
-            except (ZoneInfoNotFoundError, ValueError):
-                self.fail(f"{path}.timezone", f"unknown time zone {zone_name!r} (e.g. Europe/Madrid)")
-        weekly: dict[int, tuple[OpeningInterval, ...]] = {}
-        if "weekly" not in data:
-            self.fail(f"{path}.weekly", "is required (e.g. {mon-fri: '09:00-18:00'})")
-        for days_text, hours_text in self.mapping(data.get("weekly", {}), f"{path}.weekly").items():
-            key_path = f"{path}.weekly.{days_text}"
-            try:
-                days = parse_days(str(days_text))
-                if not isinstance(hours_text, str):
-                    raise HoursFormatError("must be a string like '09:00-18:00' or 'closed'")
-                intervals = parse_intervals(hours_text)
-            except HoursFormatError as error:
-                self.fail(key_path, str(error))
-                continue
-            for day in days:
-                if day in weekly:
-                    self.fail(key_path, "gives hours for a day already given")
-                weekly[day] = intervals
-        holidays = set()
-        raw_holidays = data.get("holidays", [])
-        if not isinstance(raw_holidays, list):
-            self.fail(f"{path}.holidays", "must be a list of dates")
-            raw_holidays = []
-        for i, value in enumerate(raw_holidays):
-            try:
-                holidays.add(parse_holiday(value))
-            except HoursFormatError as error:
-                self.fail(f"{path}.holidays[{i}]", str(error))
-        open_target = self._target(data, "open", path)
-        closed_target = self._target(data, "closed", path)
-        if zone is None:
-            return None
-        return BusinessHoursNode(name, "business_hours",
-                                 BusinessHours(zone, weekly, frozenset(holidays)),
-                                 open_target, closed_target)
-
-    def _lookup_caller(self, name: str, data: dict[str, Any], path: str,
-                       _: tuple[str, ...]) -> Node:
-        default = self.text(data, "next", path)
-        known = self.text(data, "known", path, default)
-        unknown = self.text(data, "unknown", path, default)
-        if known is None or unknown is None:
-            self.fail(f"{path}.next", "is required unless both known and unknown are given")
-        return LookupCallerNode(name, "lookup_caller", known or "", unknown or "")
-
-    def _survey(self, name: str, data: dict[str, Any], path: str, _: tuple[str, ...]) -> Node:
-        return SurveyNode(name, "survey",
-                          self.prompt(data, "prompt", path, "{lang}/survey") or PromptSpec(),
-                          self.prompt(data, "thank_you_prompt", path, "{lang}/thank_you")
-                          or PromptSpec(),
-                          self.input_settings(data, path), self._target(data, "next", path))
-
-    def _enqueue(self, name: str, data: dict[str, Any], path: str, _: tuple[str, ...]) -> Node:
-        priority = None
-        if data.get("priority") is not None:
-            priority = self.number(data, "priority", path, 0, minimum=0, maximum=100, integer=True)
-        skills: dict[str, int] = {}
-        raw_skills = data.get("skills", {})
-        if isinstance(raw_skills, list):  # [billing, spanish]: any proficiency
-            raw_skills = {str(skill): 1 for skill in raw_skills}
-        for skill, level in self.mapping(raw_skills, f"{path}.skills").items():
-            if isinstance(level, bool) or not isinstance(level, int) or not 1 <= level <= 10:
-                self.fail(f"{path}.skills.{skill}", "must be a proficiency from 1 to 10")
-                continue
-            skills[str(skill)] = level
-        return EnqueueNode(name, "enqueue", self.text(data, "queue", path, required=True) or "",
-                           priority, skills, self.prompt(data, "prompt", path))
-
-    def _transfer(self, name: str, data: dict[str, Any], path: str, _: tuple[str, ...]) -> Node:
-        return TransferNode(name, "transfer",
-                            self.text(data, "extension", path, required=True) or "",
-                            self.prompt(data, "prompt", path))
-
-    def _hangup(self, name: str, data: dict[str, Any], path: str, _: tuple[str, ...]) -> Node:
-        return HangupNode(name, "hangup", self.prompt(data, "prompt", path))
+    node_type = data.get("type")
+    if node_type is None:
+        problems.append(document.problem(f"{path}.type", f"is required (one of: {', '.join(sorted(NODE_TYPES))})"))
+        return None
+    model = NODE_TYPES.get(node_type) if isinstance(node_type, str) else None
+    if model is None:
+        problems.append(document.problem(f"{path}.type", f"unknown node type {node_type!r} "
+                                         f"(expected one of: {', '.join(sorted(NODE_TYPES))})"))
+        return None
+    inherited = {key: value for key, value in defaults.model_dump().items() if key in model.model_fields}
+    found: Node | None = validate_value(document, problems, path, model, {**inherited, **data},
+                                        context={"node": name, "languages": languages})
+    return found
 
 
-def _check_graph(reader: _FlowReader, start: str, nodes: Mapping[str, Node],
-                 defined: Iterable[str]) -> None:
+def _check_graph(problems: list[str], document: LocatedDocument, start: str,
+                 nodes: Mapping[str, Node], defined: Iterable[str]) -> None:
+    def fail(path: str, reason: str) -> None:
+        problems.append(document.problem(path, reason))
+
     defined_names = set(defined)
     edges: dict[str, list[str]] = {}
     dangling = False
@@ -573,12 +550,12 @@ def _check_graph(reader: _FlowReader, start: str, nodes: Mapping[str, Node],
         edges[name] = []
         for key, target in node.targets():
             if target not in defined_names:
-                reader.fail(f"nodes.{name}.{key}", f"unknown node {target!r}")
+                fail(f"nodes.{name}.{key}", f"unknown node {target!r}")
                 dangling = True
             elif target in nodes:
                 edges[name].append(target)
     if start not in defined_names:
-        reader.fail("start", f"unknown node {start!r}")
+        fail("start", f"unknown node {start!r}")
         return
     if dangling or len(nodes) != len(defined_names):
         # A misspelt node name or a node with errors: what lies behind it would be reported
@@ -593,7 +570,7 @@ def _check_graph(reader: _FlowReader, start: str, nodes: Mapping[str, Node],
                 stack.append(target)
     for name in nodes:
         if name not in reachable:
-            reader.fail(f"nodes.{name}", f"unreachable: no path leads here from start node {start!r}")
+            fail(f"nodes.{name}", f"unreachable: no path leads here from start node {start!r}")
     # Nodes from which some terminal node can be reached.
     incoming: dict[str, list[str]] = {name: [] for name in nodes}
     for name, targets in edges.items():
@@ -609,8 +586,8 @@ def _check_graph(reader: _FlowReader, start: str, nodes: Mapping[str, Node],
     trapped = [name for name in nodes if name in reachable and name not in escapes]
     for cycle in _cycles(trapped, edges):
         loop = " -> ".join([*cycle, cycle[0]])
-        reader.fail(f"nodes.{cycle[0]}",
-                    f"loop with no exit: {loop} (no hangup, enqueue or transfer can be reached)")
+        fail(f"nodes.{cycle[0]}",
+             f"loop with no exit: {loop} (no hangup, enqueue or transfer can be reached)")
 
 
 def _cycles(names: list[str], edges: Mapping[str, list[str]]) -> list[list[str]]:
@@ -670,69 +647,51 @@ def _cycle_through(start: str, group: set[str], edges: Mapping[str, list[str]]) 
     return [start]
 
 
-def _check_prompts(reader: _FlowReader, nodes: Mapping[str, Node], languages: tuple[str, ...],
-                   prompts: PromptLibrary) -> None:
+def _check_prompts(problems: list[str], document: LocatedDocument, nodes: Mapping[str, Node],
+                   languages: tuple[str, ...], prompts: PromptLibrary) -> None:
     for name, node in nodes.items():
         for key, spec in node.prompts():
             for language in languages:
                 try:
                     path = spec.path(language)
                 except KeyError:
-                    reader.fail(f"nodes.{name}.{key}", f"no prompt for language {language!r}")
+                    problems.append(document.problem(f"nodes.{name}.{key}",
+                                                     f"no prompt for language {language!r}"))
                     continue
                 try:
                     prompts.get(path)  # loading now also warms the cache for calls
                 except PromptError as error:
                     missing = "missing prompt file" if not error.path.exists() else "bad prompt file"
-                    reader.fail(f"nodes.{name}.{key}", f"{missing} {error.path}: {error.reason}")
+                    problems.append(document.problem(f"nodes.{name}.{key}",
+                                                     f"{missing} {error.path}: {error.reason}"))
 
 
 def load_flow(text: str, source: str, prompts: PromptLibrary, *, name: str | None = None) -> Flow:
     """Parse and validate one flow; raises ConfigError listing every problem with its line."""
     document = load_yaml(text, source)
-    reader = _FlowReader(document)
-    data = reader.mapping(document.data, "", _TOP_KEYS) if document.data else {}
-    if not data:
+    if not document.data:
         raise ConfigError([f"{source}: empty flow (needs start and nodes)"])
-    defaults = reader.mapping(data.get("defaults", {}), "defaults",
-                              {"timeout", "retries", "inter_digit_timeout", "overall_timeout"})
-    reader.defaults = _Defaults(
-        timeout=reader.number(defaults, "timeout", "defaults", 5.0, minimum=0.001, maximum=300),
-        retries=reader.number(defaults, "retries", "defaults", 2, minimum=0, maximum=10,
-                              integer=True),
-        inter_digit_timeout=reader.number(defaults, "inter_digit_timeout", "defaults", 3.0,
-                                          minimum=0.001, maximum=300),
-        overall_timeout=reader.number(defaults, "overall_timeout", "defaults", 20.0,
-                                      minimum=0.001, maximum=3600),
-    )
-    flow_name = reader.text(data, "name", "", name or Path(source).stem) or Path(source).stem
-    language = reader.text(data, "language", "", "en") or "en"
-    raw_languages = data.get("languages", [language])
-    if not isinstance(raw_languages, list) or not raw_languages or not all(
-            isinstance(item, str) and item for item in raw_languages):
-        reader.fail("languages", "must be a non-empty list of language codes like [en, es]")
-        raw_languages = [language]
-    languages = tuple(dict.fromkeys(raw_languages))
-    if language not in languages:
-        reader.fail("language", f"{language!r} is not in languages ({', '.join(languages)})")
-    start = reader.text(data, "start", "", required=True) or ""
-    raw_nodes = reader.mapping(data.get("nodes"), "nodes")
-    if not raw_nodes and "nodes" in data:
-        reader.fail("nodes", "needs at least one node")
+    problems: list[str] = []
+    top: FlowFile | None = validate_value(document, problems, "", FlowFile, document.data)
+    raw_nodes = document.data.get("nodes") if isinstance(document.data, dict) else None
+    if top is None and not isinstance(raw_nodes, dict):
+        raise ConfigError(in_file_order(problems))
+    defaults = top.defaults if top is not None else FlowDefaults()
+    language = top.language if top is not None else "en"
+    languages = (top.languages or (language,)) if top is not None else (language,)
+    languages = tuple(dict.fromkeys(languages))
     nodes: dict[str, Node] = {}
-    for node_name, node_data in raw_nodes.items():
-        path = f"nodes.{node_name}"
-        if not isinstance(node_data, dict):
-            reader.fail(path, "must be a mapping with a type")
-            continue
-        node = reader.node(str(node_name), node_data, path, languages)
+    for node_name, node_data in (raw_nodes or {}).items():
+        node = _node(document, problems, str(node_name), node_data, defaults, languages)
         if node is not None:
             nodes[str(node_name)] = node
-    _check_graph(reader, start, nodes, (str(n) for n in raw_nodes))
-    _check_prompts(reader, nodes, languages, prompts)
-    if reader.problems:
-        raise ConfigError(in_file_order(reader.problems))
-    return Flow(flow_name, source, start, language, languages, nodes, document.lines)
+    if top is not None:
+        _check_graph(problems, document, top.start, nodes, (str(n) for n in raw_nodes or {}))
+    _check_prompts(problems, document, nodes, languages, prompts)
+    if problems or top is None:
+        raise ConfigError(in_file_order(problems))
+    flow_name = top.name or name or Path(source).stem
+    return Flow(flow_name, source, top.start, language, languages, nodes, document.lines)
 
 
 def resolve_flow_path(reference: str, base_dir: Path | None = None) -> Path:

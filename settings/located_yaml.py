@@ -1,7 +1,8 @@
 """Reading YAML while remembering where every key came from.
 
 Validation errors must name the file, the line and the key, so the loader
-keeps a map from each key path (such as ``sip.listen[1]``) to its line.
+keeps a map from each key path (such as ``sip.listen[1]``) to its line. The
+checking itself is done by pydantic models, through ``settings.validation``.
 """
 
 from __future__ import annotations
@@ -55,63 +56,6 @@ class LocatedDocument:
 
     def problem(self, path: str, reason: str) -> str:
         return f"{self.where(path)}: {path}: {reason}"
-
-
-class DocumentReader:
-    """Typed access to a located document that collects problems instead of stopping,
-    so one run reports every mistake in a file, each with its line."""
-
-    def __init__(self, document: LocatedDocument) -> None:
-        self.document = document
-        self.problems: list[str] = []
-
-    def fail(self, path: str, reason: str) -> None:
-        self.problems.append(self.document.problem(path, reason))
-
-    def mapping(self, value: Any, path: str, allowed: set[str] | None = None, *,
-                missing_ok: bool = False) -> dict[str, Any]:
-        if value is None and missing_ok:
-            return {}
-        if not isinstance(value, dict):
-            self.fail(path, "must be a mapping")
-            return {}
-        if allowed is not None:
-            for key in value:
-                if key not in allowed:
-                    self.fail(f"{path}.{key}" if path else str(key),
-                              f"unknown key (expected one of: {', '.join(sorted(allowed))})")
-        return value
-
-    def text(self, data: dict[str, Any], key: str, path: str, default: str | None = None,
-             *, required: bool = False) -> str | None:
-        value = data.get(key)
-        if value is None:
-            if required:
-                self.fail(f"{path}.{key}", "is required")
-            return default
-        if isinstance(value, bool) or not isinstance(value, str | int):
-            self.fail(f"{path}.{key}", "must be a string")
-            return default
-        return str(value)
-
-    def number(self, data: dict[str, Any], key: str, path: str, default: float, *,
-               minimum: float, maximum: float, integer: bool = False) -> Any:
-        value = data.get(key, default)
-        kind = int if integer else (int, float)
-        if isinstance(value, bool) or not isinstance(value, kind):
-            self.fail(f"{path}.{key}", f"must be {'an integer' if integer else 'a number'}")
-            return default
-        if not minimum <= value <= maximum:
-            self.fail(f"{path}.{key}", f"must be between {minimum} and {maximum}, not {value}")
-            return default
-        return value
-
-    def boolean(self, data: dict[str, Any], key: str, path: str, default: bool) -> bool:
-        value = data.get(key, default)
-        if not isinstance(value, bool):
-            self.fail(f"{path}.{key}", "must be true or false")
-            return default
-        return value
 
 
 def _convert(node: yaml.Node, path: str, lines: dict[str, int], source: str) -> Any:
