@@ -248,7 +248,6 @@ class SipSettings(Section):
     listen: ListenAddresses = (ListenAddress("udp", "127.0.0.1", 5060),
                                ListenAddress("tcp", "127.0.0.1", 5060))
     realm: Text = "centralita"
-    domain: Text | None = None
     trace: bool = False
     min_expires: int = Field(60, ge=1, le=86400)
     max_expires: int = Field(3600, ge=1, le=604800, validate_default=True)
