@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from types import MappingProxyType
+from typing import Any
 
 from router.errors import InvalidConfig
 
@@ -95,7 +96,8 @@ class AgentProfile:
             # be ignored, so refuse it until multi-channel routing exists.
             raise InvalidConfig(f"{owner}: capacity must be 1 for voice, got {self.capacity}")
 
-    def to_dict(self) -> dict[str, object]:
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (JSON types): what the store's columns and the API's bodies hold."""
         return {
             "extension": self.extension,
             "name": self.name,
@@ -104,6 +106,14 @@ class AgentProfile:
             "languages": sorted(self.languages),
             "capacity": self.capacity,
         }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> AgentProfile:
+        """The inverse of ``to_dict``; keys that are not fields of a profile are ignored."""
+        known = {name: data[name] for name in _field_names(cls) if name in data}
+        if "languages" in known:
+            known["languages"] = frozenset(known["languages"])
+        return cls(**known)
 
 
 @dataclass(frozen=True)
@@ -122,7 +132,7 @@ class SkillExpansion:
             raise InvalidConfig(f"expansion after_seconds must be >= 0, got {self.after_seconds}")
         object.__setattr__(self, "skills", frozen_proficiencies("expansion", self.skills))
 
-    def to_dict(self) -> dict[str, object]:
+    def to_dict(self) -> dict[str, Any]:
         return {"after_seconds": self.after_seconds, "skills": dict(self.skills)}
 
 
@@ -231,23 +241,29 @@ class QueueConfig:
                 break
         return active
 
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "name": self.name,
-            "skills": dict(self.skills),
-            "language": self.language,
-            "sla_seconds": self.sla_seconds,
-            "sla_percent": self.sla_percent,
-            "strategy": self.strategy.value,
-            "wrap_up_seconds": self.wrap_up_seconds,
-            "ring_timeout_seconds": self.ring_timeout_seconds,
-            "max_wait_seconds": self.max_wait_seconds,
-            "overflow": self.overflow,
-            "announce_interval_seconds": self.announce_interval_seconds,
-            "preferred_agent_wait_seconds": self.preferred_agent_wait_seconds,
-            "expansion": [ring.to_dict() for ring in self.expansion],
-            "aging_weight": self.aging_weight,
-            "priority_order": self.priority_order.value,
-            "preferred_agent_max_hold_seconds": self.preferred_agent_max_hold_seconds,
-            "service_level_definition": self.service_level_definition.value,
-        }
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (JSON types): what the store's columns and the API's bodies hold."""
+        data: dict[str, Any] = {}
+        for name in _field_names(type(self)):
+            value = getattr(self, name)
+            if isinstance(value, enum.Enum):
+                value = value.value
+            elif name == "skills":
+                value = dict(value)
+            elif name == "expansion":
+                value = [ring.to_dict() for ring in value]
+            data[name] = value
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> QueueConfig:
+        """The inverse of ``to_dict``; keys that are not fields of a queue are ignored."""
+        known = {name: data[name] for name in _field_names(cls) if name in data}
+        known["expansion"] = tuple(
+            SkillExpansion(float(ring["after_seconds"]), dict(ring["skills"]))
+            for ring in known.get("expansion", ()))
+        return cls(**known)
+
+
+def _field_names(record: type) -> tuple[str, ...]:
+    return tuple(item.name for item in fields(record))

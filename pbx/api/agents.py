@@ -15,27 +15,14 @@ from router import AgentProfile, AgentState, Router, RouterError, UnknownAgent
 
 
 def _fields_of(record: AgentRecord) -> dict[str, Any]:
-    profile = record.profile
-    return {
-        "name": profile.name,
-        "site": profile.site,
-        "skills": dict(profile.skills),
-        "languages": sorted(profile.languages),
-        "capacity": profile.capacity,
-        "active": record.active,
-    }
+    fields = {**record.profile.to_dict(), "active": record.active}
+    del fields["extension"]
+    return fields
 
 
 def agent_record(extension: str, fields: AgentFields) -> AgentRecord:
-    profile = AgentProfile(
-        extension=extension,
-        name=fields.name,
-        site=fields.site,
-        skills=fields.skills,
-        languages=frozenset(fields.languages),
-        capacity=fields.capacity,
-    )
-    return AgentRecord(profile, active=fields.active)
+    return AgentRecord(AgentProfile.from_dict({**fields.model_dump(), "extension": extension}),
+                       active=fields.active)
 
 
 def _live(router: Router, record: AgentRecord) -> AgentLive | None:

@@ -11,29 +11,11 @@ from pbx.api.endpoint import ROUTER, STORE, Endpoint
 from pbx.api.errors import not_found
 from pbx.api.schemas import QueueCreate, QueueFields, QueueStatsView, QueueView
 from pbx.store import Store
-from router import QueueConfig, Router, RouterError, SkillExpansion, UnknownQueue
+from router import QueueConfig, Router, RouterError, UnknownQueue
 
 
 def queue_config(name: str, fields: QueueFields) -> QueueConfig:
-    return QueueConfig(
-        name=name,
-        skills=fields.skills,
-        language=fields.language,
-        sla_seconds=fields.sla_seconds,
-        sla_percent=fields.sla_percent,
-        strategy=fields.strategy,
-        wrap_up_seconds=fields.wrap_up_seconds,
-        ring_timeout_seconds=fields.ring_timeout_seconds,
-        max_wait_seconds=fields.max_wait_seconds,
-        overflow=fields.overflow,
-        announce_interval_seconds=fields.announce_interval_seconds,
-        preferred_agent_wait_seconds=fields.preferred_agent_wait_seconds,
-        expansion=tuple(SkillExpansion(ring.after_seconds, ring.skills) for ring in fields.expansion),
-        aging_weight=fields.aging_weight,
-        priority_order=fields.priority_order,
-        preferred_agent_max_hold_seconds=fields.preferred_agent_max_hold_seconds,
-        service_level_definition=fields.service_level_definition,
-    )
+    return QueueConfig.from_dict({**fields.model_dump(), "name": name})
 
 
 def _fields_of(config: QueueConfig) -> dict[str, Any]:

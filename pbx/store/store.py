@@ -60,12 +60,8 @@ from pbx.store.tables import (
 )
 from router import (
     AgentProfile,
-    PriorityOrder,
     QueueConfig,
     Router,
-    ServiceLevelDefinition,
-    SkillExpansion,
-    Strategy,
 )
 
 MAX_PAGE_SIZE = 1000
@@ -81,64 +77,18 @@ _DELETE_USERS_REGISTRATIONS = sa.delete(_REGISTRATIONS).where(
     _REGISTRATIONS.c.user.in_(sa.bindparam("users", expanding=True)))
 
 
+# The router's AgentProfile and QueueConfig are the records; a row holds their fields
+# but the skills, which have a table of their own (so agents can be found by skill).
 def _profile_from_rows(row: AgentRow, skills: Mapping[str, int]) -> AgentProfile:
-    return AgentProfile(
-        extension=row.extension,
-        name=row.name,
-        site=row.site,
-        skills=dict(skills),
-        languages=frozenset(row.languages),
-        capacity=row.capacity,
-    )
+    return AgentProfile.from_dict({**row.model_dump(), "skills": skills})
 
 
 def _queue_from_rows(row: QueueRow, skills: Mapping[str, int]) -> QueueConfig:
-    return QueueConfig(
-        name=row.name,
-        skills=dict(skills),
-        language=row.language,
-        sla_seconds=row.sla_seconds,
-        sla_percent=row.sla_percent,
-        strategy=Strategy(row.strategy),
-        wrap_up_seconds=row.wrap_up_seconds,
-        ring_timeout_seconds=row.ring_timeout_seconds,
-        max_wait_seconds=row.max_wait_seconds,
-        overflow=row.overflow,
-        announce_interval_seconds=row.announce_interval_seconds,
-        preferred_agent_wait_seconds=row.preferred_agent_wait_seconds,
-        aging_weight=row.aging_weight,
-        priority_order=PriorityOrder(row.priority_order),
-        preferred_agent_max_hold_seconds=row.preferred_agent_max_hold_seconds,
-        service_level_definition=ServiceLevelDefinition(row.service_level_definition),
-        expansion=tuple(
-            SkillExpansion(after_seconds=float(ring["after_seconds"]), skills=dict(ring["skills"]))
-            for ring in row.expansion
-        ),
-    )
+    return QueueConfig.from_dict({**row.model_dump(), "skills": skills})
 
 
 def _queue_columns(config: QueueConfig) -> dict[str, Any]:
-    return {
-        "name": config.name,
-        "language": config.language,
-        "sla_seconds": config.sla_seconds,
-        "sla_percent": config.sla_percent,
-        "strategy": Strategy(config.strategy).value,
-        "wrap_up_seconds": config.wrap_up_seconds,
-        "ring_timeout_seconds": config.ring_timeout_seconds,
-        "max_wait_seconds": config.max_wait_seconds,
-        "overflow": config.overflow,
-        "announce_interval_seconds": config.announce_interval_seconds,
-        "preferred_agent_wait_seconds": config.preferred_agent_wait_seconds,
-        "aging_weight": config.aging_weight,
-        "priority_order": PriorityOrder(config.priority_order).value,
-        "preferred_agent_max_hold_seconds": config.preferred_agent_max_hold_seconds,
-        "service_level_definition": ServiceLevelDefinition(config.service_level_definition).value,
-        "expansion": [
-            {"after_seconds": ring.after_seconds, "skills": dict(ring.skills)}
-            for ring in config.expansion
-        ],
-    }
+    return {key: value for key, value in config.to_dict().items() if key != "skills"}
 
 
 def _customer_from_row(row: CustomerRow) -> CustomerRecord:
@@ -275,13 +225,7 @@ class Store:
         """Insert or update one agent and replace its skills; ``active=None`` keeps the stored flag."""
         await self._require_site(session, profile.site, f"agent {profile.extension}")
         await self._ensure_skills(session, profile.skills)
-        columns: dict[str, Any] = {
-            "extension": profile.extension,
-            "name": profile.name,
-            "site": profile.site,
-            "languages": sorted(profile.languages),
-            "capacity": profile.capacity,
-        }
+        columns = {key: value for key, value in profile.to_dict().items() if key != "skills"}
         updated = {key: value for key, value in columns.items() if key != "extension"}
         if active is not None:
             updated["active"] = active
