@@ -38,11 +38,11 @@ from events.ivr import (
     TransferRequested,
 )
 from ivr.call_log import IvrCallLog, IvrCallRecord
-from ivr.flow import (
+from ivr.flow import Flow
+from ivr.nodes import (
     BusinessHoursNode,
     CollectNode,
     EnqueueNode,
-    Flow,
     HangupNode,
     InputSettings,
     LanguageNode,

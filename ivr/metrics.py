@@ -24,7 +24,8 @@ from events.ivr import (
     SurveyScored,
     TransferRequested,
 )
-from ivr.flow import EnqueueNode, Flow, SelfServiceNode
+from ivr.flow import Flow
+from ivr.nodes import EnqueueNode, SelfServiceNode
 
 # How a call leaves the IVR (IvrFinished.outcome).
 OUTCOMES = ("deflected", "enqueued", "transferred", "hung_up", "abandoned", "error")

@@ -7,7 +7,8 @@ contact center (`default_config.yaml`) is used.
 Each section is a pydantic model (``settings.validation.Section``); the models are
 the settings the server reads, so a key exists exactly when a model field does.
 What spans sections (an extension that is also an account, an agent without an
-account) is checked in ``build_config``.
+account) is checked in ``build_config``. The file stays whole (~500 lines) because
+its models side by side are the reference of every key the server reads.
 """
 
 from __future__ import annotations

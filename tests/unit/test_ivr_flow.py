@@ -10,18 +10,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from ivr.flow import (
-    SHIPPED_FLOWS,
-    BusinessHoursNode,
-    CollectNode,
-    LanguageNode,
-    MenuNode,
-    SelfServiceNode,
-    load_flow,
-    load_flows,
-    resolve_flow_path,
-)
+from ivr.flow import SHIPPED_FLOWS, load_flow, load_flows, resolve_flow_path
 from ivr.hours import HoursFormatError, parse_days, parse_intervals
+from ivr.nodes import BusinessHoursNode, CollectNode, LanguageNode, MenuNode, SelfServiceNode
 from pbx.media.prompt import PromptLibrary
 from settings.located_yaml import ConfigError
 
