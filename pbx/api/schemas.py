@@ -66,6 +66,9 @@ class ErrorBody(BaseModel):
 # -- agents ---------------------------------------------------------------------------
 
 
+# The fields of router.AgentProfile (plus 'active'), with the API's constraints and docs;
+# tests/unit/test_one_model_per_concept.py keeps the two in step. The router keeps its own
+# dataclass: it is pure (no pydantic), and guards its invariants itself.
 class AgentFields(RequestModel):
     name: DisplayName
     site: Identifier
@@ -117,6 +120,7 @@ class ExpansionRing(RequestModel):
     skills: dict[SkillName, Proficiency]
 
 
+# The fields of router.QueueConfig (see AgentFields for why two classes).
 class QueueFields(RequestModel):
     skills: dict[SkillName, Proficiency] = Field(
         default_factory=dict, description="required skill -> minimum proficiency"

@@ -34,6 +34,9 @@ class SkillRow(SQLModel, table=True):
     description: str = Field(default="")
 
 
+# An agent's and a queue's rows hold router.AgentProfile's and router.QueueConfig's fields,
+# but the skills, which have tables of their own (agents are found by skill);
+# tests/unit/test_one_model_per_concept.py keeps them in step.
 class AgentRow(SQLModel, table=True):
     __tablename__ = "agents"
     __table_args__ = (sa.Index("ix_agents_site", "site"),)
