@@ -132,3 +132,30 @@ SHIPPED_FLOW_FILES = [*sorted(SHIPPED_FLOWS.glob("*.yaml")),
 def test_shipped_flows_are_valid(path: Path):
     flow = load_flow_file(path, PromptLibrary())
     assert flow.start in flow.nodes
+
+
+IVR_README = ROOT / "ivr" / "README.md"
+
+
+def table_rows(text: str) -> dict[str, str]:
+    """First cell (without backticks) -> the whole row, for every row of the page's tables."""
+    rows = {}
+    for line in text.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if line.startswith("|") and len(cells) > 1:
+            rows[cells[0].strip("`")] = line
+    return rows
+
+
+def test_every_flow_key_is_documented_in_the_ivr_readme():
+    from ivr.flow import FlowDefaults, FlowFile
+    from ivr.nodes import NODE_TYPES
+
+    rows = table_rows(IVR_README.read_text())
+    missing = [f"{name}.{key}" for name, model in NODE_TYPES.items()
+               for key in model.model_fields
+               if key != "type" and f"`{key}`" not in rows.get(name, "")]
+    missing += [key for key in FlowFile.model_fields if key not in rows]
+    missing += [f"defaults.{key}" for key in FlowDefaults.model_fields
+                if f"`{key}`" not in rows.get("defaults", "")]
+    assert missing == [], f"flow keys missing from {IVR_README}: {missing}"
