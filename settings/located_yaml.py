@@ -55,6 +55,8 @@ class LocatedDocument:
         return self.source
 
     def problem(self, path: str, reason: str) -> str:
+        if not path:  # the document as a whole
+            return f"{self.where(path)}: {reason}"
         return f"{self.where(path)}: {path}: {reason}"
 
 

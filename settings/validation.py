@@ -18,7 +18,7 @@ error).
 from __future__ import annotations
 
 import types
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
@@ -106,7 +106,7 @@ def validate_value(document: LocatedDocument, problems: list[str], path: str, ki
 
 def validate_items(document: LocatedDocument, problems: list[str], path: str, kind: Any,
                    items: Any, *, context: Mapping[str, Any] | None = None,
-                   prepare: Any = None) -> list[tuple[int, Any]]:
+                   prepare: Callable[[Any], Any] | None = None) -> list[tuple[int, Any]]:
     """Each item of the list ``items`` validated on its own: (index, model) of the valid ones."""
     if items is None:
         return []
