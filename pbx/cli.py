@@ -1,4 +1,5 @@
-"""The `pbx` command: `pbx serve` runs the server, `pbx check-config FILE` validates a configuration."""
+"""The `pbx` command: `pbx serve` runs the server, `pbx check-config FILE` validates a
+configuration, `pbx simulate` plays a scenario day against the router in virtual time."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import sys
 from pathlib import Path
 
 from pbx.config import ConfigError, ServerConfig, load_config, parse_host_port, parse_listen_address
+from router.simulation.staffing import StaffingTarget
 from settings.located_yaml import in_file_order
 
 
@@ -120,6 +122,55 @@ def _check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _simulate(args: argparse.Namespace) -> int:
+    from pbx.simulation_scenario import load_scenario
+    from router.simulation import Simulation, build_report, render_svg, render_table
+    from router.simulation.staffing import render_staffing, staff_queue
+
+    try:
+        config = load_config(Path(args.config) if args.config else None)
+        scenario = load_scenario(Path(args.scenario), config)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        print(f"{args.scenario}: {len(exc.problems)} problem(s)", file=sys.stderr)
+        return 1
+    result = Simulation(scenario, args.seed).run()
+    report = build_report(result)
+    print(render_table(report), end="")
+    if args.staffing is not None:
+        target = args.staffing
+        plan = {load.queue: staff_queue(scenario, load, target, seed=args.seed)
+                for load in scenario.loads}
+        report["staffing"] = {
+            "target": {"service_level": target.service_level, "seconds": target.seconds},
+            "queues": {queue: [row.to_dict() for row in rows] for queue, rows in plan.items()}}
+        print()
+        print(render_staffing(plan, target), end="")
+    if args.report:
+        path = Path(args.report)
+        try:
+            path.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+            plot = path.with_suffix(".svg")
+            plot.write_text(render_svg(report), encoding="utf-8")
+        except OSError as exc:
+            print(f"error: cannot write the report: {exc}", file=sys.stderr)
+            return 1
+        print(f"\nreport: {path}; plot: {plot}")
+    return 0
+
+
+def _staffing_target(text: str) -> StaffingTarget:
+    percent, _, seconds = text.partition("/")
+    try:
+        target = StaffingTarget(float(percent) / 100, float(seconds))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected PERCENT/SECONDS like 80/20, got {text!r}") from None
+    if not (0 < target.service_level <= 1 and target.seconds > 0):
+        raise argparse.ArgumentTypeError(f"expected PERCENT (1-100)/SECONDS (> 0), got {text!r}")
+    return target
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pbx", description="Centralita contact-center telephony server")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -139,6 +190,21 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check-config", help="validate a configuration file and exit")
     check.add_argument("file", metavar="FILE")
     check.set_defaults(func=_check_config)
+
+    simulate = commands.add_parser(
+        "simulate", help="play a day of callers and agents against the real router, in virtual time")
+    simulate.add_argument("--config", metavar="FILE",
+                          help="YAML configuration: queues, agents, sites (default: the embedded demo)")
+    simulate.add_argument("--scenario", metavar="FILE", required=True,
+                          help="scenario YAML (example: pbx/scenarios/monday.yaml)")
+    simulate.add_argument("--report", metavar="FILE",
+                          help="write the report as JSON here, and its plot beside it (.svg)")
+    simulate.add_argument("--seed", type=int, default=1, help="random seed (default 1): same seed, same day")
+    simulate.add_argument("--staffing", metavar="PERCENT/SECONDS", nargs="?", const="80/20",
+                          type=_staffing_target,
+                          help="also find the fewest agents per interval meeting this target "
+                               "(default 80/20), beside Erlang C's answer")
+    simulate.set_defaults(func=_simulate)
     return parser
 
 

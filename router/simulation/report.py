@@ -1,0 +1,461 @@
+"""What a simulated day did: counters per queue and 15-minute interval, per site and
+per agent, and the report built from them (JSON, a readable table, an SVG plot).
+
+Calls are counted in the interval they arrived in (answered, abandoned and their
+waits too), so an interval's service level is that of its callers. Occupancy is
+handling time (reserved, ringing, talking, wrap-up) over logged-in time; a queue's
+occupancy counts the time agents spent on its calls over the logged-in time of the
+agents who can serve it (an agent serving several queues counts in each).
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from router import AgentState, ServiceLevelDefinition
+from router.simulation.erlang import ErlangC, erlang_a
+from router.simulation.scenario import INTERVAL_SECONDS
+
+if TYPE_CHECKING:
+    from router.simulation.engine import SimulationResult
+    from router.simulation.scenario import QueueLoad, Scenario
+
+_STAFFED = frozenset({AgentState.AVAILABLE, AgentState.RESERVED, AgentState.RINGING,
+                      AgentState.ON_CALL, AgentState.WRAP_UP})
+_HANDLING = _STAFFED - {AgentState.AVAILABLE}
+
+
+class AgentTrack(Protocol):
+    site: str
+    queues: tuple[str, ...]
+    state: AgentState
+    since: float
+    queue: str | None
+
+
+@dataclass
+class QueueInterval:
+    offered: int = 0
+    contained: int = 0  # finished in the IVR's self-service
+    answered: int = 0
+    answered_within: int = 0
+    abandoned: int = 0
+    abandoned_within: int = 0
+    overflow_out: int = 0
+    overflow_in: int = 0
+    callbacks_requested: int = 0
+    callbacks_completed: int = 0
+    callbacks_failed: int = 0
+    answered_wait: float = 0.0
+    longest_wait: float = 0.0
+    busy_seconds: float = 0.0
+    staffed_seconds: float = 0.0
+    waiting_seconds: float = 0.0  # caller-seconds spent in line
+    waiting_most: int = 0
+
+
+@dataclass
+class Occupancy:
+    busy: float = 0.0
+    staffed: float = 0.0
+
+    @property
+    def share(self) -> float | None:
+        return self.busy / self.staffed if self.staffed > 0 else None
+
+
+class DayStatistics:
+    """Counters the engine feeds from the router's events."""
+
+    def __init__(self, start: float, intervals: int, queues: Iterable[str]) -> None:
+        self.start = start
+        self.intervals = intervals
+        self.queues = {name: [QueueInterval() for _ in range(intervals)] for name in queues}
+        self.sites: dict[str, list[Occupancy]] = {}
+        self.agents: dict[str, Occupancy] = {}
+        self._in_line = dict.fromkeys(self.queues, 0)
+        self._line_since = start
+
+    def interval_of(self, at: float) -> int:
+        return min(self.intervals - 1, max(0, int((at - self.start) // INTERVAL_SECONDS)))
+
+    def _spread(self, start: float, end: float) -> Iterable[tuple[int, float]]:
+        """(interval, seconds) pieces of [start, end)."""
+        while end > start:
+            index = self.interval_of(start)
+            boundary = self.start + (index + 1) * INTERVAL_SECONDS
+            if index == self.intervals - 1:
+                boundary = max(boundary, end)
+            piece = min(end, boundary) - start
+            yield index, piece
+            start += piece
+
+    # calls
+    def contained(self, queue: str, interval: int) -> None:
+        if interval >= 0:
+            self.queues[queue][interval].contained += 1
+
+    def offered(self, queue: str, interval: int) -> None:
+        if interval >= 0:
+            self.queues[queue][interval].offered += 1
+
+    def answered(self, queue: str, interval: int, waited: float, within: bool) -> None:
+        if interval >= 0:
+            row = self.queues[queue][interval]
+            row.answered += 1
+            row.answered_within += within
+            row.answered_wait += waited
+            row.longest_wait = max(row.longest_wait, waited)
+
+    def abandoned(self, queue: str, interval: int, waited: float, within: bool) -> None:
+        if interval >= 0:
+            row = self.queues[queue][interval]
+            row.abandoned += 1
+            row.abandoned_within += within
+            row.longest_wait = max(row.longest_wait, waited)
+
+    def overflowed(self, queue: str, target: str | None, interval: int) -> None:
+        if interval >= 0:
+            self.queues[queue][interval].overflow_out += 1
+            if target is not None:
+                self.queues[target][interval].overflow_in += 1
+
+    def callback_requested(self, queue: str, interval: int) -> None:
+        if interval >= 0:
+            self.queues[queue][interval].callbacks_requested += 1
+
+    def callback_completed(self, queue: str, interval: int) -> None:
+        if interval >= 0:
+            self.queues[queue][interval].callbacks_completed += 1
+
+    def callback_failed(self, queue: str, interval: int) -> None:
+        if interval >= 0:
+            self.queues[queue][interval].callbacks_failed += 1
+
+    # callers in line, integrated over time
+    def waiting_until(self, at: float) -> None:
+        if at <= self._line_since:
+            return
+        for queue, count in self._in_line.items():
+            if count:
+                rows = self.queues[queue]
+                for index, seconds in self._spread(self._line_since, at):
+                    rows[index].waiting_seconds += count * seconds
+        self._line_since = at
+
+    @property
+    def callers_in_line(self) -> int:
+        return sum(self._in_line.values())
+
+    def joined_line(self, queue: str) -> None:
+        self._in_line[queue] += 1
+        row = self.queues[queue][self.interval_of(self._line_since)]
+        row.waiting_most = max(row.waiting_most, self._in_line[queue])
+
+    def left_line(self, queue: str) -> None:
+        self._in_line[queue] -= 1
+
+    # agents
+    def agent_span(self, agent: str, track: AgentTrack, end: float) -> None:
+        """The agent was in ``track.state`` from ``track.since`` to ``end``."""
+        state = track.state
+        if state not in _STAFFED or end <= track.since:
+            return
+        busy = state in _HANDLING
+        seconds = end - track.since
+        occupancy = self.agents.setdefault(agent, Occupancy())
+        occupancy.staffed += seconds
+        site = self.sites.get(track.site)
+        if site is None:
+            site = self.sites[track.site] = [Occupancy() for _ in range(self.intervals)]
+        for index, piece in self._spread(track.since, end):
+            site[index].staffed += piece
+            if busy:
+                site[index].busy += piece
+            for queue in track.queues:
+                self.queues[queue][index].staffed_seconds += piece
+            if busy and track.queue is not None:
+                self.queues[track.queue][index].busy_seconds += piece
+        if busy:
+            occupancy.busy += seconds
+
+    def close(self, end: float, agents: Iterable[tuple[str, AgentTrack]]) -> None:
+        """The day is over: count the callers still in line and the agents still logged in."""
+        self.waiting_until(end)
+        for agent, track in agents:
+            self.agent_span(agent, track, end)
+            track.since = end
+
+
+def service_level(definition: ServiceLevelDefinition, row: QueueInterval) -> float | None:
+    """The queue's service-level definition applied to one interval (None: no call counts)."""
+    met, counted = row.answered_within, row.answered + row.abandoned
+    if definition is ServiceLevelDefinition.SHORT_ABANDONS_EXCLUDED:
+        counted -= row.abandoned_within
+    elif definition is ServiceLevelDefinition.SHORT_ABANDONS_MET:
+        met += row.abandoned_within
+    elif definition is ServiceLevelDefinition.ABANDONS_EXCLUDED:
+        counted = row.answered
+    return met / counted if counted else None
+
+
+def _sum_rows(rows: Iterable[QueueInterval]) -> QueueInterval:
+    total = QueueInterval()
+    for row in rows:
+        for name, value in vars(row).items():
+            if name in ("longest_wait", "waiting_most"):
+                setattr(total, name, max(getattr(total, name), value))
+            else:
+                setattr(total, name, getattr(total, name) + value)
+    return total
+
+
+def model_of(scenario: Scenario, load: QueueLoad | None, shared: bool) -> str:
+    """Which queueing model describes this queue, and so what the Erlang column means."""
+    if load is None:
+        return "no callers of its own (overflow only): simulation only"
+    notes = []
+    if shared:
+        notes.append("agents shared with other queues")
+    config = next(c for c in scenario.queues if c.name == load.queue)
+    if config.expansion or config.max_wait_seconds is not None:
+        notes.append("skill expansion or overflow")
+    if load.callback is not None:
+        notes.append("callbacks")
+    base = "Erlang A (callers abandon)" if load.patience is not None else "Erlang C"
+    if notes:
+        return f"{base} as a one-pool approximation only ({', '.join(notes)}): simulation decides"
+    if load.patience is not None and load.patience.kind != "exponential":
+        return f"{base} with the mean patience (patience not exponential): approximation"
+    if load.handle.kind != "exponential":
+        return f"{base} with the mean handle time (handle not exponential): approximation"
+    return base
+
+
+def _erlang_reference(load: QueueLoad | None, row: QueueInterval, config_sla: float) -> float | None:
+    """Service level the Erlang model gives for the interval's arrivals and logged-in agents."""
+    if load is None or row.offered == 0:
+        return None
+    agents = round(row.staffed_seconds / INTERVAL_SECONDS)
+    rate = row.offered / INTERVAL_SECONDS
+    handle = load.handle.average + load.wrap_up.average
+    if agents < 1:
+        return 0.0
+    if load.patience is None:
+        return ErlangC(agents, rate * handle, handle, config_sla).service_level
+    model = erlang_a(agents, rate, handle, max(load.patience.average, 1e-3))
+    return 1.0 - model.wait_probability  # answered at once: a lower bound of the service level
+
+
+def build_report(result: SimulationResult) -> dict[str, Any]:
+    scenario = result.scenario
+    statistics = result.statistics
+    loads = {load.queue: load for load in scenario.loads}
+    queue_agents: dict[str, set[str]] = {}
+    for agent_queues in result.agent_queues.values():
+        for queue in agent_queues:
+            queue_agents.setdefault(queue, set()).update(agent_queues)
+    queues: dict[str, Any] = {}
+    for config in scenario.queues:
+        rows = statistics.queues[config.name]
+        load = loads.get(config.name)
+        shared = len(queue_agents.get(config.name, {config.name})) > 1
+        intervals = []
+        for index, row in enumerate(rows):
+            intervals.append(_row_dict(scenario, statistics, index, row, config, load))
+        total = _sum_rows(rows)
+        queues[config.name] = {
+            "model": model_of(scenario, load, shared),
+            "service_level_target": {"percent": config.sla_percent, "seconds": config.sla_seconds,
+                                     "definition": config.service_level_definition.value},
+            "total": _figures(total, config.service_level_definition,
+                              seconds=INTERVAL_SECONDS * len(rows)),
+            "intervals": intervals,
+        }
+    sites = {}
+    for site, occupancy_rows in sorted(statistics.sites.items()):
+        busy = sum(o.busy for o in occupancy_rows)
+        staffed = sum(o.staffed for o in occupancy_rows)
+        sites[site] = {
+            "occupancy": busy / staffed if staffed else None,
+            "agent_hours": staffed / 3600,
+            "intervals": [{"start": _clock(statistics.start + i * INTERVAL_SECONDS),
+                           "agents": o.staffed / INTERVAL_SECONDS, "occupancy": o.share}
+                          for i, o in enumerate(occupancy_rows)],
+        }
+    agents = {name: {"occupancy": o.share, "logged_in_hours": o.staffed / 3600}
+              for name, o in sorted(statistics.agents.items())}
+    return {
+        "scenario": scenario.name,
+        "day": scenario.day.isoformat(),
+        "timezone": scenario.timezone,
+        "seed": result.seed,
+        "interval_minutes": INTERVAL_SECONDS // 60,
+        "queues": queues,
+        "sites": sites,
+        "agents": agents,
+        "warnings": result.warnings,
+        "run": {"events": result.events_run, "router_ticks": result.router_ticks},
+    }
+
+
+def _figures(row: QueueInterval, definition: ServiceLevelDefinition, seconds: float) -> dict[str, Any]:
+    return {
+        "offered": row.offered,
+        "contained_in_ivr": row.contained,
+        "answered": row.answered,
+        "abandoned": row.abandoned,
+        "overflow_out": row.overflow_out,
+        "overflow_in": row.overflow_in,
+        "callbacks_requested": row.callbacks_requested,
+        "callbacks_completed": row.callbacks_completed,
+        "callbacks_failed": row.callbacks_failed,
+        "service_level": service_level(definition, row),
+        "average_speed_of_answer": row.answered_wait / row.answered if row.answered else None,
+        "occupancy": row.busy_seconds / row.staffed_seconds if row.staffed_seconds else None,
+        "longest_wait": row.longest_wait,
+        "agents": row.staffed_seconds / seconds,
+        "waiting_average": row.waiting_seconds / seconds,
+        "waiting_most": row.waiting_most,
+    }
+
+
+def _row_dict(scenario: Scenario, statistics: DayStatistics, index: int, row: QueueInterval,
+              config: Any, load: QueueLoad | None) -> dict[str, Any]:
+    figures = _figures(row, config.service_level_definition, seconds=INTERVAL_SECONDS)
+    figures["start"] = _clock(statistics.start + index * INTERVAL_SECONDS)
+    figures["erlang_service_level"] = _erlang_reference(load, row, config.sla_seconds)
+    return figures
+
+
+def _clock(seconds: float) -> str:
+    minutes = int(round(seconds / 60))
+    return f"{minutes // 60:02d}:{minutes % 60:02d}"
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.0f}%"
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}s"
+
+
+def render_table(report: dict[str, Any]) -> str:
+    """The report as text: one block per queue, one line per interval with calls or agents."""
+    lines = [f"Simulated day {report['day']} ({report['timezone']}), scenario {report['scenario']}, "
+             f"seed {report['seed']}"]
+    for warning in report["warnings"]:
+        lines.append(f"warning: {warning}")
+    header = (f"{'time':>5} {'offered':>7} {'answer':>6} {'aband':>5} {'ovfl':>4} {'SL':>5} "
+              f"{'erlang':>6} {'ASA':>5} {'occ':>4} {'agents':>6} {'longest':>7} {'waiting':>7}")
+    for name, queue in report["queues"].items():
+        target = queue["service_level_target"]
+        total = queue["total"]
+        lines += ["", f"queue {name}: target {target['percent']:g}% in {target['seconds']:g}s "
+                  f"({target['definition']}); model: {queue['model']}",
+                  f"  day: offered {total['offered']}, IVR self-service {total['contained_in_ivr']}, "
+                  f"answered {total['answered']}, abandoned {total['abandoned']}, "
+                  f"SL {_percent(total['service_level'])}, ASA {_seconds(total['average_speed_of_answer'])}, "
+                  f"occupancy {_percent(total['occupancy'])}, longest wait {_seconds(total['longest_wait'])}, "
+                  f"callbacks {total['callbacks_requested']} ({total['callbacks_completed']} completed)",
+                  "  " + header]
+        for row in queue["intervals"]:
+            if not row["offered"] and row["agents"] < 0.01 and not row["overflow_in"]:
+                continue
+            lines.append(
+                f"  {row['start']:>5} {row['offered']:>7} {row['answered']:>6} {row['abandoned']:>5} "
+                f"{row['overflow_out']:>4} {_percent(row['service_level']):>5} "
+                f"{_percent(row['erlang_service_level']):>6} "
+                f"{_seconds(row['average_speed_of_answer']):>5} {_percent(row['occupancy']):>4} "
+                f"{row['agents']:>6.1f} {_seconds(row['longest_wait']):>7} {row['waiting_average']:>7.1f}")
+    lines += ["", "sites: " + ", ".join(
+        f"{site} occupancy {_percent(data['occupancy'])} over {data['agent_hours']:.1f} agent-hours"
+        for site, data in report["sites"].items())]
+    occupancies = [a["occupancy"] for a in report["agents"].values() if a["occupancy"] is not None]
+    if occupancies:
+        lines.append(f"agents: {len(occupancies)} logged in; occupancy lowest {_percent(min(occupancies))}, "
+                     f"median {_percent(sorted(occupancies)[len(occupancies) // 2])}, "
+                     f"highest {_percent(max(occupancies))}")
+    return "\n".join(lines) + "\n"
+
+
+_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2",
+            "#7f7f7f", "#bcbd22", "#17becf")
+
+
+def render_svg(report: dict[str, Any]) -> str:
+    """Service level (top) and average callers waiting (bottom) per queue across the day."""
+    width, left, right, panel, gap, top = 960, 60, 150, 220, 50, 40
+    plot_width = width - left - right
+    height = top + 2 * panel + gap + 40
+    queues = report["queues"]
+    count = max((len(q["intervals"]) for q in queues.values()), default=1)
+    most_waiting = max((row["waiting_average"] for q in queues.values() for row in q["intervals"]),
+                       default=0.0)
+    waiting_scale = max(1.0, math.ceil(most_waiting))
+
+    def x(index: float) -> float:
+        return left + plot_width * index / max(1, count)
+
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+           f'font-family="sans-serif" font-size="12">',
+           f'<rect width="{width}" height="{height}" fill="white"/>',
+           f'<text x="{left}" y="20" font-size="14">{html.escape(report["scenario"])}: '
+           f'{report["day"]} ({html.escape(report["timezone"])}), seed {report["seed"]}</text>']
+    panels = (("service level", top, lambda row: row["service_level"], 1.0, "%"),
+              ("callers waiting (average)", top + panel + gap,
+               lambda row: row["waiting_average"], waiting_scale, ""))
+    for title, y0, value_of, scale, unit in panels:
+        out.append(f'<rect x="{left}" y="{y0}" width="{plot_width}" height="{panel}" fill="none" '
+                   f'stroke="#999"/>')
+        out.append(f'<text x="{left + 4}" y="{y0 + 14}">{title}</text>')
+        for step in range(5):
+            value = scale * step / 4
+            y = y0 + panel - panel * step / 4
+            label = f"{100 * value:.0f}%" if unit == "%" else f"{value:g}"
+            out.append(f'<line x1="{left}" x2="{left + plot_width}" y1="{y:.1f}" y2="{y:.1f}" '
+                       f'stroke="#eee"/><text x="{left - 6}" y="{y + 4:.1f}" '
+                       f'text-anchor="end">{label}</text>')
+        for colour_index, queue in enumerate(queues.values()):
+            colour = _COLOURS[colour_index % len(_COLOURS)]
+            segments: list[list[str]] = [[]]
+            for index, row in enumerate(queue["intervals"]):
+                value = value_of(row)
+                if value is None:
+                    if segments[-1]:
+                        segments.append([])
+                    continue
+                y = y0 + panel - panel * min(value, scale) / scale
+                segments[-1].append(f"{x(index + 0.5):.1f},{y:.1f}")
+            for points in segments:
+                if points:
+                    out.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" '
+                               f'points="{" ".join(points)}"/>')
+        if unit == "%":
+            for colour_index, queue in enumerate(queues.values()):
+                target = queue["service_level_target"]["percent"] / 100
+                y = y0 + panel - panel * target
+                out.append(f'<line x1="{left}" x2="{left + plot_width}" y1="{y:.1f}" y2="{y:.1f}" '
+                           f'stroke="{_COLOURS[colour_index % len(_COLOURS)]}" '
+                           f'stroke-dasharray="4 4" stroke-width="0.8"/>')
+    axis_y = top + 2 * panel + gap
+    for index, row in enumerate(next(iter(queues.values()))["intervals"] if queues else []):
+        if row["start"].endswith(":00") and int(row["start"][:2]) % 2 == 0:
+            out.append(f'<text x="{x(index):.1f}" y="{axis_y + 16}" text-anchor="middle">'
+                       f'{row["start"]}</text>')
+    for colour_index, name in enumerate(queues):
+        y = top + 10 + 18 * colour_index
+        colour = _COLOURS[colour_index % len(_COLOURS)]
+        out.append(f'<line x1="{width - right + 12}" x2="{width - right + 32}" y1="{y}" y2="{y}" '
+                   f'stroke="{colour}" stroke-width="2"/><text x="{width - right + 38}" y="{y + 4}">'
+                   f'{html.escape(name)}</text>')
+    out.append(f'<text x="{width - right + 12}" y="{top + 10 + 18 * len(queues) + 6}" fill="#555">'
+               f'dashed: target</text>')
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
