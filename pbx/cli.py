@@ -123,13 +123,13 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from pbx.simulation_scenario import load_scenario
+    from pbx.simulation_scenario import load_scenario, scenario_path
     from router.simulation import Simulation, build_report, render_svg, render_table
     from router.simulation.staffing import render_staffing, staff_queue
 
     try:
         config = load_config(Path(args.config) if args.config else None)
-        scenario = load_scenario(Path(args.scenario), config)
+        scenario = load_scenario(scenario_path(args.scenario), config)
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"error: {problem}", file=sys.stderr)
@@ -196,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--config", metavar="FILE",
                           help="YAML configuration: queues, agents, sites (default: the embedded demo)")
     simulate.add_argument("--scenario", metavar="FILE", required=True,
-                          help="scenario YAML (example: pbx/scenarios/monday.yaml)")
+                          help="scenario YAML, or the name of a shipped one: monday (pbx/scenarios/)")
     simulate.add_argument("--report", metavar="FILE",
                           help="write the report as JSON here, and its plot beside it (.svg)")
     simulate.add_argument("--seed", type=int, default=1, help="random seed (default 1): same seed, same day")

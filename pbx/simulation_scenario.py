@@ -40,6 +40,16 @@ _BREAK_KEYS = {"at", "minutes", "reason"}
 _EVENT_KEYS = {"site_down", "away", "count", "from", "to", "reason"}
 _TIME = re.compile(r"^(\d{1,2}):([0-5]\d)$")
 _DAY = 86400.0
+SHIPPED_SCENARIOS = Path(__file__).resolve().parent / "scenarios"
+
+
+def scenario_path(reference: str) -> Path:
+    """A file path, or the name of a shipped scenario (``monday``)."""
+    path = Path(reference)
+    shipped = SHIPPED_SCENARIOS / f"{reference}.yaml"
+    if not path.exists() and "/" not in reference and shipped.exists():
+        return shipped
+    return path
 
 
 class _TopLevelReader(DocumentReader):

@@ -1,0 +1,1 @@
+"""Scenarios shipped for `pbx simulate` (data files): `--scenario monday` runs monday.yaml."""
