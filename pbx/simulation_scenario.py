@@ -189,9 +189,14 @@ class _ScenarioReader:
                     isinstance(c, int | float) and not isinstance(c, bool) and c >= 0 for c in calls)):
                 self.fail(f"{path}.calls", "must be a list of expected calls per 15 minutes (numbers >= 0)")
                 calls = [0]
-            handle = self.distribution(data.get("handle"), f"{path}.handle")
-            if "handle" in data and handle.average <= 0:
-                self.fail(f"{path}.handle", "must average more than 0 seconds")
+            handle = Distribution("constant", 0.0)
+            if "handle" not in data:
+                self.fail(f"{path}.handle", "is required: talk time, like {lognormal: 240, cv: 0.6}")
+            else:
+                problems = len(self.reader.problems)
+                handle = self.distribution(data["handle"], f"{path}.handle")
+                if len(self.reader.problems) == problems and handle.average <= 0:
+                    self.fail(f"{path}.handle", "must average more than 0 seconds")
             patience = None
             if data.get("patience") is not None:
                 patience = self.distribution(data["patience"], f"{path}.patience")

@@ -75,6 +75,7 @@ class _SimCall:
     connected: bool = False
     agent: str | None = None
     request: CallbackRequest | None = None
+    callback_queue: str = ""  # where the callback was requested: its outcome is counted there
     tries: int = 0
 
 
@@ -368,6 +369,7 @@ class Simulation:
         self._record_events()
         del self._calls[call.router_id]
         self.statistics.callback_requested(call.queue, call.interval)
+        call.callback_queue = call.queue
         call.request = new_request(
             f"+{call.number:011d}", call.queue, site=_SIMULATION_SITE, now=self._utc(self.now),
             lease=_CALLBACK_LEASE, policy=offer.policy, requested_at=self._utc(call.enqueued_at),
@@ -429,7 +431,7 @@ class Simulation:
                 call.router_id = call.reservation_id = None
                 self._after_failed_callback(call)
                 return
-            self.statistics.callback_completed(call.queue, call.interval)
+            self.statistics.callback_completed(call.callback_queue, call.interval)
         call.reservation_id = None
         self.router.answered(rid)
         call.connected = True
@@ -443,7 +445,7 @@ class Simulation:
             due = (request.earliest_at.timestamp() - self._midnight_utc)
             self._schedule(max(due, self.now), _CALLBACK_DUE)
         else:
-            self.statistics.callback_failed(call.queue, call.interval)
+            self.statistics.callback_failed(call.callback_queue, call.interval)
 
     def _end_call(self, call: _SimCall) -> None:
         assert call.router_id is not None

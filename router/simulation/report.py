@@ -151,6 +151,10 @@ class DayStatistics:
     def callers_in_line(self) -> int:
         return sum(self._in_line.values())
 
+    def in_line(self, queue: str) -> int:
+        """Callers of ``queue`` waiting now (not yet offered to an agent)."""
+        return self._in_line[queue]
+
     def joined_line(self, queue: str) -> None:
         self._in_line[queue] += 1
         row = self.queues[queue][self.interval_of(self._line_since)]

@@ -95,7 +95,7 @@ def test_a_wrong_model_is_outside_the_interval(erlang_c_runs):
 def test_abandonment_agrees_with_erlang_a():
     """Exponential patience: the share of callers who abandon is Erlang A's (M/M/N+M)."""
     patience = 180.0
-    shares, waits = [], []
+    shares = []
     for seed in range(REPLICATIONS):
         run = day_total(one_queue(1.0, 8, Distribution("exponential", patience)), seed)
         assert run.answered + run.abandoned == run.offered

@@ -1,0 +1,222 @@
+"""`pbx simulate`: the scenario file, the engine's bookkeeping, staffing, callbacks and the
+command end to end on the shipped example."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+import xml.etree.ElementTree as ElementTree
+from dataclasses import replace
+from datetime import date, timedelta
+from pathlib import Path
+
+import pytest
+
+from callbacks import CallbackPolicy
+from pbx.cli import main
+from pbx.config import load_config
+from pbx.config_file import ConfigError
+from pbx.simulation_scenario import SHIPPED_SCENARIOS, load_scenario
+from router import AgentProfile, CallAnswered, QueueConfig, Router
+from router.simulation import (
+    CallbackOffer,
+    Distribution,
+    QueueLoad,
+    Scenario,
+    Simulation,
+    StaffGroup,
+    build_report,
+)
+from router.simulation.erlang import erlang_c_agents
+from router.simulation.staffing import StaffingTarget, staff_queue
+
+MONDAY = SHIPPED_SCENARIOS / "monday.yaml"
+
+
+@pytest.fixture(scope="module")
+def demo_config():
+    return load_config(None)
+
+
+@pytest.fixture(scope="module")
+def monday(demo_config):
+    return load_scenario(MONDAY, demo_config)
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "scenario.yaml"
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return path
+
+
+def test_every_mistake_is_named_with_file_line_and_key(tmp_path, demo_config):
+    path = write(tmp_path, """\
+        scenario: broken
+        day: 2026-12-07
+        from: 10:00
+        queues:
+          sales:
+            calls: [1, 2]
+            handle: {exponential: 120}
+          billing:
+            calls: [1, -2]
+            handle: {gamma: 3}
+            self_service: 1.5
+        staff:
+          - name: a
+            like: "9999"
+            count: 2
+            shift: ["08:00", "16:00"]
+          - name: b
+            site: lisbon
+            shift: ["16:00", "08:00"]
+        events:
+          - {site_down: paris, from: "10:00", to: "11:00"}
+        """)
+    with pytest.raises(ConfigError) as caught:
+        load_scenario(path, demo_config)
+    problems = caught.value.problems
+    expected = [
+        f"{path}:3: from: must be a time",
+        f"{path}:5: queues.sales: unknown queue 'sales'",
+        f"{path}:9: queues.billing.calls: must be a list of expected calls",
+        f"{path}:10: queues.billing.handle: must be one of",
+        f"{path}:11: queues.billing.self_service: must be between 0 and 1",
+        f"{path}:14: staff[0].like: unknown agent '9999'",
+        f"{path}:18: staff[1].site: unknown site 'lisbon'",
+        f"{path}:19: staff[1].shift: must end after it starts",
+        f"{path}:21: events[0].site_down: unknown site 'paris'",
+    ]
+    for start in expected:
+        assert any(problem.startswith(start) for problem in problems), (start, problems)
+    assert len(problems) == len(expected), problems
+
+
+def test_the_command_reports_errors_and_exits_1(tmp_path, capsys):
+    path = write(tmp_path, "day: 2026-12-07\nqueues: {}\nstaff: []\n")
+    assert main(["simulate", "--scenario", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert f"error: {path}:2: queues: is required" in err
+    assert f"{path}: 2 problem(s)" in err
+
+
+def test_shifts_are_in_each_sites_time_zone(monday):
+    """Bogotá's 07:00 is 13:00 in Madrid in December: its agents log in then."""
+    report = build_report(Simulation(monday, 1).run())
+    bogota = {row["start"]: row["agents"] for row in report["sites"]["bogota"]["intervals"]}
+    assert bogota["12:45"] == 0
+    assert bogota["13:00"] == pytest.approx(12, abs=0.5)
+
+
+def test_site_outage_and_drill_show_in_the_day(monday):
+    report = build_report(Simulation(monday, 1).run())
+    madrid = {row["start"]: row for row in report["sites"]["madrid"]["intervals"]}
+    bogota = {row["start"]: row for row in report["sites"]["bogota"]["intervals"]}
+    billing = {row["start"]: row for row in report["queues"]["billing"]["intervals"]}
+    # Madrid is down 10:00-10:30: its agents stay logged in but are given no call.
+    assert madrid["10:15"]["occupancy"] < 0.05 < madrid["09:45"]["occupancy"]
+    assert billing["10:15"]["service_level"] < 0.5 and billing["10:15"]["abandoned"] > 0
+    # Three of Bogotá's agents leave for a drill 15:00-15:45 (on the Madrid clock).
+    assert bogota["15:15"]["agents"] == pytest.approx(bogota["14:30"]["agents"] - 3, abs=0.5)
+
+
+def test_the_engine_bookkeeping_matches_the_router(monday):
+    """Stopped mid-outage, with callers waiting: the simulator's count of callers in line
+    (kept from the router's events) is what the router itself says."""
+    simulation = Simulation(replace(monday, end=10 * 3600 + 20 * 60), 3)
+    simulation.run()
+    waiting = {q.name: len(simulation.router.waiting_calls(q.name)) for q in monday.queues}
+    assert sum(waiting.values()) > 5
+    for queue, count in waiting.items():
+        assert simulation.statistics.in_line(queue) == count, queue
+
+
+def test_same_seed_same_day_other_seed_other_day(monday):
+    first = build_report(Simulation(monday, 7).run())
+    again = build_report(Simulation(monday, 7).run())
+    other = build_report(Simulation(monday, 8).run())
+    assert json.dumps(first) == json.dumps(again)
+    assert first["queues"]["billing"]["total"] != other["queues"]["billing"]["total"]
+
+
+def single_queue(calls: float, agents: int, *, hours: int = 4, callback: CallbackOffer | None = None,
+                 patience: Distribution | None = None) -> Scenario:
+    queue = QueueConfig("q", wrap_up_seconds=0)
+    load = QueueLoad("q", calls=(calls,) * (hours * 4), handle=Distribution("exponential", 180),
+                     patience=patience, callback=callback)
+    staff = StaffGroup("agent", AgentProfile("agent", "Agent", "site"), agents, 0.0, 86400.0)
+    return Scenario("one queue", date(2026, 12, 7), "UTC", (queue,), {"site": "UTC"}, (load,),
+                    (staff,), end=hours * 3600 + 3600)
+
+
+def test_staffing_finds_about_what_erlang_c_finds_where_erlang_c_holds():
+    scenario = single_queue(50, 1)  # 50 calls a quarter hour, 3 minutes each: 10 Erlangs
+    target = StaffingTarget(0.8, 20)
+    plan = staff_queue(scenario, scenario.loads[0], target, hours=4, seed=2)
+    expected = erlang_c_agents(50 / 900, 180, 20, 0.8)
+    assert {row.erlang_c_agents for row in plan} == {expected}
+    assert all(abs(row.simulated_agents - expected) <= 1 for row in plan)
+    assert all(row.simulated_service_level >= 0.8 for row in plan)
+
+
+class RecordingRouter(Router):
+    """The real router, remembering every answered call."""
+
+    answers: list[CallAnswered]
+
+    def drain_events(self):
+        events = super().drain_events()
+        self.answers = getattr(self, "answers", []) + [e for e in events if isinstance(e, CallAnswered)]
+        return events
+
+
+def test_a_callback_keeps_the_callers_place_in_line():
+    """Callers who would wait take a callback; half do not answer the first time and are
+    tried again ten minutes later. When a retry is answered its wait counts from the
+    original arrival, and it is served before every live caller who arrived after it."""
+    offer = CallbackOffer(offer_over_seconds=0, uptake=1.0, answer_share=0.5,
+                          ring=Distribution("constant", 5),
+                          policy=CallbackPolicy(max_attempts=5, retry_delay=timedelta(minutes=10),
+                                                backoff=1.0))
+    scenario = single_queue(4.5, 1, hours=6, callback=offer)
+    routers: list[RecordingRouter] = []
+
+    def factory(clock):
+        routers.append(RecordingRouter(clock))
+        return routers[-1]
+
+    result = Simulation(scenario, 5, router_factory=factory).run()
+    answers = routers[0].answers
+    retries = [a for a in answers if "-callback" in a.call_id and not a.call_id.endswith("callback1")]
+    assert len(retries) > 10
+    assert all(a.waited_seconds >= 600 for a in retries)
+    total = build_report(result)["queues"]["q"]["total"]
+    assert total["callbacks_requested"] > 20
+    assert total["callbacks_completed"] + total["callbacks_failed"] <= total["callbacks_requested"]
+    arrival = {a.call_id: a.at - a.waited_seconds for a in answers}
+    for retry in retries:
+        # Live callers answered after this retry all arrived after it (it kept its place).
+        later = [a for a in answers if a.at > retry.at and "-callback" not in a.call_id]
+        assert all(arrival[a.call_id] >= arrival[retry.call_id] - 1e-6 for a in later[:3])
+
+
+def test_the_command_runs_the_shipped_example(tmp_path, capsys):
+    report_path = tmp_path / "monday.json"
+    assert main(["simulate", "--scenario", "monday", "--report", str(report_path), "--seed", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "queue billing: target 80% in 20s" in out
+    assert "model: Erlang A" in out
+    report = json.loads(report_path.read_text())
+    assert set(report["queues"]) == {"billing", "support", "general"}
+    assert len(report["queues"]["billing"]["intervals"]) == 60  # 07:00-22:00 in quarter hours
+    total = report["queues"]["billing"]["total"]
+    assert total["offered"] > 700 and total["contained_in_ivr"] > 100
+    assert total["callbacks_requested"] > 0
+    assert total["callbacks_completed"] + total["callbacks_failed"] <= total["callbacks_requested"]
+    # Support offers no callback: every caller who reached it left it once, by 22:00.
+    support = report["queues"]["support"]["total"]
+    assert (support["answered"] + support["abandoned"] + support["overflow_out"]
+            == support["offered"] + support["overflow_in"])
+    plot = ElementTree.parse(report_path.with_suffix(".svg")).getroot()
+    assert plot.tag.endswith("svg")
+    assert len(plot.findall(".//{http://www.w3.org/2000/svg}polyline")) >= 4
