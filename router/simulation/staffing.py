@@ -3,7 +3,8 @@
 For each queue and each interval with callers, the interval's arrival rate is held
 steady for ``hours`` (after ``warm_up`` seconds left out) with the queue's handle,
 wrap-up and patience, served by N identical agents through the real router; N is
-searched from Erlang C's answer (handle plus wrap-up as the handle time) down while
+searched from Erlang C's answer (handle plus wrap-up as the handle time, for the
+callers the IVR's self-service leaves) down while
 the target is still met and up until it is. Every N uses the same seed (common
 random numbers), so the comparison between N and N+1 is not drowned in noise.
 
@@ -93,7 +94,9 @@ def _search(scenario: Scenario, load: QueueLoad, config: QueueConfig, calls: flo
             seed: int) -> tuple[int, int, float | None]:
     if calls <= 0:
         return 0, 0, None
-    erlang = erlang_c_agents(calls / INTERVAL_SECONDS, handle, target.seconds, target.service_level)
+    reaching = calls * (1.0 - load.self_service)  # the IVR's self-service never reaches agents
+    erlang = erlang_c_agents(reaching / INTERVAL_SECONDS, handle, target.seconds,
+                             target.service_level)
     one_rate = replace(load, calls=(calls,))
     levels: dict[int, float | None] = {}
 
@@ -116,7 +119,7 @@ def _search(scenario: Scenario, load: QueueLoad, config: QueueConfig, calls: flo
 
 def render_staffing(plan: dict[str, list[IntervalStaffing]], target: StaffingTarget) -> str:
     lines = [f"Staffing for {100 * target.service_level:g}% answered within {target.seconds:g}s "
-             "(each queue staffed alone)"]
+             "(each queue staffed alone; calls: per 15 minutes, before IVR self-service)"]
     for queue, rows in plan.items():
         lines += ["", f"queue {queue}", f"  {'time':>5} {'calls':>6} {'erlang C':>8} "
                   f"{'simulated':>9} {'sim SL':>6}"]
