@@ -1,5 +1,8 @@
 """The discrete-event loop: a day of callers and agents played against the real ``Router``.
 
+(Over 500 lines: what each event does to the router and how the router's events are
+read back belong together; split, neither half could be checked alone.)
+
 Virtual time only: the router's injected clock reads the loop's ``now``, so a day
 runs in seconds with no sockets and no sleeping. The loop does what the server's
 queue service does with a router: enqueue calls, carry out each reservation
@@ -49,7 +52,6 @@ from router.simulation.scenario import INTERVAL_SECONDS, QueueLoad, Scenario
 
 _STAFFED = frozenset({AgentState.AVAILABLE, AgentState.RESERVED, AgentState.RINGING,
                       AgentState.ON_CALL, AgentState.WRAP_UP})
-_HANDLING = _STAFFED - {AgentState.AVAILABLE}
 _CALLBACK_LEASE = timedelta(minutes=5)
 _SIMULATION_SITE = "simulation"  # owner of the simulated callback requests
 
@@ -176,7 +178,8 @@ class Simulation:
             self._schedule(away.start, _AWAY_START, number)
             self._schedule(away.end, _AWAY_END, number)
         for load in scenario.loads:
-            self._schedule_next_arrival(load, load.opens)
+            # Callers before the simulated span are not simulated (nor piled up at its start).
+            self._schedule_next_arrival(load, max(load.opens, scenario.start))
             config = self._configs[load.queue]
             if load.wrap_up.average > config.wrap_up_seconds:
                 self._warnings.append(
@@ -243,7 +246,6 @@ class Simulation:
 
     def _advance(self, at: float) -> None:
         if at > self.now:
-            self.statistics.waiting_until(at)
             self.now = at
 
     # ------------------------------------------------------------------ what happens
@@ -486,15 +488,15 @@ class Simulation:
             elif isinstance(event, AgentReserved):
                 self._agents[event.agent].queue = event.queue
                 call = self._calls[event.call_id]
-                statistics.left_line(call.queue)
+                statistics.left_line(call.queue, self.now)
             elif isinstance(event, CallQueued):
-                statistics.joined_line(event.queue)
+                statistics.joined_line(event.queue, self.now)
             elif isinstance(event, ReservationExpired | ReservationFailed):
                 call_id = self._reservations.pop(event.reservation_id, None)
                 if call_id is not None:
                     call = self._calls[call_id]
                     call.reservation_id = None
-                    statistics.joined_line(call.queue)
+                    statistics.joined_line(call.queue, self.now)
             elif isinstance(event, CallAnswered):
                 call = self._calls[event.call_id]
                 call.agent = event.agent
@@ -504,7 +506,7 @@ class Simulation:
                 if gone is None:
                     continue
                 if gone.reservation_id is None:
-                    statistics.left_line(gone.queue)
+                    statistics.left_line(gone.queue, self.now)
                 else:
                     self._reservations.pop(gone.reservation_id, None)
                     gone.reservation_id = None
@@ -518,8 +520,8 @@ class Simulation:
                 statistics.overflowed(call.queue, event.target if event.moved else None,
                                       call.interval)
                 if event.moved and event.target is not None:
-                    statistics.left_line(call.queue)
-                    statistics.joined_line(event.target)
+                    statistics.left_line(call.queue, self.now)
+                    statistics.joined_line(event.target, self.now)
                     call.queue = event.target
                 else:
                     self._overflowed_away.append(event.call_id)
@@ -529,7 +531,7 @@ class Simulation:
             for call_id in away:
                 call = self._calls.pop(call_id)
                 call.router_id = None
-                statistics.left_line(call.queue)
+                statistics.left_line(call.queue, self.now)
                 self.router.drop(call_id, "overflow")
             self._record_events()
 

@@ -78,13 +78,18 @@ class DayStatistics:
         self.sites: dict[str, list[Occupancy]] = {}
         self.agents: dict[str, Occupancy] = {}
         self._in_line = dict.fromkeys(self.queues, 0)
-        self._line_since = start
+        self._line_since = dict.fromkeys(self.queues, start)  # per queue: integrated up to
 
     def interval_of(self, at: float) -> int:
         return min(self.intervals - 1, max(0, int((at - self.start) // INTERVAL_SECONDS)))
 
     def _spread(self, start: float, end: float) -> Iterable[tuple[int, float]]:
         """(interval, seconds) pieces of [start, end)."""
+        first = self.interval_of(start)
+        if first == self.interval_of(end) or first == self.intervals - 1:
+            if end > start:
+                yield first, end - start
+            return
         while end > start:
             index = self.interval_of(start)
             boundary = self.start + (index + 1) * INTERVAL_SECONDS
@@ -136,16 +141,15 @@ class DayStatistics:
         if interval >= 0:
             self.queues[queue][interval].callbacks_failed += 1
 
-    # callers in line, integrated over time
-    def waiting_until(self, at: float) -> None:
-        if at <= self._line_since:
-            return
-        for queue, count in self._in_line.items():
-            if count:
-                rows = self.queues[queue]
-                for index, seconds in self._spread(self._line_since, at):
-                    rows[index].waiting_seconds += count * seconds
-        self._line_since = at
+    # callers in line, integrated over time (per queue, whenever its count changes)
+    def _integrate(self, queue: str, at: float) -> None:
+        since = self._line_since[queue]
+        count = self._in_line[queue]
+        if count and at > since:
+            rows = self.queues[queue]
+            for index, seconds in self._spread(since, at):
+                rows[index].waiting_seconds += count * seconds
+        self._line_since[queue] = max(since, at)
 
     @property
     def callers_in_line(self) -> int:
@@ -155,12 +159,14 @@ class DayStatistics:
         """Callers of ``queue`` waiting now (not yet offered to an agent)."""
         return self._in_line[queue]
 
-    def joined_line(self, queue: str) -> None:
+    def joined_line(self, queue: str, at: float) -> None:
+        self._integrate(queue, at)
         self._in_line[queue] += 1
-        row = self.queues[queue][self.interval_of(self._line_since)]
+        row = self.queues[queue][self.interval_of(at)]
         row.waiting_most = max(row.waiting_most, self._in_line[queue])
 
-    def left_line(self, queue: str) -> None:
+    def left_line(self, queue: str, at: float) -> None:
+        self._integrate(queue, at)
         self._in_line[queue] -= 1
 
     # agents
@@ -189,7 +195,8 @@ class DayStatistics:
 
     def close(self, end: float, agents: Iterable[tuple[str, AgentTrack]]) -> None:
         """The day is over: count the callers still in line and the agents still logged in."""
-        self.waiting_until(end)
+        for queue in self.queues:
+            self._integrate(queue, end)
         for agent, track in agents:
             self.agent_span(agent, track, end)
             track.since = end
