@@ -131,6 +131,13 @@ def test_the_engine_bookkeeping_matches_the_router(monday):
         assert simulation.statistics.in_line(queue) == count, queue
 
 
+def test_the_router_ticks_as_often_as_in_the_server(monday):
+    from pbx.server import ROUTER_TICK_INTERVAL
+
+    assert monday.router_tick_seconds == ROUTER_TICK_INTERVAL
+    assert Scenario.__dataclass_fields__["router_tick_seconds"].default == ROUTER_TICK_INTERVAL
+
+
 def test_same_seed_same_day_other_seed_other_day(monday):
     first = build_report(Simulation(monday, 7).run())
     again = build_report(Simulation(monday, 7).run())
