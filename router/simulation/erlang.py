@@ -85,11 +85,70 @@ class ErlangA:
     abandon_probability: float
     mean_queue_length: float
     occupancy: float
+    probabilities: tuple[float, ...]  # of n callers in the system, n = 0, 1, ...
 
     @property
     def average_wait(self) -> float:
         """Mean time in line over all callers (answered or not), by Little's law."""
         return self.mean_queue_length / self.arrivals_per_second
+
+    def within(self, target_seconds: float) -> tuple[float, float]:
+        """Shares of all callers (answered within ``target_seconds``, abandoned within it).
+
+        A caller arriving to find k callers waiting moves up at rate N mu + j theta
+        with j callers still ahead (first come, first served), is answered on reaching
+        the head, and abandons at rate theta meanwhile. That chain is run for
+        ``target_seconds`` from the arrivals' view of the line (PASTA), by uniformization
+        in slices short enough for the Poisson weights to stay in range.
+        """
+        agents = self.agents
+        service = agents / self.handle_seconds
+        abandon = 1.0 / self.patience_seconds
+        waiting = list(self.probabilities[agents:])  # waiting[k]: k callers still ahead
+        answered, abandoned = sum(self.probabilities[:agents]), 0.0  # those never wait
+        uniform_rate = service + len(waiting) * abandon
+        moves = [(service + k * abandon) / uniform_rate for k in range(len(waiting))]
+        leave = abandon / uniform_rate
+        slices = max(1, math.ceil(uniform_rate * target_seconds / 10.0))
+        step = uniform_rate * target_seconds / slices  # expected jumps per slice, <= 10
+        terms = int(step + 10 * math.sqrt(step) + 20)
+        for _ in range(slices):
+            vector, served, gone = waiting, answered, abandoned
+            weight = math.exp(-step)
+            waiting = [weight * mass for mass in vector]
+            answered, abandoned = weight * served, weight * gone
+            for m in range(1, terms + 1):
+                following = [0.0] * len(vector)
+                for k, mass in enumerate(vector):
+                    if mass:
+                        move = mass * moves[k]
+                        if k:
+                            following[k - 1] += move
+                        else:
+                            served += move
+                        gone += mass * leave
+                        following[k] += mass - move - mass * leave
+                vector = following
+                weight *= step / m
+                for k, mass in enumerate(vector):
+                    waiting[k] += weight * mass
+                answered += weight * served
+                abandoned += weight * gone
+        return answered, abandoned
+
+    def service_level(self, target_seconds: float,
+                      definition: str = "short_abandons_excluded") -> float:
+        """The service level under one of the router's definitions (see
+        ``router.ServiceLevelDefinition``); every caller is answered or abandons."""
+        met, abandoned_within = self.within(target_seconds)
+        abandoned = self.abandon_probability
+        if definition == "abandons_missed":
+            return met
+        if definition == "short_abandons_met":
+            return met + abandoned_within
+        if definition == "abandons_excluded":
+            return met / (1.0 - abandoned)
+        return met / (1.0 - abandoned_within)
 
 
 def erlang_a(agents: int, arrivals_per_second: float, handle_seconds: float,
@@ -126,6 +185,7 @@ def erlang_a(agents: int, arrivals_per_second: float, handle_seconds: float,
         abandon_probability=abandon_rate * queue_length / arrivals_per_second,
         mean_queue_length=queue_length,
         occupancy=busy / agents,
+        probabilities=tuple(probabilities),
     )
 
 

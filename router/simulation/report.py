@@ -247,7 +247,8 @@ def model_of(scenario: Scenario, load: QueueLoad | None, shared: bool) -> str:
     return base
 
 
-def _erlang_reference(load: QueueLoad | None, row: QueueInterval, config_sla: float) -> float | None:
+def _erlang_reference(load: QueueLoad | None, row: QueueInterval, config_sla: float,
+                      definition: ServiceLevelDefinition) -> float | None:
     """Service level the Erlang model gives for the interval's arrivals and logged-in agents."""
     if load is None or row.offered == 0:
         return None
@@ -259,7 +260,7 @@ def _erlang_reference(load: QueueLoad | None, row: QueueInterval, config_sla: fl
     if load.patience is None:
         return ErlangC(agents, rate * handle, handle, config_sla).service_level
     model = erlang_a(agents, rate, handle, max(load.patience.average, 1e-3))
-    return 1.0 - model.wait_probability  # answered at once: a lower bound of the service level
+    return model.service_level(config_sla, definition.value)
 
 
 def build_report(result: SimulationResult) -> dict[str, Any]:
@@ -339,7 +340,8 @@ def _row_dict(scenario: Scenario, statistics: DayStatistics, index: int, row: Qu
               config: Any, load: QueueLoad | None) -> dict[str, Any]:
     figures = _figures(row, config.service_level_definition, seconds=INTERVAL_SECONDS)
     figures["start"] = _clock(statistics.start + index * INTERVAL_SECONDS)
-    figures["erlang_service_level"] = _erlang_reference(load, row, config.sla_seconds)
+    figures["erlang_service_level"] = _erlang_reference(load, row, config.sla_seconds,
+                                                        config.service_level_definition)
     return figures
 
 

@@ -50,7 +50,8 @@ def day_total(scenario: Scenario, seed: int) -> QueueInterval:
     result = Simulation(scenario, seed).run()
     total = QueueInterval()
     for row in result.statistics.queues["q"]:
-        for name in ("offered", "answered", "answered_within", "abandoned", "answered_wait"):
+        for name in ("offered", "answered", "answered_within", "abandoned", "abandoned_within",
+                     "answered_wait"):
             setattr(total, name, getattr(total, name) + getattr(row, name))
     return total
 
@@ -92,16 +93,20 @@ def test_a_wrong_model_is_outside_the_interval(erlang_c_runs):
         assert not low <= wrong.service_level <= high, (low, wrong.service_level, high)
 
 
-def test_abandonment_agrees_with_erlang_a():
-    """Exponential patience: the share of callers who abandon is Erlang A's (M/M/N+M)."""
+def test_abandonment_and_service_level_agree_with_erlang_a():
+    """Exponential patience at utilisation 1.0 (where Erlang C has no answer): the share of
+    callers who abandon and the service level (answered within 20 s over callers not
+    abandoning within 20 s, the router's default definition) are Erlang A's (M/M/N+M)."""
     patience = 180.0
-    shares = []
+    shares, levels = [], []
     for seed in range(REPLICATIONS):
         run = day_total(one_queue(1.0, 8, Distribution("exponential", patience)), seed)
         assert run.answered + run.abandoned == run.offered
         shares.append(run.abandoned / run.offered)
+        levels.append(run.answered_within / (run.offered - run.abandoned_within))
     expected = erlang_a(AGENTS, 1.0 * AGENTS / HANDLE, HANDLE, patience)
     low, high = interval(shares)
     assert low <= expected.abandon_probability <= high, (low, expected.abandon_probability, high)
-    # Erlang C has no answer at this load (utilisation 1): only Erlang A applies.
+    low, high = interval(levels)
+    assert low <= expected.service_level(TARGET) <= high, (low, expected.service_level(TARGET), high)
     assert not ErlangC(AGENTS, 1.0 * AGENTS, HANDLE, TARGET).stable

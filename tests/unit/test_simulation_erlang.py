@@ -68,3 +68,16 @@ def test_erlang_c_staffing_is_the_fewest_agents_meeting_the_target():
     assert ErlangC(agents, rate * handle, handle, 20.0).service_level >= 0.8
     assert ErlangC(agents - 1, rate * handle, handle, 20.0).service_level < 0.8
     assert erlang_c_agents(0.0, handle, 20.0, 0.8) == 0
+
+
+def test_erlang_a_service_level_limits():
+    """With patience out of reach it is Erlang C's; over an endless threshold every caller
+    who does not abandon is answered."""
+    patient = erlang_a(10, 8 / 120, 120.0, 1e7)
+    assert patient.service_level(20) == pytest.approx(ErlangC(10, 8.0, 120.0, 20).service_level, abs=1e-5)
+    model = erlang_a(10, 10 / 120, 120.0, 180.0)
+    answered, abandoned = model.within(1e5)
+    assert abandoned == pytest.approx(model.abandon_probability, rel=1e-6)
+    assert answered == pytest.approx(1 - model.abandon_probability, rel=1e-6)
+    short, short_abandoned = model.within(20)
+    assert 1 - model.wait_probability < short < answered and 0 < short_abandoned < abandoned
