@@ -497,6 +497,13 @@ class Simulation:
                     call = self._calls[call_id]
                     call.reservation_id = None
                     statistics.joined_line(call.queue, self.now)
+                    if call.request is not None and call.request.state is CallbackState.DIALING:
+                        # The router keeps the callback at its place; so does the request.
+                        offer = call.load.callback
+                        assert offer is not None
+                        call.request = apply_outcome(call.request, Outcome.AGENT_REJECTED,
+                                                     self._utc(self.now), site=_SIMULATION_SITE,
+                                                     policy=offer.policy)
             elif isinstance(event, CallAnswered):
                 call = self._calls[event.call_id]
                 call.agent = event.agent

@@ -17,7 +17,7 @@ from pbx.cli import main
 from pbx.config import load_config
 from pbx.config_file import ConfigError
 from pbx.simulation_scenario import SHIPPED_SCENARIOS, load_scenario
-from router import AgentProfile, CallAnswered, QueueConfig, Router
+from router import AgentProfile, CallAnswered, QueueConfig, ReservationExpired, Router
 from router.simulation import (
     CallbackOffer,
     Distribution,
@@ -136,6 +136,30 @@ def test_the_router_ticks_as_often_as_in_the_server(monday):
 
     assert monday.router_tick_seconds == ROUTER_TICK_INTERVAL
     assert Scenario.__dataclass_fields__["router_tick_seconds"].default == ROUTER_TICK_INTERVAL
+
+
+def test_phones_ringing_out_and_callbacks_put_back_in_line(monday):
+    """Agents whose phone rings past the queue's ring timeout (15 s) go on a ring-no-answer
+    break and the call, a callback too, goes back to its place; the day still adds up."""
+    expired = []
+
+    class Recording(Router):
+        def drain_events(self):
+            events = super().drain_events()
+            expired.extend(e for e in events if isinstance(e, ReservationExpired))
+            return events
+
+    slow = replace(monday, agent_answer=Distribution("uniform", low=5, high=25),
+                   end=16 * 3600.0)
+    simulation = Simulation(slow, 2, router_factory=lambda clock: Recording(
+        clock, rona_return_seconds=60))
+    report = build_report(simulation.run())
+    assert len(expired) > 50
+    assert any("callback" in e.call_id for e in expired)
+    for queue in monday.queues:
+        assert simulation.statistics.in_line(queue.name) == len(
+            simulation.router.waiting_calls(queue.name))
+    assert report["queues"]["billing"]["total"]["answered"] > 300
 
 
 def test_same_seed_same_day_other_seed_other_day(monday):
