@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import date
 
 from callbacks import CallbackPolicy
-from router.config import AgentProfile, QueueConfig
+from router import AgentProfile, QueueConfig
 
 INTERVAL_SECONDS = 900  # reports and arrival rates are per 15 minutes
 
