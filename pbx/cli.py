@@ -127,13 +127,15 @@ def _simulate(args: argparse.Namespace) -> int:
     from router.simulation import Simulation, build_report, render_svg, render_table
     from router.simulation.staffing import render_staffing, staff_queue
 
+    source = args.config or "<embedded demo configuration>"
     try:
         config = load_config(Path(args.config) if args.config else None)
+        source = args.scenario
         scenario = load_scenario(scenario_path(args.scenario), config)
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"error: {problem}", file=sys.stderr)
-        print(f"{args.scenario}: {len(exc.problems)} problem(s)", file=sys.stderr)
+        print(f"{source}: {len(exc.problems)} problem(s)", file=sys.stderr)
         return 1
     result = Simulation(scenario, args.seed).run()
     report = build_report(result)
