@@ -12,6 +12,7 @@ COPY ivr ./ivr
 COPY router ./router
 COPY callbacks ./callbacks
 COPY monitoring ./monitoring
+COPY simulation ./simulation
 RUN pip install --no-cache-dir . \
     && useradd --system --home-dir /var/lib/centralita --create-home centralita
 

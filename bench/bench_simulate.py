@@ -27,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from router import AgentProfile, QueueConfig, SkillExpansion  # noqa: E402
-from router.simulation import (  # noqa: E402
+from simulation import (  # noqa: E402
     Break,
     CallbackOffer,
     Distribution,

@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 
 from pbx.config import ConfigError, ServerConfig, load_config, parse_host_port, parse_listen_address
-from router.simulation.staffing import StaffingTarget
 from settings.located_yaml import in_file_order
+from simulation.staffing import StaffingTarget
 
 
 class JsonLogFormatter(logging.Formatter):
@@ -124,8 +124,8 @@ def _check_config(args: argparse.Namespace) -> int:
 
 def _simulate(args: argparse.Namespace) -> int:
     from pbx.simulation_scenario import load_scenario, scenario_path
-    from router.simulation import Simulation, build_report, render_svg, render_table
-    from router.simulation.staffing import render_staffing, staff_queue
+    from simulation import Simulation, build_report, render_svg, render_table
+    from simulation.staffing import render_staffing, staff_queue
 
     source = args.config or "<embedded demo configuration>"
     try:

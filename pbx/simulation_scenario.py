@@ -1,5 +1,5 @@
 """The scenario file of `pbx simulate`: read, validated against the server configuration,
-and turned into a ``router.simulation.Scenario``.
+and turned into a ``simulation.Scenario``.
 
 Every problem is reported as ``FILE:LINE: key: reason``, all of them in one go, like
 the server's configuration. See the README's "Simulator" section for the format and
@@ -16,9 +16,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from callbacks import CallbackPolicy, InvalidPolicy
 from pbx.config import ServerConfig
-from pbx.config_file import ConfigError, DocumentReader, in_file_order, load_yaml_file
 from router import AgentProfile, RouterError
-from router.simulation.scenario import (
+from settings.config_file import ConfigError, DocumentReader, in_file_order, load_yaml_file
+from simulation.scenario import (
     AgentsAway,
     Break,
     CallbackOffer,

@@ -13,10 +13,10 @@ def run(*argv: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_ruff_finds_nothing():
-    result = run("ruff", "check", "events", "settings", "pbx", "ivr", "router", "callbacks", "monitoring", "tests", "bench")
+    result = run("ruff", "check", "events", "settings", "pbx", "ivr", "router", "callbacks", "monitoring", "simulation", "tests", "bench")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_mypy_finds_nothing_in_the_server_packages():
-    result = run("mypy", "events", "settings", "pbx", "ivr", "router", "callbacks", "monitoring", "--follow-imports=silent")
+    result = run("mypy", "events", "settings", "pbx", "ivr", "router", "callbacks", "monitoring", "simulation", "--follow-imports=silent")
     assert result.returncode == 0, result.stdout + result.stderr

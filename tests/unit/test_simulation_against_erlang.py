@@ -20,9 +20,9 @@ from datetime import date
 import pytest
 
 from router import AgentProfile, QueueConfig
-from router.simulation import Distribution, QueueLoad, Scenario, Simulation, StaffGroup
-from router.simulation.erlang import ErlangC, erlang_a
-from router.simulation.report import QueueInterval
+from simulation import Distribution, QueueLoad, Scenario, Simulation, StaffGroup
+from simulation.erlang import ErlangC, erlang_a
+from simulation.report import QueueInterval
 
 AGENTS = 10
 HANDLE = 120.0  # seconds, exponential

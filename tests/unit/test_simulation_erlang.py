@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from router.simulation.erlang import ErlangC, erlang_a, erlang_b, erlang_c, erlang_c_agents
+from simulation.erlang import ErlangC, erlang_a, erlang_b, erlang_c, erlang_c_agents
 
 
 def erlang_c_by_sums(agents: int, load: float) -> float:

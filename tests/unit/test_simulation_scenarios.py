@@ -13,12 +13,13 @@ from pathlib import Path
 import pytest
 
 from callbacks import CallbackPolicy
+from events import Event, EventSink, QueueCallAnswered, ReservationExpired
 from pbx.cli import main
 from pbx.config import load_config
-from pbx.config_file import ConfigError
 from pbx.simulation_scenario import SHIPPED_SCENARIOS, load_scenario
-from router import AgentProfile, CallAnswered, QueueConfig, ReservationExpired, Router
-from router.simulation import (
+from router import AgentProfile, QueueConfig, Router
+from settings.config_file import ConfigError
+from simulation import (
     CallbackOffer,
     Distribution,
     QueueLoad,
@@ -27,8 +28,8 @@ from router.simulation import (
     StaffGroup,
     build_report,
 )
-from router.simulation.erlang import erlang_c_agents
-from router.simulation.staffing import StaffingTarget, staff_queue
+from simulation.erlang import erlang_c_agents
+from simulation.staffing import StaffingTarget, staff_queue
 
 MONDAY = SHIPPED_SCENARIOS / "monday.yaml"
 
@@ -141,19 +142,13 @@ def test_the_router_ticks_as_often_as_in_the_server(monday):
 def test_phones_ringing_out_and_callbacks_put_back_in_line(monday):
     """Agents whose phone rings past the queue's ring timeout (15 s) go on a ring-no-answer
     break and the call, a callback too, goes back to its place; the day still adds up."""
-    expired = []
-
-    class Recording(Router):
-        def drain_events(self):
-            events = super().drain_events()
-            expired.extend(e for e in events if isinstance(e, ReservationExpired))
-            return events
-
+    pushed: list[Event] = []
     slow = replace(monday, agent_answer=Distribution("uniform", low=5, high=25),
                    end=16 * 3600.0)
-    simulation = Simulation(slow, 2, router_factory=lambda clock: Recording(
-        clock, rona_return_seconds=60))
+    simulation = Simulation(slow, 2, router_factory=lambda clock, publish: Router(
+        clock, rona_return_seconds=60, publish=also_into(pushed, publish)))
     report = build_report(simulation.run())
+    expired = [e for e in pushed if isinstance(e, ReservationExpired)]
     assert len(expired) > 50
     assert any("callback" in e.call_id for e in expired)
     for queue in monday.queues:
@@ -190,15 +185,14 @@ def test_staffing_finds_about_what_erlang_c_finds_where_erlang_c_holds():
     assert all(row.simulated_service_level >= 0.8 for row in plan)
 
 
-class RecordingRouter(Router):
-    """The real router, remembering every answered call."""
+def also_into(seen: list[Event], publish: EventSink) -> EventSink:
+    """The simulation's sink, with every event the router pushes also kept in ``seen``."""
 
-    answers: list[CallAnswered]
+    def both(event: Event) -> None:
+        seen.append(event)
+        publish(event)
 
-    def drain_events(self):
-        events = super().drain_events()
-        self.answers = getattr(self, "answers", []) + [e for e in events if isinstance(e, CallAnswered)]
-        return events
+    return both
 
 
 def test_a_callback_keeps_the_callers_place_in_line():
@@ -210,14 +204,10 @@ def test_a_callback_keeps_the_callers_place_in_line():
                           policy=CallbackPolicy(max_attempts=5, retry_delay=timedelta(minutes=10),
                                                 backoff=1.0))
     scenario = single_queue(4.5, 1, hours=6, callback=offer)
-    routers: list[RecordingRouter] = []
-
-    def factory(clock):
-        routers.append(RecordingRouter(clock))
-        return routers[-1]
-
-    result = Simulation(scenario, 5, router_factory=factory).run()
-    answers = routers[0].answers
+    pushed: list[Event] = []
+    result = Simulation(scenario, 5, router_factory=lambda clock, publish: Router(
+        clock, publish=also_into(pushed, publish))).run()
+    answers = [e for e in pushed if isinstance(e, QueueCallAnswered)]
     retries = [a for a in answers if "-callback" in a.call_id and not a.call_id.endswith("callback1")]
     assert len(retries) > 10
     assert all(a.waited_seconds >= 600 for a in retries)

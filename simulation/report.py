@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from router import AgentState, ServiceLevelDefinition
-from router.simulation.erlang import ErlangC, erlang_a
-from router.simulation.scenario import INTERVAL_SECONDS
+from simulation.erlang import ErlangC, erlang_a
+from simulation.scenario import INTERVAL_SECONDS
 
 if TYPE_CHECKING:
-    from router.simulation.engine import SimulationResult
-    from router.simulation.scenario import QueueLoad, Scenario
+    from simulation.engine import SimulationResult
+    from simulation.scenario import QueueLoad, Scenario
 
 _STAFFED = frozenset({AgentState.AVAILABLE, AgentState.RESERVED, AgentState.RINGING,
                       AgentState.ON_CALL, AgentState.WRAP_UP})

@@ -18,10 +18,10 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from router import AgentProfile, QueueConfig
-from router.simulation.engine import Simulation
-from router.simulation.erlang import erlang_c_agents
-from router.simulation.report import service_level
-from router.simulation.scenario import INTERVAL_SECONDS, QueueLoad, Scenario, StaffGroup
+from simulation.engine import Simulation
+from simulation.erlang import erlang_c_agents
+from simulation.report import service_level
+from simulation.scenario import INTERVAL_SECONDS, QueueLoad, Scenario, StaffGroup
 
 _STAFFING_SITE = "staffing"
 

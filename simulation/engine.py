@@ -10,8 +10,9 @@ queue service does with a router: enqueue calls, carry out each reservation
 mark sites down, and run ``Router.tick()`` every ``router_tick_seconds`` like the
 server does (only while something can be due: a call in the router, an agent in
 wrap-up or on a ring-no-answer break; connected calls have no timer). Every figure of the report is read from
-the router's own domain events (``CallAnswered``, ``CallAbandoned``,
-``AgentStateChanged``, ...), as the server's metrics are.
+the router's own domain events (``QueueCallAnswered``, ``CallAbandoned``,
+``AgentStateChanged``, ...), as the server's metrics are: the router pushes them to the
+simulation's sink, which reads them back after each step it drives.
 
 Callbacks use the real request steps (``callbacks.requests``) and line order
 (``callbacks.due_in_line_order``): an accepted callback leaves the line and comes
@@ -31,24 +32,22 @@ from zoneinfo import ZoneInfo
 
 from callbacks import CallbackRequest, CallbackState, Outcome, due_in_line_order
 from callbacks.requests import apply_outcome, claim, new_request
-from router import (
+from events import (
     AgentReserved,
-    AgentState,
     AgentStateChanged,
-    Call,
     CallAbandoned,
-    CallAnswered,
     CallDropped,
     CallOverflowed,
     CallQueued,
-    InvalidTransition,
-    Reservation,
+    Event,
+    EventSink,
+    QueueCallAnswered,
     ReservationExpired,
     ReservationFailed,
-    Router,
 )
-from router.simulation.report import DayStatistics
-from router.simulation.scenario import INTERVAL_SECONDS, QueueLoad, Scenario
+from router import AgentState, Call, InvalidTransition, Reservation, Router
+from simulation.report import DayStatistics
+from simulation.scenario import INTERVAL_SECONDS, QueueLoad, Scenario
 
 _STAFFED = frozenset({AgentState.AVAILABLE, AgentState.RESERVED, AgentState.RINGING,
                       AgentState.ON_CALL, AgentState.WRAP_UP})
@@ -92,6 +91,11 @@ class _AgentTrack:
     reason: str | None = None
 
 
+# Builds the router a simulation drives, from the simulated clock and the sink its events
+# must be pushed to.
+RouterFactory = Callable[[Callable[[], float], EventSink], Router]
+
+
 @dataclass
 class SimulationResult:
     scenario: Scenario
@@ -114,13 +118,15 @@ class Simulation:
     """One run of a scenario with one seed; ``run()`` returns its statistics."""
 
     def __init__(self, scenario: Scenario, seed: int = 1,
-                 router_factory: Callable[[Callable[[], float]], Router] | None = None) -> None:
+                 router_factory: RouterFactory | None = None) -> None:
         self.scenario = scenario
         self.seed = seed
         self.now = scenario.start
         self._rng = random.Random(seed)
-        factory = router_factory or (lambda clock: Router(clock))
-        self.router = factory(lambda: self.now)
+        # The router's events, pushed as they happen, until _record_events reads them.
+        self._router_events: list[Event] = []
+        factory = router_factory or (lambda clock, publish: Router(clock, publish=publish))
+        self.router = factory(lambda: self.now, self._router_events.append)
         self._midnight_utc = datetime.combine(scenario.day, time(0),
                                               tzinfo=ZoneInfo(scenario.timezone)).timestamp()
         self._events: list[tuple[float, int, int, object]] = []
@@ -185,7 +191,7 @@ class Simulation:
                 self._warnings.append(
                     f"queue {load.queue}: mean wrap-up {load.wrap_up.average:g} s is over the "
                     f"queue's wrap_up_seconds {config.wrap_up_seconds:g}: the router ends wrap-up there")
-        self.router.drain_events()
+        self._router_events.clear()  # agents and queues set up: nothing to count yet
 
     def _schedule_next_arrival(self, load: QueueLoad, after: float) -> None:
         """Poisson arrivals at a rate constant within each interval: draw the gap at the
@@ -471,7 +477,13 @@ class Simulation:
 
     def _record_events(self) -> None:
         statistics = self.statistics
-        for event in self.router.drain_events():
+        if not self._router_events:
+            return
+        # Taken as a batch: what the handling below makes the router do is read by the
+        # nested call at its end.
+        pushed = self._router_events[:]
+        self._router_events.clear()
+        for event in pushed:
             if isinstance(event, AgentStateChanged):
                 track = self._agents[event.agent]
                 statistics.agent_span(event.agent, track, event.at)
@@ -479,11 +491,12 @@ class Simulation:
                     self._wrapping -= 1
                 elif track.state is AgentState.BREAK and track.reason == "rona":
                     self._rona -= 1
-                track.state, track.since, track.reason = event.new, event.at, event.reason
-                if event.new is AgentState.WRAP_UP:
+                new = AgentState(event.new)  # the router passes its members: no copy made
+                track.state, track.since, track.reason = new, event.at, event.reason
+                if new is AgentState.WRAP_UP:
                     self._wrapping += 1
                     track.wrap_generation += 1
-                elif event.new is AgentState.BREAK and event.reason == "rona":
+                elif new is AgentState.BREAK and event.reason == "rona":
                     self._rona += 1
             elif isinstance(event, AgentReserved):
                 self._agents[event.agent].queue = event.queue
@@ -504,7 +517,7 @@ class Simulation:
                         call.request = apply_outcome(call.request, Outcome.AGENT_REJECTED,
                                                      self._utc(self.now), site=_SIMULATION_SITE,
                                                      policy=offer.policy)
-            elif isinstance(event, CallAnswered):
+            elif isinstance(event, QueueCallAnswered):
                 call = self._calls[event.call_id]
                 call.agent = event.agent
                 statistics.answered(event.queue, call.interval, event.waited_seconds, event.within_sla)

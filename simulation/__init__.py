@@ -10,9 +10,9 @@ server does; it also uses the callback request steps (``callbacks``). Nothing in
 the router imports it.
 """
 
-from router.simulation.engine import Simulation, SimulationResult
-from router.simulation.report import build_report, render_svg, render_table
-from router.simulation.scenario import (
+from simulation.engine import Simulation, SimulationResult
+from simulation.report import build_report, render_svg, render_table
+from simulation.scenario import (
     AgentsAway,
     Break,
     CallbackOffer,
