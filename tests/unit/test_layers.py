@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("events", "settings", "pbx", "ivr", "router", "callbacks", "monitoring")
+PACKAGES = ("events", "settings", "pbx", "ivr", "router", "callbacks", "monitoring", "simulation")
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 
 
@@ -56,6 +56,8 @@ BREAKS = [
     ("monitoring/metrics.py", "import router.router", "monitoring is fed by events"),
     ("callbacks/numbers.py", "import pbx.store", "callbacks is a domain of its own"),
     ("callbacks/numbers.py", "import sqlmodel", "callbacks is a domain of its own"),
+    ("callbacks/numbers.py", "import simulation", "Packages are layered"),
+    ("simulation/erlang.py", "import ivr.flow", "simulation drives the real router"),
 ]
 
 
