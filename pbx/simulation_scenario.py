@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from callbacks import CallbackPolicy, InvalidPolicy
 from pbx.config import ServerConfig
 from router import AgentProfile, RouterError
-from settings.config_file import ConfigError, DocumentReader, in_file_order, load_yaml_file
+from settings.located_yaml import ConfigError, LocatedDocument, in_file_order, load_yaml_file
 from simulation.scenario import (
     AgentsAway,
     Break,
@@ -52,17 +52,57 @@ def scenario_path(reference: str) -> Path:
     return path
 
 
-class _TopLevelReader(DocumentReader):
-    """Names top-level keys without the leading dot of an empty parent path."""
+class _ScenarioProblems:
+    """Typed reads of the scenario document that collect every problem with its line
+    instead of stopping at the first. (The scenario's rules are mostly between values and
+    the server configuration, the sites, queues and agents it names, so they are checked
+    here by hand rather than by field models.)"""
+
+    def __init__(self, document: LocatedDocument) -> None:
+        self.document = document
+        self.problems: list[str] = []
 
     def fail(self, path: str, reason: str) -> None:
-        super().fail(path.lstrip("."), reason)
+        self.problems.append(self.document.problem(path.lstrip("."), reason))
+
+    def mapping(self, value: Any, path: str, allowed: set[str] | None = None) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            self.fail(path, "must be a mapping")
+            return {}
+        for key in value:
+            if allowed is not None and key not in allowed:
+                self.fail(f"{path}.{key}", f"unknown key (expected one of: {', '.join(sorted(allowed))})")
+        return value
+
+    def text(self, data: dict[str, Any], key: str, path: str, default: str | None = None,
+             *, required: bool = False) -> str | None:
+        value = data.get(key)
+        if value is None:
+            if required:
+                self.fail(f"{path}.{key}", "is required")
+            return default
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            self.fail(f"{path}.{key}", "must be a string")
+            return default
+        return str(value)
+
+    def number(self, data: dict[str, Any], key: str, path: str, default: float, *,
+               minimum: float, maximum: float, integer: bool = False) -> Any:
+        value = data.get(key, default)
+        kind = int if integer else (int, float)
+        if isinstance(value, bool) or not isinstance(value, kind):
+            self.fail(f"{path}.{key}", f"must be {'an integer' if integer else 'a number'}")
+            return default
+        if not minimum <= value <= maximum:
+            self.fail(f"{path}.{key}", f"must be between {minimum} and {maximum}, not {value}")
+            return default
+        return value
 
 
 def load_scenario(path: Path, config: ServerConfig) -> Scenario:
     """Read ``path``; raises ``ConfigError`` listing every problem."""
     document = load_yaml_file(path)
-    reader = _TopLevelReader(document)
+    reader = _ScenarioProblems(document)
     scenario = _ScenarioReader(reader, config).read(document.data)
     if reader.problems or scenario is None:
         raise ConfigError(in_file_order(reader.problems))
@@ -70,7 +110,7 @@ def load_scenario(path: Path, config: ServerConfig) -> Scenario:
 
 
 class _ScenarioReader:
-    def __init__(self, reader: DocumentReader, config: ServerConfig) -> None:
+    def __init__(self, reader: _ScenarioProblems, config: ServerConfig) -> None:
         self.reader = reader
         self.config = config
         center = config.contact_center

@@ -18,7 +18,7 @@ from pbx.cli import main
 from pbx.config import load_config
 from pbx.simulation_scenario import SHIPPED_SCENARIOS, load_scenario
 from router import AgentProfile, QueueConfig, Router
-from settings.config_file import ConfigError
+from settings.located_yaml import ConfigError
 from simulation import (
     CallbackOffer,
     Distribution,
