@@ -140,7 +140,7 @@ def test_router_keeps_the_last_decisions_per_call_in_a_tuple() -> None:
         router.reservation_failed(reservation.reservation_id, "declined")
     decisions = router.explain("c1")
     assert len(decisions) == 2
-    assert isinstance(router._decisions["c1"], tuple)
+    assert isinstance(router._decisions.of("c1"), tuple)
     assert not hasattr(decisions[0], "__dict__")  # slotted
 
 

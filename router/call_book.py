@@ -1,0 +1,267 @@
+"""The call book: the queues and the calls the router holds, from enqueue until the
+agent hangs up, and the keeping of each queue's waiting line.
+
+A call in the book is WAITING (in its queue's line), HELD (out of the line, kept for
+its preferred agent), OFFERED (an agent reserved for it) or CONNECTED. Calls that
+entered a line, came back to it or widened their rings since the last dispatch are
+noted (``take_changed``), so dispatch looks only at them. Times here are on the
+router's monotonic clock.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from router.agent_book import AgentBook
+from router.calls import Call, CallStatus, WaitingCallRecord
+from router.config import QueueConfig
+from router.errors import UnknownCall, UnknownQueue
+from router.estimates import ArrivalRate, HandleTimeAverage
+from router.service_levels import ServiceLevelCounters
+from router.timers import TimerHeap, TimerKind
+from router.waiting_line import ClassKey, LineEntry, WaitingLine, class_key, service_rank
+
+
+@dataclass(eq=False)
+class BookedCall:
+    call: Call  # as given, ``enqueued_at`` in wall-clock time
+    enqueued_at: float
+    sequence: int
+    language: str | None
+    line_class: ClassKey
+    entered_queue_at: float
+    rings_active: int
+    status: CallStatus = CallStatus.WAITING
+    agent: str | None = None
+    reservation_id: str | None = None
+    excluded: dict[str, str] = field(default_factory=dict)  # agent -> why it must not get this call
+    hold_done: bool = False
+    hold_until: float | None = None  # when its preferred-agent hold ended (or ends)
+    answered_at: float | None = None
+    timer_generation: int = 0
+    earlier_offers: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def call_id(self) -> str:
+        return self.call.call_id
+
+    @property
+    def line_entry(self) -> LineEntry:
+        return (self.enqueued_at, self.sequence, self.call.call_id)
+
+
+@dataclass(eq=False)
+class BookedQueue:
+    config: QueueConfig
+    handle_time: HandleTimeAverage
+    arrivals: ArrivalRate
+    line: WaitingLine = field(default_factory=WaitingLine)
+    held: dict[str, None] = field(default_factory=dict)
+    agents: set[str] = field(default_factory=set)
+    service: ServiceLevelCounters = field(default_factory=ServiceLevelCounters)
+
+
+class CallBook:
+    def __init__(self, agents: AgentBook, timers: TimerHeap) -> None:
+        self._agents = agents
+        self._timers = timers
+        self.queues: dict[str, BookedQueue] = {}
+        self._calls: dict[str, BookedCall] = {}
+        self._changed: dict[str, None] = {}
+        self._sequence = itertools.count(1)
+
+    # ------------------------------------------------------------------ lookups
+
+    def __contains__(self, call_id: object) -> bool:
+        return call_id in self._calls
+
+    def __len__(self) -> int:
+        return len(self._calls)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._calls)
+
+    def __getitem__(self, call_id: str) -> BookedCall:
+        return self._calls[call_id]
+
+    def get(self, call_id: str) -> BookedCall | None:
+        return self._calls.get(call_id)
+
+    def require(self, call_id: str) -> BookedCall:
+        waiting = self._calls.get(call_id)
+        if waiting is None:
+            raise UnknownCall(call_id)
+        return waiting
+
+    def queue(self, name: str) -> BookedQueue:
+        queue = self.queues.get(name)
+        if queue is None:
+            raise UnknownQueue(name)
+        return queue
+
+    def queue_of(self, waiting: BookedCall) -> BookedQueue:
+        return self.queues[waiting.call.queue]
+
+    def of_queue(self, name: str, offered: Iterable[str]) -> Iterator[BookedCall]:
+        """The queue's calls in line, held, then ``offered`` (ids of calls reserved for)."""
+        queue = self.queues.get(name)
+        if queue is None:
+            return
+        for _, entry in queue.line.entries():
+            yield self._calls[entry[2]]
+        for call_id in queue.held:
+            yield self._calls[call_id]
+        for call_id in offered:
+            yield self._calls[call_id]
+
+    # ------------------------------------------------------------------ entering and leaving
+
+    def new_call(
+        self, call: Call, enqueued_at: float, language: str | None, now: float, rings_active: int
+    ) -> BookedCall:
+        waiting = BookedCall(
+            call=call,
+            enqueued_at=enqueued_at,
+            sequence=next(self._sequence),
+            language=language,
+            line_class=class_key(call.priority, language, call.skills),
+            entered_queue_at=now,
+            rings_active=rings_active,
+        )
+        self._calls[call.call_id] = waiting
+        return waiting
+
+    def forget(self, call_id: str) -> None:
+        del self._calls[call_id]
+        self._changed.pop(call_id, None)
+
+    def mark_changed(self, waiting: BookedCall) -> None:
+        self._changed[waiting.call_id] = None
+
+    def take_changed(self) -> list[BookedCall]:
+        """The calls noted since the last time, still in the book."""
+        calls = [self._calls[c] for c in self._changed if c in self._calls]
+        self._changed.clear()
+        return calls
+
+    # ------------------------------------------------------------------ line keeping
+
+    def schedule_timers(self, waiting: BookedCall, queue: BookedQueue, now: float) -> None:
+        config = queue.config
+        generation = waiting.timer_generation
+        call_id = waiting.call_id
+        if waiting.rings_active <= len(config.expansion):
+            ring = config.expansion[waiting.rings_active - 1]
+            self._timers.schedule(
+                waiting.enqueued_at + ring.after_seconds, TimerKind.EXPAND, call_id, generation
+            )
+        if config.max_wait_seconds is not None:
+            self._timers.schedule(
+                waiting.entered_queue_at + config.max_wait_seconds,
+                TimerKind.MAX_WAIT,
+                call_id,
+                generation,
+            )
+        self._timers.schedule(
+            now + config.announce_interval_seconds, TimerKind.ANNOUNCE, call_id, generation
+        )
+
+    def enter_line(self, waiting: BookedCall, queue: BookedQueue, now: float) -> None:
+        """A new call joins the end of its class in ``queue``."""
+        queue.arrivals.observe(now)
+        queue.line.add(waiting.line_class, waiting.line_entry)
+        self.schedule_timers(waiting, queue, now)
+        self._changed[waiting.call_id] = None
+
+    def file_in_line(self, waiting: BookedCall, queue: BookedQueue, now: float) -> None:
+        """Put a call that is out of every line into ``queue`` under its current configuration."""
+        config = queue.config
+        call = waiting.call
+        waiting.language = call.language if call.language is not None else config.language
+        waiting.line_class = class_key(call.priority, waiting.language, call.skills)
+        waiting.rings_active = config.rings_active_after(now - waiting.enqueued_at)
+        waiting.status = CallStatus.WAITING
+        waiting.timer_generation += 1
+        queue.line.add(waiting.line_class, waiting.line_entry)
+        self.schedule_timers(waiting, queue, now)
+        self._changed[waiting.call_id] = None
+
+    def take_out_of_line(self, waiting: BookedCall) -> None:
+        if waiting.status is CallStatus.HELD:
+            self.release_hold(waiting, back_in_line=False)
+            return
+        self.queue_of(waiting).line.remove(waiting.line_class, waiting.line_entry)
+
+    def return_to_line(self, waiting: BookedCall, now: float) -> None:
+        """Back to the ORIGINAL place: same enqueue time and sequence number."""
+        waiting.status = CallStatus.WAITING
+        waiting.agent = None
+        waiting.reservation_id = None
+        queue = self.queues.get(waiting.call.queue)
+        if queue is None:  # cannot happen: a queue with offered calls cannot be removed
+            raise UnknownQueue(waiting.call.queue)
+        queue.line.add(waiting.line_class, waiting.line_entry)
+        # Timers that fired while the call was offered were dropped: start them again.
+        waiting.timer_generation += 1
+        self.schedule_timers(waiting, queue, now)
+        self._changed[waiting.call_id] = None
+
+    def hold(self, waiting: BookedCall, agent: str, until: float) -> None:
+        """Keep the call out of line for ``agent`` until ``until``."""
+        self.take_out_of_line(waiting)
+        waiting.status = CallStatus.HELD
+        waiting.hold_done = True
+        waiting.hold_until = until
+        waiting.agent = agent
+        self._agents[agent].held_calls[waiting.call_id] = None
+        self.queue_of(waiting).held[waiting.call_id] = None
+        self._timers.schedule(until, TimerKind.HOLD, waiting.call_id, waiting.timer_generation)
+
+    def release_hold(self, waiting: BookedCall, back_in_line: bool = True) -> None:
+        agent = self._agents.get(waiting.agent or "")
+        if agent is not None:
+            agent.held_calls.pop(waiting.call_id, None)
+        queue = self.queue_of(waiting)
+        queue.held.pop(waiting.call_id, None)
+        waiting.agent = None
+        waiting.status = CallStatus.WAITING
+        if back_in_line:
+            queue.line.add(waiting.line_class, waiting.line_entry)
+            self._changed[waiting.call_id] = None
+
+    # ------------------------------------------------------------------ order
+
+    def rank(self, waiting: BookedCall, now: float) -> tuple[float, float, int]:
+        config = self.queue_of(waiting).config
+        return service_rank(
+            waiting.call.priority,
+            waiting.enqueued_at,
+            waiting.sequence,
+            now,
+            config.sla_seconds,
+            config.effective_aging_weight,
+        )
+
+    def position_of(self, waiting: BookedCall, now: float) -> int:
+        """1-based place in line (1 = next); 0 once an agent is reserved or connected."""
+        if waiting.status not in (CallStatus.WAITING, CallStatus.HELD):
+            return 0
+        queue = self.queue_of(waiting)
+        config = queue.config
+        mine = self.rank(waiting, now)
+        ahead = queue.line.count_ahead(mine, now, config.sla_seconds, config.effective_aging_weight)
+        ahead += sum(1 for call_id in queue.held if self.rank(self._calls[call_id], now) < mine)
+        return ahead + 1
+
+    def record_of(self, waiting: BookedCall, now: float) -> WaitingCallRecord:
+        return WaitingCallRecord(
+            call=waiting.call,
+            status=waiting.status,
+            waited_seconds=(now if waiting.answered_at is None else waiting.answered_at)
+            - waiting.enqueued_at,
+            position=self.position_of(waiting, now) or None,
+            agent=waiting.agent,
+            rings_active=waiting.rings_active,
+        )

@@ -1,0 +1,84 @@
+"""Reservations: an agent held for one call while the PBX rings its phone.
+
+Ids are globally unique (``res-`` and a random UUID): a site's reservations never
+collide with another site's, nor with its own from before a restart.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from router.errors import UnknownReservation
+from router.explanations import Decision
+
+RESERVATION_ID_PREFIX = "res-"
+
+
+def new_reservation_id() -> str:
+    return f"{RESERVATION_ID_PREFIX}{uuid.uuid4().hex}"
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """An agent held for one call; the PBX should now ring ``agent``'s phone.
+    ``expires_at`` is wall-clock time (Unix seconds)."""
+
+    reservation_id: str
+    call_id: str
+    agent: str
+    queue: str
+    expires_at: float
+    decision: Decision
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "reservation_id": self.reservation_id,
+            "call_id": self.call_id,
+            "agent": self.agent,
+            "queue": self.queue,
+            "expires_at": self.expires_at,
+            "decision": self.decision.to_dict(),
+        }
+
+
+@dataclass(eq=False)
+class HeldAgent:
+    """A live reservation; ``expires_at`` is on the router's monotonic clock."""
+
+    reservation_id: str
+    call_id: str
+    agent: str
+    queue: str
+    expires_at: float
+    decision: Decision
+    ringing: bool = False
+
+
+class ReservationBook:
+    def __init__(self) -> None:
+        self._live: dict[str, HeldAgent] = {}
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+    def __contains__(self, reservation_id: object) -> bool:
+        return reservation_id in self._live
+
+    def add(self, reservation: HeldAgent) -> None:
+        self._live[reservation.reservation_id] = reservation
+
+    def get(self, reservation_id: str) -> HeldAgent | None:
+        return self._live.get(reservation_id)
+
+    def require(self, reservation_id: str) -> HeldAgent:
+        reservation = self._live.get(reservation_id)
+        if reservation is None:
+            raise UnknownReservation(reservation_id)
+        return reservation
+
+    def pop(self, reservation_id: str) -> HeldAgent:
+        return self._live.pop(reservation_id)
+
+    def of_queue(self, queue: str) -> list[HeldAgent]:
+        return [r for r in self._live.values() if r.queue == queue]
