@@ -7,7 +7,9 @@ the caller's media to the agent's, a ring-out, busy or decline goes back to the
 router (which puts the caller back at the head of the line and picks the next
 agent). The router pushes its events onto the server's event bus as they happen
 (``Router(publish=...)``); this module reacts there to those it must carry out
-(a ring-out, an announcement due, an overflow to an account).
+(a ring-out, an announcement due, an overflow to an account). Every router command
+dispatches at once and hands each reservation to ``offer`` (the router's
+``on_reservation`` hook); ``run_timers`` runs its due timers.
 
 While waiting, the caller hears music on hold, interrupted at the queue's
 interval by their position and estimated wait ("you are next" at the head of
@@ -57,7 +59,7 @@ class QueuedCall:
     handle: AnsweredCall
     request: EnqueueRequest
     language: str
-    enqueued_at: float | None = None  # router time of the first enqueue; kept across transfers
+    enqueued_at: float | None = None  # wall time of the first enqueue; kept across transfers
     reservation: Reservation | None = None
     dial: Dial | None = None
     agent_leg: CallLeg | None = None
@@ -109,8 +111,6 @@ class QueueService:
                 self.router.personal_call_ended(account, call_key)
         except UnknownAgent:
             return  # a plain account, not an agent
-        if not engaged:
-            self.run_router(dispatch=True)
 
     def resources(self) -> dict[str, int]:
         """What queued callers hold; all zero on an idle server (a test checks it)."""
@@ -130,15 +130,15 @@ class QueueService:
                            language=request.language, caller=request.caller,
                            preferred_agent=request.preferred_agent, last_agent=request.last_agent,
                            skills=dict(request.skills))
+        self.queued[call.call_id] = queued  # known before the router may offer it (at once)
         try:
             self.router.enqueue(router_call)
         except RouterError as exc:
+            del self.queued[call.call_id]
             log.error("call %s: cannot queue in %s: %s", call.call_id, request.queue, exc)
             return
-        self.queued[call.call_id] = queued
         queued.enqueued_at = self.router.call(call.call_id).call.enqueued_at
         call.media.play(self._prompt(language, "please_hold"), on_done=lambda _: self._hold(queued))
-        self.run_router(dispatch=True)
         try:
             await queued.finished.wait()
         finally:
@@ -160,20 +160,14 @@ class QueueService:
                 self.router.drop(queued.call_id, cause)  # the server ended it: not the caller's abandon
         except RouterError:
             pass  # already forgotten (reconciled)
-        self.run_router(dispatch=True)
 
     # -- the router's side -----------------------------------------------------------
-    def run_router(self, *, dispatch: bool = False, tick: bool = False) -> None:
-        """Apply the router's timers and/or matches and carry out what it decided."""
-        reservations: list[Reservation] = []
-        if tick:
-            reservations = self.router.tick()
-        elif dispatch:
-            reservations = self.router.dispatch()
-        for reservation in reservations:
-            self._offer(reservation)
+    def run_timers(self) -> None:
+        """Run the router's due timers; what they decide is pushed (events, offers)."""
+        self.router.tick()
 
-    def _offer(self, reservation: Reservation) -> None:
+    def offer(self, reservation: Reservation) -> None:
+        """The router reserved an agent for a caller: ring the agent's phone."""
         queued = self.queued.get(reservation.call_id)
         if queued is None:
             self.router.reservation_failed(reservation.reservation_id, "error")
@@ -206,7 +200,6 @@ class QueueService:
             log.info("call %s: agent %s did not take it (%d, %s)", queued.call_id, reservation.agent,
                      status, reason)
             self._router_step(lambda: self.router.reservation_failed(rid, reason))
-            self.run_router(dispatch=True)
 
         context = (("X-Centralita-Queue", reservation.queue),
                    ("X-Centralita-Caller", queued.request.caller or "anonymous"))
@@ -268,7 +261,6 @@ class QueueService:
                                      language=queued.request.language, caller=queued.request.caller,
                                      preferred_agent=None, last_agent=None, enqueued_at=queued.enqueued_at,
                                      skills=dict(queued.request.skills)))
-            self.run_router(dispatch=True)
         else:
             self._ring_account(queued, target)
         return 202
@@ -311,8 +303,6 @@ class QueueService:
                 return f"unknown feature code {code}"
         except RouterError as exc:
             return str(exc)
-        finally:
-            self.run_router(dispatch=True)
         return None
 
     # -- what the caller hears -------------------------------------------------------

@@ -23,8 +23,8 @@ background task drains in batches. A database outage is logged and retried with
 backoff; while it lasts the queue is bounded and the oldest writes are dropped (and
 counted) rather than memory growing without limit.
 
-Times (epoch seconds): router events are placed by their ``at``, from the router's clock,
-which must be ``clock`` too (the server builds ``Router(time.time)``). Telephony and IVR
+Times (epoch seconds): router events are placed by their ``at``, the router's wall clock,
+which must be ``clock`` too (the server builds ``Router(time.monotonic, wall_clock=time.time)``). Telephony and IVR
 events are placed by ``clock`` when they arrive: they are published synchronously, so that
 is their ``at``, and a test's clock stays in charge of every time in the record.
 """

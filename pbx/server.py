@@ -54,7 +54,7 @@ from router import Reservation, Router, RouterError, UnknownAgent, UnknownCall
 log = logging.getLogger("pbx.server")
 
 HOUSEKEEPING_INTERVAL = 1.0
-ROUTER_TICK_INTERVAL = 0.25  # ring timeouts, wrap-ups and announcements run at this granularity
+ROUTER_TICK_INTERVAL = 0.25  # longest sleep between timer runs (they run when due; see _tick_router)
 LOOP_LAG_PROBE_INTERVAL = 0.1
 RECONCILE_EVERY = 10  # housekeeping rounds between router/dialog reconciliations
 PRUNE_SOURCES_EVERY = 10  # housekeeping rounds between forgetting idle sources
@@ -120,11 +120,14 @@ class Server:
                                  self.applications)
         self.endpoint.handlers["OPTIONS"] = self._on_options
         self.endpoint.handlers["REGISTER"] = self._on_register
-        self.router = Router(time.time, rona_return_seconds=config.routing.rona_return_seconds,
+        # Timers on the monotonic clock (a wall-clock step moves none); records in wall time.
+        self.router = Router(time.monotonic, wall_clock=time.time,
+                             rona_return_seconds=config.routing.rona_return_seconds,
                              decision_calls_kept=history.routing_calls,
                              decisions_per_call=history.routing_decisions_per_call,
                              decisions_max_age_seconds=history.max_age_seconds,
-                             publish=self.events.publish)
+                             publish=self.events.publish,
+                             on_reservation=lambda reservation: self.queues.offer(reservation))
         self.store: Store | None = None
         self.recorder: CallRecorder | None = None
         self.durable_registrations: DurableRegistrations | None = None
@@ -295,9 +298,12 @@ class Server:
 
     async def _tick_router(self) -> None:
         while True:
-            await asyncio.sleep(ROUTER_TICK_INTERVAL)
+            due = self.router.next_due()
+            delay = ROUTER_TICK_INTERVAL if due is None else due - time.monotonic()
+            # Until the next timer; at most the interval, for timers a command adds meanwhile.
+            await asyncio.sleep(min(max(delay, 0.0), ROUTER_TICK_INTERVAL))
             try:
-                self.queues.run_router(tick=True)
+                self.queues.run_timers()
             except Exception:
                 log.exception("router tick failed")
 
@@ -401,7 +407,6 @@ class Server:
             pass  # an account that is not an agent
         except RouterError as exc:
             log.info("agent %s: %s", user, exc)
-        self.queues.run_router(dispatch=True)
         bindings = len(self.registrar.bindings(user, self.endpoint.now()))
         self.events.publish(RegistrationChanged(user, registered, bindings))
 

@@ -20,7 +20,7 @@ PRIORITY_VIP = 3
 class Call:
     """A call asking for an agent.
 
-    ``enqueued_at`` is the router clock time the caller started waiting; a callback
+    ``enqueued_at`` is the wall-clock time (Unix seconds) the caller started waiting; a callback
     or a transfer passes the ORIGINAL time so the caller keeps its place (None means
     now). ``skills`` are requirements of this call on top of the queue's, e.g. a
     product the caller chose in the IVR. ``last_agent`` is the agent who last served

@@ -88,7 +88,7 @@ class BreakRequest(RequestModel):
 
 class AgentLive(BaseModel):
     state: AgentState
-    state_since: float = Field(description="router clock time the state began")
+    state_since: float = Field(description="when the state began (Unix seconds)")
     reason: str | None
     occupancy: float | None
     last_caller: str | None

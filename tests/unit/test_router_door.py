@@ -6,21 +6,23 @@ from __future__ import annotations
 
 import threading
 
-from router import (
-    AgentProfile,
+from events import (
     AgentReserved,
-    AgentState,
-    Call,
     CallExpanded,
     CallOverflowed,
     CallQueued,
+    Event,
+    ReservationExpired,
+)
+from router import (
+    AgentProfile,
+    AgentState,
+    Call,
     QueueConfig,
     Reservation,
-    ReservationExpired,
     Router,
     SkillExpansion,
 )
-from router.events import Event
 
 
 class Clock:
@@ -29,6 +31,15 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+class Sink(list[Event]):
+    """Where a router pushes its events; ``take()`` returns those pushed since the last take."""
+
+    def take(self) -> list[Event]:
+        taken = list(self)
+        self.clear()
+        return taken
 
 
 def _agent(extension: str, skills: dict[str, int]) -> AgentProfile:
@@ -51,7 +62,8 @@ def test_an_expansion_due_at_exactly_now_runs_once_and_widens_the_rings() -> Non
     enqueued, after = 0.4, 0.1
     assert (enqueued + after) - enqueued < after  # the rounding that used to loop forever
     clock = Clock(enqueued)
-    router = Router(clock)
+    events = Sink()
+    router = Router(clock, publish=events.append)
     router.upsert_queue(
         QueueConfig("q", skills={"rare": 1}, expansion=(SkillExpansion(after, {"common": 1}),))
     )
@@ -62,7 +74,7 @@ def test_an_expansion_due_at_exactly_now_runs_once_and_widens_the_rings() -> Non
     assert router.next_due() == enqueued + after
     clock.now = enqueued + after
     _tick_within(router)
-    events = router.drain_events()
+    events = events.take()
     assert [e.rings_active for e in events if isinstance(e, CallExpanded)] == [2]
     assert router.agent("1").state is AgentState.RESERVED
 
@@ -71,30 +83,32 @@ def test_an_overflow_due_at_exactly_now_is_not_skipped() -> None:
     entered, max_wait = 2.3, 30.0
     assert (entered + max_wait) - entered < max_wait  # the rounding that used to skip it
     clock = Clock(entered)
-    router = Router(clock)
+    events = Sink()
+    router = Router(clock, publish=events.append)
     router.upsert_queue(QueueConfig("first", skills={"x": 1}, max_wait_seconds=max_wait,
                                     overflow="second"))
     router.upsert_queue(QueueConfig("second", skills={"x": 1}))
     router.enqueue(Call("c1", "first"))
     clock.now = entered + max_wait
     _tick_within(router)
-    overflowed = [e for e in router.drain_events() if isinstance(e, CallOverflowed)]
+    overflowed = [e for e in events.take() if isinstance(e, CallOverflowed)]
     assert [(e.target, e.moved) for e in overflowed] == [("second", True)]
     assert router.call("c1").call.queue == "second"
 
 
 def test_next_due_is_the_earliest_timer_so_the_caller_can_sleep_until_then() -> None:
     clock = Clock(100.0)
-    router = Router(clock)
+    events = Sink()
+    router = Router(clock, publish=events.append)
     assert router.next_due() is None
     router.upsert_queue(QueueConfig("q", skills={"x": 1}, announce_interval_seconds=20,
                                     max_wait_seconds=45, overflow=None))
     router.enqueue(Call("c1", "q"))
-    router.drain_events()
+    events.take()
     assert router.next_due() == 120.0  # the first announcement, before the max wait at 145
     clock.now = 119.9
     router.tick()
-    assert router.drain_events() == []  # nothing was due yet
+    assert events.take() == []  # nothing was due yet
     clock.now = 120.0
     router.tick()
     assert router.next_due() == 140.0  # the next announcement
@@ -117,7 +131,10 @@ def test_reservation_ids_are_unique_across_routers_and_restarts() -> None:
 
 def test_timers_follow_the_monotonic_clock_and_records_the_wall_clock() -> None:
     monotonic, wall = Clock(50.0), Clock(1_800_000_000.0)
-    router = Router(monotonic, wall_clock=wall, reservation_timeout_seconds=5.0)
+    events = Sink()
+    router = Router(
+        monotonic, wall_clock=wall, reservation_timeout_seconds=5.0, publish=events.append
+    )
     router.upsert_queue(QueueConfig("q", skills={"x": 1}))
     router.upsert_agent(_agent("1", {"x": 1}))
     router.login("1")
@@ -126,16 +143,16 @@ def test_timers_follow_the_monotonic_clock_and_records_the_wall_clock() -> None:
     assert reservation.expires_at == 1_800_000_005.0
     assert router.call("c1").call.enqueued_at == 1_800_000_000.0
     assert reservation.decision.at == 1_800_000_000.0
-    reserved = [e for e in router.drain_events() if isinstance(e, AgentReserved)]
+    reserved = [e for e in events.take() if isinstance(e, AgentReserved)]
     assert [(e.at, e.expires_at) for e in reserved] == [(1_800_000_000.0, 1_800_000_005.0)]
     wall.now -= 3600  # the wall clock is set back an hour: no timer moves
     monotonic.now += 4.9
     router.tick()
     assert router.agent("1").state is AgentState.RESERVED
-    assert not [e for e in router.drain_events() if isinstance(e, ReservationExpired)]
+    assert not [e for e in events.take() if isinstance(e, ReservationExpired)]
     monotonic.now += 0.1
     router.tick()
-    expired = [e for e in router.drain_events() if isinstance(e, ReservationExpired)]
+    expired = [e for e in events.take() if isinstance(e, ReservationExpired)]
     assert [e.at for e in expired] == [wall.now]  # expired on time, stamped in wall time
     assert router.agent("1").state_since == wall.now
 
@@ -161,8 +178,7 @@ def test_every_command_dispatches_at_once_through_the_hook_and_pushes_its_events
     assert [type(e) for e in pushed] == [CallQueued]
     router.login("1")  # no tick, no dispatch() call: the login itself matched the call
     assert [(r.call_id, r.agent) for r in offered] == [("c1", "1")]
-    assert isinstance(pushed[-1], AgentReserved)
-    assert router.drain_events() == []  # pushed, not kept
+    assert isinstance(pushed[-1], AgentReserved)  # pushed by the login itself
 
 
 def test_a_command_run_by_the_hook_is_dispatched_by_the_same_loop() -> None:
