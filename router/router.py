@@ -1,5 +1,9 @@
 """The router: the one door through which routing state changes.
 
+(Long because it holds every command and every view the rest of the server uses, and
+the agent-state and reservation steps those commands share; the parts they compose
+are in the modules listed below.)
+
 ``Router`` composes the parts, each in its own module, and is the small command
 interface in front of them: every change (configuration, agent state, call flow,
 timers) is a method here, and nothing else changes the parts.
