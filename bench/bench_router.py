@@ -76,13 +76,19 @@ def build(seed: int) -> tuple[Router, Clock, random.Random, list[str]]:
         )
     for queue in queues:
         router.upsert_queue(queue)
+    profiles = []
     for n in range(AGENTS):
         skills = {f"s{s}": rng.randint(1, 10) for s in rng.sample(range(SKILLS), 4)}
         languages = frozenset({"en", "es"} if rng.random() < 0.3 else {"en"})
-        router.upsert_agent(
+        profiles.append(
             AgentProfile(f"{n:05d}", f"Agent {n}", rng.choice(["mad", "bcn"]), skills, languages)
         )
-        router.login(f"{n:05d}")
+    started = time.perf_counter()
+    for profile in profiles:
+        router.upsert_agent(profile)
+    print(f"adding {AGENTS} agents to {len(queues)} queues: {time.perf_counter() - started:.2f} s")
+    for profile in profiles:
+        router.login(profile.extension)
         clock.now += 0.01
     return router, clock, rng, [q.name for q in queues]
 

@@ -14,9 +14,9 @@ import itertools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from router.agent_book import AgentBook
+from router.agent_book import AgentBook, serves
 from router.calls import Call, CallStatus, WaitingCallRecord
-from router.config import QueueConfig
+from router.config import AgentProfile, QueueConfig
 from router.errors import UnknownCall, UnknownQueue
 from router.estimates import ArrivalRate, HandleTimeAverage
 from router.service_levels import ServiceLevelCounters
@@ -68,6 +68,11 @@ class CallBook:
         self._agents = agents
         self._timers = timers
         self.queues: dict[str, BookedQueue] = {}
+        # Which queues have a ring needing each skill, and which have a ring anyone meets:
+        # an agent can serve only those (see ``queues_served_by``).
+        self._queues_needing: dict[str, set[str]] = {}
+        self._open_queues: set[str] = set()
+        self._skills_of_queue: dict[str, set[str]] = {}
         self._calls: dict[str, BookedCall] = {}
         self._changed: dict[str, None] = {}
         self._sequence = itertools.count(1)
@@ -100,6 +105,38 @@ class CallBook:
         if queue is None:
             raise UnknownQueue(name)
         return queue
+
+    def put_queue(self, queue: BookedQueue) -> None:
+        """Add a queue, or re-index one whose configuration was replaced."""
+        name = queue.config.name
+        self._unindex(name)
+        self.queues[name] = queue
+        skills = {skill for ring in queue.config.rings for skill in ring}
+        self._skills_of_queue[name] = skills
+        for skill in skills:
+            self._queues_needing.setdefault(skill, set()).add(name)
+        if any(not ring for ring in queue.config.rings):
+            self._open_queues.add(name)
+
+    def drop_queue(self, name: str) -> None:
+        self._unindex(name)
+        self.queues.pop(name, None)
+
+    def _unindex(self, name: str) -> None:
+        self._open_queues.discard(name)
+        for skill in self._skills_of_queue.pop(name, ()):
+            needing = self._queues_needing[skill]
+            needing.discard(name)
+            if not needing:
+                del self._queues_needing[skill]
+
+    def queues_served_by(self, profile: AgentProfile) -> set[str]:
+        """The queues this agent could take a call of (some ring met), looking only at
+        queues that need one of its skills (or nothing at all), not at every queue."""
+        candidates = set(self._open_queues)
+        for skill in profile.skills:
+            candidates.update(self._queues_needing.get(skill, ()))
+        return {name for name in candidates if serves(profile, self.queues[name].config)}
 
     def queue_of(self, waiting: BookedCall) -> BookedQueue:
         return self.queues[waiting.call.queue]

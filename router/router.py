@@ -85,7 +85,7 @@ from events.routing import (
     ReservationFailed,
     SiteHealthChanged,
 )
-from router.agent_book import AgentBook, BookedAgent, serves
+from router.agent_book import AgentBook, BookedAgent
 from router.agent_state import HANDLING_STATES, AgentActivity, AgentState, next_state
 from router.call_book import BookedCall, BookedQueue, CallBook
 from router.calls import Call, CallStatus, WaitingCallRecord
@@ -230,7 +230,7 @@ class Router:
         queues = self._calls.queues
         for name in agent.queues:
             queues[name].agents.discard(extension)
-        agent.queues = {name for name, queue in queues.items() if serves(profile, queue.config)}
+        agent.queues = self._calls.queues_served_by(profile)
         for name in agent.queues:
             queues[name].agents.add(extension)
         for call_id in list(agent.held_calls):
@@ -260,9 +260,9 @@ class Router:
                 handle_time=HandleTimeAverage(self._default_handle, self._handle_smoothing),
                 arrivals=ArrivalRate(self._arrival_window),
             )
-            self._calls.queues[config.name] = queue
         else:
             queue.config = config
+        self._calls.put_queue(queue)
         for extension in queue.agents:
             self._agents[extension].queues.discard(config.name)
         queue.agents = self._agents.serving(config)
@@ -286,7 +286,7 @@ class Router:
             raise QueueInUse(f"queue {name} still has {len(in_use)} call(s), e.g. {in_use[0]}")
         for extension in queue.agents:
             self._agents[extension].queues.discard(name)
-        del self._calls.queues[name]
+        self._calls.drop_queue(name)
 
     @command
     def set_site_health(self, site: str, healthy: bool) -> None:

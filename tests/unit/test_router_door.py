@@ -200,3 +200,21 @@ def test_a_command_run_by_the_hook_is_dispatched_by_the_same_loop() -> None:
     router.enqueue(Call("c1", "q"))
     assert offered == ["1", "2"]
     assert router.agent("2").state is AgentState.RESERVED
+
+
+def test_an_agent_joins_exactly_the_queues_it_serves_as_queues_change() -> None:
+    router = Router(Clock())
+    router.upsert_queue(QueueConfig("sales", skills={"sales": 3}))
+    router.upsert_queue(QueueConfig("anyone", skills={}))
+    router.upsert_queue(
+        QueueConfig("tech", skills={"tech": 5}, expansion=(SkillExpansion(30, {"sales": 1}),))
+    )
+    router.upsert_agent(_agent("1", {"sales": 2}))
+    assert router.agent("1").queues == ("anyone", "tech")  # sales needs 3; tech's ring 2 fits
+    router.upsert_queue(QueueConfig("tech", skills={"tech": 5}))  # its sales ring is gone
+    router.upsert_queue(QueueConfig("sales", skills={"sales": 2}))
+    router.upsert_agent(_agent("2", {"sales": 2}))
+    assert router.agent("2").queues == ("anyone", "sales")
+    router.remove_queue("anyone")
+    router.upsert_agent(_agent("3", {"sales": 9, "tech": 5}))
+    assert router.agent("3").queues == ("sales", "tech")
