@@ -162,12 +162,24 @@ def _unwrap(kind: Any) -> tuple[Any, list[Any]]:
         return kind, metadata
 
 
+def _field(model: type[BaseModel], key: str) -> FieldInfo | None:
+    """The field read from ``key``: its name, or its alias (``from`` is a keyword)."""
+    found = model.model_fields.get(key)
+    if found is None or found.alias not in (None, key):
+        found = next((f for f in model.model_fields.values() if f.alias == key), None)
+    return found
+
+
+def _keys(model: type[BaseModel]) -> list[str]:
+    return sorted(field.alias or name for name, field in model.model_fields.items())
+
+
 def _walk(kind: Any, loc: Iterable[Any]) -> tuple[Any, list[Any]]:
     """The type (unwrapped) and constraints found at ``loc`` inside ``kind``; None if lost."""
     kind, metadata = _unwrap(kind)
     for part in loc:
         if isinstance(kind, type) and issubclass(kind, BaseModel):
-            field = kind.model_fields.get(str(part))
+            field = _field(kind, str(part))
             if field is None:
                 return None, []
             kind, metadata = _unwrap(field.annotation)
@@ -238,7 +250,7 @@ def reason(kind: Any, detail: Mapping[str, Any], loc: tuple[Any, ...] | None = N
     if error_type == "extra_forbidden":
         owner, _ = _walk(kind, loc[:-1])
         if isinstance(owner, type) and issubclass(owner, BaseModel):
-            return f"unknown key (expected one of: {', '.join(sorted(owner.model_fields))})"
+            return f"unknown key (expected one of: {', '.join(_keys(owner))})"
         return "unknown key"
     if error_type in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
         found = _range_reason(_walk(kind, loc)[1], value)
@@ -250,6 +262,8 @@ def reason(kind: Any, detail: Mapping[str, Any], loc: tuple[Any, ...] | None = N
         return str(context["error"])
     if error_type == "too_short" and context.get("min_length") == 1:
         return "needs at least one item"
+    if error_type == "string_pattern_mismatch":
+        return f"must match {context.get('pattern', '')}, not {value!r}"
     if error_type == "string_too_short" and context.get("min_length") == 1:
         return "must not be empty"
     if error_type in _TYPE_REASONS:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, StringConstraints, ValidationInfo, field_validator
 
 from settings.located_yaml import in_file_order, load_yaml
 from settings.validation import ListOf, NonEmpty, Section, Text, validate_items, validate_value
@@ -113,3 +113,19 @@ def test_non_empty_is_checked_after_the_items():
     assert problems == ["f.yaml:1: a.codecs[0]: must be one of 'PCMU' or 'PCMA', not 'G729'",
                         "f.yaml:2: b.codecs: needs at least one item"]
     assert validate_value(document, [], "b", Codecs, document.data["b"]) is not None
+
+
+def test_a_key_read_through_an_alias_is_named_as_written():
+    """``from`` is a Python keyword, so its field has another name: the errors, and the
+    keys an unknown key is told to choose from, still say ``from``."""
+
+    class Span(Section):
+        start: float = Field(0, ge=0, le=24, alias="from")
+        code: Annotated[Text, StringConstraints(pattern=r"^[a-z]+$")] = "a"
+
+    document = load_yaml("s: {from: 25, start: 1, code: A1}\n", "f.yaml")
+    problems: list[str] = []
+    assert validate_value(document, problems, "s", Span, document.data["s"]) is None
+    assert problems == ["f.yaml:1: s.from: must be between 0 and 24, not 25",
+                        "f.yaml:1: s.code: must match ^[a-z]+$, not 'A1'",
+                        "f.yaml:1: s.start: unknown key (expected one of: code, from)"]

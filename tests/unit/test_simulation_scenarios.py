@@ -80,7 +80,7 @@ def test_every_mistake_is_named_with_file_line_and_key(tmp_path, demo_config):
     expected = [
         f"{path}:3: from: must be a time",
         f"{path}:5: queues.sales: unknown queue 'sales'",
-        f"{path}:9: queues.billing.calls: must be a list of expected calls",
+        f"{path}:9: queues.billing.calls[1]: must be at least 0, not -2",
         f"{path}:10: queues.billing.handle: must be one of",
         f"{path}:11: queues.billing.self_service: must be between 0 and 1",
         f"{path}:14: staff[0].like: unknown agent '9999'",
@@ -97,8 +97,119 @@ def test_the_command_reports_errors_and_exits_1(tmp_path, capsys):
     path = write(tmp_path, "day: 2026-12-07\nqueues: {}\nstaff: []\n")
     assert main(["simulate", "--scenario", str(path)]) == 1
     err = capsys.readouterr().err
-    assert f"error: {path}:2: queues: is required" in err
+    assert f"error: {path}:2: queues: needs the callers of at least one queue" in err
+    assert f"error: {path}:3: staff: needs at least one item" in err
     assert f"{path}: 2 problem(s)" in err
+
+
+def test_every_rule_of_the_file_is_checked_in_one_pass(tmp_path, demo_config):
+    """Values, shapes of durations, rules between keys, unknown keys and names the
+    configuration lacks: each mistake once, at its own key and line, all together."""
+    path = write(tmp_path, """\
+        day: "2026-13-07"
+        timezone: Mars/Olympus
+        from: "08:00"
+        to: "07:00"
+        start: "09:00"
+        warm_up_minutes: -5
+        agent_answer_seconds: -3
+        queues:
+          billing:
+            calls: [1, true, .inf]
+            handle: {lognormal: 240}
+            wrap_up: {exponential: 30, cv: 0.5}
+            patience: {uniform: [90, 30]}
+            callback: {uptake: 0.3, max_attempts: 0, colour: red}
+          support:
+            calls: []
+            handle: 0
+          general:
+            calls: [1]
+            handle: {gamma: 2, exponential: 3}
+            ivr_seconds: "40"
+        staff:
+          - name: a
+            site: madrid
+            skills: {billing: 11}
+            languages: [english]
+            shift: ["08:00", "16:00"]
+            breaks: [{at: "07:30", minutes: 15}, {at: "12:00"}, {at: "17:00", minutes: 15}]
+          - name: a
+            shift: ["08:00"]
+          - {name: c, like: 1002, shift: ["08:00", "16:00"], count: 1.5}
+        events:
+          - {site_down: madrid, away: bogota, from: "10:00", to: "11:00"}
+          - {site_down: madrid, count: 2, from: "10:00", to: "11:00"}
+          - {away: bogota, from: "11:00", to: "10:00"}
+          - {site_down: madrid, from: "10:00"}
+        """)
+    with pytest.raises(ConfigError) as caught:
+        load_scenario(path, demo_config)
+    assert caught.value.problems == [f"{path}:{problem}" for problem in [
+        "1: day: must be a date like 2026-12-07",
+        "2: timezone: unknown time zone 'Mars/Olympus'",
+        "4: to: must be after 'from'",
+        "5: start: unknown key (expected one of: agent_answer_seconds, day, events, from, queues,"
+        " router_tick_seconds, scenario, staff, timezone, to, warm_up_minutes)",
+        "6: warm_up_minutes: must be between 0 and 1440, not -5",
+        "7: agent_answer_seconds: must be at least 0 seconds, not -3",
+        "10: queues.billing.calls[1]: must be a number",
+        "10: queues.billing.calls[2]: must be a finite number",
+        "11: queues.billing.handle: lognormal needs cv (standard deviation / mean), e.g. 0.6",
+        "12: queues.billing.wrap_up: cv only applies to lognormal",
+        "13: queues.billing.patience.uniform: must be [LOW, HIGH] with LOW <= HIGH, not [90, 30]",
+        "14: queues.billing.callback.offer_over_seconds: is required",
+        "14: queues.billing.callback.max_attempts: must be between 1 and 20, not 0",
+        "14: queues.billing.callback.colour: unknown key (expected one of: answer_share,"
+        " max_attempts, offer_over_seconds, retry_minutes, ring_seconds, uptake)",
+        "16: queues.support.calls: needs at least one item",
+        "17: queues.support.handle: must average more than 0 seconds",
+        "20: queues.general.handle.gamma: unknown key (expected one of: constant, cv,"
+        " exponential, lognormal, uniform)",
+        "21: queues.general.ivr_seconds: must be a number",
+        "25: staff[0].skills.billing: must be between 1 and 10, not 11",
+        "26: staff[0].languages[0]: must match ^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$, not 'english'",
+        "28: staff[0].breaks: breaks[0] at 07:30, breaks[2] at 17:00 not within the shift (08:00-16:00)",
+        "29: staff[1].site: is required unless like: names an agent of the configuration to copy",
+        "29: staff[1].name: group 'a' is defined twice",
+        "30: staff[1].shift: must be [\"HH:MM\", \"HH:MM\"]",
+        "31: staff[2].count: must be an integer",
+        "33: events[0]: must be one of {site_down: SITE, from, to} or"
+        " {away: SITE, count, from, to, reason}",
+        "34: events[1]: count and reason are for away, not site_down",
+        "35: events[2].to: must be after 'from'",
+        "36: events[3].to: is required",
+    ]]
+
+
+def test_a_group_given_its_site_skills_and_languages(tmp_path, demo_config):
+    """What the file says becomes the scenario: keys written like the configuration's
+    (identifiers as bare numbers), defaults where a key is left out."""
+    path = write(tmp_path, """\
+        day: 2026-12-07
+        queues:
+          support: {calls: [3, 4], handle: 300, patience: {exponential: 200}}
+        staff:
+          - {name: night, site: bogota, skills: {support: 6}, languages: [es], count: 2,
+             shift: ["22:00", "30:00"], breaks: [{at: "26:00", minutes: 30, reason: meal}]}
+          - {name: copy, like: 1006, shift: ["07:00", "15:00"]}
+        events:
+          - {away: bogota, from: "23:00", to: "23:30"}
+        """)
+    scenario = load_scenario(path, demo_config)
+    assert scenario.timezone == demo_config.contact_center.sites[0].timezone
+    assert (scenario.start, scenario.end, scenario.router_tick_seconds) == (0.0, 86400.0, 0.25)
+    (load,) = scenario.loads
+    assert (load.queue, load.calls, load.handle) == ("support", (3.0, 4.0), Distribution("constant", 300))
+    assert load.patience == Distribution("exponential", 200) and load.callback is None
+    night, copy = scenario.staff
+    assert night.profile == AgentProfile("night", "night", "bogota", {"support": 6}, frozenset({"es"}))
+    assert (night.count, night.shift_start, night.shift_end) == (2, 22 * 3600, 30 * 3600)
+    assert night.breaks[0].start == 26 * 3600 and night.breaks[0].seconds == 1800
+    configured = next(a.profile for a in demo_config.contact_center.agents if a.extension == "1006")
+    assert (copy.profile.site, copy.profile.skills, copy.profile.languages) == (
+        configured.site, configured.skills, configured.languages)
+    assert scenario.away[0].count == 1 and scenario.away[0].reason == "drill"
 
 
 def test_shifts_are_in_each_sites_time_zone(monday):
