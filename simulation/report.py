@@ -1,5 +1,6 @@
 """What a simulated day did: counters per queue and 15-minute interval, per site and
-per agent, and the report built from them (JSON, a readable table, an SVG plot).
+per agent, and the report built from them (JSON and a readable table; the plot is
+``simulation.plot``).
 
 Calls are counted in the interval they arrived in (answered, abandoned and their
 waits too), so an interval's service level is that of its callers. Occupancy is
@@ -10,8 +11,6 @@ agents who can serve it (an agent serving several queues counts in each).
 
 from __future__ import annotations
 
-import html
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -305,14 +304,26 @@ def build_report(result: SimulationResult) -> dict[str, Any]:
         "scenario": scenario.name,
         "day": scenario.day.isoformat(),
         "timezone": scenario.timezone,
+        "site_timezones": dict(sorted(scenario.site_timezones.items())),
         "seed": result.seed,
         "interval_minutes": INTERVAL_SECONDS // 60,
         "queues": queues,
         "sites": sites,
         "agents": agents,
+        "events": _events(scenario),
         "warnings": result.warnings,
         "run": {"events": result.events_run, "router_ticks": result.router_ticks},
     }
+
+
+def _events(scenario: Scenario) -> list[dict[str, Any]]:
+    """The scenario's events on the report's clock, in the order they start."""
+    events: list[dict[str, Any]] = [
+        {"kind": "site_down", "site": o.site, "from": _clock(o.start), "to": _clock(o.end)}
+        for o in scenario.outages]
+    events += [{"kind": "away", "site": a.site, "count": a.count, "reason": a.reason,
+                "from": _clock(a.start), "to": _clock(a.end)} for a in scenario.away]
+    return sorted(events, key=lambda event: event["from"].zfill(5))
 
 
 def _figures(row: QueueInterval, definition: ServiceLevelDefinition, seconds: float) -> dict[str, Any]:
@@ -395,80 +406,3 @@ def render_table(report: dict[str, Any]) -> str:
                      f"median {_percent(sorted(occupancies)[len(occupancies) // 2])}, "
                      f"highest {_percent(max(occupancies))}")
     return "\n".join(lines) + "\n"
-
-
-_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2",
-            "#7f7f7f", "#bcbd22", "#17becf")
-
-
-def render_svg(report: dict[str, Any]) -> str:
-    """Service level (top) and average callers waiting (bottom) per queue across the day."""
-    width, left, right, panel, gap, top = 960, 60, 150, 220, 50, 40
-    plot_width = width - left - right
-    height = top + 2 * panel + gap + 40
-    queues = report["queues"]
-    count = max((len(q["intervals"]) for q in queues.values()), default=1)
-    most_waiting = max((row["waiting_average"] for q in queues.values() for row in q["intervals"]),
-                       default=0.0)
-    waiting_scale = max(1.0, math.ceil(most_waiting))
-
-    def x(index: float) -> float:
-        return left + plot_width * index / max(1, count)
-
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-           f'font-family="sans-serif" font-size="12">',
-           f'<rect width="{width}" height="{height}" fill="white"/>',
-           f'<text x="{left}" y="20" font-size="14">{html.escape(report["scenario"])}: '
-           f'{report["day"]} ({html.escape(report["timezone"])}), seed {report["seed"]}</text>']
-    panels = (("service level", top, lambda row: row["service_level"], 1.0, "%"),
-              ("callers waiting (average)", top + panel + gap,
-               lambda row: row["waiting_average"], waiting_scale, ""))
-    for title, y0, value_of, scale, unit in panels:
-        out.append(f'<rect x="{left}" y="{y0}" width="{plot_width}" height="{panel}" fill="none" '
-                   f'stroke="#999"/>')
-        out.append(f'<text x="{left + 4}" y="{y0 + 14}">{title}</text>')
-        for step in range(5):
-            value = scale * step / 4
-            y = y0 + panel - panel * step / 4
-            label = f"{100 * value:.0f}%" if unit == "%" else f"{value:g}"
-            out.append(f'<line x1="{left}" x2="{left + plot_width}" y1="{y:.1f}" y2="{y:.1f}" '
-                       f'stroke="#eee"/><text x="{left - 6}" y="{y + 4:.1f}" '
-                       f'text-anchor="end">{label}</text>')
-        for colour_index, queue in enumerate(queues.values()):
-            colour = _COLOURS[colour_index % len(_COLOURS)]
-            segments: list[list[str]] = [[]]
-            for index, row in enumerate(queue["intervals"]):
-                value = value_of(row)
-                if value is None:
-                    if segments[-1]:
-                        segments.append([])
-                    continue
-                y = y0 + panel - panel * min(value, scale) / scale
-                segments[-1].append(f"{x(index + 0.5):.1f},{y:.1f}")
-            for points in segments:
-                if points:
-                    out.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" '
-                               f'points="{" ".join(points)}"/>')
-        if unit == "%":
-            for colour_index, queue in enumerate(queues.values()):
-                target = queue["service_level_target"]["percent"] / 100
-                y = y0 + panel - panel * target
-                out.append(f'<line x1="{left}" x2="{left + plot_width}" y1="{y:.1f}" y2="{y:.1f}" '
-                           f'stroke="{_COLOURS[colour_index % len(_COLOURS)]}" '
-                           f'stroke-dasharray="4 4" stroke-width="0.8"/>')
-    axis_y = top + 2 * panel + gap
-    for index, row in enumerate(next(iter(queues.values()))["intervals"] if queues else []):
-        if row["start"].endswith(":00") and int(row["start"][:2]) % 2 == 0:
-            out.append(f'<text x="{x(index):.1f}" y="{axis_y + 16}" text-anchor="middle">'
-                       f'{row["start"]}</text>')
-    for colour_index, name in enumerate(queues):
-        y = top + 10 + 18 * colour_index
-        colour = _COLOURS[colour_index % len(_COLOURS)]
-        out.append(f'<line x1="{width - right + 12}" x2="{width - right + 32}" y1="{y}" y2="{y}" '
-                   f'stroke="{colour}" stroke-width="2"/><text x="{width - right + 38}" y="{y + 4}">'
-                   f'{html.escape(name)}</text>')
-    out.append(f'<text x="{width - right + 12}" y="{top + 10 + 18 * len(queues) + 6}" fill="#555">'
-               f'dashed: target</text>')
-    out.append("</svg>")
-    return "\n".join(out) + "\n"
-
