@@ -352,3 +352,24 @@ def test_the_command_runs_the_shipped_example(tmp_path, capsys):
     plot = ElementTree.parse(report_path.with_suffix(".svg")).getroot()
     assert plot.tag.endswith("svg")
     assert len(plot.findall(".//{http://www.w3.org/2000/svg}polyline")) >= 4
+
+
+def test_every_key_of_the_scenario_file_is_in_the_readme():
+    """The README's "Simulator" section shows every key the scenario models accept."""
+    from pbx.simulation_scenario import (
+        BreakSettings,
+        CallbackSettings,
+        Duration,
+        EventSettings,
+        QueueLoadSettings,
+        ScenarioFile,
+        StaffGroupSettings,
+    )
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Simulator"):readme.index("### What a call goes through")]
+    models = (ScenarioFile, QueueLoadSettings, CallbackSettings, StaffGroupSettings, BreakSettings,
+              EventSettings, Duration)
+    keys = {field.alias or name for model in models for name, field in model.model_fields.items()}
+    missing = sorted(key for key in keys if f"{key}:" not in section)
+    assert not missing, missing
