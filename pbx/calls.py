@@ -560,6 +560,8 @@ class CallManager:
         headers.add("To", str(NameAddress(Uri("sip", user=user, host=host, port=port))))
         headers.add("Call-ID", call_id)
         headers.add("CSeq", "1 INVITE")
+        for route in binding.path:  # the proxies the phone registered through (RFC 3327)
+            headers.add("Route", route)
         headers.add("Contact", str(self.endpoint.contact(binding.transport, secure=binding.contact.uri.is_sips)))
         headers.add("Allow", ALLOW)
         for name, value in extra_headers:

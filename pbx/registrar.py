@@ -5,6 +5,10 @@ contacts, each with its own expiry. A binding also remembers the address the
 REGISTER came from, and calls to that phone are sent there: a phone behind a
 NAT writes an unreachable address in its Contact, but its REGISTER arrives
 from the one that works (what Kamailio's nathelper calls fix_nated_register).
+
+A REGISTER that passed through proxies carries their Path (RFC 3327): the binding keeps
+it, and requests to that phone carry it as their Route set, so they go back through the
+same proxies (a front door that gives every phone one server address).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from pbx.config import Account, SipSettings
-from pbx.sip.address import NameAddress
+from pbx.sip.address import NameAddress, parse_name_address
 from pbx.sip.digest import DigestAuthenticator
 from pbx.sip.errors import SipParseError
 from pbx.sip.message import Request, Response, is_decimal, make_response
@@ -36,6 +40,7 @@ class Binding:
     transport: str
     user_agent: str | None
     answering: bool = True  # False once the phone stopped answering our OPTIONS (qualify)
+    path: tuple[str, ...] = ()  # the REGISTER's Path values: the Route set toward the phone
 
     @property
     def contact_uri(self) -> str:
@@ -135,6 +140,10 @@ class Registrar:
             if not contact.is_wildcard and not contact.uri.is_sip:
                 return make_response(request, 400, "Unsupported URI scheme in Contact")
         expires_header = request.int_header("expires", MAX_EXPIRES_VALUE)
+        try:
+            path = tuple(str(parse_name_address(value)) for value in request.headers.get_all("path"))
+        except SipParseError:
+            return make_response(request, 400, "Invalid Path")
 
         user, refusal = self.authenticate(request, "Authorization", now, source)
         if refusal is not None:
@@ -143,10 +152,11 @@ class Registrar:
         if aor_user != user:
             return make_response(request, 403, "Credentials do not match the registered user")
         assert user is not None
-        return self._update_bindings(request, user, expires_header, source, transport, now)
+        return self._update_bindings(request, user, expires_header, source, transport, now, path)
 
     def _update_bindings(self, request: Request, user: str, expires_header: int | None,
-                         source: Address, transport: str, now: float) -> Response:
+                         source: Address, transport: str, now: float,
+                         path: tuple[str, ...]) -> Response:
         contacts = request.contacts
         call_id = request.call_id
         cseq = request.cseq[0]
@@ -175,9 +185,13 @@ class Registrar:
                     current.pop(key, None)
                     continue
                 current[key] = Binding(user, contact, now + expires, call_id, cseq, source,
-                                       transport, request.headers.get("user-agent"))
+                                       transport, request.headers.get("user-agent"), path=path)
 
         response = make_response(request, 200)
+        if path and "path" in (option.lower() for option in request.headers.get_all("supported")):
+            # RFC 3327 §5.3: the UA that supports Path learns the stored vector.
+            for value in path:
+                response.add_header("Path", value)
         for binding in self.bindings(user, now):
             contact = NameAddress(binding.contact.uri, None,
                                   {**_without_expires(binding.contact.params),

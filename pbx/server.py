@@ -376,6 +376,8 @@ class Server:
         headers.add("To", f"<{binding.contact.uri}>")
         headers.add("Call-ID", f"{new_tag()}{new_tag()}@centralita")
         headers.add("CSeq", "1 OPTIONS")
+        for route in binding.path:
+            headers.add("Route", route)
         request = Request("OPTIONS", binding.contact.uri, headers)
 
         def answered(response: Response | None) -> None:

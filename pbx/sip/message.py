@@ -456,13 +456,21 @@ def parse_message(data: bytes, *, datagram: bool = True) -> Request | Response:
     return message
 
 
+DIALOG_CREATING_METHODS = frozenset({"INVITE", "SUBSCRIBE"})
+
+
 def make_response(request: Request, status: int, reason: str | None = None, *,
                   to_tag: str | None = None, body: bytes = b"",
                   content_type: str | None = None) -> Response:
     """A response with the headers RFC 3261 §8.2.6.2 copies from the request."""
     fields: list[tuple[str, str, str]] = []
+    # A response that may create a dialog carries the proxies' Record-Route back
+    # (§12.1.1), so the caller's in-dialog requests pass the same proxies.
+    copied = ("via", "from", "call-id", "cseq", "record-route") \
+        if request.method in DIALOG_CREATING_METHODS and 100 < status < 300 \
+        else ("via", "from", "call-id", "cseq")
     for key, name, value in request.headers._fields:
-        if key in ("via", "from", "call-id", "cseq"):
+        if key in copied:
             fields.append((key, name, value))
         elif key == "to":
             if to_tag and status != 100 and request.to.tag is None:

@@ -36,9 +36,9 @@ RR = ("Record-Route: <sip:p2.biloxi.com;lr>\r\n"
 
 def answer(request: Request, status: int = 200, *, record_route: bool = True,
            contact: str = "<sip:bob@192.0.2.4>") -> Response:
-    resp = make_response(request, status, to_tag="a6c85cf")
-    for value in request.headers.values("record-route") if record_route else []:
-        resp.add_header("Record-Route", value)
+    resp = make_response(request, status, to_tag="a6c85cf")  # copies Record-Route (§12.1.1)
+    if not record_route:
+        resp.remove_header("Record-Route")
     resp.add_header("Contact", contact)
     return resp
 

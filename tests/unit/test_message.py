@@ -319,6 +319,18 @@ def test_make_response_copies_the_right_headers() -> None:
     assert isinstance(parsed, Response) and parsed.body == b"v=0"
 
 
+def test_dialog_creating_responses_carry_the_record_route_back() -> None:
+    """RFC 3261 §12.1.1: a proxy that record-routed stays on the dialog's path."""
+    extra = ("Record-Route: <sip:127.0.0.1:5080;lr>\r\n"
+             "Record-Route: <sip:edge.example;lr>\r\n")
+    request = req(raw("INVITE", extra=extra))
+    for status in (180, 200):
+        assert make_response(request, status, to_tag="t").headers.values("record-route") == [
+            "<sip:127.0.0.1:5080;lr>", "<sip:edge.example;lr>"]
+    for status in (100, 486, 503):
+        assert make_response(request, status, to_tag="t").headers.values("record-route") == []
+
+
 # -- defects found while writing these tests, fixed in message.py ----------------
 
 

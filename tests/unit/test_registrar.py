@@ -190,3 +190,44 @@ def test_a_restored_binding_makes_the_account_reachable_until_it_expires(registr
     assert not fresh.restore(binding, 700.0)  # expired meanwhile
     fresh.expire(700.0)
     assert reachable == [("1001", True), ("1001", True), ("1001", False)]
+
+
+def test_path_is_stored_and_returned_to_a_phone_that_supports_it(registrar: Registrar):
+    """RFC 3327: the binding keeps the proxies' Path as the route toward the phone."""
+    challenge = registrar.handle_register(register(), SOURCE, "UDP", 0.0)
+    auth = credentials_for(challenge, "1001", "demo1001")
+    request = register(authorization=auth, cseq=2)
+    request.headers.add("Path", "<sip:127.0.0.1:5080;lr;received=sip:127.0.0.1:40000>")
+    request.headers.add("Path", "<sip:edge.example;lr>")
+    request.headers.add("Supported", "replaces, path")
+    response = registrar.handle_register(request, SOURCE, "UDP", 0.0)
+    assert response.status == 200
+    expected = ["<sip:127.0.0.1:5080;lr;received=sip:127.0.0.1:40000>", "<sip:edge.example;lr>"]
+    assert response.headers.values("path") == expected
+    [binding] = registrar.bindings("1001", 1.0)
+    assert list(binding.path) == expected
+
+
+def test_path_is_kept_but_not_echoed_without_supported_path(registrar: Registrar):
+    challenge = registrar.handle_register(register(), SOURCE, "UDP", 0.0)
+    request = register(authorization=credentials_for(challenge, "1001", "demo1001"), cseq=2)
+    request.headers.add("Path", "<sip:127.0.0.1:5080;lr>")
+    response = registrar.handle_register(request, SOURCE, "UDP", 0.0)
+    assert response.status == 200 and response.headers.values("path") == []
+    [binding] = registrar.bindings("1001", 1.0)
+    assert binding.path == ("<sip:127.0.0.1:5080;lr>",)
+
+
+def test_malformed_path_is_refused_and_binds_nothing(registrar: Registrar):
+    challenge = registrar.handle_register(register(), SOURCE, "UDP", 0.0)
+    request = register(authorization=credentials_for(challenge, "1001", "demo1001"), cseq=2)
+    request.headers.add("Path", "<sip:127.0.0.1:5080;lr")
+    response = registrar.handle_register(request, SOURCE, "UDP", 0.0)
+    assert response.status == 400 and response.reason == "Invalid Path"
+    assert registrar.bindings("1001", 1.0) == []
+
+
+def test_registration_without_path_has_an_empty_route(registrar: Registrar):
+    assert authenticated_register(registrar).status == 200
+    [binding] = registrar.bindings("1001", 1.0)
+    assert binding.path == ()
