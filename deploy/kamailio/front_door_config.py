@@ -95,8 +95,10 @@ def local_defines(listen: tuple[str, int], folder: Path, probe_interval: int,
 
 
 def homes_config(sites: list[Site], homes: dict[str, str]) -> str:
-    lines = ["# Written by front_door_config.py: each agent's home site (its dispatcher set).",
-             "event_route[htable:mod-init] {"]
+    lines = ["# Written by front_door_config.py: each agent's home site (its dispatcher set)."]
+    if not homes:
+        return "\n".join([*lines, "# (none: every REGISTER goes to any site)"]) + "\n"
+    lines.append("event_route[htable:mod-init] {")
     for user, site in sorted(homes.items()):
         lines.append(f'\t$sht(home=>{user}) = {home_set(sites, site)};  # {site}')
     lines.append("}")
