@@ -2,9 +2,10 @@
 
 What is checked: calls are spread over both sites and each BYE reaches the site that took
 its call (record-route); a site killed with -9 under 10 calls/s costs no new call (the
-dispatcher fails over on the silent site and its probes take it out of rotation); a busy
-agent's 486 is the caller's answer, never retried at another site; an agent's phone
-registers through the front door at its home site (Path) and is called through it.
+dispatcher fails over on the silent site and its probes take it out of rotation); a site
+answering 503 is failed over, a busy agent's 486 is the caller's answer and never tried
+at another site; an agent's phone registers through the front door at its home site
+(Path) and is called through it, and registers at the backup site when its home dies.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ ACCOUNT_CALLER = SCENARIOS / "front_door_account_caller.xml"
 REGISTER = SCENARIOS / "front_door_register.xml"
 AGENT = SCENARIOS / "front_door_agent.xml"
 BUSY_AGENT = SCENARIOS / "front_door_agent_busy.xml"
+OVERLOADED_SITE = SCENARIOS / "front_door_site_overloaded.xml"
 RECOVERY_LIMIT_S = 3.0
 
 
@@ -55,10 +57,11 @@ def wait_for(condition, timeout: float = 10.0, interval: float = 0.2):
 def front_door_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator:
     started: list[FrontDoor] = []
 
-    def start(sites: dict[str, PbxServer], homes: dict[str, str] | None = None) -> FrontDoor:
+    def start(sites: dict[str, PbxServer | str], homes: dict[str, str] | None = None) -> FrontDoor:
+        addresses = {name: site if isinstance(site, str) else site.sip_address
+                     for name, site in sites.items()}
         try:
-            door = start_front_door({name: site.sip_address for name, site in sites.items()},
-                                    homes, folder=tmp_path / f"kamailio{len(started)}")
+            door = start_front_door(addresses, homes, folder=tmp_path / f"kamailio{len(started)}")
         except KamailioMissing as missing:
             pytest.fail(str(missing), pytrace=False)
         started.append(door)
@@ -142,6 +145,29 @@ def test_new_calls_survive_a_site_killed_with_minus_9(two_sites, front_door_fact
     print(f"front door failover: {summary}")
 
 
+def test_a_site_answering_503_is_failed_over_to_the_next(pbx_server, front_door_factory,
+                                                         tmp_path):
+    bogota = pbx_server()
+    overloaded_log = tmp_path / "overloaded" / "site.log"
+    overloaded = sipp.start(None, workdir=tmp_path / "overloaded", scenario=OVERLOADED_SITE,
+                            extra=["-trace_logs", "-log_file", str(overloaded_log)])
+    try:
+        door = front_door_factory({"madrid": overloaded.address, "bogota": bogota})
+        callers, log_path = start_callers(door.address, tmp_path / "callers", calls=10,
+                                          rate=10, talk_ms=200)
+        result = callers.wait(40)
+    finally:
+        overloaded.stop()
+    traces = read_call_traces(log_path)
+    assert result.returncode == 0, result.describe()
+    # The calls hashed to the overloaded site were refused there, tried at bogota and
+    # answered: every call was answered by bogota.
+    refused = overloaded_log.read_text().count("invite")
+    assert refused > 0, "no call reached the overloaded site: it was not in the rotation"
+    assert [t.site_port for t in traces] == [bogota.sip_port] * 10, traces
+    assert door.log_text().count("answered 503") == refused
+
+
 def register_agent(door: FrontDoor, workdir: Path, user: str, password: str, port: int) -> str:
     """Register ``user`` through the front door from ``port``; the Path the 200 returned."""
     log_path = workdir / "register.log"
@@ -197,6 +223,43 @@ def test_agent_registers_at_its_home_site_through_path_and_is_called_through_it(
     assert f"Route: <{path}>" in invite.splitlines(), invite
     assert wait_for(lambda: len(site_call_ids(madrid)) == 1)
     assert site_call_ids(bogota) == set()
+
+
+def reachable_at(site: PbxServer, user: str) -> bool:
+    status, body = site.http_get(f"/api/v1/agents/{user}")
+    assert status == 200, body[:300]
+    live = json.loads(body).get("live") or {}
+    return bool(live.get("reachable"))
+
+
+def test_agent_of_a_dead_site_registers_again_at_the_backup_and_takes_calls_there(
+        two_sites, front_door_factory, tmp_path):
+    madrid, bogota = two_sites["madrid"], two_sites["bogota"]
+    door = front_door_factory(two_sites, homes={"1001": "madrid", "1002": "madrid"})
+    phone_port = free_port(udp=True, tcp=False)
+    register_agent(door, tmp_path / "register1", "1001", "demo1001", phone_port)
+    assert wait_for(lambda: reachable_at(madrid, "1001"))
+    assert not reachable_at(bogota, "1001")
+
+    madrid.process.kill()
+    madrid.process.wait(5)
+    # The phone's next REGISTER (its refresh) goes to the backup once madrid is marked
+    # down (a probe unanswered: within the probe interval plus the answer timeout).
+    time.sleep(2.5)
+    register_agent(door, tmp_path / "register2", "1001", "demo1001", phone_port)
+    assert reachable_at(bogota, "1001")
+
+    agent_log = tmp_path / "agent" / "agent.log"
+    (tmp_path / "agent").mkdir()
+    phone = sipp.start(None, workdir=tmp_path / "agent", scenario=AGENT, port=phone_port,
+                       calls=1, extra=["-trace_logs", "-log_file", str(agent_log)])
+    try:
+        # 1002's calls go to its home site, madrid, and on to the backup, bogota.
+        assert call_account(door, tmp_path / "caller", "1001", ("1002", "demo1002")) == "200"
+        assert wait_for(lambda: "bye-received" in agent_log.read_text(errors="replace"))
+    finally:
+        phone.stop()
+    assert wait_for(lambda: len(site_call_ids(bogota)) == 1)
 
 
 def test_busy_agent_refusal_is_the_answer_and_is_not_tried_at_another_site(
