@@ -46,6 +46,16 @@ class StaleCallsRepaired(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class CallLegTransitionRefused(Event):
+    """A call leg was asked to take an event its state does not allow (``pbx.call_leg``):
+    a defect, counted so it shows; the leg keeps its state for reconciliation to judge."""
+
+    call_id: str
+    state: str
+    event: str
+
+
+@dataclass(frozen=True, slots=True)
 class AnnouncementPlayed(Event):
     """A waiting caller was told where they stand: ``kind`` 'you_are_next' or 'position',
     with the estimated wait announced in whole minutes (None: no estimate was said)."""

@@ -25,6 +25,7 @@ from prometheus_client.exposition import generate_latest
 from events import (
     CallAnswered,
     CallEnded,
+    CallLegTransitionRefused,
     CallStarted,
     EventBus,
     SipMessageRejected,
@@ -60,6 +61,10 @@ class TelephonyMetrics:
         self.stale_calls = Counter("centralita_stale_calls_repaired",
                                    "Calls found dead and cleaned up (lost BYE, vanished phone)",
                                    ["found_by"], registry=r)
+        self.leg_transitions_refused = Counter(
+            "centralita_call_leg_transitions_refused",
+            "Events a call leg's state did not allow (a defect; see pbx/call_leg.py)",
+            ["state", "event"], registry=r)
         self.loop_lag = Histogram("centralita_event_loop_lag_seconds",
                                   "How late the event loop ran a 100 ms timer (stalls delay SIP timers and RTP)",
                                   buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
@@ -97,6 +102,8 @@ class TelephonyMetrics:
         bus.subscribe(self._on_call_ended, CallEnded)
         bus.subscribe(lambda e: self.stale_calls.labels(e.found_by).inc(len(e.call_ids)),
                       StaleCallsRepaired)
+        bus.subscribe(lambda e: self.leg_transitions_refused.labels(e.state, e.event).inc(),
+                      CallLegTransitionRefused)
 
     def _on_call_started(self, event: CallStarted) -> None:
         self.calls_started.labels(event.kind).inc()

@@ -21,7 +21,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from events import CallAnswered, CallEnded, CallStarted, EventBus, StaleCallsRepaired
+from events import (
+    CallAnswered,
+    CallEnded,
+    CallLegTransitionRefused,
+    CallStarted,
+    EventBus,
+    StaleCallsRepaired,
+)
+from pbx.call_leg import IllegalLegTransition, LegEvent, LegLife, LegState
 from pbx.config import Extension, ServerConfig
 from pbx.endpoint import ALLOW, SipEndpoint, new_tag
 from pbx.media.stream import MediaPortsExhausted, PortAllocator, RtpSession
@@ -77,6 +85,9 @@ TRANSFEROR_GRACE_SECONDS = 5.0
 CallWork = Callable[[SessionDescription | None], Awaitable[None]]
 # (account, call key, engaged): an account starts or stops being on a call in person.
 PersonalCallHook = Callable[[str, str, bool], None]
+# Something else holding calls by Call-ID (the queue service, for the router): given the
+# Call-IDs of every live call, it forgets the others and returns the ones it forgot.
+CallHolderCheck = Callable[[frozenset[str]], list[str]]
 
 
 @dataclass(eq=False)
@@ -93,7 +104,7 @@ class CallLeg:
     negotiation: AudioNegotiation | None = None
     local_sdp: SessionDescription | None = None
     local_tag: str = field(default_factory=new_tag)
-    state: str = "trying"  # trying, ringing, answered, confirmed, failed, ended
+    life: LegLife = field(default_factory=LegLife)  # moved only by CallManager._move
     final_status: int | None = None
     dial: Dial | None = None  # for a callee leg: the dial attempt it is a fork of
     probe_due: float = 0.0  # when a silent leg may next be asked whether its dialog lives
@@ -103,8 +114,12 @@ class CallLeg:
     answer_from_ack: asyncio.Future[None] | None = None
 
     @property
+    def state(self) -> LegState:
+        return self.life.state
+
+    @property
     def answered(self) -> bool:
-        return self.state in ("answered", "confirmed")
+        return self.life.state.answered
 
 
 @dataclass(eq=False)
@@ -201,6 +216,8 @@ class CallManager:
         # Told whenever an account joins or leaves a call that is not a queue's offer to it
         # (the queue service makes such agents busy for routing).
         self.on_personal_call: PersonalCallHook | None = None
+        # Compared with the live calls on each full reconciliation (see reconcile).
+        self.call_holders: list[CallHolderCheck] = []
         endpoint.handlers.update({
             "INVITE": self.on_invite, "BYE": self.on_bye, "CANCEL": self.on_cancel,
             "INFO": self.on_info, "REFER": self.on_refer,
@@ -211,6 +228,18 @@ class CallManager:
     # -- helpers -------------------------------------------------------------------
     def _now(self) -> float:
         return self.endpoint.now()
+
+    def _move(self, leg: CallLeg, event: LegEvent) -> bool:
+        """Move `leg` by the state table; an event its state does not allow is logged and
+        counted, and the leg keeps its state (reconciliation repairs what that leaves)."""
+        try:
+            leg.life.move(event)
+        except IllegalLegTransition as exc:
+            log.error("call %s: leg %s: %s", leg.call.call_id, leg.peer, exc)
+            self.events.publish(CallLegTransitionRefused(leg.call.call_id, exc.state.value,
+                                                         exc.event.name))
+            return False
+        return True
 
     def _respond(self, leg: CallLeg, status: int, reason: str | None = None, *, body: bytes = b"",
                  extra: tuple[tuple[str, str], ...] = ()) -> None:
@@ -455,7 +484,7 @@ class CallManager:
                                    self.endpoint.contact(leg.transport, secure=leg.invite.uri.is_sips))
         leg.dialog.confirm()
         self.legs[leg.dialog.key] = leg
-        leg.state = "answered"
+        self._move(leg, LegEvent.ANSWER_SENT)
         self._respond(leg, 200, body=body)
         if leg.invite_key is not None:
             self.pending.pop(leg.invite_key, None)
@@ -515,8 +544,8 @@ class CallManager:
             return
         attempt.finished = True
         for fork in attempt.forks:
-            if fork.state in ("trying", "ringing") and fork.invite_key is not None:
-                fork.state = "failed"
+            if fork.state.ringing and fork.invite_key is not None:
+                self._move(fork, LegEvent.CANCELLED)
                 self.endpoint.cancel(fork.invite_key)
         attempt.media.close()
         if attempt.personal:
@@ -574,28 +603,29 @@ class CallManager:
         if response is not None and 200 <= status < 300:
             self._callee_answered(leg, response)
             return
-        if leg.state in ("failed", "ended"):
+        if leg.state.over:
             if status >= 200 and leg.invite_key is not None:
                 # The final answer to a fork we cancelled: nothing more can come.
                 self.endpoint.forget_client(leg.invite_key)
             return
         if status < 200:
             caller_leg = leg.call.caller_leg
-            if status in (180, 183) and caller_leg is not None and caller_leg.state == "trying":
-                caller_leg.state = "ringing"
+            if status in (180, 183) and caller_leg is not None and caller_leg.state is LegState.TRYING:
+                self._move(caller_leg, LegEvent.PROVISIONAL)
                 self._respond(caller_leg, 180)
-            if leg.state == "trying":
-                leg.state = "ringing"
+            if leg.state is LegState.TRYING:
+                self._move(leg, LegEvent.PROVISIONAL)
             return
         self._callee_failed(leg, status)
 
     def _callee_failed(self, leg: CallLeg, status: int) -> None:
         """One fork gave up; when every fork of its dial has, the dial fails as one."""
-        leg.state = "failed"
+        self._move(leg, LegEvent.REJECTED)
         leg.final_status = status
         self._forget_leg(leg)
         attempt = leg.dial
-        if attempt is None or attempt.finished or any(f.state != "failed" for f in attempt.forks):
+        if attempt is None or attempt.finished or any(f.state is not LegState.FAILED
+                                                      for f in attempt.forks):
             return
         attempt.finished = True
         attempt.media.close()
@@ -612,7 +642,7 @@ class CallManager:
         ack = leg.dialog.create_ack(leg.invite.cseq[0])
         ack.add_header("Via", self.endpoint.via(leg.transport), first=True)
         self.endpoint.send_raw(ack, leg.peer, leg.transport)
-        if leg.state in ("answered", "confirmed"):
+        if leg.answered:
             return  # a retransmitted 2xx: the ACK above was all it needed
         attempt = leg.dial
         if call.ended or attempt is None or attempt.finished:
@@ -624,17 +654,17 @@ class CallManager:
             negotiation = accept_answer(leg.local_sdp, parse_sdp(response.body))
         except SdpError as exc:
             log.warning("call %s: unusable answer from %s: %s", call.call_id, leg.peer, exc)
-            self.hang_up_leg(leg)
+            self._send_bye(leg)  # the fork failed (below); its dialog must still end
             self._callee_failed(leg, 488)
             return
         attempt.finished = True
-        leg.state = "confirmed"
+        self._move(leg, LegEvent.ANSWER_RECEIVED)
         leg.negotiation = negotiation
         self.legs[leg.dialog.key] = leg
         call.connected_leg = leg
         for other in attempt.forks:
-            if other is not leg and other.state in ("trying", "ringing") and other.invite_key is not None:
-                other.state = "failed"
+            if other is not leg and other.state.ringing and other.invite_key is not None:
+                self._move(other, LegEvent.CANCELLED)
                 self.endpoint.cancel(other.invite_key)
         assert leg.media is not None
         leg.media.configure((negotiation.remote_address, negotiation.remote_port),
@@ -643,12 +673,14 @@ class CallManager:
         attempt.on_answered(leg)
 
     def hang_up_leg(self, leg: CallLeg) -> None:
-        """BYE one answered callee leg that is not wanted, leaving the rest of the call alone."""
+        """BYE one callee leg that is not wanted (answered too late, or after the router gave
+        up on it), leaving the rest of the call alone."""
+        self._move(leg, LegEvent.HUNG_UP if leg.answered else LegEvent.UNWANTED_ANSWER)
+        self._send_bye(leg)
+
+    def _send_bye(self, leg: CallLeg) -> None:
         assert leg.dialog is not None
-        leg.state = "answered"
-        self.legs[leg.dialog.key] = leg
         self._send_in_dialog(leg, "BYE")
-        leg.state = "ended"
         self._forget_leg(leg)
 
     # -- in-dialog requests ------------------------------------------------------------
@@ -700,9 +732,9 @@ class CallManager:
 
     def on_ack(self, request: Request, source: Address) -> None:
         leg = self._leg_for(request)
-        if leg is None or leg.state != "answered":
-            return
-        leg.state = "confirmed"
+        if leg is None or leg.state is not LegState.ANSWERED:
+            return  # a retransmitted ACK, or one for a leg already over
+        self._move(leg, LegEvent.ACK_RECEIVED)
         waiting = leg.answer_from_ack
         if waiting is None or waiting.done():
             return
@@ -746,7 +778,7 @@ class CallManager:
             self.endpoint.respond(key, make_response(request, refusal))
             return
         self.endpoint.respond(key, make_response(request, 200))
-        leg.state = "ended"
+        self._move(leg, LegEvent.BYE_RECEIVED)
         self._forget_leg(leg)
         self._end(leg.call, "caller_hangup" if leg is leg.call.caller_leg else "callee_hangup", ended_by=leg)
 
@@ -793,7 +825,7 @@ class CallManager:
         self.endpoint.loop.call_later(TRANSFEROR_GRACE_SECONDS, self._release_transferor, leg)
 
     def _release_transferor(self, leg: CallLeg) -> None:
-        if leg.state != "ended" and not leg.call.ended:
+        if leg.state is not LegState.ENDED and not leg.call.ended:
             self.hang_up(leg.call, cause="transferred")
 
     def detach(self, leg: CallLeg) -> None:
@@ -852,15 +884,15 @@ class CallManager:
             self._capped_sources.discard(call.source_host)
         legs = [call.caller_leg, *call.callee_legs]
         for leg in legs:
-            if leg is None or leg is ended_by or leg.state in ("ended",):
+            if leg is None or leg is ended_by or leg.state is LegState.ENDED:
                 continue
             if leg.answered and leg.dialog is not None:
                 self._send_in_dialog(leg, "BYE")
             elif leg is call.caller_leg:
                 self._respond(leg, status or 480)
-            elif leg.state in ("trying", "ringing") and leg.invite_key is not None:
+            elif leg.state.ringing and leg.invite_key is not None:
                 self.endpoint.cancel(leg.invite_key)
-            leg.state = "ended"
+            self._move(leg, LegEvent.CALL_ENDED)
             self._forget_leg(leg)
         for leg in legs:
             if leg is not None and leg.media is not None and not leg.media.closed:
@@ -904,8 +936,58 @@ class CallManager:
             if leg is not leg.call.caller_leg:
                 self.endpoint.forget_client(leg.invite_key)
 
-    # -- housekeeping ----------------------------------------------------------------
-    def reap_silent_calls(self, now: float) -> int:
+    # -- reconciliation --------------------------------------------------------------
+    def reconcile(self, now: float, *, full: bool = True) -> list[str]:
+        """Find calls left stuck by a lost message or a failed handler and end them; returns
+        the Call-IDs repaired (each also counted by a StaleCallsRepaired event).
+
+        Every time: dead-leg detection (:meth:`reap_silent_calls`). With `full`, also the
+        comparison of state with what carries it: each leg's state (``pbx.call_leg``) with
+        the indexes that route SIP to it (the dialog index holds exactly the answered legs,
+        the pending INVITEs exactly the callers not answered yet), every live call with its
+        legs (a call none of whose legs is live is over), then each of ``call_holders``
+        (the router's calls, through the queue service) with the live calls."""
+        repaired = self.reap_silent_calls(now)
+        if not full:
+            return repaired
+        stale = self._repair_leg_indexes()
+        for call in list(self.calls.values()):
+            legs = [leg for leg in (call.caller_leg, *call.callee_legs) if leg is not None]
+            if call.ended:
+                self.calls.pop(call.key, None)  # ended, yet still listed: only forgetting is left
+                stale.append(call.call_id)
+            elif call.caller_leg is not None and call.caller_leg.state.over \
+                    or all(leg.state.over for leg in legs):
+                log.warning("call %s: no live leg left (%s); ending it", call.call_id,
+                            ", ".join(f"{leg.peer[0]}:{leg.peer[1]} {leg.state}" for leg in legs))
+                self._end(call, "stale")
+                stale.append(call.call_id)
+        if stale:
+            stale = list(dict.fromkeys(stale))
+            self.events.publish(StaleCallsRepaired(tuple(stale), "reconciliation"))
+        live = frozenset(call.call_id for call in self.calls.values() if not call.ended)
+        for check in self.call_holders:
+            stale += check(live)
+        return repaired + stale
+
+    def _repair_leg_indexes(self) -> list[str]:
+        """Drop index entries whose leg's state says SIP should no longer reach it there."""
+        repaired: list[str] = []
+        for key, leg in list(self.legs.items()):
+            if not leg.answered or leg.call.ended:
+                log.warning("call %s: dialog %s still indexed for a leg %s; forgetting it",
+                            leg.call.call_id, key, leg.state)
+                del self.legs[key]
+                repaired.append(leg.call.call_id)
+        for invite_key, leg in list(self.pending.items()):
+            if not leg.state.ringing or leg.call.ended:
+                log.warning("call %s: INVITE still pending for a leg %s; forgetting it",
+                            leg.call.call_id, leg.state)
+                del self.pending[invite_key]
+                repaired.append(leg.call.call_id)
+        return repaired
+
+    def reap_silent_calls(self, now: float) -> list[str]:
         """Hang up answered calls whose peer vanished without a BYE.
 
         Silence ends a call only where it means something (``media.rtp_timeout_applies_to``):
@@ -917,7 +999,7 @@ class CallManager:
         media = self.config.media
         timeout = media.rtp_timeout
         answer_within = PROBE_ANSWER_T1 * self.config.sip.t1
-        reaped = 0
+        reaped: list[str] = []
         for call in list(self.calls.values()):
             if call.ended or call.answered_at is None:
                 continue
@@ -938,7 +1020,7 @@ class CallManager:
                              " and no answer to OPTIONS" if unanswered else "")
                     self._end(call, "media_timeout")
                     self.events.publish(StaleCallsRepaired((call.call_id,), "media_timeout"))
-                    reaped += 1
+                    reaped.append(call.call_id)
                     break
                 self._probe_dialog(call, leg, now)
         return reaped

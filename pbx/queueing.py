@@ -100,6 +100,7 @@ class QueueService:
         events.subscribe(self._ring_out, ReservationExpired)
         events.subscribe(self._announce, AnnouncementDue)
         events.subscribe(self._overflow_elsewhere, CallOverflowed)
+        calls.call_holders.append(self.forget_dead_calls)
 
     def personal_call(self, account: str, call_key: str, engaged: bool) -> None:
         """An account joins or leaves a call that is no queue's offer to it (a direct call
@@ -378,11 +379,12 @@ class QueueService:
         task.add_done_callback(self._tasks.discard)
 
     # -- reconciliation ----------------------------------------------------------------
-    def reconcile(self) -> list[str]:
+    def forget_dead_calls(self, live_call_ids: frozenset[str]) -> list[str]:
         """Make the router forget calls the PBX no longer carries (a lost BYE, a crash in a
-        handler): the router's view must never keep an agent busy for a call that is gone."""
+        handler): the router's view must never keep an agent busy for a call that is gone.
+        Called by ``CallManager.reconcile`` with the Call-IDs of every live call."""
         for queued in list(self.queued.values()):
-            if queued.handle.call.ended:
+            if queued.handle.call.ended or queued.call_id not in live_call_ids:
                 self._leave(queued)  # normally done by its task a moment later; do it now
         stale = self.router.reconcile(set(self.queued))
         if stale:

@@ -257,10 +257,8 @@ class Server:
                     next_qualify = now + self.config.sip.qualify_interval
                     for binding in self.registrar.all_bindings(now):
                         self._qualify(binding)
-                self.calls.reap_silent_calls(now)
+                self.calls.reconcile(now, full=rounds % RECONCILE_EVERY == 0)
                 self._forget_old_history()
-                if rounds % RECONCILE_EVERY == 0:
-                    self.queues.reconcile()
                 if rounds % PRUNE_SOURCES_EVERY == 0:
                     self.guard.prune(now)
             except Exception:
