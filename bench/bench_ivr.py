@@ -168,8 +168,9 @@ async def run_ivr(count: int, seconds: float) -> dict[str, float]:
     from ivr.call_log import IvrCallLog
     from ivr.engine import FlowRunner, HoldMusicGateway
     from ivr.flow import load_flow
+    from pbx.media.ports import PortAllocator
     from pbx.media.prompt import PromptLibrary
-    from pbx.media.stream import PortAllocator, RtpSession
+    from pbx.media.stream import RtpSession
 
     prompts = PromptLibrary()
     flow = load_flow(BENCH_FLOW, "bench.yaml", prompts)

@@ -39,8 +39,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import uvloop  # noqa: E402
 
 from pbx.media.clock import shared_media_clock  # noqa: E402
+from pbx.media.ports import PortAllocator
 from pbx.media.prompt import PromptLibrary  # noqa: E402
-from pbx.media.stream import PortAllocator, RtpSession  # noqa: E402
+from pbx.media.stream import RtpSession  # noqa: E402
 
 HOST = "127.0.0.1"
 INTERVAL = 0.020

@@ -30,7 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import uvloop  # noqa: E402
 
-from pbx.media.stream import PortAllocator, RtpSession  # noqa: E402
+from pbx.media.engine import EmbeddedMediaEngine  # noqa: E402
+from pbx.media.ports import PortAllocator  # noqa: E402
 
 HOST = "127.0.0.1"
 _HEADER = struct.Struct("!BBHII")
@@ -46,10 +47,10 @@ async def run_case(caller_codec: str, agent_codec: str, packets: int, repeats: i
     ports = PortAllocator(HOST, 42000, 42100)
     caller_phone, agent_phone = sink(), sink()
     caller_address = caller_phone.getsockname()
-    caller = await RtpSession.open(ports, remote=caller_address, codec=caller_codec)
-    agent = await RtpSession.open(ports, remote=agent_phone.getsockname(), codec=agent_codec)
-    caller.forward_to(agent)
-    agent.forward_to(caller)
+    engine = EmbeddedMediaEngine(ports)
+    caller = await engine.open_leg(remote=caller_address, codec=caller_codec)
+    agent = await engine.open_leg(remote=agent_phone.getsockname(), codec=agent_codec)
+    engine.bridge(caller, agent)
     payload = bytes(160)
     pt = 0 if caller_codec == "PCMU" else 8
     results = []

@@ -32,7 +32,7 @@ from events import (
 from pbx.call_leg import IllegalLegTransition, LegEvent, LegLife, LegState
 from pbx.config import Extension, ServerConfig
 from pbx.endpoint import ALLOW, SipEndpoint, new_tag
-from pbx.media.stream import MediaPortsExhausted, PortAllocator, RtpSession
+from pbx.media.engine import MediaEngine, MediaLeg, MediaPortsExhausted
 from pbx.registrar import Binding, Registrar
 from pbx.sip.address import NameAddress, parse_name_address
 from pbx.sip.body import ACCEPTED_BODY_TYPES, BodyError, session_description
@@ -100,7 +100,7 @@ class CallLeg:
     transport: str
     invite_key: TransactionKey | None = None
     dialog: Dialog | None = None
-    media: RtpSession | None = None
+    media: MediaLeg | None = None
     negotiation: AudioNegotiation | None = None
     local_sdp: SessionDescription | None = None
     local_tag: str = field(default_factory=new_tag)
@@ -156,7 +156,7 @@ class Dial:
 
     call: Call
     user: str
-    media: RtpSession
+    media: MediaLeg
     on_answered: Callable[[CallLeg], None]
     on_failed: Callable[[int], None]
     forks: list[CallLeg] = field(default_factory=list)
@@ -184,7 +184,7 @@ class AnsweredCall:
         return self.call.caller
 
     @property
-    def media(self) -> RtpSession:
+    def media(self) -> MediaLeg:
         assert self.leg.media is not None
         return self.leg.media
 
@@ -194,12 +194,12 @@ class AnsweredCall:
 
 class CallManager:
     def __init__(self, config: ServerConfig, endpoint: SipEndpoint, registrar: Registrar,
-                 events: EventBus, ports: PortAllocator, applications: ApplicationFactory) -> None:
+                 events: EventBus, media: MediaEngine, applications: ApplicationFactory) -> None:
         self.config = config
         self.endpoint = endpoint
         self.registrar = registrar
         self.events = events
-        self.ports = ports
+        self.media = media
         self.applications = applications
         self.legs: dict[DialogKey, CallLeg] = {}
         self.pending: dict[TransactionKey, CallLeg] = {}
@@ -263,11 +263,10 @@ class CallManager:
         request.add_header("Via", self.endpoint.via(leg.transport), first=True)
         self.endpoint.send_request(request, leg.peer, leg.transport, callback)
 
-    async def _open_media(self, negotiation: AudioNegotiation | None) -> RtpSession:
+    async def _open_media(self, negotiation: AudioNegotiation | None) -> MediaLeg:
         if negotiation is None:
-            return await RtpSession.open(self.ports)
-        return await RtpSession.open(
-            self.ports,
+            return await self.media.open_leg()
+        return await self.media.open_leg(
             remote=(negotiation.remote_address, negotiation.remote_port),
             codec=negotiation.codec.encoding.upper(),
             payload_type=negotiation.payload_type,
@@ -573,8 +572,7 @@ class CallManager:
         # Talking to a person now: digits travel to them in the relayed stream, and in-band
         # detection (80 µs a frame) would only slow the relay down.
         caller_leg.media.on_dtmf = None
-        caller_leg.media.forward_to(callee.media)
-        callee.media.forward_to(caller_leg.media)
+        self.media.bridge(caller_leg.media, callee.media)
         call.bridged_at = self._now()
 
     def _callee_invite(self, original: Request, user: str, binding: Binding, call_id: str,
@@ -837,10 +835,10 @@ class CallManager:
         if call.connected_leg is leg:
             call.connected_leg = None
         if call.caller_leg is not None and call.caller_leg.media is not None:
-            call.caller_leg.media.forward_to(None)
+            self.media.unbridge(call.caller_leg.media)
         call.bridged_at = None  # the caller waits alone again: silence proves nothing now
         if leg.media is not None:
-            leg.media.forward_to(None)
+            self.media.unbridge(leg.media)
         alone = Call(leg.invite.call_id, call.kind, call.caller, leg.dial.user if leg.dial else "",
                      self._now(), answered_at=self._now(), counted=False)
         alone.callee_legs.append(leg)
@@ -1063,8 +1061,7 @@ class CallManager:
             "call_tasks": len(self.tasks),
             "dialogs": len(self.legs),
             "pending_invites": len(self.pending),
-            "rtp_ports_in_use": self.ports.in_use,
-            "rtp_sessions": self.ports.sessions_open,
+            **self.media.resources(),
             "unauthenticated_calls": sum(self.unauthenticated_calls.values()),
         }
 

@@ -36,8 +36,9 @@ from pbx.config import HttpSettings, ServerConfig
 from pbx.durable_registrations import DurableRegistrations
 from pbx.endpoint import ALLOW, SipEndpoint, new_tag
 from pbx.http import create_http_app
+from pbx.media.engine import EmbeddedMediaEngine
+from pbx.media.ports import PortAllocator
 from pbx.media.prompt import PromptLibrary
-from pbx.media.stream import PortAllocator
 from pbx.protection import SourceGuard
 from pbx.queueing import IvrTransfers, QueuedCall, QueueService
 from pbx.records import CallRecorder
@@ -113,10 +114,11 @@ class Server:
         self.registrar.listeners.append(self._registration_changed)
         self.registrar.auth_failure_listeners.append(self._auth_failed)
         self.ports = PortAllocator(config.media.host, config.media.port_min, config.media.port_max)
+        self.media = EmbeddedMediaEngine(self.ports)
         self.prompts = PromptLibrary()
         self.applications = ApplicationDirectory(self.prompts, self.events, self.ivr_calls,
                                                  self._lookup_customer)
-        self.calls = CallManager(config, self.endpoint, self.registrar, self.events, self.ports,
+        self.calls = CallManager(config, self.endpoint, self.registrar, self.events, self.media,
                                  self.applications)
         self.endpoint.handlers["OPTIONS"] = self._on_options
         self.endpoint.handlers["REGISTER"] = self._on_register
@@ -414,13 +416,14 @@ class Server:
     def _render_metrics(self) -> bytes:
         def sample() -> None:
             self.contact_center_metrics.sample()
+            media = self.media.resources()
             self.metrics.sample_gauges(
                 transactions=len(self.endpoint.transactions),
                 dialogs=self.calls.active_dialogs,
                 contacts=len(self.registrar),
                 accounts=len(self.registrar.registered_users()),
-                rtp_sessions=self.ports.sessions_open,
-                rtp_ports=self.ports.in_use,
+                rtp_sessions=media["rtp_sessions"],
+                rtp_ports=media["rtp_ports_in_use"],
                 call_tasks=len(self.calls.tasks),
             )
             self.protection_metrics.sample(blocked_sources=self.guard.blocked_sources(self.endpoint.now()),

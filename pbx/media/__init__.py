@@ -6,6 +6,12 @@
 - ``inband_dtmf``: Goertzel-style DTMF detector and tone generator.
 - ``prompt``: WAV prompts converted once to 20 ms G.711 frames; ``PromptLibrary`` cache.
 - ``clock``: the one 20 ms media clock that paces every stream.
-- ``stream``: ``RtpSession`` (one per call leg: playback, DTMF, symmetric RTP, relay)
-  and ``PortAllocator``.
+- ``engine``: the door calls use (``MediaEngine``: open a leg, play, stop, DTMF, bridge,
+  last heard) and today's implementation, ``EmbeddedMediaEngine``.
+- ``stream``: ``RtpSession``, the embedded engine's leg: its socket, latching and
+  outgoing stream, composing the parts below.
+- ``playback``: prompts and idle audio, a frame per tick.
+- ``dtmf_sending`` / ``dtmf_detection``: DTMF out (RFC 4733 or tones) and in.
+- ``relay``: one direction of a bridge, made by the engine (the hottest path).
+- ``ports``: the RTP port range and binding.
 """

@@ -18,8 +18,9 @@ from ivr.engine import HoldMusicGateway
 from ivr.flow import load_flows
 from pbx.ivr_application import IvrApplication
 from pbx.media.g711 import codec_by_name
+from pbx.media.ports import PortAllocator
 from pbx.media.prompt import PromptLibrary
-from pbx.media.stream import PortAllocator, RtpSession
+from pbx.media.stream import RtpSession
 
 pytestmark = pytest.mark.integration
 TELEPHONE_EVENT_PT = 101

@@ -1,4 +1,5 @@
-"""RtpSession over real loopback UDP: playback, DTMF both ways, latching, relay, ports."""
+"""RtpSession (the embedded media engine's leg) over real loopback UDP: playback, DTMF both
+ways, latching, relay through the engine's bridge, ports."""
 
 from __future__ import annotations
 
@@ -12,11 +13,14 @@ from pathlib import Path
 import pytest
 import uvloop
 
+from pbx.media.engine import EmbeddedMediaEngine
 from pbx.media.g711 import PCMA, PCMU, alaw_to_ulaw, linear_to_ulaw, ulaw_to_alaw
 from pbx.media.inband_dtmf import InbandDtmfDetector, dtmf_tone
+from pbx.media.playback import IdleAudio
+from pbx.media.ports import MediaPortsExhausted, PortAllocator
 from pbx.media.prompt import Prompt, PromptLibrary
 from pbx.media.rtp import RtpPacket, build_rtp, parse_rtp
-from pbx.media.stream import IdleAudio, MediaPortsExhausted, PortAllocator, RtpSession
+from pbx.media.stream import RtpSession
 from pbx.media.telephone_event import TelephoneEventReceiver, dtmf_event_packets
 
 HOST = "127.0.0.1"
@@ -356,8 +360,7 @@ async def test_bridged_legs_relay_both_ways_with_transcoding(peers: list[Peer]) 
     agent_leg = await RtpSession.open(
         ports, remote=agent.address, codec="PCMA", telephone_event_payload_type=96
     )
-    caller_leg.forward_to(agent_leg)
-    agent_leg.forward_to(caller_leg)
+    EmbeddedMediaEngine(ports).bridge(caller_leg, agent_leg)
 
     caller_audio = [
         linear_to_ulaw(array("h", range(n, n + 160)).tobytes()) for n in range(0, 8000, 1000)
@@ -415,7 +418,8 @@ async def test_same_codec_relay_copies_payload_and_rewrites_header(peers: list[P
     ports = fresh_ports()
     a_leg = await RtpSession.open(ports, remote=a_phone.address)
     b_leg = await RtpSession.open(ports, remote=b_phone.address)
-    a_leg.forward_to(b_leg)
+    engine = EmbeddedMediaEngine(ports)
+    engine.bridge(a_leg, b_leg)
     frames = [bytes([n]) * 160 for n in range(1, 6)]
     for frame in frames:
         a_phone.send(a_leg, frame)
@@ -423,8 +427,8 @@ async def test_same_codec_relay_copies_payload_and_rewrites_header(peers: list[P
     assert [p.payload for p in received] == frames
     assert {p.ssrc for p in received} == {b_leg.ssrc} != {a_phone.ssrc}
     with pytest.raises(ValueError):
-        a_leg.forward_to(a_leg)
-    a_leg.forward_to(None)
+        engine.bridge(a_leg, a_leg)
+    engine.unbridge(a_leg)
     a_phone.send(a_leg, frames[0])
     await pump()
     assert len(b_phone.received) == len(frames)

@@ -17,8 +17,9 @@ from events.ivr import IvrFinished, IvrNodeEntered
 from ivr.call_log import IvrCallLog
 from ivr.engine import EnqueueRequest, FlowRunner, IvrCall
 from ivr.flow import load_flows
+from pbx.media.ports import PortAllocator
 from pbx.media.prompt import PromptLibrary
-from pbx.media.stream import PortAllocator, RtpSession
+from pbx.media.stream import RtpSession
 
 _ranges = itertools.count()
 
