@@ -1,6 +1,6 @@
 """Runs a flow against one call: plays prompts, reads DTMF, branches, hands the call on.
 
-The engine needs only :class:`IvrCall` (the server's ``AnsweredCall`` fits it), so
+The engine needs only :class:`IvrCallInterface` (the server's ``ApplicationCall`` fits it), so
 tests drive it with a fake call that records what was played and feeds digits.
 
 Input rules:
@@ -71,8 +71,8 @@ class IvrMedia(Protocol):
     def stop_playback(self) -> None: ...
 
 
-class IvrCall(Protocol):
-    """What the engine needs of a call (``pbx.calls.AnsweredCall`` provides it)."""
+class IvrCallInterface(Protocol):
+    """What the engine needs of a call (``pbx.calls.ApplicationCall`` provides it)."""
 
     digits: asyncio.Queue[str]
     hung_up: asyncio.Event
@@ -123,11 +123,11 @@ class EnqueueRequest:
 class EnqueueGateway(Protocol):
     """Hands a call to the router; returns when the IVR has nothing more to do with it."""
 
-    async def enqueue(self, call: IvrCall, request: EnqueueRequest) -> None: ...
+    async def enqueue(self, call: IvrCallInterface, request: EnqueueRequest) -> None: ...
 
 
 class TransferGateway(Protocol):
-    async def transfer(self, call: IvrCall, extension: str, language: str) -> None: ...
+    async def transfer(self, call: IvrCallInterface, extension: str, language: str) -> None: ...
 
 
 class HoldMusicGateway:
@@ -140,13 +140,13 @@ class HoldMusicGateway:
         self.hold_prompt = hold_prompt
         self.music = prompts.get(music)
 
-    async def enqueue(self, call: IvrCall, request: EnqueueRequest) -> None:
+    async def enqueue(self, call: IvrCallInterface, request: EnqueueRequest) -> None:
         await self._hold(call, request.language or "en")
 
-    async def transfer(self, call: IvrCall, extension: str, language: str) -> None:
+    async def transfer(self, call: IvrCallInterface, extension: str, language: str) -> None:
         await self._hold(call, language)
 
-    async def _hold(self, call: IvrCall, language: str) -> None:
+    async def _hold(self, call: IvrCallInterface, language: str) -> None:
         please_hold = self.prompts.get(self.hold_prompt.replace("{lang}", language))
 
         def then_music(finished: bool) -> None:
@@ -185,7 +185,7 @@ class FlowRunner:
         """The flow clock's reading as event time (``Event.at``: Unix seconds)."""
         return self.clock().timestamp()
 
-    async def run(self, call: IvrCall) -> IvrCallRecord:
+    async def run(self, call: IvrCallInterface) -> IvrCallRecord:
         """Walk the flow until a terminal node or the caller hangs up; returns the call's record."""
         session = _CallSession(self, call)
         self.call_log.add(session.record)
@@ -215,7 +215,7 @@ def _transfer_unsupported(gateway: object) -> TransferGateway:
 class _CallSession:
     """The state of one call in the flow: language, caller profile, type-ahead digits, record."""
 
-    def __init__(self, runner: FlowRunner, call: IvrCall) -> None:
+    def __init__(self, runner: FlowRunner, call: IvrCallInterface) -> None:
         self.runner = runner
         self.flow = runner.flow
         self.call = call

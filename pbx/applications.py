@@ -10,7 +10,7 @@ from events import EventBus
 from ivr.call_log import IvrCallLog
 from ivr.engine import CustomerLookup, EnqueueGateway, HoldMusicGateway, TransferGateway
 from ivr.flow import Flow, load_flows
-from pbx.calls import FEATURE_APPLICATION, AnsweredCall, CallApplication
+from pbx.calls import FEATURE_APPLICATION, ApplicationCall, CallApplication
 from pbx.config import Extension, ServerConfig
 from pbx.ivr_application import IvrApplication
 from pbx.media.prompt import PromptLibrary
@@ -30,7 +30,7 @@ class Greeting:
     def __init__(self, prompts: PromptLibrary, extension: Extension) -> None:
         self.prompt = prompts.get(_prompt_path(extension))
 
-    async def run(self, call: AnsweredCall) -> None:
+    async def run(self, call: ApplicationCall) -> None:
         finished = asyncio.get_running_loop().create_future()
 
         def done(played_to_end: bool) -> None:
@@ -57,7 +57,7 @@ class FeatureCode:
         self.refused = prompts.get("en/invalid_option")
         self.apply = apply
 
-    async def run(self, call: AnsweredCall) -> None:
+    async def run(self, call: ApplicationCall) -> None:
         problem = self.apply(call.caller, call.extension.number)
         finished = asyncio.Event()
         call.media.play(self.done if problem is None else self.refused,

@@ -1,5 +1,9 @@
 """Calls: INVITE, ACK, BYE, CANCEL and INFO, as a back-to-back user agent.
 
+(A long file: it is the one place that turns SIP requests and responses into leg events
+and media commands, and splitting the handlers of one dialog apart would scatter the
+races between them. Leg states live in ``pbx.call_leg``, media behind ``pbx.media.engine``.)
+
 Every call has a caller leg (we are its UAS). A call to an application
 extension is answered by the server itself: its media terminates here and an
 application (the greeting, later the IVR) drives it. A call to an account is
@@ -71,7 +75,7 @@ PROBE_ANSWER_T1 = 8
 class CallApplication(Protocol):
     """What answers an application extension (the greeting now, the IVR later)."""
 
-    async def run(self, call: AnsweredCall) -> None: ...
+    async def run(self, call: ApplicationCall) -> None: ...
 
 
 ApplicationFactory = Callable[[Extension], CallApplication]
@@ -94,7 +98,7 @@ CallHolderCheck = Callable[[frozenset[str]], list[str]]
 class CallLeg:
     """One SIP dialog of a call: towards the caller (we are UAS) or a callee (we are UAC)."""
 
-    call: Call
+    call: SipCall
     invite: Request
     peer: Address
     transport: str
@@ -123,7 +127,9 @@ class CallLeg:
 
 
 @dataclass(eq=False)
-class Call:
+class SipCall:
+    """A call as the B2BUA carries it: the caller's leg and the legs rung for it."""
+
     call_id: str
     kind: str  # "application" or "bridge"
     caller: str
@@ -154,7 +160,7 @@ class Call:
 class Dial:
     """One attempt to reach an account's phones for a call: a fork per registered contact."""
 
-    call: Call
+    call: SipCall
     user: str
     media: MediaLeg
     on_answered: Callable[[CallLeg], None]
@@ -164,10 +170,10 @@ class Dial:
     personal: bool = True  # False for a queue offering the call to an agent
 
 
-class AnsweredCall:
+class ApplicationCall:
     """The view an application has of a call the server answered."""
 
-    def __init__(self, manager: CallManager, call: Call, leg: CallLeg, extension: Extension) -> None:
+    def __init__(self, manager: CallManager, call: SipCall, leg: CallLeg, extension: Extension) -> None:
         self._manager = manager
         self.call = call
         self.leg = leg
@@ -203,14 +209,14 @@ class CallManager:
         self.applications = applications
         self.legs: dict[DialogKey, CallLeg] = {}
         self.pending: dict[TransactionKey, CallLeg] = {}
-        self.calls: dict[str, Call] = {}
+        self.calls: dict[str, SipCall] = {}
         # Tasks running calls (answering, dialling, the application): a task outlives its
         # call by the time its cleanup takes, so they are counted apart.
         self.tasks: set[asyncio.Task[None]] = set()
         self.unauthenticated_calls: dict[str, int] = {}
         self._capped_sources: set[str] = set()  # refused since their last call ended (logged once)
         self._out_of_ports = False  # calls refused for want of RTP ports since the last call ended
-        self._answered: dict[str, AnsweredCall] = {}
+        self._answered: dict[str, ApplicationCall] = {}
         self.transfer_handler: TransferHandler | None = None
         self.feature_codes: frozenset[str] = frozenset()
         # Told whenever an account joins or leaves a call that is not a queue's offer to it
@@ -314,7 +320,7 @@ class CallManager:
             self._reinvite(key, request, source, transport)
             return
         user = request.uri.user_unescaped or ""
-        call = Call(request.call_id, "application", request.from_.uri.user_unescaped or "",
+        call = SipCall(request.call_id, "application", request.from_.uri.user_unescaped or "",
                     user, self._now())
         leg = CallLeg(call, request, source, transport, key)
         call.caller_leg = leg
@@ -326,7 +332,7 @@ class CallManager:
                 # its leg are freed by reference counting, not left in a cycle to the collector.
                 call.caller_leg = None
 
-    def _admit(self, key: TransactionKey, call: Call, leg: CallLeg, user: str, source: Address) -> None:
+    def _admit(self, key: TransactionKey, call: SipCall, leg: CallLeg, user: str, source: Address) -> None:
         """Answer a new INVITE: start the call's work, or refuse it (challenge, 4xx/5xx)."""
         request = leg.invite
         try:
@@ -373,7 +379,7 @@ class CallManager:
             # Challenge first, as for an account: a 404 to anyone would tell accounts apart.
             self._respond(leg, 404)
 
-    def _authenticated(self, key: TransactionKey, call: Call) -> bool:
+    def _authenticated(self, key: TransactionKey, call: SipCall) -> bool:
         """Calls from accounts carry digest credentials (407 until they do)."""
         assert call.caller_leg is not None
         caller, refusal = self.registrar.authenticate(call.caller_leg.invite, "Proxy-Authorization",
@@ -393,21 +399,21 @@ class CallManager:
         bindings = self.registrar.bindings(user, self._now())
         return user if any(binding.source == source for binding in bindings) else None
 
-    def _engage(self, call: Call, account: str) -> None:
+    def _engage(self, call: SipCall, account: str) -> None:
         if account in call.personal or call.ended:
             return
         call.personal.add(account)
         if self.on_personal_call is not None:
             self.on_personal_call(account, call.key, True)
 
-    def _disengage(self, call: Call, account: str) -> None:
+    def _disengage(self, call: SipCall, account: str) -> None:
         if account not in call.personal:
             return
         call.personal.discard(account)
         if self.on_personal_call is not None:
             self.on_personal_call(account, call.key, False)
 
-    def _start(self, call: Call, leg: CallLeg, work: CallWork) -> bool:
+    def _start(self, call: SipCall, leg: CallLeg, work: CallWork) -> bool:
         """Run `work` for a new call once the caller's media is open; False when the INVITE
         was refused here (no usable offer)."""
         negotiated = self._negotiate(leg, leg.offer)
@@ -445,17 +451,17 @@ class CallManager:
         self._track(call, asyncio.get_running_loop().create_task(run()))
         return True
 
-    def _track(self, call: Call, task: asyncio.Task[None]) -> None:
+    def _track(self, call: SipCall, task: asyncio.Task[None]) -> None:
         call.task = task
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    def _answer_application(self, call: Call, leg: CallLeg, extension: Extension) -> CallWork:
+    def _answer_application(self, call: SipCall, leg: CallLeg, extension: Extension) -> CallWork:
         async def answer(offer: SessionDescription | None) -> None:
             self._confirm_caller(call, leg, offer)
             if leg.answer_from_ack is not None:
                 await leg.answer_from_ack  # the application talks once it knows where to
-            handle = AnsweredCall(self, call, leg, extension)
+            handle = ApplicationCall(self, call, leg, extension)
             self._answered[call.call_id] = handle
             assert leg.media is not None
             leg.media.on_dtmf = handle.digits.put_nowait
@@ -467,7 +473,7 @@ class CallManager:
                 self._end(call, "application")
         return answer
 
-    def _confirm_caller(self, call: Call, leg: CallLeg, offer: SessionDescription | None) -> None:
+    def _confirm_caller(self, call: SipCall, leg: CallLeg, offer: SessionDescription | None) -> None:
         """Answer the caller's INVITE with our SDP (an answer, or our offer when the INVITE
         had none); the dialog exists from here."""
         if offer is None:
@@ -491,7 +497,7 @@ class CallManager:
         self.events.publish(CallAnswered(call.call_id, call.kind))
 
     # -- dialling registered phones -----------------------------------------------------
-    async def dial(self, call: Call, user: str, *, on_answered: Callable[[CallLeg], None],
+    async def dial(self, call: SipCall, user: str, *, on_answered: Callable[[CallLeg], None],
                    on_failed: Callable[[int], None],
                    extra_headers: tuple[tuple[str, str], ...] = (),
                    personal: bool = True) -> Dial | None:
@@ -550,7 +556,7 @@ class CallManager:
         if attempt.personal:
             self._disengage(attempt.call, attempt.user)
 
-    def _bridge(self, call: Call, caller_leg: CallLeg, user: str) -> CallWork:
+    def _bridge(self, call: SipCall, caller_leg: CallLeg, user: str) -> CallWork:
         """A call to an account: dial its phones, answer the caller when one answers."""
         async def connect(offer: SessionDescription | None) -> None:
             def answered(leg: CallLeg) -> None:
@@ -564,7 +570,7 @@ class CallManager:
                 self._end(call, "unreachable", status=480)
         return connect
 
-    def connect_media(self, call: Call, callee: CallLeg) -> None:
+    def connect_media(self, call: SipCall, callee: CallLeg) -> None:
         """Relay the caller's and `callee`'s RTP to each other (any prompt stops first)."""
         caller_leg = call.caller_leg
         assert caller_leg is not None and caller_leg.media is not None and callee.media is not None
@@ -839,7 +845,7 @@ class CallManager:
         call.bridged_at = None  # the caller waits alone again: silence proves nothing now
         if leg.media is not None:
             self.media.unbridge(leg.media)
-        alone = Call(leg.invite.call_id, call.kind, call.caller, leg.dial.user if leg.dial else "",
+        alone = SipCall(leg.invite.call_id, call.kind, call.caller, leg.dial.user if leg.dial else "",
                      self._now(), answered_at=self._now(), counted=False)
         alone.callee_legs.append(leg)
         alone.connected_leg = leg
@@ -863,11 +869,11 @@ class CallManager:
                 other.media.send_dtmf(digit)
 
     # -- ending --------------------------------------------------------------------
-    def hang_up(self, call: Call, cause: str) -> None:
+    def hang_up(self, call: SipCall, cause: str) -> None:
         if not call.ended:
             self._end(call, cause)
 
-    def _end(self, call: Call, cause: str, *, status: int | None = None, ended_by: CallLeg | None = None) -> None:
+    def _end(self, call: SipCall, cause: str, *, status: int | None = None, ended_by: CallLeg | None = None) -> None:
         """Tear down every leg of `call` that `ended_by` did not already end."""
         if call.ended:
             return
@@ -911,7 +917,7 @@ class CallManager:
         self._release(call)
 
     @staticmethod
-    def _release(call: Call) -> None:
+    def _release(call: SipCall) -> None:
         """Unlink an ended call from its legs and dials: without these back-references it is
         freed the moment the last holder lets go, not by a pass of the garbage collector.
         A late response still finds its leg (and the leg its call) through the transaction."""
@@ -1023,7 +1029,7 @@ class CallManager:
                 self._probe_dialog(call, leg, now)
         return reaped
 
-    def _probe_dialog(self, call: Call, leg: CallLeg, now: float) -> None:
+    def _probe_dialog(self, call: SipCall, leg: CallLeg, now: float) -> None:
         if leg.dialog is None or leg.probe_sent_at is not None or leg.probe_due > now:
             return
         first = leg.probe_due == 0.0

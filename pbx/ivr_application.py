@@ -23,7 +23,7 @@ from ivr.engine import (
     utc_now,
 )
 from ivr.flow import Flow
-from pbx.calls import AnsweredCall
+from pbx.calls import ApplicationCall
 from pbx.media.prompt import PromptLibrary
 
 
@@ -42,5 +42,5 @@ class IvrApplication:
     def call_log(self) -> IvrCallLog:
         return self.runner.call_log
 
-    async def run(self, call: AnsweredCall) -> None:
+    async def run(self, call: ApplicationCall) -> None:
         await self.runner.run(call)

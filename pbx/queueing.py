@@ -34,8 +34,8 @@ from events import (
     ReservationExpired,
     StaleCallsRepaired,
 )
-from ivr.engine import EnqueueRequest, IvrCall
-from pbx.calls import AnsweredCall, CallLeg, CallManager, Dial
+from ivr.engine import EnqueueRequest, IvrCallInterface
+from pbx.calls import ApplicationCall, CallLeg, CallManager, Dial
 from pbx.media.prompt import Prompt, PromptLibrary
 from router import Call, Reservation, Router, RouterError, UnknownAgent
 
@@ -53,10 +53,10 @@ FEATURE_CODES = {"*21": "login", "*22": "logout", "*23": "break", "*24": "availa
 
 
 @dataclass(eq=False)
-class QueuedCall:
+class QueuedCaller:
     """A caller handed to the router, from enqueue until hang-up."""
 
-    handle: AnsweredCall
+    handle: ApplicationCall
     request: EnqueueRequest
     language: str
     enqueued_at: float | None = None  # wall time of the first enqueue; kept across transfers
@@ -82,15 +82,15 @@ class QueueService:
     on top of the router and the call manager."""
 
     def __init__(self, router: Router, calls: CallManager, prompts: PromptLibrary, events: EventBus,
-                 *, on_agent_ringing: Callable[[QueuedCall, Reservation], None] | None = None,
-                 on_agent_answered: Callable[[QueuedCall, str], None] | None = None) -> None:
+                 *, on_agent_ringing: Callable[[QueuedCaller, Reservation], None] | None = None,
+                 on_agent_answered: Callable[[QueuedCaller, str], None] | None = None) -> None:
         self.router = router
         self.calls = calls
         self.prompts = prompts
         self.events = events
         self.on_agent_ringing = on_agent_ringing
         self.on_agent_answered = on_agent_answered
-        self.queued: dict[str, QueuedCall] = {}
+        self.queued: dict[str, QueuedCaller] = {}
         self._music = prompts.get(MUSIC_ON_HOLD)
         self._tasks: set[asyncio.Task[None]] = set()
         calls.transfer_handler = self.transfer
@@ -123,10 +123,10 @@ class QueueService:
         }
 
     # -- the IVR hands a caller over -------------------------------------------------
-    async def enqueue(self, call: IvrCall, request: EnqueueRequest) -> None:
-        assert isinstance(call, AnsweredCall)
+    async def enqueue(self, call: IvrCallInterface, request: EnqueueRequest) -> None:
+        assert isinstance(call, ApplicationCall)
         language = request.language or call.extension.language
-        queued = QueuedCall(call, request, language)
+        queued = QueuedCaller(call, request, language)
         router_call = Call(call_id=call.call_id, queue=request.queue, priority=request.priority,
                            language=request.language, caller=request.caller,
                            preferred_agent=request.preferred_agent, last_agent=request.last_agent,
@@ -145,7 +145,7 @@ class QueueService:
         finally:
             self._leave(queued)
 
-    def _leave(self, queued: QueuedCall) -> None:
+    def _leave(self, queued: QueuedCaller) -> None:
         """The caller's call is over: tell the router how it ended."""
         if self.queued.pop(queued.call_id, None) is None:
             return
@@ -178,7 +178,7 @@ class QueueService:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _ring_agent(self, queued: QueuedCall, reservation: Reservation) -> None:
+    async def _ring_agent(self, queued: QueuedCaller, reservation: Reservation) -> None:
         rid = reservation.reservation_id
 
         def answered(leg: CallLeg) -> None:
@@ -266,9 +266,9 @@ class QueueService:
             self._ring_account(queued, target)
         return 202
 
-    async def transfer_from_ivr(self, call: IvrCall, extension: str, language: str) -> None:
+    async def transfer_from_ivr(self, call: IvrCallInterface, extension: str, language: str) -> None:
         """The IVR's transfer node: ring an account for the caller; returns when it is over."""
-        assert isinstance(call, AnsweredCall)
+        assert isinstance(call, ApplicationCall)
         over = asyncio.Event()
 
         def answered(leg: CallLeg) -> None:
@@ -310,7 +310,7 @@ class QueueService:
     def _prompt(self, language: str, name: str) -> Prompt:
         return self.prompts.get(f"{language}/{name}")
 
-    def _hold(self, queued: QueuedCall) -> None:
+    def _hold(self, queued: QueuedCaller) -> None:
         media = queued.handle.leg.media
         if queued.agent_leg is None and media is not None and not media.closed and not media.playing:
             media.play(self._music, repeat=True)
@@ -354,7 +354,7 @@ class QueueService:
             return
         self._ring_account(queued, target)
 
-    def _ring_account(self, queued: QueuedCall, target: str) -> None:
+    def _ring_account(self, queued: QueuedCaller, target: str) -> None:
         """Ring a plain account for a caller who left the router (overflow, transfer)."""
 
         def answered(leg: CallLeg) -> None:
@@ -399,5 +399,5 @@ class IvrTransfers:
     def __init__(self, queues: QueueService) -> None:
         self.queues = queues
 
-    async def transfer(self, call: IvrCall, extension: str, language: str) -> None:
+    async def transfer(self, call: IvrCallInterface, extension: str, language: str) -> None:
         await self.queues.transfer_from_ivr(call, extension, language)

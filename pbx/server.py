@@ -40,7 +40,7 @@ from pbx.media.engine import EmbeddedMediaEngine
 from pbx.media.ports import PortAllocator
 from pbx.media.prompt import PromptLibrary
 from pbx.protection import SourceGuard
-from pbx.queueing import IvrTransfers, QueuedCall, QueueService
+from pbx.queueing import IvrTransfers, QueuedCaller, QueueService
 from pbx.records import CallRecorder
 from pbx.registrar import Binding, Registrar
 from pbx.screen_pop import ScreenPop
@@ -316,7 +316,7 @@ class Server:
         return CustomerProfile(record.number, record.tier.value, record.language, record.last_agent,
                                record.name, record.preferred_agent)
 
-    def _agent_answered(self, queued: QueuedCall, agent: str) -> None:
+    def _agent_answered(self, queued: QueuedCaller, agent: str) -> None:
         """First-responder ownership: the customer's last agent is stored, so it outlives a
         restart and reaches the router with the customer's next call."""
         caller = queued.request.caller
@@ -349,7 +349,7 @@ class Server:
             return None
         return CallDetails(call_id, ended, routing, ivr, context)
 
-    def _agent_ringing(self, queued: QueuedCall, reservation: Reservation) -> None:
+    def _agent_ringing(self, queued: QueuedCaller, reservation: Reservation) -> None:
         """Screen-pop: everything the agent should see when the phone rings."""
         try:
             ivr = self.ivr_calls.get(queued.call_id)

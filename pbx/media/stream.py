@@ -1,5 +1,8 @@
 """RTP sessions: one UDP socket per call leg, paced by the shared media clock.
 
+(Over 500 lines because the packet paths, receive and send, stay in one class: they run
+per packet, and each hop to another object costs time on the hottest path.)
+
 An :class:`RtpSession` is the embedded media engine's leg: it owns the socket, the
 outgoing stream's header state (SSRC, sequence, timestamp) and the peer's address, and
 composes the parts that each do one job: :mod:`~pbx.media.playback` (prompts and idle

@@ -27,7 +27,7 @@ TELEPHONE_EVENT_PT = 101
 
 
 class RtpBackedCall:
-    """The slice of ``AnsweredCall`` the IVR uses, over a real RtpSession."""
+    """The slice of ``ApplicationCall`` the IVR uses, over a real RtpSession."""
 
     def __init__(self, media: RtpSession) -> None:
         self.call_id = "rtp-call-1"

@@ -28,7 +28,7 @@ from ivr.engine import (
     EnqueueRequest,
     FlowRunner,
     HoldMusicGateway,
-    IvrCall,
+    IvrCallInterface,
 )
 from ivr.flow import Flow, load_flow, load_flows
 from ivr.metrics import IvrMetrics
@@ -121,10 +121,10 @@ class RecordingGateway:
         self.enqueued: list[EnqueueRequest] = []
         self.transfers: list[tuple[str, str]] = []
 
-    async def enqueue(self, call: IvrCall, request: EnqueueRequest) -> None:
+    async def enqueue(self, call: IvrCallInterface, request: EnqueueRequest) -> None:
         self.enqueued.append(request)
 
-    async def transfer(self, call: IvrCall, extension: str, language: str) -> None:
+    async def transfer(self, call: IvrCallInterface, extension: str, language: str) -> None:
         self.transfers.append((extension, language))
 
 
@@ -667,7 +667,7 @@ async def test_node_entered_events_follow_the_path(prompts: PromptLibrary) -> No
 
 async def test_failing_node_ends_the_call_as_error(prompts: PromptLibrary) -> None:
     class BrokenGateway(RecordingGateway):
-        async def enqueue(self, call: IvrCall, request: EnqueueRequest) -> None:
+        async def enqueue(self, call: IvrCallInterface, request: EnqueueRequest) -> None:
             raise RuntimeError("router unavailable")
 
     flow = flow_of("start: q\nnodes:\n  q: {type: enqueue, queue: general}\n", prompts)
@@ -684,7 +684,7 @@ async def test_failing_node_ends_the_call_as_error(prompts: PromptLibrary) -> No
 def test_a_transfer_gateway_is_required_when_enqueue_cannot_transfer(
         prompts: PromptLibrary, demo: Flow) -> None:
     class EnqueueOnly:
-        async def enqueue(self, call: IvrCall, request: EnqueueRequest) -> None:
+        async def enqueue(self, call: IvrCallInterface, request: EnqueueRequest) -> None:
             return None
 
     with pytest.raises(TypeError):

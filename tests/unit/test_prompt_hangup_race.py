@@ -15,7 +15,7 @@ import pytest
 from events import EventBus
 from events.ivr import IvrFinished, IvrNodeEntered
 from ivr.call_log import IvrCallLog
-from ivr.engine import EnqueueRequest, FlowRunner, IvrCall
+from ivr.engine import EnqueueRequest, FlowRunner, IvrCallInterface
 from ivr.flow import load_flows
 from pbx.media.ports import PortAllocator
 from pbx.media.prompt import PromptLibrary
@@ -44,10 +44,10 @@ class ClosingCall:
 
 
 class NoQueue:
-    async def enqueue(self, call: IvrCall, request: EnqueueRequest) -> None:
+    async def enqueue(self, call: IvrCallInterface, request: EnqueueRequest) -> None:
         raise AssertionError("the caller left before any queue")
 
-    async def transfer(self, call: IvrCall, extension: str, language: str) -> None:
+    async def transfer(self, call: IvrCallInterface, extension: str, language: str) -> None:
         raise AssertionError("no transfer expected")
 
 
