@@ -27,10 +27,10 @@ from collections.abc import Callable
 from router import (
     AgentProfile,
     AgentState,
-    Call,
     CallStatus,
     QueueConfig,
     Router,
+    RoutingRequest,
     Strategy,
     UnknownCall,
 )
@@ -100,7 +100,7 @@ def fill(router: Router, clock: Clock, rng: random.Random, queue_names: list[str
     while waiting < WAITING:
         call_number += 1
         router.enqueue(
-            Call(f"fill{call_number}", rng.choice(queue_names), priority=rng.randint(1, 3))
+            RoutingRequest(f"fill{call_number}", rng.choice(queue_names), priority=rng.randint(1, 3))
         )
         reservations = router.dispatch()
         for reservation in reservations:
@@ -175,7 +175,7 @@ def main() -> None:
         call_id = f"arrive{n}"
         queue = rng.choice(servable)
         begin = ns()
-        router.enqueue(Call(call_id, queue, priority=rng.randint(1, 3)))
+        router.enqueue(RoutingRequest(call_id, queue, priority=rng.randint(1, 3)))
         reservations = router.dispatch()
         arrive.append(ns() - begin)
         assert reservations and reservations[0].call_id == call_id
@@ -194,7 +194,7 @@ def main() -> None:
         frees.append(ns() - begin)
         for reservation in reservations:
             router.answered(reservation.reservation_id)
-            router.enqueue(Call(f"refill{n}", reservation.queue, priority=rng.randint(1, 3)))
+            router.enqueue(RoutingRequest(f"refill{n}", reservation.queue, priority=rng.randint(1, 3)))
             for again in router.dispatch():
                 router.answered(again.reservation_id)
         clock.now += 0.001
@@ -205,7 +205,7 @@ def main() -> None:
         call_id = f"nobody{n}"
         queue = rng.choice(unservable) if unservable else rng.choice(queue_names)
         begin = ns()
-        router.enqueue(Call(call_id, queue, language="eu"))  # nobody speaks Basque here
+        router.enqueue(RoutingRequest(call_id, queue, language="eu"))  # nobody speaks Basque here
         router.dispatch()
         nobody.append(ns() - begin)
         router.abandon(call_id)

@@ -37,7 +37,7 @@ from events import (
 from ivr.engine import EnqueueRequest, IvrCallInterface
 from pbx.calls import ApplicationCall, CallLeg, CallManager, Dial
 from pbx.media.prompt import Prompt, PromptLibrary
-from router import Call, Reservation, Router, RouterError, UnknownAgent
+from router import Reservation, Router, RouterError, RoutingRequest, UnknownAgent
 
 log = logging.getLogger("pbx.queueing")
 
@@ -127,7 +127,7 @@ class QueueService:
         assert isinstance(call, ApplicationCall)
         language = request.language or call.extension.language
         queued = QueuedCaller(call, request, language)
-        router_call = Call(call_id=call.call_id, queue=request.queue, priority=request.priority,
+        router_call = RoutingRequest(call_id=call.call_id, queue=request.queue, priority=request.priority,
                            language=request.language, caller=request.caller,
                            preferred_agent=request.preferred_agent, last_agent=request.last_agent,
                            skills=dict(request.skills))
@@ -258,7 +258,7 @@ class QueueService:
         self.events.publish(CallTransferred(queued.call_id, agent, target))
         self._hold(queued)
         if in_queue:
-            self.router.enqueue(Call(call_id=queued.call_id, queue=target, priority=queued.request.priority,
+            self.router.enqueue(RoutingRequest(call_id=queued.call_id, queue=target, priority=queued.request.priority,
                                      language=queued.request.language, caller=queued.request.caller,
                                      preferred_agent=None, last_agent=None, enqueued_at=queued.enqueued_at,
                                      skills=dict(queued.request.skills)))

@@ -10,8 +10,8 @@ from router.calls import (
     PRIORITY_FREE,
     PRIORITY_PAID,
     PRIORITY_VIP,
-    Call,
     CallStatus,
+    RoutingRequest,
     WaitingCallRecord,
 )
 from router.config import (
@@ -47,7 +47,7 @@ __all__ = [
     "AgentProfile",
     "AgentSnapshot",
     "AgentState",
-    "Call",
+    "RoutingRequest",
     "CallStatus",
     "CandidateScore",
     "CompetingCall",

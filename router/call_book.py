@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from router.agent_book import AgentBook, serves
-from router.calls import Call, CallStatus, WaitingCallRecord
+from router.calls import CallStatus, RoutingRequest, WaitingCallRecord
 from router.config import AgentProfile, QueueConfig
 from router.errors import UnknownCall, UnknownQueue
 from router.estimates import ArrivalRate, HandleTimeAverage
@@ -26,7 +26,7 @@ from router.waiting_line import ClassKey, LineEntry, WaitingLine, class_key, ser
 
 @dataclass(eq=False)
 class BookedCall:
-    call: Call  # as given, ``enqueued_at`` in wall-clock time
+    call: RoutingRequest  # as given, ``enqueued_at`` in wall-clock time
     enqueued_at: float
     sequence: int
     language: str | None
@@ -156,7 +156,7 @@ class CallBook:
     # ------------------------------------------------------------------ entering and leaving
 
     def new_call(
-        self, call: Call, enqueued_at: float, language: str | None, now: float, rings_active: int
+        self, call: RoutingRequest, enqueued_at: float, language: str | None, now: float, rings_active: int
     ) -> BookedCall:
         waiting = BookedCall(
             call=call,

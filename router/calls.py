@@ -17,7 +17,7 @@ PRIORITY_VIP = 3
 
 
 @dataclass(frozen=True)
-class Call:
+class RoutingRequest:
     """A call asking for an agent.
 
     ``enqueued_at`` is the wall-clock time (Unix seconds) the caller started waiting; a callback
@@ -71,7 +71,7 @@ class CallStatus(enum.StrEnum):
 class WaitingCallRecord:
     """What the router knew about a call when it was asked (or when it left)."""
 
-    call: Call
+    call: RoutingRequest
     status: CallStatus
     waited_seconds: float
     position: int | None

@@ -88,7 +88,7 @@ from events.routing import (
 from router.agent_book import AgentBook, BookedAgent
 from router.agent_state import HANDLING_STATES, AgentActivity, AgentState, next_state
 from router.call_book import BookedCall, BookedQueue, CallBook
-from router.calls import Call, CallStatus, WaitingCallRecord
+from router.calls import CallStatus, RoutingRequest, WaitingCallRecord
 from router.config import AgentProfile, QueueConfig
 from router.decision_log import DecisionLog
 from router.errors import (
@@ -382,7 +382,7 @@ class Router:
     # ------------------------------------------------------------------ call flow
 
     @command
-    def enqueue(self, call: Call) -> int:
+    def enqueue(self, call: RoutingRequest) -> int:
         """Put a call in line; returns its 1-based position. ``call.enqueued_at`` (wall
         clock; default now) is when the caller started waiting, e.g. before a transfer."""
         queue = self._calls.queue(call.queue)

@@ -45,7 +45,7 @@ from events import (
     ReservationExpired,
     ReservationFailed,
 )
-from router import AgentState, Call, InvalidTransition, Reservation, Router
+from router import AgentState, InvalidTransition, Reservation, Router, RoutingRequest
 from simulation.report import DayStatistics
 from simulation.scenario import INTERVAL_SECONDS, QueueLoad, Scenario
 
@@ -354,7 +354,7 @@ class Simulation:
         call.wrap_up = load.wrap_up.sample(self._rng)
         self._calls[call.router_id] = call
         self.statistics.offered(load.queue, call.interval)
-        self.router.enqueue(Call(call.router_id, load.queue))
+        self.router.enqueue(RoutingRequest(call.router_id, load.queue))
         self._record_events()
         self._carry_out(self.router.dispatch())
         if call.connected or call.reservation_id is not None:
@@ -395,7 +395,7 @@ class Simulation:
             call.tries += 1
             call.router_id = f"c{call.number}-callback{call.tries}"
             self._calls[call.router_id] = call
-            self.router.enqueue(Call(call.router_id, call.queue, enqueued_at=call.enqueued_at))
+            self.router.enqueue(RoutingRequest(call.router_id, call.queue, enqueued_at=call.enqueued_at))
             self._record_events()
 
     def _carry_out(self, reservations: list[Reservation]) -> None:

@@ -7,7 +7,7 @@ import pytest
 from integration import test_api_harness as harness
 from integration.test_api_harness import ApiClient, agent_body, queue_body
 from pbx.store import Store
-from router import AgentState, Call, Router, UnknownAgent
+from router import AgentState, Router, RoutingRequest, UnknownAgent
 
 pytestmark = pytest.mark.integration
 
@@ -160,7 +160,7 @@ async def test_an_agent_holding_a_call_cannot_be_deleted(
     await api.post("/queues", queue_body(expansion=[]))
     await api.post("/agents", agent_body())
     await api.post("/agents/1001/login")
-    router.enqueue(Call("call-1", "sales", language="es", caller="+34600000001"))
+    router.enqueue(RoutingRequest("call-1", "sales", language="es", caller="+34600000001"))
     [reservation] = router.dispatch()
     assert reservation.agent == "1001"
 

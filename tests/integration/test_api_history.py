@@ -20,7 +20,7 @@ from integration.postgres_fixture import PostgresServer, fresh_postgres_database
 from integration.test_api_harness import ApiClient, ManualClock
 from pbx.records import CallRecorder
 from pbx.store import CallRecord, QueueLogEntry, Store
-from router import AgentProfile, Call, QueueConfig, Router
+from router import AgentProfile, QueueConfig, Router, RoutingRequest
 
 pytestmark = pytest.mark.integration
 
@@ -202,7 +202,7 @@ def _one_queued_call(bus: EventBus, router: Router, clock: ManualClock, call_id:
     bus.publish(IvrNodeEntered(call_id, "demo", "welcome", "play"))
     bus.publish(EnqueueRequested(call_id, "demo", "sales", 1))
     clock.now += 8
-    router.enqueue(Call(call_id, "sales", caller="600111222"))
+    router.enqueue(RoutingRequest(call_id, "sales", caller="600111222"))
     [reservation] = router.dispatch()
     router.ringing(reservation.reservation_id)
     clock.now += 4

@@ -7,7 +7,7 @@ import pytest
 from integration import test_api_harness as harness
 from integration.test_api_harness import ApiClient, ManualClock, agent_body, queue_body
 from pbx.store import Store
-from router import Call, Router, Strategy, UnknownQueue
+from router import Router, RoutingRequest, Strategy, UnknownQueue
 
 pytestmark = pytest.mark.integration
 
@@ -99,7 +99,7 @@ async def test_a_queue_with_waiting_calls_is_not_deleted(
     api: ApiClient, store: Store, router: Router
 ) -> None:
     await api.post("/queues", queue_body())
-    router.enqueue(Call("call-1", "sales", language="es"))
+    router.enqueue(RoutingRequest("call-1", "sales", language="es"))
     reply = await api.delete("/queues/sales")
     assert reply.status == 409
     assert reply.body["error"]["code"] == "queue_in_use"
@@ -111,9 +111,9 @@ async def test_stats_show_waiting_calls_and_available_agents(
     api: ApiClient, router: Router, clock: ManualClock
 ) -> None:
     await api.post("/queues", queue_body(expansion=[]))
-    router.enqueue(Call("call-1", "sales", language="es"))
+    router.enqueue(RoutingRequest("call-1", "sales", language="es"))
     clock.now += 12
-    router.enqueue(Call("call-2", "sales", language="es"))
+    router.enqueue(RoutingRequest("call-2", "sales", language="es"))
     clock.now += 3
 
     stats = await api.get("/queues/sales/stats")
@@ -141,7 +141,7 @@ async def test_routing_explanation_after_a_dispatch(api: ApiClient, router: Rout
     await api.post("/agents", agent_body("1002", skills={"sales": 2}))
     await api.post("/agents/1001/login")
     await api.post("/agents/1002/login")
-    router.enqueue(Call("call-7", "sales", language="es", caller="+34600000001"))
+    router.enqueue(RoutingRequest("call-7", "sales", language="es", caller="+34600000001"))
     [reservation] = router.dispatch()
 
     reply = await api.get("/calls/call-7/routing")

@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from events import EventBus
 from monitoring.contact_center import ContactCenterMetrics
-from router import AgentProfile, Call, QueueConfig, Router, ServiceLevelDefinition
+from router import AgentProfile, QueueConfig, Router, RoutingRequest, ServiceLevelDefinition
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -71,7 +71,7 @@ def center() -> Center:
 
 def test_answered_abandoned_and_rona_are_counted_per_queue(center: Center) -> None:
     router, clock = center.router, center.clock
-    center.route(lambda: router.enqueue(Call("a", "sales")))
+    center.route(lambda: router.enqueue(RoutingRequest("a", "sales")))
     [first] = center.route(router.dispatch)
     center.route(lambda: router.ringing(first.reservation_id))
     clock.now += 15
@@ -82,7 +82,7 @@ def test_answered_abandoned_and_rona_are_counted_per_queue(center: Center) -> No
     clock.now += 200
     center.route(lambda: router.call_ended("a"))
 
-    center.route(lambda: router.enqueue(Call("b", "sales")))
+    center.route(lambda: router.enqueue(RoutingRequest("b", "sales")))
     center.route(router.dispatch)
     clock.now += 4.5
     center.route(router.tick)  # the reservation was never confirmed
@@ -115,7 +115,7 @@ def test_answered_abandoned_and_rona_are_counted_per_queue(center: Center) -> No
 
 def test_overflow_and_ring_timeout(center: Center) -> None:
     router, clock = center.router, center.clock
-    center.route(lambda: router.enqueue(Call("o", "support")))  # nobody has support
+    center.route(lambda: router.enqueue(RoutingRequest("o", "support")))  # nobody has support
     clock.now += 60
     [offer] = center.route(router.tick)  # overflowed into sales and offered there
     center.route(lambda: router.ringing(offer.reservation_id))
@@ -133,7 +133,7 @@ def test_overflow_and_ring_timeout(center: Center) -> None:
 def test_levels_are_sampled_from_the_router_at_scrape_time(center: Center) -> None:
     router, clock = center.router, center.clock
     for call_id in ("w1", "w2", "w3", "w4"):
-        center.route(partial(router.enqueue, Call(call_id, "sales")))
+        center.route(partial(router.enqueue, RoutingRequest(call_id, "sales")))
         clock.now += 10
     reservations = center.route(router.dispatch)  # three agents, four calls
     assert len(reservations) == 3
@@ -170,7 +170,7 @@ def test_levels_are_sampled_from_the_router_at_scrape_time(center: Center) -> No
 
 def test_no_label_carries_a_call_id(center: Center) -> None:
     router = center.router
-    center.route(lambda: router.enqueue(Call("secret-call-id", "sales", caller="600111222")))
+    center.route(lambda: router.enqueue(RoutingRequest("secret-call-id", "sales", caller="600111222")))
     [offer] = center.route(router.dispatch)
     center.route(lambda: router.answered(offer.reservation_id))
     center.route(lambda: router.call_ended("secret-call-id"))
@@ -192,13 +192,13 @@ def test_kpi_counters_short_abandons_handle_time_and_thresholds(center: Center) 
     assert value(before, "centralita_queue_calls_offered_total", queue="sales") == 0
     assert value(before, "centralita_queue_calls_abandoned_within_sla_total", queue="sales") == 0
 
-    center.route(lambda: router.enqueue(Call("short", "sales")))
+    center.route(lambda: router.enqueue(RoutingRequest("short", "sales")))
     clock.now += 3
     center.route(lambda: router.abandon("short"))  # a short abandon: within the 20 s
-    center.route(lambda: router.enqueue(Call("long", "sales")))
+    center.route(lambda: router.enqueue(RoutingRequest("long", "sales")))
     clock.now += 40
     center.route(lambda: router.abandon("long"))
-    center.route(lambda: router.enqueue(Call("kept", "sales")))
+    center.route(lambda: router.enqueue(RoutingRequest("kept", "sales")))
     clock.now += 12
     center.route(partial(router.end_break, "1001"))
     [offer] = center.route(router.dispatch)
@@ -235,7 +235,7 @@ def test_agent_state_seconds_give_occupancy(center: Center) -> None:
     router, clock = center.router, center.clock
     seconds = "centralita_agent_state_seconds_total"
     first = center.scrape()
-    center.route(lambda: router.enqueue(Call("c", "sales")))
+    center.route(lambda: router.enqueue(RoutingRequest("c", "sales")))
     [offer] = center.route(router.dispatch)
     assert offer.agent == "1001"  # logged in first: the longest idle
     clock.now += 10

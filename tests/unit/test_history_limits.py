@@ -15,7 +15,7 @@ from events.recent_calls import RecentCalls
 from ivr.call_log import IvrCallLog, IvrCallRecord, UnknownIvrCall
 from pbx.config import ConfigError, build_config
 from pbx.screen_pop import ScreenPop
-from router import AgentProfile, Call, QueueConfig, Router, UnknownCall
+from router import AgentProfile, QueueConfig, Router, RoutingRequest, UnknownCall
 from router.occupancy import OccupancyWindow
 from settings.located_yaml import load_yaml
 
@@ -122,7 +122,7 @@ def _router(clock: Clock, **limits: float) -> Router:
 
 
 def _serve(router: Router, call_id: str) -> None:
-    router.enqueue(Call(call_id, "q"))
+    router.enqueue(RoutingRequest(call_id, "q"))
     (reservation,) = router.dispatch()
     router.answered(reservation.reservation_id)
     router.call_ended(call_id)
@@ -134,7 +134,7 @@ def test_router_keeps_the_last_decisions_per_call_in_a_tuple() -> None:
     for extension in ("a2", "a3"):
         router.upsert_agent(AgentProfile(extension, "Agent", "mad", {"s": 5}, frozenset({"en"})))
         router.login(extension)
-    router.enqueue(Call("c1", "q"))
+    router.enqueue(RoutingRequest("c1", "q"))
     for _ in range(3):  # three agents decline in turn: three decisions
         (reservation,) = router.dispatch()
         router.reservation_failed(reservation.reservation_id, "declined")
@@ -148,7 +148,7 @@ def test_router_forgets_decisions_of_calls_gone_for_the_max_age() -> None:
     clock = Clock()
     router = _router(clock, decisions_max_age_seconds=60)
     _serve(router, "done")
-    router.enqueue(Call("waiting", "q"))  # nobody free: the router decides, the call waits
+    router.enqueue(RoutingRequest("waiting", "q"))  # nobody free: the router decides, the call waits
     router.dispatch()
     assert router.decisions_kept == 2
     router.forget_old_decisions()  # first sight of "done" out of the router

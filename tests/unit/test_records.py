@@ -32,7 +32,7 @@ from events.ivr import (
 from ivr.call_log import IvrCallLog, IvrCallRecord
 from pbx.records import CallRecorder, Disposition, QueueEvent
 from pbx.store import CallDetails, CallRecord, QueueLogEntry, Store
-from router import AgentProfile, AgentState, Call, QueueConfig, Router, UnknownCall
+from router import AgentProfile, AgentState, QueueConfig, Router, RoutingRequest, UnknownCall
 
 T0 = 1_700_000_000.0
 FLOW = "demo"
@@ -98,7 +98,7 @@ class Center:
     def enqueue(self, call_id: str, queue: str = "sales") -> None:
         """The IVR's enqueue node; its IvrFinished comes when the call is over (see line_ends)."""
         self.publish(EnqueueRequested(call_id, FLOW, queue, 1))
-        self.route(lambda: self.router.enqueue(Call(call_id, queue, caller="600111222")))
+        self.route(lambda: self.router.enqueue(RoutingRequest(call_id, queue, caller="600111222")))
 
     def line_ends(self, call_id: str, cause: str = "caller_hangup") -> None:
         """A queued call's line ends, in the server's order: the line, then the router is told
@@ -416,7 +416,7 @@ async def test_agent_transfers_the_caller_to_another_queue(center: Center, clock
     # The server's order for a REFER: the agent's part ends, the transfer, the new enqueue.
     center.route(lambda: center.router.call_ended("t1"))
     center.publish(CallTransferred("t1", "1001", "retention"))
-    center.route(lambda: center.router.enqueue(Call("t1", "retention", enqueued_at=T0 + 2)))
+    center.route(lambda: center.router.enqueue(RoutingRequest("t1", "retention", enqueued_at=T0 + 2)))
     clock.advance(2)
     second = center.offer()  # 1002: 1001 is wrapping up
     center.route(lambda: center.router.answered(second))

@@ -17,10 +17,10 @@ from events import (
 from router import (
     AgentProfile,
     AgentState,
-    Call,
     QueueConfig,
     Reservation,
     Router,
+    RoutingRequest,
     SkillExpansion,
 )
 
@@ -69,7 +69,7 @@ def test_an_expansion_due_at_exactly_now_runs_once_and_widens_the_rings() -> Non
     )
     router.upsert_agent(_agent("1", {"common": 1}))
     router.login("1")
-    router.enqueue(Call("c1", "q"))
+    router.enqueue(RoutingRequest("c1", "q"))
     assert router.dispatch() == []
     assert router.next_due() == enqueued + after
     clock.now = enqueued + after
@@ -88,7 +88,7 @@ def test_an_overflow_due_at_exactly_now_is_not_skipped() -> None:
     router.upsert_queue(QueueConfig("first", skills={"x": 1}, max_wait_seconds=max_wait,
                                     overflow="second"))
     router.upsert_queue(QueueConfig("second", skills={"x": 1}))
-    router.enqueue(Call("c1", "first"))
+    router.enqueue(RoutingRequest("c1", "first"))
     clock.now = entered + max_wait
     _tick_within(router)
     overflowed = [e for e in events.take() if isinstance(e, CallOverflowed)]
@@ -103,7 +103,7 @@ def test_next_due_is_the_earliest_timer_so_the_caller_can_sleep_until_then() -> 
     assert router.next_due() is None
     router.upsert_queue(QueueConfig("q", skills={"x": 1}, announce_interval_seconds=20,
                                     max_wait_seconds=45, overflow=None))
-    router.enqueue(Call("c1", "q"))
+    router.enqueue(RoutingRequest("c1", "q"))
     events.take()
     assert router.next_due() == 120.0  # the first announcement, before the max wait at 145
     clock.now = 119.9
@@ -122,7 +122,7 @@ def test_reservation_ids_are_unique_across_routers_and_restarts() -> None:
         router.upsert_queue(QueueConfig("q", skills={"x": 1}))
         router.upsert_agent(_agent("1", {"x": 1}))
         router.login("1")
-        router.enqueue(Call("c1", "q"))
+        router.enqueue(RoutingRequest("c1", "q"))
         [reservation] = router.dispatch()
         ids.append(reservation.reservation_id)
     assert ids[0] != ids[1]
@@ -138,7 +138,7 @@ def test_timers_follow_the_monotonic_clock_and_records_the_wall_clock() -> None:
     router.upsert_queue(QueueConfig("q", skills={"x": 1}))
     router.upsert_agent(_agent("1", {"x": 1}))
     router.login("1")
-    router.enqueue(Call("c1", "q"))
+    router.enqueue(RoutingRequest("c1", "q"))
     [reservation] = router.dispatch()
     assert reservation.expires_at == 1_800_000_005.0
     assert router.call("c1").call.enqueued_at == 1_800_000_000.0
@@ -161,7 +161,7 @@ def test_a_transferred_call_keeps_its_wall_clock_enqueue_time() -> None:
     monotonic, wall = Clock(10.0), Clock(1_800_000_000.0)
     router = Router(monotonic, wall_clock=wall)
     router.upsert_queue(QueueConfig("q", skills={"x": 1}))
-    router.enqueue(Call("c1", "q", enqueued_at=wall.now - 40))  # waited 40 s elsewhere
+    router.enqueue(RoutingRequest("c1", "q", enqueued_at=wall.now - 40))  # waited 40 s elsewhere
     assert router.call("c1").waited_seconds == 40.0
     assert router.call("c1").call.enqueued_at == wall.now - 40
 
@@ -173,7 +173,7 @@ def test_every_command_dispatches_at_once_through_the_hook_and_pushes_its_events
     router = Router(clock, publish=pushed.append, on_reservation=offered.append)
     router.upsert_queue(QueueConfig("q", skills={"x": 1}))
     router.upsert_agent(_agent("1", {"x": 1}))
-    router.enqueue(Call("c1", "q"))
+    router.enqueue(RoutingRequest("c1", "q"))
     assert offered == []
     assert [type(e) for e in pushed] == [CallQueued]
     router.login("1")  # no tick, no dispatch() call: the login itself matched the call
@@ -197,7 +197,7 @@ def test_a_command_run_by_the_hook_is_dispatched_by_the_same_loop() -> None:
     router.login("1")
     clock.now = 1.0
     router.login("2")
-    router.enqueue(Call("c1", "q"))
+    router.enqueue(RoutingRequest("c1", "q"))
     assert offered == ["1", "2"]
     assert router.agent("2").state is AgentState.RESERVED
 

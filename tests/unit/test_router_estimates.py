@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from router import AgentProfile, Call, QueueConfig, Router
+from router import AgentProfile, QueueConfig, Router, RoutingRequest
 from router.estimates import (
     ArrivalRate,
     HandleTimeAverage,
@@ -62,11 +62,11 @@ def test_queue_and_caller_ewt_follow_staffing() -> None:
         router.upsert_agent(AgentProfile(extension, extension, "mad", {"sales": 1}))
         router.login(extension)
     for n in range(3):
-        router.enqueue(Call(f"busy{n}", "sales"))
+        router.enqueue(RoutingRequest(f"busy{n}", "sales"))
     for reservation in router.dispatch():
         router.answered(reservation.reservation_id)
     for n in range(4):
-        router.enqueue(Call(f"w{n}", "sales"))
+        router.enqueue(RoutingRequest(f"w{n}", "sales"))
     # Everyone just started a call: the first three callers wait one AHT, the fourth two.
     assert [router.ewt(f"w{n}") for n in range(4)] == [120, 120, 120, 240]
     now[0] += 30  # the estimate moves with the agents' calls, before any call has finished
@@ -89,7 +89,7 @@ def test_an_agent_on_a_personal_call_is_not_counted_free_in_the_estimate() -> No
     router.upsert_agent(AgentProfile("1", "1", "mad", {"sales": 1}))
     router.login("1")
     router.personal_call_started("1", "direct-1")
-    router.enqueue(Call("w0", "sales"))
+    router.enqueue(RoutingRequest("w0", "sales"))
     assert router.dispatch() == []
     stats = router.queue_stats("sales")
     assert (stats.agents_staffed, stats.agents_available) == (1, 0)

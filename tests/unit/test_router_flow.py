@@ -16,7 +16,6 @@ from router import (
     AgentBusy,
     AgentProfile,
     AgentState,
-    Call,
     CallStatus,
     DuplicateCall,
     InvalidArgument,
@@ -25,6 +24,7 @@ from router import (
     QueueConfig,
     QueueInUse,
     Router,
+    RoutingRequest,
     SkillExpansion,
     UnknownAgent,
     UnknownCall,
@@ -77,9 +77,9 @@ def router(clock: Clock, published: Published) -> Router:
 
 
 def test_reservation_is_exclusive_and_answer_puts_agent_on_call(router: Router) -> None:
-    router.enqueue(Call("c1", "sales"))
-    router.enqueue(Call("c2", "sales"))
-    router.enqueue(Call("c3", "sales"))
+    router.enqueue(RoutingRequest("c1", "sales"))
+    router.enqueue(RoutingRequest("c2", "sales"))
+    router.enqueue(RoutingRequest("c3", "sales"))
     reservations = router.dispatch()
     assert sorted(r.agent for r in reservations) == ["1", "2"]
     assert router.position("c3") == 1
@@ -97,10 +97,10 @@ def test_unconfirmed_reservation_expires_and_call_keeps_its_place(
     router: Router, clock: Clock, published: Published
 ) -> None:
     router.upsert_agent(AgentProfile("2", "2", "mad", {"other": 1}, frozenset()))
-    router.enqueue(Call("old", "sales"))
+    router.enqueue(RoutingRequest("old", "sales"))
     (reservation,) = router.dispatch()
     clock.now += 1
-    router.enqueue(Call("new", "sales"))
+    router.enqueue(RoutingRequest("new", "sales"))
     clock.now += 3
     (again,) = router.tick()  # expired, released, offered again: "old" first
     assert again.call_id == "old" and again.agent == "1"
@@ -111,7 +111,7 @@ def test_unconfirmed_reservation_expires_and_call_keeps_its_place(
 
 
 def test_ring_no_answer_puts_agent_on_rona_break(router: Router, clock: Clock) -> None:
-    router.enqueue(Call("c1", "sales"))
+    router.enqueue(RoutingRequest("c1", "sales"))
     (first,) = router.dispatch()
     router.ringing(first.reservation_id)
     clock.now += 14.9
@@ -125,7 +125,7 @@ def test_ring_no_answer_puts_agent_on_rona_break(router: Router, clock: Clock) -
 
 @pytest.mark.parametrize("reason", ["busy", "declined", "error"])
 def test_refusing_agent_is_not_offered_the_same_call_again(router: Router, reason: str) -> None:
-    router.enqueue(Call("c1", "sales"))
+    router.enqueue(RoutingRequest("c1", "sales"))
     (first,) = router.dispatch()
     router.reservation_failed(first.reservation_id, reason)
     assert router.agent(first.agent).state is AgentState.AVAILABLE
@@ -138,7 +138,7 @@ def test_refusing_agent_is_not_offered_the_same_call_again(router: Router, reaso
 
 
 def test_no_answer_failure_makes_agent_not_ready(router: Router) -> None:
-    router.enqueue(Call("c1", "sales"))
+    router.enqueue(RoutingRequest("c1", "sales"))
     (first,) = router.dispatch()
     router.reservation_failed(first.reservation_id, "no_answer")
     assert router.agent(first.agent).state is AgentState.BREAK
@@ -148,7 +148,7 @@ def test_no_answer_failure_makes_agent_not_ready(router: Router) -> None:
 
 
 def test_wrap_up_then_available_and_handle_time_observed(router: Router, clock: Clock) -> None:
-    router.enqueue(Call("c1", "sales", caller="+3491"))
+    router.enqueue(RoutingRequest("c1", "sales", caller="+3491"))
     (reservation,) = router.dispatch()
     router.answered(reservation.reservation_id)
     clock.now += 100
@@ -166,7 +166,7 @@ def test_wrap_up_then_available_and_handle_time_observed(router: Router, clock: 
 
 
 def test_end_wrap_up_early_and_logout_deferred_during_a_call(router: Router, clock: Clock) -> None:
-    router.enqueue(Call("c1", "sales"))
+    router.enqueue(RoutingRequest("c1", "sales"))
     (reservation,) = router.dispatch()
     router.answered(reservation.reservation_id)
     router.logout(reservation.agent)
@@ -174,7 +174,7 @@ def test_end_wrap_up_early_and_logout_deferred_during_a_call(router: Router, clo
     assert router.agent(reservation.agent).pending == "logout"
     router.call_ended("c1")
     assert router.agent(reservation.agent).state is AgentState.OFFLINE
-    router.enqueue(Call("c2", "sales"))
+    router.enqueue(RoutingRequest("c2", "sales"))
     (other,) = router.dispatch()
     router.answered(other.reservation_id)
     router.call_ended("c2")
@@ -185,9 +185,9 @@ def test_end_wrap_up_early_and_logout_deferred_during_a_call(router: Router, clo
 def test_abandon_while_waiting_and_while_offered(
     router: Router, clock: Clock, published: Published
 ) -> None:
-    router.enqueue(Call("c1", "sales"))
-    router.enqueue(Call("c2", "sales"))
-    router.enqueue(Call("c3", "sales"))
+    router.enqueue(RoutingRequest("c1", "sales"))
+    router.enqueue(RoutingRequest("c2", "sales"))
+    router.enqueue(RoutingRequest("c3", "sales"))
     reservations = router.dispatch()
     clock.now += 7
     record = router.abandon("c3")
@@ -212,8 +212,8 @@ def test_max_wait_overflows_to_a_queue_keeping_the_original_time(
     )
     router.logout("1")
     router.logout("2")
-    router.enqueue(Call("c1", "vip"))
-    router.enqueue(Call("c2", "night"))
+    router.enqueue(RoutingRequest("c1", "vip"))
+    router.enqueue(RoutingRequest("c2", "night"))
     clock.now += 30
     router.tick()
     overflowed = {e.call_id: e for e in published.take() if isinstance(e, CallOverflowed)}
@@ -229,8 +229,8 @@ def test_announcements_are_due_every_interval(
     router: Router, clock: Clock, published: Published
 ) -> None:
     router.upsert_queue(QueueConfig("empty", skills={"nobody": 1}, announce_interval_seconds=30))
-    router.enqueue(Call("c1", "empty"))
-    router.enqueue(Call("c2", "empty"))
+    router.enqueue(RoutingRequest("c1", "empty"))
+    router.enqueue(RoutingRequest("c2", "empty"))
     published.take()
     clock.now += 30
     router.tick()
@@ -243,8 +243,8 @@ def test_call_answered_event_reports_service_level(
     router: Router, clock: Clock, published: Published
 ) -> None:
     router.logout("2")
-    router.enqueue(Call("quick", "sales"))
-    router.enqueue(Call("slow", "sales"))
+    router.enqueue(RoutingRequest("quick", "sales"))
+    router.enqueue(RoutingRequest("slow", "sales"))
     (first,) = router.dispatch()
     router.answered(first.reservation_id)
     clock.now += 25
@@ -258,8 +258,8 @@ def test_call_answered_event_reports_service_level(
 
 
 def test_reconcile_clears_calls_the_pbx_lost(router: Router) -> None:
-    router.enqueue(Call("live", "sales"))
-    router.enqueue(Call("lost", "sales"))
+    router.enqueue(RoutingRequest("live", "sales"))
+    router.enqueue(RoutingRequest("lost", "sales"))
     reservations = {r.call_id: r for r in router.dispatch()}
     router.answered(reservations["lost"].reservation_id)
     assert router.reconcile({"live"}) == ["lost"]
@@ -270,14 +270,14 @@ def test_bad_requests_get_clear_errors(router: Router) -> None:
     with pytest.raises(UnknownAgent, match="'9'"):
         router.login("9")
     with pytest.raises(UnknownQueue, match="'nope'"):
-        router.enqueue(Call("c1", "nope"))
+        router.enqueue(RoutingRequest("c1", "nope"))
     with pytest.raises(InvalidTransition, match="agent 1 cannot login while available"):
         router.login("1")
     with pytest.raises(InvalidTransition, match="end_break|break_end"):
         router.end_break("1")
-    router.enqueue(Call("c1", "sales"))
+    router.enqueue(RoutingRequest("c1", "sales"))
     with pytest.raises(DuplicateCall):
-        router.enqueue(Call("c1", "sales"))
+        router.enqueue(RoutingRequest("c1", "sales"))
     with pytest.raises(QueueInUse):
         router.remove_queue("sales")
     (reservation,) = router.dispatch()
@@ -297,7 +297,7 @@ def test_bad_requests_get_clear_errors(router: Router) -> None:
         lambda: QueueConfig("q", overflow="q"),
         lambda: QueueConfig("q", sla_percent=120),
         lambda: SkillExpansion(-1, {"a": 1}),
-        lambda: Call("", "q"),
+        lambda: RoutingRequest("", "q"),
     ],
 )
 def test_invalid_configuration_is_refused(build: object) -> None:
@@ -308,7 +308,7 @@ def test_invalid_configuration_is_refused(build: object) -> None:
 def test_views_serialize_to_json_ready_dicts(router: Router, published: Published) -> None:
     import json
 
-    router.enqueue(Call("c1", "sales"))
+    router.enqueue(RoutingRequest("c1", "sales"))
     router.dispatch()
     json.dumps([a.to_dict() for a in router.agents()])
     json.dumps(router.queue_stats("sales").to_dict())

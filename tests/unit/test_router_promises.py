@@ -12,11 +12,11 @@ from pbx.config import ConfigError, build_config
 from router import (
     AgentProfile,
     AgentState,
-    Call,
     InvalidArgument,
     InvalidConfig,
     QueueConfig,
     Router,
+    RoutingRequest,
 )
 from router.calls import PRIORITY_FREE, PRIORITY_PAID, PRIORITY_VIP
 from router.estimates import release_wait
@@ -44,7 +44,7 @@ def add_agent(router: Router, extension: str, languages: tuple[str, ...] = ("en"
 
 
 def connect(router: Router, call_id: str, **call: object) -> str:
-    router.enqueue(Call(call_id, "sales", **call))  # type: ignore[arg-type]
+    router.enqueue(RoutingRequest(call_id, "sales", **call))  # type: ignore[arg-type]
     (reservation,) = router.dispatch()
     router.answered(reservation.reservation_id)
     return reservation.agent
@@ -56,7 +56,7 @@ def test_preferred_agent_is_offered_first_and_the_explanation_says_so(clock: Clo
     add_agent(router, "1005")
     clock.now += 60  # 1005 has been idle longest: longest_idle alone would pick it
     add_agent(router, "1001")
-    router.enqueue(Call("c1", "sales", preferred_agent="1001"))
+    router.enqueue(RoutingRequest("c1", "sales", preferred_agent="1001"))
     (reservation,) = router.dispatch()
     assert reservation.agent == "1001"
     preference = reservation.decision.to_dict()["preference"]
@@ -70,7 +70,7 @@ def test_last_agent_from_the_customer_record_is_preferred(clock: Clock) -> None:
     add_agent(router, "a")
     clock.now += 60
     add_agent(router, "b")
-    router.enqueue(Call("c1", "sales", caller="+34910000001", last_agent="b"))
+    router.enqueue(RoutingRequest("c1", "sales", caller="+34910000001", last_agent="b"))
     (reservation,) = router.dispatch()
     assert reservation.agent == "b"
     assert reservation.decision.preference is not None
@@ -84,7 +84,7 @@ def test_hold_for_a_busy_preferred_agent_is_bounded_by_the_sla(clock: Clock) -> 
     add_agent(router, "mine")
     connect(router, "busy-maker", preferred_agent="mine")
     add_agent(router, "other")
-    router.enqueue(Call("vip", "sales", priority=PRIORITY_VIP, preferred_agent="mine"))
+    router.enqueue(RoutingRequest("vip", "sales", priority=PRIORITY_VIP, preferred_agent="mine"))
     assert router.dispatch() == []
     held = router.explain("vip")[-1].preference
     assert held is not None and held.outcome == "held"
@@ -105,7 +105,7 @@ def test_operator_bound_lets_a_free_agent_take_a_vip_early(clock: Clock) -> None
     add_agent(router, "mine")
     connect(router, "busy-maker", preferred_agent="mine")
     add_agent(router, "other")
-    router.enqueue(Call("vip", "sales", priority=PRIORITY_VIP, preferred_agent="mine"))
+    router.enqueue(RoutingRequest("vip", "sales", priority=PRIORITY_VIP, preferred_agent="mine"))
     assert router.dispatch() == []
     clock.now += 5
     (reservation,) = router.tick()
@@ -126,11 +126,11 @@ def test_strict_tiers_ignore_waits_aging_does_not(clock: Clock, order: str, serv
     router.upsert_queue(QueueConfig("sales", skills={"sales": 1}, sla_seconds=20,
                                     priority_order=order))  # type: ignore[arg-type]
     router.upsert_agent(AgentProfile("a", "a", "mad", {"sales": 5}, frozenset({"en"})))
-    router.enqueue(Call("free", "sales", priority=PRIORITY_FREE))
+    router.enqueue(RoutingRequest("free", "sales", priority=PRIORITY_FREE))
     clock.now += 47
-    router.enqueue(Call("paid", "sales", priority=PRIORITY_PAID))
+    router.enqueue(RoutingRequest("paid", "sales", priority=PRIORITY_PAID))
     clock.now += 1
-    router.enqueue(Call("vip", "sales", priority=PRIORITY_VIP))
+    router.enqueue(RoutingRequest("vip", "sales", priority=PRIORITY_VIP))
     router.login("a")
     order_seen = []
     for _ in range(3):
@@ -152,7 +152,7 @@ def test_rona_agent_returns_after_the_configured_time_and_the_next_decision_says
     add_agent(router, "first")
     clock.now += 1
     add_agent(router, "second")
-    router.enqueue(Call("c1", "sales"))
+    router.enqueue(RoutingRequest("c1", "sales"))
     (offer,) = router.dispatch()
     assert offer.agent == "first"
     router.ringing(offer.reservation_id)
@@ -173,7 +173,7 @@ def test_rona_return_leaves_a_later_break_alone(clock: Clock) -> None:
     router = Router(clock, rona_return_seconds=30)
     router.upsert_queue(QueueConfig("sales", skills={"sales": 1}))
     add_agent(router, "a")
-    router.enqueue(Call("c1", "sales"))
+    router.enqueue(RoutingRequest("c1", "sales"))
     (offer,) = router.dispatch()
     router.reservation_failed(offer.reservation_id, "no_answer")
     clock.now += 5
@@ -196,11 +196,11 @@ def test_estimates_count_only_agents_who_can_take_the_call(clock: Clock) -> None
     for extension in ("es1", "es2", "es3"):
         add_agent(router, extension, ("es",), {"billing": 5})
     add_agent(router, "en1", ("en",), {"billing": 5})
-    connect_billing = Call("busy", "billing", language="en")
+    connect_billing = RoutingRequest("busy", "billing", language="en")
     router.enqueue(connect_billing)
     (reservation,) = router.dispatch()
     router.answered(reservation.reservation_id)
-    router.enqueue(Call("english", "billing", language="en"))
+    router.enqueue(RoutingRequest("english", "billing", language="en"))
     assert router.dispatch() == []
     stats = router.queue_stats("billing")
     assert (stats.agents_available, stats.agents_staffed) == (0, 1)
@@ -208,7 +208,7 @@ def test_estimates_count_only_agents_who_can_take_the_call(clock: Clock) -> None
     assert router.ewt("english") == 120
     clock.now += 50
     assert router.ewt("english") == 70  # moves before any call has finished
-    router.enqueue(Call("spanish", "billing", language="es"))
+    router.enqueue(RoutingRequest("spanish", "billing", language="es"))
     assert len(router.dispatch()) == 1
 
 
@@ -229,8 +229,8 @@ def test_service_level_definitions(clock: Clock, definition: str, level: float) 
     router = Router(clock, publish=published.append)
     router.upsert_queue(QueueConfig("sales", skills={"sales": 1}, sla_seconds=20,
                                     service_level_definition=definition))  # type: ignore[arg-type]
-    router.enqueue(Call("short", "sales"))
-    router.enqueue(Call("long", "sales"))
+    router.enqueue(RoutingRequest("short", "sales"))
+    router.enqueue(RoutingRequest("long", "sales"))
     clock.now += 9.9
     router.abandon("short")
     clock.now += 20
@@ -249,7 +249,7 @@ def test_server_drop_is_not_an_abandon(clock: Clock) -> None:
     events: list[Event] = []
     router = Router(clock, publish=events.append)
     router.upsert_queue(QueueConfig("sales", skills={"sales": 1}))
-    router.enqueue(Call("silent", "sales"))
+    router.enqueue(RoutingRequest("silent", "sales"))
     clock.now += 61
     assert router.drop("silent", "media_timeout") is not None
     assert not any(isinstance(e, CallAbandoned) for e in events)

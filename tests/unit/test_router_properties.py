@@ -21,12 +21,12 @@ from router import (
     AgentProfile,
     AgentSnapshot,
     AgentState,
-    Call,
     CallStatus,
     QueueConfig,
     Reservation,
     Router,
     RouterError,
+    RoutingRequest,
     SkillExpansion,
     Strategy,
 )
@@ -79,7 +79,7 @@ class RouterChurn(RuleBasedStateMachine):
             self.router.upsert_agent(
                 AgentProfile(extension, extension, site, skills, frozenset(languages))
             )
-        self.calls: dict[str, Call] = {}
+        self.calls: dict[str, RoutingRequest] = {}
         self.refused: set[tuple[str, str]] = set()
         self.reservations: dict[str, Reservation] = {}
         self.next_call = 0
@@ -208,7 +208,7 @@ class RouterChurn(RuleBasedStateMachine):
         age: float,
     ) -> None:
         self.next_call += 1
-        call = Call(
+        call = RoutingRequest(
             f"c{self.next_call}",
             queue,
             priority=priority,

@@ -9,9 +9,9 @@ import pytest
 from router import (
     AgentProfile,
     AgentState,
-    Call,
     QueueConfig,
     Router,
+    RoutingRequest,
     SkillExpansion,
     Strategy,
 )
@@ -52,7 +52,7 @@ def add_agent(
 
 def serve(router: Router, clock: Clock, call_id: str, queue: str, **call: object) -> str | None:
     """Enqueue a call, dispatch, and connect+finish it at once; returns the agent chosen."""
-    router.enqueue(Call(call_id, queue, **call))  # type: ignore[arg-type]
+    router.enqueue(RoutingRequest(call_id, queue, **call))  # type: ignore[arg-type]
     reservations = router.dispatch()
     if not reservations:
         return None
@@ -68,7 +68,7 @@ def test_longest_idle_picks_the_agent_free_the_longest(router: Router, clock: Cl
     for extension in ("1", "2", "3"):
         add_agent(router, extension, {"sales": 5})
         clock.now += 10
-    router.enqueue(Call("c1", "sales"))
+    router.enqueue(RoutingRequest("c1", "sales"))
     assert [r.agent for r in router.dispatch()] == ["1"]
 
 
@@ -104,7 +104,7 @@ def test_least_occupancy_prefers_the_agent_with_less_recent_talk(
     add_agent(router, "light", {"sales": 5}, login=False)
     # "busy" takes a long call; "light" logs in afterwards, so it is the LONGEST-idle loser
     # but has no load at all.
-    router.enqueue(Call("c1", "sales"))
+    router.enqueue(RoutingRequest("c1", "sales"))
     (reservation,) = router.dispatch()
     router.answered(reservation.reservation_id)
     clock.now += 600
@@ -112,7 +112,7 @@ def test_least_occupancy_prefers_the_agent_with_less_recent_talk(
     clock.now += 1
     router.login("light")
     clock.now += 1
-    router.enqueue(Call("c2", "sales"))
+    router.enqueue(RoutingRequest("c2", "sales"))
     assert [r.agent for r in router.dispatch()] == ["light"]
     assert router.agent("busy").occupancy == pytest.approx(600 / 602)
 
@@ -129,7 +129,7 @@ def test_skill_weighted_prefers_best_proficiency_then_longest_idle(
     clock.now += 1
     add_agent(router, "c", {"network": 8, "billing": 2})
     add_agent(router, "d", {"network": 10})  # lacks billing entirely
-    router.enqueue(Call("c1", "tech"))
+    router.enqueue(RoutingRequest("c1", "tech"))
     (reservation,) = router.dispatch()
     assert reservation.agent == "b"  # network 8, idle longer than "c"; "d" is not qualified
     decision = reservation.decision
@@ -148,7 +148,7 @@ def test_minimum_proficiency_is_honoured_until_expansion(router: Router, clock: 
     )
     add_agent(router, "junior", {"billing": 3})
     add_agent(router, "generalist", {"general": 7})
-    router.enqueue(Call("c1", "billing"))
+    router.enqueue(RoutingRequest("c1", "billing"))
     assert router.dispatch() == []
     clock.now += 29.9
     assert router.tick() == []
@@ -158,7 +158,7 @@ def test_minimum_proficiency_is_honoured_until_expansion(router: Router, clock: 
     assert reservation.decision.ring == 1
     router.answered(reservation.reservation_id)
     # The next caller only reaches the generalist once the outer ring opens.
-    router.enqueue(Call("c2", "billing"))
+    router.enqueue(RoutingRequest("c2", "billing"))
     assert router.dispatch() == []
     clock.now += 30
     assert router.tick() == []
@@ -176,7 +176,7 @@ def test_inner_ring_agent_is_preferred_over_expanded_ring(router: Router, clock:
     add_agent(router, "junior", {"billing": 1})
     clock.now += 100
     add_agent(router, "senior", {"billing": 7})
-    router.enqueue(Call("c1", "billing"))
+    router.enqueue(RoutingRequest("c1", "billing"))
     assert [r.agent for r in router.dispatch()] == ["senior"]
 
 
@@ -185,10 +185,10 @@ def test_call_language_and_extra_skills_are_required(router: Router) -> None:
     add_agent(router, "en", {"support": 5, "premium": 5}, languages=("en",))
     add_agent(router, "es", {"support": 5}, languages=("es",))
     add_agent(router, "es-premium", {"support": 5, "premium": 4}, languages=("es", "en"))
-    router.enqueue(Call("c1", "support", skills={"premium": 4}))
+    router.enqueue(RoutingRequest("c1", "support", skills={"premium": 4}))
     (reservation,) = router.dispatch()
     assert reservation.agent == "es-premium"
-    router.enqueue(Call("c2", "support", language="en"))  # the call's language overrides
+    router.enqueue(RoutingRequest("c2", "support", language="en"))  # the call's language overrides
     assert [r.agent for r in router.dispatch()] == ["en"]
 
 
@@ -196,7 +196,7 @@ def test_unhealthy_site_is_never_chosen(router: Router) -> None:
     router.upsert_queue(QueueConfig("sales", skills={"sales": 1}))
     add_agent(router, "bcn1", {"sales": 9}, site="bcn")
     router.set_site_health("bcn", False)
-    router.enqueue(Call("c1", "sales"))
+    router.enqueue(RoutingRequest("c1", "sales"))
     assert router.dispatch() == []
     reasons = {r.extension: r.reason for r in router.explain("c1")[-1].rejected}
     assert reasons == {"bcn1": "site unhealthy"}
@@ -209,7 +209,7 @@ def test_unreachable_agent_goes_offline_and_is_not_chosen(router: Router) -> Non
     add_agent(router, "1", {"sales": 9})
     router.agent_reachable("1", False)
     assert router.agent("1").state is AgentState.OFFLINE
-    router.enqueue(Call("c1", "sales"))
+    router.enqueue(RoutingRequest("c1", "sales"))
     assert router.dispatch() == []
 
 
@@ -219,10 +219,10 @@ def test_freed_agent_serves_the_highest_ranked_call_across_its_queues(
     router.upsert_queue(QueueConfig("sales", skills={"sales": 1}, sla_seconds=20))
     router.upsert_queue(QueueConfig("billing", skills={"billing": 1}, sla_seconds=60))
     add_agent(router, "1", {"sales": 5, "billing": 5}, login=False)
-    router.enqueue(Call("free-sales", "sales", priority=1))
-    router.enqueue(Call("paid-billing", "billing", priority=2))
+    router.enqueue(RoutingRequest("free-sales", "sales", priority=1))
+    router.enqueue(RoutingRequest("paid-billing", "billing", priority=2))
     clock.now += 30  # scores now: free sales 1 + 30/20 = 2.5, paid billing 2 + 30/60 = 2.5
-    router.enqueue(Call("vip-billing", "billing", priority=3))
+    router.enqueue(RoutingRequest("vip-billing", "billing", priority=3))
     router.dispatch()
     router.login("1")
     (reservation,) = router.dispatch()
@@ -240,11 +240,11 @@ def test_preferred_agent_is_waited_for_then_others_take_over(router: Router, clo
     )
     add_agent(router, "mine", {"sales": 5})
     add_agent(router, "other", {"sales": 5})
-    router.enqueue(Call("busy-maker", "sales", preferred_agent="mine"))
+    router.enqueue(RoutingRequest("busy-maker", "sales", preferred_agent="mine"))
     (first,) = router.dispatch()
     assert (first.agent, first.decision.policy) == ("mine", "preferred_agent")
     router.answered(first.reservation_id)
-    router.enqueue(Call("c1", "sales", preferred_agent="mine"))
+    router.enqueue(RoutingRequest("c1", "sales", preferred_agent="mine"))
     assert router.dispatch() == []  # held for "mine" although "other" is free
     assert router.explain("c1")[-1].note.startswith("held for preferred agent mine")
     clock.now += 5
@@ -252,7 +252,7 @@ def test_preferred_agent_is_waited_for_then_others_take_over(router: Router, clo
     (second,) = router.dispatch()
     assert (second.call_id, second.agent) == ("c1", "mine")
     router.answered(second.reservation_id)
-    router.enqueue(Call("c2", "sales", preferred_agent="mine"))
+    router.enqueue(RoutingRequest("c2", "sales", preferred_agent="mine"))
     assert router.dispatch() == []
     clock.now += 20
     (third,) = router.tick()
@@ -283,7 +283,7 @@ def test_explanation_lists_rejected_agents_with_reasons(router: Router) -> None:
     add_agent(router, "remote", {"billing": 9}, languages=("es",), site="bcn")
     router.set_site_health("bcn", False)
     add_agent(router, "gone", {"billing": 9}, languages=("es",), login=False)
-    router.enqueue(Call("c1", "billing"))
+    router.enqueue(RoutingRequest("c1", "billing"))
     assert router.dispatch() == []
     (decision,) = router.explain("c1")
     assert decision.chosen is None
@@ -303,7 +303,7 @@ def test_explanation_of_a_routed_call_names_the_agents_passed_over(router: Route
     add_agent(router, "no-fraud", {"billing": 5})  # idle longest, walked first
     add_agent(router, "ok", {"billing": 5, "fraud": 2})
     add_agent(router, "ok2", {"billing": 5, "fraud": 2})
-    router.enqueue(Call("c1", "billing"))
+    router.enqueue(RoutingRequest("c1", "billing"))
     (reservation,) = router.dispatch()
     decision = router.explain("c1")[-1]
     assert decision is reservation.decision

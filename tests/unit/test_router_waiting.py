@@ -10,9 +10,9 @@ from router import (
     PRIORITY_PAID,
     PRIORITY_VIP,
     AgentProfile,
-    Call,
     QueueConfig,
     Router,
+    RoutingRequest,
 )
 from router.waiting_line import WaitingLine, class_key, service_rank
 
@@ -48,9 +48,9 @@ def test_priority_first_then_arrival() -> None:
     clock = Clock()
     router = one_agent_router(clock, aging_weight=0)
     for call_id, priority in [("f1", PRIORITY_FREE), ("p1", PRIORITY_PAID), ("v1", PRIORITY_VIP)]:
-        router.enqueue(Call(call_id, "q", priority=priority))
+        router.enqueue(RoutingRequest(call_id, "q", priority=priority))
         clock.now += 1
-    router.enqueue(Call("p2", "q", priority=PRIORITY_PAID))
+    router.enqueue(RoutingRequest("p2", "q", priority=PRIORITY_PAID))
     assert [router.position(c) for c in ("v1", "p1", "p2", "f1")] == [1, 2, 3, 4]
     assert drain_in_service_order(router, clock) == ["v1", "p1", "p2", "f1"]
 
@@ -58,12 +58,12 @@ def test_priority_first_then_arrival() -> None:
 def test_a_free_caller_past_the_sla_outranks_a_fresh_paid_one() -> None:
     clock = Clock()
     router = one_agent_router(clock, sla_seconds=20, aging_weight=1)
-    router.enqueue(Call("free", "q", priority=PRIORITY_FREE))
+    router.enqueue(RoutingRequest("free", "q", priority=PRIORITY_FREE))
     clock.now += 19
-    router.enqueue(Call("paid-early", "q", priority=PRIORITY_PAID))
+    router.enqueue(RoutingRequest("paid-early", "q", priority=PRIORITY_PAID))
     assert router.position("free") == 2  # 1 + 19/20 < 2
     clock.now += 2
-    router.enqueue(Call("paid-late", "q", priority=PRIORITY_PAID))
+    router.enqueue(RoutingRequest("paid-late", "q", priority=PRIORITY_PAID))
     # free: 1 + 21/20 = 2.05; paid-early: 2 + 2/20 = 2.1; paid-late: 2.0
     assert [router.position(c) for c in ("paid-early", "free", "paid-late")] == [1, 2, 3]
     assert drain_in_service_order(router, clock) == ["paid-early", "free", "paid-late"]
@@ -73,8 +73,8 @@ def test_a_callback_keeps_its_original_enqueue_time() -> None:
     clock = Clock()
     router = one_agent_router(clock)
     clock.now = 100
-    router.enqueue(Call("fresh", "q"))
-    assert router.enqueue(Call("callback", "q", enqueued_at=40)) == 1
+    router.enqueue(RoutingRequest("fresh", "q"))
+    assert router.enqueue(RoutingRequest("callback", "q", enqueued_at=40)) == 1
     assert drain_in_service_order(router, clock) == ["callback", "fresh"]
 
 
@@ -134,7 +134,7 @@ def test_one_agent_serves_in_the_documented_total_order(arrivals: list[tuple[int
     expected = []
     for n, (priority, age) in enumerate(arrivals):
         call_id = f"c{n}"
-        router.enqueue(Call(call_id, "q", priority=priority, enqueued_at=100 - age))
+        router.enqueue(RoutingRequest(call_id, "q", priority=priority, enqueued_at=100 - age))
         expected.append((service_rank(priority, 100 - age, n, 100, 20, 1.0), call_id))
     # No time passes while serving, so the order is the rank order at t=100.
     assert drain_in_service_order(router, clock) == [c for _, c in sorted(expected)]
