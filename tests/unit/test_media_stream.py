@@ -534,3 +534,29 @@ def test_under_uvloop(scenario: Callable[[list[Peer]], Awaitable[None]]) -> None
                 peer.close()
 
     uvloop.run(run())
+
+
+async def test_embedded_engine_opens_counts_and_bridges_only_its_own_legs() -> None:
+    ports = fresh_ports()
+    engine = EmbeddedMediaEngine(ports)
+    assert engine.resources() == {"rtp_sessions": 0, "rtp_ports_in_use": 0}
+    a_leg = await engine.open_leg(remote=(HOST, 9), codec="PCMA")
+    b_leg = await engine.open_leg()
+    assert engine.resources() == {"rtp_sessions": 2, "rtp_ports_in_use": 2}
+    assert a_leg.codec is PCMA and b_leg.remote is None
+
+    class ForeignLeg:
+        """A leg of some other engine."""
+
+    with pytest.raises(TypeError, match="embedded media engine"):
+        engine.bridge(a_leg, ForeignLeg())  # type: ignore[arg-type]
+    assert a_leg.relay is None, "a refused bridge leaves the legs as they were"
+    engine.bridge(a_leg, b_leg)
+    assert a_leg.relay is not None and a_leg.relay.target is b_leg
+    assert b_leg.relay is not None and b_leg.relay.target is a_leg
+    engine.unbridge(a_leg)
+    assert a_leg.relay is None and b_leg.relay is not None
+    a_leg.close()
+    b_leg.close()
+    await pump()
+    assert engine.resources() == {"rtp_sessions": 0, "rtp_ports_in_use": 0}
