@@ -47,6 +47,10 @@ class CallbackDesk:
         self._policies = dict(policies or {})
         self._default_policy = default_policy or CallbackPolicy()
 
+    def now(self) -> datetime:
+        """The desk's clock: the time its requests are judged against."""
+        return self._clock()
+
     def policy(self, queue: str) -> CallbackPolicy:
         return self._policies.get(queue, self._default_policy)
 

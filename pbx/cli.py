@@ -51,7 +51,10 @@ def _apply_overrides(config: ServerConfig, args: argparse.Namespace) -> ServerCo
     http = config.http
     if args.http_listen:
         http = http.model_copy(update={"listen": parse_host_port(args.http_listen)})
-    return dataclasses.replace(config, sip=sip, http=http)
+    site = config.site
+    if args.site:
+        site = args.site
+    return dataclasses.replace(config, sip=sip, http=http, site=site)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -183,6 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="SIP address (a plain HOST:PORT is UDP and TCP); repeat for several;"
                             " replaces the config's sip.listen")
     serve.add_argument("--http-listen", metavar="HOST:PORT", help="HTTP address (overrides the config)")
+    serve.add_argument("--site", metavar="NAME",
+                       help="this server's site (overrides the config's site; default: local)")
     serve.add_argument("--var-dir", default="var", metavar="DIR", help="state directory (default: ./var)")
     serve.add_argument("--sip-trace", action="store_true", help="log every SIP message in and out")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])

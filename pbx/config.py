@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import AfterValidator, BeforeValidator, Field, ValidationInfo, field_validator
 
 from ivr.flow import SHIPPED_FLOWS
-from pbx.contact_center import ContactCenterConfig, parse_contact_center
+from pbx.callback_settings import DEFAULT_SITE, CallbackConfig, parse_callback_config, parse_site
+from pbx.contact_center import ContactCenterConfig, declared, parse_contact_center
 from pbx.protection import ProtectionSettings
 from settings.located_yaml import (
     ConfigError,
@@ -408,6 +409,8 @@ class ServerConfig:
     routing: RoutingSettings = field(default_factory=RoutingSettings)
     history: HistoryLimits = field(default_factory=HistoryLimits)
     raw: dict[str, Any] = field(default_factory=dict)
+    site: str = DEFAULT_SITE  # this server's site: the owner of the callback requests it takes
+    callbacks: CallbackConfig = field(default_factory=CallbackConfig)
 
 
 # The sections that are one mapping each; the contact center's (sites, agents, queues,
@@ -421,7 +424,7 @@ SECTIONS: dict[str, type[Section]] = {
     "history": HistoryLimits,
 }
 LIST_SECTIONS = ("accounts", "sites", "agents", "queues", "customers")
-TOP_LEVEL_KEYS = (*SECTIONS, *LIST_SECTIONS, "extensions")
+TOP_LEVEL_KEYS = (*SECTIONS, *LIST_SECTIONS, "extensions", "site", "trunks", "callbacks")
 
 
 def _section(document: LocatedDocument, problems: list[str], name: str, data: dict[str, Any],
@@ -480,6 +483,9 @@ def build_config(document: LocatedDocument, *, var_dir: Path, base_dir: Path | N
     accounts = _accounts(document, problems, data.get("accounts"))
     extensions = _extensions(document, problems, data.get("extensions"), accounts, context)
     contact_center = parse_contact_center(document, problems)
+    site = parse_site(document, problems)
+    callbacks = parse_callback_config(document, problems,
+                                      queue_names=declared(document, "queues", "name"))
     raw_agents = data.get("agents")
     for i, item in enumerate(raw_agents if isinstance(raw_agents, list) else []):
         extension = str(item.get("extension")) if isinstance(item, dict) else None
@@ -492,7 +498,7 @@ def build_config(document: LocatedDocument, *, var_dir: Path, base_dir: Path | N
     store_url = sections["store"].url or f"sqlite+aiosqlite:///{var_dir / 'centralita.db'}"
     return ServerConfig(document.source, sections["sip"], sections["media"], sections["http"],
                         store_url, accounts, extensions, contact_center, sections["routing"],
-                        sections["history"], data)
+                        sections["history"], data, site, callbacks)
 
 
 def load_config(path: Path | None, *, var_dir: Path = Path("var")) -> ServerConfig:

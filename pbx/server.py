@@ -8,12 +8,13 @@ import ipaddress
 import logging
 import os
 import time
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
+from callbacks import CallbackDesk
 from events import (
     AgentOffered,
     CallEnded,
@@ -48,6 +49,7 @@ from pbx.sip.digest import DigestAuthenticator
 from pbx.sip.message import Headers, Request, Response, make_response
 from pbx.sip.transaction import TimerConfig, TransactionKey
 from pbx.store import CallDetails, Store
+from pbx.store.callbacks import SqlCallbackStore
 from pbx.tls import server_context
 from pbx.transport import Address, Transports
 from router import Reservation, Router, RouterError, UnknownAgent, UnknownCall
@@ -59,6 +61,10 @@ ROUTER_TICK_INTERVAL = 0.25  # longest sleep between timer runs (they run when d
 LOOP_LAG_PROBE_INTERVAL = 0.1
 RECONCILE_EVERY = 10  # housekeeping rounds between router/dialog reconciliations
 PRUNE_SOURCES_EVERY = 10  # housekeeping rounds between forgetting idle sources
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 class UnsafeHttpListen(ValueError):
@@ -133,6 +139,7 @@ class Server:
         self.store: Store | None = None
         self.recorder: CallRecorder | None = None
         self.durable_registrations: DurableRegistrations | None = None
+        self.callback_desk: CallbackDesk | None = None
         self.contact_center_metrics = ContactCenterMetrics(
             self.metrics.registry, self.router,
             sla_thresholds=[queue.sla_seconds for queue in config.contact_center.queues])
@@ -195,8 +202,15 @@ class Server:
             await self.transports.listen(address.transport, address.host, address.port, tls)
         app = create_http_app(self._render_metrics, self._health,
                               object_census if self.config.http.object_census else None)
+        callbacks = self.config.callbacks
+        self.callback_desk = CallbackDesk(
+            SqlCallbackStore(self.store.engine), site=self.config.site, clock=utc_now,
+            lease=timedelta(seconds=callbacks.callbacks.lease_seconds),
+            policies={queue.name: callbacks.callbacks.for_queue(queue.name).policy()
+                      for queue in center.queues})
         app.add_subapp("/api/v1", create_api(self.store, self.router, self.config.http.api_token,
-                                             self.ivr_calls, self.screen_pop, self.recorder))
+                                             self.ivr_calls, self.screen_pop, self.recorder,
+                                             self.callback_desk, callbacks))
         self._http_runner = web.AppRunner(app, access_log=None)
         await self._http_runner.setup()
         site = web.TCPSite(self._http_runner, self.config.http.host, self.config.http.port)

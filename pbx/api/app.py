@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from aiohttp import web
 
+from callbacks import CallbackDesk
 from ivr.call_log import IvrCallLog
-from pbx.api import agents, calls, customers, history, queues, sites
+from pbx.api import agents, callbacks, calls, customers, history, queues, sites
+from pbx.api.callbacks import CALLBACK_CONFIG, CALLBACK_DESK
 from pbx.api.calls import IVR_CALLS, SCREEN_POP
 from pbx.api.endpoint import ROUTER, STORE, Endpoint
 from pbx.api.errors import bearer_token_check, json_errors
 from pbx.api.history import LIVE_CALLS
 from pbx.api.openapi import build_openapi
+from pbx.callback_settings import DEFAULT_SITE, CallbackConfig
 from pbx.records import CallRecorder
 from pbx.screen_pop import ScreenPop
 from pbx.store import Store
+from pbx.store.callbacks import SqlCallbackStore
 from router import Router
 
 ENDPOINTS: tuple[Endpoint, ...] = (
@@ -23,6 +29,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     *customers.ENDPOINTS,
     *calls.ENDPOINTS,
     *history.ENDPOINTS,
+    *callbacks.ENDPOINTS,
 )
 
 
@@ -36,11 +43,15 @@ async def openapi_document(request: web.Request) -> web.Response:
 def create_api(store: Store, router: Router, token: str | None,
                ivr_calls: IvrCallLog | None = None,
                screen_pop: ScreenPop | None = None,
-               live_calls: CallRecorder | None = None) -> web.Application:
+               live_calls: CallRecorder | None = None,
+               callback_desk: CallbackDesk | None = None,
+               callback_config: CallbackConfig | None = None) -> web.Application:
     """The API as a sub-application, for ``app.add_subapp("/api/v1", create_api(...))``.
 
     With ``token`` set, every request needs ``Authorization: Bearer <token>``.
-    ``live_calls`` (the call recorder) serves the calls in progress.
+    ``live_calls`` (the call recorder) serves the calls in progress. ``callback_desk`` takes
+    callback requests (default: a desk on the store, as the single site ``local``), and
+    ``callback_config`` has the queues' business hours.
     The router is synchronous and owned by the event loop's thread; handlers call it directly.
     """
     app = web.Application(middlewares=[json_errors, bearer_token_check(token)])
@@ -52,6 +63,9 @@ def create_api(store: Store, router: Router, token: str | None,
         app[SCREEN_POP] = screen_pop
     if live_calls is not None:
         app[LIVE_CALLS] = live_calls
+    app[CALLBACK_DESK] = callback_desk or CallbackDesk(
+        SqlCallbackStore(store.engine), site=DEFAULT_SITE, clock=lambda: datetime.now(UTC))
+    app[CALLBACK_CONFIG] = callback_config or CallbackConfig()
     for endpoint in ENDPOINTS:
         app.router.add_route(endpoint.method, endpoint.path, endpoint.handler, name=endpoint.operation_id)
     app.router.add_get("/openapi.json", openapi_document, name="openapi")

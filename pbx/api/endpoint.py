@@ -42,6 +42,7 @@ class Endpoint:
     status: int = 200
     also_created: bool = False  # PUT answers 201 when it created the resource
     errors: tuple[int, ...] = ()
+    error_bodies: tuple[tuple[int, type[BaseModel]], ...] = ()  # statuses whose body is not ErrorBody
     query: tuple[QueryParameter, ...] = ()
 
 

@@ -116,7 +116,7 @@ def _query_time(request: web.Request, name: str) -> datetime | None:
     raise invalid(name, f"must be an ISO 8601 date-time, got {raw!r}", "datetime_parsing")
 
 
-def _query_name(request: web.Request, name: str) -> str | None:
+def query_name(request: web.Request, name: str) -> str | None:
     raw = request.query.get(name)
     if raw is None:
         return None
@@ -161,8 +161,8 @@ async def list_calls(request: web.Request) -> web.Response:
     records = await request.app[STORE].call_records(
         since=since,
         until=until,
-        queue=_query_name(request, "queue"),
-        agent=_query_name(request, "agent"),
+        queue=query_name(request, "queue"),
+        agent=query_name(request, "agent"),
         limit=query_int(request, LIMIT),
         offset=query_int(request, CALLS_OFFSET),
     )
@@ -201,7 +201,7 @@ async def list_queue_log(request: web.Request) -> web.Response:
         call_id=_query_call_id(request, "call_id"),
         since=since,
         until=until,
-        queue=_query_name(request, "queue"),
+        queue=query_name(request, "queue"),
         limit=query_int(request, LIMIT),
         offset=query_int(request, LOG_OFFSET),
     )

@@ -19,7 +19,7 @@ _STATUS_TEXT = {
     200: "OK",
     201: "Created",
     204: "No content",
-    400: "The body is not valid JSON",
+    400: "The body is not valid JSON, or a value is refused (the message says why)",
     401: "Missing or invalid bearer token",
     404: "No such resource",
     409: "Conflicts with the current state (exists already, in use, invalid state change)",
@@ -42,6 +42,7 @@ def _components(endpoints: Sequence[Endpoint]) -> tuple[dict[str, Any], _Refs]:
             inputs.append((endpoint.request, "validation"))
         if endpoint.response is not None:
             inputs.append((endpoint.response, "serialization"))
+        inputs.extend((body, "serialization") for _, body in endpoint.error_bodies)
     inputs.append((ErrorBody, "serialization"))
     unique = list(dict.fromkeys(inputs))
     key_map, document = models_json_schema(unique, ref_template="#/components/schemas/{model}")
@@ -112,8 +113,10 @@ def _operation(endpoint: Endpoint, refs: _Refs) -> dict[str, Any]:
     error_ref = {"$ref": refs[(ErrorBody, "serialization")]}
     errors = set(endpoint.errors) | {401}
     operation["security"] = [{"bearer": []}]
+    special = dict(endpoint.error_bodies)
     for status in sorted(errors):
-        responses[str(status)] = {"description": _STATUS_TEXT[status], "content": _json_content(error_ref)}
+        body_ref = {"$ref": refs[(special[status], "serialization")]} if status in special else error_ref
+        responses[str(status)] = {"description": _STATUS_TEXT[status], "content": _json_content(body_ref)}
     operation["responses"] = responses
     return operation
 
