@@ -12,6 +12,13 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 
 from callbacks.errors import CallbackConflict, CallbackError
+from callbacks.events import (
+    CallbackEnded,
+    CallbackRequested,
+    CallbacksAdopted,
+    CallbackTryEnded,
+    CallbackTryStarted,
+)
 from callbacks.numbers import InvalidNumber, normalize_number
 from callbacks.policy import CallbackPolicy
 from callbacks.requests import (
@@ -37,7 +44,9 @@ class CallbackDesk:
     def __init__(self, store: CallbackStore, *, site: str, clock: Callable[[], datetime],
                  lease: timedelta = DEFAULT_LEASE,
                  policies: Mapping[str, CallbackPolicy] | None = None,
-                 default_policy: CallbackPolicy | None = None) -> None:
+                 default_policy: CallbackPolicy | None = None,
+                 publish: Callable[[object], None] | None = None) -> None:
+        """``publish`` receives an event (``callbacks.events``) for every change made here."""
         if lease <= timedelta(0):
             raise ValueError(f"lease must be positive, got {lease}")
         self.store = store
@@ -46,6 +55,7 @@ class CallbackDesk:
         self._clock = clock
         self._policies = dict(policies or {})
         self._default_policy = default_policy or CallbackPolicy()
+        self._publish = publish or (lambda event: None)
 
     def now(self) -> datetime:
         """The desk's clock: the time its requests are judged against."""
@@ -71,6 +81,8 @@ class CallbackDesk:
         # The existing one can end between the failed insert and this read: try again then.
         for _ in range(3):
             if await self.store.insert_callback(request) is not None:
+                self._publish(CallbackRequested(request.id, queue, request.number,
+                                                request.requested_at, origin_call_id))
                 return request, True
             existing = duplicate_of(await self.store.active_callbacks(request.number, queue),
                                     request.number, queue)
@@ -107,6 +119,9 @@ class CallbackDesk:
             except CallbackError:
                 return None
             if await self.store.replace_callback(request, updated):
+                self._publish(CallbackTryStarted(updated.id, updated.queue, self.site,
+                                                 updated.attempts + 1,
+                                                 _seconds(now - updated.requested_at)))
                 return updated
             fresh = await self.store.callback(request.id)
             if fresh is None:
@@ -114,18 +129,22 @@ class CallbackDesk:
             request = fresh
         return None
 
-    async def report(self, request: CallbackRequest, outcome: Outcome,
-                     detail: str = "") -> CallbackRequest:
+    async def report(self, request: CallbackRequest, outcome: Outcome, detail: str = "", *,
+                     call_id: str | None = None) -> CallbackRequest:
         """Record how the try of a request we claimed ended; returns the request after it.
 
         Raises ``CallbackConflict`` when the request changed since it was claimed (it was
         cancelled, or our lease ran out and another site adopted it).
         """
-        updated = apply_outcome(request, outcome, self._clock(), site=self.site,
+        now = self._clock()
+        updated = apply_outcome(request, outcome, now, site=self.site,
                                 policy=self.policy(request.queue), detail=detail)
         if not await self.store.replace_callback(request, updated):
             raise CallbackConflict(f"callback {request.id} changed since version {request.version}; "
                                    f"its {outcome.value} was not recorded")
+        self._publish(CallbackTryEnded(updated.id, updated.queue, outcome.value, detail,
+                                       updated.state.value, _seconds(now - updated.requested_at),
+                                       call_id))
         return updated
 
     async def cancel(self, request_id: str, reason: str) -> CallbackRequest | None:
@@ -136,6 +155,7 @@ class CallbackDesk:
                 return None
             updated = cancel(stored, self._clock(), reason, self.site)
             if await self.store.replace_callback(stored, updated):
+                self._publish(CallbackEnded(updated.id, updated.queue, updated.state.value, reason))
                 return updated
         raise CallbackConflict(f"callback {request_id} kept changing; not cancelled")
 
@@ -189,6 +209,8 @@ class CallbackDesk:
                 continue
             if await self.store.replace_callback(request, updated):
                 adopted.append(updated)
+        if adopted:
+            self._publish(CallbacksAdopted(self.site, len(adopted)))
         return adopted
 
     async def expire_overdue(self, *, limit: int = 100) -> list[CallbackRequest]:
@@ -201,5 +223,15 @@ class CallbackDesk:
             except CallbackError:
                 continue
             if await self.store.replace_callback(request, updated):
+                self._publish(CallbackEnded(updated.id, updated.queue, updated.state.value,
+                                            "not completed before its expiry"))
                 expired.append(updated)
         return expired
+
+    async def pending_by_queue(self) -> dict[str, int]:
+        """How many requests are pending in each queue (every site's)."""
+        return await self.store.count_callbacks(CallbackState.PENDING)
+
+
+def _seconds(span: timedelta) -> float:
+    return max(0.0, span.total_seconds())

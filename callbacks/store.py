@@ -47,6 +47,10 @@ class CallbackStore(Protocol):
         """Pending requests whose expiry is at or before ``now``."""
         ...
 
+    async def count_callbacks(self, state: CallbackState) -> dict[str, int]:
+        """How many requests are in ``state``, per queue (queues with none are absent)."""
+        ...
+
     async def replace_callback(self, previous: CallbackRequest, updated: CallbackRequest) -> bool:
         """Write ``updated`` over the stored request only if it is still at ``previous.version``;
         False when it changed meanwhile (nothing written)."""

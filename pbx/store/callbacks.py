@@ -152,6 +152,14 @@ class SqlCallbackStore:
         )
         return await self._select(query.order_by(_TABLE.c.expires_at, _TABLE.c.id).limit(limit))
 
+    async def count_callbacks(self, state: CallbackState) -> dict[str, int]:
+        query = (sa.select(_TABLE.c.queue, sa.func.count())
+                 .where(_TABLE.c.state == CallbackState(state).value)
+                 .group_by(_TABLE.c.queue))
+        async with self._engine.connect() as connection:
+            result = await connection.execute(query)
+            return {queue: int(count) for queue, count in result.all()}
+
     async def replace_callback(self, previous: CallbackRequest, updated: CallbackRequest) -> bool:
         if updated.id != previous.id or updated.version != previous.version + 1:
             raise ValueError(f"callback {previous.id}: version {updated.version} of "

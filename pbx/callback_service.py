@@ -1,0 +1,172 @@
+"""The callback service of one site: keeps its leases, adopts a dead site's requests, and
+dials the requests whose turn has come, first in line first, through a ``CallbackDialer``.
+
+One asyncio task runs rounds every ``poll_seconds``; the clock of the requests is
+injected (tests move it), the rounds' pace is real time. Each round:
+renew this site's leases when a third of the lease has passed, adopt lapsed leases,
+expire overdue requests, count what is pending (an event, for the metrics), then
+claim as many due requests as there are free dialing slots and try each in its own task.
+A try's outcome is recorded on the request by the desk (retry with backoff, done, failed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from callbacks import CallbackConflict, CallbackDesk, CallbackRequest, Outcome
+from callbacks.events import CallbacksPending
+
+log = logging.getLogger("pbx.callbacks")
+
+PENDING_COUNT_EVERY = 5  # rounds between counts of the pending requests
+
+
+@dataclass(frozen=True)
+class TryResult:
+    """How one try to reach the customer ended."""
+
+    outcome: Outcome
+    detail: str = ""
+    call_id: str | None = None  # the callback call's Call-ID, when one was placed
+
+
+class CallbackDialer(Protocol):
+    def can_dial(self, queue: str) -> bool:
+        """Whether this site can place the callbacks of ``queue`` (it has a trunk for it)."""
+        ...
+
+    async def dial(self, request: CallbackRequest) -> TryResult:
+        """Call the customer of ``request`` (and connect them); return how the try ended."""
+        ...
+
+
+class CallbackService:
+    def __init__(self, desk: CallbackDesk, dialer: CallbackDialer, *, queues: Callable[[], list[str]],
+                 poll_seconds: float = 1.0, concurrent_tries: int = 4,
+                 is_open: Callable[[str, datetime], bool] | None = None,
+                 publish: Callable[[object], None] | None = None) -> None:
+        """``queues`` lists the queues whose requests may be dialled; ``is_open(queue, now)``
+        says whether a queue takes callbacks at ``now`` (business hours; default: always)."""
+        self.desk = desk
+        self._dialer = dialer
+        self._queues = queues
+        self._poll = poll_seconds
+        self._slots = concurrent_tries
+        self._is_open = is_open or (lambda queue, now: True)
+        self._publish = publish or (lambda event: None)
+        self._tries: dict[str, asyncio.Task[None]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._renewed_at: datetime | None = None
+        self._rounds = 0
+        self._warned_undialable: set[str] = set()
+
+    @property
+    def dialing(self) -> list[str]:
+        """The ids of the requests this site is trying now."""
+        return list(self._tries)
+
+    async def start(self) -> None:
+        """Put back in line the tries a previous run of this site left, then start the rounds."""
+        for request in await self.desk.recover_interrupted():
+            log.warning("callback %s for %s in %s was being dialled when this site stopped: "
+                        "back in line at its place", request.id, request.number, request.queue)
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        """Stop the rounds and the tries under way; give the leases up so another site (or
+        this one, restarted) takes the requests at once."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        tries = list(self._tries.values())
+        for task in tries:
+            task.cancel()
+        await asyncio.gather(*tries, return_exceptions=True)
+        try:
+            await self.desk.release_leases()
+        except Exception:
+            log.exception("cannot release the callback leases of site %s", self.desk.site)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.run_round()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("callback round failed")
+            await asyncio.sleep(self._poll)
+
+    async def run_round(self) -> list[CallbackRequest]:
+        """One round (see the module's docstring); returns the requests it started trying."""
+        now = self.desk.now()
+        if self._renewed_at is None or now - self._renewed_at >= self.desk.lease / 3:
+            await self.desk.renew_leases()
+            self._renewed_at = now
+        for request in await self.desk.adopt_lapsed():
+            log.info("callback %s for %s in %s adopted from a site whose lease ran out",
+                     request.id, request.number, request.queue)
+        await self.desk.expire_overdue()
+        if self._rounds % PENDING_COUNT_EVERY == 0:
+            self._publish(CallbacksPending(await self.desk.pending_by_queue()))
+        self._rounds += 1
+        return await self._start_due(now)
+
+    async def _start_due(self, now: datetime) -> list[CallbackRequest]:
+        free = self._slots - len(self._tries)
+        if free <= 0:
+            return []
+        queues = self._queues()
+        open_queues = [queue for queue in queues if self._dialable(queue) and self._is_open(queue, now)]
+        if len(open_queues) == len(queues):
+            claimed = await self.desk.claim_due(limit=free)
+        else:
+            claimed = []
+            for queue in open_queues:
+                claimed += await self.desk.claim_due(limit=free - len(claimed), queue=queue)
+                if len(claimed) >= free:
+                    break
+        for request in claimed:
+            task = asyncio.get_running_loop().create_task(self._try(request))
+            self._tries[request.id] = task
+            task.add_done_callback(self._forget_try(request.id))
+        return claimed
+
+    def _forget_try(self, request_id: str) -> Callable[[asyncio.Task[None]], None]:
+        def forget(_: asyncio.Task[None]) -> None:
+            self._tries.pop(request_id, None)
+        return forget
+
+    def _dialable(self, queue: str) -> bool:
+        if self._dialer.can_dial(queue):
+            self._warned_undialable.discard(queue)
+            return True
+        if queue not in self._warned_undialable:
+            self._warned_undialable.add(queue)
+            log.warning("callbacks of queue %s cannot be dialled: no trunk for it (configure "
+                        "trunks: and callbacks.queues.%s.trunk); they wait", queue, queue)
+        return False
+
+    async def _try(self, request: CallbackRequest) -> None:
+        log.info("callback %s: calling %s back for queue %s (try %d)", request.id, request.number,
+                 request.queue, request.attempts + 1)
+        try:
+            result = await self._dialer.dial(request)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            log.exception("callback %s: the dialer failed", request.id)
+            result = TryResult(Outcome.TRUNK_FAILURE, f"dialer error: {error}")
+        try:
+            updated = await self.desk.report(request, result.outcome, result.detail,
+                                             call_id=result.call_id)
+        except CallbackConflict as error:
+            log.warning("callback %s: %s", request.id, error)
+            return
+        log.info("callback %s: %s%s; now %s", request.id, result.outcome.value,
+                 f" ({result.detail})" if result.detail else "", updated.state.value)
