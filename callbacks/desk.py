@@ -139,9 +139,15 @@ class CallbackDesk:
         now = self._clock()
         updated = apply_outcome(request, outcome, now, site=self.site,
                                 policy=self.policy(request.queue), detail=detail)
-        if not await self.store.replace_callback(request, updated):
-            raise CallbackConflict(f"callback {request.id} changed since version {request.version}; "
-                                   f"its {outcome.value} was not recorded")
+        # Our own lease renewals bump the version during a try: those changes are no conflict.
+        while not await self.store.replace_callback(request, updated):
+            fresh = await self.store.callback(request.id)
+            if fresh is None or not _only_renewed(request, fresh):
+                raise CallbackConflict(f"callback {request.id} changed since version "
+                                       f"{request.version}; its {outcome.value} was not recorded")
+            request = fresh
+            updated = apply_outcome(request, outcome, now, site=self.site,
+                                    policy=self.policy(request.queue), detail=detail)
         self._publish(CallbackTryEnded(updated.id, updated.queue, outcome.value, detail,
                                        updated.state.value, _seconds(now - updated.requested_at),
                                        call_id))
@@ -231,6 +237,13 @@ class CallbackDesk:
     async def pending_by_queue(self) -> dict[str, int]:
         """How many requests are pending in each queue (every site's)."""
         return await self.store.count_callbacks(CallbackState.PENDING)
+
+
+def _only_renewed(before: CallbackRequest, after: CallbackRequest) -> bool:
+    """``after`` is ``before`` with a renewed lease, and nothing else changed."""
+    return (after.version > before.version and after.state is before.state
+            and after.site == before.site and after.attempts == before.attempts
+            and after.history == before.history)
 
 
 def _seconds(span: timedelta) -> float:

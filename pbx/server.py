@@ -26,12 +26,14 @@ from events import (
 from ivr.call_log import IvrCallLog
 from ivr.engine import CustomerProfile
 from ivr.metrics import IvrMetrics
+from monitoring.callbacks import CallbackMetrics
 from monitoring.contact_center import ContactCenterMetrics
 from monitoring.metrics import TelephonyMetrics
 from monitoring.object_census import object_census
 from monitoring.protection import ProtectionMetrics
 from pbx.api import create_api
 from pbx.applications import ApplicationDirectory, unknown_flow_references
+from pbx.callback_service import CallbackService
 from pbx.calls import CallManager
 from pbx.config import HttpSettings, ServerConfig
 from pbx.durable_registrations import DurableRegistrations
@@ -40,6 +42,7 @@ from pbx.http import create_http_app
 from pbx.media.engine import EmbeddedMediaEngine
 from pbx.media.ports import PortAllocator
 from pbx.media.prompt import PromptLibrary
+from pbx.outbound import TrunkDialer
 from pbx.protection import SourceGuard
 from pbx.queueing import IvrTransfers, QueuedCaller, QueueService
 from pbx.records import CallRecorder
@@ -126,6 +129,11 @@ class Server:
                                                  self._lookup_customer)
         self.calls = CallManager(config, self.endpoint, self.registrar, self.events, self.media,
                                  self.applications)
+        # Outbound calls (callbacks through a trunk) have no inbound leg: their dialogs are
+        # looked up here before the call manager's.
+        self.outbound = TrunkDialer(self.endpoint, self.ports, config.media, config.callbacks)
+        self._calls_bye = self.endpoint.handlers["BYE"]
+        self.endpoint.handlers["BYE"] = self._on_bye
         self.endpoint.handlers["OPTIONS"] = self._on_options
         self.endpoint.handlers["REGISTER"] = self._on_register
         # Timers on the monotonic clock (a wall-clock step moves none); records in wall time.
@@ -144,6 +152,9 @@ class Server:
             self.metrics.registry, self.router,
             sla_thresholds=[queue.sla_seconds for queue in config.contact_center.queues])
         self.contact_center_metrics.subscribe(self.events)
+        self.callback_metrics = CallbackMetrics(self.metrics.registry)
+        self.callback_metrics.subscribe(self.events)
+        self.callback_service: CallbackService | None = None
         self.queues = QueueService(self.router, self.calls, self.prompts, self.events,
                                    on_agent_ringing=self._agent_ringing,
                                    on_agent_answered=self._agent_answered)
@@ -207,10 +218,21 @@ class Server:
             SqlCallbackStore(self.store.engine), site=self.config.site, clock=utc_now,
             lease=timedelta(seconds=callbacks.callbacks.lease_seconds),
             policies={queue.name: callbacks.callbacks.for_queue(queue.name).policy()
-                      for queue in center.queues})
+                      for queue in center.queues},
+            publish=self.events.publish)
         app.add_subapp("/api/v1", create_api(self.store, self.router, self.config.http.api_token,
                                              self.ivr_calls, self.screen_pop, self.recorder,
                                              self.callback_desk, callbacks))
+        hours = {name: rules.business_hours.hours()
+                 for name, rules in callbacks.callbacks.queues.items() if rules.business_hours}
+        self.callback_service = CallbackService(
+            self.callback_desk, self.outbound,
+            queues=lambda: [queue.name for queue in self.router.queues()],
+            poll_seconds=callbacks.callbacks.poll_seconds,
+            concurrent_tries=callbacks.callbacks.concurrent_tries,
+            is_open=lambda queue, now: queue not in hours or hours[queue].is_open(now),
+            publish=self.events.publish)
+        await self.callback_service.start()
         self._http_runner = web.AppRunner(app, access_log=None)
         await self._http_runner.setup()
         site = web.TCPSite(self._http_runner, self.config.http.host, self.config.http.port)
@@ -237,6 +259,9 @@ class Server:
             self._router_ticker.cancel()
         if self._lag_watch is not None:
             self._lag_watch.cancel()
+        if self.callback_service is not None:
+            await self.callback_service.stop()
+        self.outbound.close_all()
         self.calls.close_all()
         # Let the BYEs and final responses leave before the sockets close.
         await asyncio.sleep(0.05)
@@ -405,6 +430,10 @@ class Server:
         response.add_header("Allow", ALLOW)
         response.add_header("Accept", "application/sdp")
         self.endpoint.respond(key, response)
+
+    def _on_bye(self, key: TransactionKey, request: Request, source: Address, transport: str) -> None:
+        if not self.outbound.on_bye(key, request, source, transport):
+            self._calls_bye(key, request, source, transport)
 
     def _on_register(self, key: TransactionKey, request: Request, source: Address, transport: str) -> None:
         now = self.endpoint.now()

@@ -207,3 +207,28 @@ async def test_overdue_requests_expire(store: SqlCallbackStore, clock: Clock) ->
     (expired,) = await desk.expire_overdue()
     assert expired.id == request.id and expired.state is CallbackState.EXPIRED
     assert await desk.claim_due() == []
+
+
+async def test_a_try_outlasting_lease_renewals_is_still_reported(store: SqlCallbackStore,
+                                                                  clock: Clock) -> None:
+    desk = _desk(store, clock)
+    request, _ = await desk.request("600123456", "sales")
+    [dialing] = await desk.claim_due()
+    for _ in range(3):  # the try lasts several renewals
+        clock.advance(seconds=LEASE.total_seconds() / 3)
+        assert await desk.renew_leases() == 1
+    done = await desk.report(dialing, Outcome.NO_ANSWER)
+    assert done.state is CallbackState.PENDING and done.attempts == 1
+    assert done.lease_expires_at == clock.now + LEASE  # the last renewal is kept
+
+
+async def test_a_try_of_a_request_cancelled_meanwhile_is_a_conflict(store: SqlCallbackStore,
+                                                                    clock: Clock) -> None:
+    desk = _desk(store, clock)
+    await desk.request("600123456", "sales")
+    [dialing] = await desk.claim_due()
+    await desk.renew_leases()
+    await desk.cancel(dialing.id, "operator")
+    with pytest.raises(CallbackConflict):
+        await desk.report(dialing, Outcome.ANSWERED)
+    assert (await store.callback(dialing.id)).state is CallbackState.CANCELLED

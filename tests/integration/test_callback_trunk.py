@@ -1,0 +1,222 @@
+"""Callbacks dialled out through a SIP trunk: SIPp plays the trunk (UAS) and the real
+`pbx serve` calls the customer back; each trunk answer becomes the request's outcome.
+
+A request is made through the API; the server's callback service claims it and
+INVITEs the trunk (answering a digest challenge), and the outcome is read back from
+the API: answered, busy (486), invalid number (404), trunk failure (503, a refused
+password, nobody listening), no answer (ringing past the queue's time: CANCEL).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from integration.server_fixture import PbxServer, default_config_yaml
+from peers import sipp
+from peers.procs import LOOPBACK, free_port
+
+pytestmark = pytest.mark.integration
+
+USER, PASSWORD = "centralita", "s3cret"
+NUMBER = "+34600111222"
+
+_REPLY_HEAD = """\
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]trunk[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]"""
+
+
+def _reply(status: str, extra: str = "") -> str:
+    lines = f"SIP/2.0 {status}\n{_REPLY_HEAD}\n"
+    if extra:
+        lines += extra + "\n"
+    return f"""  <send><![CDATA[
+      {lines}      Content-Length: 0
+
+    ]]></send>
+"""
+
+
+CHALLENGE = _reply("401 Unauthorized",
+                   '      WWW-Authenticate: Digest realm="trunk.example", nonce="n[pid][call_number]", '
+                   'algorithm=MD5')
+
+ANSWER = """  <send><![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]trunk[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Contact: <sip:customer@[local_ip]:[local_port]>
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=customer 1 1 IN IP4 [local_ip]
+      s=-
+      c=IN IP4 [media_ip]
+      t=0 0
+      m=audio [media_port] RTP/AVP 0 101
+      a=rtpmap:0 PCMU/8000
+      a=rtpmap:101 telephone-event/8000
+    ]]></send>
+"""
+
+
+def _scenario(body: str) -> str:
+    return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="callback trunk">
+{body}</scenario>
+"""
+
+
+# The trunk challenges, checks the password, rings, answers; the server hangs up (it has no
+# agent to connect the customer to yet), so the call ends with the server's BYE.
+ANSWERS_AFTER_CHALLENGE = _scenario(f"""  <recv request="INVITE"/>
+{CHALLENGE}  <recv request="ACK"/>
+  <recv request="INVITE">
+    <action>
+      <verifyauth assign_to="authorized" username="{USER}" password="{PASSWORD}"/>
+      <ereg regexp="^INVITE sip:([^@]+)@" search_in="msg" assign_to="whole,dialled"/>
+      <log message="dialled [$dialled] (request line: [$whole])"/>
+    </action>
+  </recv>
+  <nop test="authorized" next="answer"/>
+{_reply("403 Forbidden")}  <recv request="ACK" next="end"/>
+  <label id="answer"/>
+{_reply("180 Ringing")}{ANSWER}  <recv request="ACK"/>
+  <recv request="BYE"/>
+{_reply("200 OK")}  <label id="end"/>
+""")
+
+
+def _refuses(status: str) -> str:
+    return _scenario(f"""  <recv request="INVITE"/>
+{_reply("100 Trying")}{_reply(status)}  <recv request="ACK"/>
+""")
+
+
+# Rings until the server gives up: CANCEL answered 200, the INVITE 487.
+RINGS_OUT = _scenario(f"""  <recv request="INVITE"/>
+{_reply("180 Ringing")}  <recv request="CANCEL"/>
+{_reply("200 OK")}  <send><![CDATA[
+      SIP/2.0 487 Request Terminated
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]trunk[call_number]
+      [last_Call-ID:]
+      CSeq: 1 INVITE
+      Content-Length: 0
+
+    ]]></send>
+  <recv request="ACK"/>
+""")
+
+# A wrong password: challenged again, the server stops there.
+REFUSES_THE_PASSWORD = _scenario(f"""  <recv request="INVITE"/>
+{CHALLENGE}  <recv request="ACK"/>
+  <recv request="INVITE"/>
+{CHALLENGE}  <recv request="ACK"/>
+""")
+
+
+def _config(trunk_port: int, *, password: str = PASSWORD) -> str:
+    return default_config_yaml(
+        trunks=[{"name": "carrier", "address": f"{LOOPBACK}:{trunk_port}", "transport": "udp",
+                 "username": USER, "password": password, "caller_id": "+34910000000"}],
+        callbacks={"poll_seconds": 0.2, "lease_seconds": 5,
+                   "queues": {"billing": {"no_answer_seconds": 2, "retry_delay_seconds": 600}}})
+
+
+def _api(server: PbxServer, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(f"{server.http_url}/api/v1{path}", data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as reply:
+            return reply.status, json.loads(reply.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def _first_outcome(server: PbxServer, callback_id: str, timeout: float = 20.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status, body = _api(server, "GET", f"/callbacks/{callback_id}")
+        assert status == 200, body
+        if body["history"]:
+            return body
+        time.sleep(0.1)
+    raise AssertionError(f"no outcome recorded for {callback_id} within {timeout} s; log:\n"
+                         f"{server.log_tail()}")
+
+
+def _request_callback(server: PbxServer) -> str:
+    status, created = _api(server, "POST", "/callbacks", {"number": NUMBER, "queue": "billing"})
+    assert status == 201, created
+    return created["id"]
+
+
+@pytest.mark.parametrize(("scenario", "outcome", "state", "detail"), [
+    (ANSWERS_AFTER_CHALLENGE, "answered", "completed", "answered through trunk carrier"),
+    (_refuses("486 Busy Here"), "busy", "pending", "486 Busy Here from trunk carrier"),
+    (_refuses("404 Not Found"), "invalid_number", "failed", "404 Not Found from trunk carrier"),
+    (_refuses("503 Service Unavailable"), "trunk_failure", "pending", "503 Service Unavailable"),
+    (RINGS_OUT, "no_answer", "pending", "no answer within 2 s"),
+], ids=["answered", "busy", "invalid_number", "trunk_503", "no_answer"])
+def test_the_trunks_answer_is_the_outcome_of_the_try(pbx_server, tmp_path, scenario: str,
+                                                     outcome: str, state: str, detail: str) -> None:
+    trunk = sipp.start(None, scenario=scenario, workdir=tmp_path / "trunk", calls=1,
+                       trace_msg=True, extra=("-trace_logs", "-log_file", str(tmp_path / "trunk" / "log.txt")))
+    try:
+        server = pbx_server(_config(trunk.port), extra_args=("--site", "madrid"))
+        callback_id = _request_callback(server)
+        body = _first_outcome(server, callback_id)
+        result = trunk.wait(15)
+    finally:
+        trunk.stop()
+    [record] = body["history"]
+    assert (record["outcome"], body["state"]) == (outcome, state), body
+    assert detail in record["detail"]
+    assert record["site"] == "madrid"
+    assert result.returncode == 0, result.describe()
+    assert body["attempts"] == (0 if outcome == "trunk_failure" else 1)
+    if outcome == "answered":
+        assert f"dialled {NUMBER} " in (tmp_path / "trunk" / "log.txt").read_text()
+        metric = server.metric("centralita_callbacks_connected_total", queue="billing")
+        assert metric == 1
+    else:
+        assert server.metric("centralita_callback_attempts_failed_total", queue="billing",
+                             cause=outcome) == 1
+    health = server.healthz()["resources"]
+    assert health["rtp_sessions"] == 0, health  # the try's media was given back
+
+
+def test_a_refused_password_is_a_trunk_failure(pbx_server, tmp_path) -> None:
+    trunk = sipp.start(None, scenario=REFUSES_THE_PASSWORD, workdir=tmp_path / "trunk", calls=1)
+    try:
+        server = pbx_server(_config(trunk.port, password="wrong"))
+        body = _first_outcome(server, _request_callback(server))
+        result = trunk.wait(15)
+    finally:
+        trunk.stop()
+    [record] = body["history"]
+    assert record["outcome"] == "trunk_failure" and body["state"] == "pending"
+    assert "401 Unauthorized from trunk carrier" in record["detail"]
+    assert result.returncode == 0, result.describe()
+
+
+def test_a_trunk_nobody_answers_is_a_trunk_failure(pbx_server) -> None:
+    server = pbx_server(_config(free_port(udp=True, tcp=False)))
+    body = _first_outcome(server, _request_callback(server))
+    [record] = body["history"]
+    assert record["outcome"] == "trunk_failure" and body["state"] == "pending"
+    assert "did not answer the INVITE within 2 s" in record["detail"]
