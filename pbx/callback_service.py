@@ -70,6 +70,15 @@ class CallbackService:
         """The ids of the requests this site is trying now."""
         return list(self._tries)
 
+    def call_off(self, request_id: str) -> bool:
+        """Stop the try of a request that ended meanwhile (cancelled through the API, or the
+        customer reached an agent); True when one was under way here."""
+        task = self._tries.get(request_id)
+        if task is None:
+            return False
+        task.cancel()
+        return True
+
     async def start(self) -> None:
         """Put back in line the tries a previous run of this site left, then start the rounds."""
         for request in await self.desk.recover_interrupted():
@@ -158,6 +167,7 @@ class CallbackService:
         try:
             result = await self._dialer.dial(request)
         except asyncio.CancelledError:
+            log.info("callback %s: try called off", request.id)
             raise
         except Exception as error:
             log.exception("callback %s: the dialer failed", request.id)

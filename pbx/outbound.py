@@ -182,7 +182,10 @@ class TrunkDialer:
                     continue
                 return _refusal(trunk, response, call_id), None
         except asyncio.CancelledError:
+            # The try was called off (the request cancelled, the server stopping): stop ringing.
             if attempt.ack is None:
+                if provisional:
+                    self._endpoint.cancel(attempt.sent)
                 self._endpoint.forget_client(attempt.sent)
             raise
 

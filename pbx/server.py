@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from callbacks import CallbackDesk
+from callbacks.events import CallbackEnded
 from events import (
     AgentOffered,
     CallEnded,
@@ -233,6 +234,7 @@ class Server:
             is_open=lambda queue, now: queue not in hours or hours[queue].is_open(now),
             publish=self.events.publish)
         await self.callback_service.start()
+        self.events.subscribe(self._callback_ended, CallbackEnded)
         self._http_runner = web.AppRunner(app, access_log=None)
         await self._http_runner.setup()
         site = web.TCPSite(self._http_runner, self.config.http.host, self.config.http.port)
@@ -430,6 +432,11 @@ class Server:
         response.add_header("Allow", ALLOW)
         response.add_header("Accept", "application/sdp")
         self.endpoint.respond(key, response)
+
+    def _callback_ended(self, event: CallbackEnded) -> None:
+        if self.callback_service is not None and self.callback_service.call_off(event.request_id):
+            log.info("callback %s %s during its try: the call is called off", event.request_id,
+                     event.state)
 
     def _on_bye(self, key: TransactionKey, request: Request, source: Address, transport: str) -> None:
         if not self.outbound.on_bye(key, request, source, transport):

@@ -10,6 +10,8 @@ password, nobody listening), no answer (ringing past the queue's time: CANCEL).
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 import urllib.error
 import urllib.request
@@ -128,12 +130,22 @@ REFUSES_THE_PASSWORD = _scenario(f"""  <recv request="INVITE"/>
 """)
 
 
-def _config(trunk_port: int, *, password: str = PASSWORD) -> str:
+# Answers at once, no challenge; the server hangs up.
+ANSWERS = _scenario(f"""  <recv request="INVITE"/>
+{_reply("180 Ringing")}{ANSWER}  <recv request="ACK"/>
+  <recv request="BYE"/>
+{_reply("200 OK")}""")
+
+
+def _config(trunk_port: int, *, password: str = PASSWORD, ring_seconds: float = 2,
+            lease_seconds: float = 5, **sections: object) -> str:
     return default_config_yaml(
         trunks=[{"name": "carrier", "address": f"{LOOPBACK}:{trunk_port}", "transport": "udp",
                  "username": USER, "password": password, "caller_id": "+34910000000"}],
-        callbacks={"poll_seconds": 0.2, "lease_seconds": 5,
-                   "queues": {"billing": {"no_answer_seconds": 2, "retry_delay_seconds": 600}}})
+        callbacks={"poll_seconds": 0.2, "lease_seconds": lease_seconds,
+                   "queues": {"billing": {"no_answer_seconds": ring_seconds,
+                                          "retry_delay_seconds": 600}}},
+        **sections)
 
 
 def _api(server: PbxServer, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
@@ -220,3 +232,73 @@ def test_a_trunk_nobody_answers_is_a_trunk_failure(pbx_server) -> None:
     [record] = body["history"]
     assert record["outcome"] == "trunk_failure" and body["state"] == "pending"
     assert "did not answer the INVITE within 2 s" in record["detail"]
+
+
+def _wait_for_state(server: PbxServer, callback_id: str, state: str, timeout: float = 10.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        _, body = _api(server, "GET", f"/callbacks/{callback_id}")
+        if body["state"] == state:
+            return body
+        time.sleep(0.05)
+    raise AssertionError(f"callback {callback_id} not {state} within {timeout} s: {body}")
+
+
+def test_cancelling_a_request_while_the_customer_rings_cancels_the_call(pbx_server, tmp_path) -> None:
+    trunk = sipp.start(None, scenario=RINGS_OUT, workdir=tmp_path / "trunk", calls=1)
+    try:
+        server = pbx_server(_config(trunk.port, ring_seconds=60))
+        callback_id = _request_callback(server)
+        _wait_for_state(server, callback_id, "dialing")
+        time.sleep(0.3)  # ringing
+        status, cancelled = _api(server, "DELETE", f"/callbacks/{callback_id}")
+        result = trunk.wait(10)  # the trunk got the CANCEL and ended the INVITE with 487
+    finally:
+        trunk.stop()
+    assert status == 200 and cancelled["state"] == "cancelled"
+    assert result.returncode == 0, result.describe()
+    assert [record["outcome"] for record in cancelled["history"]] == ["cancelled"]
+    time.sleep(0.5)
+    _, body = _api(server, "GET", f"/callbacks/{callback_id}")
+    assert [record["outcome"] for record in body["history"]] == ["cancelled"]  # nothing after
+    assert server.healthz()["resources"]["rtp_sessions"] == 0
+
+
+@pytest.mark.parametrize("survivor", ["bogota", "madrid"], ids=["other_site_adopts", "restart"])
+def test_a_killed_owner_during_the_try_is_called_back_once_by_the_survivor(
+        pbx_server, tmp_path, survivor: str) -> None:
+    """madrid dies (SIGKILL) while the customer's phone rings; the survivor (another site
+    sharing the store after madrid's lease ran out, or madrid restarted) calls back once."""
+    store = {"url": f"sqlite+aiosqlite:///{tmp_path / 'shared.db'}"}
+    ringing = sipp.start(None, scenario=RINGS_OUT, workdir=tmp_path / "dead-trunk", calls=1)
+    answering = sipp.start(None, scenario=ANSWERS, workdir=tmp_path / "live-trunk", calls=1)
+    try:
+        madrid = pbx_server(_config(ringing.port, ring_seconds=60, lease_seconds=3, store=store),
+                            extra_args=("--site", "madrid"))
+        callback_id = _request_callback(madrid)
+        _wait_for_state(madrid, callback_id, "dialing")
+        time.sleep(0.3)
+        os.killpg(madrid.pid, signal.SIGKILL)
+        madrid.process.wait(5)
+        killed_at = time.monotonic()
+        survivor_server = pbx_server(_config(answering.port, lease_seconds=3, store=store),
+                                     extra_args=("--site", survivor))
+        body = _wait_for_state(survivor_server, callback_id, "completed", timeout=20)
+        waited = time.monotonic() - killed_at
+        result = answering.wait(10)
+    finally:
+        ringing.stop()
+        answering.stop()
+    assert result.returncode == 0 and result.successful == 1, result.describe()
+    assert body["site"] == survivor
+    outcomes = [(record["outcome"], record["site"]) for record in body["history"]]
+    assert outcomes == [("interrupted", survivor), ("answered", survivor)], body
+    assert body["attempts"] == 1
+    if survivor == "bogota":
+        assert "site madrid stopped" in body["history"][0]["detail"]
+        assert waited >= 2.0  # not before madrid's lease (3 s from its last renewal) ran out
+    else:
+        assert "restarted" in body["history"][0]["detail"]
+    time.sleep(1.0)  # and no second call
+    _, after = _api(survivor_server, "GET", f"/callbacks/{callback_id}")
+    assert len(after["history"]) == 2
