@@ -9,20 +9,26 @@ password, nobody listening), no answer (ringing past the queue's time: CANCEL).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 
 import pytest
 
+from integration import postgres_fixture
+from integration.postgres_fixture import create_database, drop_database
 from integration.server_fixture import PbxServer, default_config_yaml
 from peers import sipp
 from peers.procs import LOOPBACK, free_port
 
 pytestmark = pytest.mark.integration
+
+postgres_server = postgres_fixture.postgres_server
 
 USER, PASSWORD = "centralita", "s3cret"
 NUMBER = "+34600111222"
@@ -264,12 +270,26 @@ def test_cancelling_a_request_while_the_customer_rings_cancels_the_call(pbx_serv
     assert server.healthz()["resources"]["rtp_sessions"] == 0
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def shared_store_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
+    """A store two server processes share: a SQLite file, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'shared.db'}"
+        return
+    server = request.getfixturevalue("postgres_server")
+    name = asyncio.run(create_database(server))
+    try:
+        yield server.url(name)
+    finally:
+        asyncio.run(drop_database(server, name))
+
+
 @pytest.mark.parametrize("survivor", ["bogota", "madrid"], ids=["other_site_adopts", "restart"])
 def test_a_killed_owner_during_the_try_is_called_back_once_by_the_survivor(
-        pbx_server, tmp_path, survivor: str) -> None:
+        pbx_server, tmp_path, shared_store_url: str, survivor: str) -> None:
     """madrid dies (SIGKILL) while the customer's phone rings; the survivor (another site
     sharing the store after madrid's lease ran out, or madrid restarted) calls back once."""
-    store = {"url": f"sqlite+aiosqlite:///{tmp_path / 'shared.db'}"}
+    store = {"url": shared_store_url}
     ringing = sipp.start(None, scenario=RINGS_OUT, workdir=tmp_path / "dead-trunk", calls=1)
     answering = sipp.start(None, scenario=ANSWERS, workdir=tmp_path / "live-trunk", calls=1)
     try:
