@@ -1,8 +1,9 @@
 """The callback service of one site: keeps its leases, adopts a dead site's requests, and
 dials the requests whose turn has come, first in line first, through a ``CallbackDialer``.
 
-One asyncio task runs rounds every ``poll_seconds``; the clock of the requests is
-injected (tests move it), the rounds' pace is real time. Each round:
+One asyncio task runs rounds every ``poll_seconds``, and claims the next due request as
+soon as a try ends in between; the clock of the requests is injected (tests move it),
+the rounds' pace is real time. Each round:
 renew this site's leases when a third of the lease has passed, adopt lapsed leases,
 expire overdue requests, count what is pending (an event, for the metrics), then
 claim as many due requests as there are free dialing slots and try each in its own task.
@@ -64,6 +65,7 @@ class CallbackService:
         self._renewed_at: datetime | None = None
         self._rounds = 0
         self._warned_undialable: set[str] = set()
+        self._slot_freed = asyncio.Event()
 
     @property
     def dialing(self) -> list[str]:
@@ -102,14 +104,24 @@ class CallbackService:
             log.exception("cannot release the callback leases of site %s", self.desk.site)
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             try:
                 await self.run_round()
-            except asyncio.CancelledError:
-                raise
             except Exception:
                 log.exception("callback round failed")
-            await asyncio.sleep(self._poll)
+            # Between rounds, a try that ends frees its slot for the next due request at once.
+            next_round = loop.time() + self._poll
+            while (left := next_round - loop.time()) > 0:
+                self._slot_freed.clear()
+                try:
+                    await asyncio.wait_for(self._slot_freed.wait(), left)
+                except TimeoutError:
+                    break
+                try:
+                    await self._start_due(self.desk.now())
+                except Exception:
+                    log.exception("callback claim failed")
 
     async def run_round(self) -> list[CallbackRequest]:
         """One round (see the module's docstring); returns the requests it started trying."""
@@ -149,6 +161,7 @@ class CallbackService:
     def _forget_try(self, request_id: str) -> Callable[[asyncio.Task[None]], None]:
         def forget(_: asyncio.Task[None]) -> None:
             self._tries.pop(request_id, None)
+            self._slot_freed.set()
         return forget
 
     def _dialable(self, queue: str) -> bool:

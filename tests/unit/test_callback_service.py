@@ -270,3 +270,23 @@ async def test_the_metrics_follow_the_events(store: SqlCallbackStore, clock: Clo
     assert value("centralita_callback_wait_seconds_count", queue="sales") == 1
     assert value("centralita_callback_wait_seconds_sum", queue="sales") == 90
     assert value("centralita_callbacks_pending", queue="sales") == 2  # counted before the tries
+
+
+async def test_a_finished_try_frees_its_slot_for_the_next_at_once(store: SqlCallbackStore,
+                                                                  clock: Clock) -> None:
+    desk = _desk(store, clock)
+    for n in range(3):
+        await desk.request(f"60000000{n}", "sales", requested_at=T0 - timedelta(seconds=3 - n))
+    dialer = ScriptedDialer(hold=0.02)
+    service = CallbackService(desk, dialer, queues=lambda: ["sales"], concurrent_tries=1,
+                              poll_seconds=30)  # no second round within the test
+    await service.start()
+    try:
+        for _ in range(100):
+            if len(dialer.called) == 3 and not service.dialing:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        await service.stop()
+    assert dialer.called == ["600000000", "600000001", "600000002"]
+    assert {request.state for request in await store.callbacks()} == {CallbackState.COMPLETED}
