@@ -52,7 +52,9 @@ def _apply_overrides(config: ServerConfig, args: argparse.Namespace) -> ServerCo
     if args.http_listen:
         http = http.model_copy(update={"listen": parse_host_port(args.http_listen)})
     site = config.site
-    if args.site:
+    if args.site is not None:
+        if not 1 <= len(args.site) <= 64 or any(c.isspace() for c in args.site):
+            raise ValueError(f"--site {args.site!r}: a site name is 1-64 characters, no spaces")
         site = args.site
     return dataclasses.replace(config, sip=sip, http=http, site=site)
 

@@ -488,6 +488,9 @@ class Server:
             "registered_contacts": len(self.registrar),
             # What calls hold (ports, sockets, tasks, dialogs, router entries): all zero when idle.
             "resources": {**self.calls.resources(), **self.queues.resources(),
+                          "outbound_calls": len(self.outbound.calls),
+                          "callback_tries": len(self.callback_service.dialing)
+                          if self.callback_service is not None else 0,
                           "sip_requests_awaiting_answers": self.endpoint.requests_awaiting_answers,
                           "sip_transactions": len(self.endpoint.transactions)},
         }

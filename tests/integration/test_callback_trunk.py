@@ -215,7 +215,8 @@ def test_the_trunks_answer_is_the_outcome_of_the_try(pbx_server, tmp_path, scena
         assert server.metric("centralita_callback_attempts_failed_total", queue="billing",
                              cause=outcome) == 1
     health = server.healthz()["resources"]
-    assert health["rtp_sessions"] == 0, health  # the try's media was given back
+    # The try's media, dialog and task were given back.
+    assert (health["rtp_sessions"], health["outbound_calls"], health["callback_tries"]) == (0, 0, 0), health
 
 
 def test_a_refused_password_is_a_trunk_failure(pbx_server, tmp_path) -> None:

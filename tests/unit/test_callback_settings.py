@@ -145,3 +145,8 @@ def test_serve_takes_the_site_from_the_command_line(tmp_path: Path) -> None:
     config_file = tmp_path / "c.yaml"
     config_file.write_text(QUEUES + ONE_TRUNK)
     assert main(["check-config", str(config_file)]) == 0
+
+
+def test_a_site_name_on_the_command_line_is_checked(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--site", "two words", "--var-dir", "/nonexistent/var"]) == 2
+    assert "a site name is 1-64 characters" in capsys.readouterr().err
