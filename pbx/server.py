@@ -8,6 +8,7 @@ import ipaddress
 import logging
 import os
 import time
+from collections.abc import Coroutine
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -359,13 +360,31 @@ class Server:
 
     def _agent_answered(self, queued: QueuedCaller, agent: str) -> None:
         """First-responder ownership: the customer's last agent is stored, so it outlives a
-        restart and reaches the router with the customer's next call."""
+        restart and reaches the router with the customer's next call. A customer who reached
+        an agent needs no callback any more: their pending requests are cancelled."""
         caller = queued.request.caller
         if self.store is None or not caller:
             return
-        task = asyncio.get_running_loop().create_task(self._record_last_agent(caller, agent))
+        self._in_background(self._record_last_agent(caller, agent))
+        self._in_background(self._cancel_callbacks_of(caller, queued.call_id))
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    async def _cancel_callbacks_of(self, caller: str, call_id: str) -> None:
+        if self.callback_desk is None:
+            return
+        try:
+            cancelled = await self.callback_desk.cancel_for_customer(
+                caller, reason=f"the customer reached an agent (call {call_id})")
+        except Exception:
+            log.exception("cannot cancel the callbacks of %s", caller)
+            return
+        for request in cancelled:
+            log.info("callback %s for %s in %s cancelled: the customer reached an agent on call %s",
+                     request.id, request.number, request.queue, call_id)
 
     async def _record_last_agent(self, caller: str, agent: str) -> None:
         assert self.store is not None
