@@ -144,9 +144,9 @@ ANSWERS = _scenario(f"""  <recv request="INVITE"/>
 
 
 def _config(trunk_port: int, *, password: str = PASSWORD, ring_seconds: float = 2,
-            lease_seconds: float = 5, **sections: object) -> str:
+            lease_seconds: float = 5, transport: str = "udp", **sections: object) -> str:
     return default_config_yaml(
-        trunks=[{"name": "carrier", "address": f"{LOOPBACK}:{trunk_port}", "transport": "udp",
+        trunks=[{"name": "carrier", "address": f"{LOOPBACK}:{trunk_port}", "transport": transport,
                  "username": USER, "password": password, "caller_id": "+34910000000"}],
         callbacks={"poll_seconds": 0.2, "lease_seconds": lease_seconds,
                    "queues": {"billing": {"no_answer_seconds": ring_seconds,
@@ -323,3 +323,18 @@ def test_a_killed_owner_during_the_try_is_called_back_once_by_the_survivor(
     time.sleep(1.0)  # and no second call
     _, after = _api(survivor_server, "GET", f"/callbacks/{callback_id}")
     assert len(after["history"]) == 2
+
+
+def test_a_tcp_trunk_is_called_over_tcp(pbx_server, tmp_path) -> None:
+    trunk = sipp.start(None, scenario=ANSWERS_AFTER_CHALLENGE, workdir=tmp_path / "trunk", calls=1,
+                       transport="t1", trace_msg=True)
+    try:
+        server = pbx_server(_config(trunk.port, transport="tcp"))
+        body = _first_outcome(server, _request_callback(server))
+        result = trunk.wait(15)
+    finally:
+        trunk.stop()
+    assert [record["outcome"] for record in body["history"]] == ["answered"], body
+    assert result.returncode == 0, result.describe()
+    messages = (tmp_path / "trunk" / "messages.log").read_text()
+    assert "Via: SIP/2.0/TCP" in messages and "Via: SIP/2.0/UDP" not in messages
