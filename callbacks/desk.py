@@ -12,13 +12,6 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 
 from callbacks.errors import CallbackConflict, CallbackError
-from callbacks.events import (
-    CallbackEnded,
-    CallbackRequested,
-    CallbacksAdopted,
-    CallbackTryEnded,
-    CallbackTryStarted,
-)
 from callbacks.numbers import InvalidNumber, normalize_number
 from callbacks.policy import CallbackPolicy
 from callbacks.requests import (
@@ -36,6 +29,14 @@ from callbacks.requests import (
 )
 from callbacks.scheduling import due_in_line_order, duplicate_of
 from callbacks.store import CallbackStore
+from events import EventSink
+from events.callbacks import (
+    CallbackEnded,
+    CallbackRequested,
+    CallbacksAdopted,
+    CallbackTryEnded,
+    CallbackTryStarted,
+)
 
 DEFAULT_LEASE = timedelta(seconds=30)
 
@@ -45,8 +46,9 @@ class CallbackDesk:
                  lease: timedelta = DEFAULT_LEASE,
                  policies: Mapping[str, CallbackPolicy] | None = None,
                  default_policy: CallbackPolicy | None = None,
-                 publish: Callable[[object], None] | None = None) -> None:
-        """``publish`` receives an event (``callbacks.events``) for every change made here."""
+                 publish: EventSink | None = None) -> None:
+        """``publish`` receives an event (``events.callbacks``) for every change made here,
+        stamped with the desk's clock."""
         if lease <= timedelta(0):
             raise ValueError(f"lease must be positive, got {lease}")
         self.store = store
@@ -82,7 +84,8 @@ class CallbackDesk:
         for _ in range(3):
             if await self.store.insert_callback(request) is not None:
                 self._publish(CallbackRequested(request.id, queue, request.number,
-                                                request.requested_at, origin_call_id))
+                                                request.requested_at.timestamp(), origin_call_id,
+                                                self.site, at=now.timestamp()))
                 return request, True
             existing = duplicate_of(await self.store.active_callbacks(request.number, queue),
                                     request.number, queue)
@@ -121,7 +124,8 @@ class CallbackDesk:
             if await self.store.replace_callback(request, updated):
                 self._publish(CallbackTryStarted(updated.id, updated.queue, self.site,
                                                  updated.attempts + 1,
-                                                 _seconds(now - updated.requested_at)))
+                                                 _seconds(now - updated.requested_at),
+                                                 at=now.timestamp()))
                 return updated
             fresh = await self.store.callback(request.id)
             if fresh is None:
@@ -148,9 +152,10 @@ class CallbackDesk:
             request = fresh
             updated = apply_outcome(request, outcome, now, site=self.site,
                                     policy=self.policy(request.queue), detail=detail)
-        self._publish(CallbackTryEnded(updated.id, updated.queue, outcome.value, detail,
-                                       updated.state.value, _seconds(now - updated.requested_at),
-                                       call_id))
+        self._publish(CallbackTryEnded(updated.id, updated.queue, self.site, outcome.value,
+                                       outcome is Outcome.ANSWERED, detail, updated.state.value,
+                                       not updated.active, _seconds(now - updated.requested_at),
+                                       call_id, at=now.timestamp()))
         return updated
 
     async def cancel(self, request_id: str, reason: str) -> CallbackRequest | None:
@@ -159,9 +164,11 @@ class CallbackDesk:
             stored = await self.store.callback(request_id)
             if stored is None or not stored.active:
                 return None
-            updated = cancel(stored, self._clock(), reason, self.site)
+            now = self._clock()
+            updated = cancel(stored, now, reason, self.site)
             if await self.store.replace_callback(stored, updated):
-                self._publish(CallbackEnded(updated.id, updated.queue, updated.state.value, reason))
+                self._publish(CallbackEnded(updated.id, updated.queue, self.site,
+                                            updated.state.value, reason, at=now.timestamp()))
                 return updated
         raise CallbackConflict(f"callback {request_id} kept changing; not cancelled")
 
@@ -216,7 +223,7 @@ class CallbackDesk:
             if await self.store.replace_callback(request, updated):
                 adopted.append(updated)
         if adopted:
-            self._publish(CallbacksAdopted(self.site, len(adopted)))
+            self._publish(CallbacksAdopted(self.site, len(adopted), at=now.timestamp()))
         return adopted
 
     async def expire_overdue(self, *, limit: int = 100) -> list[CallbackRequest]:
@@ -229,8 +236,9 @@ class CallbackDesk:
             except CallbackError:
                 continue
             if await self.store.replace_callback(request, updated):
-                self._publish(CallbackEnded(updated.id, updated.queue, updated.state.value,
-                                            "not completed before its expiry"))
+                self._publish(CallbackEnded(updated.id, updated.queue, self.site,
+                                            updated.state.value, "not completed before its expiry",
+                                            at=now.timestamp()))
                 expired.append(updated)
         return expired
 

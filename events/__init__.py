@@ -7,12 +7,21 @@ Every event carries ``at``, when it happened (wall-clock Unix seconds; ``events.
 
 Families: ``sip`` (messages, protection, registrations), ``calls`` (call legs and what a
 queued caller goes through on the line), ``routing`` (the router's queues, agents and
-sites), ``ivr`` (a caller's steps through a flow), ``sites`` (the site bus). ``bus`` is
+sites), ``ivr`` (a caller's steps through a flow), ``sites`` (the site bus), ``callbacks``
+(callback requests: taken, tried, ended). ``bus`` is
 the in-process fan-out; ``recent_calls`` the bounded per-call memory its consumers keep.
 """
 
 from events.bus import (
     EventBus,
+)
+from events.callbacks import (
+    CallbackEnded,
+    CallbackRequested,
+    CallbacksAdopted,
+    CallbacksPending,
+    CallbackTryEnded,
+    CallbackTryStarted,
 )
 from events.calls import (
     AgentOffered,
@@ -91,6 +100,12 @@ __all__ = [
     "BusConnected",
     "BusDisconnected",
     "CallAbandoned",
+    "CallbackEnded",
+    "CallbackRequested",
+    "CallbackTryEnded",
+    "CallbackTryStarted",
+    "CallbacksAdopted",
+    "CallbacksPending",
     "CallAnswered",
     "CallDeflected",
     "CallDropped",

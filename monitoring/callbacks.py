@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from callbacks import Outcome
-from callbacks.events import (
+from events import EventBus
+from events.callbacks import (
     CallbackEnded,
     CallbackRequested,
     CallbacksAdopted,
@@ -17,13 +17,9 @@ from callbacks.events import (
     CallbackTryEnded,
     CallbackTryStarted,
 )
-from events import EventBus
 
 # From minutes to a day: a callback is expected within the hour, a scheduled one later.
 WAIT_BUCKETS = (30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 43200, 86400)
-# Outcomes of a try that did not reach an answered customer.
-FAILURES = tuple(outcome.value for outcome in Outcome
-                 if outcome not in (Outcome.ANSWERED, Outcome.CANCELLED, Outcome.EXPIRED))
 
 
 class CallbackMetrics:
@@ -68,12 +64,12 @@ class CallbackMetrics:
         self.attempts.labels(event.queue).inc()
 
     def _try_ended(self, event: CallbackTryEnded) -> None:
-        if event.outcome == Outcome.ANSWERED.value:
+        if event.answered:
             self.connected.labels(event.queue).inc()
             self.wait.labels(event.queue).observe(event.waited_seconds)
         else:
             self.failed.labels(event.queue, event.outcome).inc()
-        if event.state not in ("pending", "dialing"):
+        if event.ended:
             self.ended.labels(event.queue, event.state).inc()
 
     def _ended(self, event: CallbackEnded) -> None:

@@ -20,7 +20,8 @@ from datetime import datetime
 from typing import Protocol
 
 from callbacks import CallbackConflict, CallbackDesk, CallbackRequest, Outcome
-from callbacks.events import CallbacksPending
+from events import EventSink
+from events.callbacks import CallbacksPending
 
 log = logging.getLogger("pbx.callbacks")
 
@@ -50,7 +51,7 @@ class CallbackService:
     def __init__(self, desk: CallbackDesk, dialer: CallbackDialer, *, queues: Callable[[], list[str]],
                  poll_seconds: float = 1.0, concurrent_tries: int = 4,
                  is_open: Callable[[str, datetime], bool] | None = None,
-                 publish: Callable[[object], None] | None = None) -> None:
+                 publish: EventSink | None = None) -> None:
         """``queues`` lists the queues whose requests may be dialled; ``is_open(queue, now)``
         says whether a queue takes callbacks at ``now`` (business hours; default: always)."""
         self.desk = desk
@@ -134,7 +135,7 @@ class CallbackService:
                      request.id, request.number, request.queue)
         await self.desk.expire_overdue()
         if self._rounds % PENDING_COUNT_EVERY == 0:
-            self._publish(CallbacksPending(await self.desk.pending_by_queue()))
+            self._publish(CallbacksPending(await self.desk.pending_by_queue(), at=now.timestamp()))
         self._rounds += 1
         return await self._start_due(now)
 

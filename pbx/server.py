@@ -16,7 +16,6 @@ from typing import Any
 from aiohttp import web
 
 from callbacks import CallbackDesk
-from callbacks.events import CallbackEnded
 from events import (
     AgentOffered,
     CallEnded,
@@ -25,6 +24,7 @@ from events import (
     SipAuthenticationFailed,
     SipSourceBlocked,
 )
+from events.callbacks import CallbackEnded
 from ivr.call_log import IvrCallLog
 from ivr.engine import CustomerProfile
 from ivr.metrics import IvrMetrics

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from callbacks import CallbackDesk, CallbackPolicy, CallbackRequest, CallbackState, Outcome
-from callbacks.events import CallbacksPending, CallbackTryEnded, CallbackTryStarted
+from events.callbacks import CallbacksPending, CallbackTryEnded, CallbackTryStarted
 from pbx.callback_service import CallbackService, TryResult
 from pbx.store import Store
 from pbx.store.callbacks import SqlCallbackStore

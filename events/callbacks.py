@@ -1,26 +1,29 @@
-"""What happens to callback requests, as events: the desk publishes one for every change.
+"""Events of callback requests: the callback desk publishes one for every change it makes.
 
-Plain frozen dataclasses (stdlib only), so metrics, call records and the site bus
-consume them like every other domain event.
+The desk runs on an injected clock and stamps each event with it (``at``). Times are
+Unix seconds like every other event's; ``outcome`` and ``state`` are the values of the
+``callbacks`` package's enums, kept as plain text so this package imports nothing of it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+
+from events.event import Event
 
 
 @dataclass(frozen=True, slots=True)
-class CallbackRequested:
+class CallbackRequested(Event):
     request_id: str
     queue: str
     number: str
-    requested_at: datetime  # its place in line
+    requested_at: float  # its place in line: the caller's original enqueue time
     origin_call_id: str | None
+    site: str  # the site that took the request (its first owner)
 
 
 @dataclass(frozen=True, slots=True)
-class CallbackTryStarted:
+class CallbackTryStarted(Event):
     """A site claimed the request and starts calling the customer."""
 
     request_id: str
@@ -31,28 +34,32 @@ class CallbackTryStarted:
 
 
 @dataclass(frozen=True, slots=True)
-class CallbackTryEnded:
+class CallbackTryEnded(Event):
     request_id: str
     queue: str
-    outcome: str  # callbacks.Outcome value
+    site: str
+    outcome: str  # callbacks.Outcome value: answered, no_answer, busy, ...
+    answered: bool  # the customer answered: the callback connected
     detail: str
     state: str  # the request's state after it: pending (retried later), completed, failed, expired
+    ended: bool  # the request left the line with this try (no retry follows)
     waited_seconds: float  # from the original enqueue time to the end of the try
     call_id: str | None  # the callback call, linking it to its call record
 
 
 @dataclass(frozen=True, slots=True)
-class CallbackEnded:
+class CallbackEnded(Event):
     """A request left the line without a try: cancelled or expired."""
 
     request_id: str
     queue: str
+    site: str  # the site that ended it
     state: str  # cancelled or expired
     reason: str
 
 
 @dataclass(frozen=True, slots=True)
-class CallbacksAdopted:
+class CallbacksAdopted(Event):
     """This site took over requests whose owner's lease ran out."""
 
     site: str
@@ -60,7 +67,7 @@ class CallbacksAdopted:
 
 
 @dataclass(frozen=True, slots=True)
-class CallbacksPending:
-    """How many requests wait, per queue, as the store counted them (all sites)."""
+class CallbacksPending(Event):
+    """How many requests wait, per queue, as the store counted them (every site's)."""
 
     by_queue: dict[str, int]
