@@ -1,7 +1,11 @@
 """The configuration of callbacks and of the SIP trunks they dial out through.
 
-Sections ``site``, ``trunks`` and ``callbacks`` of the YAML file, as pydantic models
-(validated like the contact-center sections, errors named by file, line and key):
+The ``site``, ``trunks`` and ``callbacks`` keys of the YAML file. Their models are
+``settings.validation`` sections, validated by ``pbx.config.build_config`` like every
+other section (errors as ``FILE:LINE: key: reason``); this module adds what spans
+them: names of trunks and queues referenced from ``callbacks``. It sits beside
+``pbx/config.py`` as ``pbx/contact_center.py`` does, because the HTTP API reads these
+models and ``pbx.config`` imports the API's schemas.
 
     site: madrid                 # this server's site (``pbx serve --site`` overrides it;
                                  # default: "local", the one site of a single server)
@@ -22,110 +26,107 @@ Sections ``site``, ``trunks`` and ``callbacks`` of the YAML file, as pydantic mo
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    StringConstraints,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator
 
 from callbacks import CallbackPolicy, InvalidNumber, normalize_number
 from ivr.hours import BusinessHours, HoursFormatError, OpeningInterval, parse_days, parse_intervals
 from settings.located_yaml import LocatedDocument
+from settings.validation import ListOf, Section, Text, validate_items, validate_value
 
 # A single server without a site configured is this one site.
 DEFAULT_SITE = "local"
 
-Name = Annotated[str, StringConstraints(min_length=1, max_length=64,
-                                        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")]
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
 
 
-class _Settings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+def check_name(value: str) -> str:
+    """A site's, trunk's or queue's name; raises ValueError with the rule."""
+    if not _NAME.fullmatch(value):
+        raise ValueError(f"{value!r} is not a name (1-64 letters, digits, '.', '_', '+', '-';"
+                         " starting with a letter or digit)")
+    return value
 
 
-class TrunkSettings(_Settings):
-    """A SIP trunk the server places outbound calls through."""
+Name = Annotated[Text, AfterValidator(check_name)]
+
+
+def _host_port(value: str) -> str:
+    from pbx.config import parse_host_port  # pbx.config imports this module
+
+    parse_host_port(value)
+    return value
+
+
+def _dialable(value: str) -> str:
+    try:
+        return normalize_number(value)
+    except InvalidNumber as error:
+        raise ValueError(error.reason) from None
+
+
+class TrunkSettings(Section):
+    """A SIP trunk the server places outbound calls through (an item of ``trunks``)."""
 
     name: Name
-    address: str = Field(description="HOST:PORT of the trunk (an IP address)")
+    address: Annotated[Text, AfterValidator(_host_port)]  # IP:PORT
     transport: Literal["udp", "tcp"] = "udp"
-    username: str | None = Field(default=None, min_length=1, max_length=128)
-    password: str | None = Field(default=None, min_length=1, max_length=256)
-    caller_id: str = Field(description="the number the called customer sees")
-    domain: str | None = Field(default=None, description="host part of the Request-URI and From "
-                                                 "(default: the trunk's address)")
+    username: Text | None = Field(default=None, min_length=1, max_length=128)
+    password: Text | None = Field(default=None, min_length=1, max_length=256, validate_default=True)
+    caller_id: Annotated[Text, AfterValidator(_dialable)]  # the number the called customer sees
+    domain: Text | None = None  # host of the Request-URI and From (default: the address)
 
-    @field_validator("address")
+    @field_validator("password")
     @classmethod
-    def _host_port(cls, value: str) -> str:
-        from pbx.config import parse_host_port
-
-        parse_host_port(value)
+    def _with_username(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if "username" not in info.data:
+            return value  # the username has a mistake of its own
+        if info.data["username"] is not None and value is None:
+            raise ValueError("is required with a username (digest credentials)")
+        if info.data["username"] is None and value is not None:
+            raise ValueError("needs a username beside it (digest credentials)")
         return value
-
-    @field_validator("caller_id")
-    @classmethod
-    def _dialable(cls, value: str) -> str:
-        try:
-            return normalize_number(value)
-        except InvalidNumber as error:
-            raise ValueError(error.reason) from None
-
-    @model_validator(mode="after")
-    def _credentials_together(self) -> TrunkSettings:
-        if (self.username is None) != (self.password is None):
-            raise ValueError("username and password go together (digest credentials)")
-        return self
 
     @property
     def host(self) -> str:
-        from pbx.config import parse_host_port
-
-        return parse_host_port(self.address)[0]
+        return self.address.rpartition(":")[0].strip("[]")
 
     @property
     def port(self) -> int:
-        from pbx.config import parse_host_port
-
-        return parse_host_port(self.address)[1]
+        return int(self.address.rpartition(":")[2])
 
 
-class BusinessHoursSettings(_Settings):
-    timezone: str
-    weekly: dict[str, str] = Field(description="days (mon-fri, sat) to hours (09:00-18:00, closed)")
-    holidays: list[date] = Field(default_factory=list)
+def _time_zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r} (e.g. Europe/Madrid)") from None
+    return value
 
-    @field_validator("timezone")
-    @classmethod
-    def _zone(cls, value: str) -> str:
+
+def _week(value: dict[str, str]) -> dict[str, str]:
+    seen: set[int] = set()
+    for days, hours in value.items():
         try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r} (e.g. Europe/Madrid)") from None
-        return value
+            numbers = parse_days(days)
+            parse_intervals(hours)
+        except HoursFormatError as error:
+            raise ValueError(str(error)) from None
+        if seen & set(numbers):
+            raise ValueError(f"{days!r} gives hours for a day already given")
+        seen |= set(numbers)
+    return value
 
-    @field_validator("weekly")
-    @classmethod
-    def _week(cls, value: dict[str, str]) -> dict[str, str]:
-        seen: set[int] = set()
-        for days, hours in value.items():
-            try:
-                numbers = parse_days(str(days))
-                parse_intervals(hours)
-            except HoursFormatError as error:
-                raise ValueError(str(error)) from None
-            if seen & set(numbers):
-                raise ValueError(f"{days!r} gives hours for a day already given")
-            seen |= set(numbers)
-        return value
+
+class BusinessHoursSettings(Section):
+    timezone: Annotated[Text, AfterValidator(_time_zone)]
+    weekly: Annotated[dict[str, str], AfterValidator(_week)]  # days (mon-fri, sat) to hours (09:00-18:00, closed)
+    holidays: ListOf[date] = ()
 
     def hours(self) -> BusinessHours:
         weekly: dict[int, tuple[OpeningInterval, ...]] = {}
@@ -135,25 +136,25 @@ class BusinessHoursSettings(_Settings):
         return BusinessHours(ZoneInfo(self.timezone), weekly, frozenset(self.holidays))
 
 
-class QueueCallbackSettings(_Settings):
-    """One queue's callbacks: the trunk, how often and when to try."""
+class QueueCallbackSettings(Section):
+    """One queue's callbacks (``callbacks.queues.<queue>``): the trunk, how often and when to try."""
 
     trunk: Name | None = None
     max_attempts: int = Field(default=3, ge=1, le=20)
     retry_delay_seconds: float = Field(default=120, gt=0, le=86400)
     backoff: float = Field(default=2.0, ge=1, le=10)
-    max_retry_delay_seconds: float = Field(default=3600, gt=0, le=7 * 86400)
+    max_retry_delay_seconds: float = Field(default=3600, gt=0, le=7 * 86400, validate_default=True)
     expiry_seconds: float = Field(default=86400, gt=0, le=30 * 86400)
-    no_answer_seconds: float = Field(default=30, gt=0, le=300,
-                                     description="how long the customer's phone rings before "
-                                                 "the try counts as no answer")
+    # How long the customer's phone rings before the try counts as no answer.
+    no_answer_seconds: float = Field(default=30, gt=0, le=300)
     business_hours: BusinessHoursSettings | None = None
 
-    @model_validator(mode="after")
-    def _delays(self) -> QueueCallbackSettings:
-        if self.max_retry_delay_seconds < self.retry_delay_seconds:
-            raise ValueError("max_retry_delay_seconds is shorter than retry_delay_seconds")
-        return self
+    @field_validator("max_retry_delay_seconds")
+    @classmethod
+    def _not_below_retry_delay(cls, value: float, info: ValidationInfo) -> float:
+        if "retry_delay_seconds" in info.data and value < info.data["retry_delay_seconds"]:
+            raise ValueError(f"must not be below retry_delay_seconds ({info.data['retry_delay_seconds']:g})")
+        return value
 
     def policy(self) -> CallbackPolicy:
         return CallbackPolicy(self.max_attempts, timedelta(seconds=self.retry_delay_seconds),
@@ -161,13 +162,14 @@ class QueueCallbackSettings(_Settings):
                               timedelta(seconds=self.expiry_seconds))
 
 
-class CallbackSettings(_Settings):
-    trunk: Name | None = Field(default=None, description="the trunk of queues that name none")
-    lease_seconds: float = Field(default=30, ge=1, le=3600,
-                                 description="how long this site's hold on its requests lasts "
-                                             "without renewal; another site adopts them after")
-    poll_seconds: float = Field(default=1.0, gt=0, le=60, description="how often due requests are looked for")
-    concurrent_tries: int = Field(default=4, ge=1, le=1000, description="callbacks dialled at once by this site")
+class CallbackSettings(Section):
+    """The ``callbacks`` section."""
+
+    trunk: Name | None = None  # the trunk of queues that name none
+    # How long this site's hold on its requests lasts without renewal; another site adopts them after.
+    lease_seconds: float = Field(default=30, ge=1, le=3600)
+    poll_seconds: float = Field(default=1.0, gt=0, le=60)  # how often due requests are looked for
+    concurrent_tries: int = Field(default=4, ge=1, le=1000)  # callbacks dialled at once by this site
     queues: dict[Name, QueueCallbackSettings] = Field(default_factory=dict)
 
     def for_queue(self, queue: str) -> QueueCallbackSettings:
@@ -177,7 +179,8 @@ class CallbackSettings(_Settings):
 _DEFAULT_QUEUE = QueueCallbackSettings()
 
 
-class CallbackConfig(_Settings):
+@dataclass(frozen=True)
+class CallbackConfig:
     """Everything callbacks need from the file: the trunks and the per-queue rules."""
 
     trunks: tuple[TrunkSettings, ...] = ()
@@ -194,57 +197,46 @@ class CallbackConfig(_Settings):
         return self.trunks[0] if len(self.trunks) == 1 else None
 
 
-def _problems(document: LocatedDocument, error: ValidationError, prefix: str) -> list[str]:
-    found = []
-    for detail in error.errors():
-        where = ".".join(str(part) for part in detail["loc"])
-        path = f"{prefix}{where}" if not where.startswith("[") else f"{prefix.rstrip('.')}{where}"
-        message = detail["msg"].removeprefix("Value error, ")
-        found.append(document.problem(path.rstrip("."), message))
-    return found
-
-
 def parse_site(document: LocatedDocument, problems: list[str]) -> str:
     """The ``site`` key: this server's site name."""
     data: dict[str, Any] = document.data if isinstance(document.data, dict) else {}
-    site = data.get("site", DEFAULT_SITE)
-    if not isinstance(site, str) or not site or len(site) > 64:
-        problems.append(document.problem("site", "must be a site name (1-64 characters)"))
+    if data.get("site") is None:
         return DEFAULT_SITE
-    return site
+    return validate_value(document, problems, "site", Name, data["site"]) or DEFAULT_SITE
 
 
-def parse_callback_config(document: LocatedDocument, problems: list[str], *,
+def parse_callback_config(document: LocatedDocument, problems: list[str],
+                          settings: CallbackSettings | None, *,
                           queue_names: set[str]) -> CallbackConfig:
-    """The ``trunks`` and ``callbacks`` sections; problems are appended, located."""
+    """The ``trunks`` section, and the names the ``callbacks`` section (``settings``, None
+    when it has problems of its own) refers to; problems are appended, located.
+    ``queue_names`` are the queues the file declares."""
     data: dict[str, Any] = document.data if isinstance(document.data, dict) else {}
 
-    trunks: list[TrunkSettings] = []
-    raw_trunks = data.get("trunks") or []
-    if not isinstance(raw_trunks, list):
-        problems.append(document.problem("trunks", "must be a list of trunks"))
-        raw_trunks = []
-    seen: set[str] = set()
-    for i, item in enumerate(raw_trunks):
-        name = str(item.get("name")) if isinstance(item, dict) else None
-        if name in seen:
+    raw_trunks = data.get("trunks")
+    items = raw_trunks if isinstance(raw_trunks, list) else []
+    # Names as written, valid or not: a trunk with a mistake of its own is not also
+    # "unknown" where it is referred to, and a second one of the same name is refused.
+    trunk_names: set[str] = set()
+    duplicates: set[int] = set()
+    for i, item in enumerate(items):
+        name = str(item.get("name")) if isinstance(item, dict) and "name" in item else None
+        if name in trunk_names:
             problems.append(document.problem(f"trunks[{i}].name", f"trunk {name} is defined twice"))
-            continue
-        if name is not None:
-            seen.add(name)
-        try:
-            trunks.append(TrunkSettings.model_validate(item))
-        except ValidationError as error:
-            problems.extend(_problems(document, error, f"trunks[{i}]."))
-    trunk_names = {str(item.get("name")) for item in raw_trunks if isinstance(item, dict)}
+            duplicates.add(i)
+        elif name is not None:
+            trunk_names.add(name)
+    if not isinstance(raw_trunks, list):
+        validate_items(document, problems, "trunks", TrunkSettings, raw_trunks)  # names the mistake
+    trunks: list[TrunkSettings] = []
+    for i, item in enumerate(items):
+        if i not in duplicates:
+            trunk = validate_value(document, problems, f"trunks[{i}]", TrunkSettings, item)
+            if trunk is not None:
+                trunks.append(trunk)
 
-    settings = CallbackSettings()
-    raw = data.get("callbacks")
-    if raw is not None:
-        try:
-            settings = CallbackSettings.model_validate(raw)
-        except ValidationError as error:
-            problems.extend(_problems(document, error, "callbacks."))
+    if settings is None:  # its problems are reported; its references are not checked further
+        return CallbackConfig(tuple(trunks))
     if settings.trunk is not None and settings.trunk not in trunk_names:
         problems.append(document.problem("callbacks.trunk", f"unknown trunk {settings.trunk!r} "
                                                             "(define it under trunks)"))
@@ -262,4 +254,4 @@ def parse_callback_config(document: LocatedDocument, problems: list[str], *,
                     f"callbacks.queues.{queue}" if queue in settings.queues else "callbacks",
                     f"several trunks are defined: name the trunk of queue {queue!r}'s callbacks "
                     "(callbacks.queues.<queue>.trunk) or a default (callbacks.trunk)"))
-    return CallbackConfig(trunks=tuple(trunks), callbacks=settings)
+    return CallbackConfig(tuple(trunks), settings)

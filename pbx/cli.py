@@ -12,6 +12,7 @@ import signal
 import sys
 from pathlib import Path
 
+from pbx.callback_settings import check_name
 from pbx.config import ConfigError, ServerConfig, load_config, parse_host_port, parse_listen_address
 from settings.located_yaml import in_file_order
 from simulation.staffing import StaffingTarget
@@ -53,9 +54,10 @@ def _apply_overrides(config: ServerConfig, args: argparse.Namespace) -> ServerCo
         http = http.model_copy(update={"listen": parse_host_port(args.http_listen)})
     site = config.site
     if args.site is not None:
-        if not 1 <= len(args.site) <= 64 or any(c.isspace() for c in args.site):
-            raise ValueError(f"--site {args.site!r}: a site name is 1-64 characters, no spaces")
-        site = args.site
+        try:
+            site = check_name(args.site)
+        except ValueError as error:
+            raise ValueError(f"--site: {error}") from None
     return dataclasses.replace(config, sip=sip, http=http, site=site)
 
 

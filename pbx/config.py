@@ -22,7 +22,13 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import AfterValidator, BeforeValidator, Field, ValidationInfo, field_validator
 
 from ivr.flow import SHIPPED_FLOWS
-from pbx.callback_settings import DEFAULT_SITE, CallbackConfig, parse_callback_config, parse_site
+from pbx.callback_settings import (
+    DEFAULT_SITE,
+    CallbackConfig,
+    CallbackSettings,
+    parse_callback_config,
+    parse_site,
+)
 from pbx.contact_center import ContactCenterConfig, declared, parse_contact_center
 from pbx.protection import ProtectionSettings
 from settings.located_yaml import (
@@ -414,7 +420,7 @@ class ServerConfig:
 
 
 # The sections that are one mapping each; the contact center's (sites, agents, queues,
-# customers) are lists validated in pbx.contact_center.
+# customers) are lists validated in pbx.contact_center, the trunks in pbx.callback_settings.
 SECTIONS: dict[str, type[Section]] = {
     "sip": SipSettings,
     "media": MediaSettings,
@@ -422,18 +428,19 @@ SECTIONS: dict[str, type[Section]] = {
     "store": StoreSettings,
     "routing": RoutingSettings,
     "history": HistoryLimits,
+    "callbacks": CallbackSettings,
 }
-LIST_SECTIONS = ("accounts", "sites", "agents", "queues", "customers")
-TOP_LEVEL_KEYS = (*SECTIONS, *LIST_SECTIONS, "extensions", "site", "trunks", "callbacks")
+LIST_SECTIONS = ("accounts", "sites", "agents", "queues", "customers", "trunks")
+SCALAR_KEYS = ("site",)  # this server's site name
+TOP_LEVEL_KEYS = (*SECTIONS, *LIST_SECTIONS, "extensions", *SCALAR_KEYS)
 
 
 def _section(document: LocatedDocument, problems: list[str], name: str, data: dict[str, Any],
-             context: dict[str, Any]) -> Any:
-    model = SECTIONS[name]
+             context: dict[str, Any]) -> Any | None:
+    """The section validated; None when it has problems (added to ``problems``)."""
     value = data.get(name)
-    found = validate_value(document, problems, name, model, {} if value is None else value,
-                           context=context)
-    return found if found is not None else model()
+    return validate_value(document, problems, name, SECTIONS[name], {} if value is None else value,
+                          context=context)
 
 
 def _accounts(document: LocatedDocument, problems: list[str], data: Any) -> dict[str, Account]:
@@ -479,12 +486,14 @@ def build_config(document: LocatedDocument, *, var_dir: Path, base_dir: Path | N
             problems.append(document.problem(
                 str(key), f"unknown key (expected one of: {', '.join(sorted(TOP_LEVEL_KEYS))})"))
     context = {"base_dir": base_dir}
-    sections = {name: _section(document, problems, name, data, context) for name in SECTIONS}
+    validated = {name: _section(document, problems, name, data, context) for name in SECTIONS}
+    sections: dict[str, Any] = {name: SECTIONS[name]() if found is None else found
+                                for name, found in validated.items()}
     accounts = _accounts(document, problems, data.get("accounts"))
     extensions = _extensions(document, problems, data.get("extensions"), accounts, context)
     contact_center = parse_contact_center(document, problems)
     site = parse_site(document, problems)
-    callbacks = parse_callback_config(document, problems,
+    callbacks = parse_callback_config(document, problems, validated["callbacks"],
                                       queue_names=declared(document, "queues", "name"))
     raw_agents = data.get("agents")
     for i, item in enumerate(raw_agents if isinstance(raw_agents, list) else []):

@@ -84,11 +84,13 @@ callbacks:
 """)
     text = "\n".join(found)
     assert "centralita.yaml:7: trunks[0].address: 'carrier.example' is not an IP address" in text
-    assert "centralita.yaml:8: trunks[0].transport: Input should be 'udp' or 'tcp'" in text
+    assert "centralita.yaml:8: trunks[0].transport: must be one of 'udp' or 'tcp', not 'tls'" in text
     assert "centralita.yaml:10: trunks[0].caller_id: the callback number contains letters" in text
     assert "centralita.yaml:11: trunks[1].name: trunk carrier is defined twice" in text
-    assert "centralita.yaml:14: callbacks.queues.billing.max_attempts:" in text
-    assert len(found) == 5, found  # an invalid section is not checked further
+    assert "centralita.yaml:14: callbacks.queues.billing.max_attempts: must be between 1 and 20, not 0" in text
+    # The password is missing beside the username: reported with the other mistakes.
+    assert "centralita.yaml:6: trunks[0].password: is required with a username" in text
+    assert len(found) == 6, found  # an invalid section is not checked further
     assert "sales" not in text
 
 
@@ -103,7 +105,7 @@ callbacks:
     billing: {trunk: d}
 """)
     text = "\n".join(found)
-    assert "trunks[0]: username and password go together" in text
+    assert "centralita.yaml:6: trunks[0].password: is required with a username" in text
     assert "centralita.yaml:9: callbacks.trunk: unknown trunk 'c'" in text
     assert "centralita.yaml:11: callbacks.queues.billing.trunk: unknown trunk 'd'" in text
 
@@ -127,16 +129,49 @@ def test_callback_rules_for_an_unknown_queue_are_refused() -> None:
                      "(define it under queues)"]
 
 
+def test_callback_rules_are_checked_together_and_nothing_is_coerced() -> None:
+    found = problems_of("""\
+callbacks:
+  poll_seconds: 0
+  lease_seconds: "5"
+  queues:
+    billing: {retry_delay_seconds: 600, max_retry_delay_seconds: 60, backoff: 0}
+site: two words
+""")
+    assert found == [
+        "centralita.yaml:6: callbacks.poll_seconds: must be above 0 and at most 60, not 0",
+        "centralita.yaml:7: callbacks.lease_seconds: must be a number",
+        "centralita.yaml:9: callbacks.queues.billing.backoff: must be between 1 and 10, not 0",
+        # A rule between two fields is reported beside the section's other mistakes.
+        "centralita.yaml:9: callbacks.queues.billing.max_retry_delay_seconds: must not be below "
+        "retry_delay_seconds (600)",
+        "centralita.yaml:10: site: 'two words' is not a name (1-64 letters, digits, '.', '_', "
+        "'+', '-'; starting with a letter or digit)",
+    ]
+
+
+def test_a_password_needs_a_username() -> None:
+    found = problems_of("""\
+trunks:
+  - {name: a, address: "127.0.0.1:5060", caller_id: "600", password: s3cret}
+""")
+    assert found == ["centralita.yaml:6: trunks[0].password: needs a username beside it "
+                     "(digest credentials)"]
+
+
 def test_bad_business_hours_are_refused() -> None:
     found = problems_of("""\
 callbacks:
   queues:
     billing:
-      business_hours: {timezone: Mars/Olympus, weekly: {mon-fri: "18:00-09:00"}}
+      business_hours: {timezone: Mars/Olympus, weekly: {mon-fri: "18:00-09:00"}, holidays: [xmas]}
 """)
     text = "\n".join(found)
-    assert "unknown time zone 'Mars/Olympus'" in text
+    assert "centralita.yaml:8: callbacks.queues.billing.business_hours.timezone: unknown time zone 'Mars/Olympus'" in text
+    assert "centralita.yaml:8: callbacks.queues.billing.business_hours.weekly: " in text
     assert "an interval must end after it starts" in text
+    assert "centralita.yaml:8: callbacks.queues.billing.business_hours.holidays[0]: must be a valid date" in text
+    assert len(found) == 3, found
 
 
 def test_serve_takes_the_site_from_the_command_line(tmp_path: Path) -> None:
@@ -149,4 +184,4 @@ def test_serve_takes_the_site_from_the_command_line(tmp_path: Path) -> None:
 
 def test_a_site_name_on_the_command_line_is_checked(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["serve", "--site", "two words", "--var-dir", "/nonexistent/var"]) == 2
-    assert "a site name is 1-64 characters" in capsys.readouterr().err
+    assert "--site: 'two words' is not a name (1-64 letters" in capsys.readouterr().err

@@ -16,7 +16,15 @@ from pydantic import BaseModel
 
 from ivr.flow import SHIPPED_FLOWS, load_flow_file
 from pbx.api.schemas import AgentCreate, CustomerCreate, QueueCreate, SiteCreate
-from pbx.config import SECTIONS, TOP_LEVEL_KEYS, Account, ExtensionSettings, load_config
+from pbx.callback_settings import TrunkSettings
+from pbx.config import (
+    SCALAR_KEYS,
+    SECTIONS,
+    TOP_LEVEL_KEYS,
+    Account,
+    ExtensionSettings,
+    load_config,
+)
 from pbx.media.prompt import PromptLibrary
 from settings.located_yaml import load_yaml
 
@@ -31,6 +39,7 @@ ITEMS: dict[str, type[BaseModel]] = {
     "agents": AgentCreate,
     "queues": QueueCreate,
     "customers": CustomerCreate,
+    "trunks": TrunkSettings,
 }
 
 
@@ -54,7 +63,7 @@ def keys_of(model: type[BaseModel], prefix: str) -> list[str]:
 
 
 def accepted_keys() -> list[str]:
-    keys = []
+    keys = list(SCALAR_KEYS)
     for name, model in SECTIONS.items():
         keys.append(name)
         keys.extend(keys_of(model, name))
@@ -76,14 +85,15 @@ def written_keys(text: str) -> set[str]:
 
 
 def commented_keys(text: str) -> set[str]:
-    """Keys shown only in a comment (``# domain: pbx.example.com``), with their section."""
+    """Keys shown only in a comment (``# domain: pbx.example.com``, ``#  - name: carrier``
+    for an item of a list), with their section."""
     found = set()
     section = ""
     for line in text.splitlines():
         top = re.match(r"^([a-z_]+):", line)
         if top:
             section = top.group(1)
-        example = re.match(r"^\s*#\s*([a-z_0-9]+):", line)
+        example = re.match(r"^\s*#\s*(?:-\s+)?([a-z_0-9]+):", line)
         if example and section:
             found.add((section, example.group(1)))
     return found
@@ -102,7 +112,7 @@ def test_every_accepted_key_is_documented_in_the_demo_config():
 
 
 def test_the_top_level_keys_are_the_sections():
-    assert set(TOP_LEVEL_KEYS) == set(SECTIONS) | set(ITEMS)
+    assert set(TOP_LEVEL_KEYS) == set(SECTIONS) | set(ITEMS) | set(SCALAR_KEYS)
 
 
 def test_the_documentation_check_catches_a_missing_key():
