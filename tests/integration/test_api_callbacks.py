@@ -32,6 +32,7 @@ pytestmark = pytest.mark.integration
 
 clock = harness.clock
 router = harness.router
+event_bus = harness.event_bus  # the router's fixture needs it
 store = harness.store
 
 # A Wednesday, 10:00 in Madrid.
