@@ -66,7 +66,8 @@ class CallbackService:
         self._renewed_at: datetime | None = None
         self._rounds = 0
         self._warned_undialable: set[str] = set()
-        self._slot_freed = asyncio.Event()
+        self._slot_freed = asyncio.Event()  # also set to wake the rounds when stopping
+        self._stopping = False
 
     @property
     def dialing(self) -> list[str]:
@@ -92,8 +93,11 @@ class CallbackService:
     async def stop(self) -> None:
         """Stop the rounds and the tries under way; give the leases up so another site (or
         this one, restarted) takes the requests at once."""
+        # The rounds are asked to end, not cancelled: a cancellation can be lost in
+        # asyncio.wait_for (Python 3.11) or land in the middle of a store transaction.
+        self._stopping = True
+        self._slot_freed.set()
         if self._task is not None:
-            self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         tries = list(self._tries.values())
         for task in tries:
@@ -106,18 +110,20 @@ class CallbackService:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        while True:
+        while not self._stopping:
             try:
                 await self.run_round()
             except Exception:
                 log.exception("callback round failed")
             # Between rounds, a try that ends frees its slot for the next due request at once.
             next_round = loop.time() + self._poll
-            while (left := next_round - loop.time()) > 0:
+            while not self._stopping and (left := next_round - loop.time()) > 0:
                 self._slot_freed.clear()
                 try:
                     await asyncio.wait_for(self._slot_freed.wait(), left)
                 except TimeoutError:
+                    break
+                if self._stopping:
                     break
                 try:
                     await self._start_due(self.desk.now())

@@ -119,6 +119,11 @@ async def test_due_requests_are_dialled_in_line_order_and_outcomes_recorded(
     ended = [event for event in events if isinstance(event, CallbackTryEnded)]
     assert [event.outcome for event in ended] == ["answered", "busy", "answered", "answered"]
     assert ended[1].call_id == "call-2" and ended[1].state == "pending"
+    assert [(event.answered, event.ended) for event in ended] == [
+        (True, True), (False, False), (True, True), (True, True)]
+    assert {event.site for event in ended} == {"madrid"}
+    # Stamped with the desk's clock, not the wall clock: the retry came 61 s later.
+    assert ended[0].at == T0.timestamp() and ended[-1].at == (T0 + timedelta(seconds=61)).timestamp()
     started = [event for event in events if isinstance(event, CallbackTryStarted)]
     assert started[1].waited_seconds == 50.0
     assert [event.by_queue for event in events if isinstance(event, CallbacksPending)][0] == {"sales": 3}
