@@ -26,8 +26,7 @@ from pbx.callback_service import TryResult
 from pbx.callback_settings import CallbackConfig, TrunkSettings
 from pbx.config import MediaSettings
 from pbx.endpoint import ALLOW, SipEndpoint, new_tag
-from pbx.media.ports import MediaPortsExhausted, PortAllocator
-from pbx.media.stream import RtpSession
+from pbx.media.engine import MediaEngine, MediaLeg, MediaPortsExhausted
 from pbx.sip.address import NameAddress
 from pbx.sip.dialog import Dialog, DialogKey, dialog_key_of
 from pbx.sip.digest import authorize, select_challenge
@@ -60,7 +59,7 @@ class OutboundCall:
     number: str
     trunk: str
     dialog: Dialog
-    media: RtpSession
+    media: MediaLeg
     peer: Address
     transport: str
     ended: asyncio.Event = field(default_factory=asyncio.Event)
@@ -83,10 +82,10 @@ class _Attempt:
 
 
 class TrunkDialer:
-    def __init__(self, endpoint: SipEndpoint, ports: PortAllocator, media: MediaSettings,
+    def __init__(self, endpoint: SipEndpoint, engine: MediaEngine, media: MediaSettings,
                  config: CallbackConfig, *, connect: Connect | None = None) -> None:
         self._endpoint = endpoint
-        self._ports = ports
+        self._engine = engine
         self._media = media
         self._config = config
         self._connect = connect
@@ -119,7 +118,7 @@ class TrunkDialer:
                    ring_seconds: float) -> tuple[TryResult, OutboundCall | None]:
         """Call ``number`` through ``trunk``; the outcome, and the leg when answered."""
         try:
-            media = await RtpSession.open(self._ports)
+            media = await self._engine.open_leg()
         except MediaPortsExhausted as error:
             return TryResult(Outcome.TRUNK_FAILURE, f"no RTP port free: {error}"), None
         transport = trunk.transport.upper()
@@ -138,7 +137,7 @@ class TrunkDialer:
                 media.close()
 
     async def _ring(self, number: str, trunk: TrunkSettings, transport: str, peer: Address,
-                    offer: SessionDescription, media: RtpSession, call_id: str, from_tag: str,
+                    offer: SessionDescription, media: MediaLeg, call_id: str, from_tag: str,
                     ring_seconds: float) -> tuple[TryResult, OutboundCall | None]:
         loop = asyncio.get_running_loop()
         attempt = self._send_invite(number, trunk, transport, peer, offer, call_id, from_tag, 1)
@@ -236,7 +235,7 @@ class TrunkDialer:
         return dialog
 
     def _answered(self, attempt: _Attempt, response: Response, trunk: TrunkSettings, transport: str,
-                  peer: Address, media: RtpSession, offer: SessionDescription, call_id: str,
+                  peer: Address, media: MediaLeg, offer: SessionDescription, call_id: str,
                   number: str) -> tuple[TryResult, OutboundCall | None]:
         dialog = self._acknowledge(attempt, response, transport, peer)
         call = OutboundCall(call_id, number, trunk.name, dialog, media, peer, transport)
@@ -253,7 +252,7 @@ class TrunkDialer:
         return TryResult(Outcome.ANSWERED, f"answered through trunk {trunk.name}", call_id), call
 
     async def _give_up_ringing(self, attempt: _Attempt, trunk: TrunkSettings, transport: str,
-                               peer: Address, media: RtpSession, call_id: str, number: str,
+                               peer: Address, media: MediaLeg, call_id: str, number: str,
                                ring_seconds: float) -> tuple[TryResult, OutboundCall | None]:
         """Rang out: CANCEL, and wait for the INVITE to end; a 2xx that crossed the CANCEL is
         ACKed and hung up, so nobody is left on a line no one listens to."""

@@ -133,7 +133,7 @@ class Server:
                                  self.applications)
         # Outbound calls (callbacks through a trunk) have no inbound leg: their dialogs are
         # looked up here before the call manager's.
-        self.outbound = TrunkDialer(self.endpoint, self.ports, config.media, config.callbacks)
+        self.outbound = TrunkDialer(self.endpoint, self.media, config.media, config.callbacks)
         self._calls_bye = self.endpoint.handlers["BYE"]
         self.endpoint.handlers["BYE"] = self._on_bye
         self.endpoint.handlers["OPTIONS"] = self._on_options
