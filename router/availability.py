@@ -31,9 +31,9 @@ from router.config import MAX_PROFICIENCY
 Entry = tuple[float, float, str, int]
 _LEVELS = MAX_PROFICIENCY + 1  # index 0 unused, levels are 1..10
 _COMPACT_SLACK = 32
-# Stale entries are dropped lazily. Past 2x the live count a heap is queued for compaction
-# at the next `compact()` (the router's tick, off the decision path); only past 8x is it
-# compacted on the spot, so a decision rarely pays for an O(n) rebuild.
+# Stale entries are dropped lazily. Past 2x the live count a heap is queued for compaction,
+# done a slice per `compact()` (the router's tick, off the decision path); only past 8x is
+# it compacted on the spot, so a decision rarely pays for an O(n) rebuild.
 _COMPACT_SOON = 2
 _COMPACT_NOW = 8
 
@@ -73,6 +73,18 @@ class _Placement:
 
 
 @dataclass
+class _Rebuild:
+    """A heap being rebuilt without its stale entries, a slice at a time: its entries
+    when the rebuild began are filtered into ``kept``, then swapped in."""
+
+    heap: list[Entry]
+    copy: list[Entry]
+    position: int = 0
+    kept: list[Entry] = field(default_factory=list)
+    pushed: list[Entry] = field(default_factory=list)  # pushed onto ``heap`` since
+
+
+@dataclass
 class WalkResult:
     chosen: str | None = None
     chosen_key: tuple[float, float] | None = None
@@ -90,6 +102,7 @@ class AvailableAgents:
         self._placements: dict[str, _Placement] = {}
         self._skipped_kept = skipped_kept
         self._to_compact: dict[int, list[Entry]] = {}
+        self._rebuild: _Rebuild | None = None
 
     def __contains__(self, extension: object) -> bool:
         return extension in self._placements
@@ -246,6 +259,8 @@ class AvailableAgents:
         for heaps_by_level, entry in zip(attribute.heaps, entries, strict=True):
             heap = heaps_by_level[level]
             heapq.heappush(heap, entry)
+            if self._rebuild is not None and self._rebuild.heap is heap:
+                self._rebuild.pushed.append(entry)
             size = len(heap)
             if size > _COMPACT_SOON * live + _COMPACT_SLACK:
                 if size > _COMPACT_NOW * live + _COMPACT_SLACK:
@@ -253,14 +268,37 @@ class AvailableAgents:
                 else:
                     self._to_compact[id(heap)] = heap
 
-    def compact(self) -> int:
-        """Rebuild the heaps that gathered too many stale entries; returns how many."""
-        pending, self._to_compact = self._to_compact, {}
-        for heap in pending.values():
-            self._compact_heap(heap)
-        return len(pending)
+    def compact(self, budget: int) -> int:
+        """Rebuild the heaps that gathered too many stale entries, looking at no more than
+        about ``budget`` entries (a heap's rebuild goes on at the next call); returns how
+        many entries were looked at."""
+        looked = 0
+        while looked < budget:
+            rebuild = self._rebuild
+            if rebuild is None:
+                if not self._to_compact:
+                    break
+                heap = self._to_compact.pop(next(iter(self._to_compact)))
+                rebuild = self._rebuild = _Rebuild(heap, list(heap))
+            end = min(rebuild.position + budget - looked, len(rebuild.copy))
+            versions, kept = self._versions, rebuild.kept
+            for item in rebuild.copy[rebuild.position : end]:
+                if versions.get(item[2]) == item[3]:
+                    heapq.heappush(kept, item)
+            looked += end - rebuild.position
+            rebuild.position = end
+            if end == len(rebuild.copy):
+                # Entries pushed meanwhile join; entries only ever leave a heap stale, so
+                # the copy missed nothing live.
+                for item in rebuild.pushed:
+                    heapq.heappush(kept, item)
+                rebuild.heap[:] = kept
+                self._rebuild = None
+        return looked
 
     def _compact_heap(self, heap: list[Entry]) -> None:
+        if self._rebuild is not None and self._rebuild.heap is heap:
+            self._rebuild = None
         versions = self._versions
         heap[:] = [item for item in heap if versions.get(item[2]) == item[3]]
         heapq.heapify(heap)

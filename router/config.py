@@ -261,7 +261,8 @@ class QueueConfig:
         known = {name: data[name] for name in _field_names(cls) if name in data}
         known["expansion"] = tuple(
             SkillExpansion(float(ring["after_seconds"]), dict(ring["skills"]))
-            for ring in known.get("expansion", ()))
+            for ring in known.get("expansion", ())
+        )
         return cls(**known)
 
 

@@ -110,6 +110,9 @@ from router.views import AgentSnapshot, QueueStats
 
 FAILURE_REASONS = frozenset({"no_answer", "busy", "declined", "error"})
 RONA_REASON = "rona"  # break reason of an agent who let a call ring out
+# Entries looked at per tick by each sweep of stale index entries and timers (about
+# 0.1-0.3 ms on a loaded core): upkeep is spread over ticks instead of one long pause.
+UPKEEP_STEP = 500
 
 ReservationHook = Callable[[Reservation], None]
 
@@ -621,10 +624,13 @@ class Router:
             self._run_timer(kind, key, generation, now)
         # At most four timers per call (expand, max wait, hold, announce), one per reservation
         # and two per agent (wrap-up, RONA return): past that many (and a margin), most are stale.
+        # Both sweeps go a slice per tick, so no tick holds the event loop for long.
         live_bound = 4 * len(self._calls) + len(self._reservations) + 2 * len(self._agents) + 64
-        if len(self._timers) > live_bound:
-            self._timers.keep_only(self._timer_is_live)
-        self._agents.available.compact()
+        if self._timers.sweeping:
+            self._timers.sweep_step(UPKEEP_STEP)
+        elif len(self._timers) > live_bound:
+            self._timers.start_sweep(self._timer_is_live)
+        self._agents.available.compact(UPKEEP_STEP)
 
     def next_due(self) -> float | None:
         """Router-clock time of the earliest timer (None: no timer): ``tick()`` has nothing

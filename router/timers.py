@@ -4,7 +4,9 @@ router's monotonic clock.
 A timer is never cancelled: its owner checks, when it runs, whether it still applies
 (a call's timers carry the call's generation, bumped whenever the call is filed in a
 line anew; a reservation's timer finds the reservation gone). Stale timers are swept
-in bulk when they outnumber the live ones.
+when they outnumber the live ones, a slice per step (``sweep_step``), so no single
+step holds the event loop for long: the sweep filters a copy of the heap into a new
+one while the heap stays in use, then swaps it in.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from enum import Enum
 
 
@@ -29,6 +32,18 @@ class TimerKind(Enum):
 CALL_TIMERS = frozenset({TimerKind.EXPAND, TimerKind.MAX_WAIT, TimerKind.HOLD, TimerKind.ANNOUNCE})
 
 Timer = tuple[float, int, TimerKind, str, int]
+TimerIsLive = Callable[[TimerKind, str, int], bool]
+
+
+@dataclass
+class _Sweep:
+    copy: list[Timer]  # the heap when the sweep began
+    is_live: TimerIsLive
+    position: int = 0
+    kept: list[Timer] = field(default_factory=list)  # a heap of the live ones seen so far
+    scheduled: list[Timer] = field(default_factory=list)  # timers added since it began
+    ran: set[int] = field(default_factory=set)  # sequences of timers run since it began
+    ran_until: float = float("-inf")  # the latest due time among them
 
 
 class TimerHeap:
@@ -37,12 +52,16 @@ class TimerHeap:
     def __init__(self) -> None:
         self._heap: list[Timer] = []
         self._sequence = itertools.count()
+        self._sweep: _Sweep | None = None
 
     def __len__(self) -> int:
         return len(self._heap)
 
     def schedule(self, due: float, kind: TimerKind, key: str, generation: int = 0) -> None:
-        heapq.heappush(self._heap, (due, next(self._sequence), kind, key, generation))
+        timer = (due, next(self._sequence), kind, key, generation)
+        heapq.heappush(self._heap, timer)
+        if self._sweep is not None:
+            self._sweep.scheduled.append(timer)
 
     def next_due(self) -> float | None:
         """When the earliest timer falls (it may turn out stale: waking for it is harmless)."""
@@ -52,9 +71,46 @@ class TimerHeap:
         """Timers due at ``now``, earliest first, including those scheduled while iterating."""
         heap = self._heap
         while heap and heap[0][0] <= now:
-            _, _, kind, key, generation = heapq.heappop(heap)
+            due, sequence, kind, key, generation = heapq.heappop(heap)
+            sweep = self._sweep
+            if sweep is not None:
+                sweep.ran.add(sequence)
+                sweep.ran_until = max(sweep.ran_until, due)
             yield kind, key, generation
 
-    def keep_only(self, live: Callable[[TimerKind, str, int], bool]) -> None:
-        self._heap = [timer for timer in self._heap if live(timer[2], timer[3], timer[4])]
-        heapq.heapify(self._heap)
+    @property
+    def sweeping(self) -> bool:
+        return self._sweep is not None
+
+    def start_sweep(self, is_live: TimerIsLive) -> None:
+        """Begin dropping the timers ``is_live`` says can do nothing (see ``sweep_step``)."""
+        if self._sweep is None:
+            self._sweep = _Sweep(list(self._heap), is_live)
+
+    def sweep_step(self, budget: int) -> bool:
+        """Look at up to ``budget`` timers of the sweep; True once it is done."""
+        sweep = self._sweep
+        if sweep is None:
+            return True
+        end = min(sweep.position + budget, len(sweep.copy))
+        kept, is_live = sweep.kept, sweep.is_live
+        for timer in sweep.copy[sweep.position : end]:
+            if is_live(timer[2], timer[3], timer[4]):
+                heapq.heappush(kept, timer)
+        sweep.position = end
+        if end < len(sweep.copy):
+            return False
+        for timer in sweep.scheduled:
+            heapq.heappush(kept, timer)
+        # The copy may hold timers that ran meanwhile; they are due no later than the
+        # last of those, so only the top of the new heap needs looking at.
+        still_due: list[Timer] = []
+        while kept and kept[0][0] <= sweep.ran_until:
+            timer = heapq.heappop(kept)
+            if timer[1] not in sweep.ran:
+                still_due.append(timer)
+        for timer in still_due:
+            heapq.heappush(kept, timer)
+        self._heap = kept
+        self._sweep = None
+        return True

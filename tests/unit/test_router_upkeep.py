@@ -1,0 +1,64 @@
+"""The router's upkeep in slices: sweeping stale timers and rebuilding the free-agent
+index's heaps a bounded number of entries at a time, with the structures in use between
+slices."""
+
+from __future__ import annotations
+
+from router.availability import AttributeKind, AvailableAgents, OrderKind
+from router.timers import TimerHeap, TimerKind
+
+
+def due_keys(timers: TimerHeap, now: float) -> list[str]:
+    return [key for _, key, _ in timers.pop_due(now)]
+
+
+def test_timer_sweep_drops_stale_timers_a_slice_at_a_time() -> None:
+    timers = TimerHeap()
+    for n in range(100):
+        timers.schedule(10.0 + n, TimerKind.EXPAND, f"c{n}")
+    timers.start_sweep(lambda kind, key, generation: int(key[1:]) % 2 == 0)
+    steps = 1
+    while not timers.sweep_step(7):
+        steps += 1
+    assert steps == 15
+    assert len(timers) == 50
+    assert due_keys(timers, 1000.0) == [f"c{n}" for n in range(0, 100, 2)]
+
+
+def test_timers_run_or_scheduled_during_a_sweep_are_neither_repeated_nor_lost() -> None:
+    timers = TimerHeap()
+    for n in range(20):
+        timers.schedule(float(n), TimerKind.ANNOUNCE, f"c{n}")
+    timers.start_sweep(lambda kind, key, generation: True)
+    timers.sweep_step(15)  # c0..c14 copied into the new heap
+    assert due_keys(timers, 4.0) == ["c0", "c1", "c2", "c3", "c4"]
+    timers.schedule(2.5, TimerKind.HOLD, "past")  # due before timers that already ran
+    timers.schedule(30.0, TimerKind.HOLD, "later")
+    assert timers.sweep_step(15)
+    assert due_keys(timers, 100.0) == ["past"] + [f"c{n}" for n in range(5, 20)] + ["later"]
+
+
+def test_index_heaps_rebuilt_in_slices_keep_every_free_agent_in_order() -> None:
+    index = AvailableAgents()
+    for n in range(200):
+        index.add(f"a{n:03d}", {"s": 1}, ["en"], float(n), 0.0, n)
+    for _ in range(3):  # half the agents busy and back three times: stale entries behind
+        for n in range(0, 200, 2):
+            index.remove(f"a{n:03d}")
+            index.add(f"a{n:03d}", {"s": 1}, ["en"], float(n), 0.0, n)
+    looked = index.compact(100)
+    assert looked == 100
+    index.add("late", {"s": 1}, ["en"], -1.0, 0.0, 0)  # pushed while a rebuild is under way
+    while index.compact(100):
+        pass
+    assert all(len(heap) == 201 for heap in index._everyone.heaps[OrderKind.IDLE.value][1:2])
+    expected = ["late"] + [f"a{n:03d}" for n in range(200)]
+    seen: list[str] = []
+
+    def take_all(extension: str) -> str | None:
+        seen.append(extension)
+        return "counted"
+
+    index.walk(AttributeKind.SKILL, "s", 1, OrderKind.IDLE, take_all)
+    assert seen == expected
+    assert index.count(AttributeKind.EVERYONE, "", 1) == len(expected)
