@@ -184,6 +184,7 @@ class AgentBook:
                 agent.idle_since,
                 agent.load_key,
                 agent.rotation,
+                agent.queues,
             )
             self._freed[extension] = None
         elif not selectable and extension in self.available:

@@ -17,6 +17,15 @@ attribute, the most selective the caller picks, merging the levels that meet the
 minimum, and asks a predicate about each agent in order until one passes; the
 entries it popped are pushed back. Its cost is proportional to the agents ahead
 of the chosen one in that order, not to the number of agents.
+
+Per-queue pools. For each ring of each queue the index also keeps one heap of the free
+agents meeting that ring, in the order of the queue's strategy (skill-weighted: the
+primary skill's level first, then idle time). A call needing nothing beyond its ring
+walks that pool and skips only agents refused for language or an earlier refusal,
+instead of every free holder of one of the ring's skills who lacks another (the
+two-skill walk). The order is the attribute walk's, ties included (same keys, then
+extension), so the agent chosen is the same; what differs is that an explanation no
+longer lists, as passed over, agents who do not meet the ring.
 """
 
 from __future__ import annotations
@@ -65,11 +74,30 @@ class _AttributeHeaps:
 
 @dataclass(frozen=True)
 class _Placement:
-    """Where an indexed agent's entries live, so removal can fix the live counts."""
+    """Where an indexed agent's entries live, so removal can fix the live counts, and its
+    order keys, so a pool defined later can take it in."""
 
     version: int
     skills: tuple[tuple[str, int], ...]
     languages: tuple[str, ...]
+    keys: tuple[float, float, float]  # idle since, load key, last offer sequence
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    """One ring of a queue as a pool: the skills it needs, the order its queue's strategy
+    walks in and, for skill-weighted queues, the skill whose level comes first."""
+
+    requirement: Mapping[str, int]
+    order: OrderKind
+    level_skill: str | None = None
+
+
+@dataclass(eq=False)
+class _Pool:
+    spec: PoolSpec
+    heap: list[Entry] = field(default_factory=list)
+    members: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -103,6 +131,9 @@ class AvailableAgents:
         self._skipped_kept = skipped_kept
         self._to_compact: dict[int, list[Entry]] = {}
         self._rebuild: _Rebuild | None = None
+        # Per queue, one pool per ring: the free agents meeting it, in the queue's order.
+        self._pools: dict[str, tuple[_Pool, ...]] = {}
+        self._agent_pools: dict[str, list[_Pool]] = {}
 
     def __contains__(self, extension: object) -> bool:
         return extension in self._placements
@@ -118,7 +149,10 @@ class AvailableAgents:
         idle_since: float,
         load_key: float,
         rotation: float,
+        queues: Iterable[str] = (),
     ) -> None:
+        """Index a free agent; ``queues``: the queues it serves, whose pools it joins
+        for the rings it meets."""
         if extension in self._placements:
             self.remove(extension)
         version = self._versions.get(extension, 0) + 1
@@ -128,7 +162,12 @@ class AvailableAgents:
             (load_key, idle_since, extension, version),
             (rotation, idle_since, extension, version),
         )
-        placement = _Placement(version, tuple(skills.items()), tuple(languages))
+        placement = _Placement(
+            version,
+            tuple(skills.items()),
+            tuple(languages),
+            (idle_since, load_key, rotation),
+        )
         self._placements[extension] = placement
         for skill, level in placement.skills:
             heaps = self._skills.get(skill)
@@ -141,6 +180,35 @@ class AvailableAgents:
                 heaps = self._languages[language] = _AttributeHeaps()
             self._push(heaps, 1, entries)
         self._push(self._everyone, 1, entries)
+        joined: list[_Pool] = []
+        for queue in queues:
+            for pool in self._pools.get(queue, ()):
+                if self._join(pool, extension, skills, placement):
+                    joined.append(pool)
+        if joined:
+            self._agent_pools[extension] = joined
+
+    def _join(
+        self, pool: _Pool, extension: str, skills: Mapping[str, int], placement: _Placement
+    ) -> bool:
+        spec = pool.spec
+        for skill, minimum in spec.requirement.items():
+            if skills.get(skill, 0) < minimum:
+                return False
+        idle_since, load_key, rotation = placement.keys
+        version = placement.version
+        if spec.level_skill is not None:
+            level = float(skills.get(spec.level_skill, 0))
+            entry = (-level, idle_since, extension, version)
+        elif spec.order is OrderKind.IDLE:
+            entry = (idle_since, 0.0, extension, version)
+        elif spec.order is OrderKind.LOAD:
+            entry = (load_key, idle_since, extension, version)
+        else:
+            entry = (rotation, idle_since, extension, version)
+        pool.members.add(extension)
+        self._push_entry(pool.heap, entry, len(pool.members))
+        return True
 
     def remove(self, extension: str) -> None:
         placement = self._placements.pop(extension, None)
@@ -152,6 +220,62 @@ class AvailableAgents:
         for language in placement.languages:
             self._languages[language].live[1] -= 1
         self._everyone.live[1] -= 1
+        for pool in self._agent_pools.pop(extension, ()):
+            pool.members.discard(extension)
+
+    # ------------------------------------------------------------------ per-queue pools
+
+    def set_pools(self, queue: str, specs: Iterable[PoolSpec], members: Iterable[str]) -> None:
+        """(Re)define ``queue``'s pools, one per ring, filled from its free ``members``."""
+        self.drop_pools(queue)
+        pools = self._pools[queue] = tuple(_Pool(spec) for spec in specs)
+        for extension in members:
+            placement = self._placements.get(extension)
+            if placement is None:
+                continue
+            skills = dict(placement.skills)
+            for pool in pools:
+                if self._join(pool, extension, skills, placement):
+                    self._agent_pools.setdefault(extension, []).append(pool)
+
+    def drop_pools(self, queue: str) -> None:
+        for pool in self._pools.pop(queue, ()):
+            for extension in pool.members:
+                joined = self._agent_pools.get(extension)
+                if joined is not None:
+                    joined.remove(pool)
+                    if not joined:
+                        del self._agent_pools[extension]
+
+    def pool_count(self, queue: str, ring: int) -> int | None:
+        """Free agents meeting ``queue``'s ring ``ring`` (None: the queue has no pools)."""
+        pools = self._pools.get(queue)
+        if pools is None or ring >= len(pools):
+            return None
+        return len(pools[ring].members)
+
+    def walk_pool(
+        self,
+        queue: str,
+        ring: int,
+        reject_reason: Callable[[str], str | None],
+        runners_up: int = 0,
+    ) -> WalkResult:
+        """Visit the free agents meeting ``queue``'s ring ``ring`` in the queue's order; the
+        first one ``reject_reason`` passes is chosen (as ``walk``, on one heap)."""
+        result = WalkResult()
+        heap = self._pools[queue][ring].heap
+        popped: list[Entry] = []
+        try:
+            while (entry := self._clean_top(heap)) is not None:
+                heapq.heappop(heap)
+                popped.append(entry)
+                if self._visit(entry, reject_reason, result, runners_up):
+                    break
+            return result
+        finally:
+            for entry in popped:
+                heapq.heappush(heap, entry)
 
     def count(self, kind: AttributeKind, name: str, min_level: int = 1) -> int:
         """How many indexed agents have attribute ``name`` at ``min_level`` or above."""
@@ -257,16 +381,18 @@ class AvailableAgents:
         attribute.live[level] += 1
         live = attribute.live[level]
         for heaps_by_level, entry in zip(attribute.heaps, entries, strict=True):
-            heap = heaps_by_level[level]
-            heapq.heappush(heap, entry)
-            if self._rebuild is not None and self._rebuild.heap is heap:
-                self._rebuild.pushed.append(entry)
-            size = len(heap)
-            if size > _COMPACT_SOON * live + _COMPACT_SLACK:
-                if size > _COMPACT_NOW * live + _COMPACT_SLACK:
-                    self._compact_heap(heap)
-                else:
-                    self._to_compact[id(heap)] = heap
+            self._push_entry(heaps_by_level[level], entry, live)
+
+    def _push_entry(self, heap: list[Entry], entry: Entry, live: int) -> None:
+        heapq.heappush(heap, entry)
+        if self._rebuild is not None and self._rebuild.heap is heap:
+            self._rebuild.pushed.append(entry)
+        size = len(heap)
+        if size > _COMPACT_SOON * live + _COMPACT_SLACK:
+            if size > _COMPACT_NOW * live + _COMPACT_SLACK:
+                self._compact_heap(heap)
+            else:
+                self._to_compact[id(heap)] = heap
 
     def compact(self, budget: int) -> int:
         """Rebuild the heaps that gathered too many stale entries, looking at no more than

@@ -104,7 +104,7 @@ from router.explanations import CompetingCall, Decision
 from router.forecast import WaitForecast
 from router.occupancy import add_to_load_key
 from router.reservations import HeldAgent, Reservation, ReservationBook, new_reservation_id
-from router.selection import Selector
+from router.selection import Selector, pool_specs
 from router.timers import CALL_TIMERS, TimerHeap, TimerKind
 from router.views import AgentSnapshot, QueueStats
 
@@ -112,7 +112,7 @@ FAILURE_REASONS = frozenset({"no_answer", "busy", "declined", "error"})
 RONA_REASON = "rona"  # break reason of an agent who let a call ring out
 # Entries looked at per tick by each sweep of stale index entries and timers (about
 # 0.1-0.3 ms on a loaded core): upkeep is spread over ticks instead of one long pause.
-UPKEEP_STEP = 500
+UPKEEP_STEP = 300
 
 ReservationHook = Callable[[Reservation], None]
 
@@ -273,6 +273,7 @@ class Router:
             self._agents[extension].queues.add(config.name)
             if extension in self._agents.available:
                 self._agents.mark_freed(extension)
+        self._agents.available.set_pools(config.name, pool_specs(config), queue.agents)
         now = self._clock()
         for waiting in list(self._calls_of_queue(config.name)):
             if waiting.status in (CallStatus.WAITING, CallStatus.HELD):
@@ -289,6 +290,7 @@ class Router:
             raise QueueInUse(f"queue {name} still has {len(in_use)} call(s), e.g. {in_use[0]}")
         for extension in queue.agents:
             self._agents[extension].queues.discard(name)
+        self._agents.available.drop_pools(name)
         self._calls.drop_queue(name)
 
     @command

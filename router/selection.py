@@ -1,12 +1,16 @@
 """Selection: which agent a call gets, and which call a freed agent serves first.
 
+(Somewhat over 500 lines: both choices and the explanation each decision carries read
+the same indexes and belong together.)
+
 Pure reads of the agent and call books; the router carries out the choice (reserves
 the agent, or holds the call for its preferred agent) and logs the decision.
 
 A call picks its agent by its queue's strategy through the free-agent index
-(``router.availability``): for each active ring, the most selective attribute of the
-ring's requirement drives one ordered walk. A freed agent finds its call among the
-heads of the classes of the queues it serves (``router.waiting_line``).
+(``router.availability``): for each active ring, the ring's pool of free agents, or the
+most selective attribute of the requirement, drives one ordered walk. A freed agent
+finds its call among the heads of the classes of the queues it serves
+(``router.waiting_line``).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from dataclasses import dataclass
 
 from router.agent_book import AgentBook, BookedAgent
 from router.agent_state import HANDLING_STATES
-from router.availability import AttributeKind, OrderKind
+from router.availability import AttributeKind, OrderKind, PoolSpec
 from router.call_book import BookedCall, BookedQueue, CallBook
 from router.calls import CallStatus
 from router.config import QueueConfig, Strategy
@@ -43,6 +47,19 @@ ORDER_OF_STRATEGY = {
 }
 
 Driver = tuple[AttributeKind, str, int]
+
+
+def pool_specs(config: QueueConfig) -> list[PoolSpec]:
+    """The free-agent pools of a queue, one per ring, walked in its strategy's order (for
+    skill-weighted rings: the primary skill's level first, as ``Selector._driver``)."""
+    order = ORDER_OF_STRATEGY[config.strategy]
+    specs = []
+    for ring in config.rings:
+        level_skill = None
+        if config.strategy is Strategy.SKILL_WEIGHTED and ring:
+            level_skill = min(ring, key=lambda skill: (-ring[skill], skill))
+        specs.append(PoolSpec(ring, order, level_skill))
+    return specs
 
 
 def first_unmet(skills: Mapping[str, int], requirement: Mapping[str, int]) -> str | None:
@@ -168,16 +185,28 @@ class Selector:
             if count == 0:
                 continue
             reject = self._rejecter(waiting, requirement, language)
-            result = self._agents.available.walk(
-                driver[0],
-                driver[1],
-                driver[2],
-                order,
-                reject,
-                runners_up=self._runners_up,
-                best_level_first=strategy is Strategy.SKILL_WEIGHTED
-                and driver[0] is AttributeKind.SKILL,
-            )
+            available = self._agents.available
+            # The ring's pool holds only agents meeting the ring, in the queue's order: the
+            # walk then skips only agents refused for language or an earlier refusal. A call
+            # needing more skills than the ring, or a rarer language, walks an attribute.
+            pooled = None if extra else available.pool_count(config.name, ring_index)
+            if pooled is not None and pooled <= count:
+                if pooled == 0:
+                    continue
+                result = available.walk_pool(
+                    config.name, ring_index, reject, runners_up=self._runners_up
+                )
+            else:
+                result = available.walk(
+                    driver[0],
+                    driver[1],
+                    driver[2],
+                    order,
+                    reject,
+                    runners_up=self._runners_up,
+                    best_level_first=strategy is Strategy.SKILL_WEIGHTED
+                    and driver[0] is AttributeKind.SKILL,
+                )
             skipped_total += result.skipped_total
             rejected.extend(Rejection(ext, why) for ext, why in result.skipped)
             if result.chosen is None:

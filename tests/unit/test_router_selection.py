@@ -135,7 +135,9 @@ def test_skill_weighted_prefers_best_proficiency_then_longest_idle(
     decision = reservation.decision
     assert decision.policy == "skill_weighted"
     assert decision.eligible[0].score[0] == 8
-    assert ("d", "skill billing missing") in {(r.extension, r.reason) for r in decision.rejected}
+    # The queue's pool of free agents holds only those meeting its ring: "d" is not looked at.
+    assert "d" not in {c.extension for c in decision.eligible}
+    assert "d" not in {r.extension for r in decision.rejected}
 
 
 def test_minimum_proficiency_is_honoured_until_expansion(router: Router, clock: Clock) -> None:
@@ -309,3 +311,48 @@ def test_explanation_of_a_routed_call_names_the_agents_passed_over(router: Route
     assert decision is reservation.decision
     assert decision.chosen == "ok"
     assert [c.extension for c in decision.eligible] == ["ok", "ok2"]
+
+
+@pytest.mark.parametrize("strategy", [Strategy.LONGEST_IDLE, Strategy.SKILL_WEIGHTED])
+@pytest.mark.parametrize("extra", [{}, {"c": 2}])
+def test_a_two_skill_queue_picks_as_its_strategy_orders_every_qualified_free_agent(
+    router: Router, clock: Clock, strategy: Strategy, extra: dict[str, int]
+) -> None:
+    # Without extra skills the call walks its queue's pool of free agents meeting the ring,
+    # with them the index of one skill: both must give what the strategy's order gives.
+    import random
+
+    rng = random.Random(f"{strategy}{extra}")
+    router.upsert_queue(QueueConfig("pair", skills={"a": 3, "b": 2}, strategy=strategy))
+    idle_since: dict[str, float] = {}
+    skills_of: dict[str, dict[str, int]] = {}
+    for n in range(60):
+        extension = f"x{n:02d}"
+        skills = {s: rng.randint(1, 10) for s in rng.sample(["a", "b", "c", "d"], 3)}
+        skills_of[extension] = skills
+        add_agent(router, extension, skills, ("en", "es") if n % 3 else ("en",))
+        idle_since[extension] = clock.now
+        clock.now += rng.choice([0.0, 1.0])  # some agents idle since the same moment
+    requirement = {"a": 3, "b": 2, **extra}
+
+    def strategy_key(extension: str) -> tuple[float, float, str]:
+        level = skills_of[extension]["a"] if strategy is Strategy.SKILL_WEIGHTED else 0
+        return (-level, idle_since[extension], extension)
+
+    for n in range(12):
+        language = "es" if n % 2 else None
+        qualified = [
+            extension
+            for extension, skills in skills_of.items()
+            if all(skills.get(s, 0) >= m for s, m in requirement.items())
+            and router.agent(extension).state is AgentState.AVAILABLE
+            and (language is None or "es" in router.agent(extension).profile.languages)
+        ]
+        router.enqueue(Call(f"call{n}", "pair", skills=extra, language=language))
+        reservations = router.dispatch()
+        if not qualified:
+            assert reservations == []
+            router.abandon(f"call{n}")
+            continue
+        assert [r.agent for r in reservations] == [min(qualified, key=strategy_key)]
+        router.answered(reservations[0].reservation_id)
