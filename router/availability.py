@@ -40,11 +40,14 @@ from router.config import MAX_PROFICIENCY
 Entry = tuple[float, float, str, int]
 _LEVELS = MAX_PROFICIENCY + 1  # index 0 unused, levels are 1..10
 _COMPACT_SLACK = 32
-# Stale entries are dropped lazily. Past 2x the live count a heap is queued for compaction,
-# done a slice per `compact()` (the router's tick, off the decision path); only past 8x is
-# it compacted on the spot, so a decision rarely pays for an O(n) rebuild.
+# Stale entries are dropped lazily. Past 2x the live count a heap is queued for a rebuild,
+# done a slice at a time: a few entries per entry pushed (`pay_compaction`, after each
+# dispatch) and a slice per tick (`compact`). Only past 8x is a heap compacted on the spot.
 _COMPACT_SOON = 2
 _COMPACT_NOW = 8
+# Entries a rebuild looks at for each entry pushed while rebuilds are pending (paid after
+# each dispatch): more than a rebuild looks at per stale entry, so rebuilds keep up.
+_COMPACT_PER_PUSH = 3
 
 
 class OrderKind(enum.Enum):
@@ -106,10 +109,9 @@ class _Rebuild:
     when the rebuild began are filtered into ``kept``, then swapped in."""
 
     heap: list[Entry]
-    copy: list[Entry]
+    to_look_at: list[Entry]  # its entries when the rebuild began, then those pushed since
     position: int = 0
     kept: list[Entry] = field(default_factory=list)
-    pushed: list[Entry] = field(default_factory=list)  # pushed onto ``heap`` since
 
 
 @dataclass
@@ -131,6 +133,7 @@ class AvailableAgents:
         self._skipped_kept = skipped_kept
         self._to_compact: dict[int, list[Entry]] = {}
         self._rebuild: _Rebuild | None = None
+        self._owed = 0  # rebuild work owed for entries pushed (see ``pay_compaction``)
         # Per queue, one pool per ring: the free agents meeting it, in the queue's order.
         self._pools: dict[str, tuple[_Pool, ...]] = {}
         self._agent_pools: dict[str, list[_Pool]] = {}
@@ -386,13 +389,20 @@ class AvailableAgents:
     def _push_entry(self, heap: list[Entry], entry: Entry, live: int) -> None:
         heapq.heappush(heap, entry)
         if self._rebuild is not None and self._rebuild.heap is heap:
-            self._rebuild.pushed.append(entry)
+            self._rebuild.to_look_at.append(entry)
+        if self._to_compact or self._rebuild is not None:
+            self._owed += _COMPACT_PER_PUSH
         size = len(heap)
         if size > _COMPACT_SOON * live + _COMPACT_SLACK:
             if size > _COMPACT_NOW * live + _COMPACT_SLACK:
                 self._compact_heap(heap)
             else:
                 self._to_compact[id(heap)] = heap
+
+    def pay_compaction(self) -> int:
+        """Do the rebuild work owed for the entries pushed since the last payment."""
+        owed, self._owed = self._owed, 0
+        return self.compact(owed) if owed else 0
 
     def compact(self, budget: int) -> int:
         """Rebuild the heaps that gathered too many stale entries, looking at no more than
@@ -406,18 +416,15 @@ class AvailableAgents:
                     break
                 heap = self._to_compact.pop(next(iter(self._to_compact)))
                 rebuild = self._rebuild = _Rebuild(heap, list(heap))
-            end = min(rebuild.position + budget - looked, len(rebuild.copy))
+            end = min(rebuild.position + budget - looked, len(rebuild.to_look_at))
             versions, kept = self._versions, rebuild.kept
-            for item in rebuild.copy[rebuild.position : end]:
+            for item in rebuild.to_look_at[rebuild.position : end]:
                 if versions.get(item[2]) == item[3]:
                     heapq.heappush(kept, item)
             looked += end - rebuild.position
             rebuild.position = end
-            if end == len(rebuild.copy):
-                # Entries pushed meanwhile join; entries only ever leave a heap stale, so
-                # the copy missed nothing live.
-                for item in rebuild.pushed:
-                    heapq.heappush(kept, item)
+            if end == len(rebuild.to_look_at):
+                # Entries only ever leave a heap stale, so nothing live was missed.
                 rebuild.heap[:] = kept
                 self._rebuild = None
         return looked
