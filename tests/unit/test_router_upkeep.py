@@ -62,3 +62,19 @@ def test_index_heaps_rebuilt_in_slices_keep_every_free_agent_in_order() -> None:
     index.walk(AttributeKind.SKILL, "s", 1, OrderKind.IDLE, take_all)
     assert seen == expected
     assert index.count(AttributeKind.EVERYONE, "", 1) == len(expected)
+
+
+def test_index_rebuilds_are_paid_by_the_pushes_that_need_them() -> None:
+    index = AvailableAgents()
+    for n in range(200):
+        index.add(f"a{n:03d}", {"s": 1}, ["en"], float(n), 0.0, n)
+    sizes = []
+    for round_ in range(20):  # steady churn, and no tick: only what each change pays
+        for n in range(200):
+            index.remove(f"a{n:03d}")
+            index.add(f"a{n:03d}", {"s": 1}, ["en"], float(n + round_), 0.0, n)
+            index.pay_compaction()
+        sizes.append(max(len(heap) for heap in index._everyone.heaps[OrderKind.IDLE.value]))
+    # Without the payments the heap would hold 20 stale entries per agent by now.
+    assert max(sizes[5:]) <= 4 * 200
+    assert index.count(AttributeKind.EVERYONE, "", 1) == 200
