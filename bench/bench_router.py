@@ -99,7 +99,9 @@ def fill(router: Router, clock: Clock, rng: random.Random, queue_names: list[str
     while waiting < WAITING:
         call_number += 1
         router.enqueue(
-            RoutingRequest(f"fill{call_number}", rng.choice(queue_names), priority=rng.randint(1, 3))
+            RoutingRequest(
+                f"fill{call_number}", rng.choice(queue_names), priority=rng.randint(1, 3)
+            )
         )
         reservations = router.dispatch()
         for reservation in reservations:
@@ -213,7 +215,9 @@ def main() -> None:
         frees.stop()
         for reservation in reservations:
             router.answered(reservation.reservation_id)
-            router.enqueue(RoutingRequest(f"refill{n}", reservation.queue, priority=rng.randint(1, 3)))
+            router.enqueue(
+                RoutingRequest(f"refill{n}", reservation.queue, priority=rng.randint(1, 3))
+            )
             for again in router.dispatch():
                 router.answered(again.reservation_id)
         clock.now += 0.001

@@ -348,7 +348,7 @@ def test_a_two_skill_queue_picks_as_its_strategy_orders_every_qualified_free_age
             and router.agent(extension).state is AgentState.AVAILABLE
             and (language is None or "es" in router.agent(extension).profile.languages)
         ]
-        router.enqueue(Call(f"call{n}", "pair", skills=extra, language=language))
+        router.enqueue(RoutingRequest(f"call{n}", "pair", skills=extra, language=language))
         reservations = router.dispatch()
         if not qualified:
             assert reservations == []
