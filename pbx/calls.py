@@ -19,6 +19,7 @@ NATed phones, and it transcodes PCMU<->PCMA when the two phones disagree.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
@@ -34,7 +35,7 @@ from events import (
     StaleCallsRepaired,
 )
 from pbx.call_leg import IllegalLegTransition, LegEvent, LegLife, LegState
-from pbx.config import Extension, ServerConfig
+from pbx.config import Extension, ServerConfig, SipSettings
 from pbx.endpoint import ALLOW, SipEndpoint, new_tag
 from pbx.media.engine import MediaEngine, MediaLeg, MediaPortsExhausted
 from pbx.registrar import Binding, Registrar
@@ -198,6 +199,29 @@ class ApplicationCall:
         self._manager.hang_up(self.call, cause="application")
 
 
+def counted_host(request: Request, source: Address, sip: SipSettings) -> str:
+    """The address an unauthenticated call counts against for the per-source cap: its
+    source, or for a request from a configured front door, the address the front door
+    received it from.
+
+    That is the Via just below the front door's own: its received parameter, which the
+    front door writes (replacing any the caller sent) whenever the sent-by differs from the
+    packet's source, else its sent-by host. Trusted only because the request came from a
+    configured front door; without a usable Via the callers behind it share one count.
+    """
+    if not sip.is_front_door(source):
+        return source[0]
+    vias = request.vias
+    if len(vias) < 2:
+        return source[0]
+    received = vias[1].params.get("received")
+    host = received if received else vias[1].host
+    try:
+        return str(ipaddress.ip_address(host.strip("[]")))
+    except ValueError:
+        return source[0]
+
+
 class CallManager:
     def __init__(self, config: ServerConfig, endpoint: SipEndpoint, registrar: Registrar,
                  events: EventBus, media: MediaEngine, applications: ApplicationFactory) -> None:
@@ -352,17 +376,18 @@ class CallManager:
                 self._start(call, leg, self._answer_application(call, leg, feature))
         elif extension is not None:
             # Answered without credentials: one source may hold only its share of the ports.
-            held = self.unauthenticated_calls.get(source[0], 0)
+            caller_host = counted_host(request, source, self.config.sip)
+            held = self.unauthenticated_calls.get(caller_host, 0)
             if held >= self.config.media.calls_per_source_limit:
-                if source[0] not in self._capped_sources:  # one line per episode, not per INVITE
-                    self._capped_sources.add(source[0])
+                if caller_host not in self._capped_sources:  # one line per episode, not per INVITE
+                    self._capped_sources.add(caller_host)
                     log.warning("calls from %s refused (503): it holds %d unauthenticated calls, "
-                                "the limit (media.unauthenticated_calls_per_source)", source[0], held)
+                                "the limit (media.unauthenticated_calls_per_source)", caller_host, held)
                 self._respond(leg, 503, "Too many calls from your address")
                 return
             if self._start(call, leg, self._answer_application(call, leg, extension)):
-                call.source_host = source[0]
-                self.unauthenticated_calls[source[0]] = held + 1
+                call.source_host = caller_host
+                self.unauthenticated_calls[caller_host] = held + 1
                 caller = self._registered_caller(request, source)
                 if caller is not None:
                     self._engage(call, caller)
@@ -392,7 +417,13 @@ class CallManager:
 
     def _registered_caller(self, request: Request, source: Address) -> str | None:
         """The account calling, for an unauthenticated call (to an application): its From
-        user, when that account has a binding registered from the very address calling."""
+        user, when that account has a binding registered from the very address calling.
+
+        Never through a configured front door: there every caller shares the proxy's
+        address, so the address proves nothing and anyone could claim an agent's From.
+        """
+        if self.config.sip.is_front_door(source):
+            return None
         user = request.from_.uri.user_unescaped or ""
         if user not in self.config.accounts:
             return None

@@ -133,6 +133,20 @@ else:
         list[Annotated[tuple[ListenAddress, ...], BeforeValidator(_listen_item)]],
         BeforeValidator(_one_or_list), AfterValidator(_flattened)]
 HostPort = Annotated[tuple[str, int], BeforeValidator(_host_port)]
+
+
+def _front_door(value: Any) -> tuple[str, int | None]:
+    """`IP` (any port of that address) or `HOST:PORT`."""
+    if not isinstance(value, str):
+        raise ValueError("must be a string IP or IP:PORT")
+    try:
+        return str(ipaddress.ip_address(value.strip("[]"))), None
+    except ValueError:
+        host, port = parse_host_port(value)
+        return str(ipaddress.ip_address(host)), port
+
+
+FrontDoorAddress = Annotated[tuple[str, int | None], BeforeValidator(_front_door)]
 IpAddress = Annotated[Text, AfterValidator(_ip_address)]
 
 
@@ -270,6 +284,9 @@ class SipSettings(Section):
     protection: ProtectionSettings = ProtectionSettings()
     tcp: StreamSettings = StreamSettings()
     tls: TlsSettings = TlsSettings()
+    # SIP proxies every caller reaches us through (the Kamailio front door): requests
+    # from them are not told apart by source address, see is_front_door.
+    front_doors: ListOf[FrontDoorAddress] = ()
 
     @field_validator("max_expires")
     @classmethod
@@ -300,6 +317,18 @@ class SipSettings(Section):
     @property
     def streams(self) -> StreamSettings:
         return self.tcp
+
+    def is_front_door(self, address: tuple[str, int]) -> bool:
+        """Whether a request from `address` came through a configured front door: its
+        source then stands for every caller behind that proxy, not for one of them."""
+        if not self.front_doors:
+            return False
+        try:
+            host = str(ipaddress.ip_address(address[0]))
+        except ValueError:
+            return False
+        return any(host == door_host and door_port in (None, address[1])
+                   for door_host, door_port in self.front_doors)
 
 
 RTP_TIMEOUT_SCOPES = ("bridged", "all")
