@@ -105,16 +105,17 @@ def options_answer(address: tuple[str, int], timeout: float = 1.0) -> int | None
 def start_front_door(sites: dict[str, str], homes: dict[str, str] | None = None, *,
                      folder: Path | None = None, probe_interval: int = 1,
                      answer_timeout_ms: int = 1000, children: int = 2,
-                     log_level: int = 1) -> FrontDoor:
-    """Kamailio in front of ``sites`` (name -> HOST:PORT, in backup order)."""
+                     log_level: int = 1, port: int | None = None) -> FrontDoor:
+    """Kamailio in front of ``sites`` (name -> HOST:PORT, in backup order), on ``port``
+    (a free one when None: sites configured with the front door's address need it first)."""
     binary = kamailio_binary()
     renderer = _renderer()
     folder = Path(folder or tempfile.mkdtemp(prefix="centralita-kamailio-"))
     last_error = ""
-    for _ in range(3):  # a free port can be taken between probe and bind
-        port = free_port(udp=True, tcp=False)
+    for _ in range(1 if port else 3):  # a free port can be taken between probe and bind
+        listen_port = port or free_port(udp=True, tcp=False)
         renderer.write_folder(
-            folder, listen=(LOOPBACK, port),
+            folder, listen=(LOOPBACK, listen_port),
             sites=[renderer.parse_site(f"{name}={address}") for name, address in sites.items()],
             homes=dict(homes or {}), probe_interval=probe_interval,
             answer_timeout_ms=answer_timeout_ms, log_level=log_level, children=children)
@@ -124,10 +125,10 @@ def start_front_door(sites: dict[str, str], homes: dict[str, str] | None = None,
              "-P", str(folder / "kamailio.pid")],
             cwd=folder, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True)
-        door = FrontDoor(process, port, folder, dict(sites), log)
+        door = FrontDoor(process, listen_port, folder, dict(sites), log)
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while time.monotonic() < deadline and process.poll() is None:
-            if options_answer((LOOPBACK, port), timeout=0.3) == 200:
+            if options_answer((LOOPBACK, listen_port), timeout=0.3) == 200:
                 return door
         last_error = door.log_tail(30)
         door.stop()

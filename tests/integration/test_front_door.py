@@ -6,11 +6,17 @@ dispatcher fails over on the silent site and its probes take it out of rotation)
 answering 503 is failed over, a busy agent's 486 is the caller's answer and never tried
 at another site; an agent's phone registers through the front door at its home site
 (Path) and is called through it, and registers at the backup site when its home dies.
+A site that lists the front door in sip.front_doors never takes a caller behind it for
+the agent its From names, and caps unauthenticated calls per caller address, not for the
+front door as a whole.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import secrets
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +30,7 @@ from integration.front_door_calls import (
     start_callers,
 )
 from integration.kamailio_fixture import FrontDoor, KamailioMissing, start_front_door
-from integration.server_fixture import PbxServer
+from integration.server_fixture import PbxServer, default_config_yaml
 from peers import sipp
 from peers.procs import LOOPBACK, free_port
 
@@ -278,3 +284,126 @@ def test_busy_agent_refusal_is_the_answer_and_is_not_tried_at_another_site(
     time.sleep(0.5)
     assert site_call_ids(bogota) == set()
     assert "next site" not in door.log_text()
+
+
+IVR = "100"  # the demo's IVR: answers and waits for digits, so the call stays up
+
+
+class RawCaller:
+    """One call placed by hand over UDP from ``host`` through the front door: its Via and
+    From are exactly what the test writes (what a hostile caller could send)."""
+
+    def __init__(self, door: FrontDoor, host: str, *, from_user: str, via_params: str = ""):
+        self.door = (LOOPBACK, door.port)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((host, 0))
+        self.sock.settimeout(5.0)
+        self.host, self.port = self.sock.getsockname()
+        self.from_user, self.via_params = from_user, via_params
+        self.tag, self.call_id = secrets.token_hex(4), f"{secrets.token_hex(8)}@{host}"
+        self.response = ""
+
+    def _send(self, method: str, uri: str, cseq: int, extra: str = "", body: str = "") -> None:
+        via = (f"SIP/2.0/UDP {self.host}:{self.port};branch=z9hG4bK{secrets.token_hex(6)}"
+               f";rport{self.via_params}")
+        to_tag = re.search(r"^To:.*?(;tag=[^;\r\n]+)", self.response, re.M | re.I)
+        to = f"<sip:{IVR}@{self.door[0]}>" + (to_tag.group(1) if to_tag and method != "INVITE" else "")
+        message = (f"{method} {uri} SIP/2.0\r\nVia: {via}\r\n"
+                   f"From: <sip:{self.from_user}@{self.door[0]}>;tag={self.tag}\r\nTo: {to}\r\n"
+                   f"Call-ID: {self.call_id}\r\nCSeq: {cseq} {method}\r\nMax-Forwards: 70\r\n"
+                   f"Contact: <sip:{self.from_user}@{self.host}:{self.port}>\r\n{extra}"
+                   f"Content-Length: {len(body)}\r\n\r\n{body}")
+        self.sock.sendto(message.encode(), self.door)
+
+    def invite(self) -> int:
+        """INVITE the IVR; the final status (a 200 is acknowledged)."""
+        sdp = (f"v=0\r\no=caller 1 1 IN IP4 {self.host}\r\ns=-\r\nc=IN IP4 {self.host}\r\n"
+               f"t=0 0\r\nm=audio {self.port + 2} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n")
+        self._send("INVITE", f"sip:{IVR}@{self.door[0]}:{self.door[1]}", 1,
+                   "Content-Type: application/sdp\r\n", sdp)
+        while True:
+            self.response = self.sock.recv(65535).decode(errors="replace")
+            status = int(self.response.split(" ", 2)[1])
+            if status >= 200:
+                break
+        if status == 200:
+            self._in_dialog("ACK", 1)
+        return status
+
+    def _in_dialog(self, method: str, cseq: int) -> None:
+        contact = re.search(r"^Contact:\s*<([^>]+)>", self.response, re.M | re.I).group(1)
+        routes = re.findall(r"^Record-Route:\s*(.+?)\r?$", self.response, re.M | re.I)
+        route = "".join(f"Route: {value}\r\n" for value in reversed(routes))
+        self._send(method, contact, cseq, route)
+
+    def hang_up(self) -> None:
+        self._in_dialog("BYE", 2)
+        self.sock.close()
+
+
+def personal_calls(site: PbxServer, user: str) -> int:
+    status, body = site.http_get(f"/api/v1/agents/{user}")
+    assert status == 200, body[:300]
+    return int((json.loads(body).get("live") or {}).get("personal_calls", 0))
+
+
+def site_behind_its_front_door(pbx_server, tmp_path: Path, **media) -> tuple[PbxServer, FrontDoor]:
+    """One site that lists the front door in sip.front_doors, and that front door."""
+    door_port = free_port(udp=True, tcp=False)
+    sections: dict = {"sip": {"front_doors": [f"{LOOPBACK}:{door_port}"]}}
+    if media:
+        sections["media"] = media
+    site = pbx_server(default_config_yaml(**sections))
+    try:
+        door = start_front_door({"madrid": site.sip_address}, {"1001": "madrid"},
+                                folder=tmp_path / "kamailio", port=door_port)
+    except KamailioMissing as missing:
+        pytest.fail(str(missing), pytrace=False)
+    return site, door
+
+
+def test_a_caller_naming_an_agent_through_the_front_door_does_not_pass_for_the_agent(
+        pbx_server, tmp_path):
+    site, door = site_behind_its_front_door(pbx_server, tmp_path)
+    try:
+        phone_port = free_port(udp=True, tcp=False)
+        register_agent(door, tmp_path / "register", "1001", "demo1001", phone_port)
+        assert wait_for(lambda: reachable_at(site, "1001"))
+        # Ana's binding and this impostor both reach the site from the front door's
+        # address: without sip.front_doors the site would take the impostor for Ana.
+        impostor = RawCaller(door, LOOPBACK, from_user="1001")
+        assert impostor.invite() == 200
+        time.sleep(0.5)
+        assert personal_calls(site, "1001") == 0
+        impostor.hang_up()
+        assert wait_for(lambda: len(site_call_ids(site)) == 1)
+    finally:
+        door.stop()
+
+
+def test_behind_the_front_door_unauthenticated_calls_are_capped_per_caller_address(
+        pbx_server, tmp_path):
+    site, door = site_behind_its_front_door(pbx_server, tmp_path,
+                                            unauthenticated_calls_per_source=1)
+    callers: list[RawCaller] = []
+    try:
+        callers.append(RawCaller(door, "127.0.0.2", from_user="alice"))
+        assert callers[-1].invite() == 200
+        # Another caller behind the same front door has a quota of its own...
+        callers.append(RawCaller(door, "127.0.0.3", from_user="bob"))
+        assert callers[-1].invite() == 200
+        # ...while a second call from the first one's address is over the cap, even when
+        # it claims another address: the front door replaces the received= it was sent.
+        # The site refuses it 503, which the front door (no other site to try) relays as
+        # 500, as a proxy must (RFC 3261 16.7).
+        assert RawCaller(door, "127.0.0.2", from_user="alice").invite() == 500
+        assert RawCaller(door, "127.0.0.2", from_user="alice",
+                         via_params=";received=127.0.0.4").invite() == 500
+        assert door.log_text().count("answered 503") == 2
+        for caller in callers:
+            caller.hang_up()
+        assert wait_for(lambda: len(site_call_ids(site)) == 2)
+        time.sleep(0.3)
+        assert len(site_call_ids(site)) == 2  # the refused calls were never started
+    finally:
+        door.stop()
