@@ -73,6 +73,50 @@ def _request(row: Mapping[str, Any]) -> CallbackRequest:
 
 _LINE_ORDER = (_TABLE.c.priority.desc(), _TABLE.c.requested_at, _TABLE.c.id)
 
+# The service's rounds (every poll interval) and each answered call run the same queries with
+# new values:
+# built once with bind parameters, since a statement built per round leaves its parameters
+# in reference cycles for the garbage collector.
+_MOMENT = sa.bindparam("moment", type_=_TABLE.c.expires_at.type)
+_LIMIT = sa.bindparam("limit", type_=sa.Integer)
+
+
+def _due_query(by_site: bool, by_queue: bool) -> sa.Select[Any]:
+    query = sa.select(_TABLE).where(
+        _TABLE.c.state == CallbackState.PENDING.value,
+        _TABLE.c.earliest_at <= _MOMENT,
+        _TABLE.c.expires_at > _MOMENT,
+    )
+    if by_site:
+        query = query.where(sa.or_(_TABLE.c.site == sa.bindparam("site"),
+                                   _TABLE.c.lease_expires_at <= _MOMENT))
+    if by_queue:
+        query = query.where(_TABLE.c.queue == sa.bindparam("queue"))
+    return query.order_by(*_LINE_ORDER).limit(_LIMIT)
+
+
+_DUE = {(by_site, by_queue): _due_query(by_site, by_queue)
+        for by_site in (False, True) for by_queue in (False, True)}
+_LAPSED = (sa.select(_TABLE)
+           .where(_TABLE.c.state.in_(_ACTIVE), _TABLE.c.site != sa.bindparam("site"),
+                  _TABLE.c.lease_expires_at <= _MOMENT)
+           .order_by(*_LINE_ORDER).limit(_LIMIT))
+_ACTIVE_FOR = {by_queue: (sa.select(_TABLE)
+                          .where(_TABLE.c.number == sa.bindparam("number"), _TABLE.c.state.in_(_ACTIVE),
+                                 *([_TABLE.c.queue == sa.bindparam("queue")] if by_queue else []))
+                          .order_by(*_LINE_ORDER))
+               for by_queue in (False, True)}
+_RENEW = (sa.update(_TABLE)
+          .where(_TABLE.c.site == sa.bindparam("owner"), _TABLE.c.state.in_(_ACTIVE))
+          .values(lease_expires_at=sa.bindparam("until", type_=_TABLE.c.lease_expires_at.type),
+                  version=_TABLE.c.version + 1))
+_PENDING_BY_QUEUE = (sa.select(_TABLE.c.queue, sa.func.count())
+                     .where(_TABLE.c.state == CallbackState.PENDING.value)
+                     .group_by(_TABLE.c.queue))
+_OVERDUE = (sa.select(_TABLE)
+            .where(_TABLE.c.state == CallbackState.PENDING.value, _TABLE.c.expires_at <= _MOMENT)
+            .order_by(_TABLE.c.expires_at, _TABLE.c.id).limit(_LIMIT))
+
 
 class SqlCallbackStore:
     """Callback requests in the store's database (migration step 5 creates the table)."""
@@ -80,9 +124,10 @@ class SqlCallbackStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 
-    async def _select(self, query: sa.Select[Any]) -> list[CallbackRequest]:
+    async def _select(self, query: sa.Select[Any],
+                      parameters: dict[str, Any] | None = None) -> list[CallbackRequest]:
         async with self._engine.connect() as connection:
-            result = await connection.execute(query)
+            result = await connection.execute(query, parameters)
             return [_request(row) for row in result.mappings()]
 
     async def insert_callback(self, request: CallbackRequest) -> CallbackRequest | None:
@@ -100,10 +145,9 @@ class SqlCallbackStore:
         return found[0] if found else None
 
     async def active_callbacks(self, number: str, queue: str | None = None) -> list[CallbackRequest]:
-        query = sa.select(_TABLE).where(_TABLE.c.number == number, _TABLE.c.state.in_(_ACTIVE))
-        if queue is not None:
-            query = query.where(_TABLE.c.queue == queue)
-        return await self._select(query.order_by(*_LINE_ORDER))
+        if queue is None:
+            return await self._select(_ACTIVE_FOR[False], {"number": number})
+        return await self._select(_ACTIVE_FOR[True], {"number": number, "queue": queue})
 
     async def callbacks(self, *, state: CallbackState | None = None, queue: str | None = None,
                         site: str | None = None, limit: int = 100,
@@ -122,40 +166,29 @@ class SqlCallbackStore:
     async def due_callbacks(self, now: datetime, *, site: str | None = None,
                             queue: str | None = None, limit: int = 100) -> list[CallbackRequest]:
         check_page(limit)
-        moment = as_utc(now)
-        query = sa.select(_TABLE).where(
-            _TABLE.c.state == CallbackState.PENDING.value,
-            _TABLE.c.earliest_at <= moment,
-            _TABLE.c.expires_at > moment,
-        )
+        parameters: dict[str, Any] = {"moment": as_utc(now), "limit": limit}
         if site is not None:
-            query = query.where(sa.or_(_TABLE.c.site == site, _TABLE.c.lease_expires_at <= moment))
+            parameters["site"] = site
         if queue is not None:
-            query = query.where(_TABLE.c.queue == queue)
-        return await self._select(query.order_by(*_LINE_ORDER).limit(limit))
+            parameters["queue"] = queue
+        return await self._select(_DUE[site is not None, queue is not None], parameters)
 
     async def lapsed_callbacks(self, site: str, now: datetime, *,
                                limit: int = 100) -> list[CallbackRequest]:
         check_page(limit)
-        query = sa.select(_TABLE).where(
-            _TABLE.c.state.in_(_ACTIVE),
-            _TABLE.c.site != site,
-            _TABLE.c.lease_expires_at <= as_utc(now),
-        )
-        return await self._select(query.order_by(*_LINE_ORDER).limit(limit))
+        return await self._select(_LAPSED, {"site": site, "moment": as_utc(now), "limit": limit})
 
     async def overdue_callbacks(self, now: datetime, *, limit: int = 100) -> list[CallbackRequest]:
         check_page(limit)
-        query = sa.select(_TABLE).where(
-            _TABLE.c.state == CallbackState.PENDING.value,
-            _TABLE.c.expires_at <= as_utc(now),
-        )
-        return await self._select(query.order_by(_TABLE.c.expires_at, _TABLE.c.id).limit(limit))
+        return await self._select(_OVERDUE, {"moment": as_utc(now), "limit": limit})
 
     async def count_callbacks(self, state: CallbackState) -> dict[str, int]:
-        query = (sa.select(_TABLE.c.queue, sa.func.count())
-                 .where(_TABLE.c.state == CallbackState(state).value)
-                 .group_by(_TABLE.c.queue))
+        if CallbackState(state) is CallbackState.PENDING:  # what the service counts each round
+            query = _PENDING_BY_QUEUE
+        else:
+            query = (sa.select(_TABLE.c.queue, sa.func.count())
+                     .where(_TABLE.c.state == CallbackState(state).value)
+                     .group_by(_TABLE.c.queue))
         async with self._engine.connect() as connection:
             result = await connection.execute(query)
             return {queue: int(count) for queue, count in result.all()}
@@ -174,11 +207,8 @@ class SqlCallbackStore:
         return result.rowcount == 1
 
     async def renew_leases(self, site: str, until: datetime) -> int:
-        statement = (sa.update(_TABLE)
-                     .where(_TABLE.c.site == site, _TABLE.c.state.in_(_ACTIVE))
-                     .values(lease_expires_at=as_utc(until), version=_TABLE.c.version + 1))
         async with self._engine.begin() as connection:
-            result = await connection.execute(statement)
+            result = await connection.execute(_RENEW, {"owner": site, "until": as_utc(until)})
         return int(result.rowcount)
 
     async def release_leases(self, site: str, now: datetime) -> int:
