@@ -372,6 +372,7 @@ class HttpSettings(Section):
     listen: HostPort = ("127.0.0.1", 8080)
     api_token: Text | None = None
     object_census: bool = False  # GET /debug/objects: live objects per type (runs the collector)
+    cycle_census: bool = False  # GET /debug/cycles: what collector passes found in reference cycles
 
     @field_validator("api_token")
     @classmethod

@@ -13,8 +13,10 @@ HealthProbe = Callable[[], dict[str, Any]]
 
 
 def create_http_app(render_metrics: Callable[[], bytes], health: HealthProbe,
-                    object_census: Callable[[], dict[str, Any]] | None = None) -> web.Application:
-    """``object_census``, when given, is served at ``/debug/objects`` (leak hunting)."""
+                    object_census: Callable[[], dict[str, Any]] | None = None,
+                    cycle_census: Callable[[], dict[str, Any]] | None = None) -> web.Application:
+    """``object_census`` and ``cycle_census``, when given, are served at ``/debug/objects``
+    and ``/debug/cycles`` (leak hunting)."""
     started = time.monotonic()
 
     async def healthz(request: web.Request) -> web.Response:
@@ -48,6 +50,13 @@ def create_http_app(render_metrics: Callable[[], bytes], health: HealthProbe,
             return web.json_response(census())
 
         app.router.add_get("/debug/objects", objects)
+    if cycle_census is not None:
+        cycles_found = cycle_census
+
+        async def cycles(request: web.Request) -> web.Response:
+            return web.json_response(cycles_found())
+
+        app.router.add_get("/debug/cycles", cycles)
     return app
 
 

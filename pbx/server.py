@@ -31,7 +31,7 @@ from ivr.metrics import IvrMetrics
 from monitoring.callbacks import CallbackMetrics
 from monitoring.contact_center import ContactCenterMetrics
 from monitoring.metrics import TelephonyMetrics
-from monitoring.object_census import object_census
+from monitoring.object_census import cycle_census, keep_cycles, object_census
 from monitoring.protection import ProtectionMetrics
 from pbx.api import create_api
 from pbx.applications import ApplicationDirectory, unknown_flow_references
@@ -214,7 +214,8 @@ class Server:
         for address in listen:
             await self.transports.listen(address.transport, address.host, address.port, tls)
         app = create_http_app(self._render_metrics, self._health,
-                              object_census if self.config.http.object_census else None)
+                              object_census if self.config.http.object_census else None,
+                              cycle_census if self.config.http.cycle_census else None)
         callbacks = self.config.callbacks
         self.callback_desk = CallbackDesk(
             SqlCallbackStore(self.store.engine), site=self.config.site, clock=utc_now,
@@ -250,6 +251,8 @@ class Server:
         # otherwise stall the loop for hundreds of milliseconds under load.
         gc.collect()
         gc.freeze()
+        if self.config.http.cycle_census:
+            keep_cycles()
         self.metrics.collector.install()
         log.info("Centralita ready: %d accounts, extensions %s", len(self.config.accounts),
                  ", ".join(sorted(self.config.extensions)) or "none")
