@@ -50,6 +50,7 @@ import math
 import os
 import pstats
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -65,9 +66,19 @@ sys.path.insert(0, str(REPO_ROOT / "tests"))
 from integration import sipp_agents as sa  # noqa: E402
 from integration.server_fixture import PbxServer, ServerStartError, start_pbx  # noqa: E402
 from peers import sipp  # noqa: E402
-from peers.procs import stop_process_group  # noqa: E402
+from peers.procs import LOOPBACK, stop_process_group  # noqa: E402
 
 ASTERISK = {"rate": 80.0, "cpu_ms_per_call": 12.7, "concurrent": 400, "mb_per_call": 0.95}
+
+# The callers' SDP offers SIPp's [auto_media_port]: -mp + 4 * (call number - 1) modulo 10,000
+# (audio and video RTP/RTCP per call), so a random -mp high in the ephemeral range went past
+# 65535 after about a thousand calls and the server rightly refused the offer (400). A base
+# from 10,000 keeps the window below the server's RTP range (20,000-29,999) and Linux's
+# ephemeral ports (32,768-60,999) the other peers bind; a call number reuses its ports 2,500
+# calls later, long after that call ended at any rate measured here. SIPp binds only the
+# base and base + 2 (its echo sockets), so the base is the first such pair free.
+CALLER_MEDIA_BASES = range(10000, 10400, 4)
+CALLER_MEDIA_CALLS = 2500  # calls before SIPp reuses the first call's ports
 
 
 @dataclass
@@ -93,6 +104,10 @@ class Step:
     peak_concurrent: int
     mb_per_concurrent: float
     wall_seconds: float
+    full_gc_passes: int = 0        # generation-2 collector passes during the step
+    full_gc_ms_mean: float = 0.0   # their mean pause
+    loop_stalls_over_25ms: int = 0  # lag probes (every 100 ms) that ran over 25 ms late ...
+    loop_stalls_over_100ms: int = 0  # ... and over 100 ms (the histogram's 25 and 100 ms buckets)
     note: str = ""
 
     @property
@@ -108,7 +123,9 @@ class Step:
                 f"| worst/agent {self.worst_agent_concurrency} | cpu {self.cpu_ms_per_call:6.2f} ms/call "
                 f"({self.server_cpu_percent:3.0f}% core, box {self.machine_busy_percent:3.0f}%) "
                 f"| rss {self.rss_before_mb:5.1f}->{self.rss_peak_mb:5.1f} MB, peak {self.peak_concurrent:4d} "
-                f"calls, {self.mb_per_concurrent:5.3f} MB/call | {verdict}"
+                f"calls, {self.mb_per_concurrent:5.3f} MB/call | full gc {self.full_gc_passes} x "
+                f"{self.full_gc_ms_mean:.0f} ms, lag >25 ms {self.loop_stalls_over_25ms} "
+                f">100 ms {self.loop_stalls_over_100ms} | {verdict}"
                 + (f" ({self.note})" if self.note else ""))
 
 
@@ -150,6 +167,18 @@ class Sampler(threading.Thread):
         self.sample()
 
 
+def loop_pauses(server: PbxServer) -> dict[str, float]:
+    """Full collector passes (count, seconds) and event-loop lag probes, from /metrics."""
+    samples = server.metrics()
+    return {
+        "gc2_count": samples.get('centralita_gc_pause_seconds_count{generation="2"}', 0.0),
+        "gc2_sum": samples.get('centralita_gc_pause_seconds_sum{generation="2"}', 0.0),
+        "lag_count": samples.get("centralita_event_loop_lag_seconds_count", 0.0),
+        "lag_le_25ms": samples.get('centralita_event_loop_lag_seconds_bucket{le="0.025"}', 0.0),
+        "lag_le_100ms": samples.get('centralita_event_loop_lag_seconds_bucket{le="0.1"}', 0.0),
+    }
+
+
 def wait_until(predicate, timeout: float, interval: float = 0.25) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -167,6 +196,24 @@ def agents_for(rate: float, talk_ms: int) -> int:
     return int(math.ceil(rate * (talk_ms / 1000 + 1.0) * 1.3)) + 10
 
 
+def caller_media_base() -> int:
+    for base in CALLER_MEDIA_BASES:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rtp, \
+                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as video:
+            try:
+                rtp.bind((LOOPBACK, base))
+                video.bind((LOOPBACK, base + 2))
+            except OSError:
+                continue
+        return base
+    raise OSError(f"no free caller media base in {CALLER_MEDIA_BASES}")
+
+
+def limit_for(rate: float, talk_ms: int) -> int:
+    """The callers' cap on calls open at once (SIPp -l): twice what the flow should hold."""
+    return max(50, int(rate * (talk_ms / 1000 + 5) * 2))
+
+
 def run_step(args: argparse.Namespace, workdir: Path, mode: str, rate: float, calls: int,
              talk_ms: int, agents_count: int | None = None, python: str | None = None,
              during=None) -> Step:
@@ -175,6 +222,9 @@ def run_step(args: argparse.Namespace, workdir: Path, mode: str, rate: float, ca
     ``during(server, seconds)`` is called right before the callers start (the profiler hook).
     """
     workdir.mkdir(parents=True, exist_ok=True)
+    if rate * (talk_ms / 1000 + 3) >= CALLER_MEDIA_CALLS:  # 3 s: the IVR and the ringing
+        raise ValueError(f"{rate:g} calls/s of {talk_ms} ms could have two calls on the same "
+                         f"caller media ports (SIPp reuses them every {CALLER_MEDIA_CALLS} calls)")
     agents_count = agents_count or agents_for(rate, talk_ms)
     accounts = sa.agent_accounts(agents_count)
     config = sa.contact_center_config(accounts, wrap_up_seconds=0, ring_timeout_seconds=30,
@@ -193,15 +243,17 @@ def run_step(args: argparse.Namespace, workdir: Path, mode: str, rate: float, ca
                 note = "not every agent became available"
             time.sleep(0.5)
             cpu_before = server.cpu_seconds()
+            pauses_before = loop_pauses(server)
             busy_before = machine_busy()
             sampler = Sampler(server)
             sampler.start()
             started = time.monotonic()
-            limit = max(50, int(rate * (talk_ms / 1000 + 5) * 2))
+            limit = limit_for(rate, talk_ms)
             if during is not None:
                 during(server, calls / rate + talk_ms / 1000)
             callers = sipp.run(server.sip_address, scenario=sa.CALLER_WAIT_BYE_XML,
                                service="100", calls=calls, rate=rate, limit=limit,
+                               media_port=caller_media_base(),
                                workdir=workdir / "callers",
                                timeout=calls / rate + talk_ms / 1000 + 120)
             wait_until(lambda: sum(v for k, v in agents.stats().items()
@@ -212,6 +264,7 @@ def run_step(args: argparse.Namespace, workdir: Path, mode: str, rate: float, ca
             sampler.stop()
             cpu = server.cpu_seconds() - cpu_before
             busy_after = machine_busy()
+            pauses = {k: v - pauses_before.get(k, 0.0) for k, v in loop_pauses(server).items()}
         finally:
             agent_results = agents.stop()
     finally:
@@ -232,7 +285,10 @@ def run_step(args: argparse.Namespace, workdir: Path, mode: str, rate: float, ca
         rss_before_mb=round(rss0, 1), rss_peak_mb=round(sampler.peak_rss / 2**20, 1),
         peak_concurrent=sampler.peak_calls,
         mb_per_concurrent=round((sampler.peak_rss / 2**20 - rss0) / max(sampler.peak_calls, 1), 3),
-        wall_seconds=round(wall, 1), note=note)
+        wall_seconds=round(wall, 1), full_gc_passes=int(pauses["gc2_count"]),
+        full_gc_ms_mean=round(pauses["gc2_sum"] * 1000 / max(pauses["gc2_count"], 1), 1),
+        loop_stalls_over_25ms=int(pauses["lag_count"] - pauses["lag_le_25ms"]),
+        loop_stalls_over_100ms=int(pauses["lag_count"] - pauses["lag_le_100ms"]), note=note)
     if not step.clean:
         kinds: Counter = Counter()
         for result in [callers, *agent_results]:
@@ -246,7 +302,7 @@ def run_step(args: argparse.Namespace, workdir: Path, mode: str, rate: float, ca
 def safe_step(args, workdir, *a, **kw) -> Step | None:
     try:
         return run_step(args, workdir, *a, **kw)
-    except (ServerStartError, sa.AgentSetupError, OSError) as error:
+    except (ServerStartError, sa.AgentSetupError, OSError, ValueError) as error:
         print(f"  step could not run: {error}", flush=True)
         return None
 
