@@ -76,6 +76,9 @@ class SipEndpoint:
         self.user_agent = user_agent
         self.handlers: dict[str, RequestHandler] = {}
         self.ack_handler: Callable[[Request, Address], None] | None = None
+        # Whether a request that came through a front door is from a caller blocked behind
+        # it: the guard, which sees only the front door's address, cannot tell (server.py).
+        self.blocked_behind_front_door: Callable[[Request, Address], bool] | None = None
         self.ack_timeout_handler: Callable[[Request], None] | None = None
         self._client_callbacks: dict[TransactionKey, ResponseCallback] = {}
         self._server_methods: dict[TransactionKey, str] = {}
@@ -147,6 +150,9 @@ class SipEndpoint:
             if not forbidden:
                 self.reject_unparsable(data, exc, source, transport)
             return
+        if (not forbidden and isinstance(message, Request) and self.blocked_behind_front_door is not None
+                and self.blocked_behind_front_door(message, source)):
+            forbidden = True
         if forbidden:
             # Blocked after failed logins: no request is served, not even with the right password.
             if isinstance(message, Request) and message.method != "ACK":

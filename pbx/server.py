@@ -36,7 +36,7 @@ from monitoring.protection import ProtectionMetrics
 from pbx.api import create_api
 from pbx.applications import ApplicationDirectory, unknown_flow_references
 from pbx.callback_service import CallbackService
-from pbx.calls import CallManager
+from pbx.calls import CallManager, counted_host
 from pbx.config import HttpSettings, ServerConfig
 from pbx.durable_registrations import DurableRegistrations
 from pbx.endpoint import ALLOW, SipEndpoint, new_tag
@@ -129,6 +129,7 @@ class Server:
         self.registrar = Registrar(config.accounts, self.authenticator, sip)
         self.registrar.listeners.append(self._registration_changed)
         self.registrar.auth_failure_listeners.append(self._auth_failed)
+        self.endpoint.blocked_behind_front_door = self._blocked_behind_front_door
         self.ports = PortAllocator(config.media.host, config.media.port_min, config.media.port_max)
         self.media = EmbeddedMediaEngine(self.ports)
         self.prompts = PromptLibrary()
@@ -485,7 +486,17 @@ class Server:
 
     def _auth_failed(self, source: Address, user: str | None, request: Request, reason: str) -> None:
         self.events.publish(SipAuthenticationFailed(request.method))
-        self.guard.auth_failed(source, user, request.call_id, reason, self.endpoint.now())
+        # Behind a front door the failures are the caller's, not the front door's: blocking
+        # the front door would lock out every caller behind it.
+        caller = counted_host(request, source, self.config.sip)
+        self.guard.auth_failed(source if caller == source[0] else (caller, 0), user, request.call_id,
+                               reason, self.endpoint.now())
+
+    def _blocked_behind_front_door(self, request: Request, source: Address) -> bool:
+        if not self.config.sip.is_front_door(source):
+            return False
+        caller = counted_host(request, source, self.config.sip)
+        return caller != source[0] and self.guard.is_blocked(caller, self.endpoint.now())
 
     def _registration_changed(self, user: str, registered: bool) -> None:
         try:

@@ -13,6 +13,7 @@ front door as a whole.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import secrets
@@ -405,5 +406,69 @@ def test_behind_the_front_door_unauthenticated_calls_are_capped_per_caller_addre
         assert wait_for(lambda: len(site_call_ids(site)) == 2)
         time.sleep(0.3)
         assert len(site_call_ids(site)) == 2  # the refused calls were never started
+    finally:
+        door.stop()
+
+
+def register_with_password(door: FrontDoor, host: str, user: str, password: str) -> int:
+    """REGISTER ``user`` from ``host`` through the front door, answering the challenge with
+    ``password``; the final status."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((host, 0))
+    sock.settimeout(5.0)
+    port = sock.getsockname()[1]
+    call_id, tag = f"{secrets.token_hex(8)}@{host}", secrets.token_hex(4)
+    uri = f"sip:{LOOPBACK}:{door.port}"
+
+    def send(cseq: int, authorization: str = "") -> str:
+        message = (f"REGISTER {uri} SIP/2.0\r\n"
+                   f"Via: SIP/2.0/UDP {host}:{port};branch=z9hG4bK{secrets.token_hex(6)};rport\r\n"
+                   f"From: <sip:{user}@{LOOPBACK}>;tag={tag}\r\nTo: <sip:{user}@{LOOPBACK}>\r\n"
+                   f"Call-ID: {call_id}\r\nCSeq: {cseq} REGISTER\r\nMax-Forwards: 70\r\n"
+                   f"Contact: <sip:{user}@{host}:{port}>\r\nExpires: 60\r\n{authorization}"
+                   f"Content-Length: 0\r\n\r\n")
+        sock.sendto(message.encode(), (LOOPBACK, door.port))
+        while True:
+            response = sock.recv(65535).decode(errors="replace")
+            if int(response.split(" ", 2)[1]) >= 200:
+                return response
+
+    try:
+        response = send(1)
+        if not response.startswith("SIP/2.0 401"):
+            return int(response.split(" ", 2)[1])
+        challenge = re.search(r"^WWW-Authenticate:\s*Digest\s+(.+?)\r?$", response, re.M | re.I).group(1)
+        realm = re.search(r'realm="([^"]*)"', challenge).group(1)
+        nonce = re.search(r'nonce="([^"]*)"', challenge).group(1)
+        md5 = lambda text: hashlib.md5(text.encode()).hexdigest()  # noqa: E731
+        answer = md5(f"{md5(f'{user}:{realm}:{password}')}:{nonce}:{md5(f'REGISTER:{uri}')}")
+        authorization = (f'Authorization: Digest username="{user}", realm="{realm}", '
+                         f'nonce="{nonce}", uri="{uri}", response="{answer}", algorithm=MD5\r\n')
+        return int(send(2, authorization).split(" ", 2)[1])
+    finally:
+        sock.close()
+
+
+def test_behind_the_front_door_wrong_passwords_block_the_caller_not_the_front_door(
+        pbx_server, tmp_path):
+    door_port = free_port(udp=True, tcp=False)
+    site = pbx_server(default_config_yaml(sip={
+        "front_doors": [f"{LOOPBACK}:{door_port}"],
+        "protection": {"auth_failures": 3, "auth_window": 60, "block_seconds": 300}}))
+    try:
+        door = start_front_door({"madrid": site.sip_address}, {"1001": "madrid"},
+                                folder=tmp_path / "kamailio", port=door_port)
+    except KamailioMissing as missing:
+        pytest.fail(str(missing), pytrace=False)
+    try:
+        for _ in range(3):
+            assert register_with_password(door, "127.0.0.2", "1001", "guess") in (401, 403)
+        # The guesser is blocked, even with the right password...
+        assert register_with_password(door, "127.0.0.2", "1001", "demo1001") == 403
+        # ...while a caller and the agent's phone behind the same front door are served.
+        assert register_with_password(door, "127.0.0.3", "1001", "demo1001") == 200
+        caller = RawCaller(door, "127.0.0.4", from_user="carol")
+        assert caller.invite() == 200
+        caller.hang_up()
     finally:
         door.stop()
