@@ -3,6 +3,7 @@ and the check that a server holds nothing once its calls are over (/healthz reso
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from pathlib import Path
@@ -31,6 +32,36 @@ def reply(request: raw.SipMessage, status: int, reason: str, *, tag: str, body: 
         lines.append("Content-Type: application/sdp")
     lines += [f"Content-Length: {len(body)}", "", ""]
     return "\r\n".join(lines).encode() + body
+
+
+def agent_state(server, extension: str) -> str:
+    status, body = server.http_get(f"/api/v1/agents/{extension}")
+    assert status == 200, body
+    return json.loads(body)["live"]["state"]
+
+
+def ring_agent_through_ivr(server, agent: raw.UdpPeer, caller: raw.UdpPeer, customer: str,
+                           body: bytes, dialog: raw.Dialogish | None = None) -> raw.SipMessage:
+    """Agent 1001 registers from ``agent`` and becomes available; ``customer`` calls the IVR
+    on 100 from ``caller`` (its flow queues the call at once; ``dialog`` keeps the caller's
+    side) and is answered; returns the INVITE that rings the agent's phone."""
+    registered = raw.register(agent, "1001", "demo1001", expires=300,
+                              contact=f"<sip:1001@{agent.local[0]}:{agent.local[1]}>")
+    assert registered.final is not None and registered.final.status == 200
+    assert wait_for(lambda: agent_state(server, "1001") == "available", 5)
+    aor = f"sip:100@{server.sip_address}"
+    caller.send(raw.build_request(
+        "INVITE", aor, caller, from_uri=f"sip:{customer}@{caller.local[0]}", to_uri=aor,
+        state=dialog or raw.Dialogish(), contact=f"<sip:caller@{caller.local[0]}:{caller.local[1]}>",
+        headers=[("Content-Type", "application/sdp")], body=body))
+    answer = raw.final_response(caller, 5.0, cseq_method="INVITE")
+    assert answer is not None and answer.status == 200
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        message = agent.recv(0.5)
+        if message is not None and not message.is_response and message.method == "INVITE":
+            return message
+    raise AssertionError("the agent's phone never rang")
 
 
 def wait_for(predicate, timeout: float) -> bool:

@@ -7,7 +7,6 @@ the real `pbx serve` process.
 from __future__ import annotations
 
 import json
-import time
 import urllib.request
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -253,9 +252,9 @@ def test_the_real_server_takes_lists_and_cancels_callbacks(pbx_server) -> None:
 
 
 def test_a_customer_who_reaches_an_agent_has_their_callbacks_cancelled(pbx_server) -> None:
-    from integration.call_peers import reply
+    from integration.call_peers import reply, ring_agent_through_ivr
     from integration.server_fixture import default_config_yaml
-    from integration.test_stuck_states import FLOW, SDP, _agent_state, _wait_for
+    from integration.test_stuck_states import FLOW, SDP, _wait_for
     from peers import raw
 
     server = pbx_server(default_config_yaml(
@@ -265,25 +264,7 @@ def test_a_customer_who_reaches_an_agent_has_their_callbacks_cancelled(pbx_serve
     _, other = _http(server, "POST", "/callbacks", {"number": "+34910000003", "queue": "billing"})
     target = (server.host, server.sip_port)
     with raw.UdpPeer(target) as agent, raw.UdpPeer(target) as caller:
-        registered = raw.register(agent, "1001", "demo1001", expires=300,
-                                  contact=f"<sip:1001@{agent.local[0]}:{agent.local[1]}>")
-        assert registered.final is not None and registered.final.status == 200
-        assert _wait_for(lambda: _agent_state(server, "1001") == "available", 5)
-        dialog = raw.Dialogish()
-        aor = f"sip:100@{server.sip_address}"
-        caller.send(raw.build_request(
-            "INVITE", aor, caller, from_uri=f"sip:{customer}@{caller.local[0]}", to_uri=aor,
-            state=dialog, contact=f"<sip:caller@{caller.local[0]}:{caller.local[1]}>",
-            headers=[("Content-Type", "application/sdp")], body=SDP.format(port=40010).encode()))
-        answer = raw.final_response(caller, 5.0, cseq_method="INVITE")
-        assert answer is not None and answer.status == 200
-        invite = None
-        deadline = time.monotonic() + 10
-        while invite is None and time.monotonic() < deadline:
-            message = agent.recv(0.5)
-            if message is not None and not message.is_response and message.method == "INVITE":
-                invite = message
-        assert invite is not None, "the agent's phone never rang"
+        invite = ring_agent_through_ivr(server, agent, caller, customer, SDP.format(port=40010).encode())
         status, still = _http(server, "GET", f"/callbacks/{waiting['id']}")
         assert still["state"] == "pending"  # ringing is not reaching an agent
         agent.send(reply(invite, 200, "OK", tag="agent", body=SDP.format(port=40020).encode(),

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from integration.call_peers import reply
+from integration.call_peers import reply, ring_agent_through_ivr
 from integration.server_fixture import default_config_yaml
-from integration.test_stuck_states import FLOW, SDP, _agent_state, _wait_for
+from integration.test_stuck_states import FLOW, SDP, _wait_for
 from peers import raw
 
 pytestmark = pytest.mark.integration
@@ -50,27 +49,9 @@ def test_ringing_agent_gets_the_callers_context(pbx_server, crm):
     ))
     target = (server.host, server.sip_port)
     with raw.UdpPeer(target) as agent, raw.UdpPeer(target) as caller:
-        registered = raw.register(agent, "1001", "demo1001", expires=300,
-                                  contact=f"<sip:1001@{agent.local[0]}:{agent.local[1]}>")
-        assert registered.final is not None and registered.final.status == 200
-        assert _wait_for(lambda: _agent_state(server, "1001") == "available", 5)
-
         dialog = raw.Dialogish()
-        aor = f"sip:100@{server.sip_address}"
-        caller.send(raw.build_request(
-            "INVITE", aor, caller, from_uri=f"sip:+34910000002@{caller.local[0]}", to_uri=aor,
-            state=dialog, contact=f"<sip:caller@{caller.local[0]}:{caller.local[1]}>",
-            headers=[("Content-Type", "application/sdp")], body=SDP.format(port=40010).encode()))
-        answer = raw.final_response(caller, 5.0, cseq_method="INVITE")
-        assert answer is not None and answer.status == 200
-
-        invite = None
-        deadline = time.monotonic() + 10
-        while invite is None and time.monotonic() < deadline:
-            message = agent.recv(0.5)
-            if message is not None and not message.is_response and message.method == "INVITE":
-                invite = message
-        assert invite is not None, "the agent's phone never rang"
+        invite = ring_agent_through_ivr(server, agent, caller, "+34910000002",
+                                        SDP.format(port=40010).encode(), dialog)
         assert invite.get("x-centralita-queue") == "general"
         assert invite.get("x-centralita-caller") == "+34910000002"
         agent.send(reply(invite, 486, "Busy Here", tag="agent"))
