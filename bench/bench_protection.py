@@ -78,7 +78,7 @@ def time_guard(messages: int = 200_000) -> dict[str, float]:
     """Microseconds per SourceGuard.admit() on the trusted and the limited path."""
     import timeit
 
-    from pbx.protection import ProtectionSettings, SourceGuard
+    from pbx.edge.protection import ProtectionSettings, SourceGuard
 
     results = {}
     for mode, protection in MODES.items():

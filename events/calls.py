@@ -47,7 +47,7 @@ class StaleCallsRepaired(Event):
 
 @dataclass(frozen=True, slots=True)
 class CallLegTransitionRefused(Event):
-    """A call leg was asked to take an event its state does not allow (``pbx.call_leg``):
+    """A call leg was asked to take an event its state does not allow (``pbx.calls.call_leg``):
     a defect, counted so it shows; the leg keeps its state for reconciliation to judge."""
 
     call_id: str

@@ -30,7 +30,7 @@ class SipMessageRejected(Event):
 
 @dataclass(frozen=True, slots=True)
 class SipMessageThrottled(Event):
-    """A message the per-source protection did not let through (pbx.protection)."""
+    """A message the per-source protection did not let through (pbx.edge.protection)."""
 
     reason: str  # "rate", "invite_rate", "blocked" (dropped) or "forbidden" (answered 403)
     transport: str

@@ -72,7 +72,7 @@ class IvrMedia(Protocol):
 
 
 class IvrCallInterface(Protocol):
-    """What the engine needs of a call (``pbx.calls.ApplicationCall`` provides it)."""
+    """What the engine needs of a call (``pbx.calls.manager.ApplicationCall`` provides it)."""
 
     digits: asyncio.Queue[str]
     hung_up: asyncio.Event

@@ -63,7 +63,7 @@ class TelephonyMetrics:
                                    ["found_by"], registry=r)
         self.leg_transitions_refused = Counter(
             "centralita_call_leg_transitions_refused",
-            "Events a call leg's state did not allow (a defect; see pbx/call_leg.py)",
+            "Events a call leg's state did not allow (a defect; see pbx/calls/call_leg.py)",
             ["state", "event"], registry=r)
         self.loop_lag = Histogram("centralita_event_loop_lag_seconds",
                                   "How late the event loop ran a 100 ms timer (stalls delay SIP timers and RTP)",

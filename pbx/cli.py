@@ -12,8 +12,14 @@ import signal
 import sys
 from pathlib import Path
 
-from pbx.callback_settings import check_name
-from pbx.config import ConfigError, ServerConfig, load_config, parse_host_port, parse_listen_address
+from pbx.configuration.callbacks import check_name
+from pbx.configuration.server import (
+    ConfigError,
+    ServerConfig,
+    load_config,
+    parse_host_port,
+    parse_listen_address,
+)
 from settings.located_yaml import in_file_order
 from simulation.staffing import StaffingTarget
 
@@ -109,7 +115,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _check_config(args: argparse.Namespace) -> int:
-    from pbx.applications import load_extension_flows, unknown_flow_references
+    from pbx.calls.applications import load_extension_flows, unknown_flow_references
     from pbx.media.prompt import PromptLibrary
 
     try:
@@ -130,7 +136,7 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from pbx.simulation_scenario import load_scenario, scenario_path
+    from pbx.configuration.simulation_scenario import load_scenario, scenario_path
     from simulation import Simulation, build_report, render_svg, render_table
     from simulation.staffing import render_staffing, staff_queue
 

@@ -135,7 +135,7 @@ class QueueEvent(enum.StrEnum):
     WRAPUPEND = "WRAPUPEND"
 
 
-# Telephony end causes (pbx.calls) that mean the caller gave up.
+# Telephony end causes (pbx.calls.manager) that mean the caller gave up.
 _CALLER_CAUSES = frozenset({"caller_hangup", "cancelled"})
 _ENDED_BY = {"caller_hangup": "caller", "callee_hangup": "agent", "transfer": "transfer"}
 

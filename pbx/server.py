@@ -34,29 +34,29 @@ from monitoring.metrics import TelephonyMetrics
 from monitoring.object_census import cycle_census, keep_cycles, object_census
 from monitoring.protection import ProtectionMetrics
 from pbx.api import create_api
-from pbx.applications import ApplicationDirectory, unknown_flow_references
-from pbx.callback_service import CallbackService
-from pbx.calls import CallManager, counted_host
-from pbx.config import HttpSettings, ServerConfig
-from pbx.durable_registrations import DurableRegistrations
-from pbx.endpoint import ALLOW, SipEndpoint, new_tag
+from pbx.calls.applications import ApplicationDirectory, unknown_flow_references
+from pbx.calls.callback_service import CallbackService
+from pbx.calls.manager import CallManager, counted_host
+from pbx.calls.outbound import TrunkDialer
+from pbx.calls.queueing import IvrTransfers, QueuedCaller, QueueService
+from pbx.calls.screen_pop import ScreenPop
+from pbx.configuration.server import HttpSettings, ServerConfig
+from pbx.edge.endpoint import ALLOW, SipEndpoint, new_tag
+from pbx.edge.protection import SourceGuard
+from pbx.edge.tls import server_context
+from pbx.edge.transport import Address, Transports
 from pbx.http import create_http_app
 from pbx.media.engine import EmbeddedMediaEngine
 from pbx.media.ports import PortAllocator
 from pbx.media.prompt import PromptLibrary
-from pbx.outbound import TrunkDialer
-from pbx.protection import SourceGuard
-from pbx.queueing import IvrTransfers, QueuedCaller, QueueService
 from pbx.records import CallRecorder
-from pbx.registrar import Binding, Registrar
-from pbx.screen_pop import ScreenPop
+from pbx.registration.durable import DurableRegistrations
+from pbx.registration.registrar import Binding, Registrar
 from pbx.sip.digest import DigestAuthenticator
 from pbx.sip.message import Headers, Request, Response, make_response
 from pbx.sip.transaction import TimerConfig, TransactionKey
 from pbx.store import CallDetails, Store
 from pbx.store.callbacks import SqlCallbackStore
-from pbx.tls import server_context
-from pbx.transport import Address, Transports
 from router import Reservation, Router, RouterError, UnknownAgent, UnknownCall
 
 log = logging.getLogger("pbx.server")

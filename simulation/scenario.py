@@ -3,7 +3,7 @@
 Times of the day are seconds since midnight of the scenario's day in the
 scenario's time zone (the "center clock"), except shift and break times, which
 are written in each site's own local time and converted when the day is built.
-The YAML form and its validation live in ``pbx.simulation_scenario``.
+The YAML form and its validation live in ``pbx.configuration.simulation_scenario``.
 """
 
 from __future__ import annotations

@@ -15,9 +15,9 @@ from pbx.api.endpoint import ROUTER, STORE, Endpoint
 from pbx.api.errors import bearer_token_check, json_errors
 from pbx.api.history import LIVE_CALLS
 from pbx.api.openapi import build_openapi
-from pbx.callback_settings import DEFAULT_SITE, CallbackConfig
+from pbx.calls.screen_pop import ScreenPop
+from pbx.configuration.callbacks import DEFAULT_SITE, CallbackConfig
 from pbx.records import CallRecorder
-from pbx.screen_pop import ScreenPop
 from pbx.store import Store
 from pbx.store.callbacks import SqlCallbackStore
 from router import Router

@@ -20,7 +20,7 @@ from pbx.api.endpoint import ROUTER, Endpoint, QueryParameter, query_int
 from pbx.api.errors import ApiError, invalid, not_found
 from pbx.api.history import LIMIT, query_name
 from pbx.api.schemas import ErrorDetail, RequestModel
-from pbx.callback_settings import CallbackConfig
+from pbx.configuration.callbacks import CallbackConfig
 from router import UnknownQueue
 
 CALLBACK_DESK = web.AppKey("callback_desk", CallbackDesk)

@@ -14,7 +14,7 @@ from pbx.api.endpoint import ROUTER, STORE, Endpoint
 from pbx.api.errors import not_found
 from pbx.api.history import LIVE_CALLS
 from pbx.api.schemas import RoutingView
-from pbx.screen_pop import ScreenPop
+from pbx.calls.screen_pop import ScreenPop
 from pbx.store import CallDetails
 
 IVR_CALLS = web.AppKey("ivr_calls", IvrCallLog)

@@ -1,6 +1,6 @@
 """The media engine: the one door through which calls use media.
 
-Signalling (``pbx.calls``) and the applications (the IVR, the queue) never touch
+Signalling (``pbx.calls.manager``) and the applications (the IVR, the queue) never touch
 sockets or another leg's media: they open a leg, play prompts on it, stop them, send
 and hear DTMF, bridge two legs, and ask when a leg last heard its peer (dead-leg
 timeouts). Everything else (ports, the media clock, latching, relaying, transcoding)

@@ -22,7 +22,7 @@ from integration.test_api_harness import API_PREFIX, TOKEN, ApiClient, queue_bod
 from pbx.api import create_api
 from pbx.api.queues import queue_config
 from pbx.api.schemas import QueueCreate
-from pbx.callback_settings import CallbackConfig, CallbackSettings, QueueCallbackSettings
+from pbx.configuration.callbacks import CallbackConfig, CallbackSettings, QueueCallbackSettings
 from pbx.store import Store
 from pbx.store.callbacks import SqlCallbackStore
 from router import Router

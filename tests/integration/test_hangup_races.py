@@ -22,7 +22,7 @@ from events import routing as router_events
 from events.ivr import IvrFinished, IvrNodeEntered
 from integration.call_peers import QUEUE_FLOW, Caller, offer, random_port_range
 from integration.server_fixture import default_config_yaml
-from pbx.config import load_config
+from pbx.configuration.server import load_config
 from pbx.server import Server
 from peers import raw
 from peers.procs import free_port

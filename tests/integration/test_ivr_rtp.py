@@ -16,7 +16,7 @@ from events import EventBus
 from ivr.call_log import IvrCallLog
 from ivr.engine import HoldMusicGateway
 from ivr.flow import load_flows
-from pbx.ivr_application import IvrApplication
+from pbx.calls.ivr_application import IvrApplication
 from pbx.media.g711 import codec_by_name
 from pbx.media.ports import PortAllocator
 from pbx.media.prompt import PromptLibrary

@@ -15,7 +15,7 @@ import pytest
 from events import StaleCallsRepaired
 from integration.call_peers import Caller
 from integration.test_hangup_races import place_call, start_server, wait_until
-from pbx.call_leg import LegEvent, LegState
+from pbx.calls.call_leg import LegEvent, LegState
 
 pytestmark = pytest.mark.integration
 

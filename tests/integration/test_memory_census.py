@@ -142,7 +142,7 @@ def test_live_objects_return_to_their_level_after_a_thousand_calls(pbx_server, t
     assert ended >= completed
 
     # The census sees per-call objects while calls are up, and the history was in use.
-    assert during["objects"].get("pbx.calls.SipCall", 0) > 0, "the census did not see live calls"
+    assert during["objects"].get("pbx.calls.manager.SipCall", 0) > 0, "the census did not see live calls"
     assert during["objects"].get("pbx.sip.dialog.Dialog", 0) > 0
     assert history_seen, "the in-memory history never held a call"
 

@@ -1,13 +1,13 @@
 """The call-leg state table, checked pair by pair against the grid below.
 
-The grid is written independently of ``pbx.call_leg.TRANSITIONS``: one row per state,
+The grid is written independently of ``pbx.calls.call_leg.TRANSITIONS``: one row per state,
 one column per event, the new state or ``-`` for an event that state must refuse.
 Every (state, event) pair is checked, legal and illegal alike.
 """
 
 import pytest
 
-from pbx.call_leg import TRANSITIONS, IllegalLegTransition, LegEvent, LegLife, LegState
+from pbx.calls.call_leg import TRANSITIONS, IllegalLegTransition, LegEvent, LegLife, LegState
 
 E = LegEvent
 COLUMNS = (E.PROVISIONAL, E.ANSWER_SENT, E.ACK_RECEIVED, E.ANSWER_RECEIVED, E.REJECTED,

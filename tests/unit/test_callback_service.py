@@ -13,7 +13,7 @@ import pytest
 
 from callbacks import CallbackDesk, CallbackPolicy, CallbackRequest, CallbackState, Outcome
 from events.callbacks import CallbacksPending, CallbackTryEnded, CallbackTryStarted
-from pbx.callback_service import CallbackService, TryResult
+from pbx.calls.callback_service import CallbackService, TryResult
 from pbx.store import Store
 from pbx.store.callbacks import SqlCallbackStore
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from pbx.cli import build_parser, main
-from pbx.config import ConfigError, build_config
+from pbx.configuration.server import ConfigError, build_config
 from settings.located_yaml import load_yaml
 
 QUEUES = """\

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from pbx.config import ConfigError, ListenAddress, build_config, load_config
+from pbx.configuration.server import ConfigError, ListenAddress, build_config, load_config
 from settings.located_yaml import load_yaml
 
 

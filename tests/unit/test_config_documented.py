@@ -1,6 +1,6 @@
 """The shipped configuration documents every key the server reads, and every shipped file is valid.
 
-The keys come from the models themselves (the sections of ``pbx.config`` and the
+The keys come from the models themselves (the sections of ``pbx.configuration.server`` and the
 contact center's item models), so a field added to a model without a line in
 ``pbx/default_config.yaml`` fails here.
 """
@@ -16,8 +16,8 @@ from pydantic import BaseModel
 
 from ivr.flow import SHIPPED_FLOWS, load_flow_file
 from pbx.api.schemas import AgentCreate, CustomerCreate, QueueCreate, SiteCreate
-from pbx.callback_settings import TrunkSettings
-from pbx.config import (
+from pbx.configuration.callbacks import TrunkSettings
+from pbx.configuration.server import (
     SCALAR_KEYS,
     SECTIONS,
     TOP_LEVEL_KEYS,

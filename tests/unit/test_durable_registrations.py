@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from pbx.config import load_config
-from pbx.durable_registrations import DurableRegistrations
-from pbx.registrar import Binding, Registrar
+from pbx.configuration.server import load_config
+from pbx.registration.durable import DurableRegistrations
+from pbx.registration.registrar import Binding, Registrar
 from pbx.sip.address import parse_name_address
 from pbx.sip.digest import DigestAuthenticator
 from pbx.store import Store
@@ -88,7 +88,7 @@ async def test_a_failed_write_is_retried_with_the_newest_bindings(store: Store,
         await real(bindings)
 
     monkeypatch.setattr(store, "replace_registrations", flaky)
-    monkeypatch.setattr("pbx.durable_registrations.RETRY_INITIAL_SECONDS", 0.01)
+    monkeypatch.setattr("pbx.registration.durable.RETRY_INITIAL_SECONDS", 0.01)
     keeper.start()
     keeper._changed("1001", [phone("1001", 5070, 600.0)])
     await asyncio.sleep(0)  # the writer takes 1001 and fails

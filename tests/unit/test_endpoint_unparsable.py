@@ -10,10 +10,10 @@ import socket
 import pytest
 
 from events import EventBus, SipMessageRejected
-from pbx import endpoint as endpoint_module
-from pbx.endpoint import SipEndpoint
+from pbx.edge import endpoint as endpoint_module
+from pbx.edge.endpoint import SipEndpoint
+from pbx.edge.transport import Transports
 from pbx.sip.transaction import TimerConfig
-from pbx.transport import Transports
 
 BROKEN_CSEQ_BARE_LF = (
     b"OPTIONS sip:100@127.0.0.1 SIP/2.0\n"
@@ -55,7 +55,7 @@ async def test_dropped_messages_are_logged_once_per_source_then_summed_up(
         caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(endpoint_module, "DROP_SUMMARY_PERIOD", 0.2)
     endpoint, rejected = await started_endpoint()
-    caplog.set_level(logging.INFO, logger="pbx.endpoint")
+    caplog.set_level(logging.INFO, logger="pbx.edge.endpoint")
     try:
         for _ in range(500):
             endpoint.receive(RTP_LIKE, ("127.0.0.9", 40000), "UDP")
@@ -78,7 +78,7 @@ async def test_dropped_messages_are_logged_once_per_source_then_summed_up(
 async def test_a_source_quiet_for_a_period_is_logged_in_full_again(
         caplog: pytest.LogCaptureFixture) -> None:
     endpoint, _ = await started_endpoint()
-    caplog.set_level(logging.INFO, logger="pbx.endpoint")
+    caplog.set_level(logging.INFO, logger="pbx.edge.endpoint")
     try:
         endpoint.receive(RTP_LIKE, ("127.0.0.9", 40000), "UDP")
         endpoint.dropped.flush()  # a period with nothing more from it

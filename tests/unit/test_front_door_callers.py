@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from pbx.calls import counted_host
-from pbx.config import ConfigError, build_config
+from pbx.calls.manager import counted_host
+from pbx.configuration.server import ConfigError, build_config
 from pbx.sip.message import parse_message
 from settings.located_yaml import load_yaml
 

@@ -13,8 +13,8 @@ import pytest
 from events import AgentOffered, CallEnded, EventBus
 from events.recent_calls import RecentCalls
 from ivr.call_log import IvrCallLog, IvrCallRecord, UnknownIvrCall
-from pbx.config import ConfigError, build_config
-from pbx.screen_pop import ScreenPop
+from pbx.calls.screen_pop import ScreenPop
+from pbx.configuration.server import ConfigError, build_config
 from router import AgentProfile, QueueConfig, Router, RoutingRequest, UnknownCall
 from router.occupancy import OccupancyWindow
 from settings.located_yaml import load_yaml

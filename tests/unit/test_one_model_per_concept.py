@@ -16,7 +16,7 @@ import pytest
 from pydantic import BaseModel
 
 from pbx.api.schemas import AgentCreate, AgentView, ExpansionRing, QueueCreate, QueueView
-from pbx.config import load_config
+from pbx.configuration.server import load_config
 from pbx.store.tables import AgentRow, QueueRow
 from router import AgentProfile, QueueConfig, SkillExpansion
 

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from monitoring.dashboards import DASHBOARD_DIR, DATASOURCE_UID, generated
-from pbx.config import load_config
+from pbx.configuration.server import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 ALERTS = ROOT / "monitoring" / "alerts"

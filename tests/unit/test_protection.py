@@ -1,4 +1,4 @@
-"""The per-source guard (pbx.protection): pure, driven by an explicit clock."""
+"""The per-source guard (pbx.edge.protection): pure, driven by an explicit clock."""
 
 from __future__ import annotations
 
@@ -8,8 +8,14 @@ from pathlib import Path
 import pytest
 
 from pbx.cli import _apply_overrides, build_parser
-from pbx.config import ConfigError, ListenAddress, build_config, load_config
-from pbx.protection import ProtectionSettings, SourceGuard, TokenBucket, Verdict, security_event
+from pbx.configuration.server import ConfigError, ListenAddress, build_config, load_config
+from pbx.edge.protection import (
+    ProtectionSettings,
+    SourceGuard,
+    TokenBucket,
+    Verdict,
+    security_event,
+)
 from settings.located_yaml import load_yaml
 
 ATTACKER = ("203.0.113.7", 5062)

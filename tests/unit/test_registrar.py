@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from pbx.config import load_config
-from pbx.registrar import Registrar
+from pbx.configuration.server import load_config
+from pbx.registration.registrar import Registrar
 from pbx.sip.digest import DigestAuthenticator, authorize, select_challenge
 from pbx.sip.message import Request, Response, parse_message
 

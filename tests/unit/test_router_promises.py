@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from events import CallAbandoned, CallDropped, Event
-from pbx.config import ConfigError, build_config
+from pbx.configuration.server import ConfigError, build_config
 from router import (
     AgentProfile,
     AgentState,

@@ -8,8 +8,8 @@ import xml.etree.ElementTree as ElementTree
 
 import pytest
 
-from pbx.config import load_config
-from pbx.simulation_scenario import SHIPPED_SCENARIOS, load_scenario
+from pbx.configuration.server import load_config
+from pbx.configuration.simulation_scenario import SHIPPED_SCENARIOS, load_scenario
 from simulation import Simulation, build_report, render_svg
 from simulation.plot import nice_step
 

@@ -15,8 +15,8 @@ import pytest
 from callbacks import CallbackPolicy
 from events import Event, EventSink, QueueCallAnswered, ReservationExpired
 from pbx.cli import main
-from pbx.config import load_config
-from pbx.simulation_scenario import SHIPPED_SCENARIOS, load_scenario
+from pbx.configuration.server import load_config
+from pbx.configuration.simulation_scenario import SHIPPED_SCENARIOS, load_scenario
 from router import AgentProfile, QueueConfig, Router
 from settings.located_yaml import ConfigError
 from simulation import (
@@ -356,7 +356,7 @@ def test_the_command_runs_the_shipped_example(tmp_path, capsys):
 
 def test_every_key_of_the_scenario_file_is_in_the_readme():
     """The README's "Simulator" section shows every key the scenario models accept."""
-    from pbx.simulation_scenario import (
+    from pbx.configuration.simulation_scenario import (
         BreakSettings,
         CallbackSettings,
         Duration,

@@ -22,15 +22,15 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import AfterValidator, BeforeValidator, Field, ValidationInfo, field_validator
 
 from ivr.flow import SHIPPED_FLOWS
-from pbx.callback_settings import (
+from pbx.configuration.callbacks import (
     DEFAULT_SITE,
     CallbackConfig,
     CallbackSettings,
     parse_callback_config,
     parse_site,
 )
-from pbx.contact_center import ContactCenterConfig, declared, parse_contact_center
-from pbx.protection import ProtectionSettings
+from pbx.configuration.contact_center import ContactCenterConfig, declared, parse_contact_center
+from pbx.edge.protection import ProtectionSettings
 from settings.located_yaml import (
     ConfigError,
     LocatedDocument,
@@ -450,7 +450,7 @@ class ServerConfig:
 
 
 # The sections that are one mapping each; the contact center's (sites, agents, queues,
-# customers) are lists validated in pbx.contact_center, the trunks in pbx.callback_settings.
+# customers) are lists validated in pbx.configuration.contact_center, the trunks in pbx.configuration.callbacks.
 SECTIONS: dict[str, type[Section]] = {
     "sip": SipSettings,
     "media": MediaSettings,

@@ -2,7 +2,7 @@
 
 (A long file: it is the one place that turns SIP requests and responses into leg events
 and media commands, and splitting the handlers of one dialog apart would scatter the
-races between them. Leg states live in ``pbx.call_leg``, media behind ``pbx.media.engine``.)
+races between them. Leg states live in ``pbx.calls.call_leg``, media behind ``pbx.media.engine``.)
 
 Every call has a caller leg (we are its UAS). A call to an application
 extension is answered by the server itself: its media terminates here and an
@@ -34,11 +34,12 @@ from events import (
     EventBus,
     StaleCallsRepaired,
 )
-from pbx.call_leg import IllegalLegTransition, LegEvent, LegLife, LegState
-from pbx.config import Extension, ServerConfig, SipSettings
-from pbx.endpoint import ALLOW, SipEndpoint, new_tag
+from pbx.calls.call_leg import IllegalLegTransition, LegEvent, LegLife, LegState
+from pbx.configuration.server import Extension, ServerConfig, SipSettings
+from pbx.edge.endpoint import ALLOW, SipEndpoint, new_tag
+from pbx.edge.transport import Address
 from pbx.media.engine import MediaEngine, MediaLeg, MediaPortsExhausted
-from pbx.registrar import Binding, Registrar
+from pbx.registration.registrar import Binding, Registrar
 from pbx.sip.address import NameAddress, parse_name_address
 from pbx.sip.body import ACCEPTED_BODY_TYPES, BodyError, session_description
 from pbx.sip.dialog import Dialog, DialogKey, dialog_key_of
@@ -56,9 +57,8 @@ from pbx.sip.sdp import (
 )
 from pbx.sip.transaction import TransactionKey
 from pbx.sip.uri import Uri
-from pbx.transport import Address
 
-log = logging.getLogger("pbx.calls")
+log = logging.getLogger("pbx.calls.manager")
 
 SDP = "application/sdp"
 # Seconds a caller refused for lack of capacity (RTP ports, its per-source share) is told
@@ -977,7 +977,7 @@ class CallManager:
         the Call-IDs repaired (each also counted by a StaleCallsRepaired event).
 
         Every time: dead-leg detection (:meth:`reap_silent_calls`). With `full`, also the
-        comparison of state with what carries it: each leg's state (``pbx.call_leg``) with
+        comparison of state with what carries it: each leg's state (``pbx.calls.call_leg``) with
         the indexes that route SIP to it (the dialog index holds exactly the answered legs,
         the pending INVITEs exactly the callers not answered yet), every live call with its
         legs (a call none of whose legs is live is over), then each of ``call_holders``

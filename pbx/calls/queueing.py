@@ -35,18 +35,18 @@ from events import (
     StaleCallsRepaired,
 )
 from ivr.engine import EnqueueRequest, IvrCallInterface
-from pbx.calls import ApplicationCall, CallLeg, CallManager, Dial
+from pbx.calls.manager import ApplicationCall, CallLeg, CallManager, Dial
 from pbx.media.prompt import Prompt, PromptLibrary
 from router import Reservation, Router, RouterError, RoutingRequest, UnknownAgent
 
-log = logging.getLogger("pbx.queueing")
+log = logging.getLogger("pbx.calls.queueing")
 
 MUSIC_ON_HOLD = "common/hold_music"
 # Router failure reasons for the final status an agent's phone gave.
 _FAILURE_OF_STATUS = {486: "busy", 600: "busy", 603: "declined", 408: "no_answer", 480: "no_answer",
                       487: "no_answer"}
 MAX_ANNOUNCED_NUMBER = 20
-# End causes (pbx.calls) that mean the caller hung up; any other cause is the server's doing.
+# End causes (pbx.calls.manager) that mean the caller hung up; any other cause is the server's doing.
 CALLER_CAUSES = frozenset({"caller_hangup", "cancelled"})
 # Dialled from an agent's softphone; documented in the README.
 FEATURE_CODES = {"*21": "login", "*22": "logout", "*23": "break", "*24": "available"}

@@ -10,9 +10,9 @@ from events import EventBus
 from ivr.call_log import IvrCallLog
 from ivr.engine import CustomerLookup, EnqueueGateway, HoldMusicGateway, TransferGateway
 from ivr.flow import Flow, load_flows
-from pbx.calls import FEATURE_APPLICATION, ApplicationCall, CallApplication
-from pbx.config import Extension, ServerConfig
-from pbx.ivr_application import IvrApplication
+from pbx.calls.ivr_application import IvrApplication
+from pbx.calls.manager import FEATURE_APPLICATION, ApplicationCall, CallApplication
+from pbx.configuration.server import Extension, ServerConfig
 from pbx.media.prompt import PromptLibrary
 
 # (agent, feature code) -> None when applied, else the reason it was not.

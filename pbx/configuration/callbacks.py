@@ -1,11 +1,11 @@
 """The configuration of callbacks and of the SIP trunks they dial out through.
 
 The ``site``, ``trunks`` and ``callbacks`` keys of the YAML file. Their models are
-``settings.validation`` sections, validated by ``pbx.config.build_config`` like every
+``settings.validation`` sections, validated by ``pbx.configuration.server.build_config`` like every
 other section (errors as ``FILE:LINE: key: reason``); this module adds what spans
 them: names of trunks and queues referenced from ``callbacks``. It sits beside
-``pbx/config.py`` as ``pbx/contact_center.py`` does, because the HTTP API reads these
-models and ``pbx.config`` imports the API's schemas.
+``pbx/configuration/server.py`` as ``pbx/configuration/contact_center.py`` does, because the HTTP API reads these
+models and ``pbx.configuration.server`` imports the API's schemas.
 
     site: madrid                 # this server's site (``pbx serve --site`` overrides it;
                                  # default: "local", the one site of a single server)
@@ -57,7 +57,9 @@ Name = Annotated[Text, AfterValidator(check_name)]
 
 
 def _host_port(value: str) -> str:
-    from pbx.config import parse_host_port  # pbx.config imports this module
+    from pbx.configuration.server import (
+        parse_host_port,  # pbx.configuration.server imports this module
+    )
 
     parse_host_port(value)
     return value

@@ -22,10 +22,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from callbacks import CallbackRequest, Outcome
-from pbx.callback_service import TryResult
-from pbx.callback_settings import CallbackConfig, TrunkSettings
-from pbx.config import MediaSettings
-from pbx.endpoint import ALLOW, SipEndpoint, new_tag
+from pbx.calls.callback_service import TryResult
+from pbx.configuration.callbacks import CallbackConfig, TrunkSettings
+from pbx.configuration.server import MediaSettings
+from pbx.edge.endpoint import ALLOW, SipEndpoint, new_tag
+from pbx.edge.transport import Address
 from pbx.media.engine import MediaEngine, MediaLeg, MediaPortsExhausted
 from pbx.sip.address import NameAddress
 from pbx.sip.dialog import Dialog, DialogKey, dialog_key_of
@@ -34,9 +35,8 @@ from pbx.sip.message import Headers, Request, Response, make_response
 from pbx.sip.sdp import SdpError, SessionDescription, accept_answer, build_offer, parse_sdp
 from pbx.sip.transaction import TransactionKey
 from pbx.sip.uri import Uri
-from pbx.transport import Address
 
-log = logging.getLogger("pbx.outbound")
+log = logging.getLogger("pbx.calls.outbound")
 
 SDP = "application/sdp"
 TELEPHONE_EVENT_PT = 101

@@ -23,12 +23,12 @@ from ivr.engine import (
     utc_now,
 )
 from ivr.flow import Flow
-from pbx.calls import ApplicationCall
+from pbx.calls.manager import ApplicationCall
 from pbx.media.prompt import PromptLibrary
 
 
 class IvrApplication:
-    """Implements ``pbx.calls.CallApplication``; one per extension, shared by its calls."""
+    """Implements ``pbx.calls.manager.CallApplication``; one per extension, shared by its calls."""
 
     def __init__(self, flow: Flow, prompts: PromptLibrary, bus: EventPublisher,
                  lookup_customer: CustomerLookup | None, enqueue: EnqueueGateway,

@@ -28,7 +28,7 @@ from pydantic import (
 
 from callbacks import CallbackPolicy, InvalidPolicy
 from pbx.api.schemas import Language, Proficiency, SkillName, TimeZoneName
-from pbx.config import ServerConfig
+from pbx.configuration.server import ServerConfig
 from router import AgentProfile, RouterError
 from settings.located_yaml import ConfigError, LocatedDocument, in_file_order, load_yaml_file
 from settings.validation import ListOf, NonEmpty, Section, Text, validate_value
@@ -46,7 +46,7 @@ from simulation.scenario import (
 
 _DAY = 86400.0
 _TIME = re.compile(r"^(\d{1,2}):([0-5]\d)$")
-SHIPPED_SCENARIOS = Path(__file__).resolve().parent / "scenarios"
+SHIPPED_SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"
 
 
 def scenario_path(reference: str) -> Path:

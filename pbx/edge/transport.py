@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from typing import cast
 
 from events import EventBus, SipConnectionClosed, SipConnectionRefused
-from pbx.config import StreamSettings
-from pbx.protection import security_event
+from pbx.configuration.server import StreamSettings
+from pbx.edge.protection import security_event
 from pbx.sip.errors import SipParseError
 from pbx.sip.message import StreamFramer
 
@@ -33,7 +33,7 @@ Receiver = Callable[[bytes, Address, str], None]
 StreamErrorHandler = Callable[[bytes, SipParseError, Address, str], None]
 SWEEP_INTERVAL = 1.0  # seconds between checks of stream connections' deadlines
 
-log = logging.getLogger("pbx.transport")
+log = logging.getLogger("pbx.edge.transport")
 trace_log = logging.getLogger("pbx.sip.trace")
 
 

@@ -20,7 +20,8 @@ from events import (
     SipRequestReceived,
     SipResponseSent,
 )
-from pbx.protection import SourceGuard, Verdict
+from pbx.edge.protection import SourceGuard, Verdict
+from pbx.edge.transport import Address, Transports
 from pbx.sip.address import NameAddress
 from pbx.sip.errors import SipParseError
 from pbx.sip.message import Request, Response, make_response, parse_message
@@ -37,9 +38,8 @@ from pbx.sip.transaction import (
     TransactionTimedOut,
 )
 from pbx.sip.uri import Uri
-from pbx.transport import Address, Transports
 
-log = logging.getLogger("pbx.endpoint")
+log = logging.getLogger("pbx.edge.endpoint")
 
 SUPPORTED_METHODS = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "INFO", "REFER")
 # Methods of other SIP extensions: we know them, so 405 rather than 501 (RFC 3261 §8.2.1).

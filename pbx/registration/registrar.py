@@ -17,13 +17,13 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from pbx.config import Account, SipSettings
+from pbx.configuration.server import Account, SipSettings
 from pbx.sip.address import NameAddress, parse_name_address
 from pbx.sip.digest import DigestAuthenticator
 from pbx.sip.errors import SipParseError
 from pbx.sip.message import Request, Response, is_decimal, make_response
 
-log = logging.getLogger("pbx.registrar")
+log = logging.getLogger("pbx.registration.registrar")
 
 Address = tuple[str, int]
 MAX_EXPIRES_VALUE = 2**32 - 1

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from pbx.registrar import Binding, Registrar
+from pbx.registration.registrar import Binding, Registrar
 from pbx.sip.address import parse_name_address
 from pbx.sip.errors import SipParseError
 from pbx.store import RegistrationRecord, Store

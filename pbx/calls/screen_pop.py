@@ -16,7 +16,7 @@ import aiohttp
 from events import AgentOffered, CallEnded, EventBus
 from events.recent_calls import RecentCalls
 
-log = logging.getLogger("pbx.screen_pop")
+log = logging.getLogger("pbx.calls.screen_pop")
 
 WEBHOOK_TIMEOUT_SECONDS = 3.0
 

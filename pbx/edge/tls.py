@@ -15,9 +15,9 @@ import os
 import ssl
 from pathlib import Path
 
-from pbx.config import TlsSettings
+from pbx.configuration.server import TlsSettings
 
-log = logging.getLogger("pbx.tls")
+log = logging.getLogger("pbx.edge.tls")
 
 SELF_SIGNED_DAYS = 825
 
