@@ -78,7 +78,8 @@ def time_guard(messages: int = 200_000) -> dict[str, float]:
     """Microseconds per SourceGuard.admit() on the trusted and the limited path."""
     import timeit
 
-    from pbx.edge.protection import ProtectionSettings, SourceGuard
+    from pbx.configuration.protection import ProtectionSettings
+    from pbx.edge.protection import SourceGuard
 
     results = {}
     for mode, protection in MODES.items():

@@ -9,20 +9,16 @@ from aiohttp import web
 from pbx.api.bodies import merge_patch, read_json_object, read_model, validate
 from pbx.api.endpoint import ROUTER, STORE, Endpoint
 from pbx.api.errors import conflict, not_found
-from pbx.api.schemas import AgentCreate, AgentFields, AgentLive, AgentView, BreakRequest
+from pbx.api.schemas import AgentLive, AgentView, BreakRequest
+from pbx.configuration.models import AgentCreate, AgentFields, agent_record
 from pbx.store import AgentRecord, Store
-from router import AgentProfile, AgentState, Router, RouterError, UnknownAgent
+from router import AgentState, Router, RouterError, UnknownAgent
 
 
 def _fields_of(record: AgentRecord) -> dict[str, Any]:
     fields = {**record.profile.to_dict(), "active": record.active}
     del fields["extension"]
     return fields
-
-
-def agent_record(extension: str, fields: AgentFields) -> AgentRecord:
-    return AgentRecord(AgentProfile.from_dict({**fields.model_dump(), "extension": extension}),
-                       active=fields.active)
 
 
 def _live(router: Router, record: AgentRecord) -> AgentLive | None:

@@ -19,8 +19,9 @@ from pbx.api.bodies import read_model
 from pbx.api.endpoint import ROUTER, Endpoint, QueryParameter, query_int
 from pbx.api.errors import ApiError, invalid, not_found
 from pbx.api.history import LIMIT, query_name
-from pbx.api.schemas import ErrorDetail, RequestModel
+from pbx.api.schemas import ErrorDetail
 from pbx.configuration.callbacks import CallbackConfig
+from pbx.configuration.models import RequestModel
 from router import UnknownQueue
 
 CALLBACK_DESK = web.AppKey("callback_desk", CallbackDesk)

@@ -10,7 +10,8 @@ from aiohttp import web
 from pbx.api.bodies import merge_patch, read_json_object, read_model, validate
 from pbx.api.endpoint import STORE, Endpoint, QueryParameter, query_int
 from pbx.api.errors import not_found
-from pbx.api.schemas import CustomerCreate, CustomerFields, CustomerView
+from pbx.api.schemas import CustomerView
+from pbx.configuration.models import CustomerCreate, CustomerFields, customer_record
 from pbx.store import MAX_PAGE_SIZE, CustomerRecord, Store
 
 LIMIT = QueryParameter("limit", "page size", 1, MAX_PAGE_SIZE, 100)
@@ -33,18 +34,6 @@ def _fields_of(customer: CustomerRecord) -> dict[str, Any]:
         notes=customer.notes,
     )
     return fields.model_dump(mode="json")
-
-
-def customer_record(number: str, fields: CustomerFields, last_agent: str | None) -> CustomerRecord:
-    return CustomerRecord(
-        number=number,
-        name=fields.name,
-        tier=fields.tier,
-        language=fields.language,
-        preferred_agent=fields.preferred_agent,
-        last_agent=last_agent,
-        notes=fields.notes,
-    )
 
 
 def _view(customer: CustomerRecord) -> dict[str, Any]:

@@ -9,13 +9,10 @@ from aiohttp import web
 from pbx.api.bodies import merge_patch, read_json_object, read_model, validate
 from pbx.api.endpoint import ROUTER, STORE, Endpoint
 from pbx.api.errors import not_found
-from pbx.api.schemas import QueueCreate, QueueFields, QueueStatsView, QueueView
+from pbx.api.schemas import QueueStatsView, QueueView
+from pbx.configuration.models import QueueCreate, QueueFields, queue_config
 from pbx.store import Store
 from router import QueueConfig, Router, RouterError, UnknownQueue
-
-
-def queue_config(name: str, fields: QueueFields) -> QueueConfig:
-    return QueueConfig.from_dict({**fields.model_dump(), "name": name})
 
 
 def _fields_of(config: QueueConfig) -> dict[str, Any]:

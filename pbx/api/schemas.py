@@ -1,48 +1,18 @@
-"""Request and response bodies of the HTTP API, as pydantic models.
-
-Requests are validated in strict JSON mode: ``"5"`` is not a proficiency and
-``1`` is not a boolean. The same models feed ``/openapi.json``.
+"""The HTTP API's own bodies, as pydantic models: the views it answers with, errors, and
+requests that only the API takes. The contact center's records (agents, queues, sites,
+customers) are ``pbx.configuration.models``, shared with the configuration file. Requests
+are validated in strict JSON mode; the same models feed ``/openapi.json``.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from pbx.configuration.models import QueueCreate, RequestModel
 from pbx.store import CustomerTier
-from router import AgentState, PriorityOrder, ServiceLevelDefinition, Strategy
-
-Identifier = Annotated[
-    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
-]
-SkillName = Identifier
-Proficiency = Annotated[int, Field(ge=1, le=10, description="1 (novice) to 10 (expert)")]
-Language = Annotated[
-    str,
-    StringConstraints(min_length=2, max_length=16, pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$"),
-]
-DisplayName = Annotated[str, StringConstraints(max_length=200)]
-PhoneNumber = Annotated[
-    str, StringConstraints(min_length=1, max_length=64, pattern=r"^\+?[A-Za-z0-9_.-]+$")
-]
-
-
-def _known_time_zone(name: str) -> str:
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as error:
-        raise ValueError(f"unknown time zone {name!r}") from error
-    return name
-
-
-TimeZoneName = Annotated[str, StringConstraints(min_length=1, max_length=64), AfterValidator(_known_time_zone)]
-
-
-class RequestModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+from router import AgentState
 
 # -- errors ---------------------------------------------------------------------------
 
@@ -64,22 +34,6 @@ class ErrorBody(BaseModel):
 
 
 # -- agents ---------------------------------------------------------------------------
-
-
-# The fields of router.AgentProfile (plus 'active'), with the API's constraints and docs;
-# tests/unit/test_one_model_per_concept.py keeps the two in step. The router keeps its own
-# dataclass: it is pure (no pydantic), and guards its invariants itself.
-class AgentFields(RequestModel):
-    name: DisplayName
-    site: Identifier
-    skills: dict[SkillName, Proficiency] = Field(default_factory=dict)
-    languages: list[Language] = Field(default_factory=list)
-    capacity: int = Field(default=1, ge=1, le=1, description="calls at once; voice agents take 1")
-    active: bool = Field(default=True, description="inactive agents are kept but not routed to")
-
-
-class AgentCreate(AgentFields):
-    extension: Identifier
 
 
 class BreakRequest(RequestModel):
@@ -113,48 +67,6 @@ class AgentView(BaseModel):
 
 
 # -- queues ---------------------------------------------------------------------------
-
-
-class ExpansionRing(RequestModel):
-    after_seconds: float = Field(ge=0)
-    skills: dict[SkillName, Proficiency]
-
-
-# The fields of router.QueueConfig (see AgentFields for why two classes).
-class QueueFields(RequestModel):
-    skills: dict[SkillName, Proficiency] = Field(
-        default_factory=dict, description="required skill -> minimum proficiency"
-    )
-    language: Language | None = None
-    sla_seconds: float = Field(default=20, gt=0)
-    sla_percent: float = Field(default=80, gt=0, le=100)
-    strategy: Strategy = Strategy.LONGEST_IDLE
-    wrap_up_seconds: float = Field(default=10, ge=0)
-    ring_timeout_seconds: float = Field(default=15, gt=0)
-    max_wait_seconds: float | None = Field(default=None, gt=0)
-    overflow: Identifier | None = None
-    announce_interval_seconds: float = Field(default=30, gt=0)
-    preferred_agent_wait_seconds: float = Field(default=0, ge=0)
-    expansion: list[ExpansionRing] = Field(default_factory=list)
-    aging_weight: float = Field(default=1.0, ge=0)
-    priority_order: PriorityOrder = Field(
-        default=PriorityOrder.AGING,
-        description="'strict': a higher tier always goes first; 'aging': waiting raises rank",
-    )
-    preferred_agent_max_hold_seconds: float | None = Field(
-        default=None, ge=0,
-        description="never hold a call for its busy preferred agent past this wait "
-                    "(default: sla_seconds); then any free qualified agent takes it",
-    )
-    service_level_definition: ServiceLevelDefinition = Field(
-        default=ServiceLevelDefinition.SHORT_ABANDONS_EXCLUDED,
-        description="abandons_missed, short_abandons_excluded, short_abandons_met or "
-                    "abandons_excluded ('short': abandoned within sla_seconds)",
-    )
-
-
-class QueueCreate(QueueFields):
-    name: Identifier
 
 
 class QueueView(QueueCreate):
@@ -250,31 +162,10 @@ class RoutingView(BaseModel):
 # -- sites and customers --------------------------------------------------------------
 
 
-class SiteFields(RequestModel):
-    timezone: TimeZoneName = "UTC"
-    healthy: bool = True
-
-
-class SiteCreate(SiteFields):
-    name: Identifier
-
-
 class SiteView(BaseModel):
     name: str
     timezone: str
     healthy: bool
-
-
-class CustomerFields(RequestModel):
-    name: DisplayName = ""
-    tier: CustomerTier = CustomerTier.FREE
-    language: Language | None = None
-    preferred_agent: Identifier | None = None
-    notes: Annotated[str, StringConstraints(max_length=4000)] = ""
-
-
-class CustomerCreate(CustomerFields):
-    number: PhoneNumber
 
 
 class CustomerView(BaseModel):

@@ -9,7 +9,8 @@ from aiohttp import web
 from pbx.api.bodies import merge_patch, read_json_object, read_model, validate
 from pbx.api.endpoint import ROUTER, STORE, Endpoint
 from pbx.api.errors import not_found
-from pbx.api.schemas import SiteCreate, SiteFields, SiteView
+from pbx.api.schemas import SiteView
+from pbx.configuration.models import SiteCreate, SiteFields
 from pbx.store import SiteRecord, Store
 
 

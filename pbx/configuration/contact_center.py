@@ -11,10 +11,15 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from pbx.api.agents import agent_record
-from pbx.api.customers import customer_record
-from pbx.api.queues import queue_config
-from pbx.api.schemas import AgentCreate, CustomerCreate, QueueCreate, SiteCreate
+from pbx.configuration.models import (
+    AgentCreate,
+    CustomerCreate,
+    QueueCreate,
+    SiteCreate,
+    agent_record,
+    customer_record,
+    queue_config,
+)
 from pbx.store import AgentRecord, CustomerRecord, SiteRecord
 from router import QueueConfig, RouterError
 from settings.located_yaml import LocatedDocument

@@ -30,7 +30,7 @@ from pbx.configuration.callbacks import (
     parse_site,
 )
 from pbx.configuration.contact_center import ContactCenterConfig, declared, parse_contact_center
-from pbx.edge.protection import ProtectionSettings
+from pbx.configuration.protection import ProtectionSettings
 from settings.located_yaml import (
     ConfigError,
     LocatedDocument,

@@ -27,7 +27,7 @@ from pydantic import (
 )
 
 from callbacks import CallbackPolicy, InvalidPolicy
-from pbx.api.schemas import Language, Proficiency, SkillName, TimeZoneName
+from pbx.configuration.models import Language, Proficiency, SkillName, TimeZoneName
 from pbx.configuration.server import ServerConfig
 from router import AgentProfile, RouterError
 from settings.located_yaml import ConfigError, LocatedDocument, in_file_order, load_yaml_file

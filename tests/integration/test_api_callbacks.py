@@ -20,9 +20,8 @@ from callbacks import CallbackDesk, Outcome
 from integration import test_api_harness as harness
 from integration.test_api_harness import API_PREFIX, TOKEN, ApiClient, queue_body
 from pbx.api import create_api
-from pbx.api.queues import queue_config
-from pbx.api.schemas import QueueCreate
 from pbx.configuration.callbacks import CallbackConfig, CallbackSettings, QueueCallbackSettings
+from pbx.configuration.models import QueueCreate, queue_config
 from pbx.store import Store
 from pbx.store.callbacks import SqlCallbackStore
 from router import Router

@@ -15,8 +15,8 @@ import pytest
 from pydantic import BaseModel
 
 from ivr.flow import SHIPPED_FLOWS, load_flow_file
-from pbx.api.schemas import AgentCreate, CustomerCreate, QueueCreate, SiteCreate
 from pbx.configuration.callbacks import TrunkSettings
+from pbx.configuration.models import AgentCreate, CustomerCreate, QueueCreate, SiteCreate
 from pbx.configuration.server import (
     SCALAR_KEYS,
     SECTIONS,

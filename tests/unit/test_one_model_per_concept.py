@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from pbx.api.schemas import AgentCreate, AgentView, ExpansionRing, QueueCreate, QueueView
+from pbx.api.schemas import AgentView, QueueView
+from pbx.configuration.models import AgentCreate, ExpansionRing, QueueCreate
 from pbx.configuration.server import load_config
 from pbx.store.tables import AgentRow, QueueRow
 from router import AgentProfile, QueueConfig, SkillExpansion
