@@ -216,10 +216,12 @@ def limit_for(rate: float, talk_ms: int) -> int:
 
 def run_step(args: argparse.Namespace, workdir: Path, mode: str, rate: float, calls: int,
              talk_ms: int, agents_count: int | None = None, python: str | None = None,
-             during=None) -> Step:
+             during=None, reference=None) -> Step:
     """One server, its agents, ``calls`` callers at ``rate``; everything stopped afterwards.
 
     ``during(server, seconds)`` is called right before the callers start (the profiler hook).
+    ``reference(folder, accounts)`` starts another server instead of Centralita (Asterisk in
+    ``bench_vs_asterisk.py``), with the same questions answered (``asterisk_server.py``).
     """
     workdir.mkdir(parents=True, exist_ok=True)
     if rate * (talk_ms / 1000 + 3) >= CALLER_MEDIA_CALLS:  # 3 s: the IVR and the ringing
@@ -229,17 +231,23 @@ def run_step(args: argparse.Namespace, workdir: Path, mode: str, rate: float, ca
     accounts = sa.agent_accounts(agents_count)
     config = sa.contact_center_config(accounts, wrap_up_seconds=0, ring_timeout_seconds=30,
                                       max_wait_seconds=600)
-    server = start_pbx(workdir / "server", config_yaml=config, python=python,
-                       extra_args=("--log-level", "info" if args.sip_trace else "warning"),
-                       sip_trace=args.sip_trace, startup_timeout=60)
+    if reference is None:
+        server = start_pbx(workdir / "server", config_yaml=config, python=python,
+                           extra_args=("--log-level", "info" if args.sip_trace else "warning"),
+                           sip_trace=args.sip_trace, startup_timeout=60)
+
+        def agents_ready() -> bool:
+            return all(state == "available" for state in sa.agent_states(server).values())
+    else:
+        server = reference(workdir / "server", accounts)
+        agents_ready = server.agents_ready
     agents = sa.SippAgents(server.sip_address, accounts, workdir / "agents",
                            processes=args.agent_procs, talk_ms=talk_ms, short_trace=True)
     note = ""
     try:
         try:
             agents.start()
-            if not wait_until(lambda: all(state == "available" for state in
-                                          sa.agent_states(server).values()), 60):
+            if not wait_until(agents_ready, 60):
                 note = "not every agent became available"
             time.sleep(0.5)
             cpu_before = server.cpu_seconds()
