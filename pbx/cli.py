@@ -58,20 +58,24 @@ def _apply_overrides(config: ServerConfig, args: argparse.Namespace) -> ServerCo
     http = config.http
     if args.http_listen:
         http = http.model_copy(update={"listen": parse_host_port(args.http_listen)})
-    site = config.site
-    if args.site is not None:
-        try:
-            site = check_name(args.site)
-        except ValueError as error:
-            raise ValueError(f"--site: {error}") from None
-    return dataclasses.replace(config, sip=sip, http=http, site=site)
+    return dataclasses.replace(config, sip=sip, http=http)
+
+
+def _site_argument(site: str | None) -> str | None:
+    if site is None:
+        return None
+    try:
+        return check_name(site)
+    except ValueError as error:
+        raise ValueError(f"--site: {error}") from None
 
 
 def _serve(args: argparse.Namespace) -> int:
     _setup_logging(args.log_level, args.log_format)
     var_dir = Path(args.var_dir)
     try:
-        config = _apply_overrides(load_config(Path(args.config) if args.config else None, var_dir=var_dir), args)
+        config = _apply_overrides(load_config(Path(args.config) if args.config else None, var_dir=var_dir,
+                                              site=_site_argument(args.site)), args)
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"error: {problem}", file=sys.stderr)
@@ -119,7 +123,7 @@ def _check_config(args: argparse.Namespace) -> int:
     from pbx.media.prompt import PromptLibrary
 
     try:
-        config = load_config(Path(args.file))
+        config = load_config(Path(args.file), site=_site_argument(args.site))
         flows = load_extension_flows(list(config.extensions.values()), PromptLibrary())
         problems = unknown_flow_references(flows, config)
         if problems:
@@ -129,9 +133,14 @@ def _check_config(args: argparse.Namespace) -> int:
             print(f"error: {problem}", file=sys.stderr)
         print(f"{args.file}: {len(exc.problems)} problem(s)", file=sys.stderr)
         return 1
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     listen = ", ".join(str(a) for a in config.sip.listen)
     print(f"{args.file}: OK (SIP {listen}; HTTP {config.http.host}:{config.http.port}; "
-          f"{len(config.accounts)} accounts; {len(config.extensions)} extensions)")
+          f"{len(config.accounts)} accounts; {len(config.extensions)} extensions; "
+          + (f"site {config.site} of {len({a.profile.site for a in config.contact_center.agents})}, "
+             f"bus {config.bus.url})" if config.multi_site else "one site)"))
     return 0
 
 
@@ -206,6 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check-config", help="validate a configuration file and exit")
     check.add_argument("file", metavar="FILE")
+    check.add_argument("--site", metavar="NAME",
+                       help="check the file as this site would read it (as pbx serve --site)")
     check.set_defaults(func=_check_config)
 
     simulate = commands.add_parser(

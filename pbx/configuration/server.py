@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BeforeValidator, Field, ValidationInfo, field_validator
 
@@ -402,6 +403,51 @@ class StoreSettings(Section):
         return url
 
 
+def _mqtt_url(url: str | None) -> str | None:
+    """``mqtt://HOST:PORT`` (port 1883 when omitted); raises ValueError saying what is wrong."""
+    if url is None:
+        return None
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"{url!r} is not mqtt://HOST:PORT (bad port)") from None
+    if parts.scheme != "mqtt" or not parts.hostname:
+        raise ValueError(f"{url!r} is not mqtt://HOST:PORT")
+    if parts.path not in ("", "/") or parts.query or parts.username or parts.password:
+        raise ValueError(f"{url!r}: only mqtt://HOST:PORT is supported (no path, query or credentials)")
+    if port == 0:
+        raise ValueError(f"{url!r}: port must be 1-65535")
+    return url
+
+
+def _topic_prefix(prefix: str) -> str:
+    levels = prefix.split("/")
+    if not prefix or any(not level or set(level) & set("+#\0") for level in levels):
+        raise ValueError(f"{prefix!r} is not a topic prefix (non-empty levels, no + or #)")
+    return prefix
+
+
+class BusSettings(Section):
+    """The site bus: how the sites of one contact center share agent state and liveness."""
+
+    # mqtt://HOST:PORT of the broker (Mosquitto) every site connects to; None: no broker,
+    # this server is the whole contact center (one site, every agent local).
+    url: Text | None = None
+    topic_prefix: Text = "centralita"  # first topic level(s): several contact centers can share a broker
+    heartbeat_interval: float = Field(1.0, ge=0.1, le=60)  # a site missing 3 beats is down
+
+    @field_validator("url")
+    @classmethod
+    def _broker_url(cls, url: str | None) -> str | None:
+        return _mqtt_url(url)
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _valid_prefix(cls, prefix: str) -> str:
+        return _topic_prefix(prefix)
+
+
 class HistoryLimits(Section):
     """What stays in memory about live and recently finished calls (the store keeps the rest).
 
@@ -447,6 +493,28 @@ class ServerConfig:
     raw: dict[str, Any] = field(default_factory=dict)
     site: str = DEFAULT_SITE  # this server's site: the owner of the callback requests it takes
     callbacks: CallbackConfig = field(default_factory=CallbackConfig)
+    bus: BusSettings = field(default_factory=BusSettings)
+
+    @property
+    def multi_site(self) -> bool:
+        """Whether this server is one site of several: it has a site of its own and the
+        contact center has agents of another site (they are served by their own site)."""
+        return is_multi_site(self.site, self.contact_center)
+
+    @property
+    def agent_sites(self) -> dict[str, str]:
+        """Every agent's owning site (agent id -> site)."""
+        return {agent.profile.extension: agent.profile.site for agent in self.contact_center.agents}
+
+    def is_local_agent(self, extension: str) -> bool:
+        """Whether this server owns (registers and routes) the agent: every agent on a
+        single server, only its own site's agents when it is one of several sites."""
+        owner = self.agent_sites.get(extension)
+        return not self.multi_site or owner is None or owner == self.site
+
+
+def is_multi_site(site: str, contact_center: ContactCenterConfig) -> bool:
+    return site != DEFAULT_SITE and any(agent.profile.site != site for agent in contact_center.agents)
 
 
 # The sections that are one mapping each; the contact center's (sites, agents, queues,
@@ -459,6 +527,7 @@ SECTIONS: dict[str, type[Section]] = {
     "routing": RoutingSettings,
     "history": HistoryLimits,
     "callbacks": CallbackSettings,
+    "bus": BusSettings,
 }
 LIST_SECTIONS = ("accounts", "sites", "agents", "queues", "customers", "trunks")
 SCALAR_KEYS = ("site",)  # this server's site name
@@ -506,7 +575,32 @@ def _extensions(document: LocatedDocument, problems: list[str], data: Any,
     return extensions
 
 
-def build_config(document: LocatedDocument, *, var_dir: Path, base_dir: Path | None) -> ServerConfig:
+def _multi_site_problems(document: LocatedDocument, site: str, site_given_as: str,
+                         contact_center: ContactCenterConfig, bus: BusSettings,
+                         store: StoreSettings) -> list[str]:
+    """A site of several needs the servers the sites share: a broker for live state and
+    PostgreSQL for durable data (a SQLite file is one machine's, an in-process bus one
+    process's)."""
+    if not is_multi_site(site, contact_center):
+        return []
+    problems = []
+    sites = sorted({record.name for record in contact_center.sites})
+    if site not in sites:
+        problems.append(document.problem(site_given_as, f"{site!r} is not one of the sites "
+                                         f"({', '.join(sites)}); the agents belong to several sites"))
+    others = sorted({agent.profile.site for agent in contact_center.agents} - {site})
+    why = (f"site {site} is one of several (agents of {', '.join(others)} too), so the sites "
+           "must share")
+    if bus.url is None:
+        problems.append(document.problem("bus.url", f"{why} a broker: set bus.url to mqtt://HOST:PORT"))
+    if store.url is None or not store.url.startswith("postgresql+asyncpg://"):
+        problems.append(document.problem(
+            "store.url", f"{why} one database: set store.url to postgresql+asyncpg://USER@HOST/DB"))
+    return problems
+
+
+def build_config(document: LocatedDocument, *, var_dir: Path, base_dir: Path | None,
+                 site: str | None = None) -> ServerConfig:
     problems: list[str] = []
     data = document.data
     if not isinstance(data, dict):
@@ -522,7 +616,9 @@ def build_config(document: LocatedDocument, *, var_dir: Path, base_dir: Path | N
     accounts = _accounts(document, problems, data.get("accounts"))
     extensions = _extensions(document, problems, data.get("extensions"), accounts, context)
     contact_center = parse_contact_center(document, problems)
-    site = parse_site(document, problems)
+    site_in_file = parse_site(document, problems)
+    site_given_as = "site" if site is None else f"site (--site {site})"
+    site = site_in_file if site is None else site
     callbacks = parse_callback_config(document, problems, validated["callbacks"],
                                       queue_names=declared(document, "queues", "name"))
     raw_agents = data.get("agents")
@@ -532,17 +628,21 @@ def build_config(document: LocatedDocument, *, var_dir: Path, base_dir: Path | N
             problems.append(document.problem(
                 f"agents[{i}].extension",
                 f"agent {extension} has no SIP account to register with (add it under accounts)"))
+    if validated["bus"] is not None and validated["store"] is not None:
+        problems += _multi_site_problems(document, site, site_given_as, contact_center,
+                                         sections["bus"], sections["store"])
     if problems:
         raise ConfigError(in_file_order(problems))
     store_url = sections["store"].url or f"sqlite+aiosqlite:///{var_dir / 'centralita.db'}"
     return ServerConfig(document.source, sections["sip"], sections["media"], sections["http"],
                         store_url, accounts, extensions, contact_center, sections["routing"],
-                        sections["history"], data, site, callbacks)
+                        sections["history"], data, site, callbacks, sections["bus"])
 
 
-def load_config(path: Path | None, *, var_dir: Path = Path("var")) -> ServerConfig:
+def load_config(path: Path | None, *, var_dir: Path = Path("var"), site: str | None = None) -> ServerConfig:
+    """``site`` (``--site``) overrides the file's ``site`` key."""
     if path is None:
         text = resources.files("pbx").joinpath(DEFAULT_CONFIG_NAME).read_text(encoding="utf-8")
         return build_config(load_yaml(text, f"<embedded {DEFAULT_CONFIG_NAME}>"),
-                            var_dir=var_dir, base_dir=None)
-    return build_config(load_yaml_file(path), var_dir=var_dir, base_dir=path.parent)
+                            var_dir=var_dir, base_dir=None, site=site)
+    return build_config(load_yaml_file(path), var_dir=var_dir, base_dir=path.parent, site=site)

@@ -236,7 +236,15 @@ def _http(server, method: str, path: str, body: dict | None = None) -> tuple[int
 
 
 def test_the_real_server_takes_lists_and_cancels_callbacks(pbx_server) -> None:
-    server = pbx_server(extra_args=("--site", "madrid"))
+    import yaml
+
+    from integration.server_fixture import default_config_yaml
+
+    # A site standing alone: with other sites' agents it would need a broker and PostgreSQL.
+    demo = yaml.safe_load(default_config_yaml())
+    server = pbx_server(default_config_yaml(
+        agents=[agent for agent in demo["agents"] if agent["site"] == "madrid"]),
+        extra_args=("--site", "madrid"))
     status, created = _http(server, "POST", "/callbacks", {"number": "+34600111222", "queue": "billing"})
     assert status == 201, created
     assert created["site"] == "madrid" and created["state"] == "pending"
