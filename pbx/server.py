@@ -33,6 +33,7 @@ from monitoring.contact_center import ContactCenterMetrics
 from monitoring.metrics import TelephonyMetrics
 from monitoring.object_census import cycle_census, keep_cycles, object_census
 from monitoring.protection import ProtectionMetrics
+from monitoring.sites import SiteMetrics
 from pbx.api import create_api
 from pbx.calls.applications import ApplicationDirectory, unknown_flow_references
 from pbx.calls.callback_service import CallbackService
@@ -55,6 +56,7 @@ from pbx.registration.registrar import Binding, Registrar
 from pbx.sip.digest import DigestAuthenticator
 from pbx.sip.message import Headers, Request, Response, make_response
 from pbx.sip.transaction import TimerConfig, TransactionKey
+from pbx.site_link import SiteLink
 from pbx.store import CallDetails, Store
 from pbx.store.callbacks import SqlCallbackStore
 from router import Reservation, Router, RouterError, UnknownAgent, UnknownCall
@@ -126,7 +128,10 @@ class Server:
         self.transports.on_stream_error = self.endpoint.reject_unparsable
         self.authenticator = DigestAuthenticator(sip.realm, os.urandom(32), sip.nonce_lifetime,
                                                  sip.digest_algorithms)
-        self.registrar = Registrar(config.accounts, self.authenticator, sip)
+        # One site of several registers only its own agents' phones: another site's agent
+        # is that site's to serve (its phone is refused here like an unknown account).
+        self.registrar = Registrar({user: account for user, account in config.accounts.items()
+                                    if config.is_local_agent(user)}, self.authenticator, sip)
         self.registrar.listeners.append(self._registration_changed)
         self.registrar.auth_failure_listeners.append(self._auth_failed)
         self.endpoint.blocked_behind_front_door = self._blocked_behind_front_door
@@ -152,6 +157,9 @@ class Server:
                              decisions_max_age_seconds=history.max_age_seconds,
                              publish=self.events.publish,
                              on_reservation=lambda reservation: self.queues.offer(reservation))
+        self.site_link = SiteLink(config, self.router, self.events) if config.multi_site else None
+        if self.site_link is not None:
+            SiteMetrics(self.metrics.registry, config.site, self.site_link.sites).subscribe(self.events)
         self.store: Store | None = None
         self.recorder: CallRecorder | None = None
         self.durable_registrations: DurableRegistrations | None = None
@@ -213,6 +221,8 @@ class Server:
         self.durable_registrations = DurableRegistrations(self.store, self.registrar, self.endpoint.now)
         await self.durable_registrations.restore()
         self.durable_registrations.start()
+        if self.site_link is not None:
+            await self.site_link.start()
         listen = self.config.sip.listen
         tls = None
         if any(address.transport == "tls" for address in listen):
@@ -232,7 +242,8 @@ class Server:
             publish=self.events.publish)
         app.add_subapp("/api/v1", create_api(self.store, self.router, self.config.http.api_token,
                                              self.ivr_calls, self.screen_pop, self.recorder,
-                                             self.callback_desk, callbacks))
+                                             self.callback_desk, callbacks,
+                                             self.site_link.override if self.site_link else None))
         hours = {name: rules.business_hours.hours()
                  for name, rules in callbacks.callbacks.queues.items() if rules.business_hours}
         self.callback_service = CallbackService(
@@ -288,6 +299,8 @@ class Server:
         await self.screen_pop.close()
         if self._background:  # last-agent writes still under way
             await asyncio.gather(*self._background, return_exceptions=True)
+        if self.site_link is not None:
+            await self.site_link.close()  # the other sites see this one go at once
         if self.recorder is not None:
             log.info("shutting down: writing %d call record(s) and %d pending write(s)",
                      self.recorder.live_calls, self.recorder.pending_writes)
@@ -534,6 +547,8 @@ class Server:
             "sip": [str(a) for a in self.config.sip.listen],
             "calls": len(self.calls.calls),
             "registered_contacts": len(self.registrar),
+            # One site of several: the bus connection, the sites' health, other sites' agents.
+            "bus": self.site_link.health() if self.site_link is not None else None,
             # What calls hold (ports, sockets, tasks, dialogs, router entries): all zero when idle.
             "resources": {**self.calls.resources(), **self.queues.resources(),
                           "outbound_calls": len(self.outbound.calls),

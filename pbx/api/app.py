@@ -15,6 +15,7 @@ from pbx.api.endpoint import ROUTER, STORE, Endpoint
 from pbx.api.errors import bearer_token_check, json_errors
 from pbx.api.history import LIVE_CALLS
 from pbx.api.openapi import build_openapi
+from pbx.api.sites import SITE_OVERRIDE, SiteOverride
 from pbx.calls.screen_pop import ScreenPop
 from pbx.configuration.callbacks import DEFAULT_SITE, CallbackConfig
 from pbx.records import CallRecorder
@@ -45,13 +46,15 @@ def create_api(store: Store, router: Router, token: str | None,
                screen_pop: ScreenPop | None = None,
                live_calls: CallRecorder | None = None,
                callback_desk: CallbackDesk | None = None,
-               callback_config: CallbackConfig | None = None) -> web.Application:
+               callback_config: CallbackConfig | None = None,
+               site_override: SiteOverride | None = None) -> web.Application:
     """The API as a sub-application, for ``app.add_subapp("/api/v1", create_api(...))``.
 
     With ``token`` set, every request needs ``Authorization: Bearer <token>``.
     ``live_calls`` (the call recorder) serves the calls in progress. ``callback_desk`` takes
     callback requests (default: a desk on the store, as the single site ``local``), and
-    ``callback_config`` has the queues' business hours.
+    ``callback_config`` has the queues' business hours. ``site_override`` forces a site
+    down or up over the site bus (one site of several).
     The router is synchronous and owned by the event loop's thread; handlers call it directly.
     """
     app = web.Application(middlewares=[json_errors, bearer_token_check(token)])
@@ -66,6 +69,8 @@ def create_api(store: Store, router: Router, token: str | None,
     app[CALLBACK_DESK] = callback_desk or CallbackDesk(
         SqlCallbackStore(store.engine), site=DEFAULT_SITE, clock=lambda: datetime.now(UTC))
     app[CALLBACK_CONFIG] = callback_config or CallbackConfig()
+    if site_override is not None:
+        app[SITE_OVERRIDE] = site_override
     for endpoint in ENDPOINTS:
         app.router.add_route(endpoint.method, endpoint.path, endpoint.handler, name=endpoint.operation_id)
     app.router.add_get("/openapi.json", openapi_document, name="openapi")

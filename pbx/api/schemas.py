@@ -6,11 +6,11 @@ are validated in strict JSON mode; the same models feed ``/openapi.json``.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from pbx.configuration.models import QueueCreate, RequestModel
+from pbx.configuration.models import DisplayName, QueueCreate, RequestModel
 from pbx.store import CustomerTier
 from router import AgentState
 
@@ -166,6 +166,20 @@ class SiteView(BaseModel):
     name: str
     timezone: str
     healthy: bool
+
+
+class SiteOverrideFields(RequestModel):
+    forced: Literal["down", "up"] | None = Field(
+        description="down: no calls to its agents; up: up whatever its heartbeat says; "
+                    "null: back to its heartbeat and last will")
+    by: DisplayName = Field("api", description="who forces it (published with the override)")
+
+
+class SiteOverrideView(BaseModel):
+    site: str
+    forced: str | None
+    by: str
+    up: bool = Field(description="the site's health in this site's view, after the override")
 
 
 class CustomerView(BaseModel):

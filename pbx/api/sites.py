@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict
 
 from aiohttp import web
 
 from pbx.api.bodies import merge_patch, read_json_object, read_model, validate
 from pbx.api.endpoint import ROUTER, STORE, Endpoint
-from pbx.api.errors import not_found
-from pbx.api.schemas import SiteView
+from pbx.api.errors import conflict, not_found
+from pbx.api.schemas import SiteOverrideFields, SiteOverrideView, SiteView
 from pbx.configuration.models import SiteCreate, SiteFields
 from pbx.store import SiteRecord, Store
 
@@ -71,6 +72,28 @@ async def delete_site(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+# Force a site down or up on every site (the site bus); absent on a server that is one site.
+# Called with (site, "down" / "up" / None, by); returns the site's health after it.
+SiteOverride = Callable[[str, str | None, str], bool]
+SITE_OVERRIDE: web.AppKey[SiteOverride] = web.AppKey("site_override")
+
+
+async def override_site(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    body = await read_model(request, SiteOverrideFields)
+    await _existing(request.app[STORE], name)
+    force = request.app.get(SITE_OVERRIDE)
+    if force is None:
+        raise conflict("not_multi_site", "this server is the only site: there is no bus to publish "
+                       "an override on (change the site's health with PATCH /sites/{name})")
+    try:
+        up = force(name, body.forced, body.by)
+    except ValueError as error:  # a site created through the API, not in the shared configuration
+        raise conflict("unknown_to_bus", str(error)) from None
+    view = SiteOverrideView(site=name, forced=body.forced, by=body.by, up=up)
+    return web.json_response(view.model_dump(mode="json"))
+
+
 _ONE = "/sites/{name}"
 
 ENDPOINTS: tuple[Endpoint, ...] = (
@@ -86,6 +109,10 @@ ENDPOINTS: tuple[Endpoint, ...] = (
              "Change a site's time zone or health (unhealthy sites get no calls)", "sites",
              request=SiteFields, request_is_patch=True, response=SiteView,
              errors=(400, 404, 415, 422)),
+    Endpoint("PUT", _ONE + "/override", override_site, "override_site",
+             "Force a site down or up on every site, or back to its liveness signal (null)",
+             "sites", request=SiteOverrideFields, response=SiteOverrideView,
+             errors=(400, 404, 409, 415, 422)),
     Endpoint("DELETE", _ONE, delete_site, "delete_site",
              "Delete a site (refused while agents belong to it)", "sites", status=204,
              errors=(404, 409)),

@@ -1,0 +1,106 @@
+"""This site's link to the other sites: the site bus wired to the router.
+
+When the server is one site of several (``ServerConfig.multi_site``), it owns only its
+site's agents: their live state, as the router changes it, is published on the bus
+(one writer per agent); the other sites' agents are seen read only through the bus;
+the sites' health (heartbeat, last will, operator override) is what the router is
+told through ``set_site_health``. Topics and payloads: ``pbx/bus/README.md``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from events import AgentStateChanged, EventBus
+from events.sites import AgentPresence, BusConnected, BusDisconnected, SiteDown, SiteUp
+from pbx.bus import Forced, MqttSiteBus, Topics
+from pbx.configuration.server import ServerConfig
+from router import AgentState, Router
+
+log = logging.getLogger("pbx.sites")
+
+# The router's finer states as the bus's presence: ringing is still "reserved" for others.
+PRESENCE = {
+    AgentState.OFFLINE: AgentPresence.OFFLINE,
+    AgentState.AVAILABLE: AgentPresence.AVAILABLE,
+    AgentState.RESERVED: AgentPresence.RESERVED,
+    AgentState.RINGING: AgentPresence.RESERVED,
+    AgentState.ON_CALL: AgentPresence.ON_CALL,
+    AgentState.WRAP_UP: AgentPresence.WRAP_UP,
+    AgentState.BREAK: AgentPresence.BREAK,
+}
+
+
+class SiteLink:
+    def __init__(self, config: ServerConfig, router: Router, events: EventBus) -> None:
+        assert config.bus.url is not None, "a site of several needs bus.url (checked by the config)"
+        self.site = config.site
+        self.router = router
+        self.sites = tuple(sorted({record.name for record in config.contact_center.sites}))
+        self.own_agents = frozenset(agent for agent, site in config.agent_sites.items()
+                                    if site == self.site)
+        self.bus = MqttSiteBus(config.bus.url, self.site, self.sites, config.agent_sites,
+                               topics=Topics(config.bus.topic_prefix), emit=events.publish,
+                               heartbeat_interval=config.bus.heartbeat_interval)
+        events.subscribe(self._agent_changed, AgentStateChanged)
+        events.subscribe(self._site_changed, SiteUp, SiteDown)
+        events.subscribe(self._connection_changed, BusConnected, BusDisconnected)
+
+    async def start(self) -> None:
+        """Publish every own agent's state and connect; the other sites start down (never
+        heard from) until their heartbeat arrives. A broker that is down does not stop
+        the server: this site serves its own agents and keeps retrying."""
+        now = time.time()
+        for snapshot in self.router.agents():
+            if snapshot.extension in self.own_agents:
+                self.bus.publish_agent(snapshot.extension, PRESENCE[snapshot.state], now)
+        for site in self.sites:
+            self.router.set_site_health(site, self.bus.health.is_up(site))
+        log.info("site %s of %s; bus %s", self.site, ", ".join(self.sites), self.bus.url)
+        await self.bus.start()
+
+    async def close(self) -> None:
+        await self.bus.close()
+
+    def override(self, site: str, forced: str | None, by: str) -> bool:
+        """An operator forces ``site`` "down" or "up" (None: back to its signal); every site
+        hears it. Returns whether the site is up now in this site's view."""
+        self.bus.force_site(site, None if forced is None else Forced(forced), f"{self.site}:{by}")
+        return self.bus.health.is_up(site)
+
+    def _agent_changed(self, event: AgentStateChanged) -> None:
+        if event.agent in self.own_agents:
+            self.bus.publish_agent(event.agent, PRESENCE[AgentState(event.new)], event.at)
+
+    def _site_changed(self, event: SiteUp | SiteDown) -> None:
+        up = isinstance(event, SiteUp)
+        log.log(logging.INFO if up or event.site != self.site else logging.WARNING,
+                "site %s is %s: %s", event.site, "up" if up else "down", event.reason)
+        self.router.set_site_health(event.site, up)
+
+    def _connection_changed(self, event: BusConnected | BusDisconnected) -> None:
+        if isinstance(event, BusConnected):
+            log.info("bus connected to %s", self.bus.url)
+        else:
+            log.warning("bus disconnected from %s (%s): serving this site's agents only",
+                        self.bus.url, event.reason)
+
+    def health(self) -> dict[str, Any]:
+        """What /healthz says about the sites."""
+        health = self.bus.health
+
+        def forced(site: str) -> str | None:
+            override = health.forced(site)
+            return None if override is None else override.value
+
+        return {
+            "site": self.site,
+            "broker": self.bus.url,
+            "connected": self.bus.connected,
+            "sites": {site: {"up": health.is_up(site), "forced": forced(site)} for site in self.sites},
+            "remote_agents": {agent: state.presence.value
+                              for agent, state in sorted(self.bus.remote_agents.items())},
+            "ignored_messages": dict(self.bus.ignored.counts),
+        }

@@ -1,0 +1,198 @@
+"""Several sites, each its own `pbx serve --site`, sharing the real Mosquitto and PostgreSQL.
+
+Two real server processes on loopback (madrid and bogota, one configuration file): each
+publishes its own agents' state on the bus and sees the other's (read only); an agent's
+phone registers with its own site only; a site killed with -9 is marked down by the other
+through its last will, and an operator's override reaches every site.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+import yaml
+
+from integration import mosquitto_fixture, postgres_fixture
+from integration.call_peers import agent_state, random_port_range, wait_for
+from integration.server_fixture import default_config_yaml, parse_prometheus
+from peers import raw
+
+mqtt_url = mosquitto_fixture.mqtt_url
+bus_prefix = mosquitto_fixture.bus_prefix
+private_mosquitto = mosquitto_fixture.private_mosquitto
+postgres_server = postgres_fixture.postgres_server
+
+BOGOTA_AGENT = ("1006", "demo1006")  # Fernando, billing, of site bogota in the demo
+MADRID_AGENT = ("1001", "demo1001")  # Ana, of site madrid
+
+
+@pytest.fixture
+def shared_database(postgres_server) -> Iterator[str]:
+    name = asyncio.run(postgres_fixture.create_database(postgres_server))
+    try:
+        yield postgres_server.url(name)
+    finally:
+        asyncio.run(postgres_fixture.drop_database(postgres_server, name))
+
+
+def sites_config(broker: str, prefix: str, database: str) -> str:
+    """The demo contact center (agents at madrid and bogota), shared by both sites."""
+    return default_config_yaml(bus={"url": broker, "topic_prefix": prefix,
+                                    "heartbeat_interval": 0.5},
+                               store={"url": database})
+
+
+def start_site(pbx_server, config: str, site: str):
+    low, high = random_port_range(200)  # each site its own RTP ports
+    media = yaml.safe_load(config)
+    media["media"].update(port_min=low, port_max=high)
+    return pbx_server(yaml.safe_dump(media, sort_keys=False), extra_args=("--site", site))
+
+
+def bus_view(server) -> dict:
+    bus = server.healthz()["bus"]
+    assert bus is not None, "the server is not one site of several"
+    return bus
+
+
+def site_up(server, site: str) -> bool:
+    return bus_view(server)["sites"][site]["up"]
+
+
+def agent(server, extension: str) -> dict:
+    status, body = server.http_get(f"/api/v1/agents/{extension}")
+    assert status == 200, body
+    return json.loads(body)
+
+
+def put(server, path: str, body: dict) -> tuple[int, dict]:
+    request = urllib.request.Request(server.http_url + path, data=json.dumps(body).encode(),
+                                     method="PUT", headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as reply:
+            return reply.status, json.loads(reply.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def register(server, user: str, password: str) -> tuple[raw.UdpPeer, int | None]:
+    phone = raw.UdpPeer((server.host, server.sip_port))
+    result = raw.register(phone, user, password, expires=300,
+                          contact=f"<sip:{user}@{phone.local[0]}:{phone.local[1]}>")
+    return phone, None if result.final is None else result.final.status
+
+
+@pytest.fixture
+def two_sites(pbx_server, mqtt_url, bus_prefix, shared_database):
+    config = sites_config(mqtt_url, bus_prefix, shared_database)
+    madrid = start_site(pbx_server, config, "madrid")
+    bogota = start_site(pbx_server, config, "bogota")
+    assert wait_for(lambda: site_up(madrid, "bogota") and site_up(bogota, "madrid"), 10), \
+        (bus_view(madrid), bus_view(bogota))
+    return madrid, bogota
+
+
+def test_each_site_owns_its_agents_and_sees_the_others_through_the_bus(two_sites) -> None:
+    madrid, bogota = two_sites
+    assert bus_view(madrid)["connected"] and bus_view(bogota)["connected"]
+    # The bogota agent's phone registers with bogota, and is logged in there (auto_login).
+    phone, status = register(bogota, *BOGOTA_AGENT)
+    assert status == 200
+    assert wait_for(lambda: agent_state(bogota, "1006") == "available", 5)
+    # Madrid sees it, read only, from bogota's retained state on the bus.
+    assert wait_for(lambda: bus_view(madrid)["remote_agents"].get("1006") == "available", 5), \
+        bus_view(madrid)
+    # ...and bogota sees madrid's agents, offline until their phones register with madrid.
+    assert bus_view(bogota)["remote_agents"].get("1001") == "offline"
+    # A phone of a bogota agent is not registered at madrid: madrid does not serve it.
+    stray, stray_status = register(madrid, *BOGOTA_AGENT)
+    assert stray_status != 200
+    assert agent_state(madrid, "1006") == "offline"
+    # A state change at the owner reaches the other site.
+    request = urllib.request.Request(bogota.http_url + "/api/v1/agents/1006/break",
+                                     data=json.dumps({"reason": "lunch"}).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=5) as reply:
+        assert reply.status == 200
+    assert wait_for(lambda: bus_view(madrid)["remote_agents"].get("1006") == "break", 5)
+    metrics = parse_prometheus(madrid.http_get("/metrics")[1])
+    assert metrics['centralita_bus_connected{site="madrid"}'] == 1
+    assert metrics['centralita_site_up{site="bogota"}'] == 1
+    assert metrics['centralita_remote_agents{presence="break",site="bogota"}'] == 1
+    phone.close()
+    stray.close()
+
+
+def test_a_site_killed_with_sigkill_is_marked_down_by_the_other_at_once(two_sites) -> None:
+    madrid, bogota = two_sites
+    assert agent(madrid, "1006")["live"]["site_healthy"] is True
+    killed = time.monotonic()
+    bogota.process.kill()  # SIGKILL: no goodbye, the broker publishes bogota's last will
+    bogota.process.wait(5)
+    assert wait_for(lambda: not site_up(madrid, "bogota"), 3.0), bus_view(madrid)
+    seen_down = time.monotonic() - killed
+    # Madrid's router no longer offers bogota's agents; madrid's own stay healthy.
+    assert agent(madrid, "1006")["live"]["site_healthy"] is False
+    assert agent(madrid, "1001")["live"]["site_healthy"] is True
+    metrics = parse_prometheus(madrid.http_get("/metrics")[1])
+    assert metrics['centralita_site_up{site="bogota"}'] == 0
+    assert metrics['centralita_site_healthy{site="bogota"}'] == 0
+    print(f"bogota seen down by madrid {seen_down * 1000:.0f} ms after kill -9")
+
+
+def test_an_operator_forces_a_site_down_and_up_on_every_site(two_sites) -> None:
+    madrid, bogota = two_sites
+    status, body = put(madrid, "/api/v1/sites/bogota/override", {"forced": "down", "by": "ana"})
+    assert status == 200 and body == {"site": "bogota", "forced": "down", "by": "ana", "up": False}
+    # Published: bogota hears that every site must treat it as down.
+    assert wait_for(lambda: bus_view(bogota)["sites"]["bogota"]["forced"] == "down", 5)
+    assert not site_up(bogota, "bogota")
+    assert agent(madrid, "1006")["live"]["site_healthy"] is False
+    status, body = put(madrid, "/api/v1/sites/bogota/override", {"forced": None})
+    assert status == 200 and body["up"] is True
+    assert wait_for(lambda: site_up(bogota, "bogota") and bus_view(bogota)["sites"]["bogota"]["forced"] is None, 5)
+    assert agent(madrid, "1006")["live"]["site_healthy"] is True
+    status, body = put(madrid, "/api/v1/sites/atlantis/override", {"forced": "down"})
+    assert status == 404, body
+    status, body = put(madrid, "/api/v1/sites/bogota/override", {"forced": "sideways"})
+    assert status in (400, 422), body
+
+
+def test_one_server_has_no_bus_and_refuses_an_override(pbx_server) -> None:
+    server = pbx_server()
+    assert server.healthz()["bus"] is None
+    status, body = put(server, "/api/v1/sites/bogota/override", {"forced": "down"})
+    assert status == 409 and body["error"]["code"] == "not_multi_site"
+    assert agent_state(server, "1006") == "offline"  # every agent is this server's to serve
+    phone, status = register(server, *BOGOTA_AGENT)
+    assert status == 200
+    assert wait_for(lambda: agent_state(server, "1006") == "available", 5)
+    phone.close()
+
+
+def test_broker_down_each_site_keeps_serving_its_own_agents_and_resynchronises(
+        pbx_server, private_mosquitto, bus_prefix, shared_database) -> None:
+    config = sites_config(private_mosquitto.url, bus_prefix, shared_database)
+    madrid = start_site(pbx_server, config, "madrid")
+    bogota = start_site(pbx_server, config, "bogota")
+    assert wait_for(lambda: site_up(madrid, "bogota") and site_up(bogota, "madrid"), 10)
+    private_mosquitto.stop()
+    assert wait_for(lambda: not bus_view(madrid)["connected"] and not bus_view(bogota)["connected"], 5)
+    # Still serving: bogota's agent registers and is logged in while the broker is away.
+    phone, status = register(bogota, *BOGOTA_AGENT)
+    assert status == 200
+    assert wait_for(lambda: agent_state(bogota, "1006") == "available", 5)
+    assert bogota.alive and madrid.alive
+    metrics = parse_prometheus(madrid.http_get("/metrics")[1])
+    assert metrics['centralita_bus_connected{site="madrid"}'] == 0
+    private_mosquitto.start()
+    # Reconnected (backoff up to 5 s): the broker forgot everything, the sites republish.
+    assert wait_for(lambda: bus_view(madrid)["connected"] and bus_view(bogota)["connected"], 15)
+    assert wait_for(lambda: site_up(madrid, "bogota")
+                    and bus_view(madrid)["remote_agents"].get("1006") == "available", 10), bus_view(madrid)
+    phone.close()
