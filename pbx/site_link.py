@@ -76,7 +76,7 @@ class SiteLink:
 
     def _site_changed(self, event: SiteUp | SiteDown) -> None:
         up = isinstance(event, SiteUp)
-        log.log(logging.INFO if up or event.site != self.site else logging.WARNING,
+        log.log(logging.INFO if up else logging.WARNING,
                 "site %s is %s: %s", event.site, "up" if up else "down", event.reason)
         self.router.set_site_health(event.site, up)
 
