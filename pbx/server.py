@@ -57,7 +57,7 @@ from pbx.sip.digest import DigestAuthenticator
 from pbx.sip.message import Headers, Request, Response, make_response
 from pbx.sip.transaction import TimerConfig, TransactionKey
 from pbx.site_link import SiteLink
-from pbx.store import CallDetails, Store
+from pbx.store import CallDetails, ConstraintViolation, Store
 from pbx.store.callbacks import SqlCallbackStore
 from router import Reservation, Router, RouterError, UnknownAgent, UnknownCall
 
@@ -73,6 +73,7 @@ PRUNE_SOURCES_EVERY = 10  # housekeeping rounds between forgetting idle sources
 # live object (hundreds per call in progress, plus lingering transactions): 100-340 ms at
 # 60-120 calls/s here, every 2-3 s, long enough for agents' SIPp to give up on a leg.
 FULL_COLLECTION_EVERY = 1000
+SEED_ATTEMPTS = 3
 
 
 def utc_now() -> datetime:
@@ -211,8 +212,7 @@ class Server:
                                      finished_ids_max_age_seconds=history.max_age_seconds)
         self.recorder.start()
         center = self.config.contact_center
-        await self.store.seed([a.profile for a in center.agents], center.queues, center.sites,
-                              center.customers)
+        await self._seed_store()
         await self.store.load_into(self.router)
         # Agents become reachable when their softphone registers, not before.
         for snapshot in self.router.agents():
@@ -277,6 +277,22 @@ class Server:
         self.metrics.collector.install()
         log.info("Centralita ready: %d accounts, extensions %s", len(self.config.accounts),
                  ", ".join(sorted(self.config.extensions)) or "none")
+
+    async def _seed_store(self) -> None:
+        """The configured records into the store. Sites sharing one database seed it from
+        the same file: one that started at the same instant may insert a record first, and
+        the seed, idempotent, is run again over what that one committed."""
+        assert self.store is not None
+        center = self.config.contact_center
+        for attempt in range(SEED_ATTEMPTS):
+            try:
+                await self.store.seed([a.profile for a in center.agents], center.queues,
+                                      center.sites, center.customers)
+                return
+            except ConstraintViolation as error:
+                if attempt + 1 == SEED_ATTEMPTS:
+                    raise
+                log.info("another site seeded the store at the same time (%s): seeding again", error)
 
     async def stop(self) -> None:
         log.info("shutting down: ending %d call(s) in progress", len(self.calls.calls))

@@ -196,3 +196,33 @@ def test_broker_down_each_site_keeps_serving_its_own_agents_and_resynchronises(
     assert wait_for(lambda: site_up(madrid, "bogota")
                     and bus_view(madrid)["remote_agents"].get("1006") == "available", 10), bus_view(madrid)
     phone.close()
+
+
+def test_two_sites_started_at_the_same_instant_on_a_fresh_database_both_come_up(
+        tmp_path, mqtt_url, bus_prefix, shared_database) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from integration.server_fixture import start_pbx
+
+    config = sites_config(mqtt_url, bus_prefix, shared_database)
+
+    def start(site: str):
+        low, high = random_port_range(200)
+        document = yaml.safe_load(config)
+        document["media"].update(port_min=low, port_max=high)
+        return start_pbx(tmp_path / site, config_yaml=yaml.safe_dump(document, sort_keys=False),
+                         extra_args=("--site", site))
+
+    with ThreadPoolExecutor(2) as pool:
+        starting = [pool.submit(start, site) for site in ("madrid", "bogota")]
+    started = [future.result() for future in starting if future.exception() is None]
+    try:
+        assert len(started) == 2, [str(future.exception()) for future in starting]
+        madrid, bogota = started
+        assert wait_for(lambda: site_up(madrid, "bogota") and site_up(bogota, "madrid"), 10)
+        status, body = madrid.http_get("/api/v1/agents")
+        configured = {str(a["extension"]) for a in yaml.safe_load(config)["agents"]}
+        assert status == 200 and {a["extension"] for a in json.loads(body)} == configured
+    finally:
+        for server in started:
+            server.stop()
