@@ -206,7 +206,10 @@ class Server:
                         "unexpectedly: recorded as interrupted", record.call_id, record.caller,
                         record.callee, record.started.isoformat(timespec="seconds"))
         history = self.config.history
-        self.recorder = CallRecorder(self.store, self.events, self.ivr_calls, clock=time.time,
+        # One site of several names itself in every record of the shared database.
+        self.recorder = CallRecorder(self.store, self.events, self.ivr_calls,
+                                     site=self.config.site if self.config.multi_site else None,
+                                     clock=time.time,
                                      registry=self.metrics.registry, details=self._call_details,
                                      finished_ids_kept=history.finished_call_ids,
                                      finished_ids_max_age_seconds=history.max_age_seconds)

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from integration import mosquitto_fixture, postgres_fixture
-from integration.call_peers import agent_state, random_port_range, wait_for
+from integration.call_peers import Caller, agent_state, random_port_range, wait_for
 from integration.server_fixture import default_config_yaml, parse_prometheus
 from peers import raw
 
@@ -126,6 +126,28 @@ def test_each_site_owns_its_agents_and_sees_the_others_through_the_bus(two_sites
     assert metrics['centralita_remote_agents{presence="break",site="bogota"}'] == 1
     phone.close()
     stray.close()
+
+
+def test_each_call_record_in_the_shared_database_names_the_site_that_handled_it(two_sites) -> None:
+    madrid, bogota = two_sites
+    records = {}
+    for site, server in (("madrid", madrid), ("bogota", bogota)):
+        caller = Caller(server, "101")  # the greeting
+        caller.answered()
+        caller.bye()
+        records[site] = caller.dialog.call_id
+        caller.close()
+
+    def record(server, call_id: str) -> dict | None:
+        status, body = server.http_get(f"/api/v1/calls/{call_id}")
+        found = json.loads(body) if status == 200 else None
+        return found if found and found.get("status") != "live" else None
+
+    # Both sites read every record from the one database, each naming its own site.
+    for reader in (madrid, bogota):
+        assert wait_for(lambda: all(record(reader, call_id) for call_id in records.values()), 15)
+        assert record(reader, records["madrid"])["site"] == "madrid"
+        assert record(reader, records["bogota"])["site"] == "bogota"
 
 
 def test_a_site_killed_with_sigkill_is_marked_down_by_the_other_at_once(two_sites) -> None:
