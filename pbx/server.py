@@ -35,6 +35,7 @@ from monitoring.object_census import cycle_census, keep_cycles, object_census
 from monitoring.protection import ProtectionMetrics
 from monitoring.sites import SiteMetrics
 from pbx.api import create_api
+from pbx.api.schemas import RemoteAgentView
 from pbx.calls.applications import ApplicationDirectory, unknown_flow_references
 from pbx.calls.callback_service import CallbackService
 from pbx.calls.manager import CallManager, counted_host
@@ -159,6 +160,9 @@ class Server:
                              publish=self.events.publish,
                              on_reservation=lambda reservation: self.queues.offer(reservation))
         self.site_link = SiteLink(config, self.router, self.events) if config.multi_site else None
+        if config.bus.url is not None and self.site_link is None:
+            log.warning("bus.url is set, but this server is the whole contact center (site %s, "
+                        "no agent of another site): the bus is not used", config.site)
         if self.site_link is not None:
             SiteMetrics(self.metrics.registry, config.site, self.site_link.sites).subscribe(self.events)
         self.store: Store | None = None
@@ -246,7 +250,8 @@ class Server:
         app.add_subapp("/api/v1", create_api(self.store, self.router, self.config.http.api_token,
                                              self.ivr_calls, self.screen_pop, self.recorder,
                                              self.callback_desk, callbacks,
-                                             self.site_link.override if self.site_link else None))
+                                             self.site_link.override if self.site_link else None,
+                                             self._remote_agent if self.site_link else None))
         hours = {name: rules.business_hours.hours()
                  for name, rules in callbacks.callbacks.queues.items() if rules.business_hours}
         self.callback_service = CallbackService(
@@ -459,6 +464,11 @@ class Server:
         if routing is None and ivr is None and context is None:
             return None
         return CallDetails(call_id, ended, routing, ivr, context)
+
+    def _remote_agent(self, extension: str) -> RemoteAgentView | None:
+        assert self.site_link is not None
+        found = self.site_link.remote_agent(extension)
+        return None if found is None else RemoteAgentView(**found)
 
     def _agent_ringing(self, queued: QueuedCaller, reservation: Reservation) -> None:
         """Screen-pop: everything the agent should see when the phone rings."""

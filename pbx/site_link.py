@@ -70,6 +70,15 @@ class SiteLink:
         self.bus.force_site(site, None if forced is None else Forced(forced), f"{self.site}:{by}")
         return self.bus.health.is_up(site)
 
+    def remote_agent(self, extension: str) -> dict[str, Any] | None:
+        """Another site's agent as its site publishes it: site, presence, since and whether
+        that site is up here; None for this site's agents and agents not heard of."""
+        state = self.bus.remote_agents.get(extension)
+        if state is None:
+            return None
+        return {"site": state.site, "presence": state.presence.value, "since": state.since,
+                "site_up": self.bus.health.is_up(state.site)}
+
     def _agent_changed(self, event: AgentStateChanged) -> None:
         if event.agent in self.own_agents:
             self.bus.publish_agent(event.agent, PRESENCE[AgentState(event.new)], event.at)

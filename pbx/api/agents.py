@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -9,7 +10,7 @@ from aiohttp import web
 from pbx.api.bodies import merge_patch, read_json_object, read_model, validate
 from pbx.api.endpoint import ROUTER, STORE, Endpoint
 from pbx.api.errors import conflict, not_found
-from pbx.api.schemas import AgentLive, AgentView, BreakRequest
+from pbx.api.schemas import AgentLive, AgentView, BreakRequest, RemoteAgentView
 from pbx.configuration.models import AgentCreate, AgentFields, agent_record
 from pbx.store import AgentRecord, Store
 from router import AgentState, Router, RouterError, UnknownAgent
@@ -43,8 +44,15 @@ def _live(router: Router, record: AgentRecord) -> AgentLive | None:
     )
 
 
-def _view(router: Router, record: AgentRecord) -> dict[str, Any]:
-    view = AgentView(extension=record.extension, **_fields_of(record), live=_live(router, record))
+# On one site of several: another site's agent as the bus shows it, None for our own.
+RemoteAgents = Callable[[str], RemoteAgentView | None]
+REMOTE_AGENTS: web.AppKey[RemoteAgents] = web.AppKey("remote_agents")
+
+
+def _view(router: Router, record: AgentRecord, request: web.Request) -> dict[str, Any]:
+    remote = request.app.get(REMOTE_AGENTS)
+    view = AgentView(extension=record.extension, **_fields_of(record), live=_live(router, record),
+                     remote=None if remote is None else remote(record.extension))
     return view.model_dump(mode="json")
 
 
@@ -81,12 +89,12 @@ async def _existing(store: Store, extension: str) -> AgentRecord:
 
 async def list_agents(request: web.Request) -> web.Response:
     router = request.app[ROUTER]
-    return web.json_response([_view(router, record) for record in await request.app[STORE].agents()])
+    return web.json_response([_view(router, record, request) for record in await request.app[STORE].agents()])
 
 
 async def get_agent(request: web.Request) -> web.Response:
     record = await _existing(request.app[STORE], request.match_info["extension"])
-    return web.json_response(_view(request.app[ROUTER], record))
+    return web.json_response(_view(request.app[ROUTER], record, request))
 
 
 async def create_agent(request: web.Request) -> web.Response:
@@ -100,7 +108,7 @@ async def create_agent(request: web.Request) -> web.Response:
         await store.delete_agent(record.extension)
         raise
     location = f"{request.app.router['get_agent'].url_for(extension=record.extension)}"
-    return web.json_response(_view(router, record), status=201, headers={"Location": location})
+    return web.json_response(_view(router, record, request), status=201, headers={"Location": location})
 
 
 async def replace_agent(request: web.Request) -> web.Response:
@@ -110,7 +118,7 @@ async def replace_agent(request: web.Request) -> web.Response:
     fields = validate(AgentFields, merge_patch({}, document, "extension", extension))
     record = agent_record(extension, fields)
     created = await _save(store, router, await store.agent(extension), record)
-    return web.json_response(_view(router, record), status=201 if created else 200)
+    return web.json_response(_view(router, record, request), status=201 if created else 200)
 
 
 async def patch_agent(request: web.Request) -> web.Response:
@@ -121,7 +129,7 @@ async def patch_agent(request: web.Request) -> web.Response:
     fields = validate(AgentFields, merge_patch(_fields_of(previous), document, "extension", extension))
     record = agent_record(extension, fields)
     await _save(store, router, previous, record)
-    return web.json_response(_view(router, record))
+    return web.json_response(_view(router, record, request))
 
 
 async def delete_agent(request: web.Request) -> web.Response:
@@ -146,20 +154,20 @@ async def _routable(request: web.Request) -> tuple[Router, AgentRecord]:
 async def login(request: web.Request) -> web.Response:
     router, record = await _routable(request)
     router.login(record.extension)
-    return web.json_response(_view(router, record))
+    return web.json_response(_view(router, record, request))
 
 
 async def logout(request: web.Request) -> web.Response:
     router, record = await _routable(request)
     router.logout(record.extension)
-    return web.json_response(_view(router, record))
+    return web.json_response(_view(router, record, request))
 
 
 async def start_break(request: web.Request) -> web.Response:
     router, record = await _routable(request)
     body = await read_model(request, BreakRequest)
     router.start_break(record.extension, body.reason)
-    return web.json_response(_view(router, record))
+    return web.json_response(_view(router, record, request))
 
 
 async def make_available(request: web.Request) -> web.Response:
@@ -169,7 +177,7 @@ async def make_available(request: web.Request) -> web.Response:
         router.end_wrap_up(record.extension)
     else:
         router.end_break(record.extension)
-    return web.json_response(_view(router, record))
+    return web.json_response(_view(router, record, request))
 
 
 _ONE = "/agents/{extension}"

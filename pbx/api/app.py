@@ -9,6 +9,7 @@ from aiohttp import web
 from callbacks import CallbackDesk
 from ivr.call_log import IvrCallLog
 from pbx.api import agents, callbacks, calls, customers, history, queues, sites
+from pbx.api.agents import REMOTE_AGENTS, RemoteAgents
 from pbx.api.callbacks import CALLBACK_CONFIG, CALLBACK_DESK
 from pbx.api.calls import IVR_CALLS, SCREEN_POP
 from pbx.api.endpoint import ROUTER, STORE, Endpoint
@@ -47,14 +48,16 @@ def create_api(store: Store, router: Router, token: str | None,
                live_calls: CallRecorder | None = None,
                callback_desk: CallbackDesk | None = None,
                callback_config: CallbackConfig | None = None,
-               site_override: SiteOverride | None = None) -> web.Application:
+               site_override: SiteOverride | None = None,
+               remote_agents: RemoteAgents | None = None) -> web.Application:
     """The API as a sub-application, for ``app.add_subapp("/api/v1", create_api(...))``.
 
     With ``token`` set, every request needs ``Authorization: Bearer <token>``.
     ``live_calls`` (the call recorder) serves the calls in progress. ``callback_desk`` takes
     callback requests (default: a desk on the store, as the single site ``local``), and
     ``callback_config`` has the queues' business hours. ``site_override`` forces a site
-    down or up over the site bus (one site of several).
+    down or up over the site bus, and ``remote_agents`` shows other sites' agents as the bus
+    does (one site of several).
     The router is synchronous and owned by the event loop's thread; handlers call it directly.
     """
     app = web.Application(middlewares=[json_errors, bearer_token_check(token)])
@@ -71,6 +74,8 @@ def create_api(store: Store, router: Router, token: str | None,
     app[CALLBACK_CONFIG] = callback_config or CallbackConfig()
     if site_override is not None:
         app[SITE_OVERRIDE] = site_override
+    if remote_agents is not None:
+        app[REMOTE_AGENTS] = remote_agents
     for endpoint in ENDPOINTS:
         app.router.add_route(endpoint.method, endpoint.path, endpoint.handler, name=endpoint.operation_id)
     app.router.add_get("/openapi.json", openapi_document, name="openapi")

@@ -55,6 +55,13 @@ class AgentLive(BaseModel):
                                 " (direct calls, calling the IVR): busy for routing while above 0")
 
 
+class RemoteAgentView(BaseModel):
+    site: str = Field(description="the site that owns the agent and publishes its state")
+    presence: str = Field(description="offline, available, reserved, on_call, wrap_up or break")
+    since: float = Field(description="when that presence began (Unix seconds, the owner's clock)")
+    site_up: bool = Field(description="whether the owning site is up in this site's view")
+
+
 class AgentView(BaseModel):
     extension: str
     name: str
@@ -64,6 +71,10 @@ class AgentView(BaseModel):
     capacity: int
     active: bool
     live: AgentLive | None = Field(description="live state; null while the agent is inactive")
+    remote: RemoteAgentView | None = Field(
+        None, description="on one site of several, another site's agent as its own site "
+                          "publishes it on the bus (live is then this site's view: not "
+                          "registered here); null for this server's own agents")
 
 
 # -- queues ---------------------------------------------------------------------------

@@ -113,6 +113,10 @@ def test_each_site_owns_its_agents_and_sees_the_others_through_the_bus(two_sites
     stray, stray_status = register(madrid, *BOGOTA_AGENT)
     assert stray_status != 200
     assert agent_state(madrid, "1006") == "offline"
+    # Madrid's API shows the agent as bogota publishes it; bogota's own view has no "remote".
+    remote = agent(madrid, "1006")["remote"]
+    assert remote["site"] == "bogota" and remote["presence"] == "available" and remote["site_up"]
+    assert agent(bogota, "1006")["remote"] is None and agent(madrid, "1001")["remote"] is None
     # A state change at the owner reaches the other site.
     request = urllib.request.Request(bogota.http_url + "/api/v1/agents/1006/break",
                                      data=json.dumps({"reason": "lunch"}).encode(), method="POST",
@@ -145,9 +149,57 @@ def test_each_call_record_in_the_shared_database_names_the_site_that_handled_it(
 
     # Both sites read every record from the one database, each naming its own site.
     for reader in (madrid, bogota):
-        assert wait_for(lambda: all(record(reader, call_id) for call_id in records.values()), 15)
+        assert wait_for(lambda reader=reader: all(record(reader, call_id) for call_id in records.values()), 15)
         assert record(reader, records["madrid"])["site"] == "madrid"
         assert record(reader, records["bogota"])["site"] == "bogota"
+
+
+def test_forged_and_malformed_bus_messages_are_ignored_and_change_nothing(
+        two_sites, mqtt_url, bus_prefix) -> None:
+    import aiomqtt
+
+    madrid, bogota = two_sites
+    phone, status = register(madrid, *MADRID_AGENT)
+    assert status == 200
+    assert wait_for(lambda: bus_view(bogota)["remote_agents"].get("1001") == "available", 5)
+    host, port = mqtt_url.removeprefix("mqtt://").split(":")
+    forged = [
+        # bogota "claiming" madrid's agent 1001 as on a call
+        (f"{bus_prefix}/v1/sites/bogota/agents/1001",
+         {"schema": 1, "site": "bogota", "agent": "1001", "presence": "on_call", "since": 1.0}),
+        # madrid's topic, another schema version
+        (f"{bus_prefix}/v1/sites/madrid/agents/1001",
+         {"schema": 2, "site": "madrid", "agent": "1001", "presence": "break", "since": 1.0}),
+        # a site nobody configured
+        (f"{bus_prefix}/v1/sites/lima/status",
+         {"schema": 1, "site": "lima", "state": "online", "at": 1.0, "heartbeat_interval": 1.0,
+          "reason": ""}),
+        (f"{bus_prefix}/v1/sites/madrid/heartbeat", "not json"),
+    ]
+
+    async def publish() -> None:
+        async with aiomqtt.Client(host, int(port), identifier="forger") as client:
+            for topic, payload in forged:
+                data = payload if isinstance(payload, str) else json.dumps(payload)
+                await client.publish(topic, data.encode(), qos=1)
+
+    asyncio.run(publish())
+
+    def ignored(server) -> int:
+        return sum(bus_view(server)["ignored_messages"].values())
+
+    # bogota ignores madrid's message of schema 2, the unknown site and the garbage beat (the
+    # forged message on its own topic is its own echo); madrid ignores the claim on its
+    # agent and the unknown site.
+    assert wait_for(lambda: ignored(bogota) >= 3 and ignored(madrid) >= 2, 5), \
+        (bus_view(bogota)["ignored_messages"], bus_view(madrid)["ignored_messages"])
+    assert "refused message" in bus_view(madrid)["ignored_messages"]
+    view = bus_view(bogota)
+    assert view["remote_agents"]["1001"] == "available"
+    assert set(view["sites"]) == {"madrid", "bogota"} and site_up(bogota, "madrid")
+    assert bogota.alive and madrid.alive
+    assert agent_state(madrid, "1001") == "available"
+    phone.close()
 
 
 def test_a_site_killed_with_sigkill_is_marked_down_by_the_other_at_once(two_sites) -> None:

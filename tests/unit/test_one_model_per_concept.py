@@ -34,7 +34,8 @@ def test_an_agent_has_the_same_fields_in_the_router_the_api_and_the_store():
     profile = field_names(AgentProfile)
     # 'active' is not the router's business: an inactive agent is not given to it at all.
     assert set(AgentCreate.model_fields) == profile | {"active"}
-    assert set(AgentView.model_fields) == profile | {"active", "live"}
+    # live: the router's state here; remote: another site's agent as its site publishes it.
+    assert set(AgentView.model_fields) == profile | {"active", "live", "remote"}
     # Skills have a table of their own (agents are found by skill).
     assert row_columns(AgentRow) | {"skills"} == profile | {"active"}
 
