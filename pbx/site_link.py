@@ -92,7 +92,7 @@ class SiteLink:
     def _connection_changed(self, event: BusConnected | BusDisconnected) -> None:
         if isinstance(event, BusConnected):
             log.info("bus connected to %s", self.bus.url)
-        else:
+        elif event.reason != "closed":  # not this server shutting down
             log.warning("bus disconnected from %s (%s): serving this site's agents only",
                         self.bus.url, event.reason)
 

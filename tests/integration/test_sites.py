@@ -47,8 +47,8 @@ def sites_config(broker: str, prefix: str, database: str) -> str:
                                store={"url": database})
 
 
-def start_site(pbx_server, config: str, site: str):
-    low, high = random_port_range(200)  # each site its own RTP ports
+def start_site(pbx_server, config: str, site: str, rtp_ports: int = 200):
+    low, high = random_port_range(rtp_ports)  # each site its own RTP ports
     media = yaml.safe_load(config)
     media["media"].update(port_min=low, port_max=high)
     return pbx_server(yaml.safe_dump(media, sort_keys=False), extra_args=("--site", site))
@@ -88,7 +88,9 @@ def register(server, user: str, password: str) -> tuple[raw.UdpPeer, int | None]
 
 
 @pytest.fixture
-def two_sites(pbx_server, mqtt_url, bus_prefix, shared_database):
+def two_sites(shared_database, mqtt_url, bus_prefix, pbx_server):
+    # The database is asked for first, so that it outlives the servers (fixtures end in
+    # reverse order).
     config = sites_config(mqtt_url, bus_prefix, shared_database)
     madrid = start_site(pbx_server, config, "madrid")
     bogota = start_site(pbx_server, config, "bogota")
@@ -250,7 +252,7 @@ def test_one_server_has_no_bus_and_refuses_an_override(pbx_server) -> None:
 
 
 def test_broker_down_each_site_keeps_serving_its_own_agents_and_resynchronises(
-        pbx_server, private_mosquitto, bus_prefix, shared_database) -> None:
+        shared_database, private_mosquitto, bus_prefix, pbx_server) -> None:
     config = sites_config(private_mosquitto.url, bus_prefix, shared_database)
     madrid = start_site(pbx_server, config, "madrid")
     bogota = start_site(pbx_server, config, "bogota")
@@ -273,7 +275,7 @@ def test_broker_down_each_site_keeps_serving_its_own_agents_and_resynchronises(
 
 
 def test_two_sites_started_at_the_same_instant_on_a_fresh_database_both_come_up(
-        tmp_path, mqtt_url, bus_prefix, shared_database) -> None:
+        shared_database, tmp_path, mqtt_url, bus_prefix) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     from integration.server_fixture import start_pbx
@@ -300,3 +302,67 @@ def test_two_sites_started_at_the_same_instant_on_a_fresh_database_both_come_up(
     finally:
         for server in started:
             server.stop()
+
+
+def test_a_burst_over_both_sites_with_agents_split_never_double_offers_an_agent(
+        shared_database, mqtt_url, bus_prefix, pbx_server, tmp_path) -> None:
+    """100 callers at each site at once, 10 SIPp agents per site registered with their own
+    site: every call completes, each site's agents take only their own site's calls, no
+    agent ever has two calls, and each site sees the other's agents available afterwards."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from integration import sipp_agents as sa
+    from peers import sipp
+    from peers.procs import require_binary
+
+    require_binary("sipp", "sip-tester")
+    per_site, callers_per_site = 10, 100
+    accounts = {"madrid": sa.agent_accounts(per_site, first=2001),
+                "bogota": sa.agent_accounts(per_site, first=3001)}
+    config = yaml.safe_load(sa.contact_center_config(accounts["madrid"] + accounts["bogota"]))
+    config["sites"] = [{"name": site, "timezone": "UTC"} for site in accounts]
+    site_of = {user: site for site, users in accounts.items() for user, _ in users}
+    for item in config["agents"]:
+        item["site"] = site_of[item["extension"]]
+    config.update(bus={"url": mqtt_url, "topic_prefix": bus_prefix, "heartbeat_interval": 0.5},
+                  store={"url": shared_database})
+    text = yaml.safe_dump(config, sort_keys=False)
+    # Every SIPp caller comes from one address: the per-source cap is half the RTP ports.
+    servers = {site: start_site(pbx_server, text, site, rtp_ports=2000) for site in accounts}
+    assert wait_for(lambda: site_up(servers["madrid"], "bogota") and site_up(servers["bogota"], "madrid"), 10)
+    agents = {site: sa.SippAgents(servers[site].sip_address, accounts[site], tmp_path / f"agents-{site}",
+                                  talk_ms=1000) for site in accounts}
+    for group in agents.values():
+        group.start()
+    try:
+        for site, group in agents.items():
+            states = sa.wait_for_agents(servers[site], group.users, "available", timeout=30)
+            assert all(states.get(user) == "available" for user in group.users), states
+
+        def burst(site: str):
+            return sipp.run(servers[site].sip_address, scenario=sa.CALLER_WAIT_BYE_XML, service="100",
+                            calls=callers_per_site, rate=callers_per_site, limit=callers_per_site,
+                            trace_msg=True, workdir=tmp_path / f"callers-{site}", timeout=240)
+
+        with ThreadPoolExecutor(2) as pool:
+            results = dict(zip(accounts, pool.map(burst, accounts), strict=True))
+        for group in agents.values():
+            assert wait_for(lambda group=group: group.stats().get("SuccessfulCall(C)", 0)
+                            + group.stats().get("FailedCall(C)", 0) >= callers_per_site, 30), \
+                (group.stats(), [r.describe() for r in results.values()])
+            assert group.alive(), group.describe()
+    finally:
+        for group in agents.values():
+            group.stop()
+    for site, callers in results.items():
+        assert callers.returncode == 0 and callers.successful == callers_per_site, callers.describe()
+        load = agents[site].load()
+        assert sum(load.offered.values()) == callers_per_site, dict(load.offered)
+        assert set(load.offered) <= set(agents[site].users)  # only this site's agents
+        assert not load.overlaps and load.worst == 1, (load.overlaps[:10], load.max_concurrent)
+    # One writer per agent: after the burst each site sees the other's agents available.
+    for site, other in (("madrid", "bogota"), ("bogota", "madrid")):
+        view = bus_view(servers[site])["remote_agents"]
+        assert wait_for(lambda view_of=servers[site], other=other: all(
+            bus_view(view_of)["remote_agents"].get(user) == "available"
+            for user in agents[other].users), 10), view
