@@ -221,6 +221,31 @@ def test_a_site_killed_with_sigkill_is_marked_down_by_the_other_at_once(two_site
     print(f"bogota seen down by madrid {seen_down * 1000:.0f} ms after kill -9")
 
 
+def test_a_site_restarted_after_sigkill_gets_its_agents_back_from_the_shared_database(
+        two_sites, pbx_server) -> None:
+    madrid, bogota = two_sites
+    phone, status = register(bogota, *BOGOTA_AGENT)
+    assert status == 200
+    assert wait_for(lambda: bus_view(madrid)["remote_agents"].get("1006") == "available", 5)
+    bogota.process.kill()
+    bogota.process.wait(5)
+    assert wait_for(lambda: not site_up(madrid, "bogota"), 3.0)
+    # The same site again: its agent's registration comes back from the shared database
+    # (the phone does not re-register), and the other site sees it available again.
+    again = start_site(pbx_server, bogota.config_path.read_text(), "bogota")
+    assert wait_for(lambda: agent_state(again, "1006") == "available", 10)
+    assert wait_for(lambda: site_up(madrid, "bogota")
+                    and bus_view(madrid)["remote_agents"].get("1006") == "available", 10), bus_view(madrid)
+    # Madrid, restarted too, does not take bogota's agent's registration for its own.
+    madrid.process.kill()
+    madrid.process.wait(5)
+    madrid = start_site(pbx_server, madrid.config_path.read_text(), "madrid")
+    assert wait_for(lambda: bus_view(madrid)["remote_agents"].get("1006") == "available", 10)
+    assert agent_state(madrid, "1006") == "offline"
+    assert madrid.healthz()["registered_contacts"] == 0
+    phone.close()
+
+
 def test_an_operator_forces_a_site_down_and_up_on_every_site(two_sites) -> None:
     madrid, bogota = two_sites
     status, body = put(madrid, "/api/v1/sites/bogota/override", {"forced": "down", "by": "ana"})
