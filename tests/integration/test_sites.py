@@ -80,6 +80,19 @@ def put(server, path: str, body: dict) -> tuple[int, dict]:
         return error.code, json.loads(error.read())
 
 
+def stored_registrations(database_url: str, user: str) -> int:
+    import asyncpg
+
+    async def count() -> int:
+        connection = await asyncpg.connect(database_url.replace("postgresql+asyncpg://", "postgresql://", 1))
+        try:
+            return await connection.fetchval('SELECT count(*) FROM registrations WHERE "user" = $1', user)
+        finally:
+            await connection.close()
+
+    return asyncio.run(count())
+
+
 def register(server, user: str, password: str) -> tuple[raw.UdpPeer, int | None]:
     phone = raw.UdpPeer((server.host, server.sip_port))
     result = raw.register(phone, user, password, expires=300,
@@ -222,11 +235,13 @@ def test_a_site_killed_with_sigkill_is_marked_down_by_the_other_at_once(two_site
 
 
 def test_a_site_restarted_after_sigkill_gets_its_agents_back_from_the_shared_database(
-        two_sites, pbx_server) -> None:
+        shared_database, two_sites, pbx_server) -> None:
     madrid, bogota = two_sites
     phone, status = register(bogota, *BOGOTA_AGENT)
     assert status == 200
     assert wait_for(lambda: bus_view(madrid)["remote_agents"].get("1006") == "available", 5)
+    # Registrations are written in the background: the kill comes once this one is stored.
+    assert wait_for(lambda: stored_registrations(shared_database, "1006") == 1, 10)
     bogota.process.kill()
     bogota.process.wait(5)
     assert wait_for(lambda: not site_up(madrid, "bogota"), 3.0)
