@@ -48,9 +48,10 @@ from pbx.edge.protection import SourceGuard
 from pbx.edge.tls import server_context
 from pbx.edge.transport import Address, Transports
 from pbx.http import create_http_app
-from pbx.media.engine import EmbeddedMediaEngine
+from pbx.media.engine import EmbeddedMediaEngine, MediaEngine
 from pbx.media.ports import PortAllocator
 from pbx.media.prompt import PromptLibrary
+from pbx.media.rtpengine import RtpengineMediaEngine
 from pbx.records import CallRecorder
 from pbx.registration.durable import DurableRegistrations
 from pbx.registration.registrar import Binding, Registrar
@@ -138,7 +139,13 @@ class Server:
         self.registrar.auth_failure_listeners.append(self._auth_failed)
         self.endpoint.blocked_behind_front_door = self._blocked_behind_front_door
         self.ports = PortAllocator(config.media.host, config.media.port_min, config.media.port_max)
-        self.media = EmbeddedMediaEngine(self.ports)
+        self.embedded_media = EmbeddedMediaEngine(self.ports)
+        # media.engine: rtpengine carries bridged talk; prompts and DTMF stay embedded.
+        self.rtpengine: RtpengineMediaEngine | None = None
+        if config.media.engine == "rtpengine":
+            assert config.media.rtpengine is not None  # the configuration requires it
+            self.rtpengine = RtpengineMediaEngine(config.media.rtpengine, self.embedded_media)
+        self.media: MediaEngine = self.rtpengine or self.embedded_media
         self.prompts = PromptLibrary()
         self.applications = ApplicationDirectory(self.prompts, self.events, self.ivr_calls,
                                                  self._lookup_customer)
@@ -147,6 +154,8 @@ class Server:
         # Outbound calls (callbacks through a trunk) have no inbound leg: their dialogs are
         # looked up here before the call manager's.
         self.outbound = TrunkDialer(self.endpoint, self.media, config.media, config.callbacks)
+        if self.rtpengine is not None:
+            self.rtpengine.on_lost = self.calls.media_lost
         self._calls_bye = self.endpoint.handlers["BYE"]
         self.endpoint.handlers["BYE"] = self._on_bye
         self.endpoint.handlers["OPTIONS"] = self._on_options
@@ -198,6 +207,12 @@ class Server:
     async def start(self) -> None:
         check_http_exposure(self.config.http)
         self.var_dir.mkdir(parents=True, exist_ok=True)
+        if self.rtpengine is not None:
+            # Not answering yet is no reason to stay down: calls get 503 until it does.
+            await self.rtpengine.start()
+            if not self.rtpengine.available:
+                log.error("rtpengine at %s:%d does not answer (%s): calls get 503 until it does",
+                          *self.rtpengine.address, self.rtpengine.unavailable_reason)
         flows = self.applications.prepare(list(self.config.extensions.values()))
         for problem in unknown_flow_references(flows, self.config):
             log.warning("%s (unless created through the API)", problem)
@@ -318,6 +333,8 @@ class Server:
         await asyncio.sleep(0.05)
         await self.endpoint.close()
         await self.transports.close()
+        if self.rtpengine is not None:
+            await self.rtpengine.stop()
         if self._http_runner is not None:
             await self._http_runner.cleanup()
         await self.screen_pop.close()

@@ -38,7 +38,7 @@ from pbx.calls.call_leg import IllegalLegTransition, LegEvent, LegLife, LegState
 from pbx.configuration.server import Extension, ServerConfig, SipSettings
 from pbx.edge.endpoint import ALLOW, SipEndpoint, new_tag
 from pbx.edge.transport import Address
-from pbx.media.engine import MediaEngine, MediaLeg, MediaPortsExhausted
+from pbx.media.engine import MediaEngine, MediaLeg, MediaPortsExhausted, MediaUnavailable
 from pbx.registration.registrar import Binding, Registrar
 from pbx.sip.address import NameAddress, parse_name_address
 from pbx.sip.body import ACCEPTED_BODY_TYPES, BodyError, session_description
@@ -293,9 +293,10 @@ class CallManager:
         request.add_header("Via", self.endpoint.via(leg.transport), first=True)
         self.endpoint.send_request(request, leg.peer, leg.transport, callback)
 
-    async def _open_media(self, negotiation: AudioNegotiation | None) -> MediaLeg:
+    async def _open_media(self, negotiation: AudioNegotiation | None, *,
+                          partner: MediaLeg | None = None) -> MediaLeg:
         if negotiation is None:
-            return await self.media.open_leg()
+            return await self.media.open_leg(partner=partner)
         return await self.media.open_leg(
             remote=(negotiation.remote_address, negotiation.remote_port),
             codec=negotiation.codec.encoding.upper(),
@@ -307,7 +308,7 @@ class CallManager:
         assert leg.negotiation is not None and leg.media is not None
         version = 1 if leg.local_sdp is None else leg.local_sdp.origin.session_version + 1
         session_id = secrets.randbits(31) if leg.local_sdp is None else leg.local_sdp.origin.session_id
-        answer = build_answer(offer, leg.negotiation, self.config.media.host, leg.media.local_port,
+        answer = build_answer(offer, leg.negotiation, leg.media.local_host, leg.media.local_port,
                               session_id, version)
         leg.local_sdp = answer
         return answer.to_bytes()
@@ -471,6 +472,9 @@ class CallManager:
                     self._out_of_ports = True
                     log.warning("calls refused (503) until a call ends: %s", exc)
                 self._end(call, "congestion", status=503)
+            except MediaUnavailable as exc:
+                log.info("call %s refused (503): %s", call.call_id, exc)
+                self._end(call, "media_unavailable", status=503, reason="Media engine unavailable")
             except Exception:
                 log.exception("call %s failed", call.call_id)
                 self._end(call, "error", status=500)
@@ -509,7 +513,7 @@ class CallManager:
         had none); the dialog exists from here."""
         if offer is None:
             assert leg.media is not None
-            leg.local_sdp = build_offer(self.config.media.host, leg.media.local_port,
+            leg.local_sdp = build_offer(leg.media.local_host, leg.media.local_port,
                                         self.config.media.codecs, TELEPHONE_EVENT_PT,
                                         session_id=secrets.randbits(31), session_version=1)
             leg.answer_from_ack = asyncio.get_running_loop().create_future()
@@ -544,11 +548,12 @@ class CallManager:
         bindings = self.registrar.bindings(user, self._now(), answering_only=True)
         if not bindings or call.ended:
             return None
-        media = await self._open_media(None)
+        assert call.caller_leg is not None
+        media = await self._open_media(None, partner=call.caller_leg.media)
         if call.ended:
             media.close()
             return None
-        offer = build_offer(self.config.media.host, media.local_port, self.config.media.codecs,
+        offer = build_offer(media.local_host, media.local_port, self.config.media.codecs,
                             TELEPHONE_EVENT_PT, session_id=secrets.randbits(31), session_version=1)
         attempt = Dial(call, user, media, on_answered, on_failed, personal=personal)
         if personal:
@@ -904,7 +909,8 @@ class CallManager:
         if not call.ended:
             self._end(call, cause)
 
-    def _end(self, call: SipCall, cause: str, *, status: int | None = None, ended_by: CallLeg | None = None) -> None:
+    def _end(self, call: SipCall, cause: str, *, status: int | None = None, ended_by: CallLeg | None = None,
+             reason: str | None = None) -> None:
         """Tear down every leg of `call` that `ended_by` did not already end."""
         if call.ended:
             return
@@ -924,7 +930,7 @@ class CallManager:
             if leg.answered and leg.dialog is not None:
                 self._send_in_dialog(leg, "BYE")
             elif leg is call.caller_leg:
-                self._respond(leg, status or 480)
+                self._respond(leg, status or 480, reason)
             elif leg.state.ringing and leg.invite_key is not None:
                 self.endpoint.cancel(leg.invite_key)
             self._move(leg, LegEvent.CALL_ENDED)
@@ -1090,6 +1096,15 @@ class CallManager:
     @property
     def active_dialogs(self) -> int:
         return len(self.legs)
+
+    def media_lost(self, legs: list[MediaLeg]) -> None:
+        """The media engine lost these legs (rtpengine stopped answering): their calls end,
+        a BYE to every answered leg, 503 to a caller not yet answered."""
+        lost = {id(media) for media in legs}
+        for call in list(self.calls.values()):
+            if any(leg is not None and leg.media is not None and id(leg.media) in lost
+                   for leg in (call.caller_leg, *call.callee_legs)):
+                self._end(call, "media_lost", status=503, reason="Media engine unavailable")
 
     def resources(self) -> dict[str, int]:
         """What calls hold right now; all zero on an idle server (a test checks it)."""

@@ -349,6 +349,17 @@ class MediaSettings(Section):
     # application extensions); None = half the RTP port range, so that no single peer can
     # take every port.
     unauthenticated_calls_per_source: int | None = Field(None, ge=1, le=65535)
+    # Who carries RTP: 'embedded' (this process) or 'rtpengine' (bridged calls through the
+    # rtpengine whose ng control port is `rtpengine`; prompts and DTMF stay embedded).
+    engine: Literal["embedded", "rtpengine"] = "embedded"
+    rtpengine: HostPort | None = Field(None, validate_default=True)
+
+    @field_validator("rtpengine")
+    @classmethod
+    def _rtpengine_named(cls, value: tuple[str, int] | None, info: ValidationInfo) -> tuple[str, int] | None:
+        if value is None and info.data.get("engine") == "rtpengine":
+            raise ValueError("engine is rtpengine: give its ng control address, HOST:PORT")
+        return value
 
     @field_validator("port_max")
     @classmethod

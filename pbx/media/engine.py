@@ -25,7 +25,11 @@ from pbx.media.prompt import Prompt
 from pbx.media.relay import RelayPath
 from pbx.media.stream import RtpSession
 
-__all__ = ["EmbeddedMediaEngine", "MediaEngine", "MediaLeg", "MediaPortsExhausted"]
+__all__ = ["EmbeddedMediaEngine", "MediaEngine", "MediaLeg", "MediaPortsExhausted", "MediaUnavailable"]
+
+
+class MediaUnavailable(Exception):
+    """The media engine cannot take a leg now (an external engine is down); says why."""
 
 
 class MediaLeg(Protocol):
@@ -33,6 +37,11 @@ class MediaLeg(Protocol):
 
     on_dtmf: Callable[[str], None] | None
     """Called with each digit the peer presses (RFC 4733 or in-band); None: not listening."""
+
+    @property
+    def local_host(self) -> str:
+        """The address the peer sends to (what our SDP names)."""
+        ...
 
     @property
     def local_port(self) -> int: ...
@@ -66,12 +75,16 @@ class MediaLeg(Protocol):
 
 
 class MediaEngine(Protocol):
-    """Opens legs and bridges them; raises MediaPortsExhausted when it has no room."""
+    """Opens legs and bridges them; raises MediaPortsExhausted when it has no room, and
+    MediaUnavailable when it cannot take legs at all (an external engine down)."""
 
     async def open_leg(self, *, remote: tuple[str, int] | None = None,
                        codec: G711Codec | str = "PCMU", payload_type: int | None = None,
-                       telephone_event_payload_type: int | None = None) -> MediaLeg:
-        """A new leg; `remote` None when the peer's SDP is not known yet (our offer)."""
+                       telephone_event_payload_type: int | None = None,
+                       partner: MediaLeg | None = None) -> MediaLeg:
+        """A new leg; `remote` None when the peer's SDP is not known yet (our offer).
+        `partner`: the leg this one is opened to be bridged with (a phone dialled for a
+        caller), so that an engine can place the two halves of the bridge together."""
         ...
 
     def bridge(self, a: MediaLeg, b: MediaLeg) -> None:
@@ -96,7 +109,8 @@ class EmbeddedMediaEngine:
 
     async def open_leg(self, *, remote: tuple[str, int] | None = None,
                        codec: G711Codec | str = "PCMU", payload_type: int | None = None,
-                       telephone_event_payload_type: int | None = None) -> RtpSession:
+                       telephone_event_payload_type: int | None = None,
+                       partner: MediaLeg | None = None) -> RtpSession:
         return await RtpSession.open(self.ports, remote=remote, codec=codec, payload_type=payload_type,
                                      telephone_event_payload_type=telephone_event_payload_type,
                                      clock=self.clock)

@@ -547,6 +547,11 @@ class RtpSession(asyncio.DatagramProtocol):
         if interrupted is not None:
             self._call(interrupted, False)
 
+    @property
+    def local_host(self) -> str:
+        """The address this leg's port is bound on (what SDP names)."""
+        return self._ports.host
+
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"{self.codec.name} -> {self.remote}"
         return f"<RtpSession :{self.local_port} {state}>"

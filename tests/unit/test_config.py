@@ -256,3 +256,17 @@ def test_numbers_and_switches_are_not_coerced_from_text():
     assert found == ["centralita.yaml:2: sip.min_expires: must be an integer",
                      "centralita.yaml:3: sip.trace: must be true or false",
                      "centralita.yaml:5: history.ivr_calls: must be an integer"]
+
+
+def test_media_engine_defaults_to_embedded_and_rtpengine_needs_its_address():
+    assert load_config(None, var_dir=Path("/tmp/x")).media.engine == "embedded"
+    chosen = build("media:\n  engine: rtpengine\n  rtpengine: 127.0.0.1:22222\n")
+    assert (chosen.media.engine, chosen.media.rtpengine) == ("rtpengine", ("127.0.0.1", 22222))
+    found = problems_of("media:\n  engine: rtpengine\n")
+    # A missing key is reported at its section.
+    assert any(p.startswith("centralita.yaml:1: media.rtpengine: engine is rtpengine: give its ng")
+               for p in found), found
+    found = problems_of("media:\n  engine: asterisk\n")
+    assert any(p.startswith("centralita.yaml:2: media.engine:") for p in found), found
+    found = problems_of("media:\n  engine: rtpengine\n  rtpengine: nowhere\n")
+    assert any(p.startswith("centralita.yaml:3: media.rtpengine:") for p in found), found

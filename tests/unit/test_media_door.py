@@ -3,7 +3,7 @@ media plane can move to another process or engine without touching them.
 
 Outside ``pbx/media/`` the server's packages may import the engine's door and the prompts
 (data an application names); only the composition root (``pbx/server.py``) builds the
-embedded engine on its port range.
+embedded engine on its port range, and the rtpengine one when configured.
 """
 
 import ast
@@ -11,7 +11,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 DOOR = {"pbx.media.engine", "pbx.media.prompt"}
-COMPOSITION_ROOT = {"pbx/server.py": DOOR | {"pbx.media.ports"}}
+COMPOSITION_ROOT = {"pbx/server.py": DOOR | {"pbx.media.ports", "pbx.media.rtpengine"}}
 
 
 def media_imports(path: Path) -> set[str]:
