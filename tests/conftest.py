@@ -16,6 +16,7 @@ TESTS_DIR = Path(__file__).resolve().parent
 if str(TESTS_DIR) not in sys.path:
     sys.path.insert(0, str(TESTS_DIR))
 
+from integration.rtpengine_fixture import media_engine, private_rtpengine, rtpengine  # noqa: E402, F401
 from integration.server_fixture import PbxServer, start_pbx  # noqa: E402
 
 _SERVERS = pytest.StashKey[list]()

@@ -43,6 +43,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from integration.rtpengine_fixture import assert_bridged_through_rtpengine
 from peers import sipp
 from peers.baresip import Account, Baresip, write_tone_wav
 from peers.pjsua_phone import PjsuaPhone
@@ -74,9 +75,11 @@ def password(user: str) -> str:
 
 
 def cc_config(*, ring_timeout: float = 15, wrap_up: float = 2, max_wait: float = 600,
-              agents: dict[str, dict[str, int]] | None = None, rtp_timeout: float = 60) -> str:
+              agents: dict[str, dict[str, int]] | None = None, rtp_timeout: float = 60,
+              media: dict[str, str] | None = None) -> str:
     """Server YAML: accounts 1001-1010, the agents above (auto-login), queues billing and
-    support, flows/queue_menu.yaml on 100, MD5 digest only (for baresip and pyVoIP)."""
+    support, flows/queue_menu.yaml on 100, MD5 digest only (for baresip and pyVoIP);
+    `media`: more media keys (the engine: the ``media_engine`` fixture)."""
     agents = AGENT_PROFILES if agents is None else agents
     queue = {"strategy": "longest_idle", "wrap_up_seconds": wrap_up,
              "ring_timeout_seconds": ring_timeout, "max_wait_seconds": max_wait}
@@ -85,7 +88,7 @@ def cc_config(*, ring_timeout: float = 15, wrap_up: float = 2, max_wait: float =
                 "min_expires": 60, "max_expires": 3600, "default_expires": 600,
                 "digest_algorithms": ["MD5"]},
         "media": {"host": LOOPBACK, "port_min": 20000, "port_max": 29999,
-                  "codecs": ["PCMU", "PCMA"], "rtp_timeout": rtp_timeout},
+                  "codecs": ["PCMU", "PCMA"], "rtp_timeout": rtp_timeout, **(media or {})},
         "http": {"listen": f"{LOOPBACK}:8080", "api_token": None},
         "store": {"url": None},
         "accounts": [{"user": str(n), "password": password(str(n)), "name": f"User {n}"}
@@ -610,12 +613,19 @@ def baresip_dials_queue(caller: Baresip, server, digit: str = "1") -> None:
 
 # ---------------------------------------------------------------------------- the tests
 
-@pytest.mark.parametrize("stack", ["baresip", "sipp", "pyvoip", "pjsua"])
-def test_baresip_caller_and_agent_hear_each_other(pbx_server, tmp_path, stack: str) -> None:
-    """A caller pressing 1 reaches the billing agent on ``stack``; audio crosses both ways."""
+@pytest.mark.parametrize("stack,engine", [
+    ("baresip", "embedded"), ("sipp", "embedded"), ("pyvoip", "embedded"), ("pjsua", "embedded"),
+    ("baresip", "rtpengine"), ("sipp", "rtpengine")])
+def test_baresip_caller_and_agent_hear_each_other(pbx_server, tmp_path, request, stack: str,
+                                                  engine: str) -> None:
+    """A caller pressing 1 reaches the billing agent on ``stack``; audio crosses both ways,
+    through the media ``engine`` (with rtpengine: through it, not through the server)."""
     if stack == "sipp":
         need_sipp()
-    server = pbx_server(cc_config(agents={"1001": {"billing": 8}}), sip_trace=True)
+    media = {"engine": "embedded"}
+    if engine == "rtpengine":
+        media = request.getfixturevalue("rtpengine").media_settings
+    server = pbx_server(cc_config(agents={"1001": {"billing": 8}}, media=media), sip_trace=True)
     with ExitStack() as stack_:
         if stack == "baresip":
             agent = baresip_agent(tmp_path / "agent", server, "1001")
@@ -687,6 +697,9 @@ def test_baresip_caller_and_agent_hear_each_other(pbx_server, tmp_path, stack: s
             assert loud_share(heard) < 0.2, (
                 f"after the answer the caller still hears loud audio ({loud_share(heard):.2f}"
                 f" of blocks): not the pyVoIP agent's silent stream")
+
+        if engine == "rtpengine":
+            assert_bridged_through_rtpengine(server, request.getfixturevalue("rtpengine"))
 
         # The agent saw the queue's context headers.
         if stack == "sipp":
