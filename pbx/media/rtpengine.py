@@ -421,7 +421,8 @@ class RtpengineMediaEngine:
             leg.submit(self._delete(leg.call_id))
 
     async def _delete(self, call_id: str) -> None:
-        await self.command("delete", **{"call-id": call_id})
+        # At once: rtpengine otherwise keeps a deleted call (and its ports) for 30 s.
+        await self.command("delete", **{"call-id": call_id, "delete-delay": 0})
 
     # -- health
     async def _watch(self) -> None:

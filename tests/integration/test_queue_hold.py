@@ -22,8 +22,8 @@ from integration.test_queue_agents import (
 pytestmark = pytest.mark.integration
 
 
-def test_agent_hold_and_resume_keep_the_call_and_the_audio(pbx_server, tmp_path):
-    server = pbx_server(cc_config(agents={"1001": {"billing": 8}}), sip_trace=True)
+def test_agent_hold_and_resume_keep_the_call_and_the_audio(pbx_server, tmp_path, media_engine):
+    server = pbx_server(cc_config(agents={"1001": {"billing": 8}}, media=media_engine), sip_trace=True)
     with ExitStack() as stack:
         agent = baresip_agent(tmp_path / "agent", server, "1001")
         stack.callback(agent.stop)

@@ -15,6 +15,8 @@ import time
 
 import pytest
 
+from integration.rtpengine_fixture import assert_bridged_through_rtpengine
+from integration.server_fixture import default_config_yaml
 from peers.baresip import Account, Baresip
 
 pytestmark = pytest.mark.integration
@@ -48,11 +50,18 @@ def _wait_metric(server, name: str, value: float, timeout: float = 15.0) -> floa
     return seen
 
 
-@pytest.mark.parametrize("hangup_by", ["caller", "callee"])
-@pytest.mark.parametrize("transport", ["udp", "tcp"])
-def test_baresip_calls_baresip_through_server(pbx_server, tmp_path, transport: str,
-                                              hangup_by: str) -> None:
-    server = pbx_server()
+@pytest.mark.parametrize("transport,hangup_by,engine", [
+    ("udp", "caller", "embedded"), ("udp", "callee", "embedded"),
+    ("tcp", "caller", "embedded"), ("tcp", "callee", "embedded"),
+    ("udp", "caller", "rtpengine"), ("tcp", "callee", "rtpengine")])
+def test_baresip_calls_baresip_through_server(pbx_server, tmp_path, request, transport: str,
+                                              hangup_by: str, engine: str) -> None:
+    """A direct call between two phones, through the media `engine`."""
+    rtpengine = request.getfixturevalue("rtpengine") if engine == "rtpengine" else None
+    if rtpengine is None:
+        server = pbx_server()
+    else:
+        server = pbx_server(default_config_yaml(media=rtpengine.media_settings), sip_trace=True)
     with _phone(tmp_path, server, "1002", transport) as callee, \
             _phone(tmp_path, server, "1001", transport) as caller:
         callee.wait_registered()
@@ -72,6 +81,8 @@ def test_baresip_calls_baresip_through_server(pbx_server, tmp_path, transport: s
         assert _wait_frames(caller, 8000) >= 8000, (
             f"caller decoded too little audio\n{caller.log_tail()}")
         assert server.metric(DIALOGS) >= 2, "a bridged call is two dialogs (B2BUA)"
+        if rtpengine is not None:
+            assert_bridged_through_rtpengine(server, rtpengine)
 
         ender, other = (caller, callee) if hangup_by == "caller" else (callee, caller)
         ender.hangup()
