@@ -63,7 +63,10 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "tests"))
 
+import yaml  # noqa: E402
+
 from integration import sipp_agents as sa  # noqa: E402
+from integration.rtpengine_fixture import PrivateRtpengine  # noqa: E402
 from integration.server_fixture import PbxServer, ServerStartError, start_pbx  # noqa: E402
 from peers import sipp  # noqa: E402
 from peers.procs import LOOPBACK, stop_process_group  # noqa: E402
@@ -96,7 +99,7 @@ class Step:
     completed: int            # calls both sides completed
     worst_agent_concurrency: int
     cpu_seconds: float
-    cpu_ms_per_call: float
+    cpu_ms_per_call: float     # every server process: pbx serve, and rtpengine when it carries media
     server_cpu_percent: float  # of one core, over the step's wall time
     machine_busy_percent: float  # all cores, everything (SIPp included)
     rss_before_mb: float
@@ -108,6 +111,9 @@ class Step:
     full_gc_ms_mean: float = 0.0   # their mean pause
     loop_stalls_over_25ms: int = 0  # lag probes (every 100 ms) that ran over 25 ms late ...
     loop_stalls_over_100ms: int = 0  # ... and over 100 ms (the histogram's 25 and 100 ms buckets)
+    media_engine: str = "embedded"
+    rtpengine_cpu_seconds: float = 0.0  # rtpengine's share of cpu_seconds
+    rtpengine_rss_mb: float = 0.0       # rtpengine's resident memory at the end of the step
     note: str = ""
 
     @property
@@ -117,11 +123,13 @@ class Step:
 
     def line(self) -> str:
         verdict = "clean" if self.clean else "FAILED"
-        return (f"{self.mode:10s} rate {self.rate:7.1f}/s calls {self.calls:5d} talk {self.talk_ms / 1000:4.1f}s "
+        return (f"{self.mode:10s} {self.media_engine:9s} rate {self.rate:7.1f}/s calls {self.calls:5d} talk {self.talk_ms / 1000:4.1f}s "
                 f"agents {self.agents:4d} | caller ok {self.caller_ok:5d} fail {self.caller_failed:4d} "
                 f"exit {self.caller_exit:3d} | agent ok {self.agent_ok:5d} fail {self.agent_failed:4d} "
                 f"| worst/agent {self.worst_agent_concurrency} | cpu {self.cpu_ms_per_call:6.2f} ms/call "
-                f"({self.server_cpu_percent:3.0f}% core, box {self.machine_busy_percent:3.0f}%) "
+                f"({self.server_cpu_percent:3.0f}% core, box {self.machine_busy_percent:3.0f}%"
+                + (f", rtpengine {self.rtpengine_cpu_seconds * 1000 / max(self.completed, 1):.2f} ms/call"
+                   f" {self.rtpengine_rss_mb:.1f} MB" if self.media_engine == "rtpengine" else "") + ") "
                 f"| rss {self.rss_before_mb:5.1f}->{self.rss_peak_mb:5.1f} MB, peak {self.peak_concurrent:4d} "
                 f"calls, {self.mb_per_concurrent:5.3f} MB/call | full gc {self.full_gc_passes} x "
                 f"{self.full_gc_ms_mean:.0f} ms, lag >25 ms {self.loop_stalls_over_25ms} "
@@ -231,10 +239,24 @@ def run_step(args: argparse.Namespace, workdir: Path, mode: str, rate: float, ca
     accounts = sa.agent_accounts(agents_count)
     config = sa.contact_center_config(accounts, wrap_up_seconds=0, ring_timeout_seconds=30,
                                       max_wait_seconds=600)
+    rtpengine = None
+    media_engine = getattr(args, "media_engine", "embedded")
+    if reference is None and media_engine == "rtpengine":
+        rtpengine = PrivateRtpengine(workdir / "rtpengine", threads=args.rtpengine_threads,
+                                     range_size=8000)
+        rtpengine.start()
+        settings = yaml.safe_load(config)
+        settings["media"].update(rtpengine.media_settings)
+        config = yaml.safe_dump(settings, sort_keys=False)
     if reference is None:
-        server = start_pbx(workdir / "server", config_yaml=config, python=python,
-                           extra_args=("--log-level", "info" if args.sip_trace else "warning"),
-                           sip_trace=args.sip_trace, startup_timeout=60)
+        try:
+            server = start_pbx(workdir / "server", config_yaml=config, python=python,
+                               extra_args=("--log-level", "info" if args.sip_trace else "warning"),
+                               sip_trace=args.sip_trace, startup_timeout=60)
+        except BaseException:
+            if rtpengine is not None:
+                rtpengine.stop()
+            raise
 
         def agents_ready() -> bool:
             return all(state == "available" for state in sa.agent_states(server).values())
@@ -251,6 +273,7 @@ def run_step(args: argparse.Namespace, workdir: Path, mode: str, rate: float, ca
                 note = "not every agent became available"
             time.sleep(0.5)
             cpu_before = server.cpu_seconds()
+            engine_before = rtpengine.cpu_seconds() if rtpengine is not None else 0.0
             pauses_before = loop_pauses(server)
             busy_before = machine_busy()
             sampler = Sampler(server)
@@ -270,13 +293,17 @@ def run_step(args: argparse.Namespace, workdir: Path, mode: str, rate: float, ca
                 note = (note + "; " if note else "") + "dialogs still active after 30 s"
             wall = time.monotonic() - started
             sampler.stop()
-            cpu = server.cpu_seconds() - cpu_before
+            engine_cpu = rtpengine.cpu_seconds() - engine_before if rtpengine is not None else 0.0
+            engine_rss = rtpengine.rss_bytes() / 2**20 if rtpengine is not None else 0.0
+            cpu = server.cpu_seconds() - cpu_before + engine_cpu
             busy_after = machine_busy()
             pauses = {k: v - pauses_before.get(k, 0.0) for k, v in loop_pauses(server).items()}
         finally:
             agent_results = agents.stop()
     finally:
         server.stop()
+        if rtpengine is not None:
+            rtpengine.stop()
     load = agents.load()
     agent_ok = sum(r.successful for r in agent_results)
     agent_failed = sum(r.failed for r in agent_results)
@@ -296,7 +323,10 @@ def run_step(args: argparse.Namespace, workdir: Path, mode: str, rate: float, ca
         wall_seconds=round(wall, 1), full_gc_passes=int(pauses["gc2_count"]),
         full_gc_ms_mean=round(pauses["gc2_sum"] * 1000 / max(pauses["gc2_count"], 1), 1),
         loop_stalls_over_25ms=int(pauses["lag_count"] - pauses["lag_le_25ms"]),
-        loop_stalls_over_100ms=int(pauses["lag_count"] - pauses["lag_le_100ms"]), note=note)
+        loop_stalls_over_100ms=int(pauses["lag_count"] - pauses["lag_le_100ms"]),
+        media_engine="reference" if reference is not None else media_engine,
+        rtpengine_cpu_seconds=round(engine_cpu, 3),
+        rtpengine_rss_mb=round(engine_rss, 1), note=note)
     if not step.clean:
         kinds: Counter = Counter()
         for result in [callers, *agent_results]:
@@ -511,6 +541,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profiler", choices=["py-spy", "cprofile"], default="py-spy")
     parser.add_argument("--sip-trace", action="store_true",
                         help="run the server with --sip-trace and info logs (to diagnose a failure)")
+    parser.add_argument("--media-engine", choices=["embedded", "rtpengine"], default="embedded",
+                        help="rtpengine: a private rtpengine (userspace) per step carries the media; "
+                             "its CPU is counted with the server's")
+    parser.add_argument("--rtpengine-threads", type=int, default=1,
+                        help="rtpengine's --num-threads (forwarding threads)")
     parser.add_argument("--json", type=Path, help="write every step here")
     args = parser.parse_args(argv)
 

@@ -49,12 +49,12 @@ def _bencode(value: object) -> bytes:
     raise TypeError(type(value))
 
 
-def _free_range() -> int:
-    """A start port whose RANGE_SIZE successors look free (probing every 20th)."""
+def _free_range(size: int) -> int:
+    """A start port whose `size` successors look free (probing every 20th)."""
     for _ in range(100):
-        start = random.randrange(_RANGE_FLOOR, _RANGE_CEILING - RANGE_SIZE) & ~1
+        start = random.randrange(_RANGE_FLOOR, _RANGE_CEILING - size) & ~1
         try:
-            for port in range(start, start + RANGE_SIZE, 20):
+            for port in range(start, start + size, 20):
                 with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
                     probe.bind((LOOPBACK, port))
         except OSError:
@@ -66,7 +66,7 @@ def _free_range() -> int:
 class PrivateRtpengine:
     """``rtpengine`` on private loopback ports, in its own temporary folder."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, *, threads: int = 1, range_size: int = RANGE_SIZE) -> None:
         binary = shutil.which("rtpengine") or (
             "/usr/sbin/rtpengine" if Path("/usr/sbin/rtpengine").exists() else None)
         if binary is None:
@@ -75,8 +75,9 @@ class PrivateRtpengine:
         self.binary = binary
         self.folder = folder
         self.ng_port = free_port(udp=True, tcp=False)
-        self.port_min = _free_range()
-        self.port_max = self.port_min + RANGE_SIZE - 1
+        self.threads = threads
+        self.port_min = _free_range(range_size)
+        self.port_max = self.port_min + range_size - 1
         self.process: subprocess.Popen | None = None
         self.log_path = folder / "rtpengine.log"
 
@@ -93,7 +94,7 @@ class PrivateRtpengine:
         command = [self.binary, "--config-file=none", "--table=-1", f"--interface={LOOPBACK}",
                    f"--listen-ng={self.address}", f"--port-min={self.port_min}",
                    f"--port-max={self.port_max}", "--foreground", "--log-stderr",
-                   "--num-threads=1", "--timeout=120", f"--pidfile={self.folder / 'rtpengine.pid'}"]
+                   f"--num-threads={self.threads}", "--timeout=120", f"--pidfile={self.folder / 'rtpengine.pid'}"]
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL, start_new_session=True)
@@ -142,6 +143,13 @@ class PrivateRtpengine:
         assert self.process is not None
         fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def rss_bytes(self) -> int:
+        assert self.process is not None
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        return 0
 
     def kill(self) -> None:
         """Die at once (SIGKILL), as a crash would: no goodbye to anyone."""
