@@ -14,4 +14,7 @@
 - ``dtmf_sending`` / ``dtmf_detection``: DTMF out (RFC 4733 or tones) and in.
 - ``relay``: one direction of a bridge, made by the engine (the hottest path).
 - ``ports``: the RTP port range and binding.
+- ``rtpengine``: ``RtpengineMediaEngine``, the door on Sipwise rtpengine (``media.engine:
+  rtpengine``): callers' media and bridges through rtpengine, prompts and DTMF on embedded
+  legs inside it; ``ng``: its control protocol (bencode over UDP, cookies, retransmission).
 """

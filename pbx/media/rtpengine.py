@@ -140,12 +140,12 @@ class RtpengineLeg:
         self.inside.stop_playback()
 
     def send_dtmf(self, digits: str, duration_ms: int | None = None) -> None:
-        # Towards the caller: from the inside leg, through rtpengine (bridged or not,
-        # rtpengine forwards what reaches its inside port only from the inside's peer).
+        # Towards the caller from the inside leg, through rtpengine. Once bridged, the
+        # inside is the other phone: see RtpenginePartnerLeg.send_dtmf.
         if self.bridged_to is None:
             self.inside.send_dtmf(digits, duration_ms)
         else:
-            self._engine.play_dtmf(self, _INSIDE, digits, duration_ms)
+            _digits_not_converted(self, digits)
 
     def configure(self, remote: tuple[str, int] | None, *, codec: G711Codec | str = "PCMU",
                   payload_type: int | None = None,
@@ -228,6 +228,13 @@ class RtpengineLeg:
         return f"<RtpengineLeg {self.call_id} {self.local_host}:{self.local_port}>"
 
 
+def _digits_not_converted(leg: object, digits: str) -> None:
+    # rtpengine injects DTMF ('play DTMF') only into media it decodes (its "inject DTMF"
+    # flag: transcoding every packet of the call). RFC 4733 digits cross a bridge untouched;
+    # only digits a phone sends by SIP INFO are not turned into RTP for the other phone.
+    log.info("%r: %d DTMF digit(s) sent by SIP INFO not passed on (rtpengine bridge)", leg, len(digits))
+
+
 class RtpenginePartnerLeg:
     """The leg of a phone dialled for a caller: the inside of the caller's rtpengine call."""
 
@@ -268,7 +275,7 @@ class RtpenginePartnerLeg:
         pass
 
     def send_dtmf(self, digits: str, duration_ms: int | None = None) -> None:
-        self.owner._engine.play_dtmf(self.owner, _CALLER, digits, duration_ms)
+        _digits_not_converted(self, digits)
 
     def close(self) -> None:
         if self.closed:
@@ -399,18 +406,6 @@ class RtpengineMediaEngine:
         if isinstance(leg, RtpenginePartnerLeg):
             raise TypeError(f"{leg!r} can only be bridged to its own caller")
         return leg
-
-    def play_dtmf(self, leg: RtpengineLeg, towards_tag: str, digits: str, duration_ms: int | None) -> None:
-        # rtpengine injects the event into the media it sends to the tag's peer... from the
-        # other side: 'from-tag' is the side the digits appear to come from.
-        source = _INSIDE if towards_tag == _CALLER else _CALLER
-
-        async def play() -> None:
-            for digit in digits:
-                await self.command("play DTMF", **{
-                    "call-id": leg.call_id, "from-tag": source, "code": digit,
-                    **({"duration": duration_ms} if duration_ms is not None else {})})
-        leg.submit(play())
 
     def forget(self, leg: RtpengineLeg) -> None:
         """The caller's leg closed: its rtpengine call is deleted."""
