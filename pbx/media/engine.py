@@ -8,9 +8,11 @@ stays behind this door, so the media plane can move to another process or to a
 dedicated engine (rtpengine over its ng protocol) by adding an implementation of
 :class:`MediaEngine`, not by changing the calls.
 
-:class:`EmbeddedMediaEngine` is today's implementation: every leg an
+:class:`EmbeddedMediaEngine` is the default: every leg an
 :class:`~pbx.media.stream.RtpSession` in this process, all paced by the one shared
 20 ms media clock, bridges relayed by :class:`~pbx.media.relay.RelayPath`.
+:class:`~pbx.media.rtpengine.RtpengineMediaEngine` is the other: callers' media and
+bridges through rtpengine, prompts and DTMF on embedded legs it composes.
 """
 
 from __future__ import annotations

@@ -434,7 +434,10 @@ class RtpengineMediaEngine:
                 self._set_available(True)
             if time.monotonic() >= next_poll:
                 next_poll = time.monotonic() + self.heard_poll_interval
-                await self._poll_heard()
+                try:
+                    await self._poll_heard()
+                except Exception:  # an odd reply must not stop the pings
+                    log.exception("rtpengine: reading when calls were last heard failed")
 
     async def _poll_heard(self) -> None:
         """When rtpengine last heard each side (for dead-leg timeouts), converted to loop time."""
