@@ -47,6 +47,7 @@ _CALLER, _INSIDE = "caller", "inside"
 # trust-address: the SDP's address is the peer's (the ng request comes from us, not from
 # the phone); port-latching: rtpengine keeps its ports when the inside moves.
 _FLAGS = ["trust-address", "port-latching"]
+_G711 = ("PCMU", "PCMA")
 _MEDIA_PORT = re.compile(r"^m=audio (\d+) ", re.MULTILINE)
 _CONNECTION = re.compile(r"^c=IN IP[46] (\S+)", re.MULTILINE)
 
@@ -189,9 +190,12 @@ class RtpengineLeg:
         """Point the inside at the partner bridged to (or back at the embedded leg)."""
         partner = self.bridged_to
         inside = partner.peer if partner is not None and partner.peer is not None else self._inside_peer()
+        # The phone bridged to may have chosen the other G.711 law (it was offered both):
+        # rtpengine then translates, as the embedded relay would.
+        translate = {"codec": {"transcode": list(_G711)}} if partner is not None else {}
         await self._engine.command("offer", **{
             "call-id": self.call_id, "from-tag": _CALLER, "to-tag": _INSIDE,
-            "sdp": self._caller.sdp(), "flags": _FLAGS})
+            "sdp": self._caller.sdp(), "flags": _FLAGS, **translate})
         await self._engine.command("answer", **{
             "call-id": self.call_id, "from-tag": _CALLER, "to-tag": _INSIDE,
             "sdp": inside.sdp(), "flags": _FLAGS})

@@ -7,13 +7,27 @@ nothing hangs; once rtpengine is back, calls work again.
 
 from __future__ import annotations
 
+import re
 import time
 from contextlib import ExitStack
+from pathlib import Path
 
 import pytest
 
 from integration.rtpengine_fixture import assert_bridged_through_rtpengine
 from integration.server_fixture import default_config_yaml
+from integration.test_queue_agents import (
+    AGENT_TONE,
+    CALLER_TONE,
+    CallerDump,
+    baresip_caller,
+    baresip_dials_queue,
+    cc_config,
+    pjsua_agent,
+    read_pcm16,
+    tone_share,
+    wait_agent_state,
+)
 from peers.baresip import Account, Baresip
 
 pytestmark = pytest.mark.integration
@@ -93,3 +107,32 @@ def test_rtpengine_dying_ends_its_calls_and_refuses_new_ones_until_it_is_back(
         caller.wait_event("CALL_CLOSED", timeout=10)
         callee.wait_event("CALL_CLOSED", timeout=10)
     assert _wait(lambda: server.metric(DIALOGS) == 0.0, 15)
+
+
+def test_phones_on_different_g711_laws_hear_each_other(pbx_server, tmp_path, media_engine) -> None:
+    """The caller talks PCMU (the server's first choice), the agent's phone accepts only
+    PCMA: the media engine translates between them (rtpengine as the embedded relay does)."""
+    server = pbx_server(cc_config(agents={"1001": {"billing": 8}}, media=media_engine), sip_trace=True)
+    with ExitStack() as stack:
+        agent = pjsua_agent(tmp_path / "agent", server, "1001", codecs=("PCMA",))
+        stack.callback(agent.stop)
+        wait_agent_state(server, "1001", "available")
+        caller = baresip_caller(tmp_path / "caller", server)
+        stack.callback(caller.stop)
+        dump = CallerDump(caller)
+        baresip_dials_queue(caller, server, "1")
+        agent.wait_event("answered", timeout=30)
+        wait_agent_state(server, "1001", "on_call", timeout=30)
+        dump.set_mark()
+        heard = dump.wait_after_mark(4.0)
+        laws = re.findall(r"m=audio \d+ RTP/AVP (\d+)", server.log_text())
+        assert "8" in laws and "0" in laws, f"the two phones did not choose different laws: {laws}"
+        share = tone_share(heard, AGENT_TONE)
+        assert share > 0.6, f"the caller did not hear the PCMA agent's tone (share {share:.2f})"
+        caller.hangup()
+        caller.wait_event("CALL_CLOSED", timeout=10)
+        agent.wait_event("ended", timeout=15)
+        recording = Path(agent.wait_event("recorded", timeout=10)["path"])
+        agent_heard = read_pcm16(recording)
+        share = tone_share(agent_heard, CALLER_TONE)
+        assert share > 0.5, f"the PCMA agent did not hear the caller's tone (share {share:.2f})"

@@ -39,14 +39,16 @@ class PjsuaPhone(ChildPhone):
     def __init__(self, workdir: Path, server: tuple[str, int], user: str, password: str, *,
                  tone: float = 1500.0, hangup_after: float | None = None,
                  python: str | None = None, transport: str = "udp",
-                 ca_file: Path | None = None) -> None:
+                 ca_file: Path | None = None, codecs: tuple[str, ...] = ("PCMU", "PCMA")) -> None:
+        """`codecs`: the G.711 laws the phone accepts (a PCMA-only phone: ``("PCMA",)``)."""
         super().__init__(workdir, user, python)
         self.sip_port = free_port(udp=True, tcp=transport != "udp")
         rtp_port = free_port_pair()
         arguments = ["peers.pjsua_phone", "--server", server[0],
                      "--port", str(server[1]), "--user", user, "--password", password,
                      "--sip-port", str(self.sip_port), "--rtp-port", str(rtp_port),
-                     "--tone", str(tone), "--workdir", str(self.workdir)]
+                     "--tone", str(tone), "--workdir", str(self.workdir),
+                     "--codecs", ",".join(codecs)]
         if hangup_after is not None:
             arguments += ["--hangup-after", str(hangup_after)]
         if transport == "tls":
@@ -72,6 +74,7 @@ def _child(argv: list[str]) -> int:  # noqa: C901 (one phone, kept in one place)
     parser.add_argument("--hangup-after", type=float, default=None)
     parser.add_argument("--tls", action="store_true")
     parser.add_argument("--ca-file", default="")
+    parser.add_argument("--codecs", default="PCMU,PCMA")
     args = parser.parse_args(argv)
 
     import pjsua2 as pj
@@ -109,7 +112,8 @@ def _child(argv: list[str]) -> int:  # noqa: C901 (one phone, kept in one place)
     endpoint.libStart()
     endpoint.audDevManager().setNullDev()
     for codec in endpoint.codecEnum2():
-        priority = 255 if codec.codecId.startswith(("PCMU/", "PCMA/")) else 0
+        accepted = tuple(f"{name}/" for name in args.codecs.split(","))
+        priority = 255 if codec.codecId.startswith(accepted) else 0
         endpoint.codecSetPriority(codec.codecId, priority)
 
     state: dict[str, object] = {"call": None, "answered_at": None, "media": [], "count": 0}
