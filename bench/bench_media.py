@@ -14,7 +14,11 @@ and ramps N up to the largest count whose p99 jitter stays under 5 ms.
 Reference (Asterisk on this machine): ~400 such calls at 0.24% of a core and
 ~150 KB each.
 
-Usage: bench/bench_media.py [--seconds 6] [--counts 50,100,...] [--codec PCMU]
+With ``--engine rtpengine`` the sender is a private rtpengine (userspace, one thread)
+playing the same WAV to each stream (ng ``play media``, one call per stream); CPU and
+memory are rtpengine's, from /proc: the IVR's prompts through rtpengine, side by side.
+
+Usage: bench/bench_media.py [--seconds 6] [--counts 50,100,...] [--codec PCMU] [--engine rtpengine]
 """
 
 from __future__ import annotations
@@ -29,16 +33,20 @@ import selectors
 import socket
 import struct
 import sys
+import tempfile
 import time
 from array import array
 from multiprocessing.connection import Connection
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import uvloop  # noqa: E402
 
+from integration.rtpengine_fixture import PrivateRtpengine  # noqa: E402
 from pbx.media.clock import shared_media_clock  # noqa: E402
+from pbx.media.ng import NgClient  # noqa: E402
 from pbx.media.ports import PortAllocator
 from pbx.media.prompt import PromptLibrary  # noqa: E402
 from pbx.media.stream import RtpSession  # noqa: E402
@@ -211,16 +219,81 @@ async def run_step(
     return stats
 
 
-async def main(counts: list[int], seconds: float, codec: str, keep_going: bool) -> None:
+HOLD_MUSIC_WAV = Path(__file__).resolve().parents[1] / "pbx/media/prompts/common/hold_music.wav"
+
+
+def _sdp(port: int, codec: str) -> str:
+    payload = 0 if codec == "PCMU" else 8
+    return "\r\n".join(["v=0", f"o=- 1 1 IN IP4 {HOST}", "s=-", f"c=IN IP4 {HOST}", "t=0 0",
+                         f"m=audio {port} RTP/AVP {payload}", f"a=rtpmap:{payload} {codec}/8000",
+                         "a=sendrecv", ""])
+
+
+async def run_rtpengine_step(count: int, seconds: float, codec: str, engine: PrivateRtpengine,
+                             client: NgClient) -> dict[str, float]:
+    """The same step, rtpengine playing: one call per stream, its caller the receiver's socket."""
+    context = multiprocessing.get_context("fork")
+    parent, child = context.Pipe()
+    receiver = context.Process(target=receiver_main, args=(count, child), daemon=True)
+    receiver.start()
+    loop = asyncio.get_running_loop()
+    ports: list[int] = await loop.run_in_executor(None, parent.recv)
+    rss_before = engine.rss_bytes()
+    calls = [f"bench-{count}-{index}" for index in range(count)]
+    for call, port in zip(calls, ports, strict=True):
+        await client.command("offer", **{"call-id": call, "from-tag": "inside", "sdp": _sdp(9, codec),
+                                         "flags": ["trust-address"]})
+        await client.command("answer", **{"call-id": call, "from-tag": "inside", "to-tag": "caller",
+                                          "sdp": _sdp(port, codec), "flags": ["trust-address"]})
+        await client.command("play media", **{"call-id": call, "from-tag": "caller",
+                                              "file": str(HOLD_MUSIC_WAV), "repeat-times": 1000})
+    await asyncio.sleep(1.0)
+    rss_after = engine.rss_bytes()
+    parent.send("measure")
+    cpu_before = engine.cpu_seconds()
+    wall_before = time.perf_counter()
+    await asyncio.sleep(seconds)
+    wall = time.perf_counter() - wall_before
+    cpu = engine.cpu_seconds() - cpu_before
+    parent.send("stop")
+    stats: dict[str, float] = await loop.run_in_executor(None, parent.recv)
+    receiver.join(5)
+    for call in calls:
+        await client.command("delete", **{"call-id": call, "delete-delay": 0})
+    stats.update(count=count, cpu_per_stream=cpu / wall / count, cpu_total=cpu / wall,
+                 rss_per_stream=(rss_after - rss_before) / count, ticks_dropped=0,
+                 expected=count * wall / INTERVAL, sent=0, burst_end_p99=float("nan"))
+    return stats
+
+
+async def main(counts: list[int], seconds: float, codec: str, keep_going: bool,
+               engine_name: str = "embedded") -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     print(f"{'N':>6} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'lost':>6} {'core %':>7} "
           f"{'%/stream':>9} {'KB/stream':>10} {'dropped':>8} {'burst p99':>9}")  # fmt: skip
-    best = 0
     # Below the ephemeral range; ports taken by other programs are skipped.
     allocator = PortAllocator(HOST, 16384, 32766)
+    engine = client = None
+    if engine_name == "rtpengine":
+        engine = PrivateRtpengine(Path(tempfile.mkdtemp(prefix="bench-media-rtpengine-")),
+                                  range_size=8000)
+        engine.start()
+        client = await NgClient.connect((HOST, engine.ng_port), timeout=5.0)
+    try:
+        await _ramp(counts, seconds, codec, keep_going, allocator, engine, client)
+    finally:
+        if engine is not None:
+            engine.stop()
+
+
+async def _ramp(counts, seconds, codec, keep_going, allocator, engine, client) -> None:
+    best = 0
     for count in counts:
-        stats = await run_step(count, seconds, codec, allocator)
+        if engine is not None:
+            stats = await run_rtpengine_step(count, seconds, codec, engine, client)
+        else:
+            stats = await run_step(count, seconds, codec, allocator)
         ok = stats["p99"] < 0.005
         if ok:
             best = count
@@ -245,12 +318,15 @@ if __name__ == "__main__":
     parser.add_argument("--codec", default="PCMU", choices=["PCMU", "PCMA"])
     parser.add_argument("--loop", default="uvloop", choices=["uvloop", "asyncio"])
     parser.add_argument("--keep-going", action="store_true", help="run every count, even past 5 ms")
+    parser.add_argument("--engine", default="embedded", choices=["embedded", "rtpengine"],
+                        help="who plays: this process's media clock, or a private rtpengine")
     arguments = parser.parse_args()
     benchmark = main(
         [int(n) for n in arguments.counts.split(",")],
         arguments.seconds,
         arguments.codec,
         arguments.keep_going,
+        arguments.engine,
     )
     if arguments.loop == "uvloop":
         uvloop.run(benchmark)
