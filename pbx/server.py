@@ -144,7 +144,11 @@ class Server:
         self.rtpengine: RtpengineMediaEngine | None = None
         if config.media.engine == "rtpengine":
             assert config.media.rtpengine is not None  # the configuration requires it
-            self.rtpengine = RtpengineMediaEngine(config.media.rtpengine, self.embedded_media)
+            # Asked often enough that silence is judged on fresh figures (rtpengine's are
+            # whole seconds).
+            self.rtpengine = RtpengineMediaEngine(
+                config.media.rtpengine, self.embedded_media,
+                heard_poll_interval=min(5.0, config.media.rtp_timeout / 3))
         self.media: MediaEngine = self.rtpengine or self.embedded_media
         self.prompts = PromptLibrary()
         self.applications = ApplicationDirectory(self.prompts, self.events, self.ivr_calls,
