@@ -4,6 +4,12 @@ It joins the pure steps of ``callbacks.requests`` to a ``CallbackStore``: read a
 request, compute its next version, write it over the version read. A write that
 loses (another site or task changed the request first) is reported, never
 retried blindly. The clock is injected.
+
+Every call answered by an agent asks whether its caller has requests to cancel; most
+callers have none. Once ``load_active_numbers`` has run, the desk keeps the numbers
+with an active request (loaded from the store, plus those requested here since) and
+asks the store only for those. The callback service reloads it every round, so a
+request another site stored is seen here from the next round on (``poll_seconds``).
 """
 
 from __future__ import annotations
@@ -58,6 +64,9 @@ class CallbackDesk:
         self._policies = dict(policies or {})
         self._default_policy = default_policy or CallbackPolicy()
         self._publish = publish or (lambda event: None)
+        # Numbers with an active request (a superset until the next load); None: not loaded.
+        self._active_numbers: set[str] | None = None
+        self._requested_while_loading: set[str] | None = None
 
     def now(self) -> datetime:
         """The desk's clock: the time its requests are judged against."""
@@ -83,6 +92,7 @@ class CallbackDesk:
         # The existing one can end between the failed insert and this read: try again then.
         for _ in range(3):
             if await self.store.insert_callback(request) is not None:
+                self._note_active(request.number)
                 self._publish(CallbackRequested(request.id, queue, request.number,
                                                 request.requested_at.timestamp(), origin_call_id,
                                                 self.site, at=now.timestamp()))
@@ -90,9 +100,30 @@ class CallbackDesk:
             existing = duplicate_of(await self.store.active_callbacks(request.number, queue),
                                     request.number, queue)
             if existing is not None:
+                self._note_active(existing.number)
                 return existing, False
         raise CallbackConflict(f"callback for {request.number} in {queue}: the pending request "
                                "kept changing while a new one was stored")
+
+    async def load_active_numbers(self) -> None:
+        """(Re)load the numbers with an active request, in any queue, from the store."""
+        self._requested_while_loading = set()
+        try:
+            numbers = await self.store.active_numbers()
+            # A request stored here during the read may have been committed after it.
+            self._active_numbers = numbers | self._requested_while_loading
+        finally:
+            self._requested_while_loading = None
+
+    def may_have_active_requests(self, number: str) -> bool:
+        """False only when the loaded numbers say ``number`` has no active request."""
+        return self._active_numbers is None or number in self._active_numbers
+
+    def _note_active(self, number: str) -> None:
+        if self._active_numbers is not None:
+            self._active_numbers.add(number)
+        if self._requested_while_loading is not None:
+            self._requested_while_loading.add(number)
 
     async def claim_due(self, *, limit: int = 1, queue: str | None = None) -> list[CallbackRequest]:
         """Claim up to ``limit`` due requests for dialing, first in line first. A request
@@ -179,6 +210,8 @@ class CallbackDesk:
         try:
             number = normalize_number(caller)
         except InvalidNumber:
+            return []
+        if not self.may_have_active_requests(number):
             return []
         cancelled = []
         for request in await self.store.active_callbacks(number, queue):

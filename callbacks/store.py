@@ -26,6 +26,10 @@ class CallbackStore(Protocol):
         """The pending or dialing requests for ``number`` (in ``queue``, or in any queue)."""
         ...
 
+    async def active_numbers(self) -> set[str]:
+        """Every number with a pending or dialing request, in any queue."""
+        ...
+
     async def callbacks(self, *, state: CallbackState | None = None, queue: str | None = None,
                         site: str | None = None, limit: int = 100,
                         offset: int = 0) -> list[CallbackRequest]:

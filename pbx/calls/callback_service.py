@@ -4,7 +4,8 @@ dials the requests whose turn has come, first in line first, through a ``Callbac
 One asyncio task runs rounds every ``poll_seconds``, and claims the next due request as
 soon as a try ends in between; the clock of the requests is injected (tests move it),
 the rounds' pace is real time. Each round:
-renew this site's leases when a third of the lease has passed, adopt lapsed leases,
+reload the numbers with an active request (so an answered caller with none costs no
+store query, see ``callbacks.desk``), renew this site's leases when a third of the lease has passed, adopt lapsed leases,
 expire overdue requests, count what is pending (an event, for the metrics), then
 claim as many due requests as there are free dialing slots and try each in its own task.
 A try's outcome is recorded on the request by the desk (retry with backoff, done, failed).
@@ -85,6 +86,7 @@ class CallbackService:
 
     async def start(self) -> None:
         """Put back in line the tries a previous run of this site left, then start the rounds."""
+        await self.desk.load_active_numbers()
         for request in await self.desk.recover_interrupted():
             log.warning("callback %s for %s in %s was being dialled when this site stopped: "
                         "back in line at its place", request.id, request.number, request.queue)
@@ -133,6 +135,7 @@ class CallbackService:
     async def run_round(self) -> list[CallbackRequest]:
         """One round (see the module's docstring); returns the requests it started trying."""
         now = self.desk.now()
+        await self.desk.load_active_numbers()
         if self._renewed_at is None or now - self._renewed_at >= self.desk.lease / 3:
             await self.desk.renew_leases()
             self._renewed_at = now

@@ -106,6 +106,7 @@ _ACTIVE_FOR = {by_queue: (sa.select(_TABLE)
                                  *([_TABLE.c.queue == sa.bindparam("queue")] if by_queue else []))
                           .order_by(*_LINE_ORDER))
                for by_queue in (False, True)}
+_ACTIVE_NUMBERS = sa.select(_TABLE.c.number).where(_TABLE.c.state.in_(_ACTIVE)).distinct()
 _RENEW = (sa.update(_TABLE)
           .where(_TABLE.c.site == sa.bindparam("owner"), _TABLE.c.state.in_(_ACTIVE))
           .values(lease_expires_at=sa.bindparam("until", type_=_TABLE.c.lease_expires_at.type),
@@ -148,6 +149,11 @@ class SqlCallbackStore:
         if queue is None:
             return await self._select(_ACTIVE_FOR[False], {"number": number})
         return await self._select(_ACTIVE_FOR[True], {"number": number, "queue": queue})
+
+    async def active_numbers(self) -> set[str]:
+        async with self._engine.connect() as connection:
+            result = await connection.execute(_ACTIVE_NUMBERS)
+            return {row[0] for row in result}
 
     async def callbacks(self, *, state: CallbackState | None = None, queue: str | None = None,
                         site: str | None = None, limit: int = 100,

@@ -13,6 +13,7 @@ from callbacks import (
     CallbackConflict,
     CallbackDesk,
     CallbackPolicy,
+    CallbackRequest,
     CallbackState,
     InvalidNumber,
     Outcome,
@@ -145,6 +146,48 @@ async def test_the_customer_reaching_an_agent_cancels_their_callbacks(store: Sql
     assert [r.id for r in everywhere] == [sales.id]
     assert (await store.callback(other.id)).state is CallbackState.PENDING  # type: ignore[union-attr]
     assert await desk.cancel(sales.id, "again") is None
+
+
+class CountingStore(SqlCallbackStore):
+    """The SQL store, counting the per-number lookups an answered call would cost."""
+
+    def __init__(self, store: SqlCallbackStore) -> None:
+        super().__init__(store._engine)
+        self.number_lookups = 0
+
+    async def active_callbacks(self, number: str,
+                               queue: str | None = None) -> list[CallbackRequest]:
+        self.number_lookups += 1
+        return await super().active_callbacks(number, queue)
+
+
+async def test_with_the_numbers_loaded_only_customers_with_requests_cost_a_lookup(
+        store: SqlCallbackStore, clock: Clock) -> None:
+    counting = CountingStore(store)
+    before, _ = await _desk(store, clock, "bogota").request("600111222", "sales")
+    desk = CallbackDesk(counting, site="madrid", clock=clock, lease=LEASE)
+    await desk.load_active_numbers()
+    assert await desk.cancel_for_customer("600999888") == []
+    assert counting.number_lookups == 0  # no request: the store is not asked
+    after, _ = await desk.request("600333444", "billing")  # stored here after the load
+    cancelled = await desk.cancel_for_customer("600 111 222")
+    assert [(r.id, r.state) for r in cancelled] == [(before.id, CallbackState.CANCELLED)]
+    cancelled = await desk.cancel_for_customer("600333444")
+    assert [(r.id, r.state) for r in cancelled] == [(after.id, CallbackState.CANCELLED)]
+    assert counting.number_lookups == 2
+
+
+async def test_a_request_another_site_stores_is_seen_from_the_next_load(
+        store: SqlCallbackStore, clock: Clock) -> None:
+    desk = _desk(store, clock, "madrid")
+    await desk.load_active_numbers()
+    elsewhere, _ = await _desk(store, clock, "bogota").request("600555666", "sales")
+    assert await desk.cancel_for_customer("600555666") == []  # the documented limit
+    await desk.load_active_numbers()
+    cancelled = await desk.cancel_for_customer("600555666")
+    assert [(r.id, r.state) for r in cancelled] == [(elsewhere.id, CallbackState.CANCELLED)]
+    await desk.load_active_numbers()
+    assert not desk.may_have_active_requests("600555666")  # ended requests leave the index
 
 
 async def test_leases_renew_release_and_lapse_to_another_site(store: SqlCallbackStore,
