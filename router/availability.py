@@ -10,6 +10,11 @@ heap per proficiency level (1-10) and per order kind, holding
 - LOAD:     (decayed load key, idle_since) least recent load first
 - ROTATION: (last offer sequence, idle_since) round robin
 
+The heaps of a skill or language in one order kind are built the first time a walk
+needs them (from the attribute's free holders, O(holders) once) and kept from then on:
+most calls walk a queue's pool (below) and only read the attribute's counts, so an agent
+becoming free pushes entries only into the heaps some walk has used (and "everyone"'s).
+
 Removal is lazy: leaving the index bumps the agent's version, and an entry whose
 version is not current is dropped when it reaches the top of a heap (heaps that
 grow to twice their live size are compacted). A query walks the heaps of ONE
@@ -34,6 +39,7 @@ import enum
 import heapq
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from router.config import MAX_PROFICIENCY
 
@@ -63,20 +69,25 @@ class AttributeKind(enum.Enum):
 
 
 class _AttributeHeaps:
-    __slots__ = ("heaps", "live")
+    """One attribute's free holders: their count per level, and per order kind the level
+    heaps, built the first time that order is walked (None until then; see the module
+    docstring), then kept up to date."""
 
-    def __init__(self) -> None:
-        self.heaps: tuple[list[list[Entry]], ...] = tuple(
-            [[] for _ in range(_LEVELS)] for _ in OrderKind
-        )
+    __slots__ = ("heaps", "live", "levels", "built")
+
+    def __init__(self, built: bool = False) -> None:
+        self.heaps: list[list[list[Entry]] | None] = [
+            [[] for _ in range(_LEVELS)] if built else None for _ in OrderKind
+        ]
         self.live = [0] * _LEVELS
+        self.levels: dict[str, int] = {}  # free holder -> its level
+        self.built = built  # some order's heaps exist
 
     def count_at_least(self, level: int) -> int:
         return sum(self.live[level:])
 
 
-@dataclass(frozen=True)
-class _Placement:
+class _Placement(NamedTuple):
     """Where an indexed agent's entries live, so removal can fix the live counts, and its
     order keys, so a pool defined later can take it in."""
 
@@ -127,13 +138,16 @@ class AvailableAgents:
     def __init__(self, skipped_kept: int = 16) -> None:
         self._skills: dict[str, _AttributeHeaps] = {}
         self._languages: dict[str, _AttributeHeaps] = {}
-        self._everyone = _AttributeHeaps()
+        self._everyone = _AttributeHeaps(built=True)
         self._versions: dict[str, int] = {}
         self._placements: dict[str, _Placement] = {}
         self._skipped_kept = skipped_kept
         self._to_compact: dict[int, list[Entry]] = {}
         self._rebuild: _Rebuild | None = None
         self._owed = 0  # rebuild work owed for entries pushed (see ``pay_compaction``)
+        # Entries of finished rebuilds, freed a slice at a time: freeing a big heap's stale
+        # entries all at once held the loop for about half a millisecond.
+        self._to_free: list[list[Entry]] = []
         # Per queue, one pool per ring: the free agents meeting it, in the queue's order.
         self._pools: dict[str, tuple[_Pool, ...]] = {}
         self._agent_pools: dict[str, list[_Pool]] = {}
@@ -172,17 +186,26 @@ class AvailableAgents:
             (idle_since, load_key, rotation),
         )
         self._placements[extension] = placement
+        # Inlined ``_push``: this runs for every attribute of every agent becoming free.
+        skill_index = self._skills
         for skill, level in placement.skills:
-            heaps = self._skills.get(skill)
+            heaps = skill_index.get(skill)
             if heaps is None:
-                heaps = self._skills[skill] = _AttributeHeaps()
-            self._push(heaps, level, entries)
+                heaps = skill_index[skill] = _AttributeHeaps()
+            heaps.live[level] += 1
+            heaps.levels[extension] = level
+            if heaps.built:
+                self._push_built(heaps, level, entries)
+        language_index = self._languages
         for language in placement.languages:
-            heaps = self._languages.get(language)
+            heaps = language_index.get(language)
             if heaps is None:
-                heaps = self._languages[language] = _AttributeHeaps()
-            self._push(heaps, 1, entries)
-        self._push(self._everyone, 1, entries)
+                heaps = language_index[language] = _AttributeHeaps()
+            heaps.live[1] += 1
+            heaps.levels[extension] = 1
+            if heaps.built:
+                self._push_built(heaps, 1, entries)
+        self._push(self._everyone, 1, entries, extension)
         joined: list[_Pool] = []
         for queue in queues:
             for pool in self._pools.get(queue, ()):
@@ -219,10 +242,10 @@ class AvailableAgents:
             return
         self._versions[extension] = placement.version + 1
         for skill, level in placement.skills:
-            self._skills[skill].live[level] -= 1
+            self._forget(self._skills[skill], level, extension)
         for language in placement.languages:
-            self._languages[language].live[1] -= 1
-        self._everyone.live[1] -= 1
+            self._forget(self._languages[language], 1, extension)
+        self._forget(self._everyone, 1, extension)
         for pool in self._agent_pools.pop(extension, ()):
             pool.members.discard(extension)
 
@@ -261,11 +284,12 @@ class AvailableAgents:
         self,
         queue: str,
         ring: int,
-        reject_reason: Callable[[str], str | None],
+        reject_reason: Callable[[str], str | None] | None,
         runners_up: int = 0,
     ) -> WalkResult:
         """Visit the free agents meeting ``queue``'s ring ``ring`` in the queue's order; the
-        first one ``reject_reason`` passes is chosen (as ``walk``, on one heap)."""
+        first one ``reject_reason`` passes is chosen (as ``walk``, on one heap; None: every
+        agent passes)."""
         result = WalkResult()
         heap = self._pools[queue][ring].heap
         popped: list[Entry] = []
@@ -302,7 +326,7 @@ class AvailableAgents:
         heaps_of_attribute = self._heaps_of(kind, name)
         if heaps_of_attribute is None:
             return result
-        level_heaps = heaps_of_attribute.heaps[order.value]
+        level_heaps = self._level_heaps(heaps_of_attribute, order)
         live = heaps_of_attribute.live
         popped: list[tuple[int, Entry]] = []
         try:
@@ -345,13 +369,13 @@ class AvailableAgents:
     def _visit(
         self,
         entry: Entry,
-        reject_reason: Callable[[str], str | None],
+        reject_reason: Callable[[str], str | None] | None,
         result: WalkResult,
         runners_up: int,
     ) -> bool:
         """Judge one agent; True when the walk has seen enough."""
         extension = entry[2]
-        reason = reject_reason(extension)
+        reason = None if reject_reason is None else reject_reason(extension)
         if reason is not None:
             result.skipped_total += 1
             if len(result.skipped) < self._skipped_kept:
@@ -380,11 +404,46 @@ class AvailableAgents:
             return self._languages.get(name)
         return self._everyone
 
-    def _push(self, attribute: _AttributeHeaps, level: int, entries: tuple[Entry, ...]) -> None:
+    def _push(
+        self, attribute: _AttributeHeaps, level: int, entries: tuple[Entry, ...], extension: str
+    ) -> None:
         attribute.live[level] += 1
+        attribute.levels[extension] = level
+        if attribute.built:
+            self._push_built(attribute, level, entries)
+
+    def _push_built(self, attribute: _AttributeHeaps, level: int, entries: tuple[Entry, ...]) -> None:
         live = attribute.live[level]
         for heaps_by_level, entry in zip(attribute.heaps, entries, strict=True):
-            self._push_entry(heaps_by_level[level], entry, live)
+            if heaps_by_level is not None:
+                self._push_entry(heaps_by_level[level], entry, live)
+
+    @staticmethod
+    def _forget(attribute: _AttributeHeaps, level: int, extension: str) -> None:
+        attribute.live[level] -= 1
+        del attribute.levels[extension]
+
+    def _level_heaps(self, attribute: _AttributeHeaps, order: OrderKind) -> list[list[Entry]]:
+        """The attribute's heaps in ``order``, built from its free holders on first use."""
+        level_heaps = attribute.heaps[order.value]
+        if level_heaps is None:
+            level_heaps = [[] for _ in range(_LEVELS)]
+            placements = self._placements
+            for extension, level in attribute.levels.items():
+                placement = placements[extension]
+                idle_since, load_key, rotation = placement.keys
+                if order is OrderKind.IDLE:
+                    entry = (idle_since, 0.0, extension, placement.version)
+                elif order is OrderKind.LOAD:
+                    entry = (load_key, idle_since, extension, placement.version)
+                else:
+                    entry = (rotation, idle_since, extension, placement.version)
+                level_heaps[level].append(entry)
+            for heap in level_heaps:
+                heapq.heapify(heap)
+            attribute.heaps[order.value] = level_heaps
+            attribute.built = True
+        return level_heaps
 
     def _push_entry(self, heap: list[Entry], entry: Entry, live: int) -> None:
         heapq.heappush(heap, entry)
@@ -408,6 +467,7 @@ class AvailableAgents:
         """Rebuild the heaps that gathered too many stale entries, looking at no more than
         about ``budget`` entries (a heap's rebuild goes on at the next call); returns how
         many entries were looked at."""
+        self._free_some(budget)
         looked = 0
         while looked < budget:
             rebuild = self._rebuild
@@ -426,8 +486,19 @@ class AvailableAgents:
             if end == len(rebuild.to_look_at):
                 # Entries only ever leave a heap stale, so nothing live was missed.
                 rebuild.heap[:] = kept
+                self._to_free.append(rebuild.to_look_at)  # still holds every stale entry
                 self._rebuild = None
         return looked
+
+    def _free_some(self, budget: int) -> None:
+        to_free = self._to_free
+        while to_free and budget > 0:
+            entries = to_free[-1]
+            count = min(len(entries), budget)
+            del entries[len(entries) - count :]
+            budget -= count
+            if not entries:
+                to_free.pop()
 
     def _compact_heap(self, heap: list[Entry]) -> None:
         if self._rebuild is not None and self._rebuild.heap is heap:
