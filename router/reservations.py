@@ -1,12 +1,14 @@
 """Reservations: an agent held for one call while the PBX rings its phone.
 
-Ids are globally unique (``res-`` and a random UUID): a site's reservations never
-collide with another site's, nor with its own from before a restart.
+Ids are globally unique (``res-`` and 32 hex digits: a random 64-bit prefix drawn once per
+process, then a counter): a site's reservations never collide with another site's, nor
+with its own from before a restart; a counter costs far less than a UUID per offer.
 """
 
 from __future__ import annotations
 
-import uuid
+import itertools
+import secrets
 from dataclasses import dataclass
 
 from router.errors import UnknownReservation
@@ -15,8 +17,12 @@ from router.explanations import Decision
 RESERVATION_ID_PREFIX = "res-"
 
 
+_ID_PREFIX = f"{RESERVATION_ID_PREFIX}{secrets.randbits(64):016x}"
+_ID_COUNTER = itertools.count(1)
+
+
 def new_reservation_id() -> str:
-    return f"{RESERVATION_ID_PREFIX}{uuid.uuid4().hex}"
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
 
 
 @dataclass(frozen=True)
