@@ -176,37 +176,50 @@ class Selector:
         language = waiting.language
         rejected: list[Rejection] = []
         skipped_total = 0
-        first_driver: Driver | None = None
+        first_requirement: dict[str, int] | None = None
+        available = self._agents.available
         for ring_index, ring in enumerate(config.rings[: waiting.rings_active]):
             requirement = merged(ring, extra)
-            driver, count = self._driver(requirement, language, strategy)
-            if first_driver is None:
-                first_driver = driver
-            if count == 0:
-                continue
-            reject = self._rejecter(waiting, requirement, language)
-            available = self._agents.available
+            if first_requirement is None:
+                first_requirement = requirement
             # The ring's pool holds only agents meeting the ring, in the queue's order: the
             # walk then skips only agents refused for language or an earlier refusal. A call
             # needing more skills than the ring, or a rarer language, walks an attribute.
             pooled = None if extra else available.pool_count(config.name, ring_index)
-            if pooled is not None and pooled <= count:
+            if pooled is not None and language is None:
+                # No attribute is rarer than the pool (its agents hold every skill of the
+                # ring), so the pool is the walk; only earlier refusals can skip an agent.
                 if pooled == 0:
                     continue
+                driver = self._primary_driver(requirement, strategy)
                 result = available.walk_pool(
-                    config.name, ring_index, reject, runners_up=self._runners_up
+                    config.name,
+                    ring_index,
+                    waiting.excluded.get if waiting.excluded else None,
+                    runners_up=self._runners_up,
                 )
             else:
-                result = available.walk(
-                    driver[0],
-                    driver[1],
-                    driver[2],
-                    order,
-                    reject,
-                    runners_up=self._runners_up,
-                    best_level_first=strategy is Strategy.SKILL_WEIGHTED
-                    and driver[0] is AttributeKind.SKILL,
-                )
+                driver, count = self._driver(requirement, language, strategy)
+                if count == 0:
+                    continue
+                reject = self._rejecter(waiting, requirement, language)
+                if pooled is not None and pooled <= count:
+                    if pooled == 0:
+                        continue
+                    result = available.walk_pool(
+                        config.name, ring_index, reject, runners_up=self._runners_up
+                    )
+                else:
+                    result = available.walk(
+                        driver[0],
+                        driver[1],
+                        driver[2],
+                        order,
+                        reject,
+                        runners_up=self._runners_up,
+                        best_level_first=strategy is Strategy.SKILL_WEIGHTED
+                        and driver[0] is AttributeKind.SKILL,
+                    )
             skipped_total += result.skipped_total
             rejected.extend(Rejection(ext, why) for ext, why in result.skipped)
             if result.chosen is None:
@@ -235,6 +248,11 @@ class Selector:
             )
             return Choice(decision, agent=chosen)
 
+        first_driver = (
+            None
+            if first_requirement is None
+            else self._driver(first_requirement, language, strategy)[0]
+        )
         sample = self._rejection_sample(waiting, first_driver, {r.extension for r in rejected})
         rejected.extend(sample)
         return Choice(
@@ -439,6 +457,15 @@ class Selector:
             return None
 
         return reject_reason
+
+    @staticmethod
+    def _primary_driver(requirement: Mapping[str, int], strategy: Strategy) -> Driver:
+        """The driver ``_driver`` names when it is not the smallest count that matters: what
+        ``_score`` reads (for SKILL_WEIGHTED, the primary skill)."""
+        if strategy is Strategy.SKILL_WEIGHTED and requirement:
+            primary = min(requirement, key=lambda skill: (-requirement[skill], skill))
+            return (AttributeKind.SKILL, primary, requirement[primary])
+        return (AttributeKind.EVERYONE, "", 1)
 
     def _driver(
         self, requirement: Mapping[str, int], language: str | None, strategy: Strategy
