@@ -177,6 +177,7 @@ class Selector:
         rejected: list[Rejection] = []
         skipped_total = 0
         first_requirement: dict[str, int] | None = None
+        first_driver: Driver | None = None  # the first ring's, when it was found
         available = self._agents.available
         for ring_index, ring in enumerate(config.rings[: waiting.rings_active]):
             requirement = merged(ring, extra)
@@ -200,6 +201,8 @@ class Selector:
                 )
             else:
                 driver, count = self._driver(requirement, language, strategy)
+                if ring_index == 0:
+                    first_driver = driver
                 if count == 0:
                     continue
                 reject = self._rejecter(waiting, requirement, language)
@@ -248,11 +251,8 @@ class Selector:
             )
             return Choice(decision, agent=chosen)
 
-        first_driver = (
-            None
-            if first_requirement is None
-            else self._driver(first_requirement, language, strategy)[0]
-        )
+        if first_driver is None and first_requirement is not None:
+            first_driver = self._driver(first_requirement, language, strategy)[0]
         sample = self._rejection_sample(waiting, first_driver, {r.extension for r in rejected})
         rejected.extend(sample)
         return Choice(
