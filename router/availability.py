@@ -110,6 +110,8 @@ class PoolSpec:
 @dataclass(eq=False)
 class _Pool:
     spec: PoolSpec
+    queue: str
+    ring: int
     heap: list[Entry] = field(default_factory=list)
     members: set[str] = field(default_factory=set)
 
@@ -254,7 +256,9 @@ class AvailableAgents:
     def set_pools(self, queue: str, specs: Iterable[PoolSpec], members: Iterable[str]) -> None:
         """(Re)define ``queue``'s pools, one per ring, filled from its free ``members``."""
         self.drop_pools(queue)
-        pools = self._pools[queue] = tuple(_Pool(spec) for spec in specs)
+        pools = self._pools[queue] = tuple(
+            _Pool(spec, queue, ring) for ring, spec in enumerate(specs)
+        )
         for extension in members:
             placement = self._placements.get(extension)
             if placement is None:
@@ -279,6 +283,14 @@ class AvailableAgents:
         if pools is None or ring >= len(pools):
             return None
         return len(pools[ring].members)
+
+    def first_rings(self, extension: str) -> dict[str, int]:
+        """For each queue whose pools this free agent is in, the first ring it meets."""
+        first: dict[str, int] = {}
+        for pool in self._agent_pools.get(extension, ()):
+            if pool.ring < first.get(pool.queue, pool.ring + 1):
+                first[pool.queue] = pool.ring
+        return first
 
     def walk_pool(
         self,

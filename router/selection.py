@@ -398,10 +398,14 @@ class Selector:
         best_rank: tuple[float, float, int] | None = None
         competing: list[CompetingCall] = []
         candidates: list[BookedCall] = [calls[c] for c in agent.held_calls]
+        # The pools the agent is in say which rings of each queue it meets: a call asking
+        # for nothing beyond its rings needs no skill comparison.
+        first_rings = self._agents.available.first_rings(extension)
         for name in agent.queues:
             queue = calls.queues[name]
             if not len(queue.line):
                 continue
+            first_ring = first_rings.get(name)
             for call_class in queue.line.classes():
                 language = call_class.language
                 if language is not None and language not in languages:
@@ -412,7 +416,10 @@ class Selector:
                     waiting = calls[entry[2]]
                     if extension in waiting.excluded:
                         continue
-                    if qualification(agent, waiting, queue.config)[1] is None:
+                    if first_ring is not None and not waiting.call.skills:
+                        if first_ring < waiting.rings_active:
+                            candidates.append(waiting)
+                    elif qualification(agent, waiting, queue.config)[1] is None:
                         candidates.append(waiting)
                     break
         for waiting in candidates:

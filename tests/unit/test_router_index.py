@@ -1,6 +1,7 @@
 """The free-agent index against a brute-force scan: after random adds, removals, pool
 (re)definitions, walks (which build an attribute's heaps on first use) and slices of
-compaction, every walk visits exactly the free agents a scan finds, in the scan's order."""
+compaction, every walk visits exactly the free agents a scan finds, in the scan's order,
+and each agent's first ring met per queue is the scan's."""
 
 from __future__ import annotations
 
@@ -119,4 +120,12 @@ def test_walks_agree_with_a_scan_of_the_free_agents(seed: int) -> None:
                     members.sort(key=lambda e: (order_key(free[e], spec.order), e))
                 assert index.pool_count(queue, ring) == len(members)
                 assert pool_walked(index, queue, ring) == members, (step, queue, ring)
+        for extension, agent in free.items():
+            first_rings = {}
+            for queue, specs in queues.items():
+                met = [ring for ring, spec in enumerate(specs) if queue in agent["queues"] and all(
+                    agent["skills"].get(s, 0) >= m for s, m in spec.requirement.items())]
+                if met:
+                    first_rings[queue] = met[0]
+            assert index.first_rings(extension) == first_rings, (step, extension)
     assert len(index) == len(free)
