@@ -242,3 +242,20 @@ async def test_simultaneous_requests_from_two_sites_store_one(database_url: str)
     finally:
         await one_store.close()
         await other_store.close()
+
+
+async def test_active_numbers_are_those_with_a_pending_or_dialing_request(database_url: str) -> None:
+    store, callbacks = await _open(database_url)
+    clock = Clock()
+    try:
+        desk = CallbackDesk(callbacks, site="madrid", clock=clock, lease=LEASE)
+        await desk.request("600111222", "sales")
+        await desk.request("600111222", "billing")  # one number, two queues: listed once
+        dialing, _ = await desk.request("600333444", "sales")
+        cancelled, _ = await desk.request("600555666", "sales")
+        claimed = await desk.claim(dialing.id)
+        assert claimed is not None and claimed.state is CallbackState.DIALING
+        await desk.cancel(cancelled.id, "the customer called in")
+        assert await callbacks.active_numbers() == {"600111222", "600333444"}
+    finally:
+        await store.close()
