@@ -115,8 +115,13 @@ class CallbackDesk:
         finally:
             self._requested_while_loading = None
 
-    def may_have_active_requests(self, number: str) -> bool:
-        """False only when the loaded numbers say ``number`` has no active request."""
+    def may_have_active_requests(self, caller: str) -> bool:
+        """False only when ``caller`` (any spelling of the number) has no active request: the
+        loaded numbers say so, or it is no dialable number."""
+        try:
+            number = normalize_number(caller)
+        except InvalidNumber:
+            return False
         return self._active_numbers is None or number in self._active_numbers
 
     def _note_active(self, number: str) -> None:
@@ -207,12 +212,9 @@ class CallbackDesk:
                                   reason: str = "the customer reached an agent") -> list[CallbackRequest]:
         """The customer called in and reached an agent: cancel their active requests (in
         ``queue``, or in every queue). A caller id that is no dialable number has none."""
-        try:
-            number = normalize_number(caller)
-        except InvalidNumber:
+        if not self.may_have_active_requests(caller):
             return []
-        if not self.may_have_active_requests(number):
-            return []
+        number = normalize_number(caller)
         cancelled = []
         for request in await self.store.active_callbacks(number, queue):
             done = await self.cancel(request.id, reason)

@@ -443,7 +443,8 @@ class Server:
         if self.store is None or not caller:
             return
         self._in_background(self._record_last_agent(caller, agent))
-        self._in_background(self._cancel_callbacks_of(caller, queued.call_id))
+        if self.callback_desk is not None and self.callback_desk.may_have_active_requests(caller):
+            self._in_background(self._cancel_callbacks_of(caller, queued.call_id))
 
     def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)
