@@ -42,6 +42,9 @@ class BookedCall:
     answered_at: float | None = None
     timer_generation: int = 0
     earlier_offers: list[tuple[str, str]] = field(default_factory=list)
+    # The site the call waits at when it is another site's (held here only while one of
+    # this site's agents is reserved for it): never in this site's line.
+    for_site: str | None = None
 
     @property
     def call_id(self) -> str:
@@ -90,6 +93,9 @@ class CallBook:
 
     def __getitem__(self, call_id: str) -> BookedCall:
         return self._calls[call_id]
+
+    def items(self) -> Iterator[tuple[str, BookedCall]]:
+        return iter(list(self._calls.items()))
 
     def get(self, call_id: str) -> BookedCall | None:
         return self._calls.get(call_id)

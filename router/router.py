@@ -622,6 +622,68 @@ class Router:
             agent.wrap_until = now + wrap_up
             self._timers.schedule(agent.wrap_until, TimerKind.WRAP_UP, agent.extension)
 
+    @command
+    def reserve_for_site(self, call: RoutingRequest, site: str,
+                         agent: str | None = None) -> Reservation | Decision:
+        """Another site asks for one of this site's free agents for ``call``, which waits
+        there: reserve the agent the queue's strategy picks now (``agent``: only that one),
+        or say why none. The call never enters this site's line; the reservation expires
+        after the reservation timeout unless the call arrives (``ringing``/``answered``)
+        or is released (``release_for_site``) first. Returns the reservation, or the
+        decision that found nobody."""
+        queue = self._calls.queue(call.queue)
+        if call.call_id in self._calls:
+            raise DuplicateCall(f"call {call.call_id} is already known to the router")
+        now = self._clock()
+        enqueued_at = now if call.enqueued_at is None else self._from_wall(call.enqueued_at)
+        if call.enqueued_at is None:
+            call = replace(call, enqueued_at=self._to_wall(now))
+        if agent is not None:
+            call = replace(call, preferred_agent=agent)
+        language = call.language if call.language is not None else queue.config.language
+        waiting = self._calls.new_call(
+            call, enqueued_at, language, now, queue.config.rings_active_after(now - enqueued_at)
+        )
+        waiting.for_site = site
+        waiting.hold_done = True  # a foreign call is never held here for a busy agent
+        choice = self._selection.choose_agent(waiting, f"site {site}", (), None, now)
+        chosen = choice.agent
+        if chosen is None or (agent is not None and chosen.extension != agent):
+            self._calls.forget(call.call_id)
+            decision = choice.decision
+            if chosen is not None:
+                decision = replace(decision, chosen=None, note=f"agent {agent} is not free")
+            self._decisions.remember(decision)
+            return decision
+        return self._reserve(chosen, waiting, choice.decision, now)
+
+    @command
+    def release_for_site(self, reservation_id: str) -> bool:
+        """The other site gave up a reservation it asked for (timed out, caller gone):
+        the agent is free again. Idempotent: False when there is nothing (left) to
+        release, including a reservation that was not for another site's call."""
+        reservation = self._reservations.get(reservation_id)
+        if reservation is None:
+            return False
+        waiting = self._calls.get(reservation.call_id)
+        if waiting is None or waiting.for_site is None:
+            return False
+        self._end_foreign_reservation(reservation, AgentActivity.RELEASE)
+        return True
+
+    def _end_foreign_reservation(self, reservation: HeldAgent, activity: AgentActivity,
+                                 reason: str | None = None) -> None:
+        """Another site's call leaves this router: its records are kept where it waits,
+        so only the agent's state changes are published here."""
+        self._reservations.pop(reservation.reservation_id)
+        agent = self._agents[reservation.agent]
+        self._transition(agent, activity, reason)
+        if activity is AgentActivity.NO_ANSWER:
+            self._schedule_rona_return(agent, self._clock())
+        agent.clear_call()
+        self._calls.forget(reservation.call_id)
+        self._apply_pending(agent)
+
     def tick(self) -> list[Reservation]:
         """Run due timers (reservation and ring timeouts, wrap-ups, expansion, overflow,
         preferred-agent holds, announcements) in time order, then dispatch."""
@@ -662,7 +724,11 @@ class Router:
     def reconcile(self, live_call_ids: Collection[str]) -> list[str]:
         """Forget calls the PBX no longer has (lost BYE or CANCEL): waiting or offered ones are
         abandoned, connected ones ended. Returns the call ids that were cleaned up."""
-        stale = [call_id for call_id in self._calls if call_id not in live_call_ids]
+        # Another site's call held for a reservation is not a call here yet: its own
+        # reservation timer lets it go.
+        stale = [call_id for call_id, waiting in self._calls.items()
+                 if call_id not in live_call_ids
+                 and not (waiting.for_site is not None and waiting.status is CallStatus.OFFERED)]
         for call_id in stale:
             if call_id in self._calls:
                 self.call_ended(call_id)
@@ -802,7 +868,7 @@ class Router:
         assert agent.reservation_id is None and agent.state is AgentState.AVAILABLE
         if waiting.status is CallStatus.HELD:
             self._calls.release_hold(waiting, back_in_line=False)
-        else:
+        elif waiting.for_site is None:
             self._calls.take_out_of_line(waiting)
         extension = agent.extension
         self._offer_counter += 1
@@ -827,25 +893,32 @@ class Router:
         self._timers.schedule(reservation.expires_at, TimerKind.RESERVATION, reservation_id)
         self._decisions.remember(decision)
         expires_at = self._to_wall(reservation.expires_at)
-        self._publish(
-            AgentReserved(
-                reservation_id,
-                waiting.call_id,
-                extension,
-                waiting.call.queue,
-                expires_at,
-                at=self._to_wall(now),
+        if waiting.for_site is None:  # another site's call is recorded at that site
+            self._publish(
+                AgentReserved(
+                    reservation_id,
+                    waiting.call_id,
+                    extension,
+                    waiting.call.queue,
+                    expires_at,
+                    at=self._to_wall(now),
+                )
             )
-        )
         return Reservation(
             reservation_id, waiting.call_id, extension, waiting.call.queue, expires_at, decision
         )
 
     def _fail_reservation(self, reservation: HeldAgent, reason: str) -> None:
         now = self._clock()
+        waiting = self._calls[reservation.call_id]
+        if waiting.for_site is not None:
+            if reason == "no_answer":
+                self._end_foreign_reservation(reservation, AgentActivity.NO_ANSWER, RONA_REASON)
+            else:
+                self._end_foreign_reservation(reservation, AgentActivity.RELEASE)
+            return
         self._reservations.pop(reservation.reservation_id)
         agent = self._agents[reservation.agent]
-        waiting = self._calls[reservation.call_id]
         if reason == "no_answer":
             self._transition(agent, AgentActivity.NO_ANSWER, RONA_REASON)
             self._schedule_rona_return(agent, now)
@@ -869,6 +942,13 @@ class Router:
         self._apply_pending(agent)
 
     def _expire_reservation(self, reservation: HeldAgent, now: float) -> None:
+        if self._calls[reservation.call_id].for_site is not None:
+            # The other site's call never came (or its phone rang out here).
+            if reservation.ringing:
+                self._end_foreign_reservation(reservation, AgentActivity.NO_ANSWER, RONA_REASON)
+            else:
+                self._end_foreign_reservation(reservation, AgentActivity.RELEASE)
+            return
         self._reservations.pop(reservation.reservation_id)
         agent = self._agents[reservation.agent]
         waiting = self._calls[reservation.call_id]
