@@ -11,13 +11,24 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from typing import Any
 
 from events import AgentStateChanged, EventBus
 from events.sites import AgentPresence, BusConnected, BusDisconnected, SiteDown, SiteUp
 from pbx.bus import Forced, MqttSiteBus, Topics
+from pbx.bus.codec import ReservationCancel, ReservationRequest
+from pbx.bus.site_bus import ReservationDecision
 from pbx.configuration.server import ServerConfig
-from router import AgentState, Router
+from router import (
+    AgentState,
+    DuplicateCall,
+    Reservation,
+    Router,
+    RouterError,
+    RoutingRequest,
+    UnknownQueue,
+)
 
 log = logging.getLogger("pbx.sites")
 
@@ -47,6 +58,11 @@ class SiteLink:
         events.subscribe(self._agent_changed, AgentStateChanged)
         events.subscribe(self._site_changed, SiteUp, SiteDown)
         events.subscribe(self._connection_changed, BusConnected, BusDisconnected)
+        # The bus's reservation id -> (asking site, the router's reservation id), for the
+        # other sites' reservations of our agents; bounded, the oldest forgotten first
+        # (the router's own timer expires a reservation whatever happens to this map).
+        self._held_for_others: OrderedDict[str, tuple[str, str]] = OrderedDict()
+        self.bus.serve_reservations(self._decide, self._release)
 
     async def start(self) -> None:
         """Publish every own agent's state and connect; the other sites start down (never
@@ -78,6 +94,46 @@ class SiteLink:
             return None
         return {"site": state.site, "presence": state.presence.value, "since": state.since,
                 "site_up": self.bus.health.is_up(state.site)}
+
+    # Far more than can be live at once: a reservation lives seconds.
+    HELD_FOR_OTHERS_KEPT = 10_000
+
+    def _decide(self, request: ReservationRequest) -> ReservationDecision:
+        """Another site asks for one of our agents: our router alone decides (one writer
+        per agent), from the agents free here now."""
+        caller = request.caller
+        try:
+            call = RoutingRequest(request.call_id, request.queue, priority=caller.priority,
+                                  language=caller.language,
+                                  enqueued_at=caller.enqueued_at or None)
+            outcome = self.router.reserve_for_site(call, request.from_site, request.agent)
+        except UnknownQueue:
+            return ReservationDecision(None, f"no queue {request.queue!r} at site {self.site}")
+        except DuplicateCall:
+            return ReservationDecision(None, f"call {request.call_id} is already known here")
+        except RouterError as error:
+            return ReservationDecision(None, f"bad request: {error}")
+        if not isinstance(outcome, Reservation):
+            log.info("reservation %s from %s for %s refused: %s", request.reservation_id,
+                     request.from_site, request.queue, outcome.note)
+            return ReservationDecision(None, outcome.note or "no agent free")
+        held = self._held_for_others
+        held[request.reservation_id] = (request.from_site, outcome.reservation_id)
+        while len(held) > self.HELD_FOR_OTHERS_KEPT:
+            held.popitem(last=False)
+        log.info("reservation %s from %s for %s: agent %s reserved (%s)", request.reservation_id,
+                 request.from_site, request.queue, outcome.agent, outcome.reservation_id)
+        return ReservationDecision(outcome.agent)
+
+    def _release(self, cancel: ReservationCancel) -> None:
+        """The asking site gave the agent back; a second cancel finds nothing to do."""
+        held = self._held_for_others.get(cancel.reservation_id)
+        if held is None or held[0] != cancel.from_site:
+            return  # unknown, already released, or not the asker's to cancel
+        del self._held_for_others[cancel.reservation_id]
+        if self.router.release_for_site(held[1]):
+            log.info("reservation %s released by %s: %s", cancel.reservation_id,
+                     cancel.from_site, cancel.reason)
 
     def _agent_changed(self, event: AgentStateChanged) -> None:
         if event.agent in self.own_agents:
