@@ -9,6 +9,7 @@ told through ``set_site_health``. Topics and payloads: ``pbx/bus/README.md``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import OrderedDict
@@ -63,6 +64,8 @@ class SiteLink:
         # (the router's own timer expires a reservation whatever happens to this map).
         self._held_for_others: OrderedDict[str, tuple[str, str]] = OrderedDict()
         self.bus.serve_reservations(self._decide, self._release)
+        # Agent states held back while a reservation is answered (see _decide).
+        self._held_back: list[AgentStateChanged] | None = None
 
     async def start(self) -> None:
         """Publish every own agent's state and connect; the other sites start down (never
@@ -102,6 +105,12 @@ class SiteLink:
         """Another site asks for one of our agents: our router alone decides (one writer
         per agent), from the agents free here now."""
         caller = request.caller
+        if self._held_back is None:
+            # The answer leaves before the agent's new state: on a broker without
+            # TCP_NODELAY (Mosquitto's default) the second of two messages in a row to the
+            # asker waits for its delayed ACK, about 40 ms; the asker waits only for the answer.
+            self._held_back = []
+            asyncio.get_running_loop().call_soon(self._publish_held_back)
         try:
             call = RoutingRequest(request.call_id, request.queue, priority=caller.priority,
                                   language=caller.language,
@@ -136,7 +145,16 @@ class SiteLink:
                      cancel.from_site, cancel.reason)
 
     def _agent_changed(self, event: AgentStateChanged) -> None:
-        if event.agent in self.own_agents:
+        if event.agent not in self.own_agents:
+            return
+        if self._held_back is not None:
+            self._held_back.append(event)
+            return
+        self.bus.publish_agent(event.agent, PRESENCE[AgentState(event.new)], event.at)
+
+    def _publish_held_back(self) -> None:
+        held_back, self._held_back = self._held_back or [], None
+        for event in held_back:
             self.bus.publish_agent(event.agent, PRESENCE[AgentState(event.new)], event.at)
 
     def _site_changed(self, event: SiteUp | SiteDown) -> None:
