@@ -33,6 +33,7 @@ sys.path.insert(0, str(REPO_ROOT / "tests"))
 sys.path.insert(0, str(REPO_ROOT / "bench"))
 
 from bench_sites import create_database, describe, drop_database, start_site  # noqa: E402
+
 from integration.mosquitto_fixture import clear_retained  # noqa: E402
 from integration.server_fixture import default_config_yaml  # noqa: E402
 from pbx.bus import MqttSiteBus, Topics  # noqa: E402
