@@ -18,18 +18,21 @@ from typing import Any
 from events import AgentStateChanged, EventBus
 from events.sites import AgentPresence, BusConnected, BusDisconnected, SiteDown, SiteUp
 from pbx.bus import Forced, MqttSiteBus, Topics
-from pbx.bus.codec import ReservationCancel, ReservationRequest
-from pbx.bus.site_bus import ReservationDecision
+from pbx.bus.codec import CallerContext, ReservationCancel, ReservationRequest
+from pbx.bus.site_bus import ReservationDecision, ReservationResult
 from pbx.configuration.server import ServerConfig
 from router import (
+    AgentProfile,
     AgentState,
     DuplicateCall,
+    QueueConfig,
     Reservation,
     Router,
     RouterError,
     RoutingRequest,
     UnknownQueue,
 )
+from router.agent_book import serves
 
 log = logging.getLogger("pbx.sites")
 
@@ -112,6 +115,13 @@ class SiteLink:
             self._held_back = []
             asyncio.get_running_loop().call_soon(self._publish_held_back)
         try:
+            queue = self.router.queue(request.queue)
+        except UnknownQueue:
+            return ReservationDecision(None, f"no queue {request.queue!r} at site {self.site}")
+        if not queue.allows_site(self.site):
+            return ReservationDecision(None, f"queue {request.queue} does not allow site "
+                                             f"{self.site}'s agents (its sites)")
+        try:
             call = RoutingRequest(request.call_id, request.queue, priority=caller.priority,
                                   language=caller.language,
                                   enqueued_at=caller.enqueued_at or None)
@@ -133,6 +143,45 @@ class SiteLink:
         log.info("reservation %s from %s for %s: agent %s reserved (%s)", request.reservation_id,
                  request.from_site, request.queue, outcome.agent, outcome.reservation_id)
         return ReservationDecision(outcome.agent)
+
+    # -- asking the other sites ----------------------------------------------------------
+
+    def sites_to_ask(self, queue: str, language: str | None = None) -> list[str]:
+        """The other sites worth asking for an agent for a call of ``queue``: allowed by the
+        queue's ``sites``, up, and with an agent available (as its site publishes it) who
+        could take the call; most such agents first. Only the site asked decides."""
+        config = self.router.queue(queue)
+        if not config.sites:
+            return []
+        free: dict[str, int] = {}
+        for extension, state in self.bus.remote_agents.items():
+            if (state.presence is AgentPresence.AVAILABLE and config.allows_site(state.site)
+                    and self.bus.health.is_up(state.site)
+                    and self._could_take(extension, config, language)):
+                free[state.site] = free.get(state.site, 0) + 1
+        return sorted(free, key=lambda site: (-free[site], site))
+
+    def _could_take(self, extension: str, config: QueueConfig, language: str | None) -> bool:
+        try:
+            profile: AgentProfile = self.router.agent(extension).profile
+        except RouterError:
+            return False  # an agent this site's router does not know
+        wanted = language if language is not None else config.language
+        return serves(profile, config) and (wanted is None or wanted in profile.languages)
+
+    async def reserve_elsewhere(self, call_id: str, queue: str, caller: CallerContext,
+                                timeout: float) -> ReservationResult | None:
+        """Ask the sites worth asking, one after another, to reserve an agent for a call
+        waiting here; the first reservation made, or None (every site refused, timed out
+        or was unreachable: the call keeps waiting here). The caller of this method owns
+        the reservation: set the call up to that site, or ``cancel_reservation`` it."""
+        for site in self.sites_to_ask(queue, caller.language):
+            result = await self.bus.reserve(site, call_id, queue, caller, timeout)
+            if result.reserved:
+                return result
+            log.info("call %s: site %s did not reserve an agent (%s: %s)", call_id, site,
+                     result.outcome.value, result.reason)
+        return None
 
     def _release(self, cancel: ReservationCancel) -> None:
         """The asking site gave the agent back; a second cancel finds nothing to do."""

@@ -25,6 +25,7 @@ from typing import Any
 
 from router.errors import InvalidConfig
 
+ANY_SITE = "any"  # in a queue's ``sites``: every site's agents may take its calls
 MIN_PROFICIENCY = 1
 MAX_PROFICIENCY = 10
 
@@ -169,11 +170,20 @@ class QueueConfig:
     service_level_definition: ServiceLevelDefinition = (
         ServiceLevelDefinition.SHORT_ABANDONS_EXCLUDED
     )
+    # The other sites whose agents may take this queue's calls when none is free at the
+    # site the call waits at (``ANY_SITE``: every site); empty: that site's agents only.
+    sites: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.name:
             raise InvalidConfig("queue name must not be empty")
         owner = f"queue {self.name}"
+        sites = tuple(dict.fromkeys(self.sites))
+        if any(not isinstance(site, str) or not site for site in sites):
+            raise InvalidConfig(f"{owner}: sites must be site names, got {list(self.sites)!r}")
+        if ANY_SITE in sites and len(sites) > 1:
+            raise InvalidConfig(f"{owner}: sites is either {ANY_SITE!r} or a list of sites")
+        object.__setattr__(self, "sites", sites)
         object.__setattr__(self, "skills", frozen_proficiencies(owner, self.skills))
         object.__setattr__(self, "strategy", Strategy(self.strategy))
         object.__setattr__(self, "priority_order", PriorityOrder(self.priority_order))
@@ -214,6 +224,10 @@ class QueueConfig:
         if self.overflow == self.name:
             raise InvalidConfig(f"{owner}: a queue cannot overflow into itself")
 
+    def allows_site(self, site: str) -> bool:
+        """Whether ``site``'s agents may take this queue's calls waiting at another site."""
+        return ANY_SITE in self.sites or site in self.sites
+
     @property
     def effective_aging_weight(self) -> float:
         """The aging weight the order of service uses: 0 under strict tiers."""
@@ -252,6 +266,8 @@ class QueueConfig:
                 value = dict(value)
             elif name == "expansion":
                 value = [ring.to_dict() for ring in value]
+            elif name == "sites":
+                value = list(value)
             data[name] = value
         return data
 
@@ -263,6 +279,10 @@ class QueueConfig:
             SkillExpansion(float(ring["after_seconds"]), dict(ring["skills"]))
             for ring in known.get("expansion", ())
         )
+        if known.get("sites") is not None:
+            known["sites"] = tuple(known["sites"])
+        else:
+            known.pop("sites", None)
         return cls(**known)
 
 

@@ -93,6 +93,12 @@ def parse_contact_center(document: LocatedDocument, problems: list[str]) -> Cont
             problems.append(document.problem(f"{path}.overflow",
                                              f"unknown queue {body.overflow!r} (define it under queues)"))
             continue
+        unknown_sites = [] if body.sites == "any" else [s for s in body.sites if s not in site_names]
+        if unknown_sites:
+            problems.append(document.problem(f"{path}.sites",
+                                             f"unknown site {unknown_sites[0]!r} (define it under sites, "
+                                             "or write any)"))
+            continue
         try:
             queues.append(queue_config(body.name, body))
         except RouterError as exc:

@@ -8,13 +8,14 @@ proficiency and ``1`` is not a boolean.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from pbx.store import AgentRecord, CustomerRecord, CustomerTier
 from router import AgentProfile, PriorityOrder, QueueConfig, ServiceLevelDefinition, Strategy
+from router.config import ANY_SITE
 
 Identifier = Annotated[
     str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
@@ -110,6 +111,11 @@ class QueueFields(RequestModel):
         description="abandons_missed, short_abandons_excluded, short_abandons_met or "
                     "abandons_excluded ('short': abandoned within sla_seconds)",
     )
+    sites: list[Identifier] | Literal["any"] = Field(
+        default_factory=list,
+        description="other sites whose agents may take this queue's calls when none is free "
+                    "at the site the call waits at; 'any': every site; empty: that site only",
+    )
 
 
 class QueueCreate(QueueFields):
@@ -117,7 +123,10 @@ class QueueCreate(QueueFields):
 
 
 def queue_config(name: str, fields: QueueFields) -> QueueConfig:
-    return QueueConfig.from_dict({**fields.model_dump(), "name": name})
+    data = fields.model_dump()
+    if data["sites"] == ANY_SITE:
+        data["sites"] = [ANY_SITE]
+    return QueueConfig.from_dict({**data, "name": name})
 
 
 # -- sites and customers --------------------------------------------------------------

@@ -267,6 +267,11 @@ def _create_callback_requests(connection: sa.Connection) -> None:
     metadata.create_all(connection)
 
 
+def _add_queue_sites(connection: sa.Connection) -> None:
+    document = "JSONB" if connection.dialect.name == "postgresql" else "JSON"
+    connection.execute(sa.text(f"ALTER TABLE queues ADD COLUMN sites {document} NOT NULL DEFAULT '[]'"))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "configuration: sites, skills, agents, queues, customers", _create_configuration_tables),
     Migration(2, "history: call records and queue log", _create_history_tables),
@@ -275,6 +280,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "durable state: registrations, live calls, finished calls' details",
               _create_durable_state_tables),
     Migration(5, "callback requests, leased by their owning site", _create_callback_requests),
+    Migration(6, "queues: the other sites whose agents may take their calls", _add_queue_sites),
 )
 
 

@@ -81,6 +81,8 @@ class QueueRow(SQLModel, table=True):
     service_level_definition: str = "short_abandons_excluded"
     # [{"after_seconds": 30, "skills": {"billing": 3}}, ...]: read whole, never queried into.
     expansion: list[dict[str, Any]] = Field(default_factory=list, sa_type=JSON_DOCUMENT)
+    # Other sites whose agents may take the queue's calls (["any"]: every site).
+    sites: list[str] = Field(default_factory=list, sa_type=JSON_DOCUMENT)
 
 
 class QueueSkillRow(SQLModel, table=True):

@@ -119,3 +119,31 @@ def test_check_config_takes_the_site_of_the_command_line(tmp_path: Path, capsys)
     assert "site madrid of 2, bus mqtt://127.0.0.1:1883" in capsys.readouterr().out
     assert main(["check-config", "--site", "a/b", str(path)]) == 1
     assert "--site:" in capsys.readouterr().err
+
+
+def _with_billing_sites(sites: object) -> str:
+    config = yaml.safe_load(DEMO)
+    config["queues"][0]["sites"] = sites
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+def test_a_queue_names_the_other_sites_whose_agents_may_take_its_calls():
+    def billing_sites(sites: object) -> tuple[str, ...]:
+        config = build_config(load_yaml(_with_billing_sites(sites), "centralita.yaml"),
+                              var_dir=Path("var"), base_dir=None)
+        billing = next(q for q in config.contact_center.queues if q.name == "billing")
+        assert billing.allows_site("madrid") == ("madrid" in billing.sites or "any" in billing.sites)
+        return billing.sites
+
+    assert load_config(None).contact_center.queues[0].sites == ()  # the demo: own site only
+    assert billing_sites(["bogota"]) == ("bogota",)
+    assert billing_sites("any") == ("any",)
+    assert billing_sites([]) == ()
+
+
+def test_a_queue_naming_an_unknown_site_is_refused_with_file_line_key():
+    text = _with_billing_sites(["bogota", "lima"])
+    [problem] = problems_of(text)
+    line = next(i for i, line in enumerate(text.splitlines(), 1) if line.strip().startswith("sites:")
+                and i > line_of(text, "queues"))
+    assert problem.startswith(f"centralita.yaml:{line}: queues[0].sites: unknown site 'lima'"), problem

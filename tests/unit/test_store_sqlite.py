@@ -59,6 +59,7 @@ def sales_queue(**changes: object) -> QueueConfig:
         "priority_order": "strict",
         "preferred_agent_max_hold_seconds": 15,
         "service_level_definition": "short_abandons_met",
+        "sites": ("bogota",),
     }
     fields.update(changes)
     return QueueConfig(**fields)  # type: ignore[arg-type]
