@@ -56,6 +56,12 @@ preferred_agent_max_hold_seconds`` (default: the SLA), then goes back to the lin
 where any free qualified agent takes it. Every decision says so in its
 ``preference`` field.
 
+Another site's call. ``reserve_for_site`` reserves one of this router's free agents for a
+call waiting at another site (chosen as for a local call, never put in this line);
+``release_for_site`` lets it go when that site gives up, and the reservation timer when
+the call never comes. Only the agent's state changes are published for it: the call's
+records are kept where it waits.
+
 Ring-no-answer. An agent whose phone rang out goes on break 'rona'; with
 ``rona_return_seconds`` set it becomes available again after that long. The
 call's next decision lists the agents who did not take it (``earlier_offers``).
