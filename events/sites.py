@@ -51,3 +51,15 @@ class RemoteAgentChanged(Event):
     agent: str
     presence: AgentPresence | None
     since: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class ForeignReservation(Event):
+    """This site's answer to another site asking for one of its agents, or that site
+    giving the agent back."""
+
+    site: str  # the asking site
+    queue: str
+    outcome: str  # "reserved", "refused", "released"
+    agent: str | None = None
+    reason: str = ""

@@ -8,7 +8,14 @@ from collections.abc import Iterable
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from events import EventBus
-from events.sites import BusConnected, BusDisconnected, RemoteAgentChanged, SiteDown, SiteUp
+from events.sites import (
+    BusConnected,
+    BusDisconnected,
+    ForeignReservation,
+    RemoteAgentChanged,
+    SiteDown,
+    SiteUp,
+)
 
 
 class SiteMetrics:
@@ -25,6 +32,11 @@ class SiteMetrics:
         self.remote_agents = Gauge("centralita_remote_agents",
                                    "Other sites' agents seen on the bus, by their site and presence",
                                    ["site", "presence"], registry=r)
+        self.foreign_reservations = Counter(
+            "centralita_foreign_reservations",
+            "Other sites' requests for this site's agents: reserved or refused (by this "
+            "site's router), and released (the asking site gave the agent back)",
+            ["asking_site", "queue", "outcome"], registry=r)
         self.site = site
         self.connected.labels(site).set(0)
         self.disconnections.labels(site)
@@ -38,6 +50,8 @@ class SiteMetrics:
         bus.subscribe(lambda e: self.site_up.labels(e.site).set(1), SiteUp)
         bus.subscribe(lambda e: self.site_up.labels(e.site).set(0), SiteDown)
         bus.subscribe(self._remote_agent, RemoteAgentChanged)
+        bus.subscribe(lambda e: self.foreign_reservations.labels(e.site, e.queue, e.outcome).inc(),
+                      ForeignReservation)
 
     def _disconnected(self, event: BusDisconnected) -> None:
         self.connected.labels(event.site).set(0)

@@ -16,7 +16,14 @@ from collections import OrderedDict
 from typing import Any
 
 from events import AgentStateChanged, EventBus
-from events.sites import AgentPresence, BusConnected, BusDisconnected, SiteDown, SiteUp
+from events.sites import (
+    AgentPresence,
+    BusConnected,
+    BusDisconnected,
+    ForeignReservation,
+    SiteDown,
+    SiteUp,
+)
 from pbx.bus import Forced, MqttSiteBus, Topics
 from pbx.bus.codec import CallerContext, ReservationCancel, ReservationRequest
 from pbx.bus.site_bus import ReservationDecision, ReservationResult
@@ -53,6 +60,7 @@ class SiteLink:
         assert config.bus.url is not None, "a site of several needs bus.url (checked by the config)"
         self.site = config.site
         self.router = router
+        self.events = events
         self.sites = tuple(sorted({record.name for record in config.contact_center.sites}))
         self.own_agents = frozenset(agent for agent, site in config.agent_sites.items()
                                     if site == self.site)
@@ -62,10 +70,10 @@ class SiteLink:
         events.subscribe(self._agent_changed, AgentStateChanged)
         events.subscribe(self._site_changed, SiteUp, SiteDown)
         events.subscribe(self._connection_changed, BusConnected, BusDisconnected)
-        # The bus's reservation id -> (asking site, the router's reservation id), for the
+        # The bus's reservation id -> (asking site, the router's reservation id, queue), for the
         # other sites' reservations of our agents; bounded, the oldest forgotten first
         # (the router's own timer expires a reservation whatever happens to this map).
-        self._held_for_others: OrderedDict[str, tuple[str, str]] = OrderedDict()
+        self._held_for_others: OrderedDict[str, tuple[str, str, str]] = OrderedDict()
         self.bus.serve_reservations(self._decide, self._release)
         # Agent states held back while a reservation is answered (see _decide).
         self._held_back: list[AgentStateChanged] | None = None
@@ -107,6 +115,13 @@ class SiteLink:
     def _decide(self, request: ReservationRequest) -> ReservationDecision:
         """Another site asks for one of our agents: our router alone decides (one writer
         per agent), from the agents free here now."""
+        decision = self._decision(request)
+        self.events.publish(ForeignReservation(
+            request.from_site, request.queue, "refused" if decision.agent is None else "reserved",
+            decision.agent, decision.reason, at=time.time()))
+        return decision
+
+    def _decision(self, request: ReservationRequest) -> ReservationDecision:
         caller = request.caller
         if self._held_back is None:
             # The answer leaves before the agent's new state: on a broker without
@@ -137,7 +152,7 @@ class SiteLink:
                      request.from_site, request.queue, outcome.note)
             return ReservationDecision(None, outcome.note or "no agent free")
         held = self._held_for_others
-        held[request.reservation_id] = (request.from_site, outcome.reservation_id)
+        held[request.reservation_id] = (request.from_site, outcome.reservation_id, request.queue)
         while len(held) > self.HELD_FOR_OTHERS_KEPT:
             held.popitem(last=False)
         log.info("reservation %s from %s for %s: agent %s reserved (%s)", request.reservation_id,
@@ -192,6 +207,8 @@ class SiteLink:
         if self.router.release_for_site(held[1]):
             log.info("reservation %s released by %s: %s", cancel.reservation_id,
                      cancel.from_site, cancel.reason)
+            self.events.publish(ForeignReservation(cancel.from_site, held[2], "released",
+                                                   reason=cancel.reason, at=time.time()))
 
     def _agent_changed(self, event: AgentStateChanged) -> None:
         if event.agent not in self.own_agents:

@@ -23,6 +23,7 @@ import yaml
 from events import EventBus
 from integration import mosquitto_fixture, postgres_fixture
 from integration.call_peers import agent_state, wait_for
+from integration.server_fixture import parse_prometheus
 from integration.test_sites import (
     BOGOTA_AGENT,
     bus_view,
@@ -153,5 +154,17 @@ def test_bogota_reserves_its_agent_for_madrid_releases_it_on_cancel_and_expiry_a
     assert "no free agent qualifies" in refused.reason
     assert seen["elsewhere"] is None  # nobody free anywhere: the call keeps waiting at madrid
     assert agent_state(bogota, "1006") == "break"
+    # Bogota counts what it decided: 2 reserved, 3 refused (support, nope, billing while on
+    # break: reserve_elsewhere did not even ask), 1 released by madrid's cancel (the second
+    # cancel and the expiry are not).
+    metrics = parse_prometheus(bogota.http_get("/metrics")[1])
+
+    def counted(queue: str, outcome: str) -> float:
+        return metrics.get("centralita_foreign_reservations_total{asking_site=\"madrid\","
+                           f"outcome=\"{outcome}\",queue=\"{queue}\"}}", 0)
+
+    assert counted("billing", "reserved") == 2 and counted("billing", "released") == 1, metrics
+    assert counted("billing", "refused") == 1
+    assert counted("support", "refused") == 1 and counted("nope", "refused") == 1
     assert bogota.alive
     phone.close()
