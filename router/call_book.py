@@ -45,6 +45,9 @@ class BookedCall:
     # The site the call waits at when it is another site's (held here only while one of
     # this site's agents is reserved for it): never in this site's line.
     for_site: str | None = None
+    # (site, agent) another site reserved for this call waiting here, while it is offered
+    # there or connected to that agent.
+    elsewhere: tuple[str, str] | None = None
 
     @property
     def call_id(self) -> str:

@@ -449,7 +449,9 @@ class Router:
             self.call_ended(call_id)
             return record
         queue = self._calls.queues.get(waiting.call.queue)
-        if waiting.status is CallStatus.OFFERED:
+        if waiting.status is CallStatus.OFFERED and waiting.elsewhere is not None:
+            pass  # the other site's agent: that site lets it go when the call does
+        elif waiting.status is CallStatus.OFFERED:
             reservation = self._reservations.pop(waiting.reservation_id or "")
             agent = self._agents[reservation.agent]
             self._transition(agent, AgentActivity.RELEASE)
@@ -607,6 +609,12 @@ class Router:
             self.abandon(call_id)
             return
         now = self._clock()
+        if waiting.elsewhere is not None:  # its agent's state is the other site's business
+            self._calls.forget(call_id)
+            talk = 0.0 if waiting.answered_at is None else now - waiting.answered_at
+            self._publish(QueueCallEnded(call_id, waiting.call.queue, waiting.elsewhere[1], talk,
+                                         at=self._to_wall(now)))
+            return
         agent = self._agents[waiting.agent or ""]
         self._calls.forget(call_id)
         agent.talk_seconds = 0.0 if waiting.answered_at is None else now - waiting.answered_at
@@ -676,6 +684,46 @@ class Router:
             return False
         self._end_foreign_reservation(reservation, AgentActivity.RELEASE)
         return True
+
+    @command
+    def offer_elsewhere(self, call_id: str, site: str, agent: str) -> None:
+        """``site`` reserved its ``agent`` for this call waiting here: out of the line while
+        the call is set up there (``elsewhere_answered`` / ``elsewhere_failed``)."""
+        waiting = self._calls.require(call_id)
+        if waiting.status is not CallStatus.WAITING:
+            raise InvalidTransition(f"call {call_id} is {waiting.status.value}, not waiting")
+        self._calls.take_out_of_line(waiting)
+        waiting.status = CallStatus.OFFERED
+        waiting.elsewhere = (site, agent)
+
+    @command
+    def elsewhere_failed(self, call_id: str) -> None:
+        """The other site's agent did not take the call: back to its original place here."""
+        waiting = self._calls.require(call_id)
+        if waiting.elsewhere is None or waiting.status is not CallStatus.OFFERED:
+            raise InvalidTransition(f"call {call_id} is not offered to another site")
+        site, agent = waiting.elsewhere
+        waiting.elsewhere = None
+        waiting.earlier_offers.append((f"{agent}@{site}", "not_taken"))
+        self._calls.return_to_line(waiting, self._clock())
+
+    @command
+    def elsewhere_answered(self, call_id: str) -> None:
+        """The other site's agent answered: the call is connected (counted here, where it
+        waited); ``call_ended`` ends it."""
+        waiting = self._calls.require(call_id)
+        if waiting.elsewhere is None or waiting.status is not CallStatus.OFFERED:
+            raise InvalidTransition(f"call {call_id} is not offered to another site")
+        now = self._clock()
+        waiting.status = CallStatus.CONNECTED
+        waiting.answered_at = now
+        waited = now - waiting.enqueued_at
+        queue = self._calls.queues.get(waiting.call.queue)
+        within_sla = queue is not None and waited <= queue.config.sla_seconds
+        if queue is not None:
+            queue.service.count_answered(within_sla)
+        self._publish(QueueCallAnswered(call_id, waiting.call.queue, waiting.elsewhere[1], waited,
+                                        within_sla, at=self._to_wall(now)))
 
     def _end_foreign_reservation(self, reservation: HeldAgent, activity: AgentActivity,
                                  reason: str | None = None) -> None:

@@ -59,6 +59,7 @@ class SiteStatus:
     at: float  # wall-clock seconds
     heartbeat_interval: float
     reason: str = ""
+    sip_address: str | None = None  # HOST:PORT (UDP) where the site takes its sister sites' calls
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,8 +132,12 @@ def encode_agent_state(state: AgentState) -> bytes:
 
 
 def encode_site_status(status: SiteStatus) -> bytes:
-    return _dump({"site": status.site, "state": status.state.value, "at": status.at,
-                  "heartbeat_interval": status.heartbeat_interval, "reason": status.reason})
+    body: dict[str, object] = {"site": status.site, "state": status.state.value, "at": status.at,
+                               "heartbeat_interval": status.heartbeat_interval,
+                               "reason": status.reason}
+    if status.sip_address is not None:
+        body["sip_address"] = status.sip_address
+    return _dump(body)
 
 
 def encode_heartbeat(beat: Heartbeat) -> bytes:
@@ -256,7 +261,8 @@ def decode_site_status(payload: bytes) -> SiteStatus:
         raise BadMessage("field heartbeat_interval must be positive")
     return SiteStatus(site=body.text("site"), state=body.choice("state", SiteState),
                       at=body.number("at"), heartbeat_interval=interval,
-                      reason=body.optional_text("reason", "") or "")
+                      reason=body.optional_text("reason", "") or "",
+                      sip_address=body.optional_text("sip_address", None))
 
 
 def decode_heartbeat(payload: bytes) -> Heartbeat:

@@ -53,9 +53,11 @@ class MqttSiteBus(BusCore):
                  emit: Emit | None = None, heartbeat_interval: float = 1.0,
                  keepalive: int = KEEPALIVE,
                  reconnect_delays: tuple[float, float] = (0.2, 5.0),
+                 sip_address: str | None = None,
                  **clocks: Callable[[], float]) -> None:
         super().__init__(site, sites, agent_sites, topics=topics, emit=emit,
-                         heartbeat_interval=heartbeat_interval, **clocks)
+                         heartbeat_interval=heartbeat_interval, sip_address=sip_address,
+                         **clocks)
         self.url = url
         self.host, self.port = parse_url(url)
         self.keepalive = keepalive

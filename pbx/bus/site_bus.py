@@ -136,9 +136,12 @@ class BusCore:
     def __init__(self, site: str, sites: Collection[str], agent_sites: Mapping[str, str], *,
                  topics: Topics | None = None, emit: Emit | None = None,
                  heartbeat_interval: float = HEARTBEAT_INTERVAL,
+                 sip_address: str | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  wall_clock: Callable[[], float] = time.time) -> None:
         self.site = site
+        self.sip_address = sip_address
+        self._sip_addresses: dict[str, str] = {}  # other sites' own word, from their status
         self.topics = topics or Topics()
         self._emit_to = emit
         self.heartbeat_interval = heartbeat_interval
@@ -177,6 +180,10 @@ class BusCore:
     @property
     def health(self) -> SiteHealth:
         return self._health
+
+    def sip_address_of(self, site: str) -> str | None:
+        """Where ``site`` takes calls from its sister sites (HOST:PORT, UDP), as it says."""
+        return self._sip_addresses.get(site)
 
     def publish_agent(self, agent: str, presence: AgentPresence,
                       since: float | None = None) -> None:
@@ -358,6 +365,8 @@ class BusCore:
             return
         status = codec.decode_site_status(payload)
         self._check_names(status.site, site)
+        if status.sip_address is not None:
+            self._sip_addresses[site] = status.sip_address
         self._health.status(site, status.state, status.heartbeat_interval, status.reason,
                             self._clock())
         self.tick()
@@ -461,7 +470,8 @@ class BusCore:
             raise Refused(f"payload names site {named!r} on site {topic_site!r}'s topic")
 
     def _send_status(self, state: SiteState, reason: str) -> None:
-        status = SiteStatus(self.site, state, self._wall(), self.heartbeat_interval, reason)
+        status = SiteStatus(self.site, state, self._wall(), self.heartbeat_interval, reason,
+                            self.sip_address)
         self._send(self.topics.site(self.site, TopicKind.STATUS),
                    codec.encode_site_status(status), True)
 

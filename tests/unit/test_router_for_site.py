@@ -12,6 +12,8 @@ from events import (
     AgentStateChanged,
     CallAbandoned,
     Event,
+    QueueCallAnswered,
+    QueueCallEnded,
     ReservationExpired,
 )
 from router import (
@@ -19,6 +21,7 @@ from router import (
     AgentState,
     Decision,
     DuplicateCall,
+    InvalidTransition,
     QueueConfig,
     Reservation,
     Router,
@@ -138,3 +141,52 @@ def test_bad_requests_are_refused_by_error_and_change_nothing() -> None:
     with pytest.raises(DuplicateCall):
         router.reserve_for_site(_request(), "madrid")
     assert router.active_reservations == 1
+
+
+def test_a_call_offered_to_another_site_leaves_the_line_and_comes_back_in_its_place() -> None:
+    clock, events, offered = Clock(), [], []
+    router = _router(clock, events, offered)
+    router.start_break("2001", "lunch")
+    router.enqueue(RoutingRequest("first", "billing"))
+    clock.now += 1
+    router.enqueue(RoutingRequest("second", "billing"))
+    router.offer_elsewhere("first", "bogota", "1006")
+    assert [c.call.call_id for c in router.waiting_calls("billing")] == ["second"]
+    with pytest.raises(InvalidTransition):
+        router.offer_elsewhere("first", "bogota", "1006")
+    router.elsewhere_failed("first")
+    assert [c.call.call_id for c in router.waiting_calls("billing")] == ["first", "second"]
+    router.end_break("2001")  # a local agent frees up: the first call gets it
+    assert [r.call_id for r in offered] == ["first"]
+
+
+def test_a_call_answered_at_another_site_is_counted_here_and_ends_without_a_local_agent() -> None:
+    clock, events, offered = Clock(), [], []
+    router = _router(clock, events, offered)
+    router.start_break("2001", "lunch")
+    router.enqueue(RoutingRequest("call", "billing"))
+    router.offer_elsewhere("call", "bogota", "1006")
+    clock.now += 3
+    router.elsewhere_answered("call")
+    answered = [e for e in events if isinstance(e, QueueCallAnswered)]
+    assert [(e.call_id, e.agent) for e in answered] == [("call", "1006")]
+    assert router.queue_stats("billing").answered == 1
+    router.end_break("2001")
+    assert offered == []  # a connected call is no longer offered to anyone
+    clock.now += 60
+    router.call_ended("call")
+    ended = [e for e in events if isinstance(e, QueueCallEnded)]
+    assert [(e.call_id, e.agent, e.talk_seconds) for e in ended] == [("call", "1006", 60)]
+    assert router.active_calls == 0
+    assert router.agent("2001").state is AgentState.AVAILABLE
+
+
+def test_a_caller_hanging_up_while_offered_elsewhere_is_an_abandon_here() -> None:
+    clock, events, offered = Clock(), [], []
+    router = _router(clock, events, offered)
+    router.start_break("2001", "lunch")
+    router.enqueue(RoutingRequest("call", "billing"))
+    router.offer_elsewhere("call", "bogota", "1006")
+    router.call_ended("call")
+    assert [e.call_id for e in events if isinstance(e, CallAbandoned)] == ["call"]
+    assert router.active_calls == 0
