@@ -38,6 +38,7 @@ from pbx.api import create_api
 from pbx.api.schemas import RemoteAgentView
 from pbx.calls.applications import ApplicationDirectory, unknown_flow_references
 from pbx.calls.callback_service import CallbackService
+from pbx.calls.cross_site import CrossSiteCalls
 from pbx.calls.manager import CallManager, counted_host
 from pbx.calls.outbound import TrunkDialer
 from pbx.calls.queueing import IvrTransfers, QueuedCaller, QueueService
@@ -194,6 +195,10 @@ class Server:
                                    on_agent_answered=self._agent_answered)
         self.applications.enqueue = self.queues
         self.applications.transfer = IvrTransfers(self.queues)
+        # Callers waiting here served by other sites' agents, and the reverse.
+        self.cross_site = (CrossSiteCalls(self.router, self.calls, self.queues, self.site_link,
+                                          self.events)
+                           if self.site_link is not None else None)
         self.screen_pop = ScreenPop(self.events, webhook_url=config.routing.screen_pop_url,
                                     capacity=history.screen_pops,
                                     max_age_seconds=history.max_age_seconds)
@@ -602,6 +607,7 @@ class Server:
             "bus": self.site_link.health() if self.site_link is not None else None,
             # What calls hold (ports, sockets, tasks, dialogs, router entries): all zero when idle.
             "resources": {**self.calls.resources(), **self.queues.resources(),
+                          **(self.cross_site.resources() if self.cross_site else {}),
                           "outbound_calls": len(self.outbound.calls),
                           "callback_tries": len(self.callback_service.dialing)
                           if self.callback_service is not None else 0,

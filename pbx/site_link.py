@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any
 
 from events import AgentStateChanged, EventBus
@@ -55,6 +56,17 @@ PRESENCE = {
 }
 
 
+@dataclass(frozen=True)
+class HeldForSite:
+    """A reservation this site's router made for another site's call."""
+
+    site: str  # the asking site
+    reservation_id: str  # the router's
+    queue: str
+    agent: str
+    call_id: str  # the router's id of that call (the asking site's Call-ID)
+
+
 class SiteLink:
     def __init__(self, config: ServerConfig, router: Router, events: EventBus) -> None:
         assert config.bus.url is not None, "a site of several needs bus.url (checked by the config)"
@@ -64,16 +76,18 @@ class SiteLink:
         self.sites = tuple(sorted({record.name for record in config.contact_center.sites}))
         self.own_agents = frozenset(agent for agent, site in config.agent_sites.items()
                                     if site == self.site)
+        udp = next((a for a in config.sip.listen if a.transport == "udp"), None)
         self.bus = MqttSiteBus(config.bus.url, self.site, self.sites, config.agent_sites,
                                topics=Topics(config.bus.topic_prefix), emit=events.publish,
-                               heartbeat_interval=config.bus.heartbeat_interval)
+                               heartbeat_interval=config.bus.heartbeat_interval,
+                               sip_address=None if udp is None else f"{udp.host}:{udp.port}")
         events.subscribe(self._agent_changed, AgentStateChanged)
         events.subscribe(self._site_changed, SiteUp, SiteDown)
         events.subscribe(self._connection_changed, BusConnected, BusDisconnected)
-        # The bus's reservation id -> (asking site, the router's reservation id, queue), for the
+        # The bus's reservation id -> the router's reservation, for the
         # other sites' reservations of our agents; bounded, the oldest forgotten first
         # (the router's own timer expires a reservation whatever happens to this map).
-        self._held_for_others: OrderedDict[str, tuple[str, str, str]] = OrderedDict()
+        self._held_for_others: OrderedDict[str, HeldForSite] = OrderedDict()
         self.bus.serve_reservations(self._decide, self._release)
         # Agent states held back while a reservation is answered (see _decide).
         self._held_back: list[AgentStateChanged] | None = None
@@ -152,7 +166,8 @@ class SiteLink:
                      request.from_site, request.queue, outcome.note)
             return ReservationDecision(None, outcome.note or "no agent free")
         held = self._held_for_others
-        held[request.reservation_id] = (request.from_site, outcome.reservation_id, request.queue)
+        held[request.reservation_id] = HeldForSite(request.from_site, outcome.reservation_id,
+                                                   request.queue, outcome.agent, request.call_id)
         while len(held) > self.HELD_FOR_OTHERS_KEPT:
             held.popitem(last=False)
         log.info("reservation %s from %s for %s: agent %s reserved (%s)", request.reservation_id,
@@ -184,6 +199,42 @@ class SiteLink:
         wanted = language if language is not None else config.language
         return serves(profile, config) and (wanted is None or wanted in profile.languages)
 
+    # -- what the cross-site calls use (pbx.calls.cross_site.OtherSites) ------------------
+
+    def asks_elsewhere(self, queue: str) -> bool:
+        try:
+            return bool(self.router.queue(queue).sites)
+        except RouterError:
+            return False
+
+    async def ask(self, call_id: str, queue: str, caller: dict[str, Any],
+                  timeout: float) -> tuple[str, str, str] | None:
+        """(site, agent, reservation id) of a reservation made for the call, or None."""
+        path = caller.get("ivr_path") or ()
+        context = CallerContext(tuple(str(step) for step in path), caller.get("language"),
+                                int(caller.get("priority") or 0),
+                                float(caller.get("enqueued_at") or time.time()))
+        result = await self.reserve_elsewhere(call_id, queue, context, timeout)
+        if result is None or result.agent is None:
+            return None
+        return result.site, result.agent, result.reservation_id
+
+    def give_back(self, site: str, reservation_id: str, reason: str) -> None:
+        self.bus.cancel_reservation(site, reservation_id, reason)
+
+    def sip_address_of(self, site: str) -> tuple[str, int] | None:
+        text = self.bus.sip_address_of(site)
+        if text is None:
+            return None
+        host, _, port = text.rpartition(":")
+        try:
+            return host, int(port)
+        except ValueError:
+            return None
+
+    def held_for(self, reservation_id: str) -> HeldForSite | None:
+        return self._held_for_others.get(reservation_id)
+
     async def reserve_elsewhere(self, call_id: str, queue: str, caller: CallerContext,
                                 timeout: float) -> ReservationResult | None:
         """Ask the sites worth asking, one after another, to reserve an agent for a call
@@ -201,13 +252,13 @@ class SiteLink:
     def _release(self, cancel: ReservationCancel) -> None:
         """The asking site gave the agent back; a second cancel finds nothing to do."""
         held = self._held_for_others.get(cancel.reservation_id)
-        if held is None or held[0] != cancel.from_site:
+        if held is None or held.site != cancel.from_site:
             return  # unknown, already released, or not the asker's to cancel
         del self._held_for_others[cancel.reservation_id]
-        if self.router.release_for_site(held[1]):
+        if self.router.release_for_site(held.reservation_id):
             log.info("reservation %s released by %s: %s", cancel.reservation_id,
                      cancel.from_site, cancel.reason)
-            self.events.publish(ForeignReservation(cancel.from_site, held[2], "released",
+            self.events.publish(ForeignReservation(cancel.from_site, held.queue, "released",
                                                    reason=cancel.reason, at=time.time()))
 
     def _agent_changed(self, event: AgentStateChanged) -> None:

@@ -22,7 +22,7 @@ import asyncio
 import ipaddress
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -90,6 +90,11 @@ TRANSFEROR_GRACE_SECONDS = 5.0
 CallWork = Callable[[SessionDescription | None], Awaitable[None]]
 # (account, call key, engaged): an account starts or stops being on a call in person.
 PersonalCallHook = Callable[[str, str, bool], None]
+# Header of a call one site sets up to another for an agent that site reserved for it.
+SITE_RESERVATION_HEADER = "X-Centralita-Reservation"
+# A sister site's call (the INVITE, its source) -> the work that rings the reserved agent,
+# or None: not a sister site's, or no such reservation (refused 403).
+SiteCallHandler = Callable[["SipCall", "CallLeg", Address], "CallWork | None"]
 # Something else holding calls by Call-ID (the queue service, for the router): given the
 # Call-IDs of every live call, it forgets the others and returns the ones it forgot.
 CallHolderCheck = Callable[[frozenset[str]], list[str]]
@@ -246,6 +251,8 @@ class CallManager:
         # Told whenever an account joins or leaves a call that is not a queue's offer to it
         # (the queue service makes such agents busy for routing).
         self.on_personal_call: PersonalCallHook | None = None
+        # Calls from sister sites for agents reserved for them (one site of several).
+        self.site_call_handler: SiteCallHandler | None = None
         # Compared with the live calls on each full reconciliation (see reconcile).
         self.call_holders: list[CallHolderCheck] = []
         endpoint.handlers.update({
@@ -392,6 +399,15 @@ class CallManager:
                 caller = self._registered_caller(request, source)
                 if caller is not None:
                     self._engage(call, caller)
+        elif (self.site_call_handler is not None and user in self.config.accounts
+              and request.headers.get(SITE_RESERVATION_HEADER) is not None):
+            # No digest: a sister site is recognised by its address and the reservation.
+            work = self.site_call_handler(call, leg, source)
+            if work is None:
+                self._respond(leg, 403, "Not a sister site's reservation")
+                return
+            call.kind = "bridge"
+            self._start(call, leg, work)
         elif user in self.config.accounts:
             if not self._authenticated(key, call):
                 return
@@ -535,7 +551,8 @@ class CallManager:
     async def dial(self, call: SipCall, user: str, *, on_answered: Callable[[CallLeg], None],
                    on_failed: Callable[[int], None],
                    extra_headers: tuple[tuple[str, str], ...] = (),
-                   personal: bool = True) -> Dial | None:
+                   personal: bool = True,
+                   targets: Sequence[Binding] | None = None) -> Dial | None:
         """Ring every registered contact of account `user` for `call` (one fork each).
 
         The first fork to answer wins (`on_answered(leg)`, its media configured but not
@@ -543,9 +560,12 @@ class CallManager:
         `on_failed(status)` gets one status for all: a refusal (busy, decline) as is,
         anything else as 480. None when the account has no registered contact.
         `personal=False` for a queue's offer to an agent: any other dial engages the account
-        in person (busy for routing) until the dial fails or the call ends.
+        in person (busy for routing) until the dial fails or the call ends. `targets`:
+        where to send the INVITE instead of the account's registered contacts (another
+        site's server, for an agent of that site).
         """
-        bindings = self.registrar.bindings(user, self._now(), answering_only=True)
+        bindings = (list(targets) if targets is not None
+                    else self.registrar.bindings(user, self._now(), answering_only=True))
         if not bindings or call.ended:
             return None
         assert call.caller_leg is not None
@@ -604,6 +624,37 @@ class CallManager:
 
             if await self.dial(call, user, on_answered=answered, on_failed=failed) is None:
                 self._end(call, "unreachable", status=480)
+        return connect
+
+    def bridge_reserved(self, call: SipCall, user: str, *,
+                        extra_headers: tuple[tuple[str, str], ...],
+                        on_ringing: Callable[[Dial], None], on_answered: Callable[[], bool],
+                        on_failed: Callable[[int], None]) -> CallWork:
+        """A sister site's call for agent ``user``, reserved for it: ring the agent's phones
+        (a queue's offer, not a personal call) and answer the caller when one answers and
+        ``on_answered`` still agrees (False: the reservation is gone, the answer is hung up)."""
+        caller_leg = call.caller_leg
+        assert caller_leg is not None
+
+        async def connect(offer: SessionDescription | None) -> None:
+            def answered(leg: CallLeg) -> None:
+                if not on_answered():
+                    self.hang_up_leg(leg)
+                    self._end(call, "unreachable", status=480)
+                    return
+                self._confirm_caller(call, caller_leg, offer)
+                self.connect_media(call, leg)
+
+            def failed(status: int) -> None:
+                on_failed(status)
+                self._end(call, "rejected" if status in _REFUSALS else "unreachable", status=status)
+
+            dial = await self.dial(call, user, on_answered=answered, on_failed=failed,
+                                   extra_headers=extra_headers, personal=False)
+            if dial is None:
+                failed(480)
+                return
+            on_ringing(dial)
         return connect
 
     def connect_media(self, call: SipCall, callee: CallLeg) -> None:

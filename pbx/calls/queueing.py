@@ -91,6 +91,8 @@ class QueueService:
         self.on_agent_ringing = on_agent_ringing
         self.on_agent_answered = on_agent_answered
         self.queued: dict[str, QueuedCaller] = {}
+        # Told of every caller put in line (the cross-site calls may ask other sites).
+        self.on_waiting: Callable[[QueuedCaller], None] | None = None
         self._music = prompts.get(MUSIC_ON_HOLD)
         self._tasks: set[asyncio.Task[None]] = set()
         calls.transfer_handler = self.transfer
@@ -140,6 +142,8 @@ class QueueService:
             return
         queued.enqueued_at = self.router.call(call.call_id).call.enqueued_at
         call.media.play(self._prompt(language, "please_hold"), on_done=lambda _: self._hold(queued))
+        if self.on_waiting is not None:
+            self.on_waiting(queued)
         try:
             await queued.finished.wait()
         finally:
