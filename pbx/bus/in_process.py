@@ -84,9 +84,11 @@ class InProcessSiteBus(BusCore):
                  agent_sites: Mapping[str, str], *, topics: Topics | None = None,
                  emit: Emit | None = None, heartbeat_interval: float = 1.0,
                  reconnect_delays: tuple[float, float] = (0.05, 2.0),
+                 sip_address: str | None = None,
                  **clocks: Callable[[], float]) -> None:
         super().__init__(site, sites, agent_sites, topics=topics, emit=emit,
-                         heartbeat_interval=heartbeat_interval, **clocks)
+                         heartbeat_interval=heartbeat_interval, sip_address=sip_address,
+                         **clocks)
         self.broker = broker
         self._reconnect_delays = reconnect_delays
         self._runner: asyncio.Task[None] | None = None
