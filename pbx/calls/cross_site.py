@@ -87,13 +87,18 @@ class CrossSiteCalls:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _still_waiting(self, queued: QueuedCaller) -> bool:
+    def _waiting_in(self, queued: QueuedCaller) -> str | None:
+        """The queue the caller waits in now (an overflow moves it), or None."""
         if queued.finished.is_set():
-            return False
+            return None
         try:
-            return self.router.call(queued.call_id).status is CallStatus.WAITING
+            record = self.router.call(queued.call_id)
         except RouterError:
-            return False
+            return None
+        return record.call.queue if record.status is CallStatus.WAITING else None
+
+    def _still_waiting(self, queued: QueuedCaller) -> bool:
+        return self._waiting_in(queued) is not None
 
     async def _seek(self, queued: QueuedCaller) -> None:
         request = queued.request
@@ -101,8 +106,9 @@ class CrossSiteCalls:
                   "priority": request.priority, "enqueued_at": queued.enqueued_at or time.time(),
                   "ivr_path": []}
         while not queued.finished.is_set():
-            if self._still_waiting(queued):
-                found = await self.sites.ask(queued.call_id, request.queue, caller,
+            queue = self._waiting_in(queued)
+            if queue is not None and self.sites.asks_elsewhere(queue):
+                found = await self.sites.ask(queued.call_id, queue, caller,
                                              RESERVATION_WAIT_SECONDS)
                 if found is not None:
                     site, agent, reservation_id = found

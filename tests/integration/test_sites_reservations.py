@@ -22,7 +22,7 @@ import yaml
 
 from events import EventBus
 from integration import mosquitto_fixture, postgres_fixture
-from integration.call_peers import agent_state, wait_for
+from integration.call_peers import Caller, agent_state, offer, wait_for
 from integration.server_fixture import parse_prometheus
 from integration.test_sites import (
     BOGOTA_AGENT,
@@ -73,6 +73,17 @@ def bogota_and_madrids_bus(shared_database, mqtt_url, bus_prefix, pbx_server):  
     return bogota, config
 
 
+def invite_with(server, agent: str, reservation_id: str, site: str) -> int:
+    """The final status of an INVITE to ``agent`` carrying a site's reservation."""
+    caller = Caller(server, agent)
+    try:
+        caller.invite(offer(), headers=(("X-Centralita-Reservation", reservation_id),
+                                        ("X-Centralita-Site", site)))
+        return caller.final().status
+    finally:
+        caller.close()
+
+
 def _break(server, extension: str, reason: str) -> None:
     request = urllib.request.Request(server.http_url + f"/api/v1/agents/{extension}/break",
                                      data=json.dumps({"reason": reason}).encode(), method="POST",
@@ -115,6 +126,15 @@ def test_bogota_reserves_its_agent_for_madrid_releases_it_on_cancel_and_expiry_a
             seen["first"] = first
             assert first is not None and first.site == "bogota" and first.agent == "1006", first
             assert await asyncio.to_thread(agent_state, bogota, "1006") == "reserved"
+            # Without a password, bogota takes a call for its agent only with a reservation
+            # it made for that very agent and site: a made-up one, or madrid's real one
+            # presented for another agent or by another site, is refused.
+            seen["forged"] = await asyncio.to_thread(
+                invite_with, bogota, "1006", "made-up", "madrid")
+            seen["other_agent"] = await asyncio.to_thread(
+                invite_with, bogota, "1008", first.reservation_id, "madrid")
+            seen["other_site"] = await asyncio.to_thread(
+                invite_with, bogota, "1006", first.reservation_id, "bogota")
             # Madrid's view follows bogota's word: nobody free there now, so nobody to ask.
             assert await until(lambda: link.sites_to_ask("billing", "es") == [], 5)
             madrid.cancel_reservation("bogota", first.reservation_id, "caller hung up")
@@ -143,6 +163,7 @@ def test_bogota_reserves_its_agent_for_madrid_releases_it_on_cancel_and_expiry_a
         return seen
 
     seen = asyncio.run(as_madrid())
+    assert seen["forged"] == seen["other_agent"] == seen["other_site"] == 403, seen
     assert seen["support"] == [] and seen["english"] == []
     not_allowed = seen["not_allowed"]
     assert not_allowed.outcome is ReservationOutcome.REFUSED, not_allowed

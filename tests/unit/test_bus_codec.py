@@ -191,3 +191,15 @@ def test_a_site_subscribes_to_everyone_s_state_and_only_its_own_inbox():
     assert Topics("acme").subscriptions("madrid") == [
         "acme/v1/sites/+/status", "acme/v1/sites/+/heartbeat", "acme/v1/sites/+/override",
         "acme/v1/sites/+/agents/+", "acme/v1/sites/madrid/reservations/+"]
+
+
+def test_a_site_status_may_say_where_the_site_takes_its_sister_sites_calls() -> None:
+    status = codec.SiteStatus("bogota", codec.SiteState.ONLINE, 1.0, 1.0, "", "10.0.2.15:5060")
+    assert codec.decode_site_status(codec.encode_site_status(status)) == status
+    without = codec.SiteStatus("bogota", codec.SiteState.ONLINE, 1.0, 1.0)
+    assert "sip_address" not in json.loads(codec.encode_site_status(without))
+    assert codec.decode_site_status(codec.encode_site_status(without)).sip_address is None
+    with pytest.raises(codec.BadMessage):
+        codec.decode_site_status(json.dumps(
+            {"schema": 1, "site": "bogota", "state": "online", "at": 1.0,
+             "heartbeat_interval": 1.0, "sip_address": 5060}).encode())
