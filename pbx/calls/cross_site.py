@@ -72,6 +72,7 @@ class CrossSiteCalls:
         self._tasks: set[asyncio.Task[None]] = set()
         self._owned: dict[str, HeldForSite] = {}  # this site's SIP Call-ID -> reservation
         queues.on_waiting = self._waiting
+        queues.foreign_calls = self._foreign_calls
         calls.site_call_handler = self._site_call
         events.subscribe(self._call_ended, CallEnded)
 
@@ -253,6 +254,9 @@ class CrossSiteCalls:
         if held is not None:
             self._step(lambda: self.router.reservation_failed(held.reservation_id, "no_answer"))
         self.calls.hang_up(call, "no_answer")
+
+    def _foreign_calls(self, live_call_ids: frozenset[str]) -> set[str]:
+        return {held.call_id for call_id, held in self._owned.items() if call_id in live_call_ids}
 
     def _call_ended(self, event: CallEnded) -> None:
         held = self._owned.pop(event.call_id, None)

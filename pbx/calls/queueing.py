@@ -93,6 +93,9 @@ class QueueService:
         self.queued: dict[str, QueuedCaller] = {}
         # Told of every caller put in line (the cross-site calls may ask other sites).
         self.on_waiting: Callable[[QueuedCaller], None] | None = None
+        # Router call ids of other sites' calls this server carries, given the live Call-IDs
+        # (the cross-site calls): reconciliation must not end them.
+        self.foreign_calls: Callable[[frozenset[str]], set[str]] | None = None
         self._music = prompts.get(MUSIC_ON_HOLD)
         self._tasks: set[asyncio.Task[None]] = set()
         calls.transfer_handler = self.transfer
@@ -390,7 +393,10 @@ class QueueService:
         for queued in list(self.queued.values()):
             if queued.handle.call.ended or queued.call_id not in live_call_ids:
                 self._leave(queued)  # normally done by its task a moment later; do it now
-        stale = self.router.reconcile(set(self.queued))
+        live = set(self.queued)
+        if self.foreign_calls is not None:
+            live |= self.foreign_calls(live_call_ids)
+        stale = self.router.reconcile(live)
         if stale:
             log.warning("reconciled %d call(s) the router still held: %s", len(stale), ", ".join(stale))
             self.events.publish(StaleCallsRepaired(tuple(stale), "reconciliation"))

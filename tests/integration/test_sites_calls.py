@@ -13,6 +13,7 @@ caller the agent's 1500 Hz one.
 from __future__ import annotations
 
 import json
+import time
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -83,6 +84,7 @@ def test_a_bogota_agent_answers_a_call_that_arrived_at_madrid_and_both_hear_each
         ivr_audio = dump.samples()
         event = agent.wait_event("CALL_ESTABLISHED", "CALL_CLOSED", timeout=30)
         assert event["type"] == "CALL_ESTABLISHED", event
+        answered_at = time.monotonic()
         assert wait_for(lambda: agent_state(bogota, "1006") == "on_call", 10)
         dump.set_mark()
         heard = dump.wait_after_mark(4.0)
@@ -95,6 +97,9 @@ def test_a_bogota_agent_answers_a_call_that_arrived_at_madrid_and_both_hear_each
         share = tone_share(heard, AGENT_TONE)
         assert share > 0.6, f"the caller did not hear the bogota agent (share {share:.2f})"
 
+        # A reconciliation at bogota (every 10 s) finds the call live: the agent stays on it.
+        time.sleep(max(0.0, 11.0 - (time.monotonic() - answered_at)))
+        assert agent_state(bogota, "1006") == "on_call"
         caller.command("hangup")
         assert wait_for(lambda: agent_state(bogota, "1006") in ("wrap_up", "available"), 10)
         # Madrid counted the call answered in its billing queue; bogota's agent is free again.
