@@ -28,7 +28,7 @@ from typing import Protocol
 
 from events import AgentOffered, CallEnded, EventBus
 from pbx.calls.manager import SITE_RESERVATION_HEADER, CallLeg, CallManager, CallWork, Dial, SipCall
-from pbx.calls.queueing import _FAILURE_OF_STATUS, QueuedCaller, QueueService
+from pbx.calls.queueing import FAILURE_OF_STATUS, QueuedCaller, QueueService
 from pbx.edge.transport import Address
 from pbx.registration.registrar import Binding
 from pbx.sip.address import NameAddress
@@ -236,7 +236,7 @@ class CrossSiteCalls:
             return True
 
         def failed(status: int) -> None:
-            reason = _FAILURE_OF_STATUS.get(status, "error")
+            reason = FAILURE_OF_STATUS.get(status, "error")
             self._step(lambda: self.router.reservation_failed(rid, reason))
 
         headers = (("X-Centralita-Queue", held.queue),

@@ -43,7 +43,7 @@ log = logging.getLogger("pbx.calls.queueing")
 
 MUSIC_ON_HOLD = "common/hold_music"
 # Router failure reasons for the final status an agent's phone gave.
-_FAILURE_OF_STATUS = {486: "busy", 600: "busy", 603: "declined", 408: "no_answer", 480: "no_answer",
+FAILURE_OF_STATUS = {486: "busy", 600: "busy", 603: "declined", 408: "no_answer", 480: "no_answer",
                       487: "no_answer"}
 MAX_ANNOUNCED_NUMBER = 20
 # End causes (pbx.calls.manager) that mean the caller hung up; any other cause is the server's doing.
@@ -204,7 +204,7 @@ class QueueService:
             if queued.reservation is not reservation:
                 return  # the router already moved on (ring timeout)
             queued.reservation = None
-            reason = _FAILURE_OF_STATUS.get(status, "error")
+            reason = FAILURE_OF_STATUS.get(status, "error")
             log.info("call %s: agent %s did not take it (%d, %s)", queued.call_id, reservation.agent,
                      status, reason)
             self._router_step(lambda: self.router.reservation_failed(rid, reason))
