@@ -13,11 +13,15 @@ from events.event import Event
 
 @dataclass(frozen=True, slots=True)
 class CallQueued(Event):
+    """A call entered a waiting line; ``kind`` 'callback' is a callback request taking its
+    original place (``enqueued_at``), no caller on the line."""
+
     call_id: str
     queue: str
     priority: int
     position: int
     enqueued_at: float
+    kind: str = "live"
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +82,17 @@ class CallAbandoned(Event):
 class CallDropped(Event):
     """The server ended a call still in line or being offered (media timeout, shutdown):
     not the caller's abandon, and counted apart."""
+
+    call_id: str
+    queue: str
+    waited_seconds: float
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallWithdrawn(Event):
+    """A callback request left the line without being served (cancelled, expired, taken by
+    another site, its queue closed): neither abandoned nor dropped, and counted as neither."""
 
     call_id: str
     queue: str

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from router.agent_book import AgentBook, serves
-from router.calls import CallStatus, RoutingRequest, WaitingCallRecord
+from router.calls import CallKind, CallStatus, RoutingRequest, WaitingCallRecord
 from router.config import AgentProfile, QueueConfig
 from router.errors import UnknownCall, UnknownQueue
 from router.estimates import ArrivalRate, HandleTimeAverage
@@ -203,6 +203,8 @@ class CallBook:
             self._timers.schedule(
                 waiting.enqueued_at + ring.after_seconds, TimerKind.EXPAND, call_id, generation
             )
+        if waiting.call.kind is CallKind.CALLBACK:
+            return  # nobody on the line to announce to, and the request has its own expiry
         if config.max_wait_seconds is not None:
             self._timers.schedule(
                 waiting.entered_queue_at + config.max_wait_seconds,
@@ -215,8 +217,10 @@ class CallBook:
         )
 
     def enter_line(self, waiting: BookedCall, queue: BookedQueue, now: float) -> None:
-        """A new call joins the end of its class in ``queue``."""
-        queue.arrivals.observe(now)
+        """A new call joins its class in ``queue`` at its enqueue time. A callback request is
+        no new arrival: the caller it stands for was counted when they first called."""
+        if waiting.call.kind is CallKind.LIVE:
+            queue.arrivals.observe(now)
         queue.line.add(waiting.line_class, waiting.line_entry)
         self.schedule_timers(waiting, queue, now)
         self._changed[waiting.call_id] = None

@@ -16,6 +16,15 @@ PRIORITY_PAID = 2
 PRIORITY_VIP = 3
 
 
+class CallKind(enum.StrEnum):
+    """What waits in line: a caller on the line, or a callback request waiting for its turn
+    (no one on the line: it hears no announcements and never overflows; its request has
+    its own expiry)."""
+
+    LIVE = "live"
+    CALLBACK = "callback"
+
+
 @dataclass(frozen=True)
 class RoutingRequest:
     """A call asking for an agent.
@@ -25,6 +34,8 @@ class RoutingRequest:
     now). ``skills`` are requirements of this call on top of the queue's, e.g. a
     product the caller chose in the IVR. ``last_agent`` is the agent who last served
     this caller as the customer record says (it outlives the router's own memory).
+    ``kind`` CALLBACK is a callback request keeping its place in line: it needs its
+    original ``enqueued_at``.
     """
 
     call_id: str
@@ -36,10 +47,14 @@ class RoutingRequest:
     last_agent: str | None = None
     enqueued_at: float | None = None
     skills: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    kind: CallKind = CallKind.LIVE
 
     def __post_init__(self) -> None:
         if not self.call_id:
             raise InvalidConfig("call_id must not be empty")
+        object.__setattr__(self, "kind", CallKind(self.kind))
+        if self.kind is CallKind.CALLBACK and self.enqueued_at is None:
+            raise InvalidConfig(f"callback {self.call_id}: its original enqueue time is required")
         if isinstance(self.priority, bool) or not isinstance(self.priority, int):
             raise InvalidConfig(f"call {self.call_id}: priority must be an int")
         object.__setattr__(
@@ -57,6 +72,7 @@ class RoutingRequest:
             "last_agent": self.last_agent,
             "enqueued_at": self.enqueued_at,
             "skills": dict(self.skills),
+            "kind": self.kind.value,
         }
 
 

@@ -85,6 +85,7 @@ from events.routing import (
     CallExpanded,
     CallOverflowed,
     CallQueued,
+    CallWithdrawn,
     QueueCallAnswered,
     QueueCallEnded,
     ReservationExpired,
@@ -94,7 +95,7 @@ from events.routing import (
 from router.agent_book import AgentBook, BookedAgent
 from router.agent_state import HANDLING_STATES, AgentActivity, AgentState, next_state
 from router.call_book import BookedCall, BookedQueue, CallBook
-from router.calls import CallStatus, RoutingRequest, WaitingCallRecord
+from router.calls import CallKind, CallStatus, RoutingRequest, WaitingCallRecord
 from router.config import AgentProfile, QueueConfig
 from router.decision_log import DecisionLog
 from router.errors import (
@@ -424,10 +425,22 @@ class Router:
                 call.priority,
                 position,
                 self._to_wall(enqueued_at),
+                call.kind.value,
                 at=self._to_wall(now),
             )
         )
         return position
+
+    def withdraw(self, call_id: str, reason: str) -> WaitingCallRecord | None:
+        """A callback request leaves the line unserved (cancelled, expired, no longer ours):
+        an agent reserved for it is released; nothing is counted. Returns what the router
+        knew, or None for an unknown call. Only callbacks are withdrawn: a caller abandons."""
+        waiting = self._calls.get(call_id)
+        if waiting is None:
+            return None
+        if waiting.call.kind is not CallKind.CALLBACK:
+            raise InvalidArgument(f"call {call_id} is a live call: it abandons or is dropped")
+        return self._leave_line(call_id, reason, withdrawn=True)
 
     def abandon(self, call_id: str) -> WaitingCallRecord | None:
         """The caller hung up. Returns what the router knew, or None for an unknown call."""
@@ -439,7 +452,9 @@ class Router:
         return self._leave_line(call_id, reason)
 
     @command
-    def _leave_line(self, call_id: str, dropped_for: str | None) -> WaitingCallRecord | None:
+    def _leave_line(
+        self, call_id: str, dropped_for: str | None, withdrawn: bool = False
+    ) -> WaitingCallRecord | None:
         waiting = self._calls.get(call_id)
         if waiting is None:
             return None
@@ -461,6 +476,13 @@ class Router:
             self._calls.take_out_of_line(waiting)
         self._calls.forget(call_id)
         waited = now - waiting.enqueued_at
+        if withdrawn:
+            self._publish(
+                CallWithdrawn(
+                    call_id, waiting.call.queue, waited, dropped_for or "", at=self._to_wall(now)
+                )
+            )
+            return record
         if dropped_for is not None:
             if queue is not None:
                 queue.service.count_dropped()
