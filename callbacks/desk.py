@@ -14,7 +14,7 @@ request another site stored is seen here from the next round on (``poll_seconds`
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from datetime import datetime, timedelta
 
 from callbacks.errors import CallbackConflict, CallbackError
@@ -144,6 +144,15 @@ class CallbackDesk:
             if taken is not None:
                 claimed.append(taken)
         return claimed
+
+    async def due_for_line(self, queues: Collection[str] | None = None, *,
+                           limit: int = 1000) -> list[CallbackRequest]:
+        """The due pending requests this site owns (of ``queues``), first in line first: the
+        ones it keeps in its waiting lines until their turn comes (then ``claim``)."""
+        now = self._clock()
+        due = await self.store.due_callbacks(now, site=self.site, limit=limit)
+        return [request for request in due_in_line_order(due, now)
+                if request.site == self.site and (queues is None or request.queue in queues)]
 
     async def claim(self, request_id: str) -> CallbackRequest | None:
         """Claim one request for dialing; None when it is not (or no longer) claimable by us."""

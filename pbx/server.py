@@ -37,6 +37,7 @@ from monitoring.sites import SiteMetrics
 from pbx.api import create_api
 from pbx.api.schemas import RemoteAgentView
 from pbx.calls.applications import ApplicationDirectory, unknown_flow_references
+from pbx.calls.callback_connection import CallbackConnector
 from pbx.calls.callback_service import CallbackService
 from pbx.calls.cross_site import CrossSiteCalls
 from pbx.calls.manager import CallManager, counted_host
@@ -194,6 +195,10 @@ class Server:
                                    on_agent_ringing=self._agent_ringing,
                                    on_agent_answered=self._agent_answered)
         self.applications.enqueue = self.queues
+        # Callback requests wait in the router's lines; their turn connects agent and customer.
+        self.callback_connector = CallbackConnector(self.router, self.calls, self.media, self.prompts,
+                                                    self.outbound, config.callbacks, self.events)
+        self.queues.callbacks = self.callback_connector
         self.applications.transfer = IvrTransfers(self.queues)
         # Callers waiting here served by other sites' agents, and the reverse.
         self.cross_site = (CrossSiteCalls(self.router, self.calls, self.queues, self.site_link,
@@ -279,12 +284,13 @@ class Server:
         hours = {name: rules.business_hours.hours()
                  for name, rules in callbacks.callbacks.queues.items() if rules.business_hours}
         self.callback_service = CallbackService(
-            self.callback_desk, self.outbound,
+            self.callback_desk, self.callback_connector, line=self.callback_connector,
             queues=lambda: [queue.name for queue in self.router.queues()],
             poll_seconds=callbacks.callbacks.poll_seconds,
             concurrent_tries=callbacks.callbacks.concurrent_tries,
             is_open=lambda queue, now: queue not in hours or hours[queue].is_open(now),
             publish=self.events.publish)
+        self.callback_connector.take_turn = self.callback_service.take_turn
         await self.callback_service.start()
         self.events.subscribe(self._callback_ended, CallbackEnded)
         self._http_runner = web.AppRunner(app, access_log=None)
@@ -336,6 +342,7 @@ class Server:
             self._lag_watch.cancel()
         if self.callback_service is not None:
             await self.callback_service.stop()
+        await self.callback_connector.close()
         self.outbound.close_all()
         self.calls.close_all()
         # Let the BYEs and final responses leave before the sockets close.
@@ -609,6 +616,7 @@ class Server:
             "resources": {**self.calls.resources(), **self.queues.resources(),
                           **(self.cross_site.resources() if self.cross_site else {}),
                           "outbound_calls": len(self.outbound.calls),
+                          **self.callback_connector.resources(),
                           "callback_tries": len(self.callback_service.dialing)
                           if self.callback_service is not None else 0,
                           "sip_requests_awaiting_answers": self.endpoint.requests_awaiting_answers,

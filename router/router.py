@@ -555,8 +555,12 @@ class Router:
         return reservations
 
     @command
-    def ringing(self, reservation_id: str) -> None:
-        """The agent's phone rings: the ring timeout now runs instead of the reservation timeout."""
+    def ringing(self, reservation_id: str, ring_seconds: float | None = None) -> None:
+        """The agent's phone rings: the ring timeout now runs instead of the reservation timeout.
+        ``ring_seconds`` replaces the queue's ring timeout for this offer (a customer-first
+        callback rings the customer before the agent)."""
+        if ring_seconds is not None and not ring_seconds > 0:
+            raise InvalidArgument(f"ring_seconds must be > 0, got {ring_seconds}")
         reservation = self._reservations.require(reservation_id)
         if reservation.ringing:
             return
@@ -566,6 +570,8 @@ class Router:
         reservation.ringing = True
         queue = self._calls.queues.get(reservation.queue)
         ring_timeout = queue.config.ring_timeout_seconds if queue else self._reservation_timeout
+        if ring_seconds is not None:
+            ring_timeout = ring_seconds
         reservation.expires_at = now + ring_timeout
         self._timers.schedule(reservation.expires_at, TimerKind.RESERVATION, reservation_id)
         self._publish(

@@ -48,13 +48,35 @@ class CallbackDialer(Protocol):
         ...
 
 
+class CallbackLine(Protocol):
+    """The waiting line due requests join until their turn comes (the router's, through
+    ``pbx.calls.callback_connection``): with one, the service claims a request when the line
+    says its turn came (``take_turn``), not as soon as it is due."""
+
+    def keep(self, due: list[CallbackRequest]) -> None:
+        """``due``: every due request of this site in an open queue, first in line first.
+        Those not in line join it at their place; those in line and not in ``due`` leave it."""
+        ...
+
+    def not_claimed(self, request_id: str) -> None:
+        """Its turn came but the request could not be claimed (cancelled, expired, adopted)."""
+        ...
+
+    def try_over(self, request_id: str) -> None:
+        """The try of a request ended and its outcome is recorded: its next turn may start."""
+        ...
+
+
 class CallbackService:
     def __init__(self, desk: CallbackDesk, dialer: CallbackDialer, *, queues: Callable[[], list[str]],
                  poll_seconds: float = 1.0, concurrent_tries: int = 4,
                  is_open: Callable[[str, datetime], bool] | None = None,
-                 publish: EventSink | None = None) -> None:
+                 publish: EventSink | None = None, line: CallbackLine | None = None) -> None:
         """``queues`` lists the queues whose requests may be dialled; ``is_open(queue, now)``
-        says whether a queue takes callbacks at ``now`` (business hours; default: always)."""
+        says whether a queue takes callbacks at ``now`` (business hours; default: always).
+        With a ``line``, due requests wait in it and are tried when their turn comes, however
+        many at once (the agents free are the limit); without one, up to ``concurrent_tries``
+        due requests are tried at once, first in line first."""
         self.desk = desk
         self._dialer = dialer
         self._queues = queues
@@ -62,6 +84,7 @@ class CallbackService:
         self._slots = concurrent_tries
         self._is_open = is_open or (lambda queue, now: True)
         self._publish = publish or (lambda event: None)
+        self._line = line
         self._tries: dict[str, asyncio.Task[None]] = {}
         self._task: asyncio.Task[None] | None = None
         self._renewed_at: datetime | None = None
@@ -149,11 +172,14 @@ class CallbackService:
         return await self._start_due(now)
 
     async def _start_due(self, now: datetime) -> list[CallbackRequest]:
+        queues = self._queues()
+        open_queues = [queue for queue in queues if self._dialable(queue) and self._is_open(queue, now)]
+        if self._line is not None:
+            self._line.keep(await self.desk.due_for_line(open_queues))
+            return []
         free = self._slots - len(self._tries)
         if free <= 0:
             return []
-        queues = self._queues()
-        open_queues = [queue for queue in queues if self._dialable(queue) and self._is_open(queue, now)]
         if len(open_queues) == len(queues):
             claimed = await self.desk.claim_due(limit=free)
         else:
@@ -168,10 +194,35 @@ class CallbackService:
             task.add_done_callback(self._forget_try(request.id))
         return claimed
 
+    def take_turn(self, request_id: str) -> bool:
+        """The line says the request's turn came (an agent is reserved for it): claim it and
+        try it; when it cannot be claimed any more, the line is told (``not_claimed``).
+        False while its previous try is still ending (``try_over`` comes next) or stopping."""
+        if self._stopping or request_id in self._tries:
+            return False
+        task = asyncio.get_running_loop().create_task(self._claim_and_try(request_id))
+        self._tries[request_id] = task
+        task.add_done_callback(self._forget_try(request_id))
+        return True
+
+    async def _claim_and_try(self, request_id: str) -> None:
+        try:
+            request = await self.desk.claim(request_id)
+        except Exception:
+            log.exception("callback %s: cannot claim it", request_id)
+            request = None
+        if request is None:
+            if self._line is not None:
+                self._line.not_claimed(request_id)
+            return
+        await self._try(request)
+
     def _forget_try(self, request_id: str) -> Callable[[asyncio.Task[None]], None]:
         def forget(_: asyncio.Task[None]) -> None:
             self._tries.pop(request_id, None)
             self._slot_freed.set()
+            if self._line is not None and not self._stopping:
+                self._line.try_over(request_id)
         return forget
 
     def _dialable(self, queue: str) -> bool:

@@ -579,10 +579,11 @@ class CallManager:
         if personal:
             self._engage(call, user)
         call_id = secrets.token_hex(12) + "@centralita"
-        assert call.caller_leg is not None
+        # A call the server places itself (a callback) has no caller's leg to copy.
+        original = call.caller_leg.invite if call.caller_leg is not None else None
         try:
             for binding in bindings:
-                invite = self._callee_invite(call.caller_leg.invite, user, binding, call_id, offer,
+                invite = self._callee_invite(original, call.caller, user, binding, call_id, offer,
                                              extra_headers)
                 leg = CallLeg(call, invite, binding.source, binding.transport, media=media,
                               local_sdp=offer, local_tag=invite.from_.tag or "", dial=attempt)
@@ -668,15 +669,20 @@ class CallManager:
         self.media.bridge(caller_leg.media, callee.media)
         call.bridged_at = self._now()
 
-    def _callee_invite(self, original: Request, user: str, binding: Binding, call_id: str,
-                       offer: SessionDescription, extra_headers: tuple[tuple[str, str], ...]) -> Request:
+    def _callee_invite(self, original: Request | None, caller_number: str, user: str, binding: Binding,
+                       call_id: str, offer: SessionDescription,
+                       extra_headers: tuple[tuple[str, str], ...]) -> Request:
+        """The INVITE to one of `user`'s phones: From is the caller of `original` (the caller's
+        INVITE), or `caller_number` for a call with no caller's leg."""
         host, port = self.endpoint.local_address(binding.transport)
-        caller = original.from_
-        from_uri = Uri("sip", user=caller.uri.user, host=host, port=port)
+        from_uri = Uri("sip", user=original.from_.uri.user if original else caller_number, host=host,
+                       port=port)
+        display_name = original.from_.display_name if original else None
+        max_forwards = (original.int_header("max-forwards", 255) or 70) if original else 70
         headers = Headers()
         headers.add("Via", self.endpoint.via(binding.transport))
-        headers.add("Max-Forwards", str(max(0, (original.int_header("max-forwards", 255) or 70) - 1)))
-        headers.add("From", str(NameAddress(from_uri, caller.display_name, {"tag": new_tag()})))
+        headers.add("Max-Forwards", str(max(0, max_forwards - 1)))
+        headers.add("From", str(NameAddress(from_uri, display_name, {"tag": new_tag()})))
         headers.add("To", str(NameAddress(Uri("sip", user=user, host=host, port=port))))
         headers.add("Call-ID", call_id)
         headers.add("CSeq", "1 INVITE")

@@ -24,6 +24,7 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from events import (
     AnnouncementDue,
@@ -50,6 +51,19 @@ MAX_ANNOUNCED_NUMBER = 20
 CALLER_CAUSES = frozenset({"caller_hangup", "cancelled"})
 # Dialled from an agent's softphone; documented in the README.
 FEATURE_CODES = {"*21": "login", "*22": "logout", "*23": "break", "*24": "available"}
+
+
+class CallbackEntries(Protocol):
+    """Callback requests waiting in the router's lines beside live callers
+    (``pbx.calls.callback_connection``): no caller's call, so this module hands them on."""
+
+    def offer(self, reservation: Reservation) -> bool:
+        """Take a reservation made for a callback in line; False when it is no callback."""
+        ...
+
+    def call_ids(self) -> set[str]:
+        """The router's call ids of the callbacks held (in line, or being connected)."""
+        ...
 
 
 @dataclass(eq=False)
@@ -96,6 +110,7 @@ class QueueService:
         # Router call ids of other sites' calls this server carries, given the live Call-IDs
         # (the cross-site calls): reconciliation must not end them.
         self.foreign_calls: Callable[[frozenset[str]], set[str]] | None = None
+        self.callbacks: CallbackEntries | None = None
         self._music = prompts.get(MUSIC_ON_HOLD)
         self._tasks: set[asyncio.Task[None]] = set()
         calls.transfer_handler = self.transfer
@@ -178,6 +193,8 @@ class QueueService:
         """The router reserved an agent for a caller: ring the agent's phone."""
         queued = self.queued.get(reservation.call_id)
         if queued is None:
+            if self.callbacks is not None and self.callbacks.offer(reservation):
+                return
             self.router.reservation_failed(reservation.reservation_id, "error")
             return
         queued.reservation = reservation
@@ -394,6 +411,8 @@ class QueueService:
             if queued.handle.call.ended or queued.call_id not in live_call_ids:
                 self._leave(queued)  # normally done by its task a moment later; do it now
         live = set(self.queued)
+        if self.callbacks is not None:
+            live |= self.callbacks.call_ids()
         if self.foreign_calls is not None:
             live |= self.foreign_calls(live_call_ids)
         stale = self.router.reconcile(live)

@@ -21,6 +21,7 @@ models and ``pbx.configuration.server`` imports the API's schemas.
       queues:
         billing:
           max_attempts: 3
+          connect: agent_first   # or customer_first
           business_hours: {timezone: Europe/Madrid, weekly: {mon-fri: "09:00-18:00"}}
 """
 
@@ -149,6 +150,9 @@ class QueueCallbackSettings(Section):
     expiry_seconds: float = Field(default=86400, gt=0, le=30 * 86400)
     # How long the customer's phone rings before the try counts as no answer.
     no_answer_seconds: float = Field(default=30, gt=0, le=300)
+    # When its turn comes: ring the agent first, then dial the customer (agent_first), or
+    # dial the customer first and ring an agent once they answer (customer_first).
+    connect: Literal["agent_first", "customer_first"] = "agent_first"
     business_hours: BusinessHoursSettings | None = None
 
     @field_validator("max_retry_delay_seconds")
