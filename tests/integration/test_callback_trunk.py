@@ -1,10 +1,12 @@
 """Callbacks dialled out through a SIP trunk: SIPp plays the trunk (UAS) and the real
 `pbx serve` calls the customer back; each trunk answer becomes the request's outcome.
 
-A request is made through the API; the server's callback service claims it and
-INVITEs the trunk (answering a digest challenge), and the outcome is read back from
-the API: answered, busy (486), invalid number (404), trunk failure (503, a refused
-password, nobody listening), no answer (ringing past the queue's time: CANCEL).
+A request is made through the API; it waits in billing's line until an agent is free:
+agent 1001 (baresip, answering at once) is rung first, then the server INVITEs the
+trunk (answering a digest challenge), and the outcome is read back from the API:
+answered, busy (486), invalid number (404), trunk failure (503, a refused password,
+nobody listening), no answer (ringing past the queue's time: CANCEL). How agent and
+customer are connected is tested in test_callback_connect.py.
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ from collections.abc import Iterator
 import pytest
 
 from integration import postgres_fixture
+from integration.call_peers import wait_for
 from integration.postgres_fixture import create_database, drop_database
 from integration.server_fixture import PbxServer, default_config_yaml
+from integration.test_queue_agents import baresip_agent, wait_agent_state
 from peers import sipp
 from peers.procs import LOOPBACK, free_port
 
@@ -86,8 +90,8 @@ def _scenario(body: str) -> str:
 """
 
 
-# The trunk challenges, checks the password, rings, answers; the server hangs up (it has no
-# agent to connect the customer to yet), so the call ends with the server's BYE.
+# The trunk challenges, checks the password, rings, answers; the call ends with the server's
+# BYE once the agent hangs up.
 ANSWERS_AFTER_CHALLENGE = _scenario(f"""  <recv request="INVITE"/>
 {CHALLENGE}  <recv request="ACK"/>
   <recv request="INVITE">
@@ -136,7 +140,7 @@ REFUSES_THE_PASSWORD = _scenario(f"""  <recv request="INVITE"/>
 """)
 
 
-# Answers at once, no challenge; the server hangs up.
+# Answers at once, no challenge; the server hangs up when the agent does.
 ANSWERS = _scenario(f"""  <recv request="INVITE"/>
 {_reply("180 Ringing")}{ANSWER}  <recv request="ACK"/>
   <recv request="BYE"/>
@@ -152,6 +156,21 @@ def _config(trunk_port: int, *, password: str = PASSWORD, ring_seconds: float = 
                    "queues": {"billing": {"no_answer_seconds": ring_seconds,
                                           "retry_delay_seconds": 600}}},
         **sections)
+
+
+def _agent(server: PbxServer, workdir, user: str = "1001"):
+    """An agent who answers at once: a callback's turn rings the agent, then the customer."""
+    phone = baresip_agent(workdir, server, user)
+    # A callback waiting in line may take the agent at once.
+    wait_agent_state(server, user, "available", "reserved", "ringing", "on_call")
+    return phone
+
+
+def _hang_up(*agents) -> None:
+    """The agents hang up (the server then hangs the customer up)."""
+    for agent in agents:
+        if agent.seen("CALL_ESTABLISHED"):
+            agent.hangup()
 
 
 def _api(server: PbxServer, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
@@ -196,8 +215,10 @@ def test_the_trunks_answer_is_the_outcome_of_the_try(pbx_server, tmp_path, scena
                        trace_msg=True, extra=("-trace_logs", "-log_file", str(tmp_path / "trunk" / "log.txt")))
     try:
         server = pbx_server(_config(trunk.port), extra_args=("--site", "madrid"))
+        agent = _agent(server, tmp_path / "agent")
         callback_id = _request_callback(server)
         body = _first_outcome(server, callback_id)
+        _hang_up(agent)
         result = trunk.wait(15)
     finally:
         trunk.stop()
@@ -214,28 +235,33 @@ def test_the_trunks_answer_is_the_outcome_of_the_try(pbx_server, tmp_path, scena
     else:
         assert server.metric("centralita_callback_attempts_failed_total", queue="billing",
                              cause=outcome) == 1
-    health = server.healthz()["resources"]
     # The try's media, dialog and task were given back.
-    assert (health["rtp_sessions"], health["outbound_calls"], health["callback_tries"]) == (0, 0, 0), health
+    given_back = ("rtp_sessions", "outbound_calls", "callback_tries", "callback_conversations")
+    assert wait_for(lambda: not any(server.healthz()["resources"][n] for n in given_back), 10), \
+        server.healthz()["resources"]
+    agent.stop()
 
 
 def test_a_refused_password_is_a_trunk_failure(pbx_server, tmp_path) -> None:
     trunk = sipp.start(None, scenario=REFUSES_THE_PASSWORD, workdir=tmp_path / "trunk", calls=1)
     try:
         server = pbx_server(_config(trunk.port, password="wrong"))
+        agent = _agent(server, tmp_path / "agent")
         body = _first_outcome(server, _request_callback(server))
         result = trunk.wait(15)
     finally:
         trunk.stop()
+    agent.stop()
     [record] = body["history"]
     assert record["outcome"] == "trunk_failure" and body["state"] == "pending"
     assert "401 Unauthorized from trunk carrier" in record["detail"]
     assert result.returncode == 0, result.describe()
 
 
-def test_a_trunk_nobody_answers_is_a_trunk_failure(pbx_server) -> None:
+def test_a_trunk_nobody_answers_is_a_trunk_failure(pbx_server, tmp_path) -> None:
     server = pbx_server(_config(free_port(udp=True, tcp=False)))
-    body = _first_outcome(server, _request_callback(server))
+    with _agent(server, tmp_path / "agent"):
+        body = _first_outcome(server, _request_callback(server))
     [record] = body["history"]
     assert record["outcome"] == "trunk_failure" and body["state"] == "pending"
     assert "did not answer the INVITE within 2 s" in record["detail"]
@@ -255,6 +281,7 @@ def test_cancelling_a_request_while_the_customer_rings_cancels_the_call(pbx_serv
     trunk = sipp.start(None, scenario=RINGS_OUT, workdir=tmp_path / "trunk", calls=1)
     try:
         server = pbx_server(_config(trunk.port, ring_seconds=60))
+        agent = _agent(server, tmp_path / "agent")
         callback_id = _request_callback(server)
         _wait_for_state(server, callback_id, "dialing")
         time.sleep(0.3)  # ringing
@@ -268,7 +295,10 @@ def test_cancelling_a_request_while_the_customer_rings_cancels_the_call(pbx_serv
     time.sleep(0.5)
     _, body = _api(server, "GET", f"/callbacks/{callback_id}")
     assert [record["outcome"] for record in body["history"]] == ["cancelled"]  # nothing after
-    assert server.healthz()["resources"]["rtp_sessions"] == 0
+    # The agent's call was hung up with the try.
+    assert wait_for(lambda: server.healthz()["resources"]["rtp_sessions"] == 0, 10)
+    agent.wait_event("CALL_CLOSED", timeout=10)
+    agent.stop()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -296,6 +326,7 @@ def test_a_killed_owner_during_the_try_is_called_back_once_by_the_survivor(
     try:
         madrid = pbx_server(_config(ringing.port, ring_seconds=60, lease_seconds=3, store=store),
                             extra_args=("--site", "madrid"))
+        agents = [_agent(madrid, tmp_path / "agent-madrid")]
         callback_id = _request_callback(madrid)
         _wait_for_state(madrid, callback_id, "dialing")
         time.sleep(0.3)
@@ -304,16 +335,25 @@ def test_a_killed_owner_during_the_try_is_called_back_once_by_the_survivor(
         killed_at = time.monotonic()
         survivor_server = pbx_server(_config(answering.port, lease_seconds=3, store=store),
                                      extra_args=("--site", survivor))
-        body = _wait_for_state(survivor_server, callback_id, "completed", timeout=20)
+        # madrid's agent went with it; another agent registers with the survivor (a binding
+        # of 1001 restored from the store rings out: 1001 goes not-ready, 1005 takes it).
+        agents[0].stop()
+        agents.append(_agent(survivor_server, tmp_path / "agent-survivor", "1005"))
+        body = _wait_for_state(survivor_server, callback_id, "completed", timeout=60)
         waited = time.monotonic() - killed_at
+        _hang_up(agents[-1])
         result = answering.wait(10)
     finally:
         ringing.stop()
         answering.stop()
+        for agent in agents:
+            agent.stop()
     assert result.returncode == 0 and result.successful == 1, result.describe()
     assert body["site"] == survivor
     outcomes = [(record["outcome"], record["site"]) for record in body["history"]]
-    assert outcomes == [("interrupted", survivor), ("answered", survivor)], body
+    # Between them, madrid's agent may have been rung by the survivor and not answered.
+    assert outcomes[0] == ("interrupted", survivor) and outcomes[-1] == ("answered", survivor), body
+    assert {outcome for outcome, _ in outcomes[1:-1]} <= {"agent_rejected"}, body
     assert body["attempts"] == 1
     if survivor == "bogota":
         assert "site madrid stopped" in body["history"][0]["detail"]
@@ -322,7 +362,7 @@ def test_a_killed_owner_during_the_try_is_called_back_once_by_the_survivor(
         assert "restarted" in body["history"][0]["detail"]
     time.sleep(1.0)  # and no second call
     _, after = _api(survivor_server, "GET", f"/callbacks/{callback_id}")
-    assert len(after["history"]) == 2
+    assert after["history"] == body["history"]
 
 
 def test_a_tcp_trunk_is_called_over_tcp(pbx_server, tmp_path) -> None:
@@ -330,10 +370,13 @@ def test_a_tcp_trunk_is_called_over_tcp(pbx_server, tmp_path) -> None:
                        transport="t1", trace_msg=True)
     try:
         server = pbx_server(_config(trunk.port, transport="tcp"))
+        agent = _agent(server, tmp_path / "agent")
         body = _first_outcome(server, _request_callback(server))
+        _hang_up(agent)
         result = trunk.wait(15)
     finally:
         trunk.stop()
+    agent.stop()
     assert [record["outcome"] for record in body["history"]] == ["answered"], body
     assert result.returncode == 0, result.describe()
     messages = (tmp_path / "trunk" / "messages.log").read_text()
