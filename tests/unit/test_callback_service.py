@@ -295,3 +295,58 @@ async def test_a_finished_try_frees_its_slot_for_the_next_at_once(store: SqlCall
         await service.stop()
     assert dialer.called == ["600000000", "600000001", "600000002"]
     assert {request.state for request in await store.callbacks()} == {CallbackState.COMPLETED}
+
+
+class RecordingLine:
+    """A waiting line that remembers what the service told it."""
+
+    def __init__(self) -> None:
+        self.kept: list[list[str]] = []
+        self.unclaimable: list[str] = []
+        self.over: list[str] = []
+
+    def keep(self, due: list[CallbackRequest]) -> None:
+        self.kept.append([request.number for request in due])
+
+    def not_claimed(self, request_id: str) -> None:
+        self.unclaimable.append(request_id)
+
+    def try_over(self, request_id: str) -> None:
+        self.over.append(request_id)
+
+
+async def test_with_a_line_due_requests_wait_in_it_and_are_tried_when_their_turn_comes(
+        store: SqlCallbackStore, clock: Clock) -> None:
+    desk = _desk(store, clock)
+    later, _ = await desk.request("600000001", "sales", requested_at=T0 - timedelta(seconds=10))
+    earlier, _ = await desk.request("600000002", "sales", requested_at=T0 - timedelta(seconds=50))
+    await desk.request("600000003", "sales", earliest_at=T0 + timedelta(minutes=5))  # not due yet
+    await desk.request("600000004", "support")  # its queue is closed
+    cancelled, _ = await desk.request("600000005", "sales", requested_at=T0 - timedelta(seconds=5))
+    line = RecordingLine()
+    dialer = ScriptedDialer(Outcome.AGENT_REJECTED, Outcome.ANSWERED)
+    service = CallbackService(desk, dialer, queues=lambda: ["sales", "support"], concurrent_tries=1,
+                              is_open=lambda queue, now: queue == "sales", line=line)
+
+    assert await service.run_round() == []
+    # Every due request of an open queue waits in the line, first in line first; none is dialled.
+    assert line.kept == [["600000002", "600000001", "600000005"]]
+    assert dialer.called == []
+
+    # Turns come (an agent reserved for each), beyond the slots: the agents are the limit.
+    assert service.take_turn(earlier.id) and service.take_turn(later.id)
+    assert not service.take_turn(earlier.id)  # its try is under way
+    await _finish(service)
+    assert sorted(dialer.called) == ["600000001", "600000002"]
+    assert sorted(line.over) == sorted([earlier.id, later.id])
+    rejected = await store.callback(earlier.id)
+    assert rejected.state is CallbackState.PENDING and rejected.attempts == 0  # back, no try counted
+    assert rejected.history[-1].outcome is Outcome.AGENT_REJECTED
+    assert (await store.callback(later.id)).state is CallbackState.COMPLETED
+
+    # A request cancelled while it waited cannot be claimed: the line is told.
+    await desk.cancel(cancelled.id, "operator")
+    assert service.take_turn(cancelled.id)
+    await _finish(service)
+    assert line.unclaimable == [cancelled.id]
+    assert "600000005" not in dialer.called
