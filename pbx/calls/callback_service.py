@@ -8,6 +8,9 @@ reload the numbers with an active request (so an answered caller with none costs
 store query, see ``callbacks.desk``), renew this site's leases when a third of the lease has passed, adopt lapsed leases,
 expire overdue requests, count what is pending (an event, for the metrics), then
 claim as many due requests as there are free dialing slots and try each in its own task.
+With a ``CallbackLine`` (the server's: the router's waiting line) the due requests are
+handed to the line instead, and each is claimed and tried when the line says its turn
+came (``take_turn``: an agent is reserved for it).
 A try's outcome is recorded on the request by the desk (retry with backoff, done, failed).
 """
 

@@ -563,6 +563,8 @@ class CallManager:
         in person (busy for routing) until the dial fails or the call ends. `targets`:
         where to send the INVITE instead of the account's registered contacts (another
         site's server, for an agent of that site).
+        A call with no caller's leg (a callback the server places) rings the phones from
+        `call.caller`.
         """
         bindings = (list(targets) if targets is not None
                     else self.registrar.bindings(user, self._now(), answering_only=True))

@@ -175,7 +175,7 @@ class CallbackSettings(Section):
     # How long this site's hold on its requests lasts without renewal; another site adopts them after.
     lease_seconds: float = Field(default=30, ge=1, le=3600)
     poll_seconds: float = Field(default=1.0, gt=0, le=60)  # how often due requests are looked for
-    concurrent_tries: int = Field(default=4, ge=1, le=1000)  # callbacks dialled at once by this site
+    concurrent_tries: int = Field(default=4, ge=1, le=1000)  # only without a waiting line (the server has one: agents are the limit)
     queues: dict[Name, QueueCallbackSettings] = Field(default_factory=dict)
 
     def for_queue(self, queue: str) -> QueueCallbackSettings:
