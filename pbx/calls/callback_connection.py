@@ -48,9 +48,9 @@ from router import CallKind, CallStatus, Reservation, Router, RouterError, Routi
 log = logging.getLogger("pbx.calls.callback_connection")
 
 CALL_ID_PREFIX = "callback-"
-# Router failure reasons for the final status of the agent's phone (as for queue calls).
-_FAILURE_OF_STATUS = {486: "busy", 600: "busy", 603: "declined", 408: "no_answer", 480: "no_answer",
-                      487: "no_answer"}
+# An agent who declines a callback's preview or lets it ring out is a ring-no-answer
+# (not-ready); a phone that cannot be reached at all is the router's 'error'.
+_PREVIEW_NOT_TAKEN = frozenset({486, 600, 603, 408, 480, 487})
 # Held for a customer-first callback beyond the customer's and the agent's ring times.
 _CUSTOMER_FIRST_MARGIN_SECONDS = 5.0
 _HUNG_UP_ON_HOLD = "the customer hung up on hold before an agent answered"
@@ -358,7 +358,7 @@ class CallbackConnector:
         def failed(status: int) -> None:
             if ring.outcome.done():
                 return
-            reason = _FAILURE_OF_STATUS.get(status, "error")
+            reason = "no_answer" if status in _PREVIEW_NOT_TAKEN else "error"
             self._step(lambda: self.router.reservation_failed(rid, reason))
             ring.outcome.set_result(f"did not take it ({status}, {reason})")
 

@@ -309,3 +309,27 @@ def test_a_customer_who_does_not_answer_goes_back_with_backoff_and_the_agent_is_
     health = server.healthz()["resources"]
     assert (health["outbound_calls"], health["callback_tries"], health["callbacks_in_line"]) == \
         (0, 0, 0), health
+
+
+def test_an_agent_who_rejects_the_preview_goes_not_ready_and_the_request_keeps_its_place(
+        pbx_server, tmp_path) -> None:
+    need_sipp()
+    with ExitStack() as stack:
+        trunk = sipp.start(None, scenario=RINGS_OUT, workdir=tmp_path / "trunk", calls=1,
+                           trace_msg=True)
+        stack.callback(trunk.stop)
+        server = pbx_server(_config(trunk.port))
+        callback_id = _request_callback(server)
+        agent = baresip_agent(tmp_path / "agent", server, "1001", answermode="manual")
+        stack.callback(agent.stop)
+        agent.wait_event("CALL_INCOMING", timeout=20)
+        agent.hangup()  # declines the callback's preview
+        rona = wait_agent_state(server, "1001", "break")
+        assert rona.get("reason") == "rona", rona
+        assert wait_until(lambda: _callback(server, callback_id)["history"], 10)
+        body = _callback(server, callback_id)
+        [record] = body["history"]
+        assert (record["outcome"], body["state"], body["attempts"]) == \
+            ("agent_rejected", "pending", 0), body
+        assert _waiting(server) == 1  # back in line at its place, for the next agent
+        assert "INVITE sip:" not in _trunk_messages(tmp_path / "trunk")  # the customer was never dialled
