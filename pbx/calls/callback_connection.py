@@ -135,12 +135,12 @@ class CallbackConnector:
             if not entry.trying and call_id not in wanted:
                 self._withdraw(entry, "no longer due here")
         for call_id, request in wanted.items():
-            entry = self.entries.get(call_id)
-            if entry is None:
+            waiting = self.entries.get(call_id)
+            if waiting is None:
                 if call_id not in self._talking:
                     self._enter_line(request)
-            elif not entry.trying:
-                entry.request = request
+            elif not waiting.trying:
+                waiting.request = request
 
     def _enter_line(self, request: CallbackRequest) -> None:
         entry = CallbackEntry(request)
@@ -485,7 +485,7 @@ class CallbackConnector:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    def _step(self, step: Callable[[], None]) -> None:
+    def _step(self, step: Callable[[], object]) -> None:
         try:
             step()
         except RouterError as error:
