@@ -21,6 +21,7 @@ import urllib.request
 from collections.abc import Iterator
 
 import pytest
+import yaml
 
 from integration import postgres_fixture
 from integration.call_peers import wait_for
@@ -148,8 +149,14 @@ ANSWERS = _scenario(f"""  <recv request="INVITE"/>
 
 
 def _config(trunk_port: int, *, password: str = PASSWORD, ring_seconds: float = 2,
-            lease_seconds: float = 5, transport: str = "udp", **sections: object) -> str:
+            lease_seconds: float = 5, transport: str = "udp", site: str = "madrid",
+            **sections: object) -> str:
+    """The demo with a trunk; every agent belongs to ``site``, so each server is a contact
+    center of its own (the sites here share only the callback requests' store)."""
+    demo = yaml.safe_load(default_config_yaml())
+    agents = [{**agent, "site": site} for agent in demo["agents"]]
     return default_config_yaml(
+        agents=agents,
         trunks=[{"name": "carrier", "address": f"{LOOPBACK}:{trunk_port}", "transport": transport,
                  "username": USER, "password": password, "caller_id": "+34910000000"}],
         callbacks={"poll_seconds": 0.2, "lease_seconds": lease_seconds,
@@ -333,7 +340,8 @@ def test_a_killed_owner_during_the_try_is_called_back_once_by_the_survivor(
         os.killpg(madrid.pid, signal.SIGKILL)
         madrid.process.wait(5)
         killed_at = time.monotonic()
-        survivor_server = pbx_server(_config(answering.port, lease_seconds=3, store=store),
+        survivor_server = pbx_server(_config(answering.port, lease_seconds=3, store=store,
+                                             site=survivor),
                                      extra_args=("--site", survivor))
         # madrid's agent went with it; another agent registers with the survivor (a binding
         # of 1001 restored from the store rings out: 1001 goes not-ready, 1005 takes it).
