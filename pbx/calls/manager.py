@@ -570,8 +570,9 @@ class CallManager:
                     else self.registrar.bindings(user, self._now(), answering_only=True))
         if not bindings or call.ended:
             return None
-        assert call.caller_leg is not None
-        media = await self._open_media(None, partner=call.caller_leg.media)
+        # A call the server places itself (a callback) has no caller's leg to pair media with.
+        partner = call.caller_leg.media if call.caller_leg is not None else None
+        media = await self._open_media(None, partner=partner)
         if call.ended:
             media.close()
             return None
