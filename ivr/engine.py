@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 from types import MappingProxyType
 from typing import Protocol
 
@@ -49,6 +51,7 @@ from ivr.nodes import (
     LookupCallerNode,
     MenuNode,
     Node,
+    OfferCallbackNode,
     PlayNode,
     PromptSpec,
     SelfServiceNode,
@@ -130,6 +133,72 @@ class TransferGateway(Protocol):
     async def transfer(self, call: IvrCallInterface, extension: str, language: str) -> None: ...
 
 
+class CallbackBooking(StrEnum):
+    BOOKED = "booked"
+    ALREADY_PENDING = "already_pending"  # one pending request per number and queue
+    INVALID_NUMBER = "invalid_number"
+    NOT_BOOKED = "not_booked"  # the desk could not take it (store down, ...)
+
+
+@dataclass(frozen=True)
+class CallbackOrder:
+    """What the caller asked for: be called back on ``number`` for ``queue``."""
+
+    call_id: str  # the call it came from
+    number: str
+    queue: str
+    priority: int
+    enqueued_at: float | None = None  # Unix seconds the caller started waiting; None: now
+
+
+@dataclass(frozen=True)
+class CallbackAnswer:
+    booking: CallbackBooking
+    number: str = ""  # as the desk keeps it
+    problem: str | None = None  # why the number was refused (callbacks.NumberProblem values)
+    request_id: str | None = None
+
+
+class CallbackGateway(Protocol):
+    """The callback desk as the IVR sees it (``pbx.calls.ivr_application.DeskCallbacks``)."""
+
+    def number_problem(self, number: str) -> str | None:
+        """Why ``number`` cannot be called back (a ``NumberProblem`` value), or None."""
+        ...
+
+    def estimated_wait(self, queue: str, call_id: str) -> float | None:
+        """Seconds until an agent would take this caller (None: unknown, nobody staffed)."""
+        ...
+
+    async def request_callback(self, order: CallbackOrder) -> CallbackAnswer: ...
+
+
+class CallbackOfferOutcome(StrEnum):
+    BOOKED = "booked"  # the caller was told and hung up on
+    ALREADY_PENDING = "already_pending"  # told so and hung up on
+    DECLINED = "declined"  # the decline digit, silence, or no usable number
+    NOT_BOOKED = "not_booked"  # the desk refused or failed: the caller goes on
+
+
+# Prompts said when a keyed number is refused, by NumberProblem value; others: invalid_prompt.
+NUMBER_PROBLEM_PROMPTS = {
+    "too_short": "callback_number_too_short",
+    "too_long": "callback_number_too_long",
+    "letters": "callback_number_digits_only",
+    "symbols": "callback_number_digits_only",
+}
+# Keys a keyed number may hold; longer entries are refused (E.164 has at most 15 digits).
+MAX_KEYED_DIGITS = 20
+MAX_SAID_MINUTES = 20
+
+
+def said_minutes(ewt_seconds: float | None) -> int | None:
+    """The wait said to a caller, in whole minutes from 1 to 20 (None: unknown)."""
+    if ewt_seconds is None:
+        return None
+    return max(1, min(MAX_SAID_MINUTES, math.ceil(ewt_seconds / 60)))
+
+
 class HoldMusicGateway:
     """For an IVR with nothing behind it to route calls (a lone IVR, unit tests):
     "please hold", then hold music until the caller hangs up, for queues and transfers alike."""
@@ -171,8 +240,10 @@ class FlowRunner:
                  enqueue: EnqueueGateway, transfer: TransferGateway | None = None,
                  lookup_customer: CustomerLookup | None = None,
                  clock: Callable[[], datetime] = utc_now,
-                 call_log: IvrCallLog | None = None) -> None:
+                 call_log: IvrCallLog | None = None,
+                 callbacks: CallbackGateway | None = None) -> None:
         self.flow = flow
+        self.callbacks = callbacks
         self.prompts = prompts
         self.bus = bus
         self.enqueue = enqueue
@@ -203,6 +274,16 @@ class FlowRunner:
             await asyncio.wait((walk,))
             session.finish(walk)
         return session.record
+
+    async def offer_callback(self, call: IvrCallInterface, node: OfferCallbackNode, *,
+                             language: str, priority: int,
+                             enqueued_at: float | None) -> CallbackOfferOutcome:
+        """Run ``node`` for a caller outside the flow's walk (a caller waiting in a queue who
+        asked for a callback); the caller keeps ``priority`` and the time they were enqueued."""
+        session = _CallSession(self, call)
+        session.language = language
+        session.node = node
+        return await session.offer_callback(node, priority=priority, enqueued_at=enqueued_at)
 
 
 def _transfer_unsupported(gateway: object) -> TransferGateway:
@@ -266,6 +347,12 @@ class _CallSession:
         if isinstance(node, TransferNode):
             await self._transfer(node)
             return None
+        if isinstance(node, OfferCallbackNode):
+            outcome = await self.offer_callback(node, priority=self._priority(node.priority),
+                                                enqueued_at=None)
+            if outcome in (CallbackOfferOutcome.BOOKED, CallbackOfferOutcome.ALREADY_PENDING):
+                return None
+            return node.next
         if isinstance(node, HangupNode):
             if node.prompt is not None:
                 await self.play((node.prompt,), barge_in=False)
@@ -465,11 +552,16 @@ class _CallSession:
                 await self._complain(node.input, digit)
         return node.next
 
+    def _priority(self, configured: int | None) -> int:
+        """The node's priority, else the caller's tier's."""
+        if configured is not None:
+            return configured
+        profile = self.profile
+        return TIER_PRIORITY.get(profile.tier, PRIORITY_FREE) if profile else PRIORITY_FREE
+
     async def _enqueue(self, node: EnqueueNode) -> None:
         profile = self.profile
-        priority = node.priority
-        if priority is None:
-            priority = TIER_PRIORITY.get(profile.tier, PRIORITY_FREE) if profile else PRIORITY_FREE
+        priority = self._priority(node.priority)
         request = EnqueueRequest(self.call.call_id, self.call.caller, node.queue, priority,
                                  MappingProxyType(dict(node.skills)), self.language,
                                  profile.preferred_agent if profile else None,
@@ -492,3 +584,99 @@ class _CallSession:
         if node.prompt is not None:
             await self.play((node.prompt,), barge_in=False)
         await self.runner.transfer.transfer(self.call, node.extension, self.language)
+
+    # ---------------------------------------------------------------- callback offer
+
+    def _library(self, *names: str) -> tuple[PromptSpec, ...]:
+        return tuple(PromptSpec(template=f"{{lang}}/{name}") for name in names)
+
+    def _digits_said(self, number: str) -> tuple[PromptSpec, ...]:
+        return self._library(*(f"number_{digit}" for digit in number if digit.isdigit()))
+
+    async def offer_callback(self, node: OfferCallbackNode, *, priority: int,
+                             enqueued_at: float | None) -> CallbackOfferOutcome:
+        gateway = self.runner.callbacks
+        if gateway is None:
+            log.warning("call %s: node %s offers a callback, but this server takes no callback "
+                        "requests", self.call.call_id, node.name)
+            return CallbackOfferOutcome.DECLINED
+        minutes = said_minutes(gateway.estimated_wait(node.queue, self.call.call_id))
+        when = (self._library("callback_wait_about") + self._library(f"number_{minutes}", "minutes")
+                if minutes is not None else self._library("callback_wait_unknown"))
+        caller_number = self.call.caller if gateway.number_problem(self.call.caller) is None else ""
+        number = await self._callback_number(node, when, caller_number)
+        if number is None:
+            return CallbackOfferOutcome.DECLINED
+        answer = await gateway.request_callback(
+            CallbackOrder(self.call.call_id, number, node.queue, priority, enqueued_at))
+        if answer.booking is CallbackBooking.INVALID_NUMBER:  # judged differently by the desk
+            await self.play(self._library(NUMBER_PROBLEM_PROMPTS.get(answer.problem or "",
+                                                                     "callback_not_booked")),
+                            barge_in=False)
+            return CallbackOfferOutcome.NOT_BOOKED
+        if answer.booking is CallbackBooking.NOT_BOOKED:
+            await self.play(self._library("callback_not_booked"), barge_in=False)
+            return CallbackOfferOutcome.NOT_BOOKED
+        booked = answer.booking is CallbackBooking.BOOKED
+        self.handed_off = True
+        self.record.outcome = "callback_requested"
+        self.record.queue = node.queue
+        self.record.collected["callback_number"] = answer.number or number
+        await self.play(self._library("callback_confirmed" if booked else "callback_already_pending",
+                                      "goodbye"), barge_in=False)
+        self.call.hang_up()
+        return CallbackOfferOutcome.BOOKED if booked else CallbackOfferOutcome.ALREADY_PENDING
+
+    async def _callback_number(self, node: OfferCallbackNode, when: Sequence[PromptSpec],
+                               caller_number: str) -> str | None:
+        """The number to call back: the caller's own, confirmed, or one they key; None when
+        they decline, stay silent or key no valid number within the retries."""
+        if caller_number:
+            menu = (*when, *self._library("callback_number_is"), *self._digits_said(caller_number),
+                    *self._library("callback_confirm_menu"))
+            for attempt in range(node.input.retries + 1):
+                digit = await self.ask(menu, node.input.timeout)
+                if digit == node.confirm_digit:
+                    return caller_number
+                if digit == node.other_number_digit:
+                    break
+                if digit == node.decline_digit:
+                    return None
+                if attempt == node.input.retries:
+                    return None
+                await self._complain(node.input, digit)
+                menu = (*self._library("callback_number_is"), *self._digits_said(caller_number),
+                        *self._library("callback_confirm_menu"))
+            prompt: tuple[PromptSpec, ...] = self._library("callback_enter_number")
+        else:  # no number to offer (anonymous, or not dialable): ask for one
+            prompt = (*when, *self._library("callback_enter_number"))
+        return await self._keyed_number(node, prompt)
+
+    async def _keyed_number(self, node: OfferCallbackNode,
+                            prompt: Sequence[PromptSpec]) -> str | None:
+        gateway = self.runner.callbacks
+        assert gateway is not None
+        loop = asyncio.get_running_loop()
+        for _ in range(node.input.retries + 1):
+            digit = await self.ask(prompt, node.input.timeout)
+            if digit == node.decline_digit:  # as the first key: a number never starts with it
+                return None
+            entered = ""
+            deadline = loop.time() + node.overall_timeout
+            while digit is not None and digit != "#" and len(entered) < MAX_KEYED_DIGITS:
+                entered += digit
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                digit = await self.next_digit(min(node.inter_digit_timeout, remaining))
+            problem = gateway.number_problem(entered) if entered else "empty"
+            if problem is None:
+                self.record.collected["callback_number_keyed"] = entered
+                return entered
+            self.discard_typeahead()  # said why even on the last try
+            if problem in NUMBER_PROBLEM_PROMPTS:
+                await self.play(self._library(NUMBER_PROBLEM_PROMPTS[problem]))
+            else:
+                await self._complain(node.input, digit if entered else None)
+            prompt = self._library("callback_enter_number")
+        return None

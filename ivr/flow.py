@@ -33,7 +33,16 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator
 
-from ivr.nodes import NODE_TYPES, TERMINAL_TYPES, EnqueueNode, Node, Retries, Timeout, TransferNode
+from ivr.nodes import (
+    NODE_TYPES,
+    TERMINAL_TYPES,
+    EnqueueNode,
+    Node,
+    OfferCallbackNode,
+    Retries,
+    Timeout,
+    TransferNode,
+)
 from pbx.media.prompt import PromptError, PromptLibrary
 from settings.located_yaml import ConfigError, LocatedDocument, in_file_order, load_yaml
 from settings.validation import ListOf, NonEmpty, Section, Text, validate_value
@@ -52,11 +61,11 @@ class Flow:
     lines: Mapping[str, int] = field(default_factory=dict)  # key path -> line in source
 
     def unknown_references(self, queues: Collection[str], accounts: Collection[str]) -> list[str]:
-        """Problems (``file:line: key: reason``) for enqueue nodes naming a queue, and
+        """Problems (``file:line: key: reason``) for enqueue and offer_callback nodes naming a queue, and
         transfer nodes naming an account, that the server configuration does not define."""
         problems = []
         for name, node in self.nodes.items():
-            if isinstance(node, EnqueueNode) and node.queue not in queues:
+            if isinstance(node, EnqueueNode | OfferCallbackNode) and node.queue not in queues:
                 key, reason = "queue", f"unknown queue {node.queue!r} (not under queues)"
             elif isinstance(node, TransferNode) and node.extension not in accounts:
                 key, reason = "extension", f"unknown account {node.extension!r} (not under accounts)"

@@ -28,7 +28,8 @@ from ivr.flow import Flow
 from ivr.nodes import EnqueueNode, SelfServiceNode
 
 # How a call leaves the IVR (IvrFinished.outcome).
-OUTCOMES = ("deflected", "enqueued", "transferred", "hung_up", "abandoned", "error")
+OUTCOMES = ("deflected", "enqueued", "transferred", "callback_requested", "hung_up", "abandoned",
+            "error")
 LANGUAGE_SOURCES = ("digit", "profile", "default")  # LanguageSelected.source
 
 

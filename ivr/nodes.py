@@ -387,6 +387,60 @@ class EnqueueNode(Node):
             yield "prompt", self.prompt
 
 
+class OfferCallbackNode(AsksForInput):
+    """Offers to call the caller back instead of waiting: says when ("in about N minutes",
+    from the queue's estimated wait), lets the caller confirm the number they call from
+    (``confirm_digit``) or key another ended by ``#`` (``other_number_digit``), books the
+    request and hangs up. ``decline_digit``, silence or a booking that fails go to ``next``.
+    Its prompts are the library's ``{lang}/callback_*`` (see ``OFFER_PROMPTS``)."""
+
+    type: Literal["offer_callback"]
+    queue: Text
+    priority: int | None = Field(None, ge=0, le=100)  # default: the caller's tier
+    confirm_digit: Digit = "1"
+    other_number_digit: Digit = "2"
+    decline_digit: Digit = Field("*", validate_default=True)
+    inter_digit_timeout: Timeout
+    overall_timeout: float = Field(ge=0.001, le=3600)
+    next: Target
+
+    @field_validator("decline_digit")
+    @classmethod
+    def _three_different_digits(cls, value: str, info: ValidationInfo) -> str:
+        chosen = [info.data.get("confirm_digit"), info.data.get("other_number_digit"), value]
+        if "#" in chosen:
+            raise ValueError("# ends a keyed number; it cannot also answer the offer")
+        if len(set(chosen)) < 3:
+            raise ValueError("confirm_digit, other_number_digit and decline_digit must differ")
+        return value
+
+    def targets(self) -> Iterator[tuple[str, str]]:
+        yield "next", self.next
+
+    def prompts(self) -> Iterator[tuple[str, PromptSpec]]:
+        for name in OFFER_PROMPTS:
+            yield "type", PromptSpec(template=f"{{lang}}/{name}")
+        yield from super().prompts()
+
+
+# What an offer_callback node says (``{lang}/NAME`` in the prompt library; scripts/make-prompts).
+OFFER_PROMPTS = (
+    "callback_wait_about",      # "We can call you back in about" + number_N + minutes
+    "callback_wait_unknown",    # "We can call you back as soon as an agent is free."
+    "callback_number_is",       # "We will call you on" + its digits
+    "callback_confirm_menu",    # "To confirm this number press 1, another number 2, to go back star."
+    "callback_enter_number",    # "Please key the number ..., followed by the pound key."
+    "callback_number_too_short",
+    "callback_number_too_long",
+    "callback_number_digits_only",
+    "callback_confirmed",       # booked
+    "callback_already_pending",  # a pending request for this number and queue exists
+    "callback_not_booked",      # the desk could not take it
+    "minutes", "goodbye", "star", "pound",
+    *(f"number_{n}" for n in range(0, 21)),
+)
+
+
 class TransferNode(Node):
     type: Literal["transfer"]
     extension: Text
@@ -416,6 +470,7 @@ NODE_TYPES: dict[str, type[Node]] = {
     "lookup_caller": LookupCallerNode,
     "survey": SurveyNode,
     "enqueue": EnqueueNode,
+    "offer_callback": OfferCallbackNode,
     "transfer": TransferNode,
     "hangup": HangupNode,
 }

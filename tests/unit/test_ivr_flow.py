@@ -226,7 +226,7 @@ def test_structural_problems_are_all_reported_at_once(prompts: PromptLibrary) ->
         "flows/test.yaml:21: nodes.hours.holidays[0]: '2025-13-01' is not a date like 2025-12-25",
         "flows/test.yaml:26: nodes.lang.options.2: language 'fr' is not in the flow's languages (en)",
         "flows/test.yaml:28: nodes.strange.type: unknown node type 'teleport' (expected one of: "
-        "business_hours, collect, enqueue, hangup, language, lookup_caller, menu, play, "
+        "business_hours, collect, enqueue, hangup, language, lookup_caller, menu, offer_callback, play, "
         "self_service, survey, transfer)",
         "flows/test.yaml:29: nodes.bye.colour: unknown key (expected one of: prompt, type)",
     ]

@@ -176,7 +176,11 @@ def test_shipped_prompt_set_is_complete() -> None:
         "faq_order_status", "press_0_for_agent", "invalid_option", "no_input", "goodbye",
         "please_hold", "you_are_next", "your_position_is", "minutes", "estimated_wait",
         "callback_offer", "callback_confirmed", "survey", "thank_you", "closed",
-    ] + [f"number_{n}" for n in range(1, 21)]  # fmt: skip
+        "callback_wait_about", "callback_wait_unknown", "callback_number_is",
+        "callback_confirm_menu", "callback_enter_number", "callback_number_too_short",
+        "callback_number_too_long", "callback_number_digits_only", "callback_already_pending",
+        "callback_not_booked", "star", "pound",
+    ] + [f"number_{n}" for n in range(0, 21)]  # fmt: skip
     library = PromptLibrary()
     for language in ("en", "es"):
         for name in names:
