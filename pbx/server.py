@@ -40,6 +40,7 @@ from pbx.calls.applications import ApplicationDirectory, unknown_flow_references
 from pbx.calls.callback_connection import CallbackConnector
 from pbx.calls.callback_service import CallbackService
 from pbx.calls.cross_site import CrossSiteCalls
+from pbx.calls.ivr_application import DeskCallbacks
 from pbx.calls.manager import CallManager, counted_host
 from pbx.calls.outbound import TrunkDialer
 from pbx.calls.queueing import IvrTransfers, QueuedCaller, QueueService
@@ -204,6 +205,14 @@ class Server:
         self.cross_site = (CrossSiteCalls(self.router, self.calls, self.queues, self.site_link,
                                           self.events)
                            if self.site_link is not None else None)
+        # The desk exists once the store is open (start): until then nothing is booked.
+        callback_gateway = DeskCallbacks(self.router, lambda: self.callback_desk)
+        self.applications.callbacks = callback_gateway
+        callback_rules = config.callbacks.callbacks
+        self.queues.offer_callbacks(
+            callback_gateway, callback_rules.offer_digit,
+            {queue: rules.offer_after_wait for queue, rules in callback_rules.queues.items()
+             if rules.offer_after_wait is not None})
         self.screen_pop = ScreenPop(self.events, webhook_url=config.routing.screen_pop_url,
                                     capacity=history.screen_pops,
                                     max_age_seconds=history.max_age_seconds)

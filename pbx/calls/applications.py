@@ -8,7 +8,13 @@ from pathlib import Path
 
 from events import EventBus
 from ivr.call_log import IvrCallLog
-from ivr.engine import CustomerLookup, EnqueueGateway, HoldMusicGateway, TransferGateway
+from ivr.engine import (
+    CallbackGateway,
+    CustomerLookup,
+    EnqueueGateway,
+    HoldMusicGateway,
+    TransferGateway,
+)
 from ivr.flow import Flow, load_flows
 from pbx.calls.ivr_application import IvrApplication
 from pbx.calls.manager import FEATURE_APPLICATION, ApplicationCall, CallApplication
@@ -96,6 +102,7 @@ class ApplicationDirectory:
         self.enqueue = enqueue or hold
         self.transfer = transfer or hold
         self.features: FeatureAction | None = None
+        self.callbacks: CallbackGateway | None = None  # books offer_callback nodes' requests
         self._flows: dict[str, Flow] = {}
         self._built: dict[str, CallApplication] = {}
 
@@ -119,7 +126,7 @@ class ApplicationDirectory:
             assert extension.flow is not None
             application = IvrApplication(self._flows[extension.flow], self.prompts, self.events,
                                          self.lookup_customer, self.enqueue, transfer=self.transfer,
-                                         call_log=self.ivr_calls)
+                                         call_log=self.ivr_calls, callbacks=self.callbacks)
         else:
             raise ValueError(f"unknown application {extension.application!r}")
         self._built[extension.number] = application

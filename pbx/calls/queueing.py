@@ -15,6 +15,13 @@ While waiting, the caller hears music on hold, interrupted at the queue's
 interval by their position and estimated wait ("you are next" at the head of
 the line). Connecting an agent stops any prompt at once: an announcement never
 delays the agent, and the agent never hears it.
+
+Callback offers (``offer_callbacks``): a waiting caller who presses the offer digit
+hears the IVR's ``offer_callback`` node (confirm their number or key another); they
+keep their place in line meanwhile, so one who declines is where they were, and an
+agent who answers meanwhile ends the offer and gets the caller. Once the queue's
+estimated wait passes its ``offer_after_wait`` the "please hold" and the
+announcements end with "to be called back instead, press 9".
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -35,7 +42,15 @@ from events import (
     ReservationExpired,
     StaleCallsRepaired,
 )
-from ivr.engine import EnqueueRequest, IvrCallInterface
+from ivr.engine import (
+    CallbackGateway,
+    CallbackOfferOutcome,
+    EnqueueRequest,
+    FlowRunner,
+    IvrCallInterface,
+)
+from ivr.flow import Flow
+from ivr.nodes import OfferCallbackNode
 from pbx.calls.manager import ApplicationCall, CallLeg, CallManager, Dial
 from pbx.media.prompt import Prompt, PromptLibrary
 from router import Reservation, Router, RouterError, RoutingRequest, UnknownAgent
@@ -78,10 +93,57 @@ class QueuedCaller:
     dial: Dial | None = None
     agent_leg: CallLeg | None = None
     finished: asyncio.Event = field(default_factory=asyncio.Event)
+    offer: asyncio.Task[CallbackOfferOutcome] | None = None  # the last callback offer
+
+    @property
+    def offering(self) -> bool:
+        return self.offer is not None and not self.offer.done()
+
+    @property
+    def callback_booked(self) -> bool:
+        """The caller left the line with a callback request (the offer hung up on them)."""
+        offer = self.offer
+        return (offer is not None and offer.done() and not offer.cancelled()
+                and offer.exception() is None and offer.result() in _LEFT_WITH_CALLBACK)
 
     @property
     def call_id(self) -> str:
         return self.handle.call_id
+
+
+_LEFT_WITH_CALLBACK = frozenset({CallbackOfferOutcome.BOOKED, CallbackOfferOutcome.ALREADY_PENDING})
+# The key said after "to be called back instead, press".
+_KEY_PROMPTS = {**{digit: f"number_{digit}" for digit in "0123456789"}, "*": "star", "#": "pound"}
+
+
+@dataclass
+class CallbackOffers:
+    """How waiting callers are offered a callback: the key that asks for one, the estimated
+    wait (seconds, per queue) past which the offer is announced, and the IVR runner whose
+    ``offer_callback`` node books it."""
+
+    runner: FlowRunner
+    digit: str | None
+    offer_after_wait: Mapping[str, float]
+    _nodes: dict[str, OfferCallbackNode] = field(default_factory=dict)
+
+    def node(self, queue: str) -> OfferCallbackNode:
+        node = self._nodes.get(queue)
+        if node is None:
+            node = OfferCallbackNode.model_validate(
+                {"type": "offer_callback", "queue": queue, "next": "back_in_line", "timeout": 5.0,
+                 "retries": 2, "inter_digit_timeout": 4.0, "overall_timeout": 30.0},
+                context={"node": "queue_callback_offer"})
+            self._nodes[queue] = node
+        return node
+
+    def announced(self, queue: str, ewt_seconds: float | None) -> bool:
+        """True when the offer is said to callers of ``queue`` with this estimated wait
+        (unknown, nobody staffed, counts as long)."""
+        threshold = self.offer_after_wait.get(queue)
+        if self.digit is None or threshold is None:
+            return False
+        return ewt_seconds is None or ewt_seconds >= threshold
 
 
 def announced_minutes(ewt_seconds: float | None) -> int | None:
@@ -111,6 +173,7 @@ class QueueService:
         # (the cross-site calls): reconciliation must not end them.
         self.foreign_calls: Callable[[frozenset[str]], set[str]] | None = None
         self.callbacks: CallbackEntries | None = None
+        self.callback_offers: CallbackOffers | None = None
         self._music = prompts.get(MUSIC_ON_HOLD)
         self._tasks: set[asyncio.Task[None]] = set()
         calls.transfer_handler = self.transfer
@@ -132,6 +195,19 @@ class QueueService:
                 self.router.personal_call_ended(account, call_key)
         except UnknownAgent:
             return  # a plain account, not an agent
+
+    def offer_callbacks(self, gateway: CallbackGateway, digit: str | None,
+                        offer_after_wait: Mapping[str, float]) -> None:
+        """Let waiting callers ask for a callback with ``digit`` (None: they cannot), and
+        announce the offer in the queues of ``offer_after_wait`` past that estimated wait."""
+        flow = Flow("queue_callback_offer", "callbacks.offer_digit", "", "en", ("en",), {})
+        runner = FlowRunner(flow, self.prompts, self.events, enqueue=self,
+                            transfer=IvrTransfers(self), callbacks=gateway)
+        self.callback_offers = CallbackOffers(runner, digit, dict(offer_after_wait))
+        for queue in offer_after_wait:  # checks the prompts now, not on a caller's call
+            self.callback_offers.node(queue)
+        if digit is not None:
+            self.prompts.get(f"en/{_KEY_PROMPTS[digit]}")
 
     def resources(self) -> dict[str, int]:
         """What queued callers hold; all zero on an idle server (a test checks it)."""
@@ -159,12 +235,22 @@ class QueueService:
             log.error("call %s: cannot queue in %s: %s", call.call_id, request.queue, exc)
             return
         queued.enqueued_at = self.router.call(call.call_id).call.enqueued_at
-        call.media.play(self._prompt(language, "please_hold"), on_done=lambda _: self._hold(queued))
+        greeting = [self._prompt(language, "please_hold")]
+        greeting += self._callback_offer(queued, self._estimated_wait(queued))
+        call.media.play(greeting, on_done=lambda _: self._hold(queued))
         if self.on_waiting is not None:
             self.on_waiting(queued)
+        offers = self.callback_offers
+        listener = None
+        if offers is not None and offers.digit is not None:
+            listener = asyncio.get_running_loop().create_task(self._take_digits(queued, offers))
         try:
             await queued.finished.wait()
         finally:
+            if listener is not None:
+                listener.cancel()
+            if queued.offer is not None:
+                queued.offer.cancel()
             self._leave(queued)
 
     def _leave(self, queued: QueuedCaller) -> None:
@@ -176,6 +262,8 @@ class QueueService:
             self.calls.cancel_dial(queued.dial)
             queued.dial = None  # its answer callback holds `queued`: no cycle left behind
         cause = queued.handle.call.end_cause
+        if queued.callback_booked:
+            cause = "callback_requested"  # hung up by the offer, not an abandon
         try:
             if cause is None or cause in CALLER_CAUSES:
                 self.router.call_ended(queued.call_id)  # an abandon while still waiting or ringing
@@ -211,6 +299,8 @@ class QueueService:
                 return
             queued.dial = None
             queued.agent_leg = leg
+            if queued.offer is not None:
+                queued.offer.cancel()  # the caller is served now: the offer stops unsaid
             self.calls.connect_media(queued.handle.call, leg)
             self._router_step(lambda: self.router.answered(rid))
             if self.on_agent_answered is not None:
@@ -336,16 +426,73 @@ class QueueService:
 
     def _hold(self, queued: QueuedCaller) -> None:
         media = queued.handle.leg.media
-        if queued.agent_leg is None and media is not None and not media.closed and not media.playing:
+        if queued.agent_leg is None and not queued.offering and media is not None \
+                and not media.closed and not media.playing:
             media.play(self._music, repeat=True)
+
+    # -- callbacks asked for while waiting ----------------------------------------
+    def _estimated_wait(self, queued: QueuedCaller) -> float | None:
+        try:
+            return self.router.ewt(queued.call_id)
+        except RouterError:
+            return None
+
+    def _callback_offer(self, queued: QueuedCaller, ewt_seconds: float | None) -> list[Prompt]:
+        """'To be called back instead, press 9', once the queue's estimated wait passes its
+        offer_after_wait; else nothing."""
+        offers = self.callback_offers
+        if offers is None or offers.digit is None \
+                or not offers.announced(queued.request.queue, ewt_seconds):
+            return []
+        return [self._prompt(queued.language, "callback_offer"),
+                self._prompt(queued.language, _KEY_PROMPTS[offers.digit])]
+
+    async def _take_digits(self, queued: QueuedCaller, offers: CallbackOffers) -> None:
+        """A waiting caller's keys: the offer digit asks for a callback; others are dropped."""
+        digits = queued.handle.digits
+        while True:
+            digit = await digits.get()
+            if digit != offers.digit or queued.agent_leg is not None \
+                    or queued.reservation is not None:
+                continue  # an agent is being rung or talks to them: no offer now
+            await self._offer_callback(queued, offers)
+            if queued.callback_booked:
+                return
+
+    async def _offer_callback(self, queued: QueuedCaller, offers: CallbackOffers) -> None:
+        media = queued.handle.leg.media
+        if media is None or media.closed:
+            return
+        log.info("call %s: asks for a callback while waiting in %s", queued.call_id,
+                 queued.request.queue)
+        offer = asyncio.ensure_future(offers.runner.offer_callback(
+            queued.handle, offers.node(queued.request.queue), language=queued.language,
+            priority=queued.request.priority, enqueued_at=queued.enqueued_at))
+        queued.offer = offer
+        media.stop_playback()  # the music (its end does not restart it: an offer is under way)
+        try:
+            await asyncio.wait((offer,))
+        finally:
+            offer.cancel()  # this listener ends (the caller hung up): so does the offer
+        if offer.cancelled():
+            return  # an agent answered meanwhile
+        error = offer.exception()
+        if error is not None:
+            log.error("call %s: the callback offer failed", queued.call_id, exc_info=error)
+        elif queued.callback_booked:
+            return
+        # Declined or not booked: they never left their place; back to the music.
+        self._hold(queued)
 
     def _announce(self, event: AnnouncementDue) -> None:
         queued = self.queued.get(event.call_id)
         media = queued.handle.leg.media if queued is not None else None
-        if queued is None or media is None or media.closed or queued.agent_leg is not None:
+        if queued is None or media is None or media.closed or queued.agent_leg is not None \
+                or queued.offering:
             return
         minutes = announced_minutes(event.ewt_seconds)
         prompts = self.announcement(queued.language, event.position, event.ewt_seconds)
+        prompts += self._callback_offer(queued, event.ewt_seconds)
         media.play(prompts, on_done=lambda _: self._hold(queued))
         kind = "you_are_next" if event.position <= 1 else "position"
         log.debug("call %s: announced %s %d, wait %s min", event.call_id, kind, event.position, minutes)

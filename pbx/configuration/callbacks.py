@@ -154,6 +154,9 @@ class QueueCallbackSettings(Section):
     # dial the customer first and ring an agent once they answer (customer_first).
     connect: Literal["agent_first", "customer_first"] = "agent_first"
     business_hours: BusinessHoursSettings | None = None
+    # Callers waiting here hear the callback offer once their estimated wait passes this many
+    # seconds (or nobody is staffed to estimate it); null: only offer_digit asks for one.
+    offer_after_wait: float | None = Field(default=None, ge=0, le=86400)
 
     @field_validator("max_retry_delay_seconds")
     @classmethod
@@ -168,6 +171,12 @@ class QueueCallbackSettings(Section):
                               timedelta(seconds=self.expiry_seconds))
 
 
+def _offer_key(value: str) -> str:
+    if value not in set("0123456789*#"):
+        raise ValueError(f"{value!r} is not a DTMF key (0-9, * or #)")
+    return value
+
+
 class CallbackSettings(Section):
     """The ``callbacks`` section."""
 
@@ -176,6 +185,8 @@ class CallbackSettings(Section):
     lease_seconds: float = Field(default=30, ge=1, le=3600)
     poll_seconds: float = Field(default=1.0, gt=0, le=60)  # how often due requests are looked for
     concurrent_tries: int = Field(default=4, ge=1, le=1000)  # only without a waiting line (the server has one: agents are the limit)
+    # The key a caller waiting in a queue presses to ask for a callback; null: none.
+    offer_digit: Annotated[Text, AfterValidator(_offer_key)] | None = "9"
     queues: dict[Name, QueueCallbackSettings] = Field(default_factory=dict)
 
     def for_queue(self, queue: str) -> QueueCallbackSettings:
