@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from integration.server_fixture import default_config_yaml
 from integration.test_queue_agents import caller_xml, cc_config, get_json, need_sipp, wait_until
 from integration.test_queue_scenarios import caller_got_bye, finish_caller
 from peers import sipp
@@ -168,3 +169,22 @@ def test_a_caller_who_declines_keeps_their_place(server, tmp_path) -> None:
     assert after_decline, first_log  # the * went 3.7 s after the call was answered
     assert {line["data"]["position"] for line in announced(first_id)} == {1}
     assert {line["data"]["position"] for line in announced(second_id)} == {2}
+
+
+DEMO_CALLER = Path(__file__).resolve().parents[2] / "docs" / "sipp" / "callback_caller.xml"
+
+
+def test_the_readme_demo_caller_asks_for_a_callback(pbx_server, tmp_path) -> None:
+    """The README's walk-through against the demo configuration as shipped: the demo's
+    customer Globex calls 100, presses 0 (general queue), 9 while waiting, 1 to confirm."""
+    need_sipp()
+    server = pbx_server(default_config_yaml())
+    caller = sipp.start(server.sip_address, scenario=DEMO_CALLER, service="100", calls=1,
+                        trace_msg=True, workdir=tmp_path / "demo-caller")
+    call_id = call_id_of(caller)
+    result = finish_caller(caller)
+    assert caller_got_bye(result)
+    request = wait_until(lambda: callback_of(server, call_id), 15)
+    assert request is not None, callbacks(server)
+    assert request["number"] == "+34910000002" and request["state"] == "pending"
+    assert request["priority"] == 2  # Globex is a paid customer: its tier's priority, no bump
