@@ -299,8 +299,7 @@ class QueueService:
                 return
             queued.dial = None
             queued.agent_leg = leg
-            if queued.offer is not None:
-                queued.offer.cancel()  # the caller is served now: the offer stops unsaid
+            self._stop_offer(queued)
             self.calls.connect_media(queued.handle.call, leg)
             self._router_step(lambda: self.router.answered(rid))
             if self.on_agent_answered is not None:
@@ -455,9 +454,19 @@ class QueueService:
             if digit != offers.digit or queued.agent_leg is not None \
                     or queued.reservation is not None:
                 continue  # an agent is being rung or talks to them: no offer now
-            await self._offer_callback(queued, offers)
+            try:
+                await self._offer_callback(queued, offers)
+            except Exception:  # the caller stays in line whatever the offer did
+                log.exception("call %s: the callback offer failed", queued.call_id)
             if queued.callback_booked:
                 return
+            while not digits.empty():  # keys pressed during the offer ask for nothing more
+                digits.get_nowait()
+
+    def _stop_offer(self, queued: QueuedCaller) -> None:
+        """The caller is connected now: an offer under way stops unsaid."""
+        if queued.offer is not None:
+            queued.offer.cancel()
 
     async def _offer_callback(self, queued: QueuedCaller, offers: CallbackOffers) -> None:
         media = queued.handle.leg.media
@@ -530,6 +539,7 @@ class QueueService:
 
         def answered(leg: CallLeg) -> None:
             queued.agent_leg = leg
+            self._stop_offer(queued)
             self.calls.connect_media(queued.handle.call, leg)
 
         def failed(status: int) -> None:

@@ -185,3 +185,26 @@ def test_serve_takes_the_site_from_the_command_line(tmp_path: Path) -> None:
 def test_a_site_name_on_the_command_line_is_checked(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["serve", "--site", "two words", "--var-dir", "/nonexistent/var"]) == 2
     assert "--site: 'two words' is not a name (1-64 letters" in capsys.readouterr().err
+
+
+def test_the_callback_offer_keys() -> None:
+    config = build("callbacks:\n  offer_digit: 7\n  queues:\n    billing: {offer_after_wait: 90}\n")
+    rules = config.callbacks.callbacks
+    assert rules.offer_digit == "7"  # a YAML number is the key the user typed
+    assert rules.for_queue("billing").offer_after_wait == 90
+    assert rules.for_queue("support").offer_after_wait is None  # never announced
+    assert build("callbacks: {offer_digit: null}\n").callbacks.callbacks.offer_digit is None
+    assert build("site: madrid\n").callbacks.callbacks.offer_digit == "9"
+    found = problems_of("""\
+callbacks:
+  offer_digit: "99"
+  queues:
+    billing: {offer_after_wait: -1}
+    support: {offer_after_wait: soon}
+""")
+    assert found == [
+        "centralita.yaml:6: callbacks.offer_digit: '99' is not a DTMF key (0-9, * or #)",
+        "centralita.yaml:8: callbacks.queues.billing.offer_after_wait: must be between 0 and "
+        "86400, not -1",
+        "centralita.yaml:9: callbacks.queues.support.offer_after_wait: must be a number",
+    ]
