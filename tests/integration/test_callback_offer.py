@@ -22,7 +22,14 @@ import pytest
 import yaml
 
 from integration.server_fixture import default_config_yaml
-from integration.test_queue_agents import caller_xml, cc_config, get_json, need_sipp, wait_until
+from integration.test_queue_agents import (
+    SippAgent,
+    caller_xml,
+    cc_config,
+    get_json,
+    need_sipp,
+    wait_until,
+)
 from integration.test_queue_scenarios import caller_got_bye, finish_caller
 from peers import sipp
 
@@ -169,6 +176,27 @@ def test_a_caller_who_declines_keeps_their_place(server, tmp_path) -> None:
     assert after_decline, first_log  # the * went 3.7 s after the call was answered
     assert {line["data"]["position"] for line in announced(first_id)} == {1}
     assert {line["data"]["position"] for line in announced(second_id)} == {2}
+
+
+def test_an_agent_who_answers_during_the_offer_takes_the_call(server, tmp_path) -> None:
+    """The caller presses 9 and is still listening to the offer when agent 1001 logs in:
+    the agent is rung (the caller never left the line), answers, and the two talk; the
+    offer stops and nothing is booked. The agent hangs up 2 s later."""
+    caller = start_caller(server, tmp_path / "caller", "+34915550105", "9", hold_ms=40_000)
+    call_id = call_id_of(caller)
+    assert wait_until(lambda: "asks for a callback" in server.log_text(), 15), server.log_tail()
+    agent = SippAgent(tmp_path / "agent", server, "1001", hold_ms=2000)
+    try:
+        result = finish_caller(caller)
+        assert caller_got_bye(result), "the agent's hang-up ends the caller's call"
+        assert agent.received("INVITE") == 1, agent.describe()
+    finally:
+        agent.stop()
+    events = wait_until(lambda: [line["event"] for line in queue_log(server, call_id)
+                                 if line["event"] in ("CONNECT", "COMPLETE")], 15)
+    assert events and events[0] == "CONNECT", queue_log(server, call_id)
+    assert callbacks(server) == []
+    assert "booked" not in server.log_text()
 
 
 DEMO_CALLER = Path(__file__).resolve().parents[2] / "docs" / "sipp" / "callback_caller.xml"
