@@ -119,7 +119,8 @@ class PbxServer:
 def default_config_yaml(**sections: dict) -> str:
     """The embedded demo config as YAML text, with ``sections`` merged over it.
 
-    ``default_config_yaml(sip={"digest_algorithms": ["MD5"]})`` keeps everything else.
+    ``default_config_yaml(sip={"digest_algorithms": ["MD5"]})`` keeps everything else. Queues
+    given replace the demo's, and the demo's callback rules for queues gone go with them.
     """
     import yaml
 
@@ -130,6 +131,11 @@ def default_config_yaml(**sections: dict) -> str:
             config[name].update(values)
         else:
             config[name] = values
+    if "queues" in sections and "callbacks" not in sections:
+        # The demo's callback rules name its queues: keep those of the queues still there.
+        names = {queue["name"] for queue in config["queues"]}
+        rules = config["callbacks"].get("queues") or {}
+        config["callbacks"]["queues"] = {name: rule for name, rule in rules.items() if name in names}
     return yaml.safe_dump(config, sort_keys=False)
 
 
