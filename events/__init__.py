@@ -17,6 +17,8 @@ from events.bus import (
 )
 from events.callbacks import (
     CallbackEnded,
+    CallbackOfferAnswered,
+    CallbackOffered,
     CallbackRequested,
     CallbacksAdopted,
     CallbacksPending,
@@ -103,6 +105,8 @@ __all__ = [
     "BusDisconnected",
     "CallAbandoned",
     "CallbackEnded",
+    "CallbackOfferAnswered",
+    "CallbackOffered",
     "CallbackRequested",
     "CallbackTryEnded",
     "CallbackTryStarted",

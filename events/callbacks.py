@@ -67,6 +67,27 @@ class CallbacksAdopted(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class CallbackOffered(Event):
+    """A caller heard a callback offer: ``how`` is ``announced`` (a queue's hold or position
+    announcement ended with "press 9"), ``asked`` (a waiting caller pressed the offer key and
+    the offer began) or ``ivr`` (a flow reached an ``offer_callback`` node)."""
+
+    call_id: str
+    queue: str
+    how: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackOfferAnswered(Event):
+    """How an offer the caller went into ended: ``booked``, ``already_pending``,
+    ``declined`` or ``not_booked`` (the desk could not take it)."""
+
+    call_id: str
+    queue: str
+    outcome: str
+
+
+@dataclass(frozen=True, slots=True)
 class CallbacksPending(Event):
     """How many requests wait, per queue, as the store counted them (every site's)."""
 

@@ -26,6 +26,7 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Protocol
 
+from events.callbacks import CallbackOfferAnswered, CallbackOffered
 from events.ivr import (
     CallDeflected,
     CallerIdentified,
@@ -348,6 +349,9 @@ class _CallSession:
             await self._transfer(node)
             return None
         if isinstance(node, OfferCallbackNode):
+            if self.runner.callbacks is not None:
+                self.publish(CallbackOffered(self.call.call_id, node.queue, "ivr",
+                                             at=self.runner.now()))
             outcome = await self.offer_callback(node, priority=self._priority(node.priority),
                                                 enqueued_at=None)
             if outcome in (CallbackOfferOutcome.BOOKED, CallbackOfferOutcome.ALREADY_PENDING):
@@ -595,6 +599,14 @@ class _CallSession:
 
     async def offer_callback(self, node: OfferCallbackNode, *, priority: int,
                              enqueued_at: float | None) -> CallbackOfferOutcome:
+        outcome = await self._offer_callback(node, priority=priority, enqueued_at=enqueued_at)
+        if self.runner.callbacks is not None:
+            self.publish(CallbackOfferAnswered(self.call.call_id, node.queue, outcome.value,
+                                               at=self.runner.now()))
+        return outcome
+
+    async def _offer_callback(self, node: OfferCallbackNode, *, priority: int,
+                              enqueued_at: float | None) -> CallbackOfferOutcome:
         gateway = self.runner.callbacks
         if gateway is None:
             log.warning("call %s: node %s offers a callback, but this server takes no callback "

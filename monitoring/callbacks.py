@@ -11,6 +11,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from events import EventBus
 from events.callbacks import (
     CallbackEnded,
+    CallbackOfferAnswered,
+    CallbackOffered,
     CallbackRequested,
     CallbacksAdopted,
     CallbacksPending,
@@ -47,6 +49,13 @@ class CallbackMetrics:
         self.wait = Histogram("centralita_callback_wait_seconds",
                               "From the original enqueue time to the customer answering the "
                               "callback", ["queue"], buckets=WAIT_BUCKETS, registry=r)
+        self.offers = Counter("centralita_callback_offers",
+                              "Callback offers callers heard, by how (announced, asked, ivr)",
+                              ["queue", "how"], registry=r)
+        self.offer_outcomes = Counter("centralita_callback_offer_outcomes",
+                                      "Callback offers callers went into, by how they ended "
+                                      "(booked, already_pending, declined, not_booked)",
+                                      ["queue", "outcome"], registry=r)
         self._pending_queues: set[str] = set()
 
     def subscribe(self, bus: EventBus) -> None:
@@ -56,6 +65,9 @@ class CallbackMetrics:
         bus.subscribe(self._ended, CallbackEnded)
         bus.subscribe(self._adopted, CallbacksAdopted)
         bus.subscribe(self._pending, CallbacksPending)
+        bus.subscribe(lambda e: self.offers.labels(e.queue, e.how).inc(), CallbackOffered)
+        bus.subscribe(lambda e: self.offer_outcomes.labels(e.queue, e.outcome).inc(),
+                      CallbackOfferAnswered)
 
     def _requested(self, event: CallbackRequested) -> None:
         self.requested.labels(event.queue).inc()

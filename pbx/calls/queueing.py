@@ -36,6 +36,7 @@ from typing import Protocol
 from events import (
     AnnouncementDue,
     AnnouncementPlayed,
+    CallbackOffered,
     CallOverflowed,
     CallTransferred,
     EventBus,
@@ -443,6 +444,7 @@ class QueueService:
         if offers is None or offers.digit is None \
                 or not offers.announced(queued.request.queue, ewt_seconds):
             return []
+        self.events.publish(CallbackOffered(queued.call_id, queued.request.queue, "announced"))
         return [self._prompt(queued.language, "callback_offer"),
                 self._prompt(queued.language, _KEY_PROMPTS[offers.digit])]
 
@@ -474,6 +476,7 @@ class QueueService:
             return
         log.info("call %s: asks for a callback while waiting in %s", queued.call_id,
                  queued.request.queue)
+        self.events.publish(CallbackOffered(queued.call_id, queued.request.queue, "asked"))
         offer = asyncio.ensure_future(offers.runner.offer_callback(
             queued.handle, offers.node(queued.request.queue), language=queued.language,
             priority=queued.request.priority, enqueued_at=queued.enqueued_at))

@@ -135,6 +135,16 @@ def test_a_waiting_caller_presses_9_and_confirms_their_number(server, tmp_path) 
     finish_caller(again)
     pending = [c for c in callbacks(server) if c["number"] == "+34915550101"]
     assert [c["id"] for c in pending] == [request["id"]]
+    # Nobody is staffed, so "please hold" ended with the offer (past offer_after_wait) too.
+    offers = {how: server.metric("centralita_callback_offers_total", queue="general", how=how)
+              for how in ("announced", "asked")}
+    assert offers["asked"] == 2
+    assert offers["announced"] >= 2  # at least after each "please hold" (announcements may add)
+    outcomes = {outcome: server.metric("centralita_callback_offer_outcomes_total",
+                                       queue="general", outcome=outcome)
+                for outcome in ("booked", "already_pending")}
+    assert outcomes == {"booked": 1, "already_pending": 1}
+    assert server.metric("centralita_callbacks_requested_total", queue="general") == 1
 
 
 def test_a_caller_keys_another_number_after_a_refused_one(server, tmp_path) -> None:

@@ -13,6 +13,7 @@ import pytest
 from test_ivr_engine import SHORT, FakeCall, Harness
 
 from callbacks import InvalidNumber, normalize_number
+from events.callbacks import CallbackOfferAnswered, CallbackOffered
 from ivr.engine import (
     CallbackAnswer,
     CallbackBooking,
@@ -178,6 +179,8 @@ async def test_the_caller_confirms_their_own_number(prompts: PromptLibrary) -> N
     assert runner.gateway.enqueued == []  # the flow ended at the offer
     assert runner.metric("centralita_ivr_outcomes_total", flow="offer",
                          outcome="callback_requested") == 1
+    assert [(e.queue, e.how) for e in runner.of(CallbackOffered)] == [("billing", "ivr")]
+    assert [e.outcome for e in runner.of(CallbackOfferAnswered)] == ["booked"]
 
 
 async def test_an_unknown_wait_is_said_as_soon_as_an_agent_is_free(prompts: PromptLibrary) -> None:
@@ -227,7 +230,9 @@ async def test_an_anonymous_caller_is_asked_for_a_number_at_once(prompts: Prompt
 async def test_star_declines_and_the_flow_goes_on(prompts: PromptLibrary) -> None:
     desk = RecordingDesk()
     call = FakeCall({"en/callback_confirm_menu": "*"})
-    record = await harness(prompts, desk).run(call)
+    runner = harness(prompts, desk)
+    record = await runner.run(call)
+    assert [e.outcome for e in runner.of(CallbackOfferAnswered)] == ["declined"]
     assert desk.orders == [] and call.hang_ups == 0
     assert record["outcome"] == "enqueued" and record["queue"] == "billing"
 
@@ -267,8 +272,10 @@ async def test_a_desk_that_cannot_book_sends_the_caller_on(prompts: PromptLibrar
 
 async def test_without_a_desk_the_node_moves_on(prompts: PromptLibrary) -> None:
     call = FakeCall({"en/callback_confirm_menu": "1"})
-    record = await harness(prompts, None).run(call)
+    runner = harness(prompts, None)
+    record = await runner.run(call)
     assert call.media.played == [] and record["outcome"] == "enqueued"
+    assert runner.of(CallbackOffered) == [] and runner.of(CallbackOfferAnswered) == []
 
 
 async def test_a_waiting_caller_keeps_their_enqueue_time_and_priority(prompts: PromptLibrary) -> None:
