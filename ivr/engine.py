@@ -645,7 +645,7 @@ class _CallSession:
         they decline, stay silent or key no valid number within the retries."""
         if caller_number:
             menu = (*when, *self._library("callback_number_is"), *self._digits_said(caller_number),
-                    *self._library("callback_confirm_menu"))
+                    node.menu_prompt)
             for attempt in range(node.input.retries + 1):
                 digit = await self.ask(menu, node.input.timeout)
                 if digit == node.confirm_digit:
@@ -658,10 +658,10 @@ class _CallSession:
                     return None
                 await self._complain(node.input, digit)
                 menu = (*self._library("callback_number_is"), *self._digits_said(caller_number),
-                        *self._library("callback_confirm_menu"))
-            prompt: tuple[PromptSpec, ...] = self._library("callback_enter_number")
+                        node.menu_prompt)
+            prompt: tuple[PromptSpec, ...] = (node.enter_number_prompt,)
         else:  # no number to offer (anonymous, or not dialable): ask for one
-            prompt = (*when, *self._library("callback_enter_number"))
+            prompt = (*when, node.enter_number_prompt)
         return await self._keyed_number(node, prompt)
 
     async def _keyed_number(self, node: OfferCallbackNode,
@@ -690,5 +690,5 @@ class _CallSession:
                 await self.play(self._library(NUMBER_PROBLEM_PROMPTS[problem]))
             else:
                 await self._complain(node.input, digit if entered else None)
-            prompt = self._library("callback_enter_number")
+            prompt = (node.enter_number_prompt,)
         return None

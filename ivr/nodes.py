@@ -400,6 +400,9 @@ class OfferCallbackNode(AsksForInput):
     confirm_digit: Digit = "1"
     other_number_digit: Digit = "2"
     decline_digit: Digit = Field("*", validate_default=True)
+    # They name the digits: a flow that changes them records its own.
+    menu_prompt: Prompt = PromptSpec(template="{lang}/callback_confirm_menu")
+    enter_number_prompt: Prompt = PromptSpec(template="{lang}/callback_enter_number")
     inter_digit_timeout: Timeout
     overall_timeout: float = Field(ge=0.001, le=3600)
     next: Target
@@ -418,6 +421,8 @@ class OfferCallbackNode(AsksForInput):
         yield "next", self.next
 
     def prompts(self) -> Iterator[tuple[str, PromptSpec]]:
+        yield "menu_prompt", self.menu_prompt
+        yield "enter_number_prompt", self.enter_number_prompt
         for name in OFFER_PROMPTS:
             yield "type", PromptSpec(template=f"{{lang}}/{name}")
         yield from super().prompts()
@@ -428,8 +433,6 @@ OFFER_PROMPTS = (
     "callback_wait_about",      # "We can call you back in about" + number_N + minutes
     "callback_wait_unknown",    # "We can call you back as soon as an agent is free."
     "callback_number_is",       # "We will call you on" + its digits
-    "callback_confirm_menu",    # "To confirm this number press 1, another number 2, to go back star."
-    "callback_enter_number",    # "Please key the number ..., followed by the pound key."
     "callback_number_too_short",
     "callback_number_too_long",
     "callback_number_digits_only",

@@ -146,6 +146,14 @@ def test_its_prompts_are_checked_in_every_language_of_the_flow(prompts: PromptLi
         "es/number_0", "es/star"}
     problems = load_problems("""\
         start: offer
+        nodes:
+          offer: {type: offer_callback, queue: billing, next: wait, menu_prompt: en/nothing}
+          wait: {type: enqueue, queue: billing}
+        """, prompts)
+    assert len(problems) == 1 and problems[0].startswith(
+        "flows/offer.yaml:3: nodes.offer.menu_prompt: missing prompt file"), problems
+    problems = load_problems("""\
+        start: offer
         languages: [en, fr]
         nodes:
           offer: {type: offer_callback, queue: billing, next: wait}
@@ -289,3 +297,24 @@ async def test_a_waiting_caller_keeps_their_enqueue_time_and_priority(prompts: P
     assert outcome is CallbackOfferOutcome.BOOKED
     assert desk.orders == [CallbackOrder("call-1", "600100200", "billing", 7, 1_700_000_000.0)]
     assert call.media.played[-2:] == ["es/callback_confirmed", "es/goodbye"]
+
+
+async def test_a_node_with_other_keys_says_them_with_its_own_prompts(prompts: PromptLibrary) -> None:
+    flow = load_flow(textwrap.dedent("""\
+        start: offer
+        languages: [en]
+        defaults: {timeout: SHORT, retries: 0, inter_digit_timeout: SHORT}
+        nodes:
+          offer: {type: offer_callback, queue: billing, next: wait, confirm_digit: 5,
+                  other_number_digit: 6, decline_digit: 0, menu_prompt: en/main_menu,
+                  enter_number_prompt: en/faq_menu}
+          wait: {type: enqueue, queue: billing}
+        """).replace("SHORT", str(SHORT)), "keys.yaml", prompts)
+    built = Harness(flow, prompts)
+    desk = RecordingDesk()
+    built.runner.callbacks = desk
+    call = FakeCall({"en/main_menu": "6", "en/faq_menu": "600700800#"})
+    record = await built.run(call)
+    assert "en/main_menu" in call.media.played and "en/faq_menu" in call.media.played
+    assert [order.number for order in desk.orders] == ["600700800"]
+    assert record["outcome"] == "callback_requested"
