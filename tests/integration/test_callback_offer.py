@@ -93,9 +93,18 @@ def callback_of(server, call_id: str) -> dict | None:
 
 
 def queue_log(server, call_id: str) -> list[dict]:
-    status, body = get_json(server, f"/api/v1/calls/{urllib.parse.quote(call_id, safe='')}")
-    assert status == 200, body
-    assert isinstance(body, dict)
+    """The call's queue-log lines. A call that just ended is neither live nor stored for a
+    moment (its record is being written): asked again until it is one or the other."""
+    path = f"/api/v1/calls/{urllib.parse.quote(call_id, safe='')}"
+
+    def found() -> tuple[int, object] | None:
+        status, body = get_json(server, path)
+        return None if status == 404 else (status, body)
+
+    answer = wait_until(found, 10)
+    assert answer is not None, f"no call {call_id} live or recorded"
+    status, body = answer
+    assert status == 200 and isinstance(body, dict), body
     return body["queue_log"]
 
 
