@@ -437,14 +437,21 @@ class QueueService:
         except RouterError:
             return None
 
+    def _queue_of(self, queued: QueuedCaller) -> str:
+        """The queue the caller waits in now (an overflow may have moved them)."""
+        try:
+            return self.router.call(queued.call_id).call.queue
+        except RouterError:
+            return queued.request.queue
+
     def _callback_offer(self, queued: QueuedCaller, ewt_seconds: float | None) -> list[Prompt]:
         """'To be called back instead, press 9', once the queue's estimated wait passes its
         offer_after_wait; else nothing."""
         offers = self.callback_offers
-        if offers is None or offers.digit is None \
-                or not offers.announced(queued.request.queue, ewt_seconds):
+        queue = self._queue_of(queued)
+        if offers is None or offers.digit is None or not offers.announced(queue, ewt_seconds):
             return []
-        self.events.publish(CallbackOffered(queued.call_id, queued.request.queue, "announced"))
+        self.events.publish(CallbackOffered(queued.call_id, queue, "announced"))
         return [self._prompt(queued.language, "callback_offer"),
                 self._prompt(queued.language, _KEY_PROMPTS[offers.digit])]
 
@@ -474,11 +481,11 @@ class QueueService:
         media = queued.handle.leg.media
         if media is None or media.closed:
             return
-        log.info("call %s: asks for a callback while waiting in %s", queued.call_id,
-                 queued.request.queue)
-        self.events.publish(CallbackOffered(queued.call_id, queued.request.queue, "asked"))
+        queue = self._queue_of(queued)
+        log.info("call %s: asks for a callback while waiting in %s", queued.call_id, queue)
+        self.events.publish(CallbackOffered(queued.call_id, queue, "asked"))
         offer = asyncio.ensure_future(offers.runner.offer_callback(
-            queued.handle, offers.node(queued.request.queue), language=queued.language,
+            queued.handle, offers.node(queue), language=queued.language,
             priority=queued.request.priority, enqueued_at=queued.enqueued_at))
         queued.offer = offer
         media.stop_playback()  # the music (its end does not restart it: an offer is under way)
