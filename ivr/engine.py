@@ -349,6 +349,8 @@ class _CallSession:
             await self._transfer(node)
             return None
         if isinstance(node, OfferCallbackNode):
+            if self._wait_too_short_for_an_offer(node):
+                return node.next
             if self.runner.callbacks is not None:
                 self.publish(CallbackOffered(self.call.call_id, node.queue, "ivr",
                                              at=self.runner.now()))
@@ -590,6 +592,13 @@ class _CallSession:
         await self.runner.transfer.transfer(self.call, node.extension, self.language)
 
     # ---------------------------------------------------------------- callback offer
+
+    def _wait_too_short_for_an_offer(self, node: OfferCallbackNode) -> bool:
+        gateway = self.runner.callbacks
+        if node.offer_after_wait is None or gateway is None:
+            return False
+        wait = gateway.estimated_wait(node.queue, self.call.call_id)
+        return wait is not None and wait < node.offer_after_wait
 
     def _library(self, *names: str) -> tuple[PromptSpec, ...]:
         return tuple(PromptSpec(template=f"{{lang}}/{name}") for name in names)

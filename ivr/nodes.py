@@ -397,6 +397,9 @@ class OfferCallbackNode(AsksForInput):
     type: Literal["offer_callback"]
     queue: Text
     priority: int | None = Field(None, ge=0, le=100)  # default: the caller's tier
+    # Offered only when the queue's estimated wait passes this (unknown counts as long);
+    # a shorter wait goes straight to next. Default: always offered.
+    offer_after_wait: float | None = Field(None, ge=0, le=86400)
     confirm_digit: Digit = "1"
     other_number_digit: Digit = "2"
     decline_digit: Digit = Field("*", validate_default=True)

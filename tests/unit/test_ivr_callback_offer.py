@@ -318,3 +318,23 @@ async def test_a_node_with_other_keys_says_them_with_its_own_prompts(prompts: Pr
     assert "en/main_menu" in call.media.played and "en/faq_menu" in call.media.played
     assert [order.number for order in desk.orders] == ["600700800"]
     assert record["outcome"] == "callback_requested"
+
+
+@pytest.mark.parametrize(("ewt", "offered"), [(30.0, False), (120.0, True), (None, True)])
+async def test_offer_after_wait_offers_only_past_the_queues_estimated_wait(
+        prompts: PromptLibrary, ewt: float | None, offered: bool) -> None:
+    flow = load_flow(textwrap.dedent("""\
+        start: offer
+        languages: [en]
+        defaults: {timeout: SHORT, retries: 0}
+        nodes:
+          offer: {type: offer_callback, queue: billing, next: wait, offer_after_wait: 60}
+          wait: {type: enqueue, queue: billing}
+        """).replace("SHORT", str(SHORT)), "wait.yaml", prompts)
+    built = Harness(flow, prompts)
+    built.runner.callbacks = RecordingDesk(ewt=ewt)
+    call = FakeCall({"en/callback_confirm_menu": "1"})
+    record = await built.run(call)
+    assert record["outcome"] == ("callback_requested" if offered else "enqueued")
+    assert (built.of(CallbackOffered) != []) is offered
+    assert ("en/callback_confirm_menu" in call.media.played) is offered
