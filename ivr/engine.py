@@ -173,6 +173,28 @@ class CallbackGateway(Protocol):
 
     async def request_callback(self, order: CallbackOrder) -> CallbackAnswer: ...
 
+    async def withdraw_callback(self, request_id: str, reason: str) -> None:
+        """Cancel a request booked by an offer the caller no longer needs."""
+        ...
+
+
+@dataclass
+class OfferBooking:
+    """The booking an offer made or is making, for whoever calls the offer off: a booking
+    under way is never cut in half (``pending`` finishes), so its request can be withdrawn."""
+
+    pending: asyncio.Future[CallbackAnswer] | None = None
+
+    async def booked_request(self) -> str | None:
+        """The id of the request this offer booked (waiting for a booking under way), if any."""
+        if self.pending is None:
+            return None
+        try:
+            answer = await asyncio.shield(self.pending)
+        except Exception:
+            return None
+        return answer.request_id if answer.booking is CallbackBooking.BOOKED else None
+
 
 class CallbackOfferOutcome(StrEnum):
     BOOKED = "booked"  # the caller was told and hung up on
@@ -277,13 +299,16 @@ class FlowRunner:
         return session.record
 
     async def offer_callback(self, call: IvrCallInterface, node: OfferCallbackNode, *,
-                             language: str, priority: int,
-                             enqueued_at: float | None) -> CallbackOfferOutcome:
+                             language: str, priority: int, enqueued_at: float | None,
+                             booking: OfferBooking | None = None) -> CallbackOfferOutcome:
         """Run ``node`` for a caller outside the flow's walk (a caller waiting in a queue who
-        asked for a callback); the caller keeps ``priority`` and the time they were enqueued."""
+        asked for a callback); the caller keeps ``priority`` and the time they were enqueued.
+        ``booking`` follows the request it books (see ``OfferBooking``)."""
         session = _CallSession(self, call)
         session.language = language
         session.node = node
+        if booking is not None:
+            session.booking = booking
         return await session.offer_callback(node, priority=priority, enqueued_at=enqueued_at)
 
 
@@ -306,6 +331,7 @@ class _CallSession:
         self.typeahead: deque[str] = deque()
         self.node: Node | None = None
         self.handed_off = False
+        self.booking = OfferBooking()
         self.record = IvrCallRecord(call.call_id, call.caller, runner.flow.name, runner.clock(),
                                     self.language)
 
@@ -628,8 +654,10 @@ class _CallSession:
         number = await self._callback_number(node, when, caller_number)
         if number is None:
             return CallbackOfferOutcome.DECLINED
-        answer = await gateway.request_callback(
-            CallbackOrder(self.call.call_id, number, node.queue, priority, enqueued_at))
+        pending = asyncio.ensure_future(gateway.request_callback(
+            CallbackOrder(self.call.call_id, number, node.queue, priority, enqueued_at)))
+        self.booking.pending = pending
+        answer = await asyncio.shield(pending)  # called off meanwhile: the write still finishes
         if answer.booking is CallbackBooking.INVALID_NUMBER:  # judged differently by the desk
             await self.play(self._library(NUMBER_PROBLEM_PROMPTS.get(answer.problem or "",
                                                                      "callback_not_booked")),

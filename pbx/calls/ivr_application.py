@@ -105,3 +105,15 @@ class DeskCallbacks:
                  "booked" if new else "already pending", request.number, order.queue)
         return CallbackAnswer(CallbackBooking.BOOKED if new else CallbackBooking.ALREADY_PENDING,
                               request.number, request_id=request.id)
+
+    async def withdraw_callback(self, request_id: str, reason: str) -> None:
+        desk = self.desk()
+        if desk is None:
+            return
+        try:
+            cancelled = await desk.cancel(request_id, reason)
+        except Exception:
+            log.exception("cannot withdraw callback %s (%s)", request_id, reason)
+            return
+        if cancelled is not None:
+            log.info("callback %s withdrawn: %s", request_id, reason)

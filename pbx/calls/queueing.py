@@ -49,6 +49,7 @@ from ivr.engine import (
     EnqueueRequest,
     FlowRunner,
     IvrCallInterface,
+    OfferBooking,
 )
 from ivr.flow import Flow
 from ivr.nodes import OfferCallbackNode
@@ -124,6 +125,7 @@ class CallbackOffers:
     ``offer_callback`` node books it."""
 
     runner: FlowRunner
+    gateway: CallbackGateway
     digit: str | None
     offer_after_wait: Mapping[str, float]
     _nodes: dict[str, OfferCallbackNode] = field(default_factory=dict)
@@ -204,7 +206,7 @@ class QueueService:
         flow = Flow("queue_callback_offer", "callbacks.offer_digit", "", "en", ("en",), {})
         runner = FlowRunner(flow, self.prompts, self.events, enqueue=self,
                             transfer=IvrTransfers(self), callbacks=gateway)
-        self.callback_offers = CallbackOffers(runner, digit, dict(offer_after_wait))
+        self.callback_offers = CallbackOffers(runner, gateway, digit, dict(offer_after_wait))
         for queue in offer_after_wait:  # checks the prompts now, not on a caller's call
             self.callback_offers.node(queue)
         if digit is not None:
@@ -484,17 +486,22 @@ class QueueService:
         queue = self._queue_of(queued)
         log.info("call %s: asks for a callback while waiting in %s", queued.call_id, queue)
         self.events.publish(CallbackOffered(queued.call_id, queue, "asked"))
+        booking = OfferBooking()
         offer = asyncio.ensure_future(offers.runner.offer_callback(
             queued.handle, offers.node(queue), language=queued.language,
-            priority=queued.request.priority, enqueued_at=queued.enqueued_at))
+            priority=queued.request.priority, enqueued_at=queued.enqueued_at, booking=booking))
         queued.offer = offer
         media.stop_playback()  # the music (its end does not restart it: an offer is under way)
         try:
             await asyncio.wait((offer,))
         finally:
             offer.cancel()  # this listener ends (the caller hung up): so does the offer
-        if offer.cancelled():
-            return  # an agent answered meanwhile
+        if offer.cancelled():  # an agent answered meanwhile: a request it booked is not needed
+            request_id = await booking.booked_request()
+            if request_id is not None:
+                await offers.gateway.withdraw_callback(
+                    request_id, f"the caller reached an agent during the offer (call {queued.call_id})")
+            return
         error = offer.exception()
         if error is not None:
             log.error("call %s: the callback offer failed", queued.call_id, exc_info=error)

@@ -7,6 +7,7 @@ real ``callbacks.numbers`` rules and keeps one pending request per number and qu
 
 from __future__ import annotations
 
+import asyncio
 import textwrap
 
 import pytest
@@ -20,6 +21,7 @@ from ivr.engine import (
     CallbackOfferOutcome,
     CallbackOrder,
     CustomerProfile,
+    OfferBooking,
     said_minutes,
 )
 from ivr.flow import Flow, load_flow
@@ -35,6 +37,8 @@ class RecordingDesk:
     def __init__(self, *, ewt: float | None = 300.0, fails: bool = False) -> None:
         self.ewt = ewt
         self.fails = fails
+        self.hold: asyncio.Event | None = None  # set: a booking waits for it (a slow store)
+        self.withdrawn: list[str] = []
         self.orders: list[CallbackOrder] = []
         self.pending: set[tuple[str, str]] = set()
 
@@ -50,6 +54,8 @@ class RecordingDesk:
 
     async def request_callback(self, order: CallbackOrder) -> CallbackAnswer:
         self.orders.append(order)
+        if self.hold is not None:
+            await self.hold.wait()
         if self.fails:
             return CallbackAnswer(CallbackBooking.NOT_BOOKED)
         number = normalize_number(order.number)
@@ -57,6 +63,10 @@ class RecordingDesk:
             return CallbackAnswer(CallbackBooking.ALREADY_PENDING, number)
         self.pending.add((number, order.queue))
         return CallbackAnswer(CallbackBooking.BOOKED, number, request_id=f"cb-{len(self.orders)}")
+
+
+    async def withdraw_callback(self, request_id: str, reason: str) -> None:
+        self.withdrawn.append(request_id)
 
 
 OFFER_FLOW = """\
@@ -338,3 +348,43 @@ async def test_offer_after_wait_offers_only_past_the_queues_estimated_wait(
     assert record["outcome"] == ("callback_requested" if offered else "enqueued")
     assert (built.of(CallbackOffered) != []) is offered
     assert ("en/callback_confirm_menu" in call.media.played) is offered
+
+
+async def test_an_offer_called_off_during_its_booking_still_knows_the_request(
+        prompts: PromptLibrary) -> None:
+    # A waiting caller is served by an agent while the desk is still writing the request:
+    # the offer stops at once, the write is not cut in half, and the request it made can be
+    # withdrawn by whoever called the offer off.
+    desk = RecordingDesk()
+    desk.hold = asyncio.Event()
+    built = harness(prompts, desk)
+    node = built.runner.flow.nodes["offer"]
+    assert isinstance(node, OfferCallbackNode)
+    booking = OfferBooking()
+    call = FakeCall({"en/callback_confirm_menu": "1"})
+    offer = asyncio.ensure_future(built.runner.offer_callback(
+        call, node, language="en", priority=1, enqueued_at=None, booking=booking))
+    while not desk.orders:
+        await asyncio.sleep(0.001)
+    offer.cancel()
+    await asyncio.wait((offer,))
+    assert offer.cancelled()
+    desk.hold.set()
+    assert await booking.booked_request() == "cb-1"
+    assert call.hang_ups == 0 and "en/callback_confirmed" not in call.media.played
+
+
+async def test_an_offer_that_booked_nothing_has_no_request_to_withdraw(
+        prompts: PromptLibrary) -> None:
+    assert await OfferBooking().booked_request() is None
+    desk = RecordingDesk()
+    desk.pending.add(("600100200", "billing"))
+    built = harness(prompts, desk)
+    booking = OfferBooking()
+    node = built.runner.flow.nodes["offer"]
+    assert isinstance(node, OfferCallbackNode)
+    outcome = await built.runner.offer_callback(
+        FakeCall({"en/callback_confirm_menu": "1"}), node, language="en", priority=1,
+        enqueued_at=None, booking=booking)
+    assert outcome is CallbackOfferOutcome.ALREADY_PENDING
+    assert await booking.booked_request() is None  # the pending one predates this offer
