@@ -141,6 +141,7 @@ class CrossSiteCalls:
                 self.calls.hang_up_leg(leg)
                 return
             queued.agent_leg = leg
+            self.queues.stop_callback_offer(queued)  # the caller is served: no offer plays on
             self.calls.connect_media(queued.handle.call, leg)
             self._step(lambda: self.router.elsewhere_answered(queued.call_id))
             if self.queues.on_agent_answered is not None:

@@ -302,7 +302,7 @@ class QueueService:
                 return
             queued.dial = None
             queued.agent_leg = leg
-            self._stop_offer(queued)
+            self.stop_callback_offer(queued)
             self.calls.connect_media(queued.handle.call, leg)
             self._router_step(lambda: self.router.answered(rid))
             if self.on_agent_answered is not None:
@@ -474,7 +474,7 @@ class QueueService:
             while not digits.empty():  # keys pressed during the offer ask for nothing more
                 digits.get_nowait()
 
-    def _stop_offer(self, queued: QueuedCaller) -> None:
+    def stop_callback_offer(self, queued: QueuedCaller) -> None:
         """The caller is connected now: an offer under way stops unsaid."""
         if queued.offer is not None:
             queued.offer.cancel()
@@ -556,7 +556,7 @@ class QueueService:
 
         def answered(leg: CallLeg) -> None:
             queued.agent_leg = leg
-            self._stop_offer(queued)
+            self.stop_callback_offer(queued)
             self.calls.connect_media(queued.handle.call, leg)
 
         def failed(status: int) -> None:
