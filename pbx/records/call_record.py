@@ -1,0 +1,42 @@
+"""The call-detail record (CDR) of a finished call, from what its events said."""
+
+from __future__ import annotations
+
+from ivr.call_log import IvrCallLog
+from pbx.records.call_state import CallInProgress
+from pbx.records.dispositions import disposition_of
+from pbx.records.times import rounded, utc
+from pbx.store import CallRecord
+
+
+def call_record_of(call: CallInProgress, site: str | None, ivr_calls: IvrCallLog | None) -> CallRecord:
+    disposition = disposition_of(call)
+    # For a call that went to a queue "answered" means an agent answered, not the IVR.
+    if call.queue is not None or call.requested_queue is not None:
+        answered = call.agent_answered
+        talk = call.talk_seconds
+    else:
+        answered = call.line_answered
+        talk = call.line_duration if call.kind == "bridge" and answered is not None else None
+    nodes = tuple(call.ivr_nodes)
+    caller = call.caller
+    if ivr_calls is not None and call.call_id in ivr_calls and (not nodes or not caller):
+        ivr = ivr_calls.record(call.call_id)
+        nodes = nodes or tuple(ivr.nodes)
+        caller = caller or ivr.caller
+    started = call.started if call.started is not None else call.first_seen
+    return CallRecord(
+        call_id=call.call_id,
+        caller=caller,
+        callee=call.callee,
+        started=utc(started),
+        answered=None if answered is None else utc(answered),
+        ended=None if call.ended is None else utc(call.ended),
+        queue=call.queue or call.requested_queue,
+        agent=call.agent,
+        disposition=disposition.value,
+        ivr_path=nodes,
+        wait_seconds=rounded(call.wait_seconds),
+        talk_seconds=rounded(talk),
+        site=site,
+    )

@@ -1,0 +1,175 @@
+"""The background writer: call logic hands it records, one task stores them in batches.
+
+``put`` never blocks: items wait on a bounded ``asyncio.Queue`` that one task drains in
+batches of ``batch_size``. A database outage is logged and retried with backoff; while it
+lasts the queue stays bounded and the oldest writes are dropped (and counted) rather than
+memory growing without limit. A batch the database refuses for good is written item by
+item, so one bad line loses only itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from functools import partial
+
+import sqlalchemy.exc as sa_exc
+from prometheus_client import CollectorRegistry
+from prometheus_client import Counter as PromCounter
+from prometheus_client import Gauge as PromGauge
+
+from pbx.store import (
+    CallDetails,
+    CallRecord,
+    ConstraintViolation,
+    LiveCallRecord,
+    QueueLogEntry,
+    Store,
+)
+
+log = logging.getLogger("pbx.records")
+
+# Errors that will not go away by retrying: the write is dropped (and counted), not retried.
+_PERMANENT_ERRORS: tuple[type[BaseException], ...] = (
+    ConstraintViolation,
+    sa_exc.IntegrityError,
+    sa_exc.DataError,
+    ValueError,
+    TypeError,
+)
+
+Write = CallRecord | QueueLogEntry | LiveCallRecord | CallDetails
+
+_WRITE_KINDS: dict[type, str] = {CallRecord: "call_record", QueueLogEntry: "queue_log",
+                                  LiveCallRecord: "live_call", CallDetails: "call_details"}
+
+
+class RecordWriter:
+    """Stores what it is given in the background; ``start()`` inside the running loop."""
+
+    def __init__(self, store: Store, *, registry: CollectorRegistry | None = None,
+                 max_pending: int = 10_000, batch_size: int = 200,
+                 retry_initial_seconds: float = 0.5, retry_max_seconds: float = 30.0) -> None:
+        self._store = store
+        self._batch_size = batch_size
+        self._retry_initial = retry_initial_seconds
+        self._retry_max = retry_max_seconds
+        self._queue: asyncio.Queue[Write] = asyncio.Queue(max_pending)
+        self._task: asyncio.Task[None] | None = None
+        self.dropped: Counter[str] = Counter()  # "overflow" / "rejected" -> writes lost
+        self.write_failures = 0
+        self._dropped_metric: PromCounter | None = None
+        self._failures_metric: PromCounter | None = None
+        if registry is not None:
+            self._dropped_metric = PromCounter(
+                "centralita_call_records_dropped",
+                "CDR and queue-log writes lost: the write queue overflowed or the database refused them",
+                ["kind", "reason"], registry=registry)
+            self._failures_metric = PromCounter(
+                "centralita_call_records_write_failures",
+                "Failed CDR/queue-log write attempts (retried with backoff)", registry=registry)
+            pending = PromGauge("centralita_call_records_pending",
+                                "CDR and queue-log writes waiting for the database", registry=registry)
+            pending.set_function(lambda: self._queue.qsize())
+
+    @property
+    def started(self) -> bool:
+        return self._task is not None
+
+    @property
+    def pending(self) -> int:
+        return self._queue.qsize()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._drain(), name="call-recorder")
+
+    def put(self, item: Write) -> None:
+        if self._queue.full():
+            lost = self._queue.get_nowait()
+            self._queue.task_done()
+            self._count_drop(lost, "overflow")
+        self._queue.put_nowait(item)
+
+    async def flush(self) -> None:
+        """Wait until every item put so far is stored (or dropped)."""
+        await self._queue.join()
+
+    async def close(self, timeout: float) -> None:
+        """Give the task ``timeout`` seconds to store what is queued, then stop it."""
+        if self._task is None:
+            if not self._queue.empty():
+                log.error("call recorder closed unstarted: %d writes not stored", self._queue.qsize())
+            return
+        try:
+            await asyncio.wait_for(self._queue.join(), timeout)
+        except TimeoutError:
+            log.error("call recorder closed with %d writes not stored", self._queue.qsize())
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+
+    def _count_drop(self, item: Write, reason: str, count: int = 1) -> None:
+        self.dropped[reason] += count
+        if self._dropped_metric is not None:
+            kind = _WRITE_KINDS[type(item)]
+            self._dropped_metric.labels(kind, reason).inc(count)
+        if reason == "overflow" and self.dropped[reason] & (self.dropped[reason] - 1) == 0:
+            # Logged at 1, 2, 4, 8, ... drops so an outage does not flood the log.
+            log.error("call recorder: write queue full, %d writes dropped so far",
+                      self.dropped[reason])
+
+    async def _drain(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self._batch_size and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                await self._write(batch)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+
+    async def _write(self, batch: list[Write]) -> None:
+        entries = [item for item in batch if isinstance(item, QueueLogEntry)]
+        records = [item for item in batch if isinstance(item, CallRecord)]
+        started = [item for item in batch if isinstance(item, LiveCallRecord)]
+        details = [item for item in batch if isinstance(item, CallDetails)]
+        if await self._persist(partial(self._store.append_history, records, entries,
+                                       started=started, details=details)):
+            return
+        # The batch was refused: write item by item, so one bad line loses only itself.
+        for call in started:
+            if not await self._persist(partial(self._store.append_history, (), (), started=[call])):
+                self._count_drop(call, "rejected")
+        for entry in entries:
+            if not await self._persist(partial(self._store.append_history, (), [entry])):
+                self._count_drop(entry, "rejected")
+        for record in records:
+            if not await self._persist(partial(self._store.append_history, [record], ())):
+                self._count_drop(record, "rejected")
+        for detail in details:
+            if not await self._persist(partial(self._store.append_history, (), (), details=[detail])):
+                self._count_drop(detail, "rejected")
+
+    async def _persist(self, write: Callable[[], Awaitable[object]]) -> bool:
+        """Run ``write`` until it succeeds (True) or is refused for good (False)."""
+        delay = self._retry_initial
+        while True:
+            try:
+                await write()
+                return True
+            except _PERMANENT_ERRORS:
+                log.exception("call recorder: the database refused a write; dropping it")
+                return False
+            except Exception as error:
+                self.write_failures += 1
+                if self._failures_metric is not None:
+                    self._failures_metric.inc()
+                log.warning("call recorder: write failed (%s), retrying in %.1f s", error, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._retry_max)
