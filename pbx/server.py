@@ -56,6 +56,7 @@ from pbx.media.ports import PortAllocator
 from pbx.media.prompt import PromptLibrary
 from pbx.media.rtpengine import RtpengineMediaEngine
 from pbx.records import CallRecorder
+from pbx.records.interruptions import record_interrupted_calls
 from pbx.registration.durable import DurableRegistrations
 from pbx.registration.registrar import Binding, Registrar
 from pbx.sip.digest import DigestAuthenticator
@@ -242,11 +243,10 @@ class Server:
         for flow in flows.values():
             self.ivr_metrics.declare_flow(flow)
         self.store = await Store.open(self.config.store_url)
-        # Calls a crash left in progress: recorded as interrupted before any new call starts.
-        for record in await self.store.close_interrupted_calls():
-            log.warning("call %s (%s -> %s, started %s) was in progress when the server stopped "
-                        "unexpectedly: recorded as interrupted", record.call_id, record.caller,
-                        record.callee, record.started.isoformat(timespec="seconds"))
+        # Calls a crash left in progress: recorded as interrupted before any new call starts
+        # (and those noted by a version that did not name its site).
+        for site in (self.config.site, None):
+            await record_interrupted_calls(self.store, site)
         history = self.config.history
         # One site of several names itself in every record of the shared database.
         self.recorder = CallRecorder(self.store, self.events, self.ivr_calls,

@@ -72,6 +72,10 @@ MAX_PAGE_SIZE = 1000
 _LIVE_CALLS = LiveCallRow.__table__  # type: ignore[attr-defined]
 _DELETE_LIVE_CALLS = sa.delete(_LIVE_CALLS).where(
     _LIVE_CALLS.c.call_id.in_(sa.bindparam("call_ids", expanding=True)))
+_CALL_RECORDS = CallRecordRow.__table__  # type: ignore[attr-defined]
+_DELETE_INTERRUPTED_RECORDS = sa.delete(_CALL_RECORDS).where(
+    _CALL_RECORDS.c.call_id.in_(sa.bindparam("call_ids", expanding=True)),
+    _CALL_RECORDS.c.disposition == "interrupted")
 _REGISTRATIONS = RegistrationRow.__table__  # type: ignore[attr-defined]
 _DELETE_USERS_REGISTRATIONS = sa.delete(_REGISTRATIONS).where(
     _REGISTRATIONS.c.user.in_(sa.bindparam("users", expanding=True)))
@@ -641,8 +645,11 @@ class Store:
                      "queue": call.queue, "agent": call.agent, "site": call.site}
                     for call in latest.values()])
             if records:
-                await connection.execute(_DELETE_LIVE_CALLS,
-                                         {"call_ids": [record.call_id for record in records]})
+                call_ids = {"call_ids": [record.call_id for record in records]}
+                await connection.execute(_DELETE_LIVE_CALLS, call_ids)
+                # A call another site recorded as interrupted (it took this site for dead)
+                # has its real record now, which replaces that one.
+                await connection.execute(_DELETE_INTERRUPTED_RECORDS, call_ids)
             if details:
                 await connection.execute(sa.insert(CallDetailsRow.__table__), [  # type: ignore[attr-defined]
                     {"call_id": d.call_id, "ended": as_utc(d.ended), "routing": _json_safe(d.routing),
@@ -762,14 +769,19 @@ class Store:
                 for row in rows]
 
     async def close_interrupted_calls(self, *, site: str | None = None) -> list[CallRecord]:
-        """Turn the calls a previous run of ``site``'s server left in progress (it crashed)
-        into call records with disposition ``interrupted``; returns those records.
+        """Turn the calls ``site``'s server noted in progress and never closed (it crashed)
+        into call records with disposition ``interrupted``; returns those records, oldest first.
 
-        Call at start-up, before any new call is noted.
+        Called by a server at start-up for its own site, before any new call is noted, and
+        by a surviving site for a site it knows dead. Each note is taken once, whoever asks.
         """
         async with self._transaction() as session:
-            query = select(LiveCallRow).where(_same_site(col(LiveCallRow.site), site))
-            rows = (await session.exec(query.order_by(col(LiveCallRow.started)))).all()
+            # One DELETE ... RETURNING takes the notes: of two sites adopting the same dead
+            # site's calls at once (PostgreSQL), the second finds them gone and writes nothing.
+            taken = await session.execute(
+                sa.delete(_LIVE_CALLS).where(_same_site(_LIVE_CALLS.c.site, site))
+                .returning(*_LIVE_CALLS.c))
+            rows = sorted(taken.all(), key=lambda row: (as_utc(row.started), row.call_id))
             records = [CallRecordRow(call_id=row.call_id, caller=row.caller, callee=row.callee,
                                      started=as_utc(row.started),
                                      answered=None if row.answered is None else as_utc(row.answered),
@@ -777,8 +789,6 @@ class Store:
                                      site=row.site)
                        for row in rows]
             session.add_all(records)
-            for row in rows:
-                await session.delete(row)
             await session.flush()
             return [_call_record_from_row(record) for record in records]
 

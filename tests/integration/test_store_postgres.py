@@ -212,3 +212,25 @@ async def test_durable_state_round_trip(store: Store) -> None:
     await store.append_history([], [], details=[scored])
     stored = await store.call_details("b")
     assert stored is not None and stored.routing == [{"eligible": [{"score": [None, 2.5]}]}]
+
+
+async def test_two_sites_adopting_a_dead_sites_calls_at_once_record_each_once(
+        postgres_server: PostgresServer) -> None:
+    now = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+    notes = [LiveCallRecord(f"madrid-{n}", f"600{n:03}", "100", now + timedelta(seconds=n),
+                            "application", site="madrid") for n in range(200)]
+    async with fresh_postgres_database(postgres_server) as url:
+        # Two surviving sites, each with its own connections to the same database.
+        bogota, lima = await Store.open(url), await Store.open(url)
+        try:
+            await bogota.append_history([], [], started=notes)
+            first, second = await asyncio.gather(bogota.close_interrupted_calls(site="madrid"),
+                                                 lima.close_interrupted_calls(site="madrid"))
+            records = await bogota.call_records(limit=1000)
+        finally:
+            await bogota.close()
+            await lima.close()
+    expected = sorted(note.call_id for note in notes)
+    assert sorted(record.call_id for record in first + second) == expected
+    assert sorted(record.call_id for record in records) == expected
+    assert {record.disposition for record in records} == {"interrupted"}

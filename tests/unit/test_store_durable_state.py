@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from pbx.records.interruptions import record_interrupted_calls
 from pbx.store import CallDetails, CallRecord, LiveCallRecord, RegistrationRecord, Store
 
 NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
@@ -92,3 +93,30 @@ async def test_finished_calls_details_round_trip_and_the_latest_wins(store: Stor
     await store.append_history([], [], details=[CallDetails("x", NOW, routing, None, None)])
     await store.append_history([], [], details=[CallDetails("x", NOW, routing, ivr, context)])
     assert await store.call_details("x") == CallDetails("x", NOW, routing, ivr, context)
+
+
+async def test_an_adopted_call_that_was_alive_after_all_keeps_only_its_real_record(
+        store: Store) -> None:
+    # Bogota took Madrid for dead and recorded Madrid's call as interrupted; Madrid was alive
+    # and ends the call: its record replaces the interrupted one, so the call has one record.
+    await store.append_history([], [], started=[LiveCallRecord("m1", "600", "100", NOW, site="madrid"),
+                                                LiveCallRecord("m2", "601", "100", NOW, site="madrid")])
+    assert [r.call_id for r in await store.close_interrupted_calls(site="madrid")] == ["m1", "m2"]
+    await store.append_history([CallRecord("m1", "600", "100", NOW, ended=NOW + timedelta(seconds=30),
+                                           disposition="completed", site="madrid")], [])
+    assert sorted((r.call_id, r.disposition) for r in await store.call_records()) == [
+        ("m1", "completed"), ("m2", "interrupted")]
+
+
+async def test_the_records_of_a_dead_sites_calls_are_written_once_and_logged(
+        store: Store, caplog: pytest.LogCaptureFixture) -> None:
+    await store.append_history([], [], started=[
+        LiveCallRecord("q", "600", "100", NOW, site="madrid", queue="sales"),
+        LiveCallRecord("b", "601", "100", NOW, site="bogota")])
+    with caplog.at_level("WARNING", logger="pbx.records"):
+        adopted = await record_interrupted_calls(store, "madrid", by="bogota")
+        assert await record_interrupted_calls(store, "madrid", by="lima") == []
+    assert [(r.call_id, r.disposition, r.site, r.queue) for r in adopted] == [
+        ("q", "interrupted", "madrid", "sales")]
+    assert [r.call_id for r in await store.call_records()] == ["q"]
+    assert "call q (600 -> 100" in caplog.text and "site madrid (adopted by bogota)" in caplog.text

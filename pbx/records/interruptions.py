@@ -1,0 +1,34 @@
+"""Calls a crash left in progress: recorded as ``interrupted`` when their site (or a survivor) comes to it.
+
+Every call is noted in the store while it is in progress (the recorder's ``LiveCallRecord``);
+its record replaces the note. Notes left behind belong to a server that died. Its own site
+turns them into records at its next start (``pbx serve`` does, before taking calls), and a
+surviving site that knows the site dead does the same for it with
+``record_interrupted_calls(store, dead_site, by=own_site)``: each note is taken once,
+whoever comes first. If the site was alive after all, its own record of the call replaces
+the ``interrupted`` one when the call ends.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from pbx.store import CallRecord, Store
+
+log = logging.getLogger("pbx.records")
+
+
+async def record_interrupted_calls(store: Store, site: str | None, *,
+                                   by: str | None = None) -> list[CallRecord]:
+    """Write an ``interrupted`` record for each call ``site`` left in progress; returns them.
+
+    ``site`` None: calls noted without a site (by a server version that did not name it).
+    ``by``: the surviving site doing it for a dead one, for the log.
+    """
+    records = await store.close_interrupted_calls(site=site)
+    whose = "the server" if by is None else f"site {site or '(unnamed)'} (adopted by {by})"
+    for record in records:
+        log.warning("call %s (%s -> %s, started %s) was in progress when %s stopped "
+                    "unexpectedly: recorded as interrupted", record.call_id, record.caller,
+                    record.callee, record.started.isoformat(timespec="seconds"), whose)
+    return records

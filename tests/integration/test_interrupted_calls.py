@@ -1,0 +1,125 @@
+"""Calls in progress when a site's server is killed -9: recorded as interrupted, once.
+
+A real server (site ``madrid``, SQLite store) carries SIPp calls in several states: one
+talking to a SIPp agent, others waiting in the queue. The test reads the store itself to
+see the calls noted in progress, kills the server with SIGKILL, and starts it again on the
+same store: every one of those calls has exactly one record, disposition ``interrupted``,
+naming the site, queue and (for the call that was talking) the agent. A clean restart
+after that writes nothing more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+
+from integration import sipp_agents as sa
+from integration.server_fixture import PbxServer
+from integration.test_queue_agents import caller_xml, wait_until
+from pbx.store import LiveCallRecord, Store
+from peers import sipp
+from peers.procs import require_binary
+
+pytestmark = pytest.mark.integration
+
+SITE = "madrid"
+WAITING_CALLERS = ("+34915550011", "+34915550012", "+34915550013")
+TALKING_CALLER = "+34915550010"
+
+
+def _get(server: PbxServer, path: str):
+    status, body = server.http_get(path, timeout=10)
+    assert status == 200, f"GET {path}: {status} {body[:300]}"
+    return json.loads(body)
+
+
+def _site_config(accounts: list[tuple[str, str]], store_url: str) -> str:
+    config = yaml.safe_load(sa.contact_center_config(accounts, rtp_timeout=600))
+    config["site"] = SITE
+    config["sites"] = [{"name": SITE, "timezone": "Europe/Madrid"}]
+    for agent in config["agents"]:
+        agent["site"] = SITE
+    config["store"]["url"] = store_url
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+def _noted_in_progress(store_url: str) -> list[LiveCallRecord]:
+    async def read() -> list[LiveCallRecord]:
+        store = await Store.open(store_url)
+        try:
+            return await store.live_calls(site=SITE)
+        finally:
+            await store.close()
+    return asyncio.run(read())
+
+
+def test_calls_in_progress_at_a_kill_9_are_recorded_as_interrupted_once(
+        pbx_server, tmp_path: Path) -> None:
+    require_binary("sipp", "sip-tester")
+    accounts = sa.agent_accounts(1)
+    [(agent, _)] = accounts
+    store_url = f"sqlite+aiosqlite:///{tmp_path}/madrid.db"
+    config_yaml = _site_config(accounts, store_url)
+    first = pbx_server(config_yaml)
+    callers: list[sipp.SippProcess] = []
+    with sa.SippAgents(first.sip_address, accounts, tmp_path / "agents"):
+        try:
+            assert sa.wait_for_agents(first, [agent], "available")[agent] == "available"
+            for number in (TALKING_CALLER, *WAITING_CALLERS):
+                callers.append(sipp.start(first.sip_address, service="100", calls=1,
+                                          scenario=caller_xml(digit="1", number=number,
+                                                              dtmf_after_ms=800),
+                                          workdir=tmp_path / f"caller-{number[1:]}"))
+                if number == TALKING_CALLER:  # the agent takes the first; the others wait
+                    assert wait_until(lambda: any(c["state"] == "talking"
+                                                  for c in _get(first, "/api/v1/calls/live")), 30)
+
+            def in_progress() -> dict[str, dict]:
+                return {call["caller"]: call for call in _get(first, "/api/v1/calls/live")}
+            assert wait_until(lambda: [in_progress().get(n, {}).get("state") for n in WAITING_CALLERS]
+                              == ["queued"] * 3, 30), in_progress()
+            live = in_progress()
+            assert live[TALKING_CALLER]["state"] == "talking"
+            # What the crash must not lose is in the store before the kill.
+            assert wait_until(lambda: {(n.caller, n.agent) for n in _noted_in_progress(store_url)}
+                              == {(TALKING_CALLER, agent)} | {(n, None) for n in WAITING_CALLERS},
+                              15), _noted_in_progress(store_url)
+            call_ids = {number: call["call_id"] for number, call in live.items()}
+
+            os.kill(first.pid, signal.SIGKILL)
+            first.process.wait(10)
+            for caller in callers:
+                caller.stop()
+            second = pbx_server(config_yaml)
+
+            records = [r for r in _get(second, "/api/v1/calls?limit=1000")
+                       if r["call_id"] in call_ids.values()]
+            assert Counter(r["call_id"] for r in records) == Counter(call_ids.values())
+            by_caller = {r["caller"]: r for r in records}
+            for number in (TALKING_CALLER, *WAITING_CALLERS):
+                record = by_caller[number]
+                assert (record["disposition"], record["site"], record["queue"], record["ended"]) == (
+                    "interrupted", SITE, sa.QUEUE, None), record
+            assert by_caller[TALKING_CALLER]["agent"] == agent
+            assert by_caller[TALKING_CALLER]["answered"] is not None
+            assert all(by_caller[n]["answered"] is None for n in WAITING_CALLERS)
+            assert second.log_text().count("recorded as interrupted") == 4
+            assert _noted_in_progress(store_url) == []
+
+            # A clean restart finds nothing left to record: still one record per call.
+            second.stop()
+            third = pbx_server(config_yaml)
+            records = [r for r in _get(third, "/api/v1/calls?limit=1000")
+                       if r["call_id"] in call_ids.values()]
+            assert Counter(r["call_id"] for r in records) == Counter(call_ids.values())
+            assert "recorded as interrupted" not in third.log_text()
+        finally:
+            for caller in callers:
+                caller.stop()
