@@ -56,7 +56,7 @@ from pbx.media.ports import PortAllocator
 from pbx.media.prompt import PromptLibrary
 from pbx.media.rtpengine import RtpengineMediaEngine
 from pbx.records import CallRecorder
-from pbx.records.interruptions import record_interrupted_calls
+from pbx.records.interruptions import KeptPlaces, record_interrupted_calls
 from pbx.registration.durable import DurableRegistrations
 from pbx.registration.registrar import Binding, Registrar
 from pbx.sip.digest import DigestAuthenticator
@@ -245,8 +245,12 @@ class Server:
         self.store = await Store.open(self.config.store_url)
         # Calls a crash left in progress: recorded as interrupted before any new call starts
         # (and those noted by a version that did not name its site).
-        for site in (self.config.site, None):
-            await record_interrupted_calls(self.store, site)
+        for own_site in (self.config.site, None):
+            await record_interrupted_calls(self.store, own_site)
+        # Their waiting callers' places, given back when they call again in time.
+        kept_places = KeptPlaces(self.store, self.config.routing.interrupted_caller_keeps_place_seconds)
+        await kept_places.forget_expired()
+        self.queues.kept_place = kept_places.place_of
         history = self.config.history
         # One site of several names itself in every record of the shared database.
         self.recorder = CallRecorder(self.store, self.events, self.ivr_calls,

@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -55,6 +55,7 @@ from ivr.flow import Flow
 from ivr.nodes import OfferCallbackNode
 from pbx.calls.manager import ApplicationCall, CallLeg, CallManager, Dial
 from pbx.media.prompt import Prompt, PromptLibrary
+from pbx.store import InterruptedWait
 from router import Reservation, Router, RouterError, RoutingRequest, UnknownAgent
 
 log = logging.getLogger("pbx.calls.queueing")
@@ -66,6 +67,8 @@ FAILURE_OF_STATUS = {486: "busy", 600: "busy", 603: "declined", 408: "no_answer"
 MAX_ANNOUNCED_NUMBER = 20
 # End causes (pbx.calls.manager) that mean the caller hung up; any other cause is the server's doing.
 CALLER_CAUSES = frozenset({"caller_hangup", "cancelled"})
+# How long an enqueue waits for the store to say whether the caller has a place kept.
+KEPT_PLACE_TIMEOUT_SECONDS = 2.0
 # Dialled from an agent's softphone; documented in the README.
 FEATURE_CODES = {"*21": "login", "*22": "logout", "*23": "break", "*24": "available"}
 
@@ -162,13 +165,16 @@ class QueueService:
 
     def __init__(self, router: Router, calls: CallManager, prompts: PromptLibrary, events: EventBus,
                  *, on_agent_ringing: Callable[[QueuedCaller, Reservation], None] | None = None,
-                 on_agent_answered: Callable[[QueuedCaller, str], None] | None = None) -> None:
+                 on_agent_answered: Callable[[QueuedCaller, str], None] | None = None,
+                 kept_place: Callable[[str, str], Awaitable[InterruptedWait | None]] | None = None,
+                 ) -> None:
         self.router = router
         self.calls = calls
         self.prompts = prompts
         self.events = events
         self.on_agent_ringing = on_agent_ringing
         self.on_agent_answered = on_agent_answered
+        self.kept_place = kept_place  # (number, queue) -> the place an interrupted call left
         self.queued: dict[str, QueuedCaller] = {}
         # Told of every caller put in line (the cross-site calls may ask other sites).
         self.on_waiting: Callable[[QueuedCaller], None] | None = None
@@ -226,10 +232,14 @@ class QueueService:
         assert isinstance(call, ApplicationCall)
         language = request.language or call.extension.language
         queued = QueuedCaller(call, request, language)
-        router_call = RoutingRequest(call_id=call.call_id, queue=request.queue, priority=request.priority,
+        priority, enqueued_at = request.priority, None
+        kept = await self._kept_place_of(call.call_id, request)
+        if kept is not None:
+            priority, enqueued_at = max(priority, kept.priority), kept.enqueued_at.timestamp()
+        router_call = RoutingRequest(call_id=call.call_id, queue=request.queue, priority=priority,
                            language=request.language, caller=request.caller,
                            preferred_agent=request.preferred_agent, last_agent=request.last_agent,
-                           skills=dict(request.skills))
+                           enqueued_at=enqueued_at, skills=dict(request.skills))
         self.queued[call.call_id] = queued  # known before the router may offer it (at once)
         try:
             self.router.enqueue(router_call)
@@ -255,6 +265,24 @@ class QueueService:
             if queued.offer is not None:
                 queued.offer.cancel()
             self._leave(queued)
+
+    async def _kept_place_of(self, call_id: str, request: EnqueueRequest) -> InterruptedWait | None:
+        """The place this caller had in the queue when their site died, if they have one."""
+        if self.kept_place is None or not request.caller:
+            return None
+        try:
+            kept = await asyncio.wait_for(self.kept_place(request.caller, request.queue),
+                                          KEPT_PLACE_TIMEOUT_SECONDS)
+        except Exception as error:  # the store is slow or down: the caller queues as new
+            log.warning("call %s: could not look up a kept place in %s for %s (%s)", call_id,
+                        request.queue, request.caller, error or type(error).__name__)
+            return None
+        if kept is not None:
+            log.info("call %s: %s calls again after call %s was interrupted at site %s: back in %s "
+                     "with priority %d, in line since %s", call_id, request.caller, kept.call_id,
+                     kept.site, request.queue, max(request.priority, kept.priority),
+                     kept.enqueued_at.isoformat(timespec="seconds"))
+        return kept
 
     def _leave(self, queued: QueuedCaller) -> None:
         """The caller's call is over: tell the router how it ended."""

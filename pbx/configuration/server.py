@@ -480,6 +480,9 @@ class RoutingSettings(Section):
     auto_login: bool = False  # an agent whose phone registers is logged in (available) at once
     screen_pop_url: Text | None = None  # POSTed the caller's context when an agent's phone rings
     rona_return_seconds: float | None = Field(None, ge=1, le=86400)  # a ring-no-answer break ends by itself after this
+    # A caller waiting in a queue when their site died, who calls again within this many
+    # seconds, goes back in line with their priority and original enqueue time (0: never).
+    interrupted_caller_keeps_place_seconds: float = Field(600, ge=0, le=86400)
 
     @field_validator("screen_pop_url")
     @classmethod

@@ -82,6 +82,8 @@ class CallInProgress:
     in_router: bool = False
     router_outcome: Disposition | None = None
     queued_at: float | None = None  # when it (last) entered a queue
+    enqueued_at: float | None = None  # when it first did: its place in line, kept across transfers
+    priority: int | None = None  # in the queue
     agent: str | None = None
     agent_answered: float | None = None
     wait_seconds: float | None = None

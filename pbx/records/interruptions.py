@@ -7,13 +7,21 @@ surviving site that knows the site dead does the same for it with
 ``record_interrupted_calls(store, dead_site, by=own_site)``: each note is taken once,
 whoever comes first. If the site was alive after all, its own record of the call replaces
 the ``interrupted`` one when the call ends.
+
+A caller who was waiting in a queue leaves their place (number, queue, priority, original
+enqueue time, site) with the record. ``KeptPlaces.place_of`` gives it back, once, when the
+same number reaches the same queue again within ``keep_seconds`` of the interruption being
+recorded: the queueing code enqueues them with that priority and enqueue time.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
-from pbx.store import CallRecord, Store
+from pbx.store import CallRecord, InterruptedWait, Store
 
 log = logging.getLogger("pbx.records")
 
@@ -32,3 +40,25 @@ async def record_interrupted_calls(store: Store, site: str | None, *,
                     "unexpectedly: recorded as interrupted", record.call_id, record.caller,
                     record.callee, record.started.isoformat(timespec="seconds"), whose)
     return records
+
+
+class KeptPlaces:
+    """The places interrupted callers left, given back when they call again in time."""
+
+    def __init__(self, store: Store, keep_seconds: float, clock: Callable[[], float] = time.time) -> None:
+        self._store = store
+        self._keep = timedelta(seconds=keep_seconds)
+        self._clock = clock
+
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self._clock(), UTC)
+
+    async def place_of(self, number: str, queue: str) -> InterruptedWait | None:
+        """``number``'s place in ``queue`` from an interrupted call, taken (given once)."""
+        if not self._keep:
+            return None
+        return await self._store.take_interrupted_wait(number, queue, self._now() - self._keep)
+
+    async def forget_expired(self) -> int:
+        """Drop places older than the window (nobody can claim them any more)."""
+        return await self._store.forget_interrupted_waits(self._now() - self._keep)

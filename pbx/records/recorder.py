@@ -10,9 +10,9 @@ the line has ended *and* the IVR and the router have let go of the call, or
 ``linger_seconds`` after the line ended, whichever comes first.
 
 Crash trace: a call is noted in the store (``live_calls``) when it starts, again when it
-enters a queue and when an agent answers, and the note goes with its CDR, in the same
-transaction; notes a crash left behind become ``interrupted`` CDRs at the next start
-(``Store.close_interrupted_calls``). With the CDR go the call's routing decisions, IVR path
+enters a queue (with its priority and original enqueue time) and when an agent answers, and
+the note goes with its CDR, in the same transaction; notes a crash left behind become
+``interrupted`` CDRs (``interruptions``). With the CDR go the call's routing decisions, IVR path
 and screen-pop context (``details``), which the API serves for finished calls. The live
 view of each call in progress (``live_call``, ``live_call_views``) is what
 ``/api/v1/calls/live`` shows. Each call's start and end are logged at INFO.
@@ -289,6 +289,8 @@ class CallRecorder:
             live.in_router = True
             live.entered_position = event.position
             live.queued_at = event.at
+            live.enqueued_at = event.enqueued_at
+            live.priority = event.priority
             self._note_in_progress(live)
         self._put(queue_log.entered(event, live.caller if live else None))
 
@@ -449,7 +451,8 @@ class CallRecorder:
         self._put(LiveCallRecord(
             live.call_id, live.caller, live.callee, utc(live.started), live.kind, self._site,
             live.queue, live.agent,
-            None if live.agent_answered is None else utc(live.agent_answered)))
+            None if live.agent_answered is None else utc(live.agent_answered),
+            live.priority, None if live.enqueued_at is None else utc(live.enqueued_at)))
 
     def _settle(self, live: CallInProgress) -> None:
         """Write the CDR when nothing more is expected; else wait a while after the hang-up."""

@@ -272,6 +272,27 @@ def _add_queue_sites(connection: sa.Connection) -> None:
     connection.execute(sa.text(f"ALTER TABLE queues ADD COLUMN sites {document} NOT NULL DEFAULT '[]'"))
 
 
+def _keep_interrupted_callers_places(connection: sa.Connection) -> None:
+    timestamp = sa.DateTime(timezone=True)
+    timestamp_type = timestamp.compile(dialect=connection.dialect)
+    for column in ("priority INTEGER", f"enqueued_at {timestamp_type}"):
+        connection.execute(sa.text(f"ALTER TABLE live_calls ADD COLUMN {column}"))
+    metadata = sa.MetaData()
+    sa.Table(
+        "interrupted_waits",
+        metadata,
+        sa.Column("call_id", sa.String, primary_key=True),
+        sa.Column("number", sa.String, nullable=False),
+        sa.Column("queue", sa.String, nullable=False),
+        sa.Column("priority", sa.Integer, nullable=False),
+        sa.Column("enqueued_at", timestamp, nullable=False),
+        sa.Column("site", sa.String, nullable=True),
+        sa.Column("interrupted_at", timestamp, nullable=False),
+        sa.Index("ix_interrupted_waits_number_queue", "number", "queue", "interrupted_at"),
+    )
+    metadata.create_all(connection)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "configuration: sites, skills, agents, queues, customers", _create_configuration_tables),
     Migration(2, "history: call records and queue log", _create_history_tables),
@@ -281,6 +302,8 @@ MIGRATIONS: tuple[Migration, ...] = (
               _create_durable_state_tables),
     Migration(5, "callback requests, leased by their owning site", _create_callback_requests),
     Migration(6, "queues: the other sites whose agents may take their calls", _add_queue_sites),
+    Migration(7, "callers keep their place: waiting calls' priority and enqueue time, interrupted waits",
+              _keep_interrupted_callers_places),
 )
 
 

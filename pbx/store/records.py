@@ -160,11 +160,32 @@ class LiveCallRecord:
     queue: str | None = None
     agent: str | None = None
     answered: datetime | None = None
+    priority: int | None = None  # in the queue, while waiting
+    enqueued_at: datetime | None = None  # when it first entered a queue (kept across transfers)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "started", as_utc(self.started))
-        if self.answered is not None:
-            object.__setattr__(self, "answered", as_utc(self.answered))
+        for name in ("answered", "enqueued_at"):
+            moment = getattr(self, name)
+            if moment is not None:
+                object.__setattr__(self, name, as_utc(moment))
+
+
+@dataclass(frozen=True)
+class InterruptedWait:
+    """A caller's place in a queue when their call was interrupted (its site died)."""
+
+    call_id: str
+    number: str
+    queue: str
+    priority: int
+    enqueued_at: datetime
+    site: str | None
+    interrupted_at: datetime
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "enqueued_at", as_utc(self.enqueued_at))
+        object.__setattr__(self, "interrupted_at", as_utc(self.interrupted_at))
 
 
 @dataclass(frozen=True)

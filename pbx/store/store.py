@@ -11,7 +11,7 @@ import math
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -36,6 +36,7 @@ from pbx.store.records import (
     CallRecord,
     CustomerRecord,
     CustomerTier,
+    InterruptedWait,
     LiveCallRecord,
     QueueLogEntry,
     RegistrationRecord,
@@ -50,6 +51,7 @@ from pbx.store.tables import (
     CallDetailsRow,
     CallRecordRow,
     CustomerRow,
+    InterruptedWaitRow,
     LiveCallRow,
     QueueLogRow,
     QueueRow,
@@ -76,6 +78,9 @@ _CALL_RECORDS = CallRecordRow.__table__  # type: ignore[attr-defined]
 _DELETE_INTERRUPTED_RECORDS = sa.delete(_CALL_RECORDS).where(
     _CALL_RECORDS.c.call_id.in_(sa.bindparam("call_ids", expanding=True)),
     _CALL_RECORDS.c.disposition == "interrupted")
+_INTERRUPTED_WAITS = InterruptedWaitRow.__table__  # type: ignore[attr-defined]
+_DELETE_INTERRUPTED_WAITS = sa.delete(_INTERRUPTED_WAITS).where(
+    _INTERRUPTED_WAITS.c.call_id.in_(sa.bindparam("call_ids", expanding=True)))
 _REGISTRATIONS = RegistrationRow.__table__  # type: ignore[attr-defined]
 _DELETE_USERS_REGISTRATIONS = sa.delete(_REGISTRATIONS).where(
     _REGISTRATIONS.c.user.in_(sa.bindparam("users", expanding=True)))
@@ -642,14 +647,17 @@ class Store:
                     {"call_id": call.call_id, "caller": call.caller, "callee": call.callee,
                      "kind": call.kind, "started": as_utc(call.started),
                      "answered": None if call.answered is None else as_utc(call.answered),
-                     "queue": call.queue, "agent": call.agent, "site": call.site}
+                     "queue": call.queue, "agent": call.agent, "site": call.site,
+                     "priority": call.priority,
+                     "enqueued_at": None if call.enqueued_at is None else as_utc(call.enqueued_at)}
                     for call in latest.values()])
             if records:
                 call_ids = {"call_ids": [record.call_id for record in records]}
                 await connection.execute(_DELETE_LIVE_CALLS, call_ids)
                 # A call another site recorded as interrupted (it took this site for dead)
-                # has its real record now, which replaces that one.
+                # has its real record now, which replaces that one; its caller's place goes.
                 await connection.execute(_DELETE_INTERRUPTED_RECORDS, call_ids)
+                await connection.execute(_DELETE_INTERRUPTED_WAITS, call_ids)
             if details:
                 await connection.execute(sa.insert(CallDetailsRow.__table__), [  # type: ignore[attr-defined]
                     {"call_id": d.call_id, "ended": as_utc(d.ended), "routing": _json_safe(d.routing),
@@ -765,20 +773,25 @@ class Store:
         async with self._transaction() as session:
             rows = (await session.exec(query.order_by(col(LiveCallRow.started)))).all()
         return [LiveCallRecord(row.call_id, row.caller, row.callee, row.started, row.kind, row.site,
-                               row.queue, row.agent, row.answered)
+                               row.queue, row.agent, row.answered, row.priority, row.enqueued_at)
                 for row in rows]
 
-    async def close_interrupted_calls(self, *, site: str | None = None) -> list[CallRecord]:
+    async def close_interrupted_calls(self, *, site: str | None = None,
+                                      now: datetime | None = None) -> list[CallRecord]:
         """Turn the calls ``site``'s server noted in progress and never closed (it crashed)
         into call records with disposition ``interrupted``; returns those records, oldest first.
 
         Called by a server at start-up for its own site, before any new call is noted, and
         by a surviving site for a site it knows dead. Each note is taken once, whoever asks.
+        A caller who was waiting in a queue (not yet answered by an agent) leaves their place
+        (``InterruptedWait``, interrupted ``now``) for ``take_interrupted_wait``.
         """
+        interrupted_at = as_utc(now or datetime.now(UTC))
         async with self._transaction() as session:
             # One DELETE ... RETURNING takes the notes: of two sites adopting the same dead
             # site's calls at once (PostgreSQL), the second finds them gone and writes nothing.
-            taken = await session.execute(
+            connection = await session.connection()
+            taken = await connection.execute(
                 sa.delete(_LIVE_CALLS).where(_same_site(_LIVE_CALLS.c.site, site))
                 .returning(*_LIVE_CALLS.c))
             rows = sorted(taken.all(), key=lambda row: (as_utc(row.started), row.call_id))
@@ -789,8 +802,38 @@ class Store:
                                      site=row.site)
                        for row in rows]
             session.add_all(records)
+            session.add_all(InterruptedWaitRow(
+                call_id=row.call_id, number=row.caller, queue=row.queue, priority=row.priority,
+                enqueued_at=as_utc(row.enqueued_at), site=row.site, interrupted_at=interrupted_at)
+                for row in rows
+                if row.queue is not None and row.answered is None and row.caller
+                and row.priority is not None and row.enqueued_at is not None)
             await session.flush()
             return [_call_record_from_row(record) for record in records]
+
+    async def take_interrupted_wait(self, number: str, queue: str,
+                                    since: datetime) -> InterruptedWait | None:
+        """The place ``number`` had in ``queue`` when its call was interrupted at ``since`` or
+        later (the earliest-queued such place), removed so that it is given back once."""
+        table = _INTERRUPTED_WAITS
+        earliest = (sa.select(table.c.call_id)
+                    .where(table.c.number == number, table.c.queue == queue,
+                           table.c.interrupted_at >= as_utc(since))
+                    .order_by(table.c.enqueued_at).limit(1).scalar_subquery())
+        async with self._engine.begin() as connection:
+            row = (await connection.execute(
+                sa.delete(table).where(table.c.call_id == earliest).returning(*table.c))).first()
+        if row is None:
+            return None
+        return InterruptedWait(row.call_id, row.number, row.queue, row.priority, row.enqueued_at,
+                               row.site, row.interrupted_at)
+
+    async def forget_interrupted_waits(self, before: datetime) -> int:
+        """Drop the places of calls interrupted before ``before``; returns how many."""
+        async with self._engine.begin() as connection:
+            result = await connection.execute(sa.delete(_INTERRUPTED_WAITS).where(
+                _INTERRUPTED_WAITS.c.interrupted_at < as_utc(before)))
+            return int(result.rowcount or 0)
 
     # -- registrations ------------------------------------------------------------------
 

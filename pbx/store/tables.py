@@ -187,6 +187,24 @@ class LiveCallRow(SQLModel, table=True):
     queue: str | None = None
     agent: str | None = None
     site: str | None = None
+    priority: int | None = None  # in the queue (when waiting)
+    enqueued_at: datetime | None = Field(default=None, sa_type=TIMESTAMP)  # original, kept across transfers
+
+
+class InterruptedWaitRow(SQLModel, table=True):
+    """A caller who was waiting in a queue when their site died: their place, kept for a while
+    so that calling again puts them back with their priority and original enqueue time."""
+
+    __tablename__ = "interrupted_waits"
+    __table_args__ = (sa.Index("ix_interrupted_waits_number_queue", "number", "queue", "interrupted_at"),)
+
+    call_id: str = Field(primary_key=True)
+    number: str
+    queue: str
+    priority: int
+    enqueued_at: datetime = Field(sa_type=TIMESTAMP)
+    site: str | None = None
+    interrupted_at: datetime = Field(sa_type=TIMESTAMP)
 
 
 class CallDetailsRow(SQLModel, table=True):
@@ -254,4 +272,5 @@ STORE_TABLES: tuple[type[SQLModel], ...] = (
     LiveCallRow,
     CallDetailsRow,
     CallbackRequestRow,
+    InterruptedWaitRow,
 )

@@ -6,6 +6,10 @@ see the calls noted in progress, kills the server with SIGKILL, and starts it ag
 same store: every one of those calls has exactly one record, disposition ``interrupted``,
 naming the site, queue and (for the call that was talking) the agent. A clean restart
 after that writes nothing more.
+
+Callers keep their place: callers waiting when the server died who call again after the
+restart go back in line with the priority and original enqueue time they had, ahead of a
+caller who arrived after the restart but before them.
 """
 
 from __future__ import annotations
@@ -40,8 +44,11 @@ def _get(server: PbxServer, path: str):
     return json.loads(body)
 
 
-def _site_config(accounts: list[tuple[str, str]], store_url: str) -> str:
-    config = yaml.safe_load(sa.contact_center_config(accounts, rtp_timeout=600))
+PRIORITY_FLOW = Path(__file__).resolve().parent / "flows" / "priority_menu.yaml"
+
+
+def _site_config(accounts: list[tuple[str, str]], store_url: str, **options) -> str:
+    config = yaml.safe_load(sa.contact_center_config(accounts, rtp_timeout=600, **options))
     config["site"] = SITE
     config["sites"] = [{"name": SITE, "timezone": "Europe/Madrid"}]
     for agent in config["agents"]:
@@ -123,3 +130,77 @@ def test_calls_in_progress_at_a_kill_9_are_recorded_as_interrupted_once(
         finally:
             for caller in callers:
                 caller.stop()
+
+
+def _caller(server: PbxServer, number: str, digit: str, workdir: Path) -> sipp.SippProcess:
+    """A caller who waits until the server hangs up (the agent did)."""
+    return sipp.start(server.sip_address, service="100", calls=1,
+                      scenario=caller_xml(digit=digit, number=number, dtmf_after_ms=800),
+                      workdir=workdir)
+
+
+def _queued_numbers(server: PbxServer) -> set[str]:
+    return {call["caller"] for call in _get(server, "/api/v1/calls/live") if call["state"] == "queued"}
+
+
+def test_callers_waiting_when_the_server_died_call_again_and_keep_their_place(
+        pbx_server, tmp_path: Path) -> None:
+    require_binary("sipp", "sip-tester")
+    accounts = sa.agent_accounts(1)
+    [(agent, _)] = accounts
+    vip, plain, newcomer = "+34915550021", "+34915550022", "+34915550023"
+    store_url = f"sqlite+aiosqlite:///{tmp_path}/madrid.db"
+    config_yaml = _site_config(accounts, store_url, flow=PRIORITY_FLOW)
+    first = pbx_server(config_yaml)
+    callers: list[sipp.SippProcess] = []
+    try:
+        # No agent yet: both wait, the first at priority 3, the second at priority 1.
+        callers.append(_caller(first, vip, "1", tmp_path / "vip-1"))
+        assert wait_until(lambda: _queued_numbers(first) == {vip}, 30), _get(first, "/api/v1/calls/live")
+        callers.append(_caller(first, plain, "2", tmp_path / "plain-1"))
+        assert wait_until(lambda: _queued_numbers(first) == {vip, plain}, 30)
+        assert wait_until(lambda: {(n.caller, n.priority) for n in _noted_in_progress(store_url)
+                                   if n.enqueued_at is not None} == {(vip, 3), (plain, 1)}, 15)
+        original = {n.caller: n.enqueued_at for n in _noted_in_progress(store_url)}
+
+        os.kill(first.pid, signal.SIGKILL)
+        first.process.wait(10)
+        for caller in callers:
+            caller.stop()
+        second = pbx_server(config_yaml)
+
+        # A new caller queues first; then the two call again, both choosing priority 1.
+        callers.append(_caller(second, newcomer, "2", tmp_path / "newcomer"))
+        assert wait_until(lambda: _queued_numbers(second) == {newcomer}, 30)
+        callers.append(_caller(second, vip, "2", tmp_path / "vip-2"))
+        assert wait_until(lambda: _queued_numbers(second) == {newcomer, vip}, 30)
+        callers.append(_caller(second, plain, "2", tmp_path / "plain-2"))
+        assert wait_until(lambda: _queued_numbers(second) == {newcomer, vip, plain}, 30)
+        live = {call["caller"]: call["call_id"] for call in _get(second, "/api/v1/calls/live")}
+
+        def entered(number: str) -> dict:
+            [line] = [line for line in _get(second, f"/api/v1/calls/{live[number]}")["queue_log"]
+                      if line["event"] == "ENTERQUEUE"]
+            return line["data"]
+        # The priority caller is back at priority 3 and at the head; the other, priority 1,
+        # ahead of the newcomer who arrived after the restart but before they called again.
+        assert (entered(newcomer)["priority"], entered(newcomer)["position"]) == (1, 1)
+        assert (entered(vip)["priority"], entered(vip)["position"]) == (3, 1)
+        assert (entered(plain)["priority"], entered(plain)["position"]) == (1, 2)
+        log = second.log_text()
+        for number in (vip, plain):
+            assert f"{number} calls again after call" in log
+            assert f"in line since {original[number].isoformat(timespec='seconds')}" in log
+        assert f"{newcomer} calls again" not in log
+
+        # The agent arrives and takes them in that order (hanging up after a moment each).
+        with sa.SippAgents(second.sip_address, accounts, tmp_path / "agents", talk_ms=500):
+            def answered() -> list[str]:
+                records = [r for r in _get(second, "/api/v1/calls?limit=1000")
+                           if r["call_id"] in live.values() and r["disposition"] == "answered"]
+                return [r["caller"] for r in sorted(records, key=lambda r: r["answered"])]
+            assert wait_until(lambda: len(answered()) == 3, 60), answered()
+            assert answered() == [vip, plain, newcomer]
+    finally:
+        for caller in callers:
+            caller.stop()

@@ -270,3 +270,12 @@ def test_media_engine_defaults_to_embedded_and_rtpengine_needs_its_address():
     assert any(p.startswith("centralita.yaml:2: media.engine:") for p in found), found
     found = problems_of("media:\n  engine: rtpengine\n  rtpengine: nowhere\n")
     assert any(p.startswith("centralita.yaml:3: media.rtpengine:") for p in found), found
+
+
+def test_how_long_an_interrupted_caller_keeps_their_place_is_read_and_checked():
+    assert build("routing: {interrupted_caller_keeps_place_seconds: 90}\n").routing \
+        .interrupted_caller_keeps_place_seconds == 90
+    assert build("").routing.interrupted_caller_keeps_place_seconds == 600
+    found = problems_of("routing:\n  interrupted_caller_keeps_place_seconds: -5\n")
+    assert any(p.startswith("centralita.yaml:2: routing.interrupted_caller_keeps_place_seconds: ")
+               for p in found), found

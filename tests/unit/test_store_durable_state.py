@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pbx.records.interruptions import record_interrupted_calls
+from pbx.records.interruptions import KeptPlaces, record_interrupted_calls
 from pbx.store import CallDetails, CallRecord, LiveCallRecord, RegistrationRecord, Store
 
 NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
@@ -120,3 +120,52 @@ async def test_the_records_of_a_dead_sites_calls_are_written_once_and_logged(
         ("q", "interrupted", "madrid", "sales")]
     assert [r.call_id for r in await store.call_records()] == ["q"]
     assert "call q (600 -> 100" in caplog.text and "site madrid (adopted by bogota)" in caplog.text
+
+
+async def test_an_interrupted_waiting_caller_leaves_their_place_taken_once_within_the_window(
+        store: Store) -> None:
+    queued_at = NOW - timedelta(minutes=3)
+    await store.append_history([], [], started=[
+        # waiting in sales, vip priority, in line for 3 minutes
+        LiveCallRecord("w", "600100", "100", queued_at, site="madrid", queue="sales",
+                       priority=3, enqueued_at=queued_at),
+        # talking to an agent: nothing to keep
+        LiveCallRecord("t", "600200", "100", queued_at, site="madrid", queue="sales", agent="1001",
+                       answered=NOW, priority=1, enqueued_at=queued_at),
+        # in the IVR: no queue yet
+        LiveCallRecord("i", "600300", "100", NOW, site="madrid")])
+    await store.close_interrupted_calls(site="madrid", now=NOW)
+
+    assert await store.take_interrupted_wait("600200", "sales", NOW - timedelta(minutes=10)) is None
+    assert await store.take_interrupted_wait("600300", "sales", NOW - timedelta(minutes=10)) is None
+    assert await store.take_interrupted_wait("600100", "billing", NOW - timedelta(minutes=10)) is None
+    # Interrupted before the window began: not given back (and still there for a wider window).
+    assert await store.take_interrupted_wait("600100", "sales", NOW + timedelta(seconds=1)) is None
+    kept = await store.take_interrupted_wait("600100", "sales", NOW - timedelta(minutes=10))
+    assert kept is not None
+    assert (kept.call_id, kept.number, kept.queue, kept.priority, kept.enqueued_at, kept.site,
+            kept.interrupted_at) == ("w", "600100", "sales", 3, queued_at, "madrid", NOW)
+    assert await store.take_interrupted_wait("600100", "sales", NOW - timedelta(minutes=10)) is None
+
+
+async def test_expired_places_are_forgotten_and_a_call_alive_after_all_leaves_none(
+        store: Store) -> None:
+    for call_id, interrupted_at in (("old", NOW - timedelta(hours=2)), ("new", NOW)):
+        await store.append_history([], [], started=[LiveCallRecord(
+            call_id, "600100", "100", NOW, site="madrid", queue="sales", priority=1,
+            enqueued_at=NOW)])
+        await store.close_interrupted_calls(site="madrid", now=interrupted_at)
+    assert await store.forget_interrupted_waits(NOW - timedelta(hours=1)) == 1
+    # "new" went on at its site after all: its real record takes its place away too.
+    await store.append_history([CallRecord("new", "600100", "100", NOW, ended=NOW,
+                                           disposition="abandoned", site="madrid")], [])
+    assert await store.take_interrupted_wait("600100", "sales", NOW - timedelta(days=1)) is None
+
+
+async def test_kept_places_give_nothing_when_the_window_is_zero(store: Store) -> None:
+    await store.append_history([], [], started=[LiveCallRecord(
+        "w", "600100", "100", NOW, site="madrid", queue="sales", priority=2, enqueued_at=NOW)])
+    await store.close_interrupted_calls(site="madrid")
+    assert await KeptPlaces(store, 0).place_of("600100", "sales") is None
+    kept = await KeptPlaces(store, 600).place_of("600100", "sales")
+    assert kept is not None and (kept.call_id, kept.priority) == ("w", 2)
