@@ -200,7 +200,8 @@ class CallbackDesk:
         self._publish(CallbackTryEnded(updated.id, updated.queue, self.site, outcome.value,
                                        outcome is Outcome.ANSWERED, detail, updated.state.value,
                                        not updated.active, _seconds(now - updated.requested_at),
-                                       call_id, at=now.timestamp()))
+                                       call_id, updated.number, updated.origin_call_id,
+                                       at=now.timestamp()))
         return updated
 
     async def cancel(self, request_id: str, reason: str) -> CallbackRequest | None:

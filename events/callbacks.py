@@ -45,6 +45,8 @@ class CallbackTryEnded(Event):
     ended: bool  # the request left the line with this try (no retry follows)
     waited_seconds: float  # from the original enqueue time to the end of the try
     call_id: str | None  # the callback call, linking it to its call record
+    number: str = ""  # the customer's number that was called
+    origin_call_id: str | None = None  # the call the request came from (the request's)
 
 
 @dataclass(frozen=True, slots=True)

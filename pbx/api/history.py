@@ -52,6 +52,9 @@ class CallRecordView(BaseModel):
     wait_seconds: float | None = Field(description="time in line, for queued calls")
     talk_seconds: float | None
     site: str | None
+    origin_call_id: str | None = Field(
+        description="a callback call's: the call the customer asked to be called back from")
+    callback_request_id: str | None = Field(description="a callback call's: its callback request")
 
 
 class QueueLogView(BaseModel):
@@ -60,7 +63,7 @@ class QueueLogView(BaseModel):
     call_id: str
     event: str = Field(
         description="ENTERQUEUE, OFFER, RINGING, RINGNOANSWER, OFFERFAILED, CONNECT, ABANDON, "
-                    "OVERFLOW, EXPAND, TRANSFER, COMPLETE or WRAPUPEND")
+                    "OVERFLOW, EXPAND, TRANSFER, COMPLETE, WRAPUPEND or CALLBACK")
     queue: str | None
     agent: str | None
     data: dict[str, Any]

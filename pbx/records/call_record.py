@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from events import callbacks as callback_events
 from ivr.call_log import IvrCallLog
 from pbx.records.call_state import CallInProgress
-from pbx.records.dispositions import disposition_of
+from pbx.records.dispositions import callback_disposition, disposition_of
 from pbx.records.times import rounded, utc
 from pbx.store import CallRecord
 
@@ -39,4 +40,24 @@ def call_record_of(call: CallInProgress, site: str | None, ivr_calls: IvrCallLog
         wait_seconds=rounded(call.wait_seconds),
         talk_seconds=rounded(talk),
         site=site,
+        origin_call_id=call.origin_call_id,
+        callback_request_id=call.callback_request_id,
+    )
+
+
+def callback_call_record(event: callback_events.CallbackTryEnded, started: float,
+                         site: str | None) -> CallRecord:
+    """The record of a callback try's call to the customer, which ended with the try."""
+    return CallRecord(
+        call_id=event.call_id or "",
+        caller="",  # the trunk's caller ID, not the customer
+        callee=event.number,
+        started=utc(started),
+        answered=utc(event.at) if event.answered else None,
+        ended=utc(event.at),
+        queue=event.queue,
+        disposition=callback_disposition(event.outcome).value,
+        site=site,
+        origin_call_id=event.origin_call_id,
+        callback_request_id=event.request_id,
     )

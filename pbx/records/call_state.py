@@ -92,6 +92,8 @@ class CallInProgress:
     complete: router_events.QueueCallEnded | None = None  # logged once the hang-up cause is known
     after_complete: list[QueueLogEntry] = field(default_factory=list)  # e.g. its WRAPUPEND
     linger: asyncio.TimerHandle | None = None
+    origin_call_id: str | None = None  # a callback call's: the call the customer asked from
+    callback_request_id: str | None = None  # a callback call's: its request
 
 
 def live_view(call: CallInProgress, now: float) -> LiveCallView:

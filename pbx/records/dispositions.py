@@ -31,6 +31,16 @@ class Disposition(enum.StrEnum):
 # Telephony end causes (pbx.calls.manager) that mean the caller gave up.
 CALLER_CAUSES = frozenset({"caller_hangup", "cancelled"})
 
+# A callback try's outcome (callbacks.Outcome values) as its call's disposition; any other
+# outcome (no answer, invalid number, trunk failure...) is a failed call, and the queue
+# log's CALLBACK line keeps the outcome itself.
+_CALLBACK_DISPOSITIONS = {"answered": Disposition.ANSWERED, "busy": Disposition.REJECTED,
+                          "interrupted": Disposition.INTERRUPTED}
+
+
+def callback_disposition(outcome: str) -> Disposition:
+    return _CALLBACK_DISPOSITIONS.get(outcome, Disposition.FAILED)
+
 
 def disposition_of(call: CallInProgress) -> Disposition:
     if call.router_outcome is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 from typing import Any
 
+from events import callbacks as callback_events
 from events import calls as line_events
 from events import ivr as ivr_events
 from events import routing as router_events
@@ -34,6 +35,7 @@ class QueueEvent(enum.StrEnum):
     TRANSFER = "TRANSFER"
     COMPLETE = "COMPLETE"
     WRAPUPEND = "WRAPUPEND"
+    CALLBACK = "CALLBACK"  # a callback try's call to the customer ended (data: outcome, request)
 
 
 # Who ended a call whose agent's part is complete, from the telephony end cause.
@@ -140,3 +142,10 @@ def wrap_up_ended(event: router_events.AgentStateChanged, call_id: str, queue: s
     return entry(event.at, call_id, QueueEvent.WRAPUPEND, queue=queue, agent=event.agent,
                  data={"wrap_up_seconds": rounded(event.at - since),
                        "next_state": str(event.new), "reason": event.reason})
+
+
+def callback_try_ended(event: callback_events.CallbackTryEnded) -> QueueLogEntry:
+    return entry(event.at, event.call_id or "", QueueEvent.CALLBACK, queue=event.queue,
+                 data={"request_id": event.request_id, "origin_call_id": event.origin_call_id,
+                       "outcome": event.outcome, "detail": event.detail, "state": event.state,
+                       "waited_seconds": rounded(event.waited_seconds)})

@@ -38,13 +38,14 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from events import EventBus
+from events import callbacks as callback_events
 from events import calls as line_events
 from events import ivr as ivr_events
 from events import routing as router_events
 from events.recent_calls import RecentCalls
 from ivr.call_log import IvrCallLog
 from pbx.records import queue_log
-from pbx.records.call_record import call_record_of
+from pbx.records.call_record import call_record_of, callback_call_record
 from pbx.records.call_state import CallInProgress, LiveCallView, Offer, live_view
 from pbx.records.dispositions import Disposition
 from pbx.records.times import utc
@@ -106,6 +107,7 @@ class CallRecorder:
         # Recently written calls: late events for them must not open a second CDR.
         self._finished: RecentCalls[None] = RecentCalls(finished_ids_kept, finished_ids_max_age_seconds)
         self._wrapping: dict[str, tuple[str, str, float]] = {}  # agent -> call, queue, since
+        self._callback_tries: dict[str, float] = {}  # request id -> when its try started
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
         self._subscribe(bus)
@@ -196,6 +198,8 @@ class CallRecorder:
             (self._on_overflowed, router_events.CallOverflowed),
             (self._on_expanded, router_events.CallExpanded),
             (self._on_agent_state, router_events.AgentStateChanged),
+            (self._on_callback_try_started, callback_events.CallbackTryStarted),
+            (self._on_callback_try_ended, callback_events.CallbackTryEnded),
         ]
         for handler, event_type in handlers:
             bus.subscribe(handler, event_type)
@@ -418,6 +422,33 @@ class CallRecorder:
             live.after_complete.append(entry)  # keep the log in order: COMPLETE comes first
         else:
             self._put(entry)
+
+    # ------------------------------------------------------------------ callbacks
+
+    def _on_callback_try_started(self, event: callback_events.CallbackTryStarted) -> None:
+        if len(self._callback_tries) >= self._max_live:  # tries called off never end
+            del self._callback_tries[next(iter(self._callback_tries))]
+        self._callback_tries[event.request_id] = event.at
+
+    def _on_callback_try_ended(self, event: callback_events.CallbackTryEnded) -> None:
+        """The call to the customer gets a record naming the call and the request it came from."""
+        started = self._callback_tries.pop(event.request_id, event.at)
+        if event.call_id is None:
+            return  # no call was placed
+        self._put(queue_log.callback_try_ended(event))
+        live = self._live.get(event.call_id)
+        if live is not None:  # the call is in progress on this server's line: its record says it
+            live.origin_call_id = event.origin_call_id
+            live.callback_request_id = event.request_id
+            return
+        if event.call_id in self._finished or self._closed:
+            return
+        self._finished.put(event.call_id, None, finished=True)
+        record = callback_call_record(event, started, self._site)
+        log.info("call %s ended: callback %s to %s %s (%s), from call %s", event.call_id,
+                 event.request_id, event.number or "?", record.disposition, event.outcome,
+                 event.origin_call_id or "-")
+        self._put(record)
 
     # ------------------------------------------------------------------ per-call state
 

@@ -293,6 +293,11 @@ def _keep_interrupted_callers_places(connection: sa.Connection) -> None:
     metadata.create_all(connection)
 
 
+def _link_callback_calls(connection: sa.Connection) -> None:
+    for column in ("origin_call_id VARCHAR", "callback_request_id VARCHAR"):
+        connection.execute(sa.text(f"ALTER TABLE call_records ADD COLUMN {column}"))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "configuration: sites, skills, agents, queues, customers", _create_configuration_tables),
     Migration(2, "history: call records and queue log", _create_history_tables),
@@ -304,6 +309,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(6, "queues: the other sites whose agents may take their calls", _add_queue_sites),
     Migration(7, "callers keep their place: waiting calls' priority and enqueue time, interrupted waits",
               _keep_interrupted_callers_places),
+    Migration(7, "call records of callback calls name the call and the request they came from",
+              _link_callback_calls),
 )
 
 

@@ -101,6 +101,8 @@ class CallRecord:
     talk_seconds: float | None = None
     site: str | None = None
     id: int | None = None
+    origin_call_id: str | None = None  # a callback call's: the call the customer asked from
+    callback_request_id: str | None = None  # a callback call's: its request
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ivr_path", tuple(self.ivr_path))

@@ -140,6 +140,8 @@ def _call_record_from_row(row: CallRecordRow) -> CallRecord:
         wait_seconds=row.wait_seconds,
         talk_seconds=row.talk_seconds,
         site=row.site,
+        origin_call_id=row.origin_call_id,
+        callback_request_id=row.callback_request_id,
     )
 
 
@@ -676,7 +678,8 @@ class Store:
                      "ended": None if r.ended is None else as_utc(r.ended),
                      "queue": r.queue, "agent": r.agent, "disposition": r.disposition,
                      "ivr_path": list(r.ivr_path), "wait_seconds": r.wait_seconds,
-                     "talk_seconds": r.talk_seconds, "site": r.site}
+                     "talk_seconds": r.talk_seconds, "site": r.site,
+                     "origin_call_id": r.origin_call_id, "callback_request_id": r.callback_request_id}
                     for r in records])
 
     async def call_records(

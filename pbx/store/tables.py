@@ -136,6 +136,8 @@ class CallRecordRow(SQLModel, table=True):
     wait_seconds: float | None = None
     talk_seconds: float | None = None
     site: str | None = None
+    origin_call_id: str | None = None  # a callback call's: the call the customer asked from
+    callback_request_id: str | None = None  # a callback call's: its request
 
 
 class QueueLogRow(SQLModel, table=True):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from prometheus_client import CollectorRegistry
 
 from events import CallAnswered, CallEnded, CallStarted, CallTransferred, EventBus
+from events.callbacks import CallbackTryEnded, CallbackTryStarted
 from events.ivr import (
     CallDeflected,
     DigitReceived,
@@ -648,3 +649,52 @@ async def test_a_call_in_progress_shows_what_it_is_doing_and_is_noted_in_the_sto
         assert stored is not None and stored.context == {"agent": "1002"}
     finally:
         await center.recorder.close()
+
+
+# ---------------------------------------------------------------------- callback calls
+
+
+def try_ended(clock: Clock, call_id: str | None, outcome: str = "answered") -> CallbackTryEnded:
+    return CallbackTryEnded("cb-1", "sales", "madrid", outcome, outcome == "answered", "", "completed",
+                            True, 30.0, call_id, "600111222", "origin-1", at=clock.now)
+
+
+def try_started(clock: Clock) -> CallbackTryStarted:
+    return CallbackTryStarted("cb-1", "sales", "madrid", 1, 20.0, at=clock.now)
+
+
+async def test_a_callback_call_in_progress_on_the_line_names_its_origin_and_request(
+        center: Center, clock: Clock, store: Store) -> None:
+    center.publish(try_started(clock), CallStarted("cb-call", "+34910000000", "600111222", "bridge"),
+                   CallAnswered("cb-call", "bridge"))
+    clock.advance(5)
+    center.publish(try_ended(clock, "cb-call"))
+    clock.advance(10)
+    center.publish(CallEnded("cb-call", "bridge", "callee_hangup", None, 10.0))
+    await center.recorder.flush()
+    record = await only_record(store, "cb-call")
+    assert (record.origin_call_id, record.callback_request_id, record.disposition) == (
+        "origin-1", "cb-1", "answered")
+    assert [(line.event, line.data["outcome"]) for line in await log_of(store, "cb-call")] == [
+        ("CALLBACK", "answered")]
+
+
+async def test_a_try_that_placed_no_call_writes_nothing(center: Center, clock: Clock,
+                                                        store: Store) -> None:
+    center.publish(try_started(clock), try_ended(clock, None, "trunk_failure"))
+    await center.recorder.flush()
+    assert await store.call_records() == [] and await store.queue_log() == []
+
+
+async def test_a_callback_try_ending_with_its_call_gets_its_own_record(
+        center: Center, clock: Clock, store: Store) -> None:
+    started = datetime.fromtimestamp(clock.now, UTC)
+    center.publish(try_started(clock))
+    clock.advance(8)
+    center.publish(try_ended(clock, "cb-call", "no_answer"))
+    await center.recorder.flush()
+    record = await only_record(store, "cb-call")
+    assert (record.callee, record.queue, record.disposition, record.site, record.started,
+            record.answered, record.ended, record.origin_call_id, record.callback_request_id) == (
+        "600111222", "sales", "failed", "madrid", started, None, started + timedelta(seconds=8),
+        "origin-1", "cb-1")

@@ -175,6 +175,6 @@ async def test_steps_must_be_numbered_in_order(tmp_path: Path) -> None:
         with pytest.raises(MigrationError, match="1..n"):
             await migrate(engine, (MIGRATIONS[1], MIGRATIONS[0]))
         with pytest.raises(MigrationError, match="outside"):
-            await migrate(engine, target=7)
+            await migrate(engine, target=len(MIGRATIONS) + 1)
     finally:
         await engine.dispose()
