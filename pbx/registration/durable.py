@@ -4,7 +4,8 @@ Every REGISTER that changes an account's bindings queues that account's new set;
 background task writes the latest set per account (a burst of re-registrations costs one
 write per account, not one per REGISTER). At start-up the bindings that have not expired
 are given back to the registrar, so agents are reachable again without waiting for their
-phones to re-register. Bindings expire in the registrar's loop clock; the store keeps wall
+phones to re-register; a binding made through a proxy keeps its Path (RFC 3327), so the
+phone is still called through that proxy. Bindings expire in the registrar's loop clock; the store keeps wall
 time, converted at both ends.
 
 Only bindings over UDP come back: a TCP or TLS binding is reachable only through the
@@ -61,7 +62,7 @@ class DurableRegistrations:
             binding = Binding(record.user, contact,
                               loop_now + (record.expires_at.timestamp() - wall_now),
                               record.call_id, record.cseq, (record.source_host, record.source_port),
-                              record.transport, record.user_agent)
+                              record.transport, record.user_agent, path=record.path)
             if self._registrar.restore(binding, loop_now):
                 restored += 1
         log.info("restored %d registration(s) from the store%s", restored,
@@ -94,7 +95,7 @@ class DurableRegistrations:
                 user=b.user, contact=str(b.contact), contact_uri=b.contact_uri,
                 expires_at=datetime.fromtimestamp(b.expires_at + wall_offset, UTC),
                 call_id=b.call_id, cseq=b.cseq, source_host=b.source[0], source_port=b.source[1],
-                transport=b.transport, user_agent=b.user_agent)
+                transport=b.transport, user_agent=b.user_agent, path=b.path)
             for b in bindings
         ]
         self._wake.set()

@@ -298,6 +298,11 @@ def _link_callback_calls(connection: sa.Connection) -> None:
         connection.execute(sa.text(f"ALTER TABLE call_records ADD COLUMN {column}"))
 
 
+def _keep_registrations_paths(connection: sa.Connection) -> None:
+    json_type = _json().compile(dialect=connection.dialect)
+    connection.execute(sa.text(f"ALTER TABLE registrations ADD COLUMN path {json_type}"))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "configuration: sites, skills, agents, queues, customers", _create_configuration_tables),
     Migration(2, "history: call records and queue log", _create_history_tables),
@@ -311,6 +316,8 @@ MIGRATIONS: tuple[Migration, ...] = (
               _keep_interrupted_callers_places),
     Migration(7, "call records of callback calls name the call and the request they came from",
               _link_callback_calls),
+    Migration(8, "registrations keep their Path (the proxies toward the phone)",
+              _keep_registrations_paths),
 )
 
 

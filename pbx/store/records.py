@@ -143,9 +143,11 @@ class RegistrationRecord:
     source_port: int
     transport: str
     user_agent: str | None = None
+    path: tuple[str, ...] = ()  # the REGISTER's Path values: the Route set toward the phone
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "expires_at", as_utc(self.expires_at))
+        object.__setattr__(self, "path", tuple(self.path))
 
 
 @dataclass(frozen=True)

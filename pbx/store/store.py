@@ -848,7 +848,7 @@ class Store:
             {"user": r.user, "contact_uri": r.contact_uri, "contact": r.contact,
              "expires_at": as_utc(r.expires_at), "call_id": r.call_id, "cseq": r.cseq,
              "source_host": r.source_host, "source_port": r.source_port,
-             "transport": r.transport, "user_agent": r.user_agent}
+             "transport": r.transport, "user_agent": r.user_agent, "path": list(r.path) or None}
             for records in bindings.values() for r in records
         ]
         async with self._engine.begin() as connection:
@@ -868,7 +868,7 @@ class Store:
                     user=row.user, contact=row.contact, contact_uri=row.contact_uri,
                     expires_at=row.expires_at, call_id=row.call_id, cseq=row.cseq,
                     source_host=row.source_host, source_port=row.source_port,
-                    transport=row.transport, user_agent=row.user_agent)
+                    transport=row.transport, user_agent=row.user_agent, path=tuple(row.path or ()))
                 for row in result
             ]
 

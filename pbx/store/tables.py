@@ -173,6 +173,8 @@ class RegistrationRow(SQLModel, table=True):
     source_port: int
     transport: str
     user_agent: str | None = None
+    # The REGISTER's Path values (RFC 3327), the Route toward the phone; null: none.
+    path: list[str] | None = Field(default=None, sa_type=JSON_DOCUMENT)
 
 
 class LiveCallRow(SQLModel, table=True):

@@ -165,15 +165,18 @@ def start_pbx(
     env: dict[str, str] | None = None,
     python: str | None = None,
     startup_timeout: float = STARTUP_TIMEOUT,
+    ports: tuple[int, int] | None = None,
 ) -> PbxServer:
-    """Start `python -m pbx serve` in ``workdir`` and wait until /healthz answers 200."""
+    """Start `python -m pbx serve` in ``workdir`` and wait until /healthz answers 200.
+
+    ``ports``: the SIP and HTTP ports to listen on (a restart in place), else free ones."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     last_error: Exception | None = None
     for attempt in range(3):  # a free port can be taken between probe and bind
         try:
             return _start_once(workdir / f"run{attempt}", config_yaml, extra_args, sip_trace,
-                               env, python or sys.executable, startup_timeout)
+                               env, python or sys.executable, startup_timeout, ports)
         except ServerStartError as error:
             last_error = error
             # Retry a port lost to a race, or a start killed from outside by a signal.
@@ -184,13 +187,16 @@ def start_pbx(
 
 def _start_once(workdir: Path, config_yaml: str | None, extra_args: tuple[str, ...],
                 sip_trace: bool, env: dict[str, str] | None, python: str,
-                startup_timeout: float) -> PbxServer:
+                startup_timeout: float, ports: tuple[int, int] | None = None) -> PbxServer:
     workdir.mkdir(parents=True, exist_ok=True)
     var_dir = workdir / "var"
     var_dir.mkdir(exist_ok=True)
     log_path = workdir / "pbx.log"
-    sip_port = free_port(udp=True, tcp=True)
-    http_port = free_port(udp=False, tcp=True, avoid={sip_port})
+    if ports is not None:
+        sip_port, http_port = ports
+    else:
+        sip_port = free_port(udp=True, tcp=True)
+        http_port = free_port(udp=False, tcp=True, avoid={sip_port})
     command = [python, "-m", "pbx", "serve",
                "--sip-listen", f"{LOOPBACK}:{sip_port}",
                "--http-listen", f"{LOOPBACK}:{http_port}",

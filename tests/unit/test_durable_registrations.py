@@ -74,6 +74,23 @@ async def test_bindings_survive_a_restart_with_their_remaining_time(store: Store
     assert await later.restore() == 1
 
 
+async def test_a_binding_made_through_a_proxy_comes_back_with_its_path(store: Store) -> None:
+    before = registrar()
+    keeper = DurableRegistrations(store, before, loop_clock=lambda: 100.0, wall_clock=lambda: 1000.0)
+    keeper.start()
+    through = phone("1001", 5070, 700.0)
+    through.path = ("<sip:127.0.0.1:5090;lr;received=sip:127.0.0.1:5070>",)
+    for listener in before.bindings_listeners:
+        listener("1001", [through])
+    await keeper.close()
+
+    after = registrar()
+    assert await DurableRegistrations(store, after, loop_clock=lambda: 5.0,
+                                      wall_clock=lambda: 1100.0).restore() == 1
+    [restored] = after.bindings("1001", 5.0)
+    assert restored.path == through.path
+
+
 async def test_a_failed_write_is_retried_with_the_newest_bindings(store: Store,
                                                                   monkeypatch) -> None:
     keeper = DurableRegistrations(store, registrar(), loop_clock=lambda: 0.0,

@@ -169,3 +169,14 @@ async def test_kept_places_give_nothing_when_the_window_is_zero(store: Store) ->
     assert await KeptPlaces(store, 0).place_of("600100", "sales") is None
     kept = await KeptPlaces(store, 600).place_of("600100", "sales")
     assert kept is not None and (kept.call_id, kept.priority) == ("w", 2)
+
+
+async def test_a_registration_through_proxies_keeps_its_path(store: Store) -> None:
+    path = ("<sip:127.0.0.1:5090;lr;received=sip:127.0.0.1:5071>", "<sip:10.0.0.1;lr>")
+    through = RegistrationRecord(
+        user="1001", contact="<sip:1001@127.0.0.1:5071>", contact_uri="sip:1001@127.0.0.1:5071",
+        expires_at=NOW + timedelta(hours=1), call_id="reg-1", cseq=1, source_host="127.0.0.1",
+        source_port=5090, transport="udp", path=path)
+    await store.replace_registrations({"1001": [through], "1002": [binding("1002", 5072)]})
+    assert await store.registrations(NOW) == [through, binding("1002", 5072)]
+    assert (await store.registrations(NOW))[1].path == ()
