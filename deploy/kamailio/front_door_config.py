@@ -4,7 +4,8 @@
         --site madrid=127.0.0.1:5070 --site bogota=127.0.0.1:5071 \\
         --home 1001=madrid --home 1002=bogota
 
-then ``cd DIR && kamailio -DD -E -f kamailio.cfg``. Writes:
+then ``cd DIR && kamailio -DD -E -f kamailio.cfg``. Prints that command and the
+``sip.front_doors`` line to put in every site's configuration. Writes:
 
 * ``kamailio.cfg``: a copy of the shipped configuration (never edited per deployment);
 * ``front-door.local.cfg``: the listen address and timers as Kamailio defines;
@@ -18,6 +19,7 @@ Standard library only, so it runs before any virtualenv exists.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import re
 import shutil
 import sys
@@ -132,6 +134,25 @@ def write_folder(folder: Path, *, listen: tuple[str, int], sites: list[Site],
     return config
 
 
+def site_config_lines(listen: tuple[str, int]) -> list[str]:
+    """What every site's configuration needs to know the front door: its ``sip.front_doors``
+    entry (the address it sends from) and the same host in ``sip.protection.trusted``."""
+    host, port = listen
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return [f"  front_doors: [\"HOST:{port}\"]   # HOST: the IP address of {host} (an IP, not a name)"]
+    if address.is_unspecified:
+        return [f"  front_doors: [\"HOST:{port}\"]   # HOST: the IP address the front door sends "
+                f"from ({host} listens on every address)"]
+    entry = f"[{address}]:{port}" if address.version == 6 else f"{address}:{port}"
+    lines = [f"  front_doors: [\"{entry}\"]"]
+    if not address.is_loopback:  # loopback is trusted by default
+        # With loopback, trusted by default; add any network the site trusted already.
+        lines.append(f"  protection: {{trusted: [\"127.0.0.0/8\", \"::1/128\", \"{address}\"]}}")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, type=Path, help="folder to write")
@@ -154,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
             if not separator:
                 raise ValueError(f"--home: expected USER=SITE, got {text!r}")
             homes[user] = site
-        config = write_folder(args.out, listen=parse_address(args.listen, "--listen"),
+        listen = parse_address(args.listen, "--listen")
+        config = write_folder(args.out, listen=listen,
                               sites=sites, homes=homes, probe_interval=args.probe_interval,
                               answer_timeout_ms=args.answer_timeout_ms,
                               log_level=args.log_level, children=args.children)
@@ -162,6 +184,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"front-door-config: {error}", file=sys.stderr)
         return 2
     print(f"cd {config.parent} && kamailio -DD -E -f kamailio.cfg")
+    print("# in every site's configuration, under sip: (requests from the front door carry its")
+    print("# callers' addresses in Via; see README \"Security at the SIP edge\")")
+    print("sip:")
+    for line in site_config_lines(listen):
+        print(line)
     return 0
 
 
