@@ -134,7 +134,8 @@ def test_compose_file_validates() -> None:
 
 def test_compose_has_two_sites_and_the_supporting_services() -> None:
     services = compose()["services"]
-    assert {"madrid", "bogota", "postgres", "mosquitto", "prometheus", "grafana"} <= set(services)
+    assert {"madrid", "bogota", "front-door", "postgres", "mosquitto", "prometheus",
+            "grafana"} <= set(services)
     for site in SITES:
         assert services[site]["image"] == "centralita:latest"
     assert services["madrid"]["build"] == "."
@@ -240,6 +241,39 @@ def test_sites_reach_postgres_at_its_published_port_and_databases() -> None:
                                                 environment["POSTGRES_PASSWORD"])
         database = url.path.lstrip("/")
         assert f"CREATE DATABASE {database} OWNER {environment['POSTGRES_USER']};" in init
+
+
+def front_door_options() -> dict[str, list[str]]:
+    """The front door's renderer options in compose.yaml: {"listen": [...], "site": [...], ...}."""
+    options: dict[str, list[str]] = {}
+    for argument in service("front-door")["command"]:
+        name, _, value = argument.removeprefix("--").partition("=")
+        options.setdefault(name, []).append(value)
+    return options
+
+
+def test_the_front_door_renders_the_shipped_config_for_both_sites_and_their_agents() -> None:
+    mounts = bind_mounts("front-door")
+    assert mounts["/opt/front-door"] == DEPLOY / "kamailio"
+    assert (DEPLOY / "kamailio" / "kamailio.cfg").is_file()
+    entrypoint = " ".join(service("front-door")["entrypoint"])
+    assert "/opt/front-door/front_door_config.py --out /run/front-door" in entrypoint
+    assert "kamailio -DD -E -f /run/front-door/kamailio.cfg" in entrypoint
+    assert service("front-door")["network_mode"] == "host"
+    options = front_door_options()
+    [listen] = options["listen"]
+    sites = dict(site.split("=", 1) for site in options["site"])
+    assert list(sites) == list(SITES)
+    homes = dict(home.split("=", 1) for home in options["home"])
+    for site in SITES:
+        config = site_config(site)
+        [udp] = [a for a in config.sip.listen if a.transport == "udp"]
+        assert sites[site] == f"{udp.host}:{udp.port}", site
+        assert {user for user, home in homes.items() if home == site} == {
+            agent.profile.extension for agent in config.contact_center.agents}, site
+        # Each site knows it is behind the front door.
+        host, port = listen.rsplit(":", 1)
+        assert config.sip.is_front_door((host, int(port))), site
 
 
 def test_mosquitto_listens_where_it_is_published() -> None:
