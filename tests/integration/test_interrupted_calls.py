@@ -9,7 +9,10 @@ after that writes nothing more.
 
 Callers keep their place: callers waiting when the server died who call again after the
 restart go back in line with the priority and original enqueue time they had, ahead of a
-caller who arrived after the restart but before them.
+caller who arrived after the restart but before them. With a shared PostgreSQL, a
+surviving site adopts the dead site's calls (``record_interrupted_calls``, as the sites'
+liveness will call it) and a caller of the dead site who calls the survivor gets their
+place there.
 """
 
 from __future__ import annotations
@@ -24,14 +27,19 @@ from pathlib import Path
 import pytest
 import yaml
 
+from integration import postgres_fixture
 from integration import sipp_agents as sa
+from integration.postgres_fixture import PostgresServer, create_database, drop_database
 from integration.server_fixture import PbxServer
 from integration.test_queue_agents import caller_xml, wait_until
-from pbx.store import LiveCallRecord, Store
+from pbx.records.interruptions import record_interrupted_calls
+from pbx.store import CallRecord, LiveCallRecord, Store
 from peers import sipp
 from peers.procs import require_binary
 
 pytestmark = pytest.mark.integration
+
+postgres_server = postgres_fixture.postgres_server
 
 SITE = "madrid"
 WAITING_CALLERS = ("+34915550011", "+34915550012", "+34915550013")
@@ -204,3 +212,63 @@ def test_callers_waiting_when_the_server_died_call_again_and_keep_their_place(
     finally:
         for caller in callers:
             caller.stop()
+
+
+def _adopt(store_url: str, dead_site: str, survivor: str) -> list[CallRecord]:
+    async def adopt() -> list[CallRecord]:
+        store = await Store.open(store_url)
+        try:
+            return await record_interrupted_calls(store, dead_site, by=survivor)
+        finally:
+            await store.close()
+    return asyncio.run(adopt())
+
+
+def test_a_survivor_adopts_a_dead_sites_calls_and_its_waiting_caller_keeps_their_place(
+        pbx_server, postgres_server: PostgresServer, tmp_path: Path) -> None:
+    require_binary("sipp", "sip-tester")
+    accounts = sa.agent_accounts(1)
+    caller_number = "+34915550031"
+    name = asyncio.run(create_database(postgres_server))
+    store_url = postgres_server.url(name)
+    callers: list[sipp.SippProcess] = []
+    servers: list[PbxServer] = []
+    try:
+        config = yaml.safe_load(_site_config(accounts, store_url, flow=PRIORITY_FLOW))
+        config["sites"].append({"name": "bogota", "timezone": "America/Bogota"})
+        config_yaml = yaml.safe_dump(config, sort_keys=False)
+        madrid = pbx_server(config_yaml, extra_args=("--site", SITE))
+        bogota = pbx_server(config_yaml, extra_args=("--site", "bogota"))
+        servers += [madrid, bogota]
+        callers.append(_caller(madrid, caller_number, "1", tmp_path / "at-madrid"))
+        assert wait_until(lambda: _queued_numbers(madrid) == {caller_number}, 30)
+        assert wait_until(lambda: [(n.caller, n.priority, n.site) for n in _noted_in_progress(store_url)]
+                          == [(caller_number, 3, SITE)], 15)
+        [madrid_call] = [c["call_id"] for c in _get(madrid, "/api/v1/calls/live")]
+
+        os.kill(madrid.pid, signal.SIGKILL)
+        madrid.process.wait(10)
+        callers[0].stop()
+        # Bogota learns madrid is dead and adopts its calls; a second adoption finds none.
+        adopted = _adopt(store_url, SITE, "bogota")
+        assert [(r.call_id, r.disposition, r.site) for r in adopted] == [
+            (madrid_call, "interrupted", SITE)]
+        assert _adopt(store_url, SITE, "bogota") == []
+        [record] = [r for r in _get(bogota, "/api/v1/calls?limit=1000") if r["call_id"] == madrid_call]
+        assert (record["disposition"], record["queue"], record["caller"]) == (
+            "interrupted", sa.QUEUE, caller_number)
+
+        # The caller calls again, reaches bogota, picks the plain option: priority 3 still.
+        callers.append(_caller(bogota, caller_number, "2", tmp_path / "at-bogota"))
+        assert wait_until(lambda: _queued_numbers(bogota) == {caller_number}, 30)
+        [again] = [c["call_id"] for c in _get(bogota, "/api/v1/calls/live")]
+        [line] = [line for line in _get(bogota, f"/api/v1/calls/{again}")["queue_log"]
+                  if line["event"] == "ENTERQUEUE"]
+        assert line["data"]["priority"] == 3
+        assert f"after call {madrid_call} was interrupted at site {SITE}" in bogota.log_text()
+    finally:
+        for caller in callers:
+            caller.stop()
+        for server in servers:
+            server.stop()  # before its database goes
+        asyncio.run(drop_database(postgres_server, name))
