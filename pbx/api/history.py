@@ -63,7 +63,7 @@ class QueueLogView(BaseModel):
     call_id: str
     event: str = Field(
         description="ENTERQUEUE, OFFER, RINGING, RINGNOANSWER, OFFERFAILED, CONNECT, ABANDON, "
-                    "OVERFLOW, EXPAND, TRANSFER, COMPLETE, WRAPUPEND or CALLBACK")
+                    "DROP, ANNOUNCE, OVERFLOW, EXPAND, TRANSFER, COMPLETE, WRAPUPEND or CALLBACK")
     queue: str | None
     agent: str | None
     data: dict[str, Any]
