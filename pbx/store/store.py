@@ -790,29 +790,38 @@ class Store:
         (``InterruptedWait``, interrupted ``now``) for ``take_interrupted_wait``.
         """
         interrupted_at = as_utc(now or datetime.now(UTC))
-        async with self._transaction() as session:
+        async with self._engine.begin() as connection:
             # One DELETE ... RETURNING takes the notes: of two sites adopting the same dead
             # site's calls at once (PostgreSQL), the second finds them gone and writes nothing.
-            connection = await session.connection()
             taken = await connection.execute(
                 sa.delete(_LIVE_CALLS).where(_same_site(_LIVE_CALLS.c.site, site))
                 .returning(*_LIVE_CALLS.c))
             rows = sorted(taken.all(), key=lambda row: (as_utc(row.started), row.call_id))
-            records = [CallRecordRow(call_id=row.call_id, caller=row.caller, callee=row.callee,
-                                     started=as_utc(row.started),
-                                     answered=None if row.answered is None else as_utc(row.answered),
-                                     queue=row.queue, agent=row.agent, disposition="interrupted",
-                                     site=row.site)
+            records = [CallRecord(call_id=row.call_id, caller=row.caller, callee=row.callee,
+                                  started=row.started, answered=row.answered, queue=row.queue,
+                                  agent=row.agent, disposition="interrupted", site=row.site)
                        for row in rows]
-            session.add_all(records)
-            session.add_all(InterruptedWaitRow(
-                call_id=row.call_id, number=row.caller, queue=row.queue, priority=row.priority,
-                enqueued_at=as_utc(row.enqueued_at), site=row.site, interrupted_at=interrupted_at)
-                for row in rows
-                if row.queue is not None and row.answered is None and row.caller
-                and row.priority is not None and row.enqueued_at is not None)
-            await session.flush()
-            return [_call_record_from_row(record) for record in records]
+            waits = [{"call_id": row.call_id, "number": row.caller, "queue": row.queue,
+                      "priority": row.priority, "enqueued_at": as_utc(row.enqueued_at),
+                      "site": row.site, "interrupted_at": interrupted_at}
+                     for row in rows
+                     if row.queue is not None and row.answered is None and row.caller
+                     and row.priority is not None and row.enqueued_at is not None]
+            if records:
+                # A call noted again after an earlier adoption (its site was alive then) and
+                # taken again now keeps one interrupted record and one place.
+                call_ids = {"call_ids": [record.call_id for record in records]}
+                await connection.execute(_DELETE_INTERRUPTED_RECORDS, call_ids)
+                await connection.execute(_DELETE_INTERRUPTED_WAITS, call_ids)
+                await connection.execute(sa.insert(_CALL_RECORDS), [
+                    {"call_id": r.call_id, "caller": r.caller, "callee": r.callee,
+                     "started": r.started, "answered": r.answered, "ended": None,
+                     "queue": r.queue, "agent": r.agent, "disposition": r.disposition,
+                     "ivr_path": [], "wait_seconds": None, "talk_seconds": None, "site": r.site}
+                    for r in records])
+            if waits:
+                await connection.execute(sa.insert(_INTERRUPTED_WAITS), waits)
+            return records
 
     async def take_interrupted_wait(self, number: str, queue: str,
                                     since: datetime) -> InterruptedWait | None:

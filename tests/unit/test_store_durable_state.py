@@ -180,3 +180,17 @@ async def test_a_registration_through_proxies_keeps_its_path(store: Store) -> No
     await store.replace_registrations({"1001": [through], "1002": [binding("1002", 5072)]})
     assert await store.registrations(NOW) == [through, binding("1002", 5072)]
     assert (await store.registrations(NOW))[1].path == ()
+
+
+async def test_a_call_taken_twice_keeps_one_interrupted_record_and_one_place(store: Store) -> None:
+    # Adopted while its site was alive, noted again by that site, then taken again.
+    note = LiveCallRecord("w", "600100", "100", NOW, site="madrid", queue="sales", priority=2,
+                          enqueued_at=NOW)
+    await store.append_history([], [], started=[note])
+    await store.close_interrupted_calls(site="madrid", now=NOW)
+    await store.append_history([], [], started=[note])
+    await store.close_interrupted_calls(site="madrid", now=NOW + timedelta(seconds=5))
+    assert [(r.call_id, r.disposition) for r in await store.call_records()] == [("w", "interrupted")]
+    kept = await store.take_interrupted_wait("600100", "sales", NOW - timedelta(minutes=1))
+    assert kept is not None and kept.interrupted_at == NOW + timedelta(seconds=5)
+    assert await store.take_interrupted_wait("600100", "sales", NOW - timedelta(minutes=1)) is None
