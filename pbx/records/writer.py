@@ -125,14 +125,19 @@ class RecordWriter:
 
     async def _drain(self) -> None:
         while True:
-            batch = [await self._queue.get()]
-            while len(batch) < self._batch_size and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            try:
-                await self._write(batch)
-            finally:
-                for _ in batch:
-                    self._queue.task_done()
+            await self._drain_one_batch()
+
+    async def _drain_one_batch(self) -> None:
+        # A frame of its own: the batch written is let go before waiting for the next one,
+        # so an idle writer holds no record (the memory census counts what stays).
+        batch = [await self._queue.get()]
+        while len(batch) < self._batch_size and not self._queue.empty():
+            batch.append(self._queue.get_nowait())
+        try:
+            await self._write(batch)
+        finally:
+            for _ in batch:
+                self._queue.task_done()
 
     async def _write(self, batch: list[Write]) -> None:
         entries = [item for item in batch if isinstance(item, QueueLogEntry)]
