@@ -244,7 +244,7 @@ class Server:
             self.ivr_metrics.declare_flow(flow)
         self.store = await Store.open(self.config.store_url)
         # Calls a crash left in progress: recorded as interrupted before any new call starts
-        # (and those noted by a version that did not name its site).
+        # (a server that is the whole contact center notes its calls without a site).
         for own_site in (self.config.site, None):
             await record_interrupted_calls(self.store, own_site)
         # Their waiting callers' places, given back when they call again in time.

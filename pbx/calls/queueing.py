@@ -278,9 +278,10 @@ class QueueService:
                         request.queue, request.caller, error or type(error).__name__)
             return None
         if kept is not None:
-            log.info("call %s: %s calls again after call %s was interrupted at site %s: back in %s "
+            log.info("call %s: %s calls again after call %s was interrupted%s: back in %s "
                      "with priority %d, in line since %s", call_id, request.caller, kept.call_id,
-                     kept.site, request.queue, max(request.priority, kept.priority),
+                     f" at site {kept.site}" if kept.site else "", request.queue,
+                     max(request.priority, kept.priority),
                      kept.enqueued_at.isoformat(timespec="seconds"))
         return kept
 

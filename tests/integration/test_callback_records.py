@@ -43,7 +43,7 @@ def _request_callback(store_url: str, origin_call_id: str) -> str:
     async def request() -> str:
         store = await Store.open(store_url)
         try:
-            desk = CallbackDesk(SqlCallbackStore(store.engine), site="madrid",
+            desk = CallbackDesk(SqlCallbackStore(store.engine), site="local",
                                 clock=lambda: datetime.now(UTC))
             created, new = await desk.request(NUMBER, "billing", origin_call_id=origin_call_id)
             assert new
@@ -62,8 +62,7 @@ def test_the_callback_calls_record_names_the_original_call_and_the_request(
     store_url = f"sqlite+aiosqlite:///{tmp_path}/madrid.db"
     trunk = sipp.start(None, scenario=trunk_scenario, workdir=tmp_path / "trunk", calls=1)
     try:
-        server = pbx_server(_config(trunk.port, store={"url": store_url}),
-                            extra_args=("--site", "madrid"))
+        server = pbx_server(_config(trunk.port, store={"url": store_url}))
         caller = sipp.start(server.sip_address, service="101", calls=1, duration_ms=500,
                             workdir=tmp_path / "caller")
         assert caller.wait(30).successful == 1
@@ -83,8 +82,8 @@ def test_the_callback_calls_record_names_the_original_call_and_the_request(
         time.sleep(0.1)
     [callback] = [r for r in records if r["call_id"] != origin["call_id"]]
     assert (callback["origin_call_id"], callback["callback_request_id"]) == (origin["call_id"], request_id)
-    assert (callback["callee"], callback["queue"], callback["disposition"], callback["site"]) == (
-        NUMBER, "billing", disposition, "madrid")
+    assert (callback["callee"], callback["queue"], callback["disposition"]) == (
+        NUMBER, "billing", disposition)
     assert (callback["answered"] is not None) == (outcome == "answered")
     assert callback["ended"] is not None
     # The original call's record names no origin; the callback call's queue log has the try.

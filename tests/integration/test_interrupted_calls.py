@@ -27,8 +27,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from integration import postgres_fixture
+from integration import mosquitto_fixture, postgres_fixture
 from integration import sipp_agents as sa
+from integration.call_peers import random_port_range
 from integration.postgres_fixture import PostgresServer, create_database, drop_database
 from integration.server_fixture import PbxServer
 from integration.test_queue_agents import caller_xml, wait_until
@@ -40,6 +41,8 @@ from peers.procs import require_binary
 pytestmark = pytest.mark.integration
 
 postgres_server = postgres_fixture.postgres_server
+mqtt_url = mosquitto_fixture.mqtt_url
+bus_prefix = mosquitto_fixture.bus_prefix
 
 SITE = "madrid"
 WAITING_CALLERS = ("+34915550011", "+34915550012", "+34915550013")
@@ -56,8 +59,8 @@ PRIORITY_FLOW = Path(__file__).resolve().parent / "flows" / "priority_menu.yaml"
 
 
 def _site_config(accounts: list[tuple[str, str]], store_url: str, **options) -> str:
+    """One server that is the whole contact center (its calls are noted without a site)."""
     config = yaml.safe_load(sa.contact_center_config(accounts, rtp_timeout=600, **options))
-    config["site"] = SITE
     config["sites"] = [{"name": SITE, "timezone": "Europe/Madrid"}]
     for agent in config["agents"]:
         agent["site"] = SITE
@@ -65,11 +68,11 @@ def _site_config(accounts: list[tuple[str, str]], store_url: str, **options) -> 
     return yaml.safe_dump(config, sort_keys=False)
 
 
-def _noted_in_progress(store_url: str) -> list[LiveCallRecord]:
+def _noted_in_progress(store_url: str, site: str | None = None) -> list[LiveCallRecord]:
     async def read() -> list[LiveCallRecord]:
         store = await Store.open(store_url)
         try:
-            return await store.live_calls(site=SITE)
+            return await store.live_calls(site=site)
         finally:
             await store.close()
     return asyncio.run(read())
@@ -120,8 +123,8 @@ def test_calls_in_progress_at_a_kill_9_are_recorded_as_interrupted_once(
             by_caller = {r["caller"]: r for r in records}
             for number in (TALKING_CALLER, *WAITING_CALLERS):
                 record = by_caller[number]
-                assert (record["disposition"], record["site"], record["queue"], record["ended"]) == (
-                    "interrupted", SITE, sa.QUEUE, None), record
+                assert (record["disposition"], record["queue"], record["ended"]) == (
+                    "interrupted", sa.QUEUE, None), record
             assert by_caller[TALKING_CALLER]["agent"] == agent
             assert by_caller[TALKING_CALLER]["answered"] is not None
             assert all(by_caller[n]["answered"] is None for n in WAITING_CALLERS)
@@ -225,24 +228,34 @@ def _adopt(store_url: str, dead_site: str, survivor: str) -> list[CallRecord]:
 
 
 def test_a_survivor_adopts_a_dead_sites_calls_and_its_waiting_caller_keeps_their_place(
-        pbx_server, postgres_server: PostgresServer, tmp_path: Path) -> None:
+        pbx_server, postgres_server: PostgresServer, mqtt_url: str, bus_prefix: str,
+        tmp_path: Path) -> None:
     require_binary("sipp", "sip-tester")
-    accounts = sa.agent_accounts(1)
+    accounts = sa.agent_accounts(2)
     caller_number = "+34915550031"
     name = asyncio.run(create_database(postgres_server))
     store_url = postgres_server.url(name)
     callers: list[sipp.SippProcess] = []
     servers: list[PbxServer] = []
     try:
+        # Two sites of one contact center: an agent each (not registered: callers wait), one
+        # PostgreSQL database, one broker.
         config = yaml.safe_load(_site_config(accounts, store_url, flow=PRIORITY_FLOW))
         config["sites"].append({"name": "bogota", "timezone": "America/Bogota"})
-        config_yaml = yaml.safe_dump(config, sort_keys=False)
-        madrid = pbx_server(config_yaml, extra_args=("--site", SITE))
-        bogota = pbx_server(config_yaml, extra_args=("--site", "bogota"))
+        config["agents"][1]["site"] = "bogota"
+        config["bus"] = {"url": mqtt_url, "topic_prefix": bus_prefix, "heartbeat_interval": 0.5}
+
+        def start_site(site: str) -> PbxServer:
+            low, high = random_port_range(200)  # each site its own RTP ports
+            config["media"].update(port_min=low, port_max=high)
+            return pbx_server(yaml.safe_dump(config, sort_keys=False), extra_args=("--site", site))
+        madrid = start_site(SITE)
+        bogota = start_site("bogota")
         servers += [madrid, bogota]
         callers.append(_caller(madrid, caller_number, "1", tmp_path / "at-madrid"))
         assert wait_until(lambda: _queued_numbers(madrid) == {caller_number}, 30)
-        assert wait_until(lambda: [(n.caller, n.priority, n.site) for n in _noted_in_progress(store_url)]
+        assert wait_until(lambda: [(n.caller, n.priority, n.site)
+                                   for n in _noted_in_progress(store_url, SITE)]
                           == [(caller_number, 3, SITE)], 15)
         [madrid_call] = [c["call_id"] for c in _get(madrid, "/api/v1/calls/live")]
 
