@@ -314,9 +314,9 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(6, "queues: the other sites whose agents may take their calls", _add_queue_sites),
     Migration(7, "callers keep their place: waiting calls' priority and enqueue time, interrupted waits",
               _keep_interrupted_callers_places),
-    Migration(7, "call records of callback calls name the call and the request they came from",
+    Migration(8, "call records of callback calls name the call and the request they came from",
               _link_callback_calls),
-    Migration(8, "registrations keep their Path (the proxies toward the phone)",
+    Migration(9, "registrations keep their Path (the proxies toward the phone)",
               _keep_registrations_paths),
 )
 
