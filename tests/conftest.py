@@ -18,6 +18,7 @@ if str(TESTS_DIR) not in sys.path:
 
 from integration.rtpengine_fixture import media_engine, private_rtpengine, rtpengine  # noqa: E402, F401
 from integration.server_fixture import PbxServer, start_pbx  # noqa: E402
+from peers import baresip  # noqa: E402
 
 _SERVERS = pytest.StashKey[list]()
 
@@ -44,6 +45,14 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
             state = "running" if server.alive() else f"exited {server.process.returncode}"
             report.sections.append(
                 (f"pbx server log tail ({server.log_path}, {state})", server.log_tail(80)))
+
+
+@pytest.fixture(autouse=True)
+def _no_phone_outlives_its_test():
+    """A test that fails before stopping its baresip phones leaves none running."""
+    yield
+    for phone in list(baresip.RUNNING):
+        phone.stop()
 
 
 @pytest.fixture

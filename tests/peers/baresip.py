@@ -18,6 +18,7 @@ import subprocess
 import threading
 import time
 import wave
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,6 +93,10 @@ class Account:
         params.append("regint=600" if self.register else "regint=0")
         params.append("ptime=20")
         return ";".join(params)
+
+
+RUNNING: weakref.WeakSet[Baresip] = weakref.WeakSet()
+"""Phones started and not stopped yet: the tests' teardown stops what a failed test left."""
 
 
 class Baresip:
@@ -177,6 +182,7 @@ class Baresip:
                                         cwd=self.workdir, stdout=self._log,
                                         stderr=self._status, stdin=subprocess.DEVNULL,
                                         start_new_session=True)
+        RUNNING.add(self)
         self._sock = None
         try:
             self._sock = self._connect(startup_timeout)
@@ -309,6 +315,7 @@ class Baresip:
         except OSError:
             pass
         stop_process_group(self.process, grace=3.0)
+        RUNNING.discard(self)
         self._log.close()
         self._status.close()
 
