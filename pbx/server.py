@@ -25,6 +25,7 @@ from events import (
     SipSourceBlocked,
 )
 from events.callbacks import CallbackEnded
+from events.sites import SiteDown
 from ivr.call_log import IvrCallLog
 from ivr.engine import CustomerProfile
 from ivr.metrics import IvrMetrics
@@ -250,6 +251,9 @@ class Server:
         # Their waiting callers' places, given back when they call again in time.
         kept_places = KeptPlaces(self.store, self.config.routing.interrupted_caller_keeps_place_seconds)
         await kept_places.forget_expired()
+        await kept_places.load()
+        if self.config.multi_site:
+            self.events.subscribe(kept_places.site_down, SiteDown)
         self.queues.kept_place = kept_places.place_of
         history = self.config.history
         # One site of several names itself in every record of the shared database.

@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+from events.sites import SiteDown
 from pbx.store import CallRecord, InterruptedWait, Store
 
 log = logging.getLogger("pbx.records")
@@ -43,21 +45,48 @@ async def record_interrupted_calls(store: Store, site: str | None, *,
 
 
 class KeptPlaces:
-    """The places interrupted callers left, given back when they call again in time."""
+    """The places interrupted callers left, given back when they call again in time.
+
+    Nearly every caller never had one, so the store is asked only for the (number, queue)
+    pairs known to hold a place, read once at start (the server's own start-up writes its
+    site's places before), or, in a contact center of several sites, while another site
+    is down or was within the window (a survivor may be writing that site's places).
+    """
 
     def __init__(self, store: Store, keep_seconds: float, clock: Callable[[], float] = time.time) -> None:
         self._store = store
         self._keep = timedelta(seconds=keep_seconds)
         self._clock = clock
+        self._holders: Counter[tuple[str, str]] | None = None
+        self._others_may_write_until = 0.0
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self._clock(), UTC)
+
+    async def load(self) -> None:
+        """Read which (number, queue) pairs hold a place now."""
+        self._holders = Counter(await self._store.interrupted_wait_holders(self._now() - self._keep))
+
+    def site_down(self, event: SiteDown) -> None:
+        """Another site went down: its places may be written by a survivor for a while."""
+        self._others_may_write_until = self._clock() + self._keep.total_seconds()
 
     async def place_of(self, number: str, queue: str) -> InterruptedWait | None:
         """``number``'s place in ``queue`` from an interrupted call, taken (given once)."""
         if not self._keep:
             return None
-        return await self._store.take_interrupted_wait(number, queue, self._now() - self._keep)
+        if self._holders is None:
+            await self.load()
+        assert self._holders is not None
+        key = (number, queue)
+        if not self._holders[key] and self._clock() >= self._others_may_write_until:
+            return None
+        kept = await self._store.take_interrupted_wait(number, queue, self._now() - self._keep)
+        if kept is None or self._holders[key] <= 1:
+            self._holders.pop(key, None)
+        else:
+            self._holders[key] -= 1
+        return kept
 
     async def forget_expired(self) -> int:
         """Drop places older than the window (nobody can claim them any more)."""

@@ -840,6 +840,14 @@ class Store:
         return InterruptedWait(row.call_id, row.number, row.queue, row.priority, row.enqueued_at,
                                row.site, row.interrupted_at)
 
+    async def interrupted_wait_holders(self, since: datetime) -> list[tuple[str, str]]:
+        """(number, queue) of each place kept from a call interrupted at ``since`` or later."""
+        table = _INTERRUPTED_WAITS
+        async with self._engine.connect() as connection:
+            rows = await connection.execute(sa.select(table.c.number, table.c.queue)
+                                            .where(table.c.interrupted_at >= as_utc(since)))
+            return [(row.number, row.queue) for row in rows]
+
     async def forget_interrupted_waits(self, before: datetime) -> int:
         """Drop the places of calls interrupted before ``before``; returns how many."""
         async with self._engine.begin() as connection:

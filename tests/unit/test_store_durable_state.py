@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from events.sites import SiteDown
 from pbx.records.interruptions import KeptPlaces, record_interrupted_calls
 from pbx.store import CallDetails, CallRecord, LiveCallRecord, RegistrationRecord, Store
 
@@ -169,6 +170,44 @@ async def test_kept_places_give_nothing_when_the_window_is_zero(store: Store) ->
     assert await KeptPlaces(store, 0).place_of("600100", "sales") is None
     kept = await KeptPlaces(store, 600).place_of("600100", "sales")
     assert kept is not None and (kept.call_id, kept.priority) == ("w", 2)
+
+
+async def test_kept_places_ask_the_store_only_for_numbers_holding_a_place(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def interrupt(call_id: str, number: str) -> None:
+        await store.append_history([], [], started=[LiveCallRecord(
+            call_id, number, "100", NOW, site="madrid", queue="sales", priority=2,
+            enqueued_at=NOW)])
+        await store.close_interrupted_calls(site="madrid", now=NOW)
+
+    await interrupt("w1", "600100")
+    await interrupt("w2", "600100")  # the same caller interrupted twice: two places
+    clock = [NOW.timestamp()]
+    places = KeptPlaces(store, 600, clock=lambda: clock[0])
+    await places.load()
+    asked: list[str] = []
+    take = store.take_interrupted_wait
+
+    async def counted_take(number: str, queue: str, since: datetime) -> object:
+        asked.append(number)
+        return await take(number, queue, since)
+    monkeypatch.setattr(store, "take_interrupted_wait", counted_take)
+
+    assert await places.place_of("600999", "sales") is None
+    assert asked == []  # a caller who never had a place costs no store round trip
+    assert [(await places.place_of("600100", "sales")).call_id for _ in range(2)] == ["w1", "w2"]
+    assert await places.place_of("600100", "sales") is None
+    assert asked == ["600100", "600100"]
+
+    # Another site's survivor writes places after this server read them: unseen until a site
+    # is known down, then asked for during the window.
+    await interrupt("w3", "600300")
+    assert await places.place_of("600300", "sales") is None
+    places.site_down(SiteDown(site="madrid", reason="last will: connection lost"))
+    assert (await places.place_of("600300", "sales")).call_id == "w3"
+    clock[0] += 601
+    assert await places.place_of("600400", "sales") is None
+    assert asked == ["600100", "600100", "600300"]
 
 
 async def test_a_registration_through_proxies_keeps_its_path(store: Store) -> None:
