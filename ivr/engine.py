@@ -122,6 +122,8 @@ class EnqueueRequest:
     """The customer's own agent: the router offers them the call first when free."""
     last_agent: str | None = None
     """The agent who served this caller last, when known (first-responder ownership)."""
+    known_customer: bool | None = None
+    """Whether the flow found the caller among the customers (None: it did not look)."""
 
 
 class EnqueueGateway(Protocol):
@@ -597,7 +599,8 @@ class _CallSession:
         request = EnqueueRequest(self.call.call_id, self.call.caller, node.queue, priority,
                                  MappingProxyType(dict(node.skills)), self.language,
                                  profile.preferred_agent if profile else None,
-                                 profile.last_agent if profile else None)
+                                 profile.last_agent if profile else None,
+                                 known_customer=self.record.customer_known)
         self.handed_off = True
         self.record.outcome = "enqueued"
         self.record.queue = node.queue

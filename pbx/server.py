@@ -471,7 +471,8 @@ class Server:
         caller = queued.request.caller
         if self.store is None or not caller:
             return
-        self._in_background(self._record_last_agent(caller, agent))
+        if queued.request.known_customer is not False:  # a caller found unknown has no record
+            self._in_background(self._record_last_agent(caller, agent))
         if self.callback_desk is not None and self.callback_desk.may_have_active_requests(caller):
             self._in_background(self._cancel_callbacks_of(caller, queued.call_id))
 
