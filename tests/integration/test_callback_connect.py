@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from integration.test_callback_trunk import RINGS_OUT, _reply, _scenario
+from integration.test_callback_trunk import RINGS_OUT, _reply, _scenario, answer
 from integration.test_queue_agents import (
     AGENT_TONE,
     CALLER_TONE,
@@ -57,29 +57,9 @@ LIVE_CALLER = "+34915550001"
 def _answers_with_media_at(port: int) -> str:
     """The trunk rings, answers with an SDP whose audio goes to ``port`` (the customer's
     socket here), and waits for the server's BYE."""
-    answer = f"""  <send><![CDATA[
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:];tag=[pid]trunk[call_number]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Contact: <sip:customer@[local_ip]:[local_port]>
-      Content-Type: application/sdp
-      Content-Length: [len]
-
-      v=0
-      o=customer 1 1 IN IP4 {LOOPBACK}
-      s=-
-      c=IN IP4 {LOOPBACK}
-      t=0 0
-      m=audio {port} RTP/AVP 0 101
-      a=rtpmap:0 PCMU/8000
-      a=rtpmap:101 telephone-event/8000
-    ]]></send>
-"""
+    trunk_answers = answer(LOOPBACK, str(port))
     return _scenario(f"""  <recv request="INVITE"/>
-{_reply("180 Ringing")}{answer}  <recv request="ACK"/>
+{_reply("180 Ringing")}{trunk_answers}  <recv request="ACK"/>
   <recv request="BYE"/>
 {_reply("200 OK")}""")
 

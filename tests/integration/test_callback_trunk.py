@@ -61,13 +61,12 @@ CHALLENGE = _reply("401 Unauthorized",
                    '      WWW-Authenticate: Digest realm="trunk.example", nonce="n[pid][call_number]", '
                    'algorithm=MD5')
 
-ANSWER = """  <send><![CDATA[
+def answer(media_ip: str = "[media_ip]", media_port: str = "[media_port]") -> str:
+    """The trunk's 200 OK with an SDP whose audio goes to ``media_ip``:``media_port`` (SIPp's
+    own media socket by default)."""
+    return f"""  <send><![CDATA[
       SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:];tag=[pid]trunk[call_number]
-      [last_Call-ID:]
-      [last_CSeq:]
+{_REPLY_HEAD}
       Contact: <sip:customer@[local_ip]:[local_port]>
       Content-Type: application/sdp
       Content-Length: [len]
@@ -75,13 +74,16 @@ ANSWER = """  <send><![CDATA[
       v=0
       o=customer 1 1 IN IP4 [local_ip]
       s=-
-      c=IN IP4 [media_ip]
+      c=IN IP4 {media_ip}
       t=0 0
-      m=audio [media_port] RTP/AVP 0 101
+      m=audio {media_port} RTP/AVP 0 101
       a=rtpmap:0 PCMU/8000
       a=rtpmap:101 telephone-event/8000
     ]]></send>
 """
+
+
+ANSWER = answer()
 
 
 def _scenario(body: str) -> str:
