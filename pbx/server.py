@@ -35,6 +35,7 @@ from monitoring.metrics import TelephonyMetrics
 from monitoring.object_census import cycle_census, keep_cycles, object_census
 from monitoring.protection import ProtectionMetrics
 from monitoring.sites import SiteMetrics
+from pbx.agent_desk.app import AgentDesk, create_agent_desk
 from pbx.api import create_api
 from pbx.api.schemas import RemoteAgentView
 from pbx.calls.applications import ApplicationDirectory, unknown_flow_references
@@ -55,7 +56,7 @@ from pbx.http import create_http_app
 from pbx.media.engine import EmbeddedMediaEngine, MediaEngine
 from pbx.media.ports import PortAllocator
 from pbx.media.prompt import PromptLibrary
-from pbx.media.rtpengine import RtpengineMediaEngine
+from pbx.media.rtpengine import RtpengineMediaEngine, WebRtcMediaBridge
 from pbx.records import CallRecorder
 from pbx.records.interruptions import KeptPlaces, record_interrupted_calls
 from pbx.registration.durable import DurableRegistrations
@@ -155,6 +156,9 @@ class Server:
                 config.media.rtpengine, self.embedded_media,
                 heard_poll_interval=min(5.0, config.media.rtp_timeout / 3))
         self.media: MediaEngine = self.rtpengine or self.embedded_media
+        if self.rtpengine is not None:
+            # Browsers' WebRTC media is bridged to plain RTP by rtpengine (SIP over WebSocket).
+            self.transports.webrtc = WebRtcMediaBridge(self.rtpengine)
         self.prompts = PromptLibrary()
         self.applications = ApplicationDirectory(self.prompts, self.events, self.ivr_calls,
                                                  self._lookup_customer)
@@ -226,6 +230,14 @@ class Server:
         self._collector_thresholds: tuple[int, int, int] | None = None
         self._background: set[asyncio.Task[None]] = set()
 
+    def _sip_websocket(self) -> tuple[str, int] | None:
+        """Where the agent page's phone connects: the WSS listener, or else the WS one."""
+        for name in ("WSS", "WS"):
+            local = self.transports.local.get(name)
+            if local is not None:
+                return name.lower(), local.port
+        return None
+
     def _receive(self, data: bytes, source: Address, transport: str) -> None:
         self.endpoint.receive(data, source, transport)
 
@@ -278,9 +290,9 @@ class Server:
             await self.site_link.start()
         listen = self.config.sip.listen
         tls = None
-        if any(address.transport == "tls" for address in listen):
+        if any(address.transport in ("tls", "wss") for address in listen):
             tls = server_context(self.config.sip.tls, self.var_dir,
-                                 [a.host for a in listen if a.transport == "tls"])
+                                 [a.host for a in listen if a.transport in ("tls", "wss")])
         for address in listen:
             await self.transports.listen(address.transport, address.host, address.port, tls)
         app = create_http_app(self._render_metrics, self._health,
@@ -298,6 +310,9 @@ class Server:
                                              self.callback_desk, callbacks,
                                              self.site_link.override if self.site_link else None,
                                              self._remote_agent if self.site_link else None))
+        self.agent_desk = AgentDesk(self.router, self.registrar.password_of, self.events,
+                                    self._sip_websocket)
+        app.add_subapp("/agent", create_agent_desk(self.agent_desk))
         hours = {name: rules.business_hours.hours()
                  for name, rules in callbacks.callbacks.queues.items() if rules.business_hours}
         self.callback_service = CallbackService(
@@ -370,6 +385,7 @@ class Server:
             await self.rtpengine.stop()
         if self._http_runner is not None:
             await self._http_runner.cleanup()
+        await self.agent_desk.close()
         await self.screen_pop.close()
         if self._background:  # last-agent writes still under way
             await asyncio.gather(*self._background, return_exceptions=True)

@@ -51,7 +51,7 @@ from settings.validation import (
 
 DEFAULT_CONFIG_NAME = "default_config.yaml"
 TRANSPORTS = ("udp", "tcp")  # what a plain HOST:PORT listens on
-EXPLICIT_TRANSPORTS = ("udp", "tcp", "tls")
+EXPLICIT_TRANSPORTS = ("udp", "tcp", "tls", "ws", "wss")
 
 
 @dataclass(frozen=True)

@@ -145,7 +145,8 @@ class SipEndpoint:
                     return
                 forbidden = True
         try:
-            message = parse_message(data, datagram=transport == "UDP")
+            # A WebSocket message, like a datagram, is one whole message (RFC 7118 §5).
+            message = parse_message(data, datagram=transport in ("UDP", "WS", "WSS"))
         except SipParseError as exc:
             if not forbidden:
                 self.reject_unparsable(data, exc, source, transport)

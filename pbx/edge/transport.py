@@ -1,4 +1,5 @@
-"""asyncio SIP transports: UDP, TCP and TLS (RFC 3261 §18, §26).
+"""asyncio SIP transports: UDP, TCP, TLS (RFC 3261 §18, §26) and WebSocket (RFC 7118,
+in websocket.py).
 
 Each transport hands raw messages to one receiver callback and sends what the
 core asks it to. Responses always go back to where the request came from
@@ -18,17 +19,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 from events import EventBus, SipConnectionClosed, SipConnectionRefused
 from pbx.configuration.server import StreamSettings
 from pbx.edge.protection import security_event
+from pbx.edge.websocket import WebSocketConnection, WebSocketListener
+from pbx.media.rtpengine import WebRtcMediaBridge
 from pbx.sip.errors import SipParseError
 from pbx.sip.message import StreamFramer
 
 Address = tuple[str, int]
+WEBSOCKET_TRANSPORTS = ("WS", "WSS")
 Receiver = Callable[[bytes, Address, str], None]
 StreamErrorHandler = Callable[[bytes, SipParseError, Address, str], None]
 SWEEP_INTERVAL = 1.0  # seconds between checks of stream connections' deadlines
@@ -218,20 +222,22 @@ class Transports:
     def __init__(self, receiver: Receiver, *, trace: bool = False,
                  limits: StreamSettings | None = None,
                  is_trusted: Callable[[str], bool] = lambda host: False,
-                 events: EventBus | None = None) -> None:
+                 events: EventBus | None = None, webrtc: WebRtcMediaBridge | None = None) -> None:
         self.receiver = receiver
+        self.webrtc = webrtc  # rewrites the SDP crossing WebSockets (None: WebRTC refused)
         self.trace = trace
         self.limits = limits or StreamSettings()
         self.is_trusted = is_trusted
         self.events = events or EventBus()
         self.on_stream_error: StreamErrorHandler | None = None
         self.local: dict[str, LocalAddress] = {}
-        self.connections: dict[tuple[str, Address], _StreamConnection] = {}
+        self.connections: dict[tuple[str, Address], _StreamConnection | WebSocketConnection] = {}
         self._per_source: dict[str, int] = {}
         self._udp: _UdpProtocol | None = None
         self._servers: list[asyncio.AbstractServer] = []
+        self._websocket_listeners: list[WebSocketListener] = []
         self._connecting: dict[tuple[str, Address], _StreamConnection] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._sweeper: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -249,6 +255,15 @@ class Transports:
             self._udp = protocol
             assert protocol.transport is not None
             bound = protocol.transport.get_extra_info("sockname")
+        elif transport.upper() in WEBSOCKET_TRANSPORTS:
+            name = transport.upper()
+            if name == "WSS" and tls is None:
+                raise ValueError("a WSS listener needs a certificate")
+            listener = WebSocketListener(self, name, tls if name == "WSS" else None)
+            bound = (host, await listener.start(host, port))
+            self._websocket_listeners.append(listener)
+            if self._sweeper is None:
+                self._sweeper = loop.create_task(self._sweep())
         else:
             name = transport.upper()
             if name == "TLS" and tls is None:
@@ -266,7 +281,7 @@ class Transports:
         return local
 
     # -- stream connections --------------------------------------------------------
-    def admit_connection(self, connection: _StreamConnection) -> str | None:
+    def admit_connection(self, connection: _StreamConnection | WebSocketConnection) -> str | None:
         """Register a new connection, or say why it must be closed at once."""
         assert connection.peer is not None
         host = connection.peer[0]
@@ -286,7 +301,7 @@ class Transports:
         connection.counted = True
         return None
 
-    def forget_connection(self, connection: _StreamConnection) -> None:
+    def forget_connection(self, connection: _StreamConnection | WebSocketConnection) -> None:
         if not connection.counted or connection.peer is None:
             return
         connection.counted = False
@@ -368,10 +383,11 @@ class Transports:
         key = (transport, destination)
         connection = self.connections.get(key) or self._connecting.get(key)
         if connection is None:
-            if transport == "TLS":
+            if transport != "TCP":
                 # A TLS phone is reached over the connection it opened (RFC 5626 §5):
-                # we have no trust anchors to open one towards a phone's own certificate.
-                log.warning("no TLS connection to %s:%d any more: message not sent", *destination)
+                # we have no trust anchors to open one towards a phone's own certificate;
+                # a browser listens nowhere (RFC 7118 §5).
+                log.warning("no %s connection to %s:%d any more: message not sent", transport, *destination)
                 return
             connection = self._open(destination)
         connection.write(data)
@@ -395,6 +411,12 @@ class Transports:
         task.add_done_callback(self._tasks.discard)
         return connection
 
+    def run(self, work: Coroutine[Any, Any, Any]) -> None:
+        """Run `work` in the background, kept referenced until it is done."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     async def close(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
@@ -406,3 +428,5 @@ class Transports:
             self._udp.transport.close()
         for server in self._servers:
             await server.wait_closed()
+        for listener in self._websocket_listeners:
+            await listener.close()

@@ -39,7 +39,7 @@ from pbx.media.ng import NgClient, NgError, NgTimeout
 from pbx.media.prompt import Prompt
 from pbx.media.stream import RtpSession
 
-__all__ = ["RtpengineMediaEngine"]
+__all__ = ["RtpengineMediaEngine", "WebRtcMediaBridge"]
 
 log = logging.getLogger(__name__)
 
@@ -493,3 +493,54 @@ def _last_heard(side: Any) -> float | None:
                 if isinstance(packet, int) and (latest is None or packet > latest):
                     latest = float(packet)
     return latest
+
+
+# What rtpengine writes for a browser (RFC 8827/8829: ICE, DTLS-SRTP, RTCP multiplexed,
+# a=mid) and for the plain side (RTP/AVP, no ICE, RTCP on its own port, as the core
+# and SIP phones expect). rtpengine answers the browser's DTLS as passive, so the
+# browser connects (a=setup:active), which works through any NAT in front of it.
+_WEBRTC_SIDE: dict[str, Any] = {
+    "transport-protocol": "UDP/TLS/RTP/SAVPF", "ICE": "force", "DTLS": "passive",
+    "SDES": ["off"], "rtcp-mux": ["require"], "flags": ["trust-address", "generate-mid"],
+}
+_PLAIN_SIDE: dict[str, Any] = {
+    "transport-protocol": "RTP/AVP", "ICE": "remove", "rtcp-mux": ["demux"],
+    "flags": ["trust-address"],
+}
+
+
+class WebRtcMediaBridge:
+    """Rewrites SDP between a browser (WebRTC) and the core (plain RTP) through rtpengine.
+
+    One rtpengine call per SIP dialog with a browser, named by its Call-ID and tags, as
+    a SIP proxy in front of the core would do it. ``webrtc`` says which side the
+    rewritten SDP is for: True towards the browser.
+    """
+
+    def __init__(self, engine: RtpengineMediaEngine) -> None:
+        self.engine = engine
+
+    async def offer(self, call_id: str, from_tag: str, to_tag: str, sdp: bytes, *, webrtc: bool) -> bytes:
+        return await self._rewrite("offer", call_id, from_tag, to_tag, sdp, webrtc)
+
+    async def answer(self, call_id: str, from_tag: str, to_tag: str, sdp: bytes, *, webrtc: bool) -> bytes:
+        return await self._rewrite("answer", call_id, from_tag, to_tag, sdp, webrtc)
+
+    async def _rewrite(self, command: str, call_id: str, from_tag: str, to_tag: str, sdp: bytes,
+                       webrtc: bool) -> bytes:
+        if not self.engine.available:
+            raise NgError(f"media engine unavailable: {self.engine.unavailable_reason}")
+        tags = {"from-tag": from_tag, **({"to-tag": to_tag} if to_tag else {})}
+        reply = await self.engine.command(command, **{
+            "call-id": call_id, **tags, "sdp": sdp.decode("utf-8", "replace"),
+            **(_WEBRTC_SIDE if webrtc else _PLAIN_SIDE)})
+        rewritten = reply.get("sdp")
+        if not isinstance(rewritten, str):
+            raise NgError(f"rtpengine's {command} reply carries no SDP")
+        return rewritten.encode()
+
+    async def delete(self, call_id: str) -> None:
+        try:
+            await self.engine.command("delete", **{"call-id": call_id, "delete-delay": 0})
+        except NgError as exc:
+            log.info("rtpengine call %s of a browser not deleted: %s", call_id, exc)
