@@ -222,6 +222,8 @@ class Server:
         self.screen_pop = ScreenPop(self.events, webhook_url=config.routing.screen_pop_url,
                                     capacity=history.screen_pops,
                                     max_age_seconds=history.max_age_seconds)
+        self.agent_desk = AgentDesk(self.router, self.registrar.password_of, self.events,
+                                    self._sip_websocket)
         self.applications.features = self.queues.apply_feature
         self._http_runner: web.AppRunner | None = None
         self._housekeeping: asyncio.Task[None] | None = None
@@ -310,8 +312,6 @@ class Server:
                                              self.callback_desk, callbacks,
                                              self.site_link.override if self.site_link else None,
                                              self._remote_agent if self.site_link else None))
-        self.agent_desk = AgentDesk(self.router, self.registrar.password_of, self.events,
-                                    self._sip_websocket)
         app.add_subapp("/agent", create_agent_desk(self.agent_desk))
         hours = {name: rules.business_hours.hours()
                  for name, rules in callbacks.callbacks.queues.items() if rules.business_hours}
