@@ -135,6 +135,7 @@ class Server:
                                     timers=TimerConfig(t1=sip.t1, t2=sip.t2, t4=sip.t4),
                                     user_agent=sip.user_agent, guard=self.guard)
         self.transports.on_stream_error = self.endpoint.reject_unparsable
+        self.transports.on_connection_closed = self._connection_closed
         self.authenticator = DigestAuthenticator(sip.realm, os.urandom(32), sip.nonce_lifetime,
                                                  sip.digest_algorithms)
         # One site of several registers only its own agents' phones: another site's agent
@@ -231,6 +232,14 @@ class Server:
         self._lag_watch: asyncio.Task[None] | None = None
         self._collector_thresholds: tuple[int, int, int] | None = None
         self._background: set[asyncio.Task[None]] = set()
+
+    def _connection_closed(self, transport: str, source: Address) -> None:
+        """A browser's WebSocket closed: its registration goes with it (RFC 7118 §5), so no
+        call is offered to a page that is gone."""
+        removed = self.registrar.connection_closed(transport, source, self.endpoint.now())
+        if removed:
+            log.info("%d registration(s) over the %s connection from %s:%d dropped with it",
+                     removed, transport, *source)
 
     def _sip_websocket(self) -> tuple[str, int] | None:
         """Where the agent page's phone connects: the WSS listener, or else the WS one."""

@@ -230,6 +230,8 @@ class Transports:
         self.is_trusted = is_trusted
         self.events = events or EventBus()
         self.on_stream_error: StreamErrorHandler | None = None
+        # Told when a connection that cannot be opened again from our side closes (WS, WSS).
+        self.on_connection_closed: Callable[[str, Address], None] | None = None
         self.local: dict[str, LocalAddress] = {}
         self.connections: dict[tuple[str, Address], _StreamConnection | WebSocketConnection] = {}
         self._per_source: dict[str, int] = {}

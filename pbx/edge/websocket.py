@@ -75,6 +75,8 @@ class WebSocketConnection:
             self._outbox.put_nowait(None)
             await asyncio.gather(self._writer, return_exceptions=True)
             self.owner.forget_connection(self)
+            if self.owner.on_connection_closed is not None:
+                self.owner.on_connection_closed(self.name, self._peer())
             await self._end_media()
 
     async def _received(self, data: bytes) -> None:

@@ -204,6 +204,27 @@ class Registrar:
         self._notify(user, was_reachable, now)
         return response
 
+    def connection_closed(self, transport: str, source: Address, now: float) -> int:
+        """Drop the bindings reached only through a connection that closed: a browser's
+        WebSocket (RFC 7118 §5), which cannot be opened again from our side. Returns how
+        many went."""
+        removed = 0
+        for user in list(self._bindings):
+            current = self._bindings[user]
+            gone = [key for key, b in current.items() if b.transport == transport and b.source == source]
+            if not gone:
+                continue
+            was_reachable = bool(self.bindings(user, now, answering_only=True))
+            for key in gone:
+                del current[key]
+            removed += len(gone)
+            for listener in self.bindings_listeners:
+                listener(user, list(current.values()))
+            if not current:
+                del self._bindings[user]
+            self._notify(user, was_reachable, now)
+        return removed
+
     def restore(self, binding: Binding, now: float) -> bool:
         """Take back a binding kept from before a restart; False (ignored) when it has
         expired or its account no longer exists."""

@@ -43,8 +43,8 @@ def _need_browser():
     return sync_playwright
 
 
-def _agent_page_server(pbx_server, rtpengine, *, embedded: bool = False):
-    config = yaml.safe_load(cc_config(agents={"1001": {"billing": 5}}, wrap_up=30,
+def _agent_page_server(pbx_server, rtpengine, *, embedded: bool = False, rtp_timeout: float = 60):
+    config = yaml.safe_load(cc_config(agents={"1001": {"billing": 5}}, wrap_up=30, rtp_timeout=rtp_timeout,
                                       media=None if embedded else rtpengine.media_settings))
     config["routing"]["auto_login"] = False
     ws_port = free_port(udp=False, tcp=True)
@@ -111,85 +111,178 @@ def test_wrong_password_and_unknown_extension_get_the_same_refusal(pbx_server, r
     assert server.alive()
 
 
-def test_agent_answers_a_queue_call_in_the_browser_with_audio_both_ways(pbx_server, rtpengine, tmp_path) -> None:
+def _launch(playwright):
+    return playwright.chromium.launch(executable_path=CHROMIUM, args=BROWSER_FLAGS)
+
+
+def _sign_in(page, server, *, password: str = "demo1001") -> None:
+    page.goto(f"{server.http_url}/agent/")
+    page.fill("#extension", "1001")
+    page.fill("#password", password)
+    page.click("#signin-form button[type=submit]")
+
+
+def _go_available(page) -> None:
+    page.wait_for_selector("#phone-state[data-registered=yes]", timeout=15_000)
+    page.click("#go-available")
+    page.wait_for_selector("#state[data-state=available]")
+
+
+def _caller(server, workdir: Path, hold_ms: int) -> sipp.SippProcess:
+    return sipp.start(server.sip_address, scenario=caller_xml(digit="1", hold_ms=hold_ms),
+                      workdir=workdir, service="100", calls=1, trace_msg=True)
+
+
+def _answer(page) -> str:
+    """Answer the ringing call by keyboard; the SIP Call-ID of the agent's leg."""
+    page.wait_for_selector("#call-status[data-call=ringing]", timeout=20_000)
+    page.keyboard.press("a")  # the answer shortcut
+    page.wait_for_selector("#call-status[data-call=established]", timeout=15_000)
+    page.wait_for_selector("#state[data-state=on_call]", timeout=10_000)
+    return str(page.evaluate("desk.callId"))
+
+
+def _finished(caller: sipp.SippProcess, timeout: float) -> sipp.SippResult:
+    assert _wait(lambda: caller.process.poll() is not None, timeout), "the SIPp caller is still in its call"
+    return caller.stop()
+
+
+def test_agent_answers_a_queue_call_in_the_browser_with_audio_both_ways_and_transfers_it(
+        pbx_server, rtpengine, tmp_path) -> None:
     sync_playwright = _need_browser()
     need_sipp()
     server, _ = _agent_page_server(pbx_server, rtpengine)
-    started = time.monotonic()
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=BROWSER_FLAGS)
+        browser = _launch(playwright)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 800}, locale="en-GB")
             page.goto(f"{server.http_url}/agent/")
             _screenshot(page, "1-sign-in")
-            page.fill("#extension", "1001")
-            page.fill("#password", "wrong")
-            page.click("#signin-form button[type=submit]")
+            _sign_in(page, server, password="wrong")
             page.wait_for_selector("#signin-error:has-text('Wrong extension or password')")
             page.fill("#password", "demo1001")
             page.click("#signin-form button[type=submit]")
-            page.wait_for_selector("#phone-state[data-registered=yes]", timeout=15_000)
-            page.click("#go-available")
-            page.wait_for_selector("#state[data-state=available]")
+            _go_available(page)
             _screenshot(page, "2-available")
 
-            caller = sipp.start(server.sip_address, scenario=caller_xml(digit="1", hold_ms=60_000),
-                                workdir=tmp_path / "caller", service="100", calls=1, trace_msg=True)
+            # The caller waits up to 30 s for a BYE after its audio, then hangs up itself:
+            # once transferred to a queue with nobody in it, that is how its call ends.
+            caller = _caller(server, tmp_path / "caller", hold_ms=30_000)
             try:
                 page.wait_for_selector("#call-status[data-call=ringing]", timeout=20_000)
                 page.wait_for_selector("#screen-pop dd[data-key=queue]:has-text('billing')")
                 assert page.text_content("#screen-pop dd[data-key=caller]") == "+34915550001"
+                assert page.text_content("#screen-pop dd[data-key=language]") == "en"
                 _screenshot(page, "3-ringing-with-screen-pop")
 
-                page.keyboard.press("a")  # the answer shortcut
-                page.wait_for_selector("#call-status[data-call=established]", timeout=15_000)
-                page.wait_for_selector("#state[data-state=on_call]", timeout=10_000)
-                agent_call = page.evaluate("desk.callId")
+                agent_call = _answer(page)
                 first = page.evaluate("desk.audioBytes()")
                 assert _wait(lambda: (lambda now: now["received"] > first["received"] + 4000
                                       and now["sent"] > first["sent"] + 4000)(page.evaluate("desk.audioBytes()")),
                              15), f"no WebRTC audio both ways: {page.evaluate('desk.audioBytes()')}"
-                # The browser's leg, as rtpengine saw it: packets came from the browser
-                # (DTLS-SRTP, decrypted) and from the plain side towards it.
-                tags = list(_stats_of(rtpengine, agent_call).get("tags") or {})
-                assert len(tags) == 2, tags
+                # rtpengine's counters: the browser's leg received packets on both sides
+                # (from the browser, DTLS-SRTP; from the caller's side, plain RTP), and the
+                # caller's own rtpengine call forwarded the agent's audio towards SIPp.
+                calls = rtpengine.call_ids()
+                assert agent_call in calls and len(calls) == 2, calls
+                caller_call = next(call for call in calls if call != agent_call)
 
-                def counts() -> dict[str, int]:
-                    query = _stats_of(rtpengine, agent_call)
-                    return {tag: _packets_received(query, tag) for tag in tags}
+                def counts(call_id: str) -> dict[str, int]:
+                    query = _stats_of(rtpengine, call_id)
+                    return {tag: _packets_received(query, tag) for tag in query.get("tags") or {}}
 
-                assert _wait(lambda: all(n > 100 for n in counts().values()), 10), counts()
+                assert _wait(lambda: len(counts(agent_call)) == 2
+                             and all(n > 100 for n in counts(agent_call).values()), 10), counts(agent_call)
+                assert _wait(lambda: counts(caller_call).get("inside", 0) > 100, 10), counts(caller_call)
+
                 page.click("#hold")
                 page.wait_for_selector("#call-status:has-text('On hold')")
                 _screenshot(page, "4-on-call")
                 page.click("#hold")
                 page.wait_for_selector("#call-status:has-text('Talking with')")
 
-                page.keyboard.press("h")  # the hang-up shortcut
-                page.wait_for_selector("#call-status[data-call=none]", timeout=10_000)
+                page.fill("#transfer-target", "support")
+                page.click("#transfer")
+                page.wait_for_selector("#call-status[data-call=none]", timeout=15_000)
                 page.wait_for_selector("#state[data-state=wrap_up]", timeout=10_000)
+                page.wait_for_selector("#state-detail:has-text('wrap-up left')")
                 page.wait_for_selector("#recent li")
                 _screenshot(page, "5-wrap-up")
-                result = caller.stop() if caller.process.poll() is None else caller.stop()
+                live = json.loads(server.http_get("/api/v1/calls/live")[1])
+                assert [call.get("queue") for call in live] == ["support"], live
+                result = _finished(caller, 45)
                 assert result.returncode == 0, result.describe()
             finally:
                 if caller.process.poll() is None:
                     caller.stop()
-            assert _wait(lambda: agent_call not in rtpengine.call_ids(), 10), "the browser's rtpengine call stayed"
+            assert _wait(lambda: not rtpengine.call_ids(), 10), rtpengine.call_ids()
 
             # Spanish, and a second sign-in elsewhere takes the first page over.
             page.select_option("#lang", "es")
             page.wait_for_selector("#state-title:has-text('Mi estado')")
             other = browser.new_page()
-            other.goto(f"{server.http_url}/agent/")
-            other.fill("#extension", "1001")
-            other.fill("#password", "demo1001")
-            other.click("#signin-form button[type=submit]")
+            _sign_in(other, server)
             page.wait_for_selector("#notice:has-text('otra página')", timeout=10_000)
             _screenshot(page, "6-taken-over-es")
         finally:
             browser.close()
-    print(f"browser scenario took {time.monotonic() - started:.1f} s")
+    assert server.alive()
+
+
+def test_dropped_event_stream_recovers_and_a_page_gone_mid_call_leaves_nothing_stuck(
+        pbx_server, rtpengine, tmp_path) -> None:
+    sync_playwright = _need_browser()
+    need_sipp()
+    server, _ = _agent_page_server(pbx_server, rtpengine, rtp_timeout=5)
+    with sync_playwright() as playwright:
+        browser = _launch(playwright)
+        try:
+            page = browser.new_page()
+            _sign_in(page, server)
+            _go_available(page)
+
+            # The live-update WebSocket drops: the page reconnects and sees what changed
+            # elsewhere (a supervisor putting the agent on a break through the API).
+            page.evaluate("desk.events.close()")
+            page.wait_for_function("desk.events.readyState === WebSocket.OPEN && desk.retry === 0")
+            status, _ = _post(server, "/api/v1/agents/1001/break", {"reason": "coaching"})
+            assert status == 200
+            page.wait_for_selector("#state[data-state=break]")
+            assert page.text_content("#state-detail") == "coaching"
+            page.click("#go-available")
+            page.wait_for_selector("#state[data-state=available]")
+
+            # Hang up by keyboard.
+            caller = _caller(server, tmp_path / "caller1", hold_ms=60_000)
+            try:
+                _answer(page)
+                page.keyboard.press("h")  # the hang-up shortcut
+                page.wait_for_selector("#state[data-state=wrap_up]", timeout=10_000)
+                assert _finished(caller, 15).returncode == 0
+            finally:
+                if caller.process.poll() is None:
+                    caller.stop()
+            page.click("#go-available")
+            page.wait_for_selector("#state[data-state=available]")
+
+            # The page vanishes mid-call: the caller is hung up after the RTP timeout, the
+            # agent's registration goes with its WebSocket, and no state is left stuck.
+            caller = _caller(server, tmp_path / "caller2", hold_ms=60_000)
+            try:
+                _answer(page)
+                page.close()
+                result = _finished(caller, 30)
+                assert result.returncode == 0, result.describe()  # it got a BYE
+            finally:
+                if caller.process.poll() is None:
+                    caller.stop()
+        finally:
+            browser.close()
+    agent = json.loads(server.http_get("/api/v1/agents/1001")[1])
+    assert agent["live"]["state"] != "on_call" and agent["live"]["reachable"] is False, agent
+    assert _wait(lambda: server.metric("centralita_sip_dialogs_active") == 0.0, 15)
+    assert _wait(lambda: not rtpengine.call_ids(), 10), rtpengine.call_ids()
+    assert "registration(s) over the WS connection" in server.log_text()
     assert server.alive()
 
 
