@@ -4,15 +4,19 @@ connection reused for requests to a browser, with a real aiohttp WebSocket clien
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 from aiohttp import ClientSession, WSMsgType
+from unit.test_registrar import credentials_for, register
 
 from events import EventBus
-from pbx.configuration.server import ListenAddress, parse_listen_address
+from pbx.configuration.server import ListenAddress, load_config, parse_listen_address
 from pbx.edge.endpoint import SipEndpoint
 from pbx.edge.transport import Transports
 from pbx.edge.websocket import NO_WEBRTC_REASON
+from pbx.registration.registrar import Registrar
+from pbx.sip.digest import DigestAuthenticator
 from pbx.sip.message import Request, make_response, parse_message
 from pbx.sip.transaction import TimerConfig
 
@@ -114,3 +118,24 @@ async def _eventually(predicate, timeout: float = 5.0) -> bool:
             return False
         await asyncio.sleep(0.05)
     return True
+
+
+
+def test_a_closed_websocket_takes_its_registrations_with_it() -> None:
+    config = load_config(None, var_dir=Path("var"))
+    registrar = Registrar(config.accounts, DigestAuthenticator(config.sip.realm, b"secret", 300, ("MD5",)),
+                          config.sip)
+    changes: list[tuple[str, bool]] = []
+    registrar.listeners.append(lambda user, registered: changes.append((user, registered)))
+    page, phone = ("127.0.0.1", 50001), ("127.0.0.1", 40000)
+    for user, source, transport in (("1001", page, "WS"), ("1002", phone, "UDP")):
+        challenge = registrar.handle_register(register(user=user, contact=f"<sip:{user}@x.invalid>"),
+                                              source, transport, 0.0)
+        answer = registrar.handle_register(
+            register(user=user, contact=f"<sip:{user}@x.invalid>", cseq=2,
+                     authorization=credentials_for(challenge, user, f"demo{user}")), source, transport, 0.0)
+        assert answer.status == 200
+    assert registrar.connection_closed("WS", ("127.0.0.1", 50002), 1.0) == 0  # another page
+    assert registrar.connection_closed("WS", page, 1.0) == 1
+    assert registrar.bindings("1001", 1.0) == [] and len(registrar.bindings("1002", 1.0)) == 1
+    assert changes[-1] == ("1001", False)
