@@ -40,7 +40,11 @@ def create_http_app(render_metrics: Callable[[], bytes], health: HealthProbe,
             return web.Response(status=exc.status, text=json.dumps(body),
                                 content_type="application/json", headers=_allow(exc))
 
+    async def agent_page(request: web.Request) -> web.Response:
+        raise web.HTTPFound("/agent/")  # the page's relative links need the trailing slash
+
     app = web.Application(middlewares=[json_errors])
+    app.router.add_get("/agent", agent_page)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     if object_census is not None:

@@ -156,7 +156,8 @@ def test_agent_answers_a_queue_call_in_the_browser_with_audio_both_ways_and_tran
         browser = _launch(playwright)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 800}, locale="en-GB")
-            page.goto(f"{server.http_url}/agent/")
+            page.goto(f"{server.http_url}/agent")  # redirected to /agent/
+            assert page.url.endswith("/agent/")
             _screenshot(page, "1-sign-in")
             _sign_in(page, server, password="wrong")
             page.wait_for_selector("#signin-error:has-text('Wrong extension or password')")

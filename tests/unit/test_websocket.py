@@ -139,3 +139,27 @@ def test_a_closed_websocket_takes_its_registrations_with_it() -> None:
     assert registrar.connection_closed("WS", page, 1.0) == 1
     assert registrar.bindings("1001", 1.0) == [] and len(registrar.bindings("1002", 1.0)) == 1
     assert changes[-1] == ("1001", False)
+
+
+async def test_wss_carries_sip_over_tls_with_the_servers_certificate(tmp_path: Path) -> None:
+    import ssl
+
+    from pbx.configuration.server import TlsSettings
+    from pbx.edge.tls import server_context
+
+    events = EventBus()
+    context = server_context(TlsSettings(), tmp_path, ["127.0.0.1"])
+    received: list[str] = []
+    transports = Transports(lambda data, source, transport: received.append(transport), events=events)
+    with pytest.raises(ValueError, match="certificate"):
+        await transports.listen("wss", "127.0.0.1", 0)
+    local = await transports.listen("wss", "127.0.0.1", 0, context)
+    client = ssl.create_default_context(cafile=str(tmp_path / "tls" / "sip-cert.pem"))
+    try:
+        async with ClientSession() as session:
+            async with session.ws_connect(f"wss://127.0.0.1:{local.port}/", protocols=("sip",),
+                                          ssl=client) as socket:
+                await socket.send_str(OPTIONS.format(n=4).replace("SIP/2.0/WS ", "SIP/2.0/WSS "))
+                assert await _eventually(lambda: received == ["WSS"])
+    finally:
+        await transports.close()
