@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from integration.test_queue_agents import caller_xml, cc_config, need_sipp
+from pbx.agent_desk.app import PHONE_BUNDLE
 from pbx.media.ng import bdecode
 from peers import sipp
 from peers.procs import LOOPBACK, free_port, peer_unavailable
@@ -36,6 +37,8 @@ BROWSER_FLAGS = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-
 def _need_browser():
     if not Path(CHROMIUM).exists():
         peer_unavailable("Debian's chromium is not installed (scripts/install-test-deps)")
+    if not PHONE_BUNDLE.is_file():
+        peer_unavailable(f"the agent page's phone {PHONE_BUNDLE} is not built (scripts/build-agent-page)")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
