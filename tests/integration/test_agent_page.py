@@ -177,6 +177,7 @@ def test_agent_answers_a_queue_call_in_the_browser_with_audio_both_ways_and_tran
                 page.wait_for_selector("#screen-pop dd[data-key=queue]:has-text('billing')")
                 assert page.text_content("#screen-pop dd[data-key=caller]") == "+34915550001"
                 assert page.text_content("#screen-pop dd[data-key=language]") == "en"
+                assert page.text_content("#screen-pop dd[data-key=ivr]").startswith("queue_menu: menu")
                 _screenshot(page, "3-ringing-with-screen-pop")
 
                 agent_call = _answer(page)

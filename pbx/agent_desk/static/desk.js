@@ -256,25 +256,25 @@ function showScreenPop() {
   const pop = $("screen-pop");
   const context = desk.offer ? { caller: desk.offer.caller, queue: desk.offer.queue, ...desk.offer.context } : null;
   if (!context) { pop.replaceChildren(); return; }
+  const ivr = context.ivr || {}, routing = context.routing || {};
+  const values = {
+    caller: context.caller, queue: context.queue, priority: context.priority, language: context.language,
+    ivr: ivr.path ? [ivr.flow, ivr.path.map((step) => step.node).join(" → ")].filter(Boolean).join(": ")
+      + (ivr.digits?.length ? ` (${ivr.digits.map((d) => d.digit).join("")})` : "") : null,
+    tier: ivr.customer?.tier ?? context.tier,
+    last_agent: routing.last_agent ?? context.last_agent,
+    routing: routing.policy ? [routing.policy, routing.chosen, routing.note].filter(Boolean).join(" · ") : null,
+  };
   const rows = [];
-  for (const key of ["caller", "queue", "priority", "language", "ivr", "tier", "last_agent", "routing"]) {
-    let value = context[key];
-    if (key === "tier") value = context.customer?.tier ?? context.tier;
-    if (key === "last_agent") value = context.customer?.last_agent ?? context.last_agent;
+  for (const [key, value] of Object.entries(values)) {
     if (value === undefined || value === null || value === "") continue;
     const term = document.createElement("dt"), detail = document.createElement("dd");
     term.textContent = t(`k_${key}`);
-    detail.textContent = typeof value === "object" ? summarise(value) : String(value);
+    detail.textContent = String(value);
     detail.dataset.key = key;
     rows.push(term, detail);
   }
   pop.replaceChildren(...rows);
-}
-
-function summarise(value) {
-  if (Array.isArray(value)) return value.map(summarise).join(" → ");
-  return Object.entries(value).filter(([, v]) => v !== null && typeof v !== "object")
-    .map(([k, v]) => `${k}: ${v}`).join(", ");
 }
 
 // WebRTC byte counts of the call, for tests and troubleshooting.
@@ -301,7 +301,10 @@ $("hold").addEventListener("click", toggleHold);
 $("mute").addEventListener("click", toggleMute);
 $("transfer").addEventListener("click", transfer);
 for (const key of document.querySelectorAll("#keypad button")) {
-  key.addEventListener("click", () => { if (desk.session?.isEstablished()) desk.session.sendDTMF(key.textContent); });
+  // RFC 4733 in the media (rtpengine passes it through; SIP INFO digits it would not).
+  key.addEventListener("click", () => {
+    if (desk.session?.isEstablished()) desk.session.sendDTMF(key.textContent, { transportType: "RFC2833" });
+  });
 }
 document.addEventListener("keydown", (event) => {
   if (event.target.closest("input, select, textarea") || event.ctrlKey || event.metaKey || event.altKey) return;
