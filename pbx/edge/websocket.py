@@ -83,18 +83,21 @@ class WebSocketConnection:
         bridge = self.owner.webrtc
         try:
             message = parse_message(data, datagram=True)
+            if message.body and isinstance(message, Request) and message.method in _OFFERING_METHODS \
+                    and bridge is None and offers_webrtc(message):
+                refusal = make_response(message, 488, "Not Acceptable Here")
+                refusal.add_header("Warning", f'399 centralita "{NO_WEBRTC_REASON}"')
+                self.write(refusal.to_bytes())
+                return
         except SipParseError:
             self.owner.deliver(data, self._peer(), self.name)  # the endpoint answers 400
-            return
-        if message.body and isinstance(message, Request) and message.method in _OFFERING_METHODS \
-                and bridge is None and offers_webrtc(message):
-            refusal = make_response(message, 488, "Not Acceptable Here")
-            refusal.add_header("Warning", f'399 centralita "{NO_WEBRTC_REASON}"')
-            self.write(refusal.to_bytes())
             return
         if bridge is not None and message.body:
             try:
                 rewritten = await self._bridge_media(bridge, message, towards_browser=False)
+            except SipParseError:
+                self.owner.deliver(data, self._peer(), self.name)  # a header it needs is malformed
+                return
             except NgError as exc:
                 log.warning("browser %s:%d: rtpengine could not take its SDP: %s", *self._peer(), exc)
                 if isinstance(message, Request) and message.method != "ACK":
@@ -170,13 +173,17 @@ class WebSocketConnection:
         """Delete the rtpengine call of a dialog that ended (BYE) or never began (INVITE refused)."""
         if not self.media_calls:
             return
-        call_id = message.call_id
+        try:
+            call_id = message.call_id
+            method = message.method if isinstance(message, Request) else message.cseq[1]
+        except SipParseError:
+            return
         if call_id not in self.media_calls:
             return
         if isinstance(message, Request):
-            if message.method == "BYE":
+            if method == "BYE":
                 self._forget_media(call_id)
-        elif message.cseq[1] == "INVITE":
+        elif method == "INVITE":
             if 200 <= message.status < 300:
                 self._answered.add(call_id)
             elif message.status >= 300 and call_id not in self._answered:

@@ -163,3 +163,20 @@ async def test_wss_carries_sip_over_tls_with_the_servers_certificate(tmp_path: P
                 assert await _eventually(lambda: received == ["WSS"])
     finally:
         await transports.close()
+
+
+async def test_garbage_over_a_websocket_is_answered_and_the_connection_stays() -> None:
+    transports, endpoint, port = await _server()
+    endpoint.handlers["OPTIONS"] = lambda key, request, source, transport: endpoint.respond(
+        key, make_response(request, 200))
+    broken = OPTIONS.format(n=5).replace("CSeq: 5 OPTIONS", "CSeq: five OPTIONS")
+    try:
+        async with ClientSession() as session:
+            async with session.ws_connect(f"ws://127.0.0.1:{port}/", protocols=("sip",)) as socket:
+                await socket.send_str(broken)
+                assert (await socket.receive(timeout=5)).data.startswith("SIP/2.0 400 ")
+                await socket.send_str("\r\n\r\n")  # a keep-alive: nothing to answer
+                await socket.send_str(OPTIONS.format(n=6))
+                assert parse_message((await socket.receive(timeout=5)).data.encode()).status == 200
+    finally:
+        await transports.close()
