@@ -35,7 +35,7 @@ from monitoring.metrics import TelephonyMetrics
 from monitoring.object_census import cycle_census, keep_cycles, object_census
 from monitoring.protection import ProtectionMetrics
 from monitoring.sites import SiteMetrics
-from pbx.agent_desk.app import AgentDesk, create_agent_desk
+from pbx.agent_desk.app import AgentDesk, SignInLimits, create_agent_desk
 from pbx.api import create_api
 from pbx.api.schemas import RemoteAgentView
 from pbx.calls.applications import ApplicationDirectory, unknown_flow_references
@@ -223,8 +223,12 @@ class Server:
         self.screen_pop = ScreenPop(self.events, webhook_url=config.routing.screen_pop_url,
                                     capacity=history.screen_pops,
                                     max_age_seconds=history.max_age_seconds)
+        protection = config.sip.protection
         self.agent_desk = AgentDesk(self.router, self.registrar.password_of, self.events,
-                                    self._sip_websocket)
+                                    self._sip_websocket,
+                                    SignInLimits(protection.auth_failures, protection.auth_window,
+                                                 protection.block_seconds)
+                                    if protection.enabled else SignInLimits(failures=2**62))
         self.applications.features = self.queues.apply_feature
         self._http_runner: web.AppRunner | None = None
         self._housekeeping: asyncio.Task[None] | None = None

@@ -16,6 +16,7 @@ import hmac
 import json
 import logging
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,16 @@ _FIRST_MESSAGE_TIMEOUT = 10.0
 PasswordOf = Callable[[str], "str | None"]
 
 
+@dataclass(frozen=True)
+class SignInLimits:
+    """Failed sign-ins from one address within `window` seconds that get it refused (429)
+    for `block_seconds`: the SIP side's `sip.protection` numbers, for password guessing."""
+
+    failures: int = 10
+    window: float = 60.0
+    block_seconds: float = 300.0
+
+
 @dataclass
 class _Session:
     extension: str
@@ -48,8 +59,13 @@ class AgentDesk:
     """Sessions of signed-in agents and what their pages are told."""
 
     def __init__(self, router: Router, password_of: PasswordOf, events: EventBus,
-                 sip_websocket: Callable[[], tuple[str, int] | None]) -> None:
+                 sip_websocket: Callable[[], tuple[str, int] | None],
+                 limits: SignInLimits = SignInLimits(), clock: Callable[[], float] = time.monotonic) -> None:
         """``sip_websocket`` gives the SIP WebSocket listener's scheme and port (ws, wss)."""
+        self.limits = limits
+        self.clock = clock
+        self._failures: dict[str, list[float]] = {}  # address -> recent failed sign-ins
+        self._blocked_until: dict[str, float] = {}
         self.router = router
         self.password_of = password_of
         self.sip_websocket = sip_websocket
@@ -58,11 +74,18 @@ class AgentDesk:
         events.subscribe(self._on_event, AgentStateChanged, AgentOffered, QueueCallEnded)
 
     # -- sign-in ---------------------------------------------------------------------
-    def sign_in(self, extension: str, password: str) -> _Session:
+    def sign_in(self, extension: str, password: str, source: str) -> _Session:
+        now = self.clock()
+        blocked_until = self._blocked_until.get(source)
+        if blocked_until is not None and now < blocked_until:
+            raise web.HTTPTooManyRequests(
+                text=_error("too_many_failures", "too many failed sign-ins from this address: try later"),
+                content_type="application/json", headers={"Retry-After": str(int(blocked_until - now) + 1)})
         expected = self.password_of(extension)
         # Compare even when the extension is unknown, so the answer's timing says nothing.
         matches = hmac.compare_digest(password.encode(), (expected or secrets.token_hex(16)).encode())
         if expected is None or not matches:
+            self._failed(source, now)
             raise web.HTTPUnauthorized(text=_error("unauthorized", SIGN_IN_REFUSED),
                                        content_type="application/json")
         try:
@@ -78,6 +101,20 @@ class AgentDesk:
             self._send_all(previous, {"type": "taken_over",
                                       "message": "signed in on another page"}, close=True)
         return session
+
+    def _failed(self, source: str, now: float) -> None:
+        recent = [at for at in self._failures.get(source, ()) if now - at < self.limits.window]
+        recent.append(now)
+        if len(recent) >= self.limits.failures:
+            log.warning("agent page: %d failed sign-ins from %s: refused for %.0f s", len(recent), source,
+                        self.limits.block_seconds)
+            self._blocked_until[source] = now + self.limits.block_seconds
+            recent = []
+        self._failures[source] = recent
+        for address in [a for a, until in self._blocked_until.items() if until <= now]:
+            del self._blocked_until[address]  # kept small: only live blocks
+        if len(self._failures) > 10_000:
+            self._failures.clear()
 
     def session_of(self, request: web.Request) -> _Session:
         scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
@@ -178,7 +215,7 @@ def create_agent_desk(desk: AgentDesk) -> web.Application:
             return web.json_response({"error": {"code": "bad_request",
                                                 "message": "send JSON with extension and password"}},
                                      status=400)
-        session = desk.sign_in(extension, password)
+        session = desk.sign_in(extension, password, request.remote or "")
         host = request.url.host or "127.0.0.1"
         listener = desk.sip_websocket()
         url = f"{listener[0]}://{host}:{listener[1]}" if listener is not None else None

@@ -111,6 +111,12 @@ def test_wrong_password_and_unknown_extension_get_the_same_refusal(pbx_server, r
     # No phone registered yet (the page's JsSIP is not running here): refused with why.
     status, state = _post(server, "/agent/state", {"state": "available"}, second["token"])
     assert status == 409 and "not registered" in state["error"]["message"], state
+    # Password guessing: after sip.protection.auth_failures (10) failures from one address,
+    # it is refused for a while, even with the right password.
+    for _ in range(8):
+        assert _post(server, "/agent/session", {"extension": "1001", "password": "guess"})[0] == 401
+    status, body = _post(server, "/agent/session", {"extension": "1001", "password": "demo1001"})
+    assert status == 429 and body["error"]["code"] == "too_many_failures", body
     assert server.alive()
 
 
