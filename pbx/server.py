@@ -228,7 +228,8 @@ class Server:
                                     self._sip_websocket,
                                     SignInLimits(protection.auth_failures, protection.auth_window,
                                                  protection.block_seconds)
-                                    if protection.enabled else SignInLimits(failures=2**62))
+                                    if protection.enabled else SignInLimits(failures=2**62),
+                                    webrtc_media=self.rtpengine is not None)
         self.applications.features = self.queues.apply_feature
         self._http_runner: web.AppRunner | None = None
         self._housekeeping: asyncio.Task[None] | None = None

@@ -60,8 +60,11 @@ class AgentDesk:
 
     def __init__(self, router: Router, password_of: PasswordOf, events: EventBus,
                  sip_websocket: Callable[[], tuple[str, int] | None],
-                 limits: SignInLimits = SignInLimits(), clock: Callable[[], float] = time.monotonic) -> None:
-        """``sip_websocket`` gives the SIP WebSocket listener's scheme and port (ws, wss)."""
+                 limits: SignInLimits = SignInLimits(), clock: Callable[[], float] = time.monotonic,
+                 webrtc_media: bool = True) -> None:
+        """``sip_websocket`` gives the SIP WebSocket listener's scheme and port (ws, wss);
+        ``webrtc_media`` says whether the media engine bridges WebRTC (rtpengine)."""
+        self.webrtc_media = webrtc_media
         self.limits = limits
         self.clock = clock
         self._failures: dict[str, list[float]] = {}  # address -> recent failed sign-ins
@@ -220,7 +223,7 @@ def create_agent_desk(desk: AgentDesk) -> web.Application:
         listener = desk.sip_websocket()
         url = f"{listener[0]}://{host}:{listener[1]}" if listener is not None else None
         return web.json_response({"token": session.token, "extension": extension,
-                                  "sip_websocket": url, "sip_domain": host,
+                                  "sip_websocket": url, "sip_domain": host, "webrtc_media": desk.webrtc_media,
                                   **desk.state_of(extension)})
 
     async def change_state(request: web.Request) -> web.Response:

@@ -102,6 +102,7 @@ def test_wrong_password_and_unknown_extension_get_the_same_refusal(pbx_server, r
     assert status == 400, body
     status, first = _post(server, "/agent/session", {"extension": "1001", "password": "demo1001"})
     assert status == 200 and first["state"] == "offline" and first["sip_websocket"].startswith("ws://"), first
+    assert first["webrtc_media"] is False  # the embedded engine: the page says its phone cannot work
     # A second sign-in takes over: the first token is no longer accepted.
     status, second = _post(server, "/agent/session", {"extension": "1001", "password": "demo1001"})
     assert status == 200

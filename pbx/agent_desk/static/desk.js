@@ -11,6 +11,9 @@ const TEXT = {
     answer: "Answer", hang_up: "Hang up", hold: "Hold", mute: "Mute", transfer: "Transfer",
     transfer_to: "Transfer to (queue or account)", recent_calls: "Recent calls",
     phone_connecting: "connecting", phone_registered: "ready", phone_failed: "not registered",
+    phone_no_webrtc: "unavailable: this server's media engine does not carry WebRTC (media.engine: rtpengine)",
+    phone_no_websocket: "unavailable: the server has no SIP WebSocket listener (sip.listen ws: or wss:)",
+    phone_not_built: "unavailable: the page's SIP phone is not built on the server (scripts/build-agent-page)",
     ringing: "Ringing: {caller}", talking: "Talking with {caller}", on_hold: "On hold: {caller}",
     wrap_up_left: "{seconds} s of wrap-up left", taken_over: "You signed in on another page: this one is closed.",
     reconnecting: "Connection lost: reconnecting…", bad_sign_in: "Wrong extension or password.",
@@ -27,6 +30,9 @@ const TEXT = {
     answer: "Contestar", hang_up: "Colgar", hold: "Espera", mute: "Silenciar", transfer: "Transferir",
     transfer_to: "Transferir a (cola o cuenta)", recent_calls: "Llamadas recientes",
     phone_connecting: "conectando", phone_registered: "listo", phone_failed: "sin registrar",
+    phone_no_webrtc: "no disponible: el motor de medios de este servidor no lleva WebRTC (media.engine: rtpengine)",
+    phone_no_websocket: "no disponible: el servidor no escucha SIP por WebSocket (sip.listen ws: o wss:)",
+    phone_not_built: "no disponible: el teléfono SIP de la página no está construido en el servidor (scripts/build-agent-page)",
     ringing: "Suena: {caller}", talking: "Hablando con {caller}", on_hold: "En espera: {caller}",
     wrap_up_left: "Quedan {seconds} s de cierre", taken_over: "Has entrado en otra página: esta queda cerrada.",
     reconnecting: "Conexión perdida: reconectando…", bad_sign_in: "Extensión o contraseña incorrectas.",
@@ -172,8 +178,12 @@ function showRecent() {
 
 // -- the phone -----------------------------------------------------------------------------
 function startPhone(info, password) {
+  if (!info.webrtc_media) {
+    $("phone-state").textContent = t("phone_no_webrtc");
+    return;
+  }
   if (!window.JsSIP || !info.sip_websocket) {
-    $("phone-state").textContent = t("phone_failed");
+    $("phone-state").textContent = t(window.JsSIP ? "phone_no_websocket" : "phone_not_built");
     return;
   }
   const ua = new JsSIP.UA({
