@@ -27,7 +27,7 @@ from events import EventBus, SipConnectionClosed, SipConnectionRefused
 from pbx.configuration.server import StreamSettings
 from pbx.edge.protection import security_event
 from pbx.edge.websocket import WebSocketConnection, WebSocketListener
-from pbx.media.rtpengine import WebRtcMediaBridge
+from pbx.media.engine import WebRtcBridge
 from pbx.sip.errors import SipParseError
 from pbx.sip.message import StreamFramer
 
@@ -222,7 +222,7 @@ class Transports:
     def __init__(self, receiver: Receiver, *, trace: bool = False,
                  limits: StreamSettings | None = None,
                  is_trusted: Callable[[str], bool] = lambda host: False,
-                 events: EventBus | None = None, webrtc: WebRtcMediaBridge | None = None) -> None:
+                 events: EventBus | None = None, webrtc: WebRtcBridge | None = None) -> None:
         self.receiver = receiver
         self.webrtc = webrtc  # rewrites the SDP crossing WebSockets (None: WebRTC refused)
         self.trace = trace

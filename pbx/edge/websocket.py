@@ -7,7 +7,7 @@ source address and transport, and the connection is found by them. Connections c
 against the same caps and idle timeout as TCP and TLS ones (`sip.tcp`).
 
 A browser's media is WebRTC (ICE, DTLS-SRTP). The SIP core speaks plain RTP/AVP only, so
-every SDP body crossing a WebSocket is rewritten by rtpengine (`WebRtcMediaBridge`) on the
+every SDP body crossing a WebSocket is rewritten by rtpengine (a `WebRtcBridge`) on the
 way: WebRTC towards the browser, plain RTP towards the core, the way a Kamailio
 WebSocket front end calls rtpengine. With the embedded media engine there is no bridge,
 and a browser's WebRTC offer is refused with 488 and the reason.
@@ -22,8 +22,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import WSMsgType, web
 
-from pbx.media.ng import NgError
-from pbx.media.rtpengine import WebRtcMediaBridge
+from pbx.media.engine import MediaUnavailable, WebRtcBridge
 from pbx.sip.errors import SipParseError
 from pbx.sip.message import MAX_MESSAGE_SIZE, Request, Response, make_response, parse_message
 
@@ -98,7 +97,7 @@ class WebSocketConnection:
             except SipParseError:
                 self.owner.deliver(data, self._peer(), self.name)  # a header it needs is malformed
                 return
-            except NgError as exc:
+            except MediaUnavailable as exc:
                 log.warning("browser %s:%d: rtpengine could not take its SDP: %s", *self._peer(), exc)
                 if isinstance(message, Request) and message.method != "ACK":
                     self.write(make_response(message, 503, "Media engine unavailable").to_bytes())
@@ -108,7 +107,7 @@ class WebSocketConnection:
         self.owner.deliver(data, self._peer(), self.name)
         self._track(message)
 
-    async def _bridge_media(self, bridge: WebRtcMediaBridge, message: Request | Response, *,
+    async def _bridge_media(self, bridge: WebRtcBridge, message: Request | Response, *,
                             towards_browser: bool) -> bytes | None:
         """The message with its SDP rewritten for the other side, or None to pass it as it is."""
         if (message.content_type or "") != "application/sdp":
@@ -152,7 +151,7 @@ class WebSocketConnection:
         message = parse_message(data, datagram=True)
         try:
             rewritten = await self._bridge_media(bridge, message, towards_browser=True)
-        except NgError as exc:
+        except MediaUnavailable as exc:
             log.warning("browser %s:%d: rtpengine could not make WebRTC SDP; %s not sent: %s",
                         *self._peer(), message, exc)
             return None

@@ -27,11 +27,24 @@ from pbx.media.prompt import Prompt
 from pbx.media.relay import RelayPath
 from pbx.media.stream import RtpSession
 
-__all__ = ["EmbeddedMediaEngine", "MediaEngine", "MediaLeg", "MediaPortsExhausted", "MediaUnavailable"]
+__all__ = ["EmbeddedMediaEngine", "MediaEngine", "MediaLeg", "MediaPortsExhausted", "MediaUnavailable",
+           "WebRtcBridge"]
 
 
 class MediaUnavailable(Exception):
     """The media engine cannot take a leg now (an external engine is down); says why."""
+
+
+class WebRtcBridge(Protocol):
+    """Rewrites the SDP of a dialog with a browser: WebRTC (ICE, DTLS-SRTP) on its side,
+    plain RTP on the core's (`webrtc`: True for SDP going to the browser). Raises
+    :class:`MediaUnavailable` when the engine cannot do it now."""
+
+    async def offer(self, call_id: str, from_tag: str, to_tag: str, sdp: bytes, *, webrtc: bool) -> bytes: ...
+
+    async def answer(self, call_id: str, from_tag: str, to_tag: str, sdp: bytes, *, webrtc: bool) -> bytes: ...
+
+    async def delete(self, call_id: str) -> None: ...
 
 
 class MediaLeg(Protocol):

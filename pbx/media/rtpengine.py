@@ -529,14 +529,17 @@ class WebRtcMediaBridge:
     async def _rewrite(self, command: str, call_id: str, from_tag: str, to_tag: str, sdp: bytes,
                        webrtc: bool) -> bytes:
         if not self.engine.available:
-            raise NgError(f"media engine unavailable: {self.engine.unavailable_reason}")
+            raise MediaUnavailable(f"media engine unavailable: {self.engine.unavailable_reason}")
         tags = {"from-tag": from_tag, **({"to-tag": to_tag} if to_tag else {})}
-        reply = await self.engine.command(command, **{
-            "call-id": call_id, **tags, "sdp": sdp.decode("utf-8", "replace"),
-            **(_WEBRTC_SIDE if webrtc else _PLAIN_SIDE)})
+        try:
+            reply = await self.engine.command(command, **{
+                "call-id": call_id, **tags, "sdp": sdp.decode("utf-8", "replace"),
+                **(_WEBRTC_SIDE if webrtc else _PLAIN_SIDE)})
+        except NgError as exc:
+            raise MediaUnavailable(f"rtpengine refused the {command}: {exc}") from exc
         rewritten = reply.get("sdp")
         if not isinstance(rewritten, str):
-            raise NgError(f"rtpengine's {command} reply carries no SDP")
+            raise MediaUnavailable(f"rtpengine's {command} reply carries no SDP")
         return rewritten.encode()
 
     async def delete(self, call_id: str) -> None:
