@@ -197,12 +197,16 @@ class Registrar:
                                   {**_without_expires(binding.contact.params),
                                    "expires": str(binding.remaining(now))})
             response.add_header("Contact", str(contact))
+        self._bindings_changed(user, current, was_reachable, now)
+        return response
+
+    def _bindings_changed(self, user: str, current: dict[str, Binding], was_reachable: bool,
+                          now: float) -> None:
         for listener in self.bindings_listeners:
             listener(user, list(current.values()))
         if not current:
             del self._bindings[user]
         self._notify(user, was_reachable, now)
-        return response
 
     def connection_closed(self, transport: str, source: Address, now: float) -> int:
         """Drop the bindings reached only through a connection that closed: a browser's
@@ -218,11 +222,7 @@ class Registrar:
             for key in gone:
                 del current[key]
             removed += len(gone)
-            for listener in self.bindings_listeners:
-                listener(user, list(current.values()))
-            if not current:
-                del self._bindings[user]
-            self._notify(user, was_reachable, now)
+            self._bindings_changed(user, current, was_reachable, now)
         return removed
 
     def restore(self, binding: Binding, now: float) -> bool:

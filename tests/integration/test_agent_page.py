@@ -12,14 +12,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
 
-from integration.test_queue_agents import caller_xml, cc_config, need_sipp
+from integration.test_queue_agents import caller_xml, cc_config, need_sipp, wait_until
 from pbx.agent_desk.app import PHONE_BUNDLE
 from pbx.media.ng import bdecode
 from peers import sipp
@@ -83,15 +82,6 @@ def _screenshot(page, name: str) -> None:
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
 
 
-def _wait(predicate, timeout: float, interval: float = 0.25):
-    deadline = time.monotonic() + timeout
-    value = predicate()
-    while not value and time.monotonic() < deadline:
-        time.sleep(interval)
-        value = predicate()
-    return value
-
-
 def test_wrong_password_and_unknown_extension_get_the_same_refusal(pbx_server, rtpengine) -> None:
     server, _ = _agent_page_server(pbx_server, rtpengine, embedded=True)
     wrong = _post(server, "/agent/session", {"extension": "1001", "password": "nope"})
@@ -153,7 +143,7 @@ def _answer(page) -> str:
 
 
 def _finished(caller: sipp.SippProcess, timeout: float) -> sipp.SippResult:
-    assert _wait(lambda: caller.process.poll() is not None, timeout), "the SIPp caller is still in its call"
+    assert wait_until(lambda: caller.process.poll() is not None, timeout), "the SIPp caller is still in its call"
     return caller.stop()
 
 
@@ -189,7 +179,7 @@ def test_agent_answers_a_queue_call_in_the_browser_with_audio_both_ways_and_tran
 
                 agent_call = _answer(page)
                 first = page.evaluate("desk.audioBytes()")
-                assert _wait(lambda: (lambda now: now["received"] > first["received"] + 4000
+                assert wait_until(lambda: (lambda now: now["received"] > first["received"] + 4000
                                       and now["sent"] > first["sent"] + 4000)(page.evaluate("desk.audioBytes()")),
                              15), f"no WebRTC audio both ways: {page.evaluate('desk.audioBytes()')}"
                 # rtpengine's counters: the browser's leg received packets on both sides
@@ -203,9 +193,9 @@ def test_agent_answers_a_queue_call_in_the_browser_with_audio_both_ways_and_tran
                     query = _stats_of(rtpengine, call_id)
                     return {tag: _packets_received(query, tag) for tag in query.get("tags") or {}}
 
-                assert _wait(lambda: len(counts(agent_call)) == 2
+                assert wait_until(lambda: len(counts(agent_call)) == 2
                              and all(n > 100 for n in counts(agent_call).values()), 10), counts(agent_call)
-                assert _wait(lambda: counts(caller_call).get("inside", 0) > 100, 10), counts(caller_call)
+                assert wait_until(lambda: counts(caller_call).get("inside", 0) > 100, 10), counts(caller_call)
 
                 page.click("#hold")
                 page.wait_for_selector("#call-status:has-text('On hold')")
@@ -227,7 +217,7 @@ def test_agent_answers_a_queue_call_in_the_browser_with_audio_both_ways_and_tran
             finally:
                 if caller.process.poll() is None:
                     caller.stop()
-            assert _wait(lambda: not rtpengine.call_ids(), 10), rtpengine.call_ids()
+            assert wait_until(lambda: not rtpengine.call_ids(), 10), rtpengine.call_ids()
 
             # Spanish, and a second sign-in elsewhere takes the first page over.
             page.select_option("#lang", "es")
@@ -292,8 +282,8 @@ def test_dropped_event_stream_recovers_and_a_page_gone_mid_call_leaves_nothing_s
             browser.close()
     agent = json.loads(server.http_get("/api/v1/agents/1001")[1])
     assert agent["live"]["state"] != "on_call" and agent["live"]["reachable"] is False, agent
-    assert _wait(lambda: server.metric("centralita_sip_dialogs_active") == 0.0, 15)
-    assert _wait(lambda: not rtpengine.call_ids(), 10), rtpengine.call_ids()
+    assert wait_until(lambda: server.metric("centralita_sip_dialogs_active") == 0.0, 15)
+    assert wait_until(lambda: not rtpengine.call_ids(), 10), rtpengine.call_ids()
     assert "registration(s) over the WS connection" in server.log_text()
     assert server.alive()
 
