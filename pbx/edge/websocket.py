@@ -4,7 +4,8 @@ Each WebSocket message carries one whole SIP message. A browser cannot be reache
 connection we open (it listens nowhere), so requests to a phone registered over a
 WebSocket go down the connection it registered on (RFC 7118 §5): the registrar keeps the
 source address and transport, and the connection is found by them. Connections count
-against the same caps and idle timeout as TCP and TLS ones (`sip.tcp`).
+against the same caps as TCP and TLS ones (`sip.tcp`); instead of the idle timeout, a
+WebSocket ping every 30 s finds a browser that went away (no pong: the connection closes).
 
 A browser's media is WebRTC (ICE, DTLS-SRTP). The SIP core speaks plain RTP/AVP only, so
 every SDP body crossing a WebSocket is rewritten by rtpengine (a `WebRtcBridge`) on the
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("pbx.edge.websocket")
 
 SUBPROTOCOL = "sip"  # RFC 7118 §4.1
+HEARTBEAT_SECONDS = 30.0  # WebSocket pings; a browser that misses the pong is gone
 WEBRTC_PROFILE = b"UDP/TLS/RTP/SAVPF"
 NO_WEBRTC_REASON = "WebRTC media needs media.engine: rtpengine"
 _OFFERING_METHODS = ("INVITE", "UPDATE")
@@ -51,11 +53,16 @@ class WebSocketConnection:
         self.peer: Address | None = peer
         self.counted = False
         self.partial_since: float | None = None  # a WebSocket message is always whole
-        self.last_activity = owner.now()
         self.media_calls: set[str] = set()  # rtpengine calls (SIP Call-IDs) made for this browser
         self._answered: set[str] = set()  # of those, the dialogs that were answered
         self._outbox: asyncio.Queue[bytes | None] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
+
+    @property
+    def last_activity(self) -> float:
+        # Never idle for the sweep: a page with no call is silent for long, and the
+        # WebSocket heartbeat closes the connection of a browser that stopped answering.
+        return self.owner.now()
 
     async def serve(self) -> None:
         self._writer = asyncio.get_running_loop().create_task(self._write_in_turn())
@@ -67,7 +74,6 @@ class WebSocketConnection:
                     data = frame.data
                 else:
                     break  # closing or an error: aiohttp has said why to the peer
-                self.last_activity = self.owner.now()
                 if data.strip():  # a bare CRLF is a keep-alive
                     await self._received(data)
         finally:
@@ -235,7 +241,7 @@ class WebSocketListener:
         if SUBPROTOCOL not in offered:
             return web.Response(status=400, text="SIP over WebSocket needs the 'sip' subprotocol (RFC 7118)\n")
         socket = web.WebSocketResponse(protocols=(SUBPROTOCOL,), max_msg_size=MAX_MESSAGE_SIZE,
-                                       autoping=True)
+                                       autoping=True, heartbeat=HEARTBEAT_SECONDS)
         peername = request.transport.get_extra_info("peername") if request.transport else None
         if peername is None:
             return web.Response(status=400, text="no peer address\n")

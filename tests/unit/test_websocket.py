@@ -70,6 +70,8 @@ async def test_requests_over_a_websocket_are_answered_on_it_and_our_requests_reu
                 # A request to the browser goes down its own connection, with our Via saying WS.
                 (name, peer), = transports.connections
                 assert name == "WS"
+                # A page with no call is silent for long: the heartbeat, not the idle sweep, ends it.
+                assert transports.close_overdue(transports.now() + 100_000) == 0
                 assert endpoint.via("WS").startswith(f"SIP/2.0/WS 127.0.0.1:{port};branch=z9hG4bK")
                 assert endpoint.contact("WS").uri.params == {"transport": "ws"}
                 transports.send(b"OPTIONS sip:page@x.invalid;transport=ws SIP/2.0\r\n"
