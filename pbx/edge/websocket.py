@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import ssl
 from typing import TYPE_CHECKING
 
@@ -53,16 +54,13 @@ class WebSocketConnection:
         self.peer: Address | None = peer
         self.counted = False
         self.partial_since: float | None = None  # a WebSocket message is always whole
+        # Never idle for the sweep: a page with no call is silent for long, and the
+        # WebSocket heartbeat closes the connection of a browser that stopped answering.
+        self.last_activity = math.inf
         self.media_calls: set[str] = set()  # rtpengine calls (SIP Call-IDs) made for this browser
         self._answered: set[str] = set()  # of those, the dialogs that were answered
         self._outbox: asyncio.Queue[bytes | None] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
-
-    @property
-    def last_activity(self) -> float:
-        # Never idle for the sweep: a page with no call is silent for long, and the
-        # WebSocket heartbeat closes the connection of a browser that stopped answering.
-        return self.owner.now()
 
     async def serve(self) -> None:
         self._writer = asyncio.get_running_loop().create_task(self._write_in_turn())
