@@ -4,7 +4,8 @@ Playwright, JsSIP registering over SIP WebSocket, WebRTC media bridged by rtpeng
 An agent signs in, goes available; a SIPp caller presses 1 in the queue menu; the page
 shows the screen-pop; the agent answers with the keyboard; audio flows both ways (the
 page's WebRTC stats, and rtpengine's counters of what it forwarded towards SIPp); the
-agent hangs up and is in wrap-up. Screenshots of each state go to docs/agent-page/.
+agent hangs up and is in wrap-up. Screenshots of each state go to a temporary folder, or to
+the README's docs/agent-page/ with CENTRALITA_SCREENSHOTS=docs/agent-page.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 import urllib.request
 from pathlib import Path
 
@@ -27,7 +29,9 @@ from peers.procs import LOOPBACK, free_port, peer_unavailable
 pytestmark = pytest.mark.integration
 
 CHROMIUM = "/usr/bin/chromium"
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "agent-page"
+# The README's pictures are refreshed only when asked, so a test run leaves the tree clean.
+SCREENSHOTS = Path(os.environ.get("CENTRALITA_SCREENSHOTS")
+                   or Path(tempfile.gettempdir()) / f"centralita-agent-page-{os.getpid()}")
 BROWSER_FLAGS = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
                  # rtpengine listens on loopback only here: let WebRTC use it.
                  "--allow-loopback-in-peer-connection", "--no-sandbox"]
