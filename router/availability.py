@@ -70,6 +70,14 @@ class AttributeKind(enum.Enum):
     EVERYONE = "everyone"
 
 
+# Members compared for every agent indexed, read off their enum once: in Python 3.11 the
+# enum metaclass's ``__getattr__`` hook makes each ``OrderKind.IDLE`` cost ~0.1-0.5 µs.
+IDLE = OrderKind.IDLE
+LOAD = OrderKind.LOAD
+SKILL = AttributeKind.SKILL
+LANGUAGE = AttributeKind.LANGUAGE
+
+
 class _AttributeHeaps:
     """One attribute's free holders: their count per level, and per order kind the level
     heaps, built the first time that order is walked (None until then; see the module
@@ -109,7 +117,7 @@ class PoolSpec:
     level_skill: str | None = None
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Pool:
     spec: PoolSpec
     queue: str
@@ -129,7 +137,7 @@ class _Rebuild:
     kept: list[Entry] = field(default_factory=list)
 
 
-@dataclass
+@dataclass(slots=True)
 class WalkResult:
     chosen: str | None = None
     chosen_key: tuple[float, float] | None = None
@@ -230,9 +238,9 @@ class AvailableAgents:
         if spec.level_skill is not None:
             level = float(skills.get(spec.level_skill, 0))
             entry = (-level, idle_since, extension, version)
-        elif spec.order is OrderKind.IDLE:
+        elif spec.order is IDLE:
             entry = (idle_since, 0.0, extension, version)
-        elif spec.order is OrderKind.LOAD:
+        elif spec.order is LOAD:
             entry = (load_key, idle_since, extension, version)
         else:
             entry = (rotation, idle_since, extension, version)
@@ -245,10 +253,17 @@ class AvailableAgents:
         if placement is None:
             return
         self._versions[extension] = placement.version + 1
+        # ``_forget`` inlined: this runs for every attribute of every agent taking a call.
+        skill_index = self._skills
         for skill, level in placement.skills:
-            self._forget(self._skills[skill], level, extension)
+            heaps = skill_index[skill]
+            heaps.live[level] -= 1
+            del heaps.levels[extension]
+        language_index = self._languages
         for language in placement.languages:
-            self._forget(self._languages[language], 1, extension)
+            heaps = language_index[language]
+            heaps.live[1] -= 1
+            del heaps.levels[extension]
         self._forget(self._everyone, 1, extension)
         for pool in self._agent_pools.pop(extension, ()):
             pool.members.discard(extension)
@@ -306,10 +321,13 @@ class AvailableAgents:
         agent passes)."""
         result = WalkResult()
         heap = self._pools[queue][ring].heap
+        versions = self._versions
         popped: list[Entry] = []
         try:
-            while (entry := self._clean_top(heap)) is not None:
-                heapq.heappop(heap)
+            while heap:
+                entry = heapq.heappop(heap)
+                if versions.get(entry[2]) != entry[3]:
+                    continue  # stale (``_clean_top`` inlined): dropped for good
                 popped.append(entry)
                 if self._visit(entry, reject_reason, result, runners_up):
                     break
@@ -412,9 +430,9 @@ class AvailableAgents:
         return None
 
     def _heaps_of(self, kind: AttributeKind, name: str) -> _AttributeHeaps | None:
-        if kind is AttributeKind.SKILL:
+        if kind is SKILL:
             return self._skills.get(name)
-        if kind is AttributeKind.LANGUAGE:
+        if kind is LANGUAGE:
             return self._languages.get(name)
         return self._everyone
 

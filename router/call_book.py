@@ -23,8 +23,18 @@ from router.service_levels import ServiceLevelCounters
 from router.timers import TimerHeap, TimerKind
 from router.waiting_line import ClassKey, LineEntry, WaitingLine, class_key, service_rank
 
+# Members compared for every call, read off their enum once: in Python 3.11 the enum
+# metaclass's ``__getattr__`` hook makes each ``CallStatus.WAITING`` cost ~0.1-0.5 µs.
+WAITING = CallStatus.WAITING
+HELD = CallStatus.HELD
+LIVE = CallKind.LIVE
+CALLBACK = CallKind.CALLBACK
+EXPAND = TimerKind.EXPAND
+MAX_WAIT = TimerKind.MAX_WAIT
+ANNOUNCE = TimerKind.ANNOUNCE
 
-@dataclass(eq=False)
+
+@dataclass(eq=False, slots=True)
 class BookedCall:
     call: RoutingRequest  # as given, ``enqueued_at`` in wall-clock time
     enqueued_at: float
@@ -58,7 +68,7 @@ class BookedCall:
         return (self.enqueued_at, self.sequence, self.call.call_id)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class BookedQueue:
     config: QueueConfig
     handle_time: HandleTimeAverage
@@ -201,25 +211,20 @@ class CallBook:
         if waiting.rings_active <= len(config.expansion):
             ring = config.expansion[waiting.rings_active - 1]
             self._timers.schedule(
-                waiting.enqueued_at + ring.after_seconds, TimerKind.EXPAND, call_id, generation
+                waiting.enqueued_at + ring.after_seconds, EXPAND, call_id, generation
             )
-        if waiting.call.kind is CallKind.CALLBACK:
+        if waiting.call.kind is CALLBACK:
             return  # nobody on the line to announce to, and the request has its own expiry
         if config.max_wait_seconds is not None:
             self._timers.schedule(
-                waiting.entered_queue_at + config.max_wait_seconds,
-                TimerKind.MAX_WAIT,
-                call_id,
-                generation,
+                waiting.entered_queue_at + config.max_wait_seconds, MAX_WAIT, call_id, generation
             )
-        self._timers.schedule(
-            now + config.announce_interval_seconds, TimerKind.ANNOUNCE, call_id, generation
-        )
+        self._timers.schedule(now + config.announce_interval_seconds, ANNOUNCE, call_id, generation)
 
     def enter_line(self, waiting: BookedCall, queue: BookedQueue, now: float) -> None:
         """A new call joins its class in ``queue`` at its enqueue time. A callback request is
         no new arrival: the caller it stands for was counted when they first called."""
-        if waiting.call.kind is CallKind.LIVE:
+        if waiting.call.kind is LIVE:
             queue.arrivals.observe(now)
         queue.line.add(waiting.line_class, waiting.line_entry)
         self.schedule_timers(waiting, queue, now)
@@ -239,7 +244,7 @@ class CallBook:
         self._changed[waiting.call_id] = None
 
     def take_out_of_line(self, waiting: BookedCall) -> None:
-        if waiting.status is CallStatus.HELD:
+        if waiting.status is HELD:
             self.release_hold(waiting, back_in_line=False)
             return
         self.queue_of(waiting).line.remove(waiting.line_class, waiting.line_entry)
@@ -284,7 +289,7 @@ class CallBook:
     # ------------------------------------------------------------------ order
 
     def rank(self, waiting: BookedCall, now: float) -> tuple[float, float, int]:
-        config = self.queue_of(waiting).config
+        config = self.queues[waiting.call.queue].config
         return service_rank(
             waiting.call.priority,
             waiting.enqueued_at,
@@ -296,13 +301,15 @@ class CallBook:
 
     def position_of(self, waiting: BookedCall, now: float) -> int:
         """1-based place in line (1 = next); 0 once an agent is reserved or connected."""
-        if waiting.status not in (CallStatus.WAITING, CallStatus.HELD):
+        status = waiting.status
+        if status is not WAITING and status is not HELD:
             return 0
-        queue = self.queue_of(waiting)
+        queue = self.queues[waiting.call.queue]
         config = queue.config
         mine = self.rank(waiting, now)
         ahead = queue.line.count_ahead(mine, now, config.sla_seconds, config.effective_aging_weight)
-        ahead += sum(1 for call_id in queue.held if self.rank(self._calls[call_id], now) < mine)
+        if queue.held:
+            ahead += sum(1 for call_id in queue.held if self.rank(self._calls[call_id], now) < mine)
         return ahead + 1
 
     def record_of(self, waiting: BookedCall, now: float) -> WaitingCallRecord:

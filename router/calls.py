@@ -25,6 +25,12 @@ class CallKind(enum.StrEnum):
     CALLBACK = "callback"
 
 
+# Member lookups on an enum class are slow in Python 3.11 (its metaclass's ``__getattr__``
+# hook sends every class attribute through a slow path): hot code compares with these.
+CALLBACK = CallKind.CALLBACK
+NO_SKILLS: Mapping[str, int] = MappingProxyType({})  # a call needing nothing beyond its queue
+
+
 @dataclass(frozen=True)
 class RoutingRequest:
     """A call asking for an agent.
@@ -46,20 +52,29 @@ class RoutingRequest:
     preferred_agent: str | None = None
     last_agent: str | None = None
     enqueued_at: float | None = None
-    skills: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    skills: Mapping[str, int] = field(default_factory=lambda: NO_SKILLS)
     kind: CallKind = CallKind.LIVE
 
     def __post_init__(self) -> None:
         if not self.call_id:
             raise InvalidConfig("call_id must not be empty")
-        object.__setattr__(self, "kind", CallKind(self.kind))
-        if self.kind is CallKind.CALLBACK and self.enqueued_at is None:
+        if type(self.kind) is not CallKind:
+            object.__setattr__(self, "kind", CallKind(self.kind))
+        if self.kind is CALLBACK and self.enqueued_at is None:
             raise InvalidConfig(f"callback {self.call_id}: its original enqueue time is required")
         if isinstance(self.priority, bool) or not isinstance(self.priority, int):
             raise InvalidConfig(f"call {self.call_id}: priority must be an int")
-        object.__setattr__(
-            self, "skills", frozen_proficiencies(f"call {self.call_id}", self.skills)
-        )
+        if self.skills is not NO_SKILLS:
+            object.__setattr__(
+                self, "skills", frozen_proficiencies(f"call {self.call_id}", self.skills)
+            )
+
+    def waiting_since(self, enqueued_at: float) -> RoutingRequest:
+        """This request with ``enqueued_at`` set. A copy that skips the checks the request
+        already passed (``dataclasses.replace`` runs them again, a few µs per call)."""
+        copy = object.__new__(type(self))
+        copy.__dict__.update(self.__dict__, enqueued_at=enqueued_at)
+        return copy
 
     def to_dict(self) -> dict[str, object]:
         return {

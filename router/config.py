@@ -20,6 +20,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from functools import cached_property
 from types import MappingProxyType
 from typing import Any
 
@@ -228,7 +229,7 @@ class QueueConfig:
         """Whether ``site``'s agents may take this queue's calls waiting at another site."""
         return ANY_SITE in self.sites or site in self.sites
 
-    @property
+    @cached_property
     def effective_aging_weight(self) -> float:
         """The aging weight the order of service uses: 0 under strict tiers."""
         return 0.0 if self.priority_order is PriorityOrder.STRICT else self.aging_weight
@@ -240,9 +241,10 @@ class QueueConfig:
             return self.preferred_agent_max_hold_seconds
         return self.sla_seconds
 
-    @property
+    @cached_property
     def rings(self) -> tuple[Mapping[str, int], ...]:
-        """The base requirement followed by each expansion ring, innermost first."""
+        """The base requirement followed by each expansion ring, innermost first (read for
+        every routing decision: computed once, the configuration being frozen)."""
         return (self.skills, *(ring.skills for ring in self.expansion))
 
     def rings_active_after(self, waited: float) -> int:

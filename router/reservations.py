@@ -48,7 +48,7 @@ class Reservation:
         }
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class HeldAgent:
     """A live reservation; ``expires_at`` is on the router's monotonic clock."""
 

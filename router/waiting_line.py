@@ -66,7 +66,7 @@ def class_key(priority: int, language: str | None, extra_skills: Mapping[str, in
     return (priority, language, tuple(sorted(extra_skills.items())))
 
 
-@dataclass
+@dataclass(slots=True)
 class CallClass:
     key: ClassKey
     entries: list[LineEntry]
@@ -123,12 +123,19 @@ class WaitingLine:
         ranks grow along each class's list."""
         ahead = 0
         for call_class in self._classes.values():
-            priority = call_class.priority
-
-            def rank_of(entry: LineEntry, priority: int = priority) -> tuple[float, float, int]:
-                return service_rank(priority, entry[0], entry[1], now, sla_seconds, aging_weight)
-
-            ahead += bisect.bisect_left(call_class.entries, rank, key=rank_of)
+            entries = call_class.entries
+            priority = call_class.key[0]
+            # ``service_rank`` spelled out (the same arithmetic, so the same floats): this
+            # key runs a few times per class for every call that enters a line.
+            ahead += bisect.bisect_left(
+                entries,
+                rank,
+                key=lambda entry, priority=priority: (  # type: ignore[misc]
+                    -(priority + aging_weight * (now - entry[0]) / sla_seconds),
+                    entry[0],
+                    entry[1],
+                ),
+            )
         return ahead
 
     def oldest_enqueued_at(self) -> float | None:
