@@ -70,10 +70,8 @@ class AttributeKind(enum.Enum):
     EVERYONE = "everyone"
 
 
-# Members compared for every agent indexed, read off their enum once: in Python 3.11 the
-# enum metaclass's ``__getattr__`` hook makes each ``OrderKind.IDLE`` cost ~0.1-0.5 µs.
-IDLE = OrderKind.IDLE
-LOAD = OrderKind.LOAD
+# Members compared for every count and walk, read off their enum once: in Python 3.11 the
+# enum metaclass's ``__getattr__`` hook makes each ``AttributeKind.SKILL`` cost ~0.1-0.5 µs.
 SKILL = AttributeKind.SKILL
 LANGUAGE = AttributeKind.LANGUAGE
 
@@ -124,6 +122,23 @@ class _Pool:
     ring: int
     heap: list[Entry] = field(default_factory=list)
     members: set[str] = field(default_factory=set)
+    # Which of an agent's order entries (``order_entries``) this pool's heap holds, when
+    # its order is one of the attribute heaps' (not skill-weighted).
+    order_index: int = 0
+
+    def __post_init__(self) -> None:
+        self.order_index = self.spec.order.value
+
+
+def order_entries(extension: str, placement: _Placement) -> tuple[Entry, Entry, Entry]:
+    """An indexed agent's heap entries in each order kind (indexed by ``OrderKind.value``)."""
+    idle_since, load_key, rotation = placement.keys
+    version = placement.version
+    return (
+        (idle_since, 0.0, extension, version),
+        (load_key, idle_since, extension, version),
+        (rotation, idle_since, extension, version),
+    )
 
 
 @dataclass
@@ -186,17 +201,13 @@ class AvailableAgents:
             self.remove(extension)
         version = self._versions.get(extension, 0) + 1
         self._versions[extension] = version
-        entries = (
-            (idle_since, 0.0, extension, version),
-            (load_key, idle_since, extension, version),
-            (rotation, idle_since, extension, version),
-        )
         placement = _Placement(
             version,
             tuple(skills.items()),
             tuple(languages),
             (idle_since, load_key, rotation),
         )
+        entries = order_entries(extension, placement)
         self._placements[extension] = placement
         # Inlined ``_push``: this runs for every attribute of every agent becoming free.
         skill_index = self._skills
@@ -219,33 +230,36 @@ class AvailableAgents:
                 self._push_built(heaps, 1, entries)
         self._push(self._everyone, 1, entries, extension)
         joined: list[_Pool] = []
+        pools = self._pools
         for queue in queues:
-            for pool in self._pools.get(queue, ()):
-                if self._join(pool, extension, skills, placement):
+            for pool in pools.get(queue, ()):
+                if self._join(pool, extension, skills, placement, entries):
                     joined.append(pool)
         if joined:
             self._agent_pools[extension] = joined
 
     def _join(
-        self, pool: _Pool, extension: str, skills: Mapping[str, int], placement: _Placement
+        self,
+        pool: _Pool,
+        extension: str,
+        skills: Mapping[str, int],
+        placement: _Placement,
+        entries: tuple[Entry, Entry, Entry],
     ) -> bool:
+        """Put a free agent in ``pool`` if it meets the pool's ring; ``entries``: its
+        ``order_entries``, the same tuples the attribute heaps hold."""
         spec = pool.spec
         for skill, minimum in spec.requirement.items():
             if skills.get(skill, 0) < minimum:
                 return False
-        idle_since, load_key, rotation = placement.keys
-        version = placement.version
         if spec.level_skill is not None:
             level = float(skills.get(spec.level_skill, 0))
-            entry = (-level, idle_since, extension, version)
-        elif spec.order is IDLE:
-            entry = (idle_since, 0.0, extension, version)
-        elif spec.order is LOAD:
-            entry = (load_key, idle_since, extension, version)
+            entry = (-level, placement.keys[0], extension, placement.version)
         else:
-            entry = (rotation, idle_since, extension, version)
-        pool.members.add(extension)
-        self._push_entry(pool.heap, entry, len(pool.members))
+            entry = entries[pool.order_index]
+        members = pool.members
+        members.add(extension)
+        self._push_entry(pool.heap, entry, len(members))
         return True
 
     def remove(self, extension: str) -> None:
@@ -281,8 +295,9 @@ class AvailableAgents:
             if placement is None:
                 continue
             skills = dict(placement.skills)
+            entries = order_entries(extension, placement)
             for pool in pools:
-                if self._join(pool, extension, skills, placement):
+                if self._join(pool, extension, skills, placement, entries):
                     self._agent_pools.setdefault(extension, []).append(pool)
 
     def drop_pools(self, queue: str) -> None:
@@ -444,7 +459,9 @@ class AvailableAgents:
         if attribute.built:
             self._push_built(attribute, level, entries)
 
-    def _push_built(self, attribute: _AttributeHeaps, level: int, entries: tuple[Entry, ...]) -> None:
+    def _push_built(
+        self, attribute: _AttributeHeaps, level: int, entries: tuple[Entry, ...]
+    ) -> None:
         live = attribute.live[level]
         for heaps_by_level, entry in zip(attribute.heaps, entries, strict=True):
             if heaps_by_level is not None:
@@ -479,9 +496,12 @@ class AvailableAgents:
 
     def _push_entry(self, heap: list[Entry], entry: Entry, live: int) -> None:
         heapq.heappush(heap, entry)
-        if self._rebuild is not None and self._rebuild.heap is heap:
-            self._rebuild.to_look_at.append(entry)
-        if self._to_compact or self._rebuild is not None:
+        rebuild = self._rebuild
+        if rebuild is not None:
+            if rebuild.heap is heap:
+                rebuild.to_look_at.append(entry)
+            self._owed += _COMPACT_PER_PUSH
+        elif self._to_compact:
             self._owed += _COMPACT_PER_PUSH
         size = len(heap)
         if size > _COMPACT_SOON * live + _COMPACT_SLACK:

@@ -114,10 +114,11 @@ def qualification(
     return None, first_problem
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Choice:
     """What selection decided for a call: reserve ``agent``, hold the call for
-    ``held_for`` until ``hold_until``, or neither (nobody qualifies now)."""
+    ``held_for`` until ``hold_until``, or neither (nobody qualifies now). Handed straight
+    to the router, never kept: not frozen, which makes one cheaper to build."""
 
     decision: Decision
     agent: BookedAgent | None = None
