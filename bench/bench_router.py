@@ -12,27 +12,28 @@ strategies mixed), most agents on a call and 1,000 calls waiting. Measures:
 - no agent:      ``enqueue`` + ``dispatch`` of a call nobody free can take (the
   explanation's bounded rejection sample is built), then abandoned.
 
-Run: ``.venv/bin/python bench/bench_router.py [--seed N] [--decisions N]``
+``--against DIR`` runs another checkout's router (e.g. a ``git archive`` of main) in the
+same process, built the same way, and interleaves the two decision by decision (which
+one goes first alternates): both see the same moment of a shared machine, where runs in
+turn differ by up to twice.
+
+Run: ``.venv/bin/python bench/bench_router.py [--seed N] [--decisions N] [--against DIR]``
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import os
 import random
 import statistics
+import sys
 import time
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
 
-from router import (
-    AgentProfile,
-    AgentState,
-    CallStatus,
-    QueueConfig,
-    Router,
-    RoutingRequest,
-    Strategy,
-    UnknownCall,
-)
+import router as this_router
 
 OPTIONS: dict[str, int] = {}  # Router keyword overrides, for experiments
 AGENTS = 10_000
@@ -48,10 +49,35 @@ class Clock:
         return self.now
 
 
-def build(seed: int) -> tuple[Router, Clock, random.Random, list[str]]:
+def load_router(checkout: str) -> ModuleType:
+    """The ``router`` package of another checkout, imported beside this one's: its modules
+    (and its ``events``) are its own objects; this process's ``sys.modules`` is restored."""
+    packages = ("router", "events")
+    ours = {name: module for name, module in sys.modules.items() if name.split(".")[0] in packages}
+    for name in ours:
+        del sys.modules[name]
+    sys.path.insert(0, os.path.abspath(checkout))
+    try:
+        import router as other_router
+
+        return other_router
+    finally:
+        sys.path.pop(0)
+        for name in [n for n in sys.modules if n.split(".")[0] in packages]:
+            del sys.modules[name]
+        sys.modules.update(ours)
+
+
+def build(seed: int, routing: Any) -> tuple[Any, Clock, random.Random, list[str]]:
+    """``routing``: the ``router`` package to build with."""
+    QueueConfig, AgentProfile, Strategy = (
+        routing.QueueConfig,
+        routing.AgentProfile,
+        routing.Strategy,
+    )
     rng = random.Random(seed)
     clock = Clock()
-    router = Router(clock, reservation_timeout_seconds=1e9, **OPTIONS)
+    router = routing.Router(clock, reservation_timeout_seconds=1e9, **OPTIONS)
     strategies = list(Strategy)
     queues = []
     for skill in range(SKILLS):
@@ -92,8 +118,11 @@ def build(seed: int) -> tuple[Router, Clock, random.Random, list[str]]:
     return router, clock, rng, [q.name for q in queues]
 
 
-def fill(router: Router, clock: Clock, rng: random.Random, queue_names: list[str]) -> int:
+def fill(
+    router: Any, clock: Clock, rng: random.Random, queue_names: list[str], routing: Any
+) -> int:
     """Put most agents on a call and leave WAITING calls in line."""
+    RoutingRequest = routing.RoutingRequest
     call_number = 0
     waiting = 0
     while waiting < WAITING:
@@ -112,10 +141,10 @@ def fill(router: Router, clock: Clock, rng: random.Random, queue_names: list[str
     return call_number
 
 
-def connected(router: Router, call_id: str) -> bool:
+def connected(router: Any, call_id: str, routing: Any) -> bool:
     try:
-        return router.call(call_id).status is CallStatus.CONNECTED
-    except UnknownCall:
+        return router.call(call_id).status is routing.CallStatus.CONNECTED
+    except routing.UnknownCall:
         return False
 
 
@@ -145,11 +174,103 @@ class Timings:
 def report(name: str, timings: Timings) -> None:
     wall, cpu = timings.wall, timings.cpu
     print(
-        f"{name:<14} n={len(wall):>5}  wall p50={percentile(wall, 0.50):7.1f} "
+        f"{name:<20} n={len(wall):>5}  wall p50={percentile(wall, 0.50):7.1f} "
         f"p99={percentile(wall, 0.99):7.1f} max={max(wall) / 1000:8.1f}  "
         f"cpu p50={percentile(cpu, 0.50):7.1f} p99={percentile(cpu, 0.99):7.1f} "
         f"max={max(cpu) / 1000:8.1f}  mean={statistics.fmean(wall) / 1000:6.1f} µs"
     )
+
+
+class Bench:
+    """One router at the bench's scale and the three decision kinds, one step at a time."""
+
+    def __init__(self, label: str, routing: Any, seed: int) -> None:
+        self.label = label
+        self.routing = routing
+        started = time.perf_counter()
+        self.router, self.clock, self.rng, self.queue_names = build(seed, routing)
+        router = self.router
+        self.calls_made = fill(router, self.clock, self.rng, self.queue_names, routing)
+        agents = router.agents()
+        busy = sum(a.state is routing.AgentState.ON_CALL for a in agents)
+        free = sum(a.state is routing.AgentState.AVAILABLE for a in agents)
+        waiting = sum(router.queue_stats(name).waiting for name in self.queue_names)
+        print(
+            f"{label}setup {time.perf_counter() - started:.1f} s: {len(agents)} agents ({busy} on "
+            f"a call, {free} free), {SKILLS} skills, {len(self.queue_names)} queues, "
+            f"{waiting} calls waiting"
+        )
+        stats = {name: router.queue_stats(name) for name in self.queue_names}
+        self.servable = [n for n in self.queue_names if stats[n].agents_available > 0]
+        self.unservable = [n for n in self.queue_names if stats[n].agents_available == 0]
+        self.timings = {
+            kind: Timings() for kind in ("call arrives", "agent frees", "no agent", "tick")
+        }
+        self.live: list[str] = []
+
+    def tick_now_and_then(self, n: int) -> None:
+        # The server ticks the router every 250 ms (timers, index upkeep); at this
+        # decision rate that is about every 100 decisions. Timed on its own.
+        if n % 100 == 99:
+            ticks = self.timings["tick"]
+            ticks.start()
+            for reservation in self.router.tick():
+                self.router.answered(reservation.reservation_id)
+            ticks.stop()
+
+    def arrive(self, n: int) -> None:
+        router, RoutingRequest = self.router, self.routing.RoutingRequest
+        call_id = f"arrive{n}"
+        queue = self.rng.choice(self.servable)
+        priority = self.rng.randint(1, 3)
+        timing = self.timings["call arrives"]
+        timing.start()
+        router.enqueue(RoutingRequest(call_id, queue, priority=priority))
+        reservations = router.dispatch()
+        timing.stop()
+        assert reservations and reservations[0].call_id == call_id
+        router.abandon(call_id)
+        router.dispatch()  # the released agent might take a waiting call: keep the invariant
+        self.clock.now += 0.001
+        self.tick_now_and_then(n)
+
+    def start_frees(self) -> None:
+        calls = (f"fill{n}" for n in range(1, self.calls_made + 1))
+        self.live = [c for c in calls if connected(self.router, c, self.routing)]
+        self.rng.shuffle(self.live)
+
+    def free(self, n: int) -> None:
+        if n >= len(self.live):
+            return
+        router, RoutingRequest = self.router, self.routing.RoutingRequest
+        call_id = self.live[n]
+        timing = self.timings["agent frees"]
+        timing.start()
+        router.call_ended(call_id)
+        reservations = router.dispatch()
+        timing.stop()
+        for reservation in reservations:
+            router.answered(reservation.reservation_id)
+            router.enqueue(
+                RoutingRequest(f"refill{n}", reservation.queue, priority=self.rng.randint(1, 3))
+            )
+            for again in router.dispatch():
+                router.answered(again.reservation_id)
+        self.clock.now += 0.001
+        self.tick_now_and_then(n)
+
+    def nobody(self, n: int) -> None:
+        router, RoutingRequest = self.router, self.routing.RoutingRequest
+        call_id = f"nobody{n}"
+        queues = self.unservable or self.queue_names
+        queue = self.rng.choice(queues)
+        timing = self.timings["no agent"]
+        timing.start()
+        router.enqueue(RoutingRequest(call_id, queue, language="eu"))  # nobody speaks Basque here
+        router.dispatch()
+        timing.stop()
+        router.abandon(call_id)
+        self.tick_now_and_then(n)
 
 
 def main() -> None:
@@ -161,83 +282,37 @@ def main() -> None:
         action="store_true",
         help="leave the ~1M setup objects to the cyclic GC (its full passes show up in p99)",
     )
-    args = parser.parse_args()
-    started = time.perf_counter()
-    router, clock, rng, queue_names = build(args.seed)
-    calls_made = fill(router, clock, rng, queue_names)
-    agents = router.agents()
-    busy = [a.extension for a in agents if a.state is AgentState.ON_CALL]
-    free = sum(a.state is AgentState.AVAILABLE for a in agents)
-    waiting = sum(router.queue_stats(name).waiting for name in queue_names)
-    print(
-        f"setup {time.perf_counter() - started:.1f} s: {len(agents)} agents ({len(busy)} on a call, "
-        f"{free} free), {SKILLS} skills, {len(queue_names)} queues, {waiting} calls waiting"
+    parser.add_argument(
+        "--against",
+        metavar="DIR",
+        help="another checkout whose router runs beside this one, decisions interleaved",
     )
+    args = parser.parse_args()
+    benches = [Bench("" if args.against is None else "this  ", this_router, args.seed)]
+    if args.against is not None:
+        print(f"other = {args.against}")
+        benches.append(Bench("other ", load_router(args.against), args.seed))
     if not args.no_gc_freeze:
         # What a long-running server does after loading its configuration: move the
         # long-lived objects out of the collector's way.
         gc.collect()
         gc.freeze()
-    servable = [n for n in queue_names if router.queue_stats(n).agents_available > 0]
-    unservable = [n for n in queue_names if router.queue_stats(n).agents_available == 0]
-    ticks = Timings()
-
-    def tick_now_and_then(n: int) -> None:
-        # The server ticks the router every 250 ms (timers, index upkeep); at this
-        # decision rate that is about every 100 decisions. Timed on its own.
-        if n % 100 == 99:
-            ticks.start()
-            for reservation in router.tick():
-                router.answered(reservation.reservation_id)
-            ticks.stop()
-
-    arrive = Timings()
-    for n in range(args.decisions):
-        call_id = f"arrive{n}"
-        queue = rng.choice(servable)
-        arrive.start()
-        router.enqueue(RoutingRequest(call_id, queue, priority=rng.randint(1, 3)))
-        reservations = router.dispatch()
-        arrive.stop()
-        assert reservations and reservations[0].call_id == call_id
-        router.abandon(call_id)
-        router.dispatch()  # the released agent might take a waiting call: keep the invariant
-        clock.now += 0.001
-        tick_now_and_then(n)
-
-    frees = Timings()
-    live = [c for c in (f"fill{n}" for n in range(1, calls_made + 1)) if connected(router, c)]
-    rng.shuffle(live)
-    for n, call_id in enumerate(live[: args.decisions]):
-        frees.start()
-        router.call_ended(call_id)
-        reservations = router.dispatch()
-        frees.stop()
-        for reservation in reservations:
-            router.answered(reservation.reservation_id)
-            router.enqueue(
-                RoutingRequest(f"refill{n}", reservation.queue, priority=rng.randint(1, 3))
-            )
-            for again in router.dispatch():
-                router.answered(again.reservation_id)
-        clock.now += 0.001
-        tick_now_and_then(n)
-
-    nobody = Timings()
-    for n in range(args.decisions):
-        call_id = f"nobody{n}"
-        queue = rng.choice(unservable) if unservable else rng.choice(queue_names)
-        nobody.start()
-        router.enqueue(RoutingRequest(call_id, queue, language="eu"))  # nobody speaks Basque here
-        router.dispatch()
-        nobody.stop()
-        router.abandon(call_id)
-        tick_now_and_then(n)
-
-    report("call arrives", arrive)
-    report("agent frees", frees)
-    report("no agent", nobody)
-    report("tick", ticks)  # every ~100 decisions
+    steps: list[tuple[Callable[[Bench], None] | None, Callable[[Bench, int], None]]] = [
+        (None, Bench.arrive),
+        (Bench.start_frees, Bench.free),
+        (None, Bench.nobody),
+    ]
+    for prepare, step in steps:
+        for bench in benches:
+            if prepare is not None:
+                prepare(bench)
+        for n in range(args.decisions):
+            for bench in benches if n % 2 == 0 else benches[::-1]:
+                step(bench, n)
+    print(f"load average {os.getloadavg()[0]:.1f}")
+    for kind in ("call arrives", "agent frees", "no agent", "tick"):  # tick: every ~100 decisions
+        for bench in benches:
+            report(f"{bench.label}{kind}", bench.timings[kind])
 
 
 if __name__ == "__main__":
