@@ -133,9 +133,13 @@ ReservationHook = Callable[[Reservation], None]
 # metaclass's ``__getattr__`` hook makes each ``AgentState.AVAILABLE`` cost ~0.1-0.5 µs.
 AVAILABLE = AgentState.AVAILABLE
 BREAK = AgentState.BREAK
+OFFLINE = AgentState.OFFLINE
 RESERVE = AgentActivity.RESERVE
 RELEASE = AgentActivity.RELEASE
+HANG_UP = AgentActivity.HANG_UP
+WRAP_UP_DONE = AgentActivity.WRAP_UP_DONE
 WAITING = CallStatus.WAITING
+CONNECTED = CallStatus.CONNECTED
 HELD = CallStatus.HELD
 OFFERED = CallStatus.OFFERED
 RESERVATION_TIMER = TimerKind.RESERVATION
@@ -651,7 +655,7 @@ class Router:
         waiting = self._calls.get(call_id)
         if waiting is None:
             raise UnknownCall(call_id)
-        if waiting.status is not CallStatus.CONNECTED:
+        if waiting.status is not CONNECTED:
             self.abandon(call_id)
             return
         now = self._clock()
@@ -664,7 +668,7 @@ class Router:
         agent = self._agents[waiting.agent or ""]
         self._calls.forget(call_id)
         agent.talk_seconds = 0.0 if waiting.answered_at is None else now - waiting.answered_at
-        self._transition(agent, AgentActivity.HANG_UP)
+        self._transition(agent, HANG_UP)
         self._publish(
             QueueCallEnded(
                 call_id,
@@ -1252,8 +1256,8 @@ class Router:
         elif pending is not None:
             self._transition(agent, pending[0], pending[1])
         else:
-            self._transition(agent, AgentActivity.WRAP_UP_DONE)
-        if agent.state is AgentState.OFFLINE:
+            self._transition(agent, WRAP_UP_DONE)
+        if agent.state is OFFLINE:
             self._after_leaving_service(agent)
 
     def _apply_pending(self, agent: BookedAgent) -> None:
