@@ -71,6 +71,7 @@ from events.routing import (
     ReservationExpired,
     ReservationFailed,
     SiteHealthChanged,
+    SiteOpeningChanged,
 )
 from events.sip import (
     RegistrationChanged,
@@ -152,6 +153,7 @@ __all__ = [
     "SipSourceBlocked",
     "SiteDown",
     "SiteHealthChanged",
+    "SiteOpeningChanged",
     "SiteUp",
     "StaleCallsRepaired",
     "SurveyScored",

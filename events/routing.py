@@ -159,3 +159,11 @@ class AgentStateChanged(Event):
 class SiteHealthChanged(Event):
     site: str
     healthy: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SiteOpeningChanged(Event):
+    """A site's business hours began or ended: outside them its agents get no calls."""
+
+    site: str
+    open: bool

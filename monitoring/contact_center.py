@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -54,6 +54,8 @@ class ContactCenterView(Protocol):
     def queue_stats(self, name: str) -> QueueStats: ...
 
     def agents(self) -> list[AgentSnapshot]: ...
+
+    def site_opening(self) -> Mapping[str, bool]: ...
 
 
 WAIT_BUCKETS = (5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300, 600, 1200)
@@ -112,6 +114,9 @@ class ContactCenterMetrics:
         self.site_healthy = Gauge("centralita_site_healthy",
                                   "1 when the site is healthy (its agents may be chosen), else 0",
                                   ["site"], registry=r)
+        self.site_open = Gauge("centralita_site_open",
+                               "1 while the site is within its business hours (its agents may be "
+                               "offered calls), else 0", ["site"], registry=r)
         self.overflowed = Counter(
             "centralita_queue_calls_overflowed",
             "Calls that reached the queue's max wait; target is the overflow queue or 'none'",
@@ -247,7 +252,7 @@ class ContactCenterMetrics:
     def sample(self) -> None:
         """Set the level gauges from the router's views; call right before rendering."""
         gauges = (self.waiting, self.longest_wait, self.ewt, self.service_level, self.staffed,
-                  self.available, self.agents, self.site_healthy, self.sla_threshold,
+                  self.available, self.agents, self.site_healthy, self.site_open, self.sla_threshold,
                   self.sla_target, self.sla_definition)
         for gauge in gauges:
             gauge.clear()  # queues and sites removed since the last scrape disappear
@@ -286,6 +291,10 @@ class ContactCenterMetrics:
             sites.setdefault(site, healthy)
         for site, healthy in sites.items():
             self.site_healthy.labels(site).set(1 if healthy else 0)
+        opening = {snapshot.profile.site: snapshot.site_open for snapshot in snapshots}
+        opening.update(self._router.site_opening())
+        for site, is_open in opening.items():
+            self.site_open.labels(site).set(1 if is_open else 0)
 
     def _export_zeros(self, queue: str) -> None:
         """A queue's counters exist from its first scrape on, so increase() sees its first call."""

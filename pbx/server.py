@@ -47,6 +47,7 @@ from pbx.calls.manager import CallManager, counted_host
 from pbx.calls.outbound import TrunkDialer
 from pbx.calls.queueing import IvrTransfers, QueuedCaller, QueueService
 from pbx.calls.screen_pop import ScreenPop
+from pbx.configuration.models import opening_hours
 from pbx.configuration.server import HttpSettings, ServerConfig
 from pbx.edge.endpoint import ALLOW, SipEndpoint, new_tag
 from pbx.edge.protection import SourceGuard
@@ -210,7 +211,7 @@ class Server:
         self.applications.transfer = IvrTransfers(self.queues)
         # Callers waiting here served by other sites' agents, and the reverse.
         self.cross_site = (CrossSiteCalls(self.router, self.calls, self.queues, self.site_link,
-                                          self.events)
+                                          self.events, self._ivr_record)
                            if self.site_link is not None else None)
         # The desk exists once the store is open (start): until then nothing is booked.
         callback_gateway = DeskCallbacks(self.router, lambda: self.callback_desk)
@@ -295,6 +296,9 @@ class Server:
         center = self.config.contact_center
         await self._seed_store()
         await self.store.load_into(self.router)
+        # Follow-the-sun: each site's agents take calls within its business hours only.
+        for site in await self.store.sites():
+            self.router.set_site_hours(site.name, opening_hours(site))
         # Agents become reachable when their softphone registers, not before.
         for snapshot in self.router.agents():
             self.router.agent_reachable(snapshot.profile.extension, False)
@@ -552,12 +556,15 @@ class Server:
         found = self.site_link.remote_agent(extension)
         return None if found is None else RemoteAgentView(**found)
 
+    def _ivr_record(self, call_id: str) -> dict[str, Any] | None:
+        try:
+            return self.ivr_calls.get(call_id)
+        except KeyError:
+            return None
+
     def _agent_ringing(self, queued: QueuedCaller, reservation: Reservation) -> None:
         """Screen-pop: everything the agent should see when the phone rings."""
-        try:
-            ivr = self.ivr_calls.get(queued.call_id)
-        except KeyError:
-            ivr = None
+        ivr = self._ivr_record(queued.call_id)
         context: dict[str, object] = {
             "caller": queued.request.caller,
             "queue": reservation.queue,

@@ -178,15 +178,16 @@ class SiteLink:
 
     def sites_to_ask(self, queue: str, language: str | None = None) -> list[str]:
         """The other sites worth asking for an agent for a call of ``queue``: allowed by the
-        queue's ``sites``, up, and with an agent available (as its site publishes it) who
-        could take the call; most such agents first. Only the site asked decides."""
+        queue's ``sites``, up, within their business hours (every site's are in the shared
+        configuration), and with an agent available (as its site publishes it) who could
+        take the call; most such agents first. Only the site asked decides."""
         config = self.router.queue(queue)
         if not config.sites:
             return []
         free: dict[str, int] = {}
         for extension, state in self.bus.remote_agents.items():
             if (state.presence is AgentPresence.AVAILABLE and config.allows_site(state.site)
-                    and self.bus.health.is_up(state.site)
+                    and self.bus.health.is_up(state.site) and self.router.site_open(state.site)
                     and self._could_take(extension, config, language)):
                 free[state.site] = free.get(state.site, 0) + 1
         return sorted(free, key=lambda site: (-free[site], site))
@@ -299,7 +300,8 @@ class SiteLink:
             "site": self.site,
             "broker": self.bus.url,
             "connected": self.bus.connected,
-            "sites": {site: {"up": health.is_up(site), "forced": forced(site)} for site in self.sites},
+            "sites": {site: {"up": health.is_up(site), "forced": forced(site),
+                             "open": self.router.site_open(site)} for site in self.sites},
             "remote_agents": {agent: state.presence.value
                               for agent, state in sorted(self.bus.remote_agents.items())},
             "ignored_messages": dict(self.bus.ignored.counts),

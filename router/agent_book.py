@@ -1,8 +1,9 @@
 """The agent book: every agent's profile and live state, the indexes that find agents
-by skill, language and site, the index of those free now, and site health.
+by skill, language and site, the index of those free now, and each site's health and
+opening (business hours).
 
 An agent is in the free index (``router.availability``) while it is AVAILABLE,
-reachable, on no personal call and at a healthy site; ``refresh`` keeps that true
+reachable, on no personal call and at a site that is healthy and open; ``refresh`` keeps that true
 after any change and notes agents that just became free, so the next dispatch looks
 at them (``take_freed``).
 """
@@ -82,6 +83,7 @@ class AgentBook:
         self._language_members: dict[str, dict[str, None]] = {}
         self._site_members: dict[str, dict[str, None]] = {}
         self._unhealthy_sites: set[str] = set()
+        self._closed_sites: set[str] = set()  # outside their business hours
         self.available = AvailableAgents(skipped_kept=explain_sample)
         self._freed: dict[str, None] = {}  # free since the last dispatch looked, in order
 
@@ -180,7 +182,7 @@ class AgentBook:
             agent.state is AVAILABLE
             and agent.reachable
             and not agent.personal_calls
-            and profile.site not in self._unhealthy_sites
+            and self.site_serves(profile.site)
         )
         if selectable and extension not in self.available:
             self.available.add(
@@ -216,14 +218,28 @@ class AgentBook:
     def site_healthy(self, site: str) -> bool:
         return site not in self._unhealthy_sites
 
+    def site_open(self, site: str) -> bool:
+        return site not in self._closed_sites
+
+    def site_serves(self, site: str) -> bool:
+        """Whether the site's agents may be offered calls: healthy and within its hours."""
+        return site not in self._unhealthy_sites and site not in self._closed_sites
+
     def set_site_health(self, site: str, healthy: bool) -> bool:
         """Returns whether anything changed; re-indexes the site's agents if so."""
-        if (site not in self._unhealthy_sites) == healthy:
+        return self._set_site_flag(self._unhealthy_sites, site, not healthy)
+
+    def set_site_open(self, site: str, is_open: bool) -> bool:
+        """Returns whether anything changed; re-indexes the site's agents if so."""
+        return self._set_site_flag(self._closed_sites, site, not is_open)
+
+    def _set_site_flag(self, flagged: set[str], site: str, flag: bool) -> bool:
+        if (site in flagged) == flag:
             return False
-        if healthy:
-            self._unhealthy_sites.discard(site)
+        if flag:
+            flagged.add(site)
         else:
-            self._unhealthy_sites.add(site)
+            flagged.discard(site)
         for extension in self._site_members.get(site, {}):
             self.refresh(self._agents[extension])
         return True
@@ -236,6 +252,8 @@ class AgentBook:
             return "unreachable"
         if agent.profile.site in self._unhealthy_sites:
             return "site unhealthy"
+        if agent.profile.site in self._closed_sites:
+            return "site closed (outside its business hours)"
         if agent.personal_calls:
             return "on a personal call"
         state = agent.state
@@ -273,6 +291,7 @@ class AgentBook:
             reachable=agent.reachable,
             personal_calls=len(agent.personal_calls),
             site_healthy=agent.profile.site not in self._unhealthy_sites,
+            site_open=agent.profile.site not in self._closed_sites,
             queues=tuple(sorted(agent.queues)),
             pending=pending,
         )

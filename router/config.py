@@ -174,6 +174,8 @@ class QueueConfig:
     # The other sites whose agents may take this queue's calls when none is free at the
     # site the call waits at (``ANY_SITE``: every site); empty: that site's agents only.
     sites: tuple[str, ...] = ()
+    # How long a caller waits for this site's agents before ``sites`` are asked (0: at once).
+    sites_after_seconds: float = 0
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -201,6 +203,7 @@ class QueueConfig:
             ("wrap_up_seconds", self.wrap_up_seconds),
             ("preferred_agent_wait_seconds", self.preferred_agent_wait_seconds),
             ("aging_weight", self.aging_weight),
+            ("sites_after_seconds", self.sites_after_seconds),
         ):
             if value < 0:
                 raise InvalidConfig(f"{owner}: {label} must be >= 0, got {value}")

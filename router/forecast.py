@@ -19,7 +19,7 @@ class WaitForecast:
 
     def free_in(self, agent: BookedAgent, handle_seconds: float, now: float) -> float | None:
         """Seconds until a staffed agent is expected free; None when it is not staffed."""
-        if not agent.reachable or not self._agents.site_healthy(agent.profile.site):
+        if not agent.reachable or not self._agents.site_serves(agent.profile.site):
             return None
         state = agent.state
         if state is AgentState.AVAILABLE:

@@ -62,6 +62,15 @@ call waiting at another site (chosen as for a local call, never put in this line
 the call never comes. Only the agent's state changes are published for it: the call's
 records are kept where it waits.
 
+Sites' business hours (follow-the-sun). ``set_site_hours`` gives a site its opening hours
+(anything with ``is_open(aware datetime)``, read in the site's own time zone): outside
+them its agents are offered no call, here or for another site, as if the site were
+unhealthy. The router looks at the wall clock at every minute's turn (hours are whole
+minutes), publishing ``SiteOpeningChanged`` when a site opens or closes.
+
+Overflow to other sites. A queue's ``sites_after_seconds`` is how long a caller waits for
+this site's agents before its ``sites`` are asked (``other_sites_after``).
+
 Ring-no-answer. An agent whose phone rang out goes on break 'rona'; with
 ``rona_return_seconds`` set it becomes available again after that long. The
 call's next decision lists the agents who did not take it (``earlier_offers``).
@@ -70,9 +79,11 @@ call's next decision lists the agents who did not take it (``earlier_offers``).
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Collection
+import math
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import replace
-from typing import Concatenate, ParamSpec, TypeVar
+from datetime import UTC, datetime
+from typing import Concatenate, ParamSpec, Protocol, TypeVar
 
 from events.event import Event, EventSink
 from events.routing import (
@@ -91,6 +102,7 @@ from events.routing import (
     ReservationExpired,
     ReservationFailed,
     SiteHealthChanged,
+    SiteOpeningChanged,
 )
 from router.agent_book import AgentBook, BookedAgent
 from router.agent_state import (
@@ -128,6 +140,13 @@ RONA_REASON = "rona"  # break reason of an agent who let a call ring out
 UPKEEP_STEP = 300
 
 ReservationHook = Callable[[Reservation], None]
+HOURS_GRANULARITY = 60.0  # opening hours change only at a minute's turn (HH:MM)
+
+
+class OpeningHours(Protocol):
+    """A site's business hours (e.g. ``ivr.hours.BusinessHours``), in its own time zone."""
+
+    def is_open(self, moment: datetime) -> bool: ...
 
 # Members compared on every decision, read off their enum once: in Python 3.11 the enum
 # metaclass's ``__getattr__`` hook makes each ``AgentState.AVAILABLE`` cost ~0.1-0.5 µs.
@@ -220,6 +239,8 @@ class Router:
         )
         self._forecast = WaitForecast(self._agents, self._calls)
         self._offer_counter = 0
+        self._site_hours: dict[str, OpeningHours] = {}
+        self._hours_due: float | None = None  # router-clock time of the next look at them
 
     # ------------------------------------------------------------------ clocks and output
 
@@ -326,6 +347,39 @@ class Router:
         """Agents at an unhealthy site are never chosen; calls they hold are not touched."""
         if self._agents.set_site_health(site, healthy):
             self._publish(SiteHealthChanged(site, healthy, at=self._wall_clock()))
+
+    @command
+    def set_site_hours(self, site: str, hours: OpeningHours | None) -> None:
+        """The site's business hours (None: always open); applied at once."""
+        if hours is None:
+            self._site_hours.pop(site, None)
+            self._open_site(site, True)
+        else:
+            self._site_hours[site] = hours
+        self._check_site_hours()
+
+    def site_open(self, site: str) -> bool:
+        """Whether ``site`` is within its business hours (a site without hours always is)."""
+        return self._agents.site_open(site)
+
+    def site_opening(self) -> Mapping[str, bool]:
+        """Every site given business hours: whether it is open now."""
+        return {site: self._agents.site_open(site) for site in sorted(self._site_hours)}
+
+    def _check_site_hours(self) -> None:
+        if not self._site_hours:
+            self._hours_due = None
+            return
+        wall = self._wall_clock()
+        moment = datetime.fromtimestamp(wall, UTC)
+        for site, hours in self._site_hours.items():
+            self._open_site(site, hours.is_open(moment))
+        next_turn = (math.floor(wall / HOURS_GRANULARITY) + 1) * HOURS_GRANULARITY
+        self._hours_due = self._clock() + (next_turn - wall)
+
+    def _open_site(self, site: str, is_open: bool) -> None:
+        if self._agents.set_site_open(site, is_open):
+            self._publish(SiteOpeningChanged(site, is_open, at=self._wall_clock()))
 
     # ------------------------------------------------------------------ agent state
 
@@ -451,6 +505,19 @@ class Router:
             )
         )
         return position
+
+    def other_sites_after(self, call_id: str) -> float | None:
+        """Seconds before this waiting call may be offered to other sites' agents (0: now,
+        after its queue's ``sites_after_seconds`` of waiting since ``enqueued_at``); None
+        when it may not be: its queue names no other site, or it is not waiting here."""
+        waiting = self._calls.get(call_id)
+        if waiting is None or waiting.status is not CallStatus.WAITING or waiting.for_site:
+            return None
+        queue = self._calls.queues.get(waiting.call.queue)
+        if queue is None or not queue.config.sites:
+            return None
+        waited = self._clock() - waiting.enqueued_at
+        return max(0.0, queue.config.sites_after_seconds - waited)
 
     def withdraw(self, call_id: str, reason: str) -> WaitingCallRecord | None:
         """A callback request leaves the line unserved (cancelled, expired, no longer ours):
@@ -799,6 +866,8 @@ class Router:
         now = self._clock()
         for kind, key, generation in self._timers.pop_due(now):
             self._run_timer(kind, key, generation, now)
+        if self._hours_due is not None and now >= self._hours_due:
+            self._check_site_hours()
         # At most four timers per call (expand, max wait, hold, announce), one per reservation
         # and two per agent (wrap-up, RONA return): past that many (and a margin), most are stale.
         # Both sweeps go a slice per tick, so no tick holds the event loop for long.
@@ -812,7 +881,10 @@ class Router:
     def next_due(self) -> float | None:
         """Router-clock time of the earliest timer (None: no timer): ``tick()`` has nothing
         to do before then, unless a command comes in between."""
-        return self._timers.next_due()
+        due = self._timers.next_due()
+        if self._hours_due is None:
+            return due
+        return self._hours_due if due is None else min(due, self._hours_due)
 
     def _timer_is_live(self, kind: TimerKind, key: str, generation: int) -> bool:
         """Whether a timer can still do anything: a max-wait timer would otherwise keep

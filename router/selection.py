@@ -337,7 +337,7 @@ class Selector:
             or now >= hold_until
             or agent.state not in HANDLING_STATES
             or not agent.reachable
-            or not self._agents.site_healthy(agent.profile.site)
+            or not self._agents.site_serves(agent.profile.site)
         ):
             return None, Preference(
                 preferred,

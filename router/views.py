@@ -42,6 +42,7 @@ class AgentSnapshot:
     queues: tuple[str, ...]
     pending: str | None  # 'logout' or 'break:<reason>' deferred until the call ends
     personal_calls: int = 0  # calls not from a queue the agent is on: busy for routing
+    site_open: bool = True  # within its site's business hours (follow-the-sun)
 
     @property
     def extension(self) -> str:
@@ -58,6 +59,7 @@ class AgentSnapshot:
             "reserved_call": self.reserved_call,
             "reachable": self.reachable,
             "site_healthy": self.site_healthy,
+            "site_open": self.site_open,
             "queues": list(self.queues),
             "pending": self.pending,
             "personal_calls": self.personal_calls,

@@ -38,6 +38,7 @@ def _live(router: Router, record: AgentRecord) -> AgentLive | None:
         reserved_call=snapshot.reserved_call,
         reachable=snapshot.reachable,
         site_healthy=snapshot.site_healthy,
+        site_open=snapshot.site_open,
         queues=list(snapshot.queues),
         pending=snapshot.pending,
         personal_calls=snapshot.personal_calls,

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from pbx.configuration.models import DisplayName, QueueCreate, RequestModel
+from pbx.configuration.models import DisplayName, QueueCreate, RequestModel, SiteHours
 from pbx.store import CustomerTier
 from router import AgentState
 
@@ -49,6 +49,8 @@ class AgentLive(BaseModel):
     reserved_call: str | None
     reachable: bool
     site_healthy: bool
+    site_open: bool = Field(True, description="within its site's business hours (sites[].business_hours):"
+                            " outside them the agent is offered no call")
     queues: list[str]
     pending: str | None = Field(description="'logout' or 'break:<reason>' deferred until the call ends")
     personal_calls: int = Field(0, description="calls the agent is on that did not come from a queue"
@@ -177,6 +179,7 @@ class SiteView(BaseModel):
     name: str
     timezone: str
     healthy: bool
+    business_hours: SiteHours | None = None
 
 
 class SiteOverrideFields(RequestModel):

@@ -11,7 +11,13 @@ from pbx.api.bodies import merge_patch, read_json_object, read_model, validate
 from pbx.api.endpoint import ROUTER, STORE, Endpoint
 from pbx.api.errors import conflict, not_found
 from pbx.api.schemas import SiteOverrideFields, SiteOverrideView, SiteView
-from pbx.configuration.models import SiteCreate, SiteFields
+from pbx.configuration.models import (
+    SiteCreate,
+    SiteFields,
+    opening_hours,
+    site_fields_of,
+    site_record,
+)
 from pbx.store import SiteRecord, Store
 
 
@@ -36,23 +42,29 @@ async def get_site(request: web.Request) -> web.Response:
 
 async def create_site(request: web.Request) -> web.Response:
     body = await read_model(request, SiteCreate)
-    site = SiteRecord(body.name, body.timezone, body.healthy)
+    site = site_record(body.name, body)
     await request.app[STORE].create_site(site)
-    request.app[ROUTER].set_site_health(site.name, site.healthy)
+    _give_router(request, site)
     location = f"{request.app.router['get_site'].url_for(name=site.name)}"
     return web.json_response(_view(site), status=201, headers={"Location": location})
 
 
 async def _save(request: web.Request, site: SiteRecord) -> bool:
     created = await request.app[STORE].save_site(site)
-    request.app[ROUTER].set_site_health(site.name, site.healthy)
+    _give_router(request, site)
     return created
+
+
+def _give_router(request: web.Request, site: SiteRecord) -> None:
+    router = request.app[ROUTER]
+    router.set_site_health(site.name, site.healthy)
+    router.set_site_hours(site.name, opening_hours(site))
 
 
 async def replace_site(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     fields = validate(SiteFields, merge_patch({}, await read_json_object(request), "name", name))
-    site = SiteRecord(name, fields.timezone, fields.healthy)
+    site = site_record(name, fields)
     created = await _save(request, site)
     return web.json_response(_view(site), status=201 if created else 200)
 
@@ -60,9 +72,9 @@ async def replace_site(request: web.Request) -> web.Response:
 async def patch_site(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     previous = await _existing(request.app[STORE], name)
-    current = {"timezone": previous.timezone, "healthy": previous.healthy}
-    fields = validate(SiteFields, merge_patch(current, await read_json_object(request), "name", name))
-    site = SiteRecord(name, fields.timezone, fields.healthy)
+    fields = validate(SiteFields, merge_patch(site_fields_of(previous), await read_json_object(request),
+                                              "name", name))
+    site = site_record(name, fields)
     await _save(request, site)
     return web.json_response(_view(site))
 
@@ -106,7 +118,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("PUT", _ONE, replace_site, "replace_site", "Create or replace a site", "sites",
              request=SiteFields, response=SiteView, also_created=True, errors=(400, 415, 422)),
     Endpoint("PATCH", _ONE, patch_site, "patch_site",
-             "Change a site's time zone or health (unhealthy sites get no calls)", "sites",
+             "Change a site's time zone, business hours or health (unhealthy or closed sites "
+             "get no calls)", "sites",
              request=SiteFields, request_is_patch=True, response=SiteView,
              errors=(400, 404, 415, 422)),
     Endpoint("PUT", _ONE + "/override", override_site, "override_site",

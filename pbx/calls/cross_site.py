@@ -1,18 +1,21 @@
 """Calls that cross sites: a caller waiting here served by another site's agent.
 
-Asking side (the site the call waits at): while a queued caller is in line and its
-queue's ``sites`` allows others, the sites that publish a matching free agent are asked
+Asking side (the site the call waits at): while a queued caller is in line, its queue's
+``sites`` allows others and it has waited the queue's ``sites_after_seconds`` for this
+site's agents (``Router.other_sites_after``), the sites that publish a matching free agent
+(and are within their business hours) are asked
 to reserve one (``OtherSites.ask``: over the site bus, the other site alone decides).
 With a reservation the call leaves this site's line (``Router.offer_elsewhere``) and is
 set up to that site's server: an INVITE from this B2BUA to the SIP address the site
 publishes, for the reserved agent, carrying the reservation id and the caller's context
-in headers. Its answer connects the caller (media relayed here, and there); a failure
+in headers (the same context a local agent's screen-pop shows: number, queue, priority,
+language, the IVR's record of the call with its path). Its answer connects the caller (media relayed here, and there); a failure
 puts the caller back in their place here, and the asking goes on.
 
 Owning side (the agent's site): such an INVITE is accepted only from the address the
 asking site publishes and only for a reservation that site holds for that very agent;
 the agent's phones ring with the caller's context (the same screen-pop event as a local
-offer) and the router hears ringing, answer, failure and the end of the call, as for a
+offer, its ``routing`` the decision of this site's router, which chose the agent) and the router hears ringing, answer, failure and the end of the call, as for a
 call of its own; the agent's ring timeout is the queue's, as for a local call.
 """
 
@@ -24,7 +27,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from events import AgentOffered, CallEnded, EventBus
 from pbx.calls.manager import SITE_RESERVATION_HEADER, CallLeg, CallManager, CallWork, Dial, SipCall
@@ -61,10 +64,16 @@ class OtherSites(Protocol):
     def held_for(self, reservation_id: str) -> HeldForSite | None: ...
 
 
+# The IVR's record of a call (``ivr.call_log.IvrCallLog.get``), or None when it had none.
+IvrRecordOf = Callable[[str], dict[str, Any] | None]
+
+
 class CrossSiteCalls:
     def __init__(self, router: Router, calls: CallManager, queues: QueueService,
-                 sites: OtherSites, events: EventBus) -> None:
+                 sites: OtherSites, events: EventBus,
+                 ivr_record_of: IvrRecordOf = lambda call_id: None) -> None:
         self.router = router
+        self.ivr_record_of = ivr_record_of
         self.calls = calls
         self.queues = queues
         self.sites = sites
@@ -101,22 +110,35 @@ class CrossSiteCalls:
     def _still_waiting(self, queued: QueuedCaller) -> bool:
         return self._waiting_in(queued) is not None
 
-    async def _seek(self, queued: QueuedCaller) -> None:
+    def _context(self, queued: QueuedCaller, queue: str) -> dict[str, object]:
+        """What the other site's agent sees when the phone rings: a local screen-pop's
+        context (``pbx.server``'s), plus the original enqueue time and the IVR's path."""
         request = queued.request
-        caller = {"caller": request.caller, "language": queued.language,
-                  "priority": request.priority, "enqueued_at": queued.enqueued_at or time.time(),
-                  "ivr_path": []}
+        ivr = self.ivr_record_of(queued.call_id)
+        path = [step["node"] for step in ivr["path"]] if ivr is not None else []
+        return {"caller": request.caller, "queue": queue, "priority": request.priority,
+                "language": queued.language, "ivr": ivr, "ivr_path": path,
+                "enqueued_at": queued.enqueued_at or time.time()}
+
+    async def _seek(self, queued: QueuedCaller) -> None:
         while not queued.finished.is_set():
             queue = self._waiting_in(queued)
+            wait = ASK_AGAIN_SECONDS
             if queue is not None and self.sites.asks_elsewhere(queue):
-                found = await self.sites.ask(queued.call_id, queue, caller,
-                                             RESERVATION_WAIT_SECONDS)
-                if found is not None:
-                    site, agent, reservation_id = found
-                    if await self._set_up(queued, site, agent, reservation_id, caller):
-                        return
+                # Only once the caller has waited the queue's sites_after_seconds here.
+                left = self.router.other_sites_after(queued.call_id)
+                if left == 0:
+                    caller = self._context(queued, queue)
+                    found = await self.sites.ask(queued.call_id, queue, caller,
+                                                 RESERVATION_WAIT_SECONDS)
+                    if found is not None:
+                        site, agent, reservation_id = found
+                        if await self._set_up(queued, site, agent, reservation_id, caller):
+                            return
+                elif left is not None:
+                    wait = min(left, ASK_AGAIN_SECONDS)
             try:
-                await asyncio.wait_for(queued.finished.wait(), ASK_AGAIN_SECONDS)
+                await asyncio.wait_for(queued.finished.wait(), wait)
             except TimeoutError:
                 pass
 
@@ -226,7 +248,8 @@ class CrossSiteCalls:
                                                   answered_once)
             self.events.publish(AgentOffered(call.call_id, held.agent, held.queue,
                                              str(context.get("caller") or call.caller),
-                                             {**context, "queue": held.queue, "site": held.site}))
+                                             {**context, "queue": held.queue, "site": held.site,
+                                              "routing": self._decision(held)}))
 
         def answered() -> bool:
             try:
@@ -246,6 +269,14 @@ class CrossSiteCalls:
         return self.calls.bridge_reserved(call, held.agent, extra_headers=headers,
                                           on_ringing=ringing, on_answered=answered,
                                           on_failed=failed)
+
+    def _decision(self, held: HeldForSite) -> dict[str, Any] | None:
+        """This site's router's decision that chose the agent, as a local screen-pop has it."""
+        try:
+            decisions = self.router.explain(held.call_id)
+        except RouterError:
+            return None
+        return decisions[-1].to_dict() if decisions else None
 
     def _ring_out(self, call: SipCall, dial: Dial, answered: list[bool]) -> None:
         if answered or call.ended or dial.finished:

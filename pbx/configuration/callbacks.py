@@ -36,7 +36,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator
 
 from callbacks import CallbackPolicy, InvalidNumber, normalize_number
-from ivr.hours import BusinessHours, HoursFormatError, OpeningInterval, parse_days, parse_intervals
+from ivr.hours import BusinessHours
+from pbx.configuration.models import business_hours, weekly_hours
 from settings.located_yaml import LocatedDocument
 from settings.validation import ListOf, Section, Text, validate_items, validate_value
 
@@ -112,31 +113,13 @@ def _time_zone(value: str) -> str:
     return value
 
 
-def _week(value: dict[str, str]) -> dict[str, str]:
-    seen: set[int] = set()
-    for days, hours in value.items():
-        try:
-            numbers = parse_days(days)
-            parse_intervals(hours)
-        except HoursFormatError as error:
-            raise ValueError(str(error)) from None
-        if seen & set(numbers):
-            raise ValueError(f"{days!r} gives hours for a day already given")
-        seen |= set(numbers)
-    return value
-
-
 class BusinessHoursSettings(Section):
     timezone: Annotated[Text, AfterValidator(_time_zone)]
-    weekly: Annotated[dict[str, str], AfterValidator(_week)]  # days (mon-fri, sat) to hours (09:00-18:00, closed)
+    weekly: Annotated[dict[str, str], AfterValidator(weekly_hours)]  # days (mon-fri, sat) to hours (09:00-18:00, closed)
     holidays: ListOf[date] = ()
 
     def hours(self) -> BusinessHours:
-        weekly: dict[int, tuple[OpeningInterval, ...]] = {}
-        for days, hours in self.weekly.items():
-            for day in parse_days(days):
-                weekly[day] = parse_intervals(hours)
-        return BusinessHours(ZoneInfo(self.timezone), weekly, frozenset(self.holidays))
+        return business_hours(self.timezone, self.weekly, frozenset(self.holidays))
 
 
 class QueueCallbackSettings(Section):

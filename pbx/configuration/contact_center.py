@@ -19,6 +19,7 @@ from pbx.configuration.models import (
     agent_record,
     customer_record,
     queue_config,
+    site_record,
 )
 from pbx.store import AgentRecord, CustomerRecord, SiteRecord
 from router import QueueConfig, RouterError
@@ -59,8 +60,7 @@ def declared(document: LocatedDocument, section: str, key: str) -> set[str]:
 
 
 def parse_contact_center(document: LocatedDocument, problems: list[str]) -> ContactCenterConfig:
-    sites = [SiteRecord(s.name, s.timezone, s.healthy)
-             for _, s in _validated(document, problems, "sites", SiteCreate)]
+    sites = [site_record(s.name, s) for _, s in _validated(document, problems, "sites", SiteCreate)]
     site_names = declared(document, "sites", "name")
     agent_names = declared(document, "agents", "extension")
     queue_names = declared(document, "queues", "name")

@@ -8,12 +8,14 @@ proficiency and ``1`` is not a boolean.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from datetime import date
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
-from pbx.store import AgentRecord, CustomerRecord, CustomerTier
+from ivr.hours import BusinessHours, HoursFormatError, OpeningInterval, parse_days, parse_intervals
+from pbx.store import AgentRecord, CustomerRecord, CustomerTier, SiteRecord
 from router import AgentProfile, PriorityOrder, QueueConfig, ServiceLevelDefinition, Strategy
 from router.config import ANY_SITE
 
@@ -41,6 +43,29 @@ def _known_time_zone(name: str) -> str:
 
 
 TimeZoneName = Annotated[str, StringConstraints(min_length=1, max_length=64), AfterValidator(_known_time_zone)]
+
+
+def weekly_hours(value: dict[str, str]) -> dict[str, str]:
+    """Days (``mon-fri``, ``sat``) to hours (``09:00-18:00``, ``closed``), each day once."""
+    seen: set[int] = set()
+    for days, hours in value.items():
+        try:
+            numbers = parse_days(days)
+            parse_intervals(hours)
+        except HoursFormatError as error:
+            raise ValueError(str(error)) from None
+        if seen & set(numbers):
+            raise ValueError(f"{days!r} gives hours for a day already given")
+        seen |= set(numbers)
+    return value
+
+
+def business_hours(timezone: str, weekly: dict[str, str], holidays: frozenset[date]) -> BusinessHours:
+    days: dict[int, tuple[OpeningInterval, ...]] = {}
+    for written, hours in weekly.items():
+        for day in parse_days(written):
+            days[day] = parse_intervals(hours)
+    return BusinessHours(ZoneInfo(timezone), days, holidays)
 
 
 class RequestModel(BaseModel):
@@ -116,6 +141,11 @@ class QueueFields(RequestModel):
         description="other sites whose agents may take this queue's calls when none is free "
                     "at the site the call waits at; 'any': every site; empty: that site only",
     )
+    sites_after_seconds: float = Field(
+        default=0, ge=0,
+        description="how long a caller waits for the agents of the site it waits at before "
+                    "the other sites (sites) are asked; 0: at once",
+    )
 
 
 class QueueCreate(QueueFields):
@@ -132,13 +162,44 @@ def queue_config(name: str, fields: QueueFields) -> QueueConfig:
 # -- sites and customers --------------------------------------------------------------
 
 
+class SiteHours(RequestModel):
+    """When a site's agents take calls, in the site's own time zone (follow-the-sun)."""
+
+    weekly: Annotated[dict[str, str], AfterValidator(weekly_hours)] = Field(
+        description="days (mon-fri, sat, sun) to hours (08:00-20:00, 09:00-13:00, 15:00-19:00, "
+                    "closed); a day not named is closed")
+    holidays: list[date] = Field(default_factory=list, description="closed all day (2026-12-25)")
+
+
 class SiteFields(RequestModel):
     timezone: TimeZoneName = "UTC"
     healthy: bool = True
+    business_hours: SiteHours | None = Field(
+        default=None, description="outside them the site's agents are offered no call, local or "
+                                  "from another site; null: always open")
 
 
 class SiteCreate(SiteFields):
     name: Identifier
+
+
+def site_record(name: str, fields: SiteFields) -> SiteRecord:
+    hours = None if fields.business_hours is None else fields.business_hours.model_dump(mode="json")
+    return SiteRecord(name, fields.timezone, fields.healthy, hours)
+
+
+def opening_hours(site: SiteRecord) -> BusinessHours | None:
+    """The site's business hours as the router reads them; None: always open."""
+    if site.business_hours is None:
+        return None
+    hours = SiteHours.model_validate(site.business_hours)
+    return business_hours(site.timezone, hours.weekly, frozenset(hours.holidays))
+
+
+def site_fields_of(site: SiteRecord) -> dict[str, Any]:
+    """A stored site as the API's body fields (what a PATCH merges into)."""
+    return {"timezone": site.timezone, "healthy": site.healthy,
+            "business_hours": None if site.business_hours is None else dict(site.business_hours)}
 
 
 class CustomerFields(RequestModel):

@@ -303,6 +303,13 @@ def _keep_registrations_paths(connection: sa.Connection) -> None:
     connection.execute(sa.text(f"ALTER TABLE registrations ADD COLUMN path {json_type}"))
 
 
+def _add_site_rules(connection: sa.Connection) -> None:
+    json_type = _json().compile(dialect=connection.dialect)
+    connection.execute(sa.text(f"ALTER TABLE sites ADD COLUMN business_hours {json_type}"))
+    connection.execute(sa.text(
+        "ALTER TABLE queues ADD COLUMN sites_after_seconds FLOAT NOT NULL DEFAULT 0"))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "configuration: sites, skills, agents, queues, customers", _create_configuration_tables),
     Migration(2, "history: call records and queue log", _create_history_tables),
@@ -318,6 +325,8 @@ MIGRATIONS: tuple[Migration, ...] = (
               _link_callback_calls),
     Migration(9, "registrations keep their Path (the proxies toward the phone)",
               _keep_registrations_paths),
+    Migration(10, "sites' business hours; queues ask other sites after N seconds",
+              _add_site_rules),
 )
 
 

@@ -45,6 +45,9 @@ class SiteRecord:
     name: str
     timezone: str = "UTC"
     healthy: bool = True
+    # {"weekly": {"mon-fri": "08:00-20:00"}, "holidays": ["2026-12-25"]} in the site's time
+    # zone (pbx.configuration.models.SiteHours); None: always open.
+    business_hours: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)

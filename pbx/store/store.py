@@ -100,6 +100,19 @@ def _queue_columns(config: QueueConfig) -> dict[str, Any]:
     return {key: value for key, value in config.to_dict().items() if key != "skills"}
 
 
+def _hours_column(site: SiteRecord) -> dict[str, Any] | None:
+    return None if site.business_hours is None else dict(site.business_hours)
+
+
+def _site_row(site: SiteRecord) -> SiteRow:
+    return SiteRow(name=site.name, timezone=site.timezone, healthy=site.healthy,
+                   business_hours=_hours_column(site))
+
+
+def _site_from_row(row: SiteRow) -> SiteRecord:
+    return SiteRecord(row.name, row.timezone, row.healthy, row.business_hours)
+
+
 def _customer_from_row(row: CustomerRow) -> CustomerRecord:
     return CustomerRecord(
         number=row.number,
@@ -344,25 +357,25 @@ class Store:
     async def sites(self) -> list[SiteRecord]:
         async with self._transaction() as session:
             rows = (await session.exec(select(SiteRow).order_by(col(SiteRow.name)))).all()
-            return [SiteRecord(row.name, row.timezone, row.healthy) for row in rows]
+            return [_site_from_row(row) for row in rows]
 
     async def site(self, name: str) -> SiteRecord | None:
         async with self._transaction() as session:
             row = await session.get(SiteRow, name)
-            return None if row is None else SiteRecord(row.name, row.timezone, row.healthy)
+            return None if row is None else _site_from_row(row)
 
     async def create_site(self, site: SiteRecord) -> None:
         async with self._transaction() as session:
             if await session.get(SiteRow, site.name) is not None:
                 raise AlreadyExists(f"site {site.name!r} already exists")
-            session.add(SiteRow(name=site.name, timezone=site.timezone, healthy=site.healthy))
+            session.add(_site_row(site))
 
     async def save_site(self, site: SiteRecord) -> bool:
         """Insert or replace a site; True when it was created."""
         async with self._transaction() as session:
             row = await session.get(SiteRow, site.name)
             if row is None:
-                session.add(SiteRow(name=site.name, timezone=site.timezone, healthy=site.healthy))
+                session.add(_site_row(site))
                 return True
             row.timezone = site.timezone
             row.healthy = site.healthy
@@ -549,10 +562,12 @@ class Store:
             for site in sites:
                 site_row = await session.get(SiteRow, site.name)
                 if site_row is None:
-                    session.add(SiteRow(name=site.name, timezone=site.timezone, healthy=site.healthy))
+                    session.add(_site_row(site))
                     inserted["sites"].append(site.name)
-                elif site_row.timezone != site.timezone:
+                elif (site_row.timezone, site_row.business_hours) != (site.timezone,
+                                                                      _hours_column(site)):
                     site_row.timezone = site.timezone
+                    site_row.business_hours = _hours_column(site)
                     updated["sites"].append(site.name)
             await session.flush()
 

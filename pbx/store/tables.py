@@ -25,6 +25,8 @@ class SiteRow(SQLModel, table=True):
     name: str = Field(primary_key=True)
     timezone: str = Field(default="UTC")
     healthy: bool = Field(default=True)
+    # {"weekly": {"mon-fri": "08:00-20:00"}, "holidays": [...]}; NULL: always open.
+    business_hours: dict[str, Any] | None = Field(default=None, sa_type=JSON_DOCUMENT)
 
 
 class SkillRow(SQLModel, table=True):
@@ -83,6 +85,7 @@ class QueueRow(SQLModel, table=True):
     expansion: list[dict[str, Any]] = Field(default_factory=list, sa_type=JSON_DOCUMENT)
     # Other sites whose agents may take the queue's calls (["any"]: every site).
     sites: list[str] = Field(default_factory=list, sa_type=JSON_DOCUMENT)
+    sites_after_seconds: float = 0
 
 
 class QueueSkillRow(SQLModel, table=True):

@@ -147,3 +147,77 @@ def test_a_queue_naming_an_unknown_site_is_refused_with_file_line_key():
     line = next(i for i, line in enumerate(text.splitlines(), 1) if line.strip().startswith("sites:")
                 and i > line_of(text, "queues"))
     assert problem.startswith(f"centralita.yaml:{line}: queues[0].sites: unknown site 'lima'"), problem
+
+
+def _line_after(text: str, section: str, key: str) -> int:
+    return next(i for i, line in enumerate(text.splitlines(), 1)
+                if line.strip().startswith(f"{key}:") and i > line_of(text, section))
+
+
+def test_a_queue_asks_other_sites_after_its_sites_after_seconds():
+    config = yaml.safe_load(DEMO)
+    config["queues"][0].update(sites=["bogota"], sites_after_seconds=30)
+    built = build_config(load_yaml(yaml.safe_dump(config, sort_keys=False), "centralita.yaml"),
+                         var_dir=Path("var"), base_dir=None)
+    assert built.contact_center.queues[0].sites_after_seconds == 30
+    assert load_config(None).contact_center.queues[0].sites_after_seconds == 0  # at once
+
+
+@pytest.mark.parametrize(("value", "reason"), [
+    (-5, "must be at least 0"),
+    ("soon", "number"),
+])
+def test_a_bad_sites_after_seconds_is_refused_with_file_line_key(value: object, reason: str):
+    config = yaml.safe_load(DEMO)
+    config["queues"][0].update(sites=["bogota"], sites_after_seconds=value)
+    text = yaml.safe_dump(config, sort_keys=False)
+    [problem] = problems_of(text)
+    line = _line_after(text, "queues", "sites_after_seconds")
+    assert problem.startswith(f"centralita.yaml:{line}: queues[0].sites_after_seconds: "), problem
+    assert reason in problem
+
+
+def test_a_sites_business_hours_are_read_in_its_own_time_zone():
+    from datetime import UTC, datetime
+
+    from pbx.configuration.models import opening_hours
+
+    config = yaml.safe_load(DEMO)
+    config["sites"][1]["business_hours"] = {"weekly": {"mon-fri": "08:00-20:00"},
+                                            "holidays": ["2026-12-25"]}
+    built = build_config(load_yaml(yaml.safe_dump(config, sort_keys=False), "centralita.yaml"),
+                         var_dir=Path("var"), base_dir=None)
+    bogota = next(site for site in built.contact_center.sites if site.name == "bogota")
+    hours = opening_hours(bogota)
+    assert hours is not None
+    # 12:30 UTC is 07:30 in Bogota (UTC-5): closed; 13:00 UTC opens it.
+    assert not hours.is_open(datetime(2026, 12, 3, 12, 30, tzinfo=UTC))
+    assert hours.is_open(datetime(2026, 12, 3, 13, 0, tzinfo=UTC))
+    assert not hours.is_open(datetime(2026, 12, 25, 15, 0, tzinfo=UTC))  # a holiday
+    assert not hours.is_open(datetime(2026, 12, 5, 15, 0, tzinfo=UTC))  # Saturday
+    madrid = next(site for site in built.contact_center.sites if site.name == "madrid")
+    assert opening_hours(madrid) is None  # always open
+
+
+@pytest.mark.parametrize(("hours", "key", "reason"), [
+    ({"weekly": {"mon-fri": "20:00-08:00"}}, "sites[1].business_hours.weekly",
+     "an interval must end after it starts"),
+    ({"weekly": {"mon-fri": "08:00-20:00", "fri": "closed"}}, "sites[1].business_hours.weekly",
+     "gives hours for a day already given"),
+    ({"weekly": {"someday": "08:00-20:00"}}, "sites[1].business_hours.weekly",
+     "is not a day or a day range"),
+    ({"weekly": {"mon": "8-20"}}, "sites[1].business_hours.weekly", "times must be HH:MM"),
+    ({"weekly": {"mon": "08:00-20:00"}, "holidays": ["christmas"]},
+     "sites[1].business_hours.holidays[0]", "date"),
+    ({"weekly": {"mon": "08:00-20:00"}, "opens": "soon"}, "sites[1].business_hours.opens",
+     "unknown key"),
+])
+def test_bad_business_hours_are_refused_with_file_line_key(hours: dict, key: str, reason: str):
+    config = yaml.safe_load(DEMO)
+    config["sites"][1]["business_hours"] = hours
+    text = yaml.safe_dump(config, sort_keys=False)
+    problems = problems_of(text)
+    assert len(problems) == 1, problems
+    assert f": {key}: " in problems[0] and reason in problems[0], problems
+    line = int(problems[0].split(":")[1])
+    assert line > line_of(text, "sites") and line < line_of(text, "agents"), problems

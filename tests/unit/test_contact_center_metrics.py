@@ -229,6 +229,22 @@ def test_kpi_counters_short_abandons_handle_time_and_thresholds(center: Center) 
     assert value(center.scrape(), "centralita_site_healthy", site="lima") == 0
 
 
+def test_a_site_outside_its_business_hours_reads_closed(center: Center) -> None:
+    from zoneinfo import ZoneInfo
+
+    from ivr.hours import BusinessHours
+
+    samples = center.scrape()
+    assert value(samples, "centralita_site_open", site="madrid") == 1
+    assert value(samples, "centralita_site_open", site="lima") == 1
+    closed_all_week = BusinessHours(ZoneInfo("America/Lima"), {})
+    center.route(lambda: center.router.set_site_hours("lima", closed_all_week))
+    samples = center.scrape()
+    assert value(samples, "centralita_site_open", site="lima") == 0
+    assert value(samples, "centralita_site_open", site="madrid") == 1
+    assert value(samples, "centralita_queue_agents_available", queue="sales") == 2
+
+
 def test_agent_state_seconds_give_occupancy(center: Center) -> None:
     """Agent-seconds per state: counted at each change and, for the state an agent is
     in, up to each scrape."""
