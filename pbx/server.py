@@ -297,8 +297,8 @@ class Server:
         await self._seed_store()
         await self.store.load_into(self.router)
         # Follow-the-sun: each site's agents take calls within its business hours only.
-        for site in await self.store.sites():
-            self.router.set_site_hours(site.name, opening_hours(site))
+        for record in await self.store.sites():
+            self.router.set_site_hours(record.name, opening_hours(record))
         # Agents become reachable when their softphone registers, not before.
         for snapshot in self.router.agents():
             self.router.agent_reachable(snapshot.profile.extension, False)

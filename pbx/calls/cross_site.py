@@ -120,8 +120,13 @@ class CrossSiteCalls:
                 "language": queued.language, "ivr": ivr, "ivr_path": path,
                 "enqueued_at": queued.enqueued_at or time.time()}
 
+    def _over(self, queued: QueuedCaller) -> bool:
+        """The caller left the queueing code (hung up, answered, moved on): stop asking.
+        ``finished`` alone is not enough: a caller hanging up ends the queueing task without it."""
+        return queued.finished.is_set() or self.queues.queued.get(queued.call_id) is not queued
+
     async def _seek(self, queued: QueuedCaller) -> None:
-        while not queued.finished.is_set():
+        while not self._over(queued):
             queue = self._waiting_in(queued)
             wait = ASK_AGAIN_SECONDS
             if queue is not None and self.sites.asks_elsewhere(queue):
