@@ -22,27 +22,15 @@ Run: ``.venv/bin/python bench/bench_site_calls.py [--url mqtt://127.0.0.1:1883]
 from __future__ import annotations
 
 import argparse
-import asyncio
-import secrets
-import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 import yaml
+from site_bench import REPO_ROOT, PbxServer, cpu_seconds, describe, main, site_up, start_site, until
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT / "tests"))
-sys.path.insert(0, str(REPO_ROOT / "bench"))
-
-from bench_site_reservations import cpu_seconds  # noqa: E402
-from bench_sites import create_database, describe, drop_database, start_site, until  # noqa: E402
-
-from integration.call_peers import Caller, agent_state, offer, reply  # noqa: E402
-from integration.mosquitto_fixture import clear_retained  # noqa: E402
-from integration.server_fixture import PbxServer, default_config_yaml  # noqa: E402
-from peers import raw  # noqa: E402
+from integration.call_peers import Caller, agent_state, offer, reply
+from peers import raw
 
 FLOW = REPO_ROOT / "tests" / "integration" / "flows" / "straight_to_general.yaml"
 
@@ -109,10 +97,8 @@ def calls(madrid: PbxServer, agent_site: PbxServer, agent: str, count: int,
         until(lambda: agent_state(agent_site, agent) == "offline", 10)
 
 
-def run(args: argparse.Namespace, workdir: Path, database_url: str, prefix: str) -> None:
-    config = yaml.safe_load(default_config_yaml(
-        bus={"url": args.url, "topic_prefix": prefix, "heartbeat_interval": 1},
-        store={"url": database_url}))
+def run(args: argparse.Namespace, workdir: Path, config_text: str) -> None:
+    config = yaml.safe_load(config_text)
     config["extensions"]["100"] = {"application": "ivr", "flow": str(FLOW)}
     general = next(q for q in config["queues"] if q["name"] == "general")
     general.update(sites=["bogota"], wrap_up_seconds=0)
@@ -122,7 +108,7 @@ def run(args: argparse.Namespace, workdir: Path, database_url: str, prefix: str)
     madrid = start_site(workdir, text, "madrid")
     bogota = start_site(workdir, text, "bogota")
     try:
-        until(lambda: madrid.healthz()["bus"]["sites"]["bogota"]["up"], 10)
+        until(lambda: site_up(madrid, "bogota"), 10)
         for label, site, agent in (("local (madrid's agent)", madrid, "1001"),
                                    ("cross-site (bogota's agent)", bogota, "1006")):
             setups, cpu = calls(madrid, site, agent, args.count, [madrid, bogota])
@@ -133,23 +119,5 @@ def run(args: argparse.Namespace, workdir: Path, database_url: str, prefix: str)
         madrid.stop()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--url", default="mqtt://127.0.0.1:1883", help="the broker")
-    parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432",
-                        help="PostgreSQL server (a database is created and dropped)")
-    parser.add_argument("--count", type=int, default=40, help="calls per mode")
-    args = parser.parse_args()
-    name = asyncio.run(create_database(args.postgres))
-    url = f"{args.postgres.replace('postgresql://', 'postgresql+asyncpg://', 1)}/{name}"
-    prefix = f"bench-{secrets.token_hex(4)}"
-    try:
-        with tempfile.TemporaryDirectory(prefix="bench-site-calls-") as workdir:
-            run(args, Path(workdir), url, prefix)
-    finally:
-        asyncio.run(drop_database(args.postgres, name))
-        asyncio.run(clear_retained(args.url, prefix))
-
-
 if __name__ == "__main__":
-    main()
+    main(__doc__, run, count=(40, "calls per mode"))

@@ -19,39 +19,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import secrets
-import sys
-import tempfile
 import time
 from pathlib import Path
 
 import yaml
+from site_bench import cpu_seconds, describe, main, register_phone, start_site
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT / "tests"))
-sys.path.insert(0, str(REPO_ROOT / "bench"))
-
-from bench_sites import create_database, describe, drop_database, start_site  # noqa: E402
-
-from integration.mosquitto_fixture import clear_retained  # noqa: E402
-from integration.server_fixture import default_config_yaml  # noqa: E402
-from pbx.bus import MqttSiteBus, Topics  # noqa: E402
-from pbx.bus.codec import AgentPresence, CallerContext  # noqa: E402
-from peers import raw  # noqa: E402
+from pbx.bus import MqttSiteBus, Topics
+from pbx.bus.codec import AgentPresence, CallerContext
 
 AGENT, PASSWORD = "1006", "demo1006"
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-async def ask(args: argparse.Namespace, config: str, prefix: str, bogota_pid: int) -> None:
-    agent_sites = {agent["extension"]: agent["site"] for agent in yaml.safe_load(config)["agents"]}
+async def ask(args: argparse.Namespace, config: str, bogota_pid: int) -> None:
+    document = yaml.safe_load(config)
+    agent_sites = {agent["extension"]: agent["site"] for agent in document["agents"]}
     madrid = MqttSiteBus(args.url, "madrid", ("madrid", "bogota"), agent_sites,
-                         topics=Topics(prefix), heartbeat_interval=1.0)
+                         topics=Topics(document["bus"]["topic_prefix"]), heartbeat_interval=1.0)
     await madrid.start()
     caller = CallerContext(("language", "menu", "billing"), "es", 2, time.time())
 
@@ -94,40 +78,19 @@ async def ask(args: argparse.Namespace, config: str, prefix: str, bogota_pid: in
         await madrid.close()
 
 
-def run(args: argparse.Namespace, workdir: Path, database_url: str, prefix: str) -> None:
-    config = default_config_yaml(
-        bus={"url": args.url, "topic_prefix": prefix, "heartbeat_interval": 1},
-        store={"url": database_url})
+def run(args: argparse.Namespace, workdir: Path, config_text: str) -> None:
+    document = yaml.safe_load(config_text)
+    billing = next(q for q in document["queues"] if q["name"] == "billing")
+    billing["sites"] = ["bogota"]  # bogota's router decides only for queues that allow it
+    config = yaml.safe_dump(document, sort_keys=False)
     bogota = start_site(workdir, config, "bogota")
     try:
-        phone = raw.UdpPeer((bogota.host, bogota.sip_port))
-        result = raw.register(phone, AGENT, PASSWORD, expires=3600,
-                              contact=f"<sip:{AGENT}@{phone.local[0]}:{phone.local[1]}>")
-        assert result.final is not None and result.final.status == 200
-        asyncio.run(ask(args, config, prefix, bogota.process.pid))
+        phone = register_phone(bogota, AGENT, PASSWORD)
+        asyncio.run(ask(args, config, bogota.process.pid))
         phone.close()
     finally:
         bogota.stop()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--url", default="mqtt://127.0.0.1:1883", help="the broker")
-    parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432",
-                        help="PostgreSQL server (a database is created and dropped)")
-    parser.add_argument("--count", type=int, default=500, help="timed reservations")
-    parser.add_argument("--warm-up", type=int, default=50, help="untimed reservations first")
-    args = parser.parse_args()
-    name = asyncio.run(create_database(args.postgres))
-    url = f"{args.postgres.replace('postgresql://', 'postgresql+asyncpg://', 1)}/{name}"
-    prefix = f"bench-{secrets.token_hex(4)}"
-    try:
-        with tempfile.TemporaryDirectory(prefix="bench-reservations-") as workdir:
-            run(args, Path(workdir), url, prefix)
-    finally:
-        asyncio.run(drop_database(args.postgres, name))
-        asyncio.run(clear_retained(args.url, prefix))
-
-
 if __name__ == "__main__":
-    main()
+    main(__doc__, run, count=(500, "timed reservations"), warm_up=(50, "untimed reservations first"))
