@@ -91,6 +91,7 @@ class SiteLink:
         self.bus.serve_reservations(self._decide, self._release)
         # Agent states held back while a reservation is answered (see _decide).
         self._held_back: list[AgentStateChanged] | None = None
+        self._asking: dict[str, int] = {}  # site -> this site's requests to it under way
 
     async def start(self) -> None:
         """Publish every own agent's state and connect; the other sites start down (never
@@ -181,16 +182,21 @@ class SiteLink:
         queue's ``sites``, up, within their business hours (every site's are in the shared
         configuration), and with an agent available (as its site publishes it) who could
         take the call; most such agents first. Only the site asked decides."""
+        free = self._free_elsewhere(queue, language)
+        return sorted(free, key=lambda site: (-free[site], site))
+
+    def _free_elsewhere(self, queue: str, language: str | None) -> dict[str, int]:
+        """Site -> how many of its agents, as it publishes them, could take the call now."""
         config = self.router.queue(queue)
         if not config.sites:
-            return []
+            return {}
         free: dict[str, int] = {}
         for extension, state in self.bus.remote_agents.items():
             if (state.presence is AgentPresence.AVAILABLE and config.allows_site(state.site)
                     and self.bus.health.is_up(state.site) and self.router.site_open(state.site)
                     and self._could_take(extension, config, language)):
                 free[state.site] = free.get(state.site, 0) + 1
-        return sorted(free, key=lambda site: (-free[site], site))
+        return free
 
     def _could_take(self, extension: str, config: QueueConfig, language: str | None) -> bool:
         try:
@@ -241,9 +247,19 @@ class SiteLink:
         """Ask the sites worth asking, one after another, to reserve an agent for a call
         waiting here; the first reservation made, or None (every site refused, timed out
         or was unreachable: the call keeps waiting here). The caller of this method owns
-        the reservation: set the call up to that site, or ``cancel_reservation`` it."""
-        for site in self.sites_to_ask(queue, caller.language):
-            result = await self.bus.reserve(site, call_id, queue, caller, timeout)
+        the reservation: set the call up to that site, or ``cancel_reservation`` it.
+
+        A site is asked by no more of this site's callers at once than it has agents free
+        for them: a backlog here does not flood a site whose agents are busy anyway."""
+        free = self._free_elsewhere(queue, caller.language)
+        for site in sorted(free, key=lambda site: (-free[site], site)):
+            if self._asking.get(site, 0) >= free[site]:
+                continue
+            self._asking[site] = self._asking.get(site, 0) + 1
+            try:
+                result = await self.bus.reserve(site, call_id, queue, caller, timeout)
+            finally:
+                self._asking[site] -= 1
             if result.reserved:
                 return result
             log.info("call %s: site %s did not reserve an agent (%s: %s)", call_id, site,

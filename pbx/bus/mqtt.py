@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import select
 import socket
 import uuid
 from collections.abc import Callable, Collection, Mapping
 from urllib.parse import urlsplit
 
 import aiomqtt
+from paho.mqtt.enums import MQTTErrorCode
 
 from pbx.bus.codec import SiteState
 from pbx.bus.site_bus import BusCore, Emit
@@ -37,6 +39,29 @@ SIGNAL_QOS = 0
 SUBSCRIPTION_QOS = 0
 IN_FLIGHT = 256  # publishes awaiting their PUBACK at once
 KEEPALIVE = 5  # seconds; a silent (hung, unplugged) site is dropped after 1.5 x this
+READ_BURST = 256  # packets read per wake-up of the event loop, at most
+
+
+def read_in_bursts(client: aiomqtt.Client) -> None:
+    """Have the client read every packet waiting on its socket when the event loop wakes
+    it, not one: paho reads a single packet per call once nothing of ours is in flight, so
+    a busy event loop (a site carrying calls) drained the bus one packet per iteration
+    and fell seconds behind (heartbeats missed, reservation answers timed out)."""
+    paho = client._client
+    read_one = paho.loop_read
+
+    def read_waiting(max_packets: int = 1) -> MQTTErrorCode:
+        result = read_one(max_packets)
+        for _ in range(READ_BURST - 1):
+            sock = paho.socket()
+            if result != MQTTErrorCode.MQTT_ERR_SUCCESS or sock is None:
+                break
+            if not select.select([sock], [], [], 0)[0]:
+                break
+            result = read_one(max_packets)
+        return result
+
+    paho.loop_read = read_waiting  # type: ignore[method-assign]
 
 
 def parse_url(url: str) -> tuple[str, int]:
@@ -111,6 +136,7 @@ class MqttSiteBus(BusCore):
                 # algorithm and delayed ACKs add ~40 ms to each hop of a reservation.
                 socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
             client.pending_calls_threshold = IN_FLIGHT + 1  # it warns above this many
+            read_in_bursts(client)
             try:
                 async with client:
                     for pattern in self.topics.subscriptions(self.site):

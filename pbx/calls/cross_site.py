@@ -44,7 +44,7 @@ log = logging.getLogger("pbx.calls.cross_site")
 SITE_HEADER = "X-Centralita-Site"  # the asking site
 CONTEXT_HEADER = "X-Centralita-Context"  # the caller's context, JSON
 ASK_AGAIN_SECONDS = 0.5  # between rounds of asking while a caller waits
-RESERVATION_WAIT_SECONDS = 1.0  # how long one site's answer is waited for
+RESERVATION_WAIT_SECONDS = 2.5  # how long one site's answer is waited for (its owner holds 5 s)
 
 
 class OtherSites(Protocol):

@@ -406,3 +406,109 @@ def test_a_burst_over_both_sites_with_agents_split_never_double_offers_an_agent(
         assert wait_for(lambda view_of=servers[site], other=other: all(
             bus_view(view_of)["remote_agents"].get(user) == "available"
             for user in agents[other].users), 10), view
+
+
+def test_a_burst_crossing_sites_with_the_broker_restarted_mid_run_converges(
+        shared_database, private_mosquitto, bus_prefix, pbx_server, tmp_path) -> None:
+    """200 callers, 100 at each site at once, with few agents at madrid (4) and many at
+    bogota (12), the queue open to any site's agents: madrid's backlog is served by
+    bogota's agents too. The broker is stopped 2 s into the burst and started again 2 s
+    later. Every caller is answered, no agent ever has two calls at once, some of madrid's
+    callers were answered by bogota's agents, and afterwards every agent is available at
+    its own site and as the other site sees it (nothing stuck reserved or on a call)."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from integration import sipp_agents as sa
+    from peers import sipp
+    from peers.procs import require_binary
+
+    require_binary("sipp", "sip-tester")
+    callers_per_site = 100
+    accounts = {"madrid": sa.agent_accounts(4, first=2001),
+                "bogota": sa.agent_accounts(12, first=3001)}
+    config = yaml.safe_load(sa.contact_center_config(accounts["madrid"] + accounts["bogota"]))
+    config["sites"] = [{"name": site, "timezone": "UTC"} for site in accounts]
+    site_of = {user: site for site, users in accounts.items() for user, _ in users}
+    for item in config["agents"]:
+        item["site"] = site_of[item["extension"]]
+    config["queues"][0]["sites"] = "any"
+    config.update(bus={"url": private_mosquitto.url, "topic_prefix": bus_prefix,
+                       "heartbeat_interval": 0.5},
+                  store={"url": shared_database})
+    text = yaml.safe_dump(config, sort_keys=False)
+    servers = {site: start_site(pbx_server, text, site, rtp_ports=2000) for site in accounts}
+    assert wait_for(lambda: site_up(servers["madrid"], "bogota") and site_up(servers["bogota"], "madrid"), 10)
+    agents = {site: sa.SippAgents(servers[site].sip_address, accounts[site], tmp_path / f"agents-{site}",
+                                  talk_ms=1000) for site in accounts}
+    for group in agents.values():
+        group.start()
+    restarted = threading.Event()
+
+    def restart_broker() -> None:
+        time.sleep(2.0)
+        private_mosquitto.stop()
+        time.sleep(2.0)
+        private_mosquitto.start()
+        restarted.set()
+
+    try:
+        for site, group in agents.items():
+            states = sa.wait_for_agents(servers[site], group.users, "available", timeout=30)
+            assert all(states.get(user) == "available" for user in group.users), states
+        assert wait_for(lambda: all(bus_view(servers["madrid"])["remote_agents"].get(user) == "available"
+                                    for user in agents["bogota"].users), 10)
+
+        def burst(site: str):
+            return sipp.run(servers[site].sip_address, scenario=sa.CALLER_WAIT_BYE_XML, service="100",
+                            calls=callers_per_site, rate=callers_per_site, limit=callers_per_site,
+                            trace_msg=True, workdir=tmp_path / f"callers-{site}", timeout=240)
+
+        breaker = threading.Thread(target=restart_broker, daemon=True)
+        with ThreadPoolExecutor(2) as pool:
+            running = [pool.submit(burst, site) for site in accounts]
+            breaker.start()
+            results = dict(zip(accounts, [future.result() for future in running], strict=True))
+        breaker.join(15)
+        assert restarted.is_set(), "the broker was not started again"
+        total = 2 * callers_per_site
+        assert wait_for(lambda: sum(group.stats().get("SuccessfulCall(C)", 0)
+                                    + group.stats().get("FailedCall(C)", 0)
+                                    for group in agents.values()) >= total, 30), \
+            ([group.stats() for group in agents.values()], [r.describe() for r in results.values()])
+        for group in agents.values():
+            assert group.alive(), group.describe()
+    finally:
+        for group in agents.values():
+            group.stop()
+    for callers in results.values():
+        assert callers.returncode == 0 and callers.successful == callers_per_site, callers.describe()
+    loads = {site: group.load() for site, group in agents.items()}
+    assert sum(sum(load.offered.values()) for load in loads.values()) == 2 * callers_per_site, \
+        {site: dict(load.offered) for site, load in loads.items()}
+    for site, load in loads.items():
+        assert set(load.offered) <= set(agents[site].users)  # rung by their own site only
+        assert not load.overlaps and load.worst == 1, (site, load.overlaps[:10], load.max_concurrent)
+    # Madrid's 4 agents could not take its 100 callers alone: bogota's took the rest.
+    assert sum(loads["bogota"].offered.values()) > callers_per_site, dict(loads["bogota"].offered)
+    status, body = servers["madrid"].http_get("/api/v1/queues/bench/stats")
+    assert status == 200 and json.loads(body)["answered"] == callers_per_site, body
+    # Converged: the broker is back, each site up at the other, every agent free (the
+    # SIPp agents unregistered at stop: offline) at its own site and in the other's view.
+    for site, other in (("madrid", "bogota"), ("bogota", "madrid")):
+        assert wait_for(lambda site=site, other=other: bus_view(servers[site])["connected"]
+                        and site_up(servers[site], other), 15), bus_view(servers[site])
+        assert wait_for(lambda site=site: all(
+            sa.agent_states(servers[site])[user] in ("available", "offline")
+            for user in agents[site].users), 15), sa.agent_states(servers[site])
+        assert wait_for(lambda site=site, other=other: all(
+            bus_view(servers[site])["remote_agents"].get(user) == sa.agent_states(servers[other]).get(user)
+            for user in agents[other].users), 15), (bus_view(servers[site])["remote_agents"],
+                                                    sa.agent_states(servers[other]))
+        assert held_nothing(servers[site]), servers[site].healthz()["resources"]
+
+
+def held_nothing(server) -> bool:
+    from integration.call_peers import held
+
+    return wait_for(lambda: not held(server), 15)
