@@ -379,6 +379,7 @@ class Store:
                 return True
             row.timezone = site.timezone
             row.healthy = site.healthy
+            row.business_hours = _hours_column(site)
             return False
 
     async def delete_site(self, name: str) -> None:

@@ -178,13 +178,15 @@ async def test_openapi_describes_every_route(api: ApiClient) -> None:
 async def test_site_crud_and_health_reach_the_router(api: ApiClient, router: Router) -> None:
     created = await api.post("/sites", {"name": "lima", "timezone": "America/Lima"})
     assert created.status == 201
-    assert created.body == {"name": "lima", "timezone": "America/Lima", "healthy": True}
+    assert created.body == {"name": "lima", "timezone": "America/Lima", "healthy": True,
+                            "business_hours": None}
     assert (await api.post("/sites", {"name": "lima"})).status == 409
 
     await api.post("/agents", agent_body(site="lima"))
     down = await api.patch("/sites/lima", {"healthy": False})
     assert down.status == 200
-    assert down.body == {"name": "lima", "timezone": "America/Lima", "healthy": False}
+    assert down.body == {"name": "lima", "timezone": "America/Lima", "healthy": False,
+                         "business_hours": None}
     assert router.agent("1001").site_healthy is False
     assert (await api.get("/agents/1001")).body["live"]["site_healthy"] is False
 
@@ -197,6 +199,28 @@ async def test_site_crud_and_health_reach_the_router(api: ApiClient, router: Rou
     assert (await api.delete("/sites/lima")).status == 204
     assert (await api.get("/sites/lima")).status == 404
     assert [site["name"] for site in (await api.get("/sites")).body] == ["madrid"]
+
+
+async def test_a_sites_business_hours_are_stored_and_reach_the_router(api: ApiClient,
+                                                                      router: Router) -> None:
+    closed = {"weekly": {"mon-sun": "closed"}, "holidays": ["2026-12-25"]}
+    created = await api.post("/sites", {"name": "lima", "timezone": "America/Lima",
+                                        "business_hours": closed})
+    assert created.status == 201 and created.body["business_hours"] == closed
+    await api.post("/agents", agent_body(site="lima"))
+    assert router.site_open("lima") is False
+    assert (await api.get("/agents/1001")).body["live"]["site_open"] is False
+    assert (await api.get("/sites/lima")).body["business_hours"] == closed
+    # A PATCH that leaves the hours alone keeps them; null opens the site for good.
+    assert (await api.patch("/sites/lima", {"healthy": True})).body["business_hours"] == closed
+    opened = await api.patch("/sites/lima", {"business_hours": None})
+    assert opened.status == 200 and opened.body["business_hours"] is None
+    assert router.site_open("lima") is True
+    assert (await api.get("/agents/1001")).body["live"]["site_open"] is True
+    wrong = await api.patch("/sites/lima", {"business_hours": {"weekly": {"mon": "20:00-08:00"}}})
+    assert wrong.status == 422, wrong.body
+    assert _error(wrong)["fields"][0]["field"] == "business_hours.weekly", _error(wrong)
+    assert router.site_open("lima") is True  # a refused change changes nothing
 
 
 async def test_site_validation(api: ApiClient) -> None:

@@ -171,6 +171,11 @@ async def test_site_crud(store: Store) -> None:
     assert await store.sites() == [SiteRecord("lima", "America/Lima", True), MADRID]
     with pytest.raises(NotFound):
         await store.delete_site("atlantis")
+    hours = {"weekly": {"mon-fri": "08:00-20:00"}, "holidays": ["2026-12-25"]}
+    await store.save_site(SiteRecord("lima", "America/Lima", True, hours))
+    assert await store.site("lima") == SiteRecord("lima", "America/Lima", True, hours)
+    await store.save_site(SiteRecord("lima", "America/Lima", True, None))
+    assert (await store.site("lima")).business_hours is None
 
 
 async def test_skill_descriptions(store: Store) -> None:
