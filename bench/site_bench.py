@@ -35,15 +35,23 @@ Run = Callable[[argparse.Namespace, Path, str], None]
 
 
 def start_site(workdir: Path, config: str, site: str) -> PbxServer:
-    return start_pbx(workdir / f"{site}-{secrets.token_hex(3)}", config_yaml=config,
-                     extra_args=("--site", site, "--log-level", "warning"))
+    return start_pbx(
+        workdir / f"{site}-{secrets.token_hex(3)}",
+        config_yaml=config,
+        extra_args=("--site", site, "--log-level", "warning"),
+    )
 
 
 def register_phone(server: PbxServer, user: str, password: str) -> raw.UdpPeer:
     """A raw UDP phone registered as ``user`` with ``server`` (for an hour)."""
     phone = raw.UdpPeer((server.host, server.sip_port))
-    result = raw.register(phone, user, password, expires=3600,
-                          contact=f"<sip:{user}@{phone.local[0]}:{phone.local[1]}>")
+    result = raw.register(
+        phone,
+        user,
+        password,
+        expires=3600,
+        contact=f"<sip:{user}@{phone.local[0]}:{phone.local[1]}>",
+    )
     assert result.final is not None and result.final.status == 200, result
     return phone
 
@@ -70,8 +78,10 @@ def cpu_seconds(pid: int) -> float:
 def describe(values: list[float]) -> str:
     ordered = sorted(values)
     p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
-    return (f"p50 {statistics.median(ordered) * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms, "
-            f"max {ordered[-1] * 1000:.1f} ms (n={len(ordered)})")
+    return (
+        f"p50 {statistics.median(ordered) * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms, "
+        f"max {ordered[-1] * 1000:.1f} ms (n={len(ordered)})"
+    )
 
 
 async def create_database(dsn: str) -> str:
@@ -99,16 +109,20 @@ def main(doc: str, run: Run, **counts: tuple[int, str]) -> None:
     afterwards, whatever happens."""
     parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--url", default="mqtt://127.0.0.1:1883", help="the broker")
-    parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432",
-                        help="PostgreSQL server (a database is created and dropped)")
+    parser.add_argument(
+        "--postgres",
+        default="postgresql://postgres@127.0.0.1:5432",
+        help="PostgreSQL server (a database is created and dropped)",
+    )
     for option, (default, text) in counts.items():
         parser.add_argument(f"--{option.replace('_', '-')}", type=int, default=default, help=text)
     args = parser.parse_args()
     name = asyncio.run(create_database(args.postgres))
     url = f"{args.postgres.replace('postgresql://', 'postgresql+asyncpg://', 1)}/{name}"
     prefix = f"bench-{secrets.token_hex(4)}"
-    config = default_config_yaml(bus={"url": args.url, "topic_prefix": prefix, "heartbeat_interval": 1},
-                                 store={"url": url})
+    config = default_config_yaml(
+        bus={"url": args.url, "topic_prefix": prefix, "heartbeat_interval": 1}, store={"url": url}
+    )
     try:
         with tempfile.TemporaryDirectory(prefix="bench-sites-") as workdir:
             run(args, Path(workdir), config)

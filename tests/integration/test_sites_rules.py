@@ -40,8 +40,10 @@ bus_prefix = mosquitto_fixture.bus_prefix
 postgres_server = postgres_fixture.postgres_server
 
 FLOW = Path(__file__).resolve().parent / "flows" / "straight_to_general.yaml"
-SDP = ("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
-       "m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n")
+SDP = (
+    "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+    "m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+)
 SITES_AFTER_SECONDS = 1.5
 CLOSED_ALL_WEEK = {"weekly": {"mon-sun": "closed"}}
 
@@ -97,8 +99,12 @@ def rules_config(broker: str, prefix: str, database: str, screen_pop_url: str) -
 
 
 def send(server, method: str, path: str, body: dict) -> tuple[int, dict]:
-    request = urllib.request.Request(server.http_url + path, data=json.dumps(body).encode(),
-                                     method=method, headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        server.http_url + path,
+        data=json.dumps(body).encode(),
+        method=method,
+        headers={"Content-Type": "application/json"},
+    )
     try:
         with urllib.request.urlopen(request, timeout=5) as answer:
             return answer.status, json.loads(answer.read())
@@ -107,7 +113,9 @@ def send(server, method: str, path: str, body: dict) -> tuple[int, dict]:
 
 
 def site_open_metric(server, site: str) -> float:
-    return parse_prometheus(server.http_get("/metrics")[1])[f'centralita_site_open{{site="{site}"}}']
+    return parse_prometheus(server.http_get("/metrics")[1])[
+        f'centralita_site_open{{site="{site}"}}'
+    ]
 
 
 class Phone:
@@ -133,8 +141,16 @@ class Phone:
         return None
 
     def answer(self, invite: raw.SipMessage, port: int) -> None:
-        self.peer.send(reply(invite, 200, "OK", tag="agent", body=SDP.format(port=port).encode(),
-                             contact=self.contact))
+        self.peer.send(
+            reply(
+                invite,
+                200,
+                "OK",
+                tag="agent",
+                body=SDP.format(port=port).encode(),
+                contact=self.contact,
+            )
+        )
 
     def drain(self, seconds: float) -> None:
         self.invite(seconds)
@@ -144,12 +160,19 @@ class Phone:
 
 
 def test_a_closed_site_is_offered_nothing_then_takes_the_waiting_caller_once_open(
-        shared_database, mqtt_url, bus_prefix, pbx_server, screen_pops) -> None:  # noqa: F811
+    shared_database,  # noqa: F811 - the fixture
+    mqtt_url,
+    bus_prefix,
+    pbx_server,
+    screen_pops,
+) -> None:
     config = rules_config(mqtt_url, bus_prefix, shared_database, screen_pops.url)
     madrid = start_site(pbx_server, config, "madrid")
     bogota = start_site(pbx_server, config, "bogota")
-    assert wait_for(lambda: site_up(madrid, "bogota") and site_up(bogota, "madrid"), 10), \
-        (bus_view(madrid), bus_view(bogota))
+    assert wait_for(lambda: site_up(madrid, "bogota") and site_up(bogota, "madrid"), 10), (
+        bus_view(madrid),
+        bus_view(bogota),
+    )
     phone = Phone(bogota)
     caller = Caller(madrid, "100")
     local_caller = Caller(bogota, "100")
@@ -196,7 +219,10 @@ def test_a_closed_site_is_offered_nothing_then_takes_the_waiting_caller_once_ope
         assert remote["site"] == "madrid" and remote["queue"] == "general"
         assert remote["caller"] == "5550100" and remote["language"] == "en"
         assert remote["ivr"]["call_id"] == caller.dialog.call_id
-        assert remote["ivr"]["path"] == madrid_ivr["path"] and remote["ivr"]["flow"] == "straight_to_general"
+        assert (
+            remote["ivr"]["path"] == madrid_ivr["path"]
+            and remote["ivr"]["flow"] == "straight_to_general"
+        )
         assert remote["ivr_path"] == [step["node"] for step in madrid_ivr["path"]] == ["queue"]
         assert remote["routing"]["chosen"] == "1006", remote["routing"]
 

@@ -35,8 +35,12 @@ class Clocks:
         self.wall += seconds
 
     def router(self, events: list[Event] | None = None, **kwargs: object) -> Router:
-        return Router(lambda: self.monotonic, wall_clock=lambda: self.wall,
-                      publish=None if events is None else events.append, **kwargs)
+        return Router(
+            lambda: self.monotonic,
+            wall_clock=lambda: self.wall,
+            publish=None if events is None else events.append,
+            **kwargs,
+        )
 
 
 def _utc(*fields: int) -> datetime:
@@ -97,7 +101,12 @@ def test_a_call_no_longer_waiting_is_not_offered_elsewhere() -> None:
 def test_sites_after_seconds_must_not_be_negative() -> None:
     with pytest.raises(InvalidConfig, match="sites_after_seconds must be >= 0"):
         QueueConfig("billing", sites=("bogota",), sites_after_seconds=-1)
-    assert QueueConfig.from_dict(QueueConfig("q", sites_after_seconds=30).to_dict()).sites_after_seconds == 30
+    assert (
+        QueueConfig.from_dict(
+            QueueConfig("q", sites_after_seconds=30).to_dict()
+        ).sites_after_seconds
+        == 30
+    )
 
 
 # -- follow-the-sun: business hours per site --------------------------------------------
@@ -111,15 +120,19 @@ def _center(clocks: Clocks, events: list[Event]) -> Router:
     router = clocks.router(events)
     router.upsert_queue(QueueConfig("billing", skills={"billing": 1}, sites=("any",)))
     for extension, site in (("1001", "madrid"), ("2001", "bogota")):
-        router.upsert_agent(AgentProfile(extension, extension, site, {"billing": 5}, frozenset({"es"})))
+        router.upsert_agent(
+            AgentProfile(extension, extension, site, {"billing": 5}, frozenset({"es"}))
+        )
         router.login(extension)
     return router
 
 
 def _free(router: Router) -> set[str]:
     """Who the router would offer a call now (and releases at once)."""
-    reservations = [router.reserve_for_site(RoutingRequest(f"probe{index}", "billing"), "lima")
-                     for index in range(2)]
+    reservations = [
+        router.reserve_for_site(RoutingRequest(f"probe{index}", "billing"), "lima")
+        for index in range(2)
+    ]
     made = [outcome for outcome in reservations if isinstance(outcome, Reservation)]
     for reservation in made:
         router.release_for_site(reservation.reservation_id)
@@ -141,12 +154,16 @@ def test_a_closed_sites_agents_are_offered_nothing_until_it_opens_at_the_minute(
     # Thursday 2026-12-03, 07:58 in Madrid (UTC+1).
     clocks, events = Clocks(datetime(2026, 12, 3, 7, 58, tzinfo=MADRID)), []
     router = _center(clocks, events)
-    router.set_site_hours("madrid", BusinessHours(MADRID, {3: (OpeningInterval(time(8), time(20)),)}))
+    router.set_site_hours(
+        "madrid", BusinessHours(MADRID, {3: (OpeningInterval(time(8), time(20)),)})
+    )
     assert not router.site_open("madrid") and router.site_open("bogota")
     assert router.site_opening() == {"madrid": False}
     assert _free(router) == {"2001"}
     snapshot = router.agent("1001")
-    assert snapshot.state is AgentState.AVAILABLE and not snapshot.site_open and snapshot.site_healthy
+    assert (
+        snapshot.state is AgentState.AVAILABLE and not snapshot.site_open and snapshot.site_healthy
+    )
     # The router asks for a tick no later than the next minute's turn.
     assert router.next_due() is not None and router.next_due() - clocks.monotonic <= 60
     _tick_to(router, clocks, datetime(2026, 12, 3, 7, 59, 59, tzinfo=MADRID))
@@ -167,8 +184,12 @@ def test_a_closed_sites_agents_are_offered_nothing_until_it_opens_at_the_minute(
 def test_a_waiting_caller_is_offered_the_agent_whose_site_opens() -> None:
     clocks, events = Clocks(datetime(2026, 12, 3, 8, 59, 30, tzinfo=BOGOTA)), []
     offered: list[Reservation] = []
-    router = Router(lambda: clocks.monotonic, wall_clock=lambda: clocks.wall,
-                    publish=events.append, on_reservation=offered.append)
+    router = Router(
+        lambda: clocks.monotonic,
+        wall_clock=lambda: clocks.wall,
+        publish=events.append,
+        on_reservation=offered.append,
+    )
     router.upsert_queue(QueueConfig("billing"))
     router.upsert_agent(AgentProfile("2001", "Fernando", "bogota", {}, frozenset({"es"})))
     router.login("2001")
@@ -183,8 +204,9 @@ def test_a_waiting_caller_is_offered_the_agent_whose_site_opens() -> None:
 
 def test_hours_follow_the_sites_own_zone_across_the_dst_change() -> None:
     # Europe/Madrid moves from UTC+1 to UTC+2 at 01:00 UTC on Sunday 2026-03-29.
-    hours = BusinessHours(MADRID, {6: (OpeningInterval(time(3), time(4)),),
-                                   0: (OpeningInterval(time(9), time(18)),)})
+    hours = BusinessHours(
+        MADRID, {6: (OpeningInterval(time(3), time(4)),), 0: (OpeningInterval(time(9), time(18)),)}
+    )
     clocks, events = Clocks(_utc(2026, 3, 29, 0, 30)), []
     router = _center(clocks, events)
     router.set_site_hours("madrid", hours)
@@ -224,9 +246,14 @@ def test_autumn_dst_change_the_repeated_hour_is_open_both_times() -> None:
 def test_a_holiday_closes_the_site_and_removing_the_hours_opens_it() -> None:
     clocks, events = Clocks(datetime(2026, 12, 25, 10, 0, tzinfo=MADRID)), []
     router = _center(clocks, events)
-    router.set_site_hours("madrid", BusinessHours(MADRID, {3: (OpeningInterval(time(9), None),),
-                                                           4: (OpeningInterval(time(9), None),)},
-                                                  frozenset({date(2026, 12, 25)})))
+    router.set_site_hours(
+        "madrid",
+        BusinessHours(
+            MADRID,
+            {3: (OpeningInterval(time(9), None),), 4: (OpeningInterval(time(9), None),)},
+            frozenset({date(2026, 12, 25)}),
+        ),
+    )
     assert not router.site_open("madrid")
     router.set_site_hours("madrid", None)
     assert router.site_open("madrid") and router.site_opening() == {}
