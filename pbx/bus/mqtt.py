@@ -15,10 +15,10 @@ import select
 import socket
 import uuid
 from collections.abc import Callable, Collection, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiomqtt
-from paho.mqtt.enums import MQTTErrorCode
 
 from pbx.bus.codec import SiteState
 from pbx.bus.site_bus import BusCore, Emit
@@ -47,21 +47,23 @@ def read_in_bursts(client: aiomqtt.Client) -> None:
     it, not one: paho reads a single packet per call once nothing of ours is in flight, so
     a busy event loop (a site carrying calls) drained the bus one packet per iteration
     and fell seconds behind (heartbeats missed, reservation answers timed out)."""
-    paho = client._client
-    read_one = paho.loop_read
+    paho: Any = getattr(client, "_client", None)  # aiomqtt's paho client
+    read_one = getattr(paho, "loop_read", None)
+    if paho is None or read_one is None:
+        return  # another aiomqtt: one packet per wake-up, as before
 
-    def read_waiting(max_packets: int = 1) -> MQTTErrorCode:
+    def read_waiting(max_packets: int = 1) -> Any:
         result = read_one(max_packets)
         for _ in range(READ_BURST - 1):
             sock = paho.socket()
-            if result != MQTTErrorCode.MQTT_ERR_SUCCESS or sock is None:
+            if result != 0 or sock is None:  # 0: MQTT_ERR_SUCCESS
                 break
             if not select.select([sock], [], [], 0)[0]:
                 break
             result = read_one(max_packets)
         return result
 
-    paho.loop_read = read_waiting  # type: ignore[method-assign]
+    paho.loop_read = read_waiting
 
 
 def parse_url(url: str) -> tuple[str, int]:
