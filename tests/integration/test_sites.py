@@ -344,6 +344,34 @@ def test_two_sites_started_at_the_same_instant_on_a_fresh_database_both_come_up(
             server.stop()
 
 
+def sipp_agents_at_sites(pbx_server, accounts: dict, broker: str, prefix: str, database: str,
+                         workdir, queue_sites: str | list[str] | None = None):
+    """Two sites (madrid, bogota) of one contact center whose agents are SIPp phones
+    (``accounts``: site -> SIPp agent accounts, each registered with its own site), both
+    up, the agents started: (servers, agents) by site. ``queue_sites``: the queue's
+    ``sites`` (None: each site's callers for its own agents only)."""
+    from integration import sipp_agents as sa
+
+    config = yaml.safe_load(sa.contact_center_config(accounts["madrid"] + accounts["bogota"]))
+    config["sites"] = [{"name": site, "timezone": "UTC"} for site in accounts]
+    site_of = {user: site for site, users in accounts.items() for user, _ in users}
+    for item in config["agents"]:
+        item["site"] = site_of[item["extension"]]
+    if queue_sites is not None:
+        config["queues"][0]["sites"] = queue_sites
+    config.update(bus={"url": broker, "topic_prefix": prefix, "heartbeat_interval": 0.5},
+                  store={"url": database})
+    text = yaml.safe_dump(config, sort_keys=False)
+    # Every SIPp caller comes from one address: the per-source cap is half the RTP ports.
+    servers = {site: start_site(pbx_server, text, site, rtp_ports=2000) for site in accounts}
+    assert wait_for(lambda: site_up(servers["madrid"], "bogota") and site_up(servers["bogota"], "madrid"), 10)
+    agents = {site: sa.SippAgents(servers[site].sip_address, accounts[site], workdir / f"agents-{site}",
+                                  talk_ms=1000) for site in accounts}
+    for group in agents.values():
+        group.start()
+    return servers, agents
+
+
 def test_a_burst_over_both_sites_with_agents_split_never_double_offers_an_agent(
         shared_database, mqtt_url, bus_prefix, pbx_server, tmp_path) -> None:
     """100 callers at each site at once, 10 SIPp agents per site registered with their own
@@ -359,21 +387,8 @@ def test_a_burst_over_both_sites_with_agents_split_never_double_offers_an_agent(
     per_site, callers_per_site = 10, 100
     accounts = {"madrid": sa.agent_accounts(per_site, first=2001),
                 "bogota": sa.agent_accounts(per_site, first=3001)}
-    config = yaml.safe_load(sa.contact_center_config(accounts["madrid"] + accounts["bogota"]))
-    config["sites"] = [{"name": site, "timezone": "UTC"} for site in accounts]
-    site_of = {user: site for site, users in accounts.items() for user, _ in users}
-    for item in config["agents"]:
-        item["site"] = site_of[item["extension"]]
-    config.update(bus={"url": mqtt_url, "topic_prefix": bus_prefix, "heartbeat_interval": 0.5},
-                  store={"url": shared_database})
-    text = yaml.safe_dump(config, sort_keys=False)
-    # Every SIPp caller comes from one address: the per-source cap is half the RTP ports.
-    servers = {site: start_site(pbx_server, text, site, rtp_ports=2000) for site in accounts}
-    assert wait_for(lambda: site_up(servers["madrid"], "bogota") and site_up(servers["bogota"], "madrid"), 10)
-    agents = {site: sa.SippAgents(servers[site].sip_address, accounts[site], tmp_path / f"agents-{site}",
-                                  talk_ms=1000) for site in accounts}
-    for group in agents.values():
-        group.start()
+    servers, agents = sipp_agents_at_sites(pbx_server, accounts, mqtt_url, bus_prefix,
+                                           shared_database, tmp_path)
     try:
         for site, group in agents.items():
             states = sa.wait_for_agents(servers[site], group.users, "available", timeout=30)
@@ -427,22 +442,8 @@ def test_a_burst_crossing_sites_with_the_broker_restarted_mid_run_converges(
     callers_per_site = 100
     accounts = {"madrid": sa.agent_accounts(4, first=2001),
                 "bogota": sa.agent_accounts(12, first=3001)}
-    config = yaml.safe_load(sa.contact_center_config(accounts["madrid"] + accounts["bogota"]))
-    config["sites"] = [{"name": site, "timezone": "UTC"} for site in accounts]
-    site_of = {user: site for site, users in accounts.items() for user, _ in users}
-    for item in config["agents"]:
-        item["site"] = site_of[item["extension"]]
-    config["queues"][0]["sites"] = "any"
-    config.update(bus={"url": private_mosquitto.url, "topic_prefix": bus_prefix,
-                       "heartbeat_interval": 0.5},
-                  store={"url": shared_database})
-    text = yaml.safe_dump(config, sort_keys=False)
-    servers = {site: start_site(pbx_server, text, site, rtp_ports=2000) for site in accounts}
-    assert wait_for(lambda: site_up(servers["madrid"], "bogota") and site_up(servers["bogota"], "madrid"), 10)
-    agents = {site: sa.SippAgents(servers[site].sip_address, accounts[site], tmp_path / f"agents-{site}",
-                                  talk_ms=1000) for site in accounts}
-    for group in agents.values():
-        group.start()
+    servers, agents = sipp_agents_at_sites(pbx_server, accounts, private_mosquitto.url, bus_prefix,
+                                           shared_database, tmp_path, queue_sites="any")
     restarted = threading.Event()
 
     def restart_broker() -> None:
