@@ -188,7 +188,7 @@ class CrossSiteCalls:
                 outcome.set_result(False)
 
         target = Binding(agent, NameAddress(Uri("sip", user=agent, host=address[0], port=address[1])),
-                         math.inf, "", 0, address, "udp", None)
+                         math.inf, "", 0, address, "UDP", None)
         context = json.dumps(caller, separators=(",", ":"))
         headers = ((SITE_RESERVATION_HEADER, reservation_id), (SITE_HEADER, self.sites.site),
                    ("X-Centralita-Queue", queued.request.queue),
