@@ -59,7 +59,7 @@ from pbx.media.ports import PortAllocator
 from pbx.media.prompt import PromptLibrary
 from pbx.media.rtpengine import RtpengineMediaEngine, WebRtcMediaBridge
 from pbx.records import CallRecorder
-from pbx.records.interruptions import KeptPlaces, record_interrupted_calls
+from pbx.records.interruptions import KeptPlaces, SurvivorAdoption, record_interrupted_calls
 from pbx.registration.durable import DurableRegistrations
 from pbx.registration.registrar import Binding, Registrar
 from pbx.sip.digest import DigestAuthenticator
@@ -193,6 +193,7 @@ class Server:
         self.recorder: CallRecorder | None = None
         self.durable_registrations: DurableRegistrations | None = None
         self.callback_desk: CallbackDesk | None = None
+        self.survivor: SurvivorAdoption | None = None
         self.contact_center_metrics = ContactCenterMetrics(
             self.metrics.registry, self.router,
             sla_thresholds=[queue.sla_seconds for queue in config.contact_center.queues])
@@ -307,6 +308,9 @@ class Server:
         await self.durable_registrations.restore()
         self.durable_registrations.start()
         if self.site_link is not None:
+            # Another site's last will: its calls in progress are recorded here.
+            self.survivor = SurvivorAdoption(self.store, self.config.site, self.events,
+                                             self.site_link.bus.health.is_up)
             await self.site_link.start()
         listen = self.config.sip.listen
         tls = None
@@ -409,6 +413,8 @@ class Server:
             await asyncio.gather(*self._background, return_exceptions=True)
         if self.site_link is not None:
             await self.site_link.close()  # the other sites see this one go at once
+        if self.survivor is not None:
+            await self.survivor.close()
         if self.recorder is not None:
             log.info("shutting down: writing %d call record(s) and %d pending write(s)",
                      self.recorder.live_calls, self.recorder.pending_writes)

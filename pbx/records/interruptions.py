@@ -5,7 +5,8 @@ its record replaces the note. Notes left behind belong to a server that died. It
 turns them into records at its next start (``pbx serve`` does, before taking calls), and a
 surviving site that knows the site dead does the same for it with
 ``record_interrupted_calls(store, dead_site, by=own_site)``: each note is taken once,
-whoever comes first. If the site was alive after all, its own record of the call replaces
+whoever comes first. ``SurvivorAdoption`` does it by itself when the site bus brings the
+dead site's last will. If the site was alive after all, its own record of the call replaces
 the ``interrupted`` one when the call ends.
 
 A caller who was waiting in a queue leaves their place (number, queue, priority, original
@@ -16,26 +17,29 @@ recorded: the queueing code enqueues them with that priority and enqueue time.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+from events import EventBus
 from events.sites import SiteDown
 from pbx.store import CallRecord, InterruptedWait, Store
 
 log = logging.getLogger("pbx.records")
 
 
-async def record_interrupted_calls(store: Store, site: str | None, *,
-                                   by: str | None = None) -> list[CallRecord]:
+async def record_interrupted_calls(store: Store, site: str | None, *, by: str | None = None,
+                                   started_before: datetime | None = None) -> list[CallRecord]:
     """Write an ``interrupted`` record for each call ``site`` left in progress; returns them.
 
     ``site`` None: calls noted without a site (by a server version that did not name it).
-    ``by``: the surviving site doing it for a dead one, for the log.
+    ``by``: the surviving site doing it for a dead one, for the log. ``started_before``:
+    only calls started before then.
     """
-    records = await store.close_interrupted_calls(site=site)
+    records = await store.close_interrupted_calls(site=site, started_before=started_before)
     whose = "the server" if by is None else f"site {site or '(unnamed)'} (adopted by {by})"
     for record in records:
         log.warning("call %s (%s -> %s, started %s) was in progress when %s stopped "
@@ -91,3 +95,52 @@ class KeptPlaces:
     async def forget_expired(self) -> int:
         """Drop places older than the window (nobody can claim them any more)."""
         return await self._store.forget_interrupted_waits(self._now() - self._keep)
+
+
+# The reason a site's health gives when the broker published the site's last will: its
+# connection was lost without a goodbye (a clean stop says "offline: shutdown").
+LAST_WILL = "offline: connection lost"
+
+
+class SurvivorAdoption:
+    """A surviving site records a dead site's calls in progress as interrupted.
+
+    Only a last will counts as a death: a site forced down by an operator (a drill) or
+    whose heartbeat is late may still be carrying calls. The notes are the claim: each is
+    taken by one ``DELETE ... RETURNING`` in the shared store, so of several survivors (and
+    the dead site's own server, restarted) exactly one records each call; calls started
+    after the death was heard of belong to the site's restarted server and are left alone.
+    """
+
+    def __init__(self, store: Store, own_site: str, events: EventBus,
+                 is_up: Callable[[str], bool]) -> None:
+        self._store = store
+        self._own_site = own_site
+        self._is_up = is_up
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.adopted: dict[str, int] = {}  # dead site -> calls recorded for it here
+        events.subscribe(self._site_down, SiteDown)
+
+    def _site_down(self, event: SiteDown) -> None:
+        if event.site == self._own_site or event.reason != LAST_WILL:
+            return
+        task = asyncio.get_running_loop().create_task(self._adopt(event))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _adopt(self, event: SiteDown) -> None:
+        if self._is_up(event.site):
+            return  # back already: its own server records what it left
+        try:
+            records = await record_interrupted_calls(
+                self._store, event.site, by=self._own_site,
+                started_before=datetime.fromtimestamp(event.at, UTC))
+        except Exception:
+            log.exception("cannot record the calls site %s left in progress", event.site)
+            return
+        self.adopted[event.site] = self.adopted.get(event.site, 0) + len(records)
+        log.warning("site %s died (%s): %d call(s) it had in progress recorded as interrupted "
+                    "by site %s", event.site, event.reason, len(records), self._own_site)
+
+    async def close(self) -> None:
+        await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -796,7 +796,8 @@ class Store:
                 for row in rows]
 
     async def close_interrupted_calls(self, *, site: str | None = None,
-                                      now: datetime | None = None) -> list[CallRecord]:
+                                      now: datetime | None = None,
+                                      started_before: datetime | None = None) -> list[CallRecord]:
         """Turn the calls ``site``'s server noted in progress and never closed (it crashed)
         into call records with disposition ``interrupted``; returns those records, oldest first.
 
@@ -804,14 +805,18 @@ class Store:
         by a surviving site for a site it knows dead. Each note is taken once, whoever asks.
         A caller who was waiting in a queue (not yet answered by an agent) leaves their place
         (``InterruptedWait``, interrupted ``now``) for ``take_interrupted_wait``.
+        ``started_before``: only calls started before then (a survivor leaves alone the calls
+        of the dead site's server if it was restarted meanwhile).
         """
         interrupted_at = as_utc(now or datetime.now(UTC))
         async with self._engine.begin() as connection:
             # One DELETE ... RETURNING takes the notes: of two sites adopting the same dead
             # site's calls at once (PostgreSQL), the second finds them gone and writes nothing.
+            whose = _same_site(_LIVE_CALLS.c.site, site)
+            if started_before is not None:
+                whose = sa.and_(whose, _LIVE_CALLS.c.started < as_utc(started_before))
             taken = await connection.execute(
-                sa.delete(_LIVE_CALLS).where(_same_site(_LIVE_CALLS.c.site, site))
-                .returning(*_LIVE_CALLS.c))
+                sa.delete(_LIVE_CALLS).where(whose).returning(*_LIVE_CALLS.c))
             rows = sorted(taken.all(), key=lambda row: (as_utc(row.started), row.call_id))
             records = [CallRecord(call_id=row.call_id, caller=row.caller, callee=row.callee,
                                   started=row.started, answered=row.answered, queue=row.queue,
