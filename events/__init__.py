@@ -8,8 +8,8 @@ Every event carries ``at``, when it happened (wall-clock Unix seconds; ``events.
 Families: ``sip`` (messages, protection, registrations), ``calls`` (call legs and what a
 queued caller goes through on the line), ``routing`` (the router's queues, agents and
 sites), ``ivr`` (a caller's steps through a flow), ``sites`` (the site bus), ``callbacks``
-(callback requests: taken, tried, ended). ``bus`` is
-the in-process fan-out; ``recent_calls`` the bounded per-call memory its consumers keep.
+(callback requests: taken, tried, ended), ``drills`` (a site drained for a DR drill).
+``bus`` is the in-process fan-out; ``recent_calls`` the bounded per-call memory its consumers keep.
 """
 
 from events.bus import (

@@ -1,5 +1,6 @@
 """The `pbx` command: `pbx serve` runs the server, `pbx check-config FILE` validates a
-configuration, `pbx simulate` plays a scenario day against the router in virtual time."""
+configuration, `pbx simulate` plays a scenario day against the router in virtual time,
+`pbx drill` switches a site's calls to another site on purpose and reports."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -195,6 +197,41 @@ def _staffing_target(text: str) -> StaffingTarget:
     return target
 
 
+def _drill(args: argparse.Namespace) -> int:
+    from pbx.drill.runner import Drill, DrillError, parse_api
+
+    try:
+        if args.back == (args.from_site is not None):
+            raise DrillError("give either --from SITE --to SITE, or --back")
+        if args.from_site is not None and args.to_site is None:
+            raise DrillError("--from needs --to: the site that takes the calls")
+        apis = parse_api(args.api or [], args.token or os.environ.get("PBX_API_TOKEN"),
+                         args.timeout)
+        if not apis:
+            raise DrillError("give each site's API address: --api madrid=http://HOST:PORT "
+                             "--api bogota=http://HOST:PORT")
+        drill = Drill(apis, wait_seconds=args.wait, say=lambda text: print(text, file=sys.stderr))
+        if args.back:
+            restored = drill.back()
+            print("no site was drained: nothing to restore" if not restored else
+                  f"{', '.join(restored)} take(s) new calls again")
+            return 0
+        report = drill.run(args.from_site, args.to_site, dry_run=args.dry_run)
+    except DrillError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(report.summary())
+    if args.report:
+        try:
+            Path(args.report).write_text(json.dumps(report.to_dict(), indent=1) + "\n",
+                                         encoding="utf-8")
+        except OSError as exc:
+            print(f"error: cannot write the report: {exc}", file=sys.stderr)
+            return 1
+        print(f"report: {args.report}")
+    return 0 if report.calls_lost == 0 else 3
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pbx", description="Centralita contact-center telephony server")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -233,6 +270,25 @@ def build_parser() -> argparse.ArgumentParser:
                           help="also find the fewest agents per interval meeting this target "
                                "(default 80/20), beside Erlang C's answer")
     simulate.set_defaults(func=_simulate)
+
+    drill = commands.add_parser(
+        "drill", help="a planned DR drill: drain a site, its calls and callbacks go to another")
+    drill.add_argument("--from", dest="from_site", metavar="SITE", help="the site to drain")
+    drill.add_argument("--to", dest="to_site", metavar="SITE", help="the site that takes over")
+    drill.add_argument("--back", action="store_true",
+                       help="end the drill: every drained site takes new calls again")
+    drill.add_argument("--api", action="append", metavar="SITE=URL",
+                       help="a site's HTTP address, e.g. madrid=http://10.0.0.1:8080; repeat "
+                            "for each site")
+    drill.add_argument("--token", help="the API token (default: $PBX_API_TOKEN)")
+    drill.add_argument("--dry-run", action="store_true", help="say what would happen, change nothing")
+    drill.add_argument("--report", metavar="FILE", help="also write the report as JSON here")
+    drill.add_argument("--wait", type=float, default=300.0, metavar="SECONDS",
+                       help="longest wait for the drained site's calls in progress to end, and "
+                            "for its callbacks to be adopted (default 300)")
+    drill.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
+                       help="HTTP timeout per request (default 10)")
+    drill.set_defaults(func=_drill)
     return parser
 
 

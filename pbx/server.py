@@ -31,6 +31,7 @@ from ivr.engine import CustomerProfile
 from ivr.metrics import IvrMetrics
 from monitoring.callbacks import CallbackMetrics
 from monitoring.contact_center import ContactCenterMetrics
+from monitoring.drills import DrillMetrics
 from monitoring.metrics import TelephonyMetrics
 from monitoring.object_census import cycle_census, keep_cycles, object_census
 from monitoring.protection import ProtectionMetrics
@@ -38,6 +39,7 @@ from monitoring.sites import SiteMetrics
 from pbx.agent_desk.app import AgentDesk, SignInLimits, create_agent_desk
 from pbx.api import create_api
 from pbx.api.schemas import RemoteAgentView
+from pbx.api.sites import SITE_DRAIN
 from pbx.calls.applications import ApplicationDirectory, unknown_flow_references
 from pbx.calls.callback_connection import CallbackConnector
 from pbx.calls.callback_service import CallbackService
@@ -49,6 +51,7 @@ from pbx.calls.queueing import IvrTransfers, QueuedCaller, QueueService
 from pbx.calls.screen_pop import ScreenPop
 from pbx.configuration.models import opening_hours
 from pbx.configuration.server import HttpSettings, ServerConfig
+from pbx.drill.drain import RETRY_AFTER_SECONDS, SiteDrain
 from pbx.edge.endpoint import ALLOW, SipEndpoint, new_tag
 from pbx.edge.protection import SourceGuard
 from pbx.edge.tls import server_context
@@ -173,6 +176,8 @@ class Server:
             self.rtpengine.on_lost = self.calls.media_lost
         self._calls_bye = self.endpoint.handlers["BYE"]
         self.endpoint.handlers["BYE"] = self._on_bye
+        self._calls_invite = self.endpoint.handlers["INVITE"]
+        self.endpoint.handlers["INVITE"] = self._on_invite
         self.endpoint.handlers["OPTIONS"] = self._on_options
         self.endpoint.handlers["REGISTER"] = self._on_register
         # Timers on the monotonic clock (a wall-clock step moves none); records in wall time.
@@ -189,11 +194,17 @@ class Server:
                         "no agent of another site): the bus is not used", config.site)
         if self.site_link is not None:
             SiteMetrics(self.metrics.registry, config.site, self.site_link.sites).subscribe(self.events)
+            DrillMetrics(self.metrics.registry, config.site).subscribe(self.events)
         self.store: Store | None = None
         self.recorder: CallRecorder | None = None
         self.durable_registrations: DurableRegistrations | None = None
         self.callback_desk: CallbackDesk | None = None
         self.survivor: SurvivorAdoption | None = None
+        # A drill drains this site (one of several): new calls go to the other sites.
+        self.drain = (SiteDrain(config.site, self.events,
+                                lambda: self.recorder.live_calls if self.recorder else 0,
+                                lambda: self.callback_service)
+                      if self.site_link is not None else None)
         self.contact_center_metrics = ContactCenterMetrics(
             self.metrics.registry, self.router,
             sla_thresholds=[queue.sla_seconds for queue in config.contact_center.queues])
@@ -329,11 +340,14 @@ class Server:
             policies={queue.name: callbacks.callbacks.for_queue(queue.name).policy()
                       for queue in center.queues},
             publish=self.events.publish)
-        app.add_subapp("/api/v1", create_api(self.store, self.router, self.config.http.api_token,
-                                             self.ivr_calls, self.screen_pop, self.recorder,
-                                             self.callback_desk, callbacks,
-                                             self.site_link.override if self.site_link else None,
-                                             self._remote_agent if self.site_link else None))
+        api = create_api(self.store, self.router, self.config.http.api_token,
+                         self.ivr_calls, self.screen_pop, self.recorder,
+                         self.callback_desk, callbacks,
+                         self.site_link.override if self.site_link else None,
+                         self._remote_agent if self.site_link else None)
+        if self.drain is not None:
+            api[SITE_DRAIN] = self.drain
+        app.add_subapp("/api/v1", api)
         app.add_subapp("/agent", create_agent_desk(self.agent_desk))
         hours = {name: rules.business_hours.hours()
                  for name, rules in callbacks.callbacks.queues.items() if rules.business_hours}
@@ -603,6 +617,8 @@ class Server:
 
     # -- simple methods --------------------------------------------------------------
     def _on_options(self, key: TransactionKey, request: Request, source: Address, transport: str) -> None:
+        if self._drained(key, request):
+            return
         response = make_response(request, 200, to_tag=None if request.to.tag else "options")
         response.add_header("Allow", ALLOW)
         response.add_header("Accept", "application/sdp")
@@ -612,6 +628,20 @@ class Server:
         if self.callback_service is not None and self.callback_service.call_off(event.request_id):
             log.info("callback %s %s during its try: the call is called off", event.request_id,
                      event.state)
+
+    def _drained(self, key: TransactionKey, request: Request) -> bool:
+        """A drained site answers new requests 503: the front door's probe takes it out of the
+        rotation and a call that still comes fails over to the next site."""
+        if self.drain is None or not self.drain.draining or request.to.tag:
+            return False
+        response = make_response(request, 503, to_tag="drained")
+        response.add_header("Retry-After", str(RETRY_AFTER_SECONDS))
+        self.endpoint.respond(key, response)
+        return True
+
+    def _on_invite(self, key: TransactionKey, request: Request, source: Address, transport: str) -> None:
+        if not self._drained(key, request):
+            self._calls_invite(key, request, source, transport)
 
     def _on_bye(self, key: TransactionKey, request: Request, source: Address, transport: str) -> None:
         if not self.outbound.on_bye(key, request, source, transport):

@@ -6,18 +6,22 @@ from collections.abc import Callable
 from dataclasses import asdict
 
 from aiohttp import web
+from pydantic import BaseModel, Field
 
 from pbx.api.bodies import merge_patch, read_json_object, read_model, validate
 from pbx.api.endpoint import ROUTER, STORE, Endpoint
 from pbx.api.errors import conflict, not_found
 from pbx.api.schemas import SiteOverrideFields, SiteOverrideView, SiteView
 from pbx.configuration.models import (
+    DisplayName,
+    RequestModel,
     SiteCreate,
     SiteFields,
     opening_hours,
     site_fields_of,
     site_record,
 )
+from pbx.drill.drain import DrainConflict, SiteDrain
 from pbx.store import SiteRecord, Store
 
 
@@ -106,6 +110,78 @@ async def override_site(request: web.Request) -> web.Response:
     return web.json_response(view.model_dump(mode="json"))
 
 
+class DrainFields(RequestModel):
+    draining: bool = Field(description="true: refuse new calls (503) so the front door sends "
+                                       "them to the other sites; false: take them again")
+    by: DisplayName = Field("api", description="who asks (logged, in the drill's events)")
+
+
+class DrainView(BaseModel):
+    site: str
+    draining: bool
+    since: float | None = Field(description="Unix seconds the drain started")
+    by: str | None
+    calls_in_progress: int = Field(description="calls this site's server carries now")
+    callback_tries: int = Field(description="callback calls this site is trying now")
+    callbacks_handed_over: int | None = Field(
+        description="callback requests given up to the other sites during this drain")
+
+
+class CallbacksHandOverView(BaseModel):
+    site: str
+    handed_over: int = Field(description="requests given up; the other sites adopt them")
+
+
+# This server's drain (one site of several); absent on a server that is the only site.
+SITE_DRAIN: web.AppKey[SiteDrain] = web.AppKey("site_drain")
+
+
+def _own_drain(request: web.Request) -> SiteDrain:
+    name = request.match_info["name"]
+    drain = request.app.get(SITE_DRAIN)
+    if drain is None:
+        raise conflict("not_multi_site", "this server is the only site: there is no other "
+                       "site to send its calls to")
+    if name != drain.site:
+        raise conflict("other_site", f"this server is site {drain.site}: ask site "
+                       f"{name}'s own server to drain it")
+    return drain
+
+
+def _drain_view(drain: SiteDrain) -> web.Response:
+    return web.json_response(DrainView.model_validate(drain.view()).model_dump(mode="json"))
+
+
+async def get_drain(request: web.Request) -> web.Response:
+    await _existing(request.app[STORE], request.match_info["name"])
+    return _drain_view(_own_drain(request))
+
+
+async def put_drain(request: web.Request) -> web.Response:
+    body = await read_model(request, DrainFields)
+    await _existing(request.app[STORE], request.match_info["name"])
+    drain = _own_drain(request)
+    try:
+        if body.draining:
+            drain.start(body.by)
+        elif drain.draining:
+            drain.end(body.by)
+    except DrainConflict as error:
+        raise conflict("drill_running", str(error)) from None
+    return _drain_view(drain)
+
+
+async def hand_over_callbacks(request: web.Request) -> web.Response:
+    await _existing(request.app[STORE], request.match_info["name"])
+    drain = _own_drain(request)
+    try:
+        count = await drain.hand_over_callbacks()
+    except DrainConflict as error:
+        raise conflict("not_now", str(error)) from None
+    view = CallbacksHandOverView(site=drain.site, handed_over=count)
+    return web.json_response(view.model_dump(mode="json"))
+
+
 _ONE = "/sites/{name}"
 
 ENDPOINTS: tuple[Endpoint, ...] = (
@@ -126,6 +202,16 @@ ENDPOINTS: tuple[Endpoint, ...] = (
              "Force a site down or up on every site, or back to its liveness signal (null)",
              "sites", request=SiteOverrideFields, response=SiteOverrideView,
              errors=(400, 404, 409, 415, 422)),
+    Endpoint("GET", _ONE + "/drain", get_drain, "get_site_drain",
+             "Whether this server's site is drained for a drill, and what it still carries",
+             "sites", response=DrainView, errors=(404, 409)),
+    Endpoint("PUT", _ONE + "/drain", put_drain, "put_site_drain",
+             "Drain this server's site (new calls refused 503, calls in progress carry on) "
+             "or take new calls again", "sites", request=DrainFields, response=DrainView,
+             errors=(400, 404, 409, 415, 422)),
+    Endpoint("POST", _ONE + "/drain/callbacks", hand_over_callbacks, "hand_over_callbacks",
+             "A drained site gives its callback requests up for the other sites to adopt",
+             "sites", response=CallbacksHandOverView, errors=(404, 409)),
     Endpoint("DELETE", _ONE, delete_site, "delete_site",
              "Delete a site (refused while agents belong to it)", "sites", status=204,
              errors=(404, 409)),

@@ -95,6 +95,9 @@ class CallbackService:
         self._warned_undialable: set[str] = set()
         self._slot_freed = asyncio.Event()  # also set to wake the rounds when stopping
         self._stopping = False
+        # A drill drains this site: no new try (paused), then its requests are given up.
+        self._paused = False
+        self._handed_over = False
 
     @property
     def dialing(self) -> list[str]:
@@ -109,6 +112,22 @@ class CallbackService:
             return False
         task.cancel()
         return True
+
+    def pause(self) -> None:
+        """Start no new try (the site is drained); the tries under way finish here."""
+        self._paused = True
+
+    async def hand_over(self) -> int:
+        """Paused with no try under way: give this site's requests up so another site adopts
+        them at once, and keep none until ``resume``; how many were given up."""
+        if not self._paused or self._tries:
+            raise RuntimeError("pause first and let the tries under way end")
+        self._handed_over = True
+        return await self.desk.release_leases()
+
+    def resume(self) -> None:
+        self._paused = self._handed_over = False
+        self._renewed_at = None
 
     async def start(self) -> None:
         """Put back in line the tries a previous run of this site left, then start the rounds."""
@@ -161,11 +180,13 @@ class CallbackService:
     async def run_round(self) -> list[CallbackRequest]:
         """One round (see the module's docstring); returns the requests it started trying."""
         now = self.desk.now()
+        if self._handed_over:
+            return []
         await self.desk.load_active_numbers()
         if self._renewed_at is None or now - self._renewed_at >= self.desk.lease / 3:
             await self.desk.renew_leases()
             self._renewed_at = now
-        for request in await self.desk.adopt_lapsed():
+        for request in [] if self._paused else await self.desk.adopt_lapsed():
             log.info("callback %s for %s in %s adopted from a site whose lease ran out",
                      request.id, request.number, request.queue)
         await self.desk.expire_overdue()
@@ -175,6 +196,10 @@ class CallbackService:
         return await self._start_due(now)
 
     async def _start_due(self, now: datetime) -> list[CallbackRequest]:
+        if self._paused:
+            if self._line is not None:
+                self._line.keep([])
+            return []
         queues = self._queues()
         open_queues = [queue for queue in queues if self._dialable(queue) and self._is_open(queue, now)]
         if self._line is not None:
@@ -210,7 +235,7 @@ class CallbackService:
 
     async def _claim_and_try(self, request_id: str) -> None:
         try:
-            request = await self.desk.claim(request_id)
+            request = None if self._paused else await self.desk.claim(request_id)
         except Exception:
             log.exception("callback %s: cannot claim it", request_id)
             request = None
