@@ -1,0 +1,134 @@
+"""A planned drill under load: SIPp callers through the Kamailio front door, two real sites
+(PostgreSQL, Mosquitto, `pbx serve --site`), `pbx drill --from madrid --to bogota`.
+
+While callers arrive at 4 calls/s, the drill drains madrid: its OPTIONS and new INVITEs are
+answered 503, so the dispatcher fails those calls over to bogota and takes madrid out of
+the rotation; madrid's calls in progress talk to their end. Every call is answered and
+hung up cleanly (0 lost), every call placed after the drain is answered by bogota, and the
+report's figures are what the callers saw: the calls answered during the drill, and at
+which site. ``pbx drill --back`` puts madrid back in the rotation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from integration import mosquitto_fixture, postgres_fixture
+from integration import sipp_agents as sa
+from integration.call_peers import random_port_range
+from integration.front_door_calls import read_call_traces, start_callers
+from integration.kamailio_fixture import KamailioMissing, start_front_door
+from integration.postgres_fixture import PostgresServer, create_database, drop_database
+from integration.server_fixture import PbxServer
+from integration.test_drill import SITES, options_status, run_drill, two_sites_config
+from integration.test_queue_agents import wait_until
+
+pytestmark = pytest.mark.integration
+
+postgres_server = postgres_fixture.postgres_server
+mqtt_url = mosquitto_fixture.mqtt_url
+bus_prefix = mosquitto_fixture.bus_prefix
+
+CALLS, RATE, TALK_MS = 60, 4, 2000
+# A call answered this close to the drill's start or end may fall on either side of it
+# (the site and the caller stamp the answer a moment apart).
+EDGE_S = 0.3
+
+
+def _epoch(text: str) -> float:
+    from datetime import datetime
+    return datetime.fromisoformat(text).timestamp()
+
+
+def test_a_drill_under_load_loses_no_call_and_reports_what_the_callers_saw(
+        pbx_server, postgres_server: PostgresServer, mqtt_url: str, bus_prefix: str,
+        tmp_path: Path) -> None:
+    name = asyncio.run(create_database(postgres_server))
+    config = two_sites_config(sa.agent_accounts(2), postgres_server.url(name), mqtt_url, bus_prefix)
+    # The greeting answers at once and plays until the caller hangs up.
+    config["extensions"]["101"] = {"application": "greeting", "prompt": "welcome", "language": "en"}
+    servers: dict[str, PbxServer] = {}
+    door = None
+    try:
+        for site in SITES:
+            low, high = random_port_range(400)
+            config["media"].update(port_min=low, port_max=high)
+            servers[site] = pbx_server(yaml.safe_dump(config, sort_keys=False),
+                                       extra_args=("--site", site))
+        madrid, bogota = servers["madrid"], servers["bogota"]
+        apis = ["--api", f"madrid={madrid.http_url}", "--api", f"bogota={bogota.http_url}"]
+        try:
+            door = start_front_door({site: server.sip_address for site, server in servers.items()},
+                                    folder=tmp_path / "kamailio")
+        except KamailioMissing as missing:
+            pytest.fail(str(missing), pytrace=False)
+
+        callers, log_path = start_callers(door.address, tmp_path / "callers", calls=CALLS,
+                                          rate=RATE, talk_ms=TALK_MS)
+        # Calls spread over both sites first.
+        assert wait_until(lambda: {t.site_port for t in read_call_traces(log_path)
+                                   if t.answered_at} == {madrid.sip_port, bogota.sip_port}, 20)
+        report_path = tmp_path / "drill.json"
+        drill = run_drill("--from", "madrid", "--to", "bogota", "--wait", "60",
+                          "--report", str(report_path), *apis)
+        assert drill.returncode == 0, drill.stdout + drill.stderr
+        result = callers.wait(CALLS / RATE + 60)
+        traces = read_call_traces(log_path)
+        assert result.returncode == 0, result.describe()
+
+        # 0 calls lost: every caller was answered and hung up cleanly.
+        assert len(traces) == CALLS
+        assert [t for t in traces if t.answered_at is None or t.bye_status != 200] == []
+        report = json.loads(report_path.read_text())
+        assert report["calls_lost"] == 0 and report["lost_calls"] == []
+        started, ended = _epoch(report["timestamps"]["started"]), _epoch(report["timestamps"]["ended"])
+        drained = _epoch(report["timestamps"]["drained"])
+        # After the drain, only bogota answers new calls (madrid's 503s fail over).
+        after = [t for t in traces if t.invited_at > drained + EDGE_S]
+        assert after and {t.site_port for t in after} == {bogota.sip_port}, after
+        # Madrid had calls in progress; they were let finish (BYE 200 above), and the
+        # drill waited for them.
+        assert report["calls_in_progress_at_start"] > 0
+        assert _epoch(report["timestamps"]["calls_finished"]) >= drained
+
+        # The report's answered calls are the callers' answered calls of the drill's span.
+        port_site = {madrid.sip_port: "madrid", bogota.sip_port: "bogota"}
+        candidates = {t.call_id: port_site[t.site_port] for t in traces
+                      if started - EDGE_S <= t.answered_at <= ended + EDGE_S}
+        surely = {t.call_id for t in traces
+                  if started + EDGE_S <= t.answered_at <= ended - EDGE_S}
+        reported = {call["call_id"]: call["site"] for call in report["answered_calls"]}
+        assert report["calls_answered"] == len(reported)
+        assert surely <= set(reported), surely - set(reported)
+        assert set(reported) <= set(candidates), set(reported) - set(candidates)
+        assert {call_id: candidates[call_id] for call_id in reported} == reported
+        by_site: dict[str, int] = {}
+        for site in reported.values():
+            by_site[site] = by_site.get(site, 0) + 1
+        assert report["calls_answered_by_site"] == by_site
+        print(f"drill under load: {report['rto_seconds']} s to switch; "
+              f"{report['calls_answered']} calls answered during it ({by_site}); "
+              f"{report['calls_in_progress_at_start']} let finish at madrid")
+
+        # Back: madrid answers probes again and the dispatcher sends it calls again.
+        back = run_drill("--back", *apis)
+        assert back.returncode == 0, back.stderr
+        assert options_status(madrid) == 200
+        time.sleep(2.5)  # a probe interval and its answer
+        again, again_log = start_callers(door.address, tmp_path / "after-back", calls=20,
+                                         rate=10, talk_ms=200)
+        assert again.wait(60).returncode == 0
+        assert madrid.sip_port in {t.site_port for t in read_call_traces(again_log)}
+    finally:
+        if door is not None:
+            door.stop()
+            print(f"--- kamailio log tail ---\n{door.log_tail(30)}")
+        for server in servers.values():
+            server.stop()
+        asyncio.run(drop_database(postgres_server, name))
