@@ -26,6 +26,9 @@ from typing import Any
 # A call ending so is lost to its caller; any other way is the caller's or the agent's doing.
 LOST_DISPOSITIONS = frozenset({"failed", "dropped", "interrupted"})
 POLL_SECONDS = 0.5
+# Records are listed by start time: a call still going at the drill's start began at most
+# this long before it.
+CALLS_LAST_AT_MOST = timedelta(hours=6)
 PAGE = 1000
 
 
@@ -176,23 +179,23 @@ class Drill:
         state: dict[str, Any] = self._api(site).request("GET", f"/sites/{site}/drain")
         return state
 
-    def _pending_callbacks(self, site: str) -> list[str]:
-        api, found, offset = self._api(site), [], 0
+    def _all(self, site: str, path: str, **query: object) -> list[dict[str, Any]]:
+        """Every item of a paged list of ``site``'s API."""
+        items: list[dict[str, Any]] = []
         while True:
-            page = api.request("GET", f"/callbacks?state=pending&limit={PAGE}&offset={offset}")
-            found += [request["id"] for request in page if request["site"] == site]
+            text = urllib.parse.urlencode({**query, "limit": PAGE, "offset": len(items)})
+            page = self._api(site).request("GET", f"{path}?{text}")
+            items += page
             if len(page) < PAGE:
-                return found
-            offset += PAGE
+                return items
+
+    def _pending_callbacks(self, site: str) -> list[str]:
+        return [request["id"] for request in self._all(site, "/callbacks", state="pending")
+                if request["site"] == site]
 
     def _owners(self, site: str, ids: set[str]) -> dict[str, str]:
-        api, owners, offset = self._api(site), {}, 0
-        while True:
-            page = api.request("GET", f"/callbacks?limit={PAGE}&offset={offset}")
-            owners.update({r["id"]: r["site"] for r in page if r["id"] in ids})
-            if len(page) < PAGE:
-                return owners
-            offset += PAGE
+        return {request["id"]: request["site"] for request in self._all(site, "/callbacks")
+                if request["id"] in ids}
 
     def _agents_of(self, site: str) -> list[str]:
         return sorted(agent["extension"] for agent in self._api(site).request("GET", "/agents")
@@ -266,7 +269,7 @@ class Drill:
         (calls that started before it and were still going count too)."""
         assert report.ended is not None
         started = datetime.fromtimestamp(report.started, UTC)
-        since = (started - timedelta(days=1)).isoformat()
+        since = (started - CALLS_LAST_AT_MOST).isoformat()
         records: dict[str, dict[str, Any]] = {}
         # Calls still going first, then the records: a call that ended in between has one.
         for site in (report.from_site, report.to_site):
@@ -274,14 +277,8 @@ class Drill:
                 records[live["call_id"]] = {**live, "site": site, "ended": None,
                                             "disposition": "in_progress"}
         for site in (report.from_site, report.to_site):
-            offset = 0
-            while True:
-                query = urllib.parse.urlencode({"since": since, "limit": PAGE, "offset": offset})
-                page = self._api(site).request("GET", f"/calls?{query}")
-                records.update({record["call_id"]: record for record in page})
-                if len(page) < PAGE:
-                    break
-                offset += PAGE
+            records.update({record["call_id"]: record
+                            for record in self._all(site, "/calls", since=since)})
         during = [record for record in records.values()
                   if _during(record, report.started, report.ended)]
         # Answered while the drill ran: what the callers heard of it.
