@@ -1,4 +1,5 @@
-"""Events of a planned disaster-recovery drill, as the drained site sees them."""
+"""Events of failover and planned disaster-recovery drills: a site drained for a drill (as
+it sees it), and agents whose ownership moved to another site (as every site sees it)."""
 
 from __future__ import annotations
 
@@ -28,4 +29,16 @@ class DrainEnded(Event):
     """This site takes new calls again."""
 
     site: str
+    by: str
+
+
+@dataclass(frozen=True, slots=True)
+class AgentOwnerChanged(Event):
+    """``agent`` is served by ``site`` now (one writer per agent): its phone registered there
+    while its own site was down, or registered at home again."""
+
+    agent: str
+    site: str
+    previous: str | None
+    version: int
     by: str

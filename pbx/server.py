@@ -144,8 +144,9 @@ class Server:
                                                  sip.digest_algorithms)
         # One site of several registers only its own agents' phones: another site's agent
         # is that site's to serve (its phone is refused here like an unknown account).
-        self.registrar = Registrar({user: account for user, account in config.accounts.items()
-                                    if config.is_local_agent(user)}, self.authenticator, sip)
+        self._registrar_accounts = {user: account for user, account in config.accounts.items()
+                                    if config.is_local_agent(user)}
+        self.registrar = Registrar(self._registrar_accounts, self.authenticator, sip)
         self.registrar.listeners.append(self._registration_changed)
         self.registrar.auth_failure_listeners.append(self._auth_failed)
         self.endpoint.blocked_behind_front_door = self._blocked_behind_front_door
@@ -649,7 +650,17 @@ class Server:
 
     def _on_register(self, key: TransactionKey, request: Request, source: Address, transport: str) -> None:
         now = self.endpoint.now()
-        self.endpoint.respond(key, self.registrar.handle_register(request, source, transport, now))
+        user = request.to.uri.user_unescaped if request.to.uri.is_sip else None
+        link = self.site_link
+        if (link is not None and user is not None and user not in self._registrar_accounts
+                and user in self.config.accounts and link.may_take_over(user)):
+            # Another site's agent whose site is down here: agents move with the calls.
+            self._registrar_accounts[user] = self.config.accounts[user]
+        response = self.registrar.handle_register(request, source, transport, now)
+        self.endpoint.respond(key, response)
+        if (link is not None and user is not None and response.status == 200
+                and self.registrar.bindings(user, now)):
+            link.registered_here(user)
 
     def _auth_failed(self, source: Address, user: str | None, request: Request, reason: str) -> None:
         self.events.publish(SipAuthenticationFailed(request.method))

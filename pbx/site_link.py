@@ -10,6 +10,7 @@ told through ``set_site_health``. Topics and payloads: ``pbx/bus/README.md``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections import OrderedDict
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from events import AgentStateChanged, EventBus
+from events.drills import AgentOwnerChanged
 from events.sites import (
     AgentPresence,
     BusConnected,
@@ -74,8 +76,9 @@ class SiteLink:
         self.router = router
         self.events = events
         self.sites = tuple(sorted({record.name for record in config.contact_center.sites}))
-        self.own_agents = frozenset(agent for agent, site in config.agent_sites.items()
-                                    if site == self.site)
+        # This site's agents: its configured ones, less those another site took over,
+        # plus those whose phones registered here while their site was down.
+        self.own_agents = {agent for agent, site in config.agent_sites.items() if site == self.site}
         udp = next((a for a in config.sip.listen if a.transport == "udp"), None)
         self.bus = MqttSiteBus(config.bus.url, self.site, self.sites, config.agent_sites,
                                topics=Topics(config.bus.topic_prefix), emit=events.publish,
@@ -84,6 +87,7 @@ class SiteLink:
         events.subscribe(self._agent_changed, AgentStateChanged)
         events.subscribe(self._site_changed, SiteUp, SiteDown)
         events.subscribe(self._connection_changed, BusConnected, BusDisconnected)
+        events.subscribe(self._owner_changed, AgentOwnerChanged)
         # The bus's reservation id -> the router's reservation, for the
         # other sites' reservations of our agents; bounded, the oldest forgotten first
         # (the router's own timer expires a reservation whatever happens to this map).
@@ -114,6 +118,38 @@ class SiteLink:
         hears it. Returns whether the site is up now in this site's view."""
         self.bus.force_site(site, None if forced is None else Forced(forced), f"{self.site}:{by}")
         return self.bus.health.is_up(site)
+
+    def may_take_over(self, agent: str) -> bool:
+        """Whether this site may register ``agent``'s phone though another site serves it:
+        that site is down here (its agents move with the calls to a survivor)."""
+        owner = self.bus.owner_of(agent)
+        return owner is not None and owner != self.site and not self.bus.health.is_up(owner)
+
+    def registered_here(self, agent: str) -> None:
+        """``agent``'s phone registered here: this site serves the agent from now on."""
+        if agent in self.own_agents or self.bus.owner_of(agent) is None:
+            return
+        self.bus.claim_agent(agent, f"its phone registered at {self.site}")
+
+    def _owner_changed(self, event: AgentOwnerChanged) -> None:
+        gained = event.site == self.site
+        if gained:
+            self.own_agents.add(event.agent)
+        else:
+            self.own_agents.discard(event.agent)
+        try:
+            snapshot = self.router.agent(event.agent)
+        except RouterError:
+            return
+        # The router chooses an agent only at a site that is up: the agent's site is now
+        # the one serving it.
+        self.router.upsert_agent(dataclasses.replace(snapshot.profile, site=event.site))
+        if gained:
+            self.bus.publish_agent(event.agent, PRESENCE[snapshot.state])
+        elif event.previous == self.site:
+            self.router.agent_reachable(event.agent, False)  # its phone is with the other site
+        log.warning("agent %s is served by site %s now (was %s; version %d: %s)", event.agent,
+                    event.site, event.previous, event.version, event.by)
 
     def remote_agent(self, extension: str) -> dict[str, Any] | None:
         """Another site's agent as its site publishes it: site, presence, since and whether

@@ -53,6 +53,19 @@ class AgentState:
 
 
 @dataclass(frozen=True, slots=True)
+class AgentOwnerClaim:
+    """``site`` owns ``agent`` from ``version`` on: the agent's phone registered there (its
+    own site was down) or it came home. The highest version of all sites' claims wins
+    (a tie: the lower site name); every agent starts owned by its configured site at 0."""
+
+    site: str
+    agent: str
+    version: int
+    by: str  # why: "registered at bogota", "registered at home"
+    at: float  # wall-clock seconds
+
+
+@dataclass(frozen=True, slots=True)
 class SiteStatus:
     site: str
     state: SiteState
@@ -129,6 +142,11 @@ def _dump(body: dict[str, Any]) -> bytes:
 def encode_agent_state(state: AgentState) -> bytes:
     return _dump({"site": state.site, "agent": state.agent,
                   "presence": state.presence.value, "since": state.since})
+
+
+def encode_owner_claim(claim: AgentOwnerClaim) -> bytes:
+    return _dump({"site": claim.site, "agent": claim.agent, "version": claim.version,
+                  "by": claim.by, "at": claim.at})
 
 
 def encode_site_status(status: SiteStatus) -> bytes:
@@ -252,6 +270,15 @@ def decode_agent_state(payload: bytes) -> AgentState:
     body = _load(payload)
     return AgentState(site=body.text("site"), agent=body.text("agent"),
                       presence=body.choice("presence", AgentPresence), since=body.number("since"))
+
+
+def decode_owner_claim(payload: bytes) -> AgentOwnerClaim:
+    body = _load(payload)
+    version = body.integer("version")
+    if version < 1:
+        raise BadMessage(f"owner claim version {version} is not positive")
+    return AgentOwnerClaim(site=body.text("site"), agent=body.text("agent"), version=version,
+                           by=body.text("by"), at=body.number("at"))
 
 
 def decode_site_status(payload: bytes) -> SiteStatus:

@@ -36,6 +36,15 @@ class RemoteAgents(Mapping[str, AgentState]):
     def of_site(self, site: str) -> dict[str, AgentState]:
         return {agent: state for agent, state in self._states.items() if state.site == site}
 
+    def set_owner(self, agent: str, site: str) -> AgentState | None:
+        """``agent`` belongs to ``site`` now; the state its former site published, dropped."""
+        self._agent_sites[agent] = site
+        state = self._states.get(agent)
+        if state is not None and state.site != site:
+            del self._states[agent]
+            return state
+        return None
+
     def check_owner(self, site: str, agent: str) -> None:
         owner = self._agent_sites.get(agent)
         if owner is None:

@@ -19,9 +19,11 @@ from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from events.drills import AgentOwnerChanged
 from events.sites import BusConnected, BusDisconnected, RemoteAgentChanged
 from pbx.bus import codec
 from pbx.bus.codec import (
+    AgentOwnerClaim,
     AgentPresence,
     AgentState,
     BadMessage,
@@ -94,6 +96,10 @@ class SiteBus(Protocol):
     def publish_agent(self, agent: str, presence: AgentPresence,
                       since: float | None = None) -> None: ...
 
+    def owner_of(self, agent: str) -> str | None: ...
+
+    def claim_agent(self, agent: str, by: str) -> AgentOwnerClaim: ...
+
     def withdraw_agent(self, agent: str) -> None: ...
 
     def force_site(self, site: str, forced: Forced | None, by: str) -> None: ...
@@ -153,6 +159,7 @@ class BusCore:
         self.ignored = IgnoredMessages()
         self._connected = False
         self._own_agents: dict[str, AgentState] = {}
+        self._claims: dict[str, dict[str, AgentOwnerClaim]] = {}  # agent -> site -> its claim
         self._overrides: dict[str, SiteOverride | None] = {}  # set by this site's operator
         self._pending: dict[str, tuple[str, asyncio.Future[ReservationResponse]]] = {}
         self._decide: Decide | None = None
@@ -195,6 +202,42 @@ class BusCore:
         self._own_agents[agent] = state
         if self._connected:
             self._send(self.topics.agent(self.site, agent), codec.encode_agent_state(state), True)
+
+    def owner_of(self, agent: str) -> str | None:
+        """The site serving ``agent`` now (its configured site until another claims it)."""
+        return self._agent_sites.get(agent)
+
+    def claim_agent(self, agent: str, by: str) -> AgentOwnerClaim:
+        """This site serves ``agent`` from now on (its phone registered here): a claim one
+        version above every claim known, applied here at once and published (retained)."""
+        if agent not in self._agent_sites:
+            raise ValueError(f"unknown agent {agent!r}")
+        version = max((claim.version for claim in self._claims.get(agent, {}).values()),
+                      default=0) + 1
+        claim = AgentOwnerClaim(self.site, agent, version, by, self._wall())
+        self._apply_claim(claim)
+        if self._connected:
+            self._send(self.topics.agent_owner(self.site, agent), codec.encode_owner_claim(claim), True)
+        return claim
+
+    def _apply_claim(self, claim: AgentOwnerClaim) -> None:
+        claims = self._claims.setdefault(claim.agent, {})
+        known = claims.get(claim.site)
+        if known is not None and known.version >= claim.version:
+            return  # our own echo, or older than what we have
+        claims[claim.site] = claim
+        winner = min(claims.values(), key=lambda c: (-c.version, c.site))
+        previous = self._agent_sites.get(claim.agent)
+        if winner.site == previous:
+            return
+        self._agent_sites[claim.agent] = winner.site
+        dropped = self._remote.set_owner(claim.agent, winner.site)
+        if dropped is not None:
+            self._emit(RemoteAgentChanged(dropped.site, claim.agent, None, None, at=self._wall()))
+        if previous == self.site:
+            self._own_agents.pop(claim.agent, None)  # the new owner publishes its state now
+        self._emit(AgentOwnerChanged(claim.agent, winner.site, previous, winner.version,
+                                     winner.by, at=self._wall()))
 
     def withdraw_agent(self, agent: str) -> None:
         """Remove one of this site's agents from the bus (an empty retained message)."""
@@ -269,6 +312,10 @@ class BusCore:
         self._send_status(SiteState.ONLINE, "")
         for agent, state in self._own_agents.items():
             self._send(self.topics.agent(self.site, agent), codec.encode_agent_state(state), True)
+        for claims in self._claims.values():
+            if (claim := claims.get(self.site)) is not None:
+                self._send(self.topics.agent_owner(self.site, claim.agent),
+                           codec.encode_owner_claim(claim), True)
         for site, override in list(self._overrides.items()):
             self._send_override(site, override)
             if override is None:
@@ -326,6 +373,9 @@ class BusCore:
             if parsed.kind is TopicKind.AGENT:
                 assert parsed.agent is not None
                 self._receive_agent(site, parsed.agent, payload, retained)
+            elif parsed.kind is TopicKind.AGENT_OWNER:
+                assert parsed.agent is not None
+                self._receive_claim(site, parsed.agent, payload)
             elif parsed.kind is TopicKind.STATUS:
                 self._receive_status(site, payload)
             elif parsed.kind is TopicKind.HEARTBEAT:
@@ -359,6 +409,16 @@ class BusCore:
         if self._remote.apply(site, agent, state):
             self._emit(RemoteAgentChanged(site, agent, state.presence if state else None,
                                           state.since if state else None, at=self._wall()))
+
+    def _receive_claim(self, site: str, agent: str, payload: bytes) -> None:
+        if not payload:
+            return
+        claim = codec.decode_owner_claim(payload)
+        if (claim.site, claim.agent) != (site, agent):
+            raise Refused(f"owner claim names {claim.site}/{claim.agent}, topic {site}/{agent}")
+        if agent not in self._agent_sites:
+            raise Refused(f"site {site!r} claims unknown agent {agent!r}")
+        self._apply_claim(claim)
 
     def _receive_status(self, site: str, payload: bytes) -> None:
         if site == self.site or not payload:

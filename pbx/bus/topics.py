@@ -8,6 +8,7 @@ run beside this one on the same broker::
     {prefix}/v1/sites/{site}/heartbeat                  periodic, not retained
     {prefix}/v1/sites/{site}/override                   retained, operator's force up/down
     {prefix}/v1/sites/{site}/agents/{agent}             retained, one agent's live state
+    {prefix}/v1/sites/{site}/agents/{agent}/owner       retained, {site}'s claim to own {agent}
     {prefix}/v1/sites/{site}/reservations/request       requests addressed to {site}
     {prefix}/v1/sites/{site}/reservations/response      responses addressed to {site}
     {prefix}/v1/sites/{site}/reservations/cancel        cancellations addressed to {site}
@@ -30,6 +31,7 @@ class TopicKind(Enum):
     HEARTBEAT = "heartbeat"
     OVERRIDE = "override"
     AGENT = "agents"
+    AGENT_OWNER = "agents/owner"
     RESERVATION_REQUEST = "reservations/request"
     RESERVATION_RESPONSE = "reservations/response"
     RESERVATION_CANCEL = "reservations/cancel"
@@ -73,6 +75,9 @@ class Topics:
     def agent(self, site: str, agent: str) -> str:
         return f"{self.root}/{_level(site, 'site')}/agents/{_level(agent, 'agent')}"
 
+    def agent_owner(self, site: str, agent: str) -> str:
+        return f"{self.agent(site, agent)}/owner"
+
     def subscriptions(self, own_site: str) -> list[str]:
         """What a site listens to: everyone's liveness and agents, its own inbox."""
         inbox = f"{self.root}/{_level(own_site, 'site')}/reservations/+"
@@ -81,6 +86,7 @@ class Topics:
             f"{self.root}/+/heartbeat",
             f"{self.root}/+/override",
             f"{self.root}/+/agents/+",
+            f"{self.root}/+/agents/+/owner",
             inbox,
         ]
 
@@ -95,8 +101,10 @@ class Topics:
         site, rest = levels[0], levels[1:]
         if len(rest) == 2 and rest[0] == "agents" and valid_level(rest[1]):
             return ParsedTopic(TopicKind.AGENT, site, rest[1])
+        if len(rest) == 3 and rest[0] == "agents" and valid_level(rest[1]) and rest[2] == "owner":
+            return ParsedTopic(TopicKind.AGENT_OWNER, site, rest[1])
         tail = "/".join(rest)
         for kind in TopicKind:
-            if kind is not TopicKind.AGENT and kind.value == tail:
+            if kind not in (TopicKind.AGENT, TopicKind.AGENT_OWNER) and kind.value == tail:
                 return ParsedTopic(kind, site)
         return None

@@ -164,10 +164,13 @@ def test_topics_are_built_and_read_back():
     assert topics.site("madrid", TopicKind.RESERVATION_REQUEST) == \
         "acme/v1/sites/madrid/reservations/request"
     for kind in TopicKind:
-        if kind is not TopicKind.AGENT:
+        if kind not in (TopicKind.AGENT, TopicKind.AGENT_OWNER):
             assert topics.parse(topics.site("madrid", kind)) == ParsedTopic(kind, "madrid")
     assert topics.parse("acme/v1/sites/bogota/agents/2001") == \
         ParsedTopic(TopicKind.AGENT, "bogota", "2001")
+    assert topics.agent_owner("bogota", "2001") == "acme/v1/sites/bogota/agents/2001/owner"
+    assert topics.parse("acme/v1/sites/bogota/agents/2001/owner") == \
+        ParsedTopic(TopicKind.AGENT_OWNER, "bogota", "2001")
 
 
 @pytest.mark.parametrize("topic", [
@@ -190,7 +193,8 @@ def test_names_that_cannot_be_a_topic_level_are_refused(name):
 def test_a_site_subscribes_to_everyone_s_state_and_only_its_own_inbox():
     assert Topics("acme").subscriptions("madrid") == [
         "acme/v1/sites/+/status", "acme/v1/sites/+/heartbeat", "acme/v1/sites/+/override",
-        "acme/v1/sites/+/agents/+", "acme/v1/sites/madrid/reservations/+"]
+        "acme/v1/sites/+/agents/+", "acme/v1/sites/+/agents/+/owner",
+        "acme/v1/sites/madrid/reservations/+"]
 
 
 def test_a_site_status_may_say_where_the_site_takes_its_sister_sites_calls() -> None:
