@@ -36,7 +36,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     outcome = yield
     report = outcome.get_result()
     if IN_CI and report.skipped and not hasattr(report, "wasxfail"):
-        # CI must run everything: a skip there hides a missing peer or service.
+        # CI must run everything: a skip there hides a missing peer or service. Under xdist
+        # this runs in the worker, and the controller receives the failed report.
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         report.outcome = "failed"
         report.longrepr = f"skipped in CI (CI=true forbids skips): {reason}"
@@ -45,6 +46,16 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
             state = "running" if server.alive() else f"exited {server.process.returncode}"
             report.sections.append(
                 (f"pbx server log tail ({server.log_path}, {state})", server.log_tail(80)))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    # Where the results gather (the xdist controller, or a serial run): skips the hook above
+    # cannot turn into failures, such as a whole module skipped at collection, fail CI too.
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = reporter.stats.get("skipped", []) if reporter is not None else []
+    if IN_CI and skipped and exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+        reporter.write_line(f"CI=true forbids skips: {len(skipped)} skipped", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(autouse=True)
