@@ -9,13 +9,16 @@ import time
 from pathlib import Path
 
 from peers import raw
+from peers.procs import silent_rtp_port
 
 QUEUE_FLOW = Path(__file__).parent / "flows" / "straight_to_general.yaml"
 OFFER = ("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc={connection}\r\nt=0 0\r\n"
          "m=audio {port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n")
 
 
-def offer(port: int = 40000, connection: str = "IN IP4 127.0.0.1") -> bytes:
+def offer(port: int | None = None, connection: str = "IN IP4 127.0.0.1") -> bytes:
+    """An SDP offer; its RTP port is a silent one unless given."""
+    port = silent_rtp_port() if port is None else port
     return OFFER.format(port=port, connection=connection).encode()
 
 

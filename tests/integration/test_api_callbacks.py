@@ -263,6 +263,7 @@ def test_a_customer_who_reaches_an_agent_has_their_callbacks_cancelled(pbx_serve
     from integration.server_fixture import default_config_yaml
     from integration.test_stuck_states import FLOW, SDP, _wait_for
     from peers import raw
+    from peers.procs import silent_rtp_port
 
     server = pbx_server(default_config_yaml(
         extensions={"100": {"application": "ivr", "flow": str(FLOW)}}, routing={"auto_login": True}))
@@ -271,10 +272,10 @@ def test_a_customer_who_reaches_an_agent_has_their_callbacks_cancelled(pbx_serve
     _, other = _http(server, "POST", "/callbacks", {"number": "+34910000003", "queue": "billing"})
     target = (server.host, server.sip_port)
     with raw.UdpPeer(target) as agent, raw.UdpPeer(target) as caller:
-        invite = ring_agent_through_ivr(server, agent, caller, customer, SDP.format(port=40010).encode())
+        invite = ring_agent_through_ivr(server, agent, caller, customer, SDP.format(port=silent_rtp_port(10)).encode())
         status, still = _http(server, "GET", f"/callbacks/{waiting['id']}")
         assert still["state"] == "pending"  # ringing is not reaching an agent
-        agent.send(reply(invite, 200, "OK", tag="agent", body=SDP.format(port=40020).encode(),
+        agent.send(reply(invite, 200, "OK", tag="agent", body=SDP.format(port=silent_rtp_port(20)).encode(),
                          contact=f"<sip:1001@{agent.local[0]}:{agent.local[1]}>"))
         assert _wait_for(
             lambda: _http(server, "GET", f"/callbacks/{waiting['id']}")[1]["state"] == "cancelled", 5)

@@ -12,6 +12,7 @@ import pytest
 from integration.call_peers import QUEUE_FLOW, Agent, Caller, assert_all_given_back, offer
 from integration.server_fixture import default_config_yaml
 from peers import raw, sipp
+from peers.procs import silent_rtp_port
 
 pytestmark = [
     pytest.mark.integration,
@@ -78,7 +79,7 @@ def test_late_offer_media_goes_where_the_ack_said(server) -> None:
 def _agent_answers_until_bye(agent: Agent) -> None:
     invite = agent.next_request("INVITE", timeout=20)
     agent.reply(invite, 180, "Ringing")
-    agent.reply(invite, 200, "OK", body=offer(40020))
+    agent.reply(invite, 200, "OK", body=offer(silent_rtp_port(20)))
     bye = agent.next_request("BYE", timeout=20)
     agent.reply(bye, 200, "OK")
 

@@ -21,6 +21,7 @@ from integration.call_peers import (
 )
 from integration.server_fixture import default_config_yaml
 from peers import raw
+from peers.procs import silent_rtp_port
 
 pytestmark = pytest.mark.integration
 
@@ -129,7 +130,7 @@ def test_every_failure_path_gives_back_what_the_call_took(pbx_server) -> None:
         caller = Caller(server, "102")
         caller.answered()
         invite = agent.next_request("INVITE")
-        agent.reply(invite, 200, "OK", body=offer(40010))
+        agent.reply(invite, 200, "OK", body=offer(silent_rtp_port(10)))
         caller.bye()
         agent.reply(agent.next_request("BYE"), 200, "OK")
         caller.close()
@@ -190,7 +191,7 @@ def test_every_failure_path_of_a_call_to_an_account_gives_back_what_it_took(pbx_
         caller = Caller(server, "1001")
         caller.invite_as("1002", "demo1002", offer())
         invite = agent.next_request("INVITE")
-        agent.reply(invite, 200, "OK", body=offer(40032))
+        agent.reply(invite, 200, "OK", body=offer(silent_rtp_port(32)))
         assert caller.final().status == 200
         caller.ack()
         agent.next_request("ACK")
@@ -235,7 +236,7 @@ def test_port_exhaustion_is_503_with_retry_after_and_recovers(pbx_server) -> Non
         for index in range(6):
             caller = Caller(server, "100", host=f"127.0.0.{10 + index}")
             callers.append(caller)
-            caller.invite(offer(40000 + 2 * index))
+            caller.invite(offer(silent_rtp_port(2 * index)))
             answer = caller.final()
             if answer.status == 503:
                 refused = answer

@@ -13,6 +13,7 @@ from integration.call_peers import reply, ring_agent_through_ivr
 from integration.server_fixture import default_config_yaml
 from integration.test_stuck_states import FLOW, SDP, _wait_for
 from peers import raw
+from peers.procs import silent_rtp_port
 
 pytestmark = pytest.mark.integration
 
@@ -51,7 +52,7 @@ def test_ringing_agent_gets_the_callers_context(pbx_server, crm):
     with raw.UdpPeer(target) as agent, raw.UdpPeer(target) as caller:
         dialog = raw.Dialogish()
         invite = ring_agent_through_ivr(server, agent, caller, "+34910000002",
-                                        SDP.format(port=40010).encode(), dialog)
+                                        SDP.format(port=silent_rtp_port(10)).encode(), dialog)
         assert invite.get("x-centralita-queue") == "general"
         assert invite.get("x-centralita-caller") == "+34910000002"
         agent.send(reply(invite, 486, "Busy Here", tag="agent"))

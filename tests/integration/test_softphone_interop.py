@@ -42,6 +42,7 @@ from integration.test_queue_agents import (
 from peers import raw, sipp
 from peers.baresip import Account, Baresip, write_tone_wav
 from peers.linphone import Linphone
+from peers.procs import silent_rtp_port
 
 pytestmark = pytest.mark.integration
 
@@ -341,7 +342,7 @@ def test_zoiper_calls_microsip_through_the_server(pbx_server) -> None:
     with zoiper.peer, microsip.peer:
         assert zoiper.register().status == 200
         assert microsip.register().status == 200
-        call_id, tag, rtp = secrets.token_hex(11), secrets.token_hex(4), 40000
+        call_id, tag, rtp = secrets.token_hex(11), secrets.token_hex(4), silent_rtp_port()
         body = zoiper.sdp(rtp)
         branch = zoiper.branch()
         zoiper.peer.send(_invite(zoiper, "1005", call_id, tag, 1, branch, body, None))
@@ -358,7 +359,7 @@ def test_zoiper_calls_microsip_through_the_server(pbx_server) -> None:
         to_tag = secrets.token_hex(8)
         contact = f"<sip:1005@{microsip.host}:{microsip.port};ob>"
         microsip.peer.send(_answer(invite, 180, "Ringing", to_tag, contact))
-        microsip.peer.send(_answer(invite, 200, "OK", to_tag, contact, microsip.sdp(40010)))
+        microsip.peer.send(_answer(invite, 200, "OK", to_tag, contact, microsip.sdp(silent_rtp_port(10))))
         answered = raw.final_response(zoiper.peer, 10.0, call_id=call_id, cseq_method="INVITE")
         assert answered is not None and answered.status == 200, answered
         # The server picked what it speaks from Zoiper's offer: G.711 and the 8 kHz events.

@@ -12,6 +12,7 @@ import pytest
 from integration.call_peers import reply
 from integration.server_fixture import default_config_yaml, parse_prometheus
 from peers import raw
+from peers.procs import silent_rtp_port
 
 pytestmark = pytest.mark.integration
 
@@ -55,7 +56,7 @@ def test_caller_and_agent_that_vanish_mid_call_are_hung_up_and_the_agent_freed(p
         caller.send(raw.build_request(
             "INVITE", aor, caller, from_uri=f"sip:5550001@{caller.local[0]}", to_uri=aor, state=dialog,
             contact=f"<sip:5550001@{caller.local[0]}:{caller.local[1]}>",
-            headers=[("Content-Type", "application/sdp")], body=SDP.format(port=40000).encode()))
+            headers=[("Content-Type", "application/sdp")], body=SDP.format(port=silent_rtp_port()).encode()))
         answer = raw.final_response(caller, 5.0, cseq_method="INVITE")
         assert answer is not None and answer.status == 200, answer and answer.start_line
         caller.send(raw.build_request("ACK", aor, caller, from_uri=f"sip:5550001@{caller.local[0]}",
@@ -69,7 +70,7 @@ def test_caller_and_agent_that_vanish_mid_call_are_hung_up_and_the_agent_freed(p
             if message is not None and not message.is_response and message.method == "INVITE":
                 invite = message
         assert invite is not None, "the queued caller was never offered to the agent"
-        agent.send(reply(invite, 200, "OK", tag="agent", body=SDP.format(port=40002).encode(),
+        agent.send(reply(invite, 200, "OK", tag="agent", body=SDP.format(port=silent_rtp_port(2)).encode(),
                           contact=f"<sip:1001@{agent.local[0]}:{agent.local[1]}>"))
         assert _wait_for(lambda: _agent_state(server, "1001") == "on_call", 5)
 

@@ -82,6 +82,31 @@ def free_port_pair(host: str = LOOPBACK, *, count: int = 2) -> int:
     raise RuntimeError("no free RTP port pair found")
 
 
+_SILENT_BLOCK = 64
+_silent_sockets: list[socket.socket] = []
+
+
+def silent_rtp_port(offset: int = 0) -> int:
+    """Port ``offset`` (even, below 64) of a block this process keeps bound and never reads.
+
+    An SDP for a phone that takes no part in the media (raw SIP tests) names it, so the RTP
+    the server sends there cannot reach a phone or rtpengine of a test running beside this
+    one, as a fixed port number could."""
+    if offset % 2 or not 0 <= offset < _SILENT_BLOCK:
+        raise ValueError(f"offset must be even and below {_SILENT_BLOCK}, not {offset}")
+    while not _silent_sockets:
+        first = free_port_pair(count=_SILENT_BLOCK)
+        try:
+            for port in range(first, first + _SILENT_BLOCK):
+                _silent_sockets.append(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+                _silent_sockets[-1].bind((LOOPBACK, port))
+        except OSError:  # taken since free_port_pair looked: another block
+            for sock in _silent_sockets:
+                sock.close()
+            _silent_sockets.clear()
+    return _silent_sockets[0].getsockname()[1] + offset
+
+
 def stop_process_group(process: subprocess.Popen, grace: float = 5.0) -> int | None:
     """SIGTERM the process group led by ``process``, then SIGKILL what is left."""
     if process.poll() is None:
