@@ -6,8 +6,10 @@ server fixture as ``integration.server_fixture``.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -56,6 +58,35 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if IN_CI and skipped and exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
         reporter.write_line(f"CI=true forbids skips: {len(skipped)} skipped", red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+HEAVY = "heavy"
+
+
+@pytest.fixture(autouse=True)
+def _heavy_tests_run_alone(request: pytest.FixtureRequest,
+                           tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Under xdist, a test marked ``xdist_group("heavy")`` (500-call runs, bursts, kill -9
+    under load, deadlines) runs with no other test of the run beside it, so it is never
+    starved by neighbours; the others share. The gate lets a heavy test in before tests
+    that arrive after it (flock alone would let shared holders starve it)."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        yield
+        return
+    group = request.node.get_closest_marker("xdist_group")
+    heavy = group is not None and HEAVY in (*group.args, *group.kwargs.values())
+    folder = tmp_path_factory.getbasetemp().parent  # the run's, shared by its workers
+    with open(folder / "tests-gate.lock", "a") as gate, \
+            open(folder / "tests-running.lock", "a") as running:
+        fcntl.flock(gate, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(running, fcntl.LOCK_EX if heavy else fcntl.LOCK_SH)
+        finally:
+            fcntl.flock(gate, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            fcntl.flock(running, fcntl.LOCK_UN)
 
 
 @pytest.fixture(autouse=True)
