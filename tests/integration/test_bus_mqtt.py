@@ -145,6 +145,7 @@ async def test_reservation_round_trip_between_processes(mqtt_url: str, bus_prefi
         await bogota.finish()
 
 
+@pytest.mark.xdist_group("heavy")  # conftest: runs alone under xdist
 async def test_a_reservation_fails_fast_for_a_down_site_and_times_out_for_a_silent_one(
         mqtt_url: str, bus_prefix: str):
     async def never(request: ReservationRequest) -> ReservationDecision:
@@ -231,6 +232,7 @@ async def test_bad_messages_are_ignored_and_change_nothing(mqtt_url: str, bus_pr
         assert len(claims) == 1  # madrid saw it three times and said so once
 
 
+@pytest.mark.xdist_group("heavy")  # conftest: runs alone under xdist
 async def test_a_site_killed_with_sigkill_is_down_within_3_seconds(mqtt_url: str,
                                                                     bus_prefix: str):
     async with site_bus(mqtt_url, bus_prefix, "madrid") as (madrid, events):

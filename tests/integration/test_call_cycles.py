@@ -111,6 +111,7 @@ def _place_calls(server, workdir: Path, queue: int, direct: int, abandoned: int)
     return results
 
 
+@pytest.mark.xdist_group("heavy")  # conftest: runs alone under xdist
 def test_finished_calls_leave_nothing_for_the_collector(pbx_server, tmp_path):
     server = pbx_server(_config(tmp_path))
     accounts = sa.agent_accounts(AGENTS)

@@ -121,6 +121,7 @@ def test_calls_are_spread_over_both_sites_and_each_bye_reaches_its_site(
             name, site_call_ids(site, "completed") ^ answered_here)
 
 
+@pytest.mark.xdist_group("heavy")  # conftest: runs alone under xdist
 def test_new_calls_survive_a_site_killed_with_minus_9(two_sites, front_door_factory, tmp_path):
     madrid, bogota = two_sites["madrid"], two_sites["bogota"]
     door = front_door_factory(two_sites)

@@ -105,6 +105,7 @@ def _place_calls(server, workdir, queue: int, abandoning: int, greeting: int) ->
     return runs
 
 
+@pytest.mark.xdist_group("heavy")  # conftest: runs alone under xdist
 def test_live_objects_return_to_their_level_after_a_thousand_calls(pbx_server, tmp_path):
     server = pbx_server(_config())
     accounts = sa.agent_accounts(AGENTS)

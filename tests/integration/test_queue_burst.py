@@ -101,6 +101,7 @@ def test_checker_catches_a_double_offer(tmp_path: Path) -> None:
     assert load.open_at_end == {"2001": ["b", "c"]}
 
 
+@pytest.mark.xdist_group("heavy")  # conftest: runs alone under xdist
 def test_burst_of_callers_never_double_offers_an_agent(pbx_server, tmp_path: Path) -> None:
     accounts = sa.agent_accounts(AGENTS)
     server = pbx_server(sa.contact_center_config(accounts, wrap_up_seconds=0,

@@ -217,6 +217,7 @@ def test_forged_and_malformed_bus_messages_are_ignored_and_change_nothing(
     phone.close()
 
 
+@pytest.mark.xdist_group("heavy")  # conftest: runs alone under xdist
 def test_a_site_killed_with_sigkill_is_marked_down_by_the_other_at_once(two_sites) -> None:
     madrid, bogota = two_sites
     assert agent(madrid, "1006")["live"]["site_healthy"] is True
@@ -372,6 +373,7 @@ def sipp_agents_at_sites(pbx_server, accounts: dict, broker: str, prefix: str, d
     return servers, agents
 
 
+@pytest.mark.xdist_group("heavy")  # conftest: runs alone under xdist
 def test_a_burst_over_both_sites_with_agents_split_never_double_offers_an_agent(
         shared_database, mqtt_url, bus_prefix, pbx_server, tmp_path) -> None:
     """100 callers at each site at once, 10 SIPp agents per site registered with their own
@@ -423,6 +425,7 @@ def test_a_burst_over_both_sites_with_agents_split_never_double_offers_an_agent(
             for user in agents[other].users), 10), view
 
 
+@pytest.mark.xdist_group("heavy")  # conftest: runs alone under xdist
 def test_a_burst_crossing_sites_with_the_broker_restarted_mid_run_converges(
         shared_database, private_mosquitto, bus_prefix, pbx_server, tmp_path) -> None:
     """200 callers, 100 at each site at once, with few agents at madrid (4) and many at
