@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -17,6 +19,7 @@ def test_ruff_finds_nothing():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.timeout(660)  # mypy may take its 600 s beside the parallel suite on 2 cores
 def test_mypy_finds_nothing_in_the_server_packages():
     result = run("mypy", "events", "settings", "pbx", "ivr", "router", "callbacks", "monitoring", "simulation", "--follow-imports=silent")
     assert result.returncode == 0, result.stdout + result.stderr

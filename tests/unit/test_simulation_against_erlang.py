@@ -66,6 +66,10 @@ def interval(samples: list[float]) -> tuple[float, float]:
 LOADS = [(0.6, 4), (0.8, 8), (0.9, 16), (0.95, 30)]
 
 
+# One worker runs this module under xdist: the replications above are computed once.
+pytestmark = pytest.mark.xdist_group("erlang_c_runs")
+
+
 @pytest.fixture(scope="module")
 def erlang_c_runs() -> dict[float, list[QueueInterval]]:
     return {rho: [day_total(one_queue(rho, hours), seed) for seed in range(REPLICATIONS)]

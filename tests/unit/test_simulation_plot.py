@@ -16,6 +16,10 @@ from simulation.plot import nice_step
 SVG = "{http://www.w3.org/2000/svg}"
 
 
+# One worker runs this module under xdist: the simulated Monday is computed once.
+pytestmark = pytest.mark.xdist_group("monday_report")
+
+
 @pytest.fixture(scope="module")
 def monday_report():
     scenario = load_scenario(SHIPPED_SCENARIOS / "monday.yaml", load_config(None))
