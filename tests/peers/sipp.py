@@ -8,6 +8,7 @@ symlink SIPp expects. Exit code 0 means every call succeeded.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import subprocess
@@ -240,13 +241,54 @@ class SippProcess:
 
 def start(target: str | None, *, workdir: Path | None = None, port: int | None = None,
           **options) -> SippProcess:
-    """Start SIPp in the background; returns once its socket is probably bound."""
+    """Start SIPp in the background; returns once its SIP socket is bound."""
     workdir = _prepare_workdir(workdir)
-    port = port or free_port(udp=True, tcp=True)
-    command = build_command(target, workdir=workdir, local_port=port, **options)
-    started = SippProcess(command, workdir, port)
-    time.sleep(0.3)
-    if started.process.poll() is not None:
+    for _ in range(1 if port else 3):  # a free port can be taken by a neighbour before SIPp binds
+        chosen = port or free_port(udp=True, tcp=True)
+        command = build_command(target, workdir=workdir, local_port=chosen, **options)
+        started = SippProcess(command, workdir, chosen)
+        if _bound_or_done(started.process, chosen):
+            return started
         result = started.stop()
-        raise RuntimeError(f"sipp exited at start:\n{result.describe()}")
-    return started
+        if not any(word in result.describe().lower() for word in ("bind", "in use")):
+            break
+    raise RuntimeError(f"sipp exited at start:\n{result.describe()}")
+
+
+def _bound_or_done(process: subprocess.Popen, port: int, timeout: float = 10.0) -> bool:
+    """Wait until SIPp holds ``port`` on loopback; False if it failed first.
+
+    Read from /proc, not by binding a probe, which could take the port from SIPp."""
+    local = (f"0100007F:{port:04X}", f"00000000:{port:04X}")  # 127.0.0.1 or any address
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            return process.returncode == 0  # a short run may end before we look
+        if _socket_inodes(process.pid) & _inodes_on(local):
+            return True
+        time.sleep(0.05)
+    return process.poll() is None or process.returncode == 0
+
+
+def _inodes_on(local: tuple[str, ...]) -> set[str]:
+    inodes = set()
+    for table in ("/proc/net/udp", "/proc/net/tcp"):
+        with open(table) as sockets:
+            for line in sockets.readlines()[1:]:
+                fields = line.split()
+                if fields[1] in local:
+                    inodes.add(fields[9])
+    return inodes
+
+
+def _socket_inodes(pid: int) -> set[str]:
+    inodes = set()
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+    except OSError:
+        pass  # gone
+    return inodes
