@@ -133,7 +133,9 @@ class Caller:
         self.invite(body, headers=(("Proxy-Authorization", authorization),))
 
     def final(self, timeout: float = 10.0) -> raw.SipMessage:
-        answer = raw.final_response(self.peer, timeout, cseq_method="INVITE")
+        # This call's answer: a retransmitted answer of an earlier INVITE is not it.
+        answer = raw.final_response(self.peer, timeout, call_id=self.dialog.call_id,
+                                    cseq_method="INVITE")
         assert answer is not None, "no final answer to the INVITE"
         self.to_tag = answer.to_tag
         return answer

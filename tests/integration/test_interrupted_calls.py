@@ -277,8 +277,11 @@ def test_a_survivor_adopts_a_dead_sites_calls_and_its_waiting_caller_keeps_their
         callers.append(_caller(bogota, caller_number, "2", tmp_path / "at-bogota"))
         assert wait_until(lambda: _queued_numbers(bogota) == {caller_number}, 30)
         [again] = [c["call_id"] for c in _get(bogota, "/api/v1/calls/live")]
-        [line] = [line for line in _get(bogota, f"/api/v1/calls/{again}")["queue_log"]
-                  if line["event"] == "ENTERQUEUE"]
+        def entered() -> list[dict]:
+            return [line for line in _get(bogota, f"/api/v1/calls/{again}")["queue_log"]
+                    if line["event"] == "ENTERQUEUE"]
+        assert wait_until(entered, 15), "the call waits but its queue log has no ENTERQUEUE"
+        [line] = entered()
         assert line["data"]["priority"] == 3
         assert f"after call {madrid_call} was interrupted at site {SITE}" in bogota.log_text()
     finally:
