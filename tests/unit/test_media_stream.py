@@ -7,7 +7,6 @@ import asyncio
 import socket
 from array import array
 from collections.abc import AsyncIterator, Awaitable, Callable
-from itertools import count
 from pathlib import Path
 
 import pytest
@@ -22,16 +21,17 @@ from pbx.media.prompt import Prompt, PromptLibrary
 from pbx.media.rtp import RtpPacket, build_rtp, parse_rtp
 from pbx.media.stream import RtpSession
 from pbx.media.telephone_event import TelephoneEventReceiver, dtmf_event_packets
+from peers.procs import free_port_pair
 
 HOST = "127.0.0.1"
-_port_ranges = count(0)
 
 pytestmark = pytest.mark.timeout(60)
 
 
 def fresh_ports(size: int = 20) -> PortAllocator:
-    # Distinct ranges per test, so a port still closing from the last test is never reused.
-    base = 41000 + 40 * (next(_port_ranges) % 500)
+    # A range free now, picked at random: not one a test beside this one (xdist) also picks,
+    # nor one whose ports are still closing from the last test.
+    base = free_port_pair(HOST, count=size)
     return PortAllocator(HOST, base, base + size - 1)
 
 
