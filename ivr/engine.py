@@ -461,8 +461,9 @@ class _CallSession:
         if self.typeahead:
             digit: str | None = self.typeahead.popleft()
         else:
-            try:
-                digit = await asyncio.wait_for(self.call.digits.get(), timeout)
+            try:  # asyncio.timeout, not wait_for: 3.11's wait_for can lose a hang-up's cancel
+                async with asyncio.timeout(timeout):
+                    digit = await self.call.digits.get()
             except TimeoutError:
                 digit = None
         if digit is not None:

@@ -142,8 +142,9 @@ class CrossSiteCalls:
                             return
                 elif left is not None:
                     wait = min(left, ASK_AGAIN_SECONDS)
-            try:
-                await asyncio.wait_for(queued.finished.wait(), wait)
+            try:  # asyncio.timeout, not wait_for: 3.11's wait_for can lose a cancellation
+                async with asyncio.timeout(wait):
+                    await queued.finished.wait()
             except TimeoutError:
                 pass
 

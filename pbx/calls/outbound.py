@@ -146,9 +146,9 @@ class TrunkDialer:
         provisional = False
         try:
             while True:
-                try:
-                    response = await asyncio.wait_for(attempt.responses.get(),
-                                                      max(0.0, deadline - loop.time()))
+                try:  # asyncio.timeout, not wait_for: 3.11's wait_for can lose a cancellation
+                    async with asyncio.timeout_at(deadline):
+                        response = await attempt.responses.get()
                 except TimeoutError:
                     if not provisional:
                         self._endpoint.forget_client(attempt.sent)
@@ -262,7 +262,8 @@ class TrunkDialer:
         until = loop.time() + CANCEL_GRACE_SECONDS
         while (left := until - loop.time()) > 0:
             try:
-                response = await asyncio.wait_for(attempt.responses.get(), left)
+                async with asyncio.timeout(left):
+                    response = await attempt.responses.get()
             except TimeoutError:
                 break
             if response is None or response.status >= 300:

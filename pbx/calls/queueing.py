@@ -271,8 +271,10 @@ class QueueService:
         if self.kept_place is None or not request.caller:
             return None
         try:
-            kept = await asyncio.wait_for(self.kept_place(request.caller, request.queue),
-                                          KEPT_PLACE_TIMEOUT_SECONDS)
+            # Not asyncio.wait_for: in Python 3.11 it loses a cancellation (the caller hanging
+            # up) that lands as the lookup finishes, and the call would wait in line forever.
+            async with asyncio.timeout(KEPT_PLACE_TIMEOUT_SECONDS):
+                kept = await self.kept_place(request.caller, request.queue)
         except Exception as error:  # the store is slow or down: the caller queues as new
             log.warning("call %s: could not look up a kept place in %s for %s (%s)", call_id,
                         request.queue, request.caller, error or type(error).__name__)
