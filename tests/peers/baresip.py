@@ -12,9 +12,11 @@ from __future__ import annotations
 import json
 import math
 import queue
+import shutil
 import socket
 import struct
 import subprocess
+import tempfile
 import threading
 import time
 import wave
@@ -114,6 +116,11 @@ class Baresip:
         self.source_wav = source_wav or write_tone_wav(self.workdir / "source.wav")
         self.dump_dir = self.workdir / "dumps"
         self.dump_dir.mkdir(exist_ok=True)
+        # baresip 1.0's sndfile keeps 128 characters of a dump's path and silently loses the
+        # ".wav" of a longer one (as under pytest-xdist's deeper folders): it writes through a
+        # short link in the temporary folder instead.
+        self._dump_link = Path(tempfile.mkdtemp(prefix="baresip-")) / "dumps"
+        self._dump_link.symlink_to(self.dump_dir, target_is_directory=True)
         # The account is added over ctrl_tcp once connected (``uanew``), so its REGISTER
         # events are not lost before the control connection exists.
         (self.workdir / "accounts").write_text("")
@@ -166,7 +173,7 @@ class Baresip:
             "module aufile.so",
             "module alsa.so",
             "module sndfile.so",
-            f"snd_path {self.dump_dir}",
+            f"snd_path {self._dump_link}",
             "module_tmp account.so",
             "module_app menu.so",
             "module ctrl_tcp.so",
@@ -316,6 +323,7 @@ class Baresip:
             pass
         stop_process_group(self.process, grace=3.0)
         RUNNING.discard(self)
+        shutil.rmtree(self._dump_link.parent, ignore_errors=True)  # the link; dumps stay
         self._log.close()
         self._status.close()
 
