@@ -78,6 +78,19 @@ def _noted_in_progress(store_url: str, site: str | None = None) -> list[LiveCall
     return asyncio.run(read())
 
 
+def place_talking_then_waiting(server: PbxServer, talking: str, waiting: tuple[str, ...],
+                               workdir: Path, callers: list[sipp.SippProcess]) -> None:
+    """SIPp callers pressing 1: the one agent takes ``talking``; ``waiting`` stay queued.
+    Each is added to ``callers`` as it starts, so the test's cleanup stops them all."""
+    for number in (talking, *waiting):
+        callers.append(sipp.start(server.sip_address, service="100", calls=1,
+                                  scenario=caller_xml(digit="1", number=number, dtmf_after_ms=800),
+                                  workdir=workdir / f"caller-{number[1:]}"))
+        if number == talking:
+            assert wait_until(lambda: any(c["state"] == "talking"
+                                          for c in _get(server, "/api/v1/calls/live")), 30)
+
+
 def test_calls_in_progress_at_a_kill_9_are_recorded_as_interrupted_once(
         pbx_server, tmp_path: Path) -> None:
     require_binary("sipp", "sip-tester")
@@ -90,14 +103,7 @@ def test_calls_in_progress_at_a_kill_9_are_recorded_as_interrupted_once(
     with sa.SippAgents(first.sip_address, accounts, tmp_path / "agents"):
         try:
             assert sa.wait_for_agents(first, [agent], "available")[agent] == "available"
-            for number in (TALKING_CALLER, *WAITING_CALLERS):
-                callers.append(sipp.start(first.sip_address, service="100", calls=1,
-                                          scenario=caller_xml(digit="1", number=number,
-                                                              dtmf_after_ms=800),
-                                          workdir=tmp_path / f"caller-{number[1:]}"))
-                if number == TALKING_CALLER:  # the agent takes the first; the others wait
-                    assert wait_until(lambda: any(c["state"] == "talking"
-                                                  for c in _get(first, "/api/v1/calls/live")), 30)
+            place_talking_then_waiting(first, TALKING_CALLER, WAITING_CALLERS, tmp_path, callers)
 
             def in_progress() -> dict[str, dict]:
                 return {call["caller"]: call for call in _get(first, "/api/v1/calls/live")}

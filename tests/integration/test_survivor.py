@@ -11,7 +11,6 @@ nothing left to record.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 from collections import Counter
@@ -25,8 +24,8 @@ from integration import sipp_agents as sa
 from integration.call_peers import random_port_range
 from integration.postgres_fixture import PostgresServer, create_database, drop_database
 from integration.server_fixture import PbxServer
-from integration.test_queue_agents import caller_xml, wait_until
-from pbx.store import LiveCallRecord, Store
+from integration.test_interrupted_calls import _get, _noted_in_progress, place_talking_then_waiting
+from integration.test_queue_agents import wait_until
 from peers import sipp
 from peers.procs import require_binary
 
@@ -39,22 +38,6 @@ bus_prefix = mosquitto_fixture.bus_prefix
 SITES = {"madrid": "Europe/Madrid", "bogota": "America/Bogota", "lima": "America/Lima"}
 TALKING_CALLER = "+34915550040"
 WAITING_CALLERS = ("+34915550041", "+34915550042")
-
-
-def _get(server: PbxServer, path: str):
-    status, body = server.http_get(path, timeout=10)
-    assert status == 200, f"GET {path}: {status} {body[:300]}"
-    return json.loads(body)
-
-
-def _noted_in_progress(store_url: str, site: str) -> list[LiveCallRecord]:
-    async def read() -> list[LiveCallRecord]:
-        store = await Store.open(store_url)
-        try:
-            return await store.live_calls(site=site)
-        finally:
-            await store.close()
-    return asyncio.run(read())
 
 
 def three_sites_config(accounts: list[tuple[str, str]], store_url: str, mqtt_url: str,
@@ -95,14 +78,7 @@ def test_survivors_record_a_killed_sites_calls_in_progress_exactly_once(
                               15)
         with sa.SippAgents(madrid.sip_address, accounts[:1], tmp_path / "agents"):
             assert sa.wait_for_agents(madrid, [madrid_agent], "available")[madrid_agent] == "available"
-            for number in (TALKING_CALLER, *WAITING_CALLERS):
-                callers.append(sipp.start(madrid.sip_address, service="100", calls=1,
-                                          scenario=caller_xml(digit="1", number=number,
-                                                              dtmf_after_ms=800),
-                                          workdir=tmp_path / f"caller-{number[1:]}"))
-                if number == TALKING_CALLER:  # the agent takes the first; the others wait
-                    assert wait_until(lambda: any(c["state"] == "talking"
-                                                  for c in _get(madrid, "/api/v1/calls/live")), 30)
+            place_talking_then_waiting(madrid, TALKING_CALLER, WAITING_CALLERS, tmp_path, callers)
             # Every call madrid accepted is noted in the shared store before the kill.
             assert wait_until(lambda: {n.caller for n in _noted_in_progress(store_url, "madrid")}
                               == {TALKING_CALLER, *WAITING_CALLERS}, 30)
