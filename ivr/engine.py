@@ -58,6 +58,7 @@ from ivr.nodes import (
     SelfServiceNode,
     SurveyNode,
     TransferNode,
+    minutes_said,
 )
 from pbx.media.prompt import Prompt, PromptLibrary
 from router.calls import PRIORITY_FREE, PRIORITY_PAID, PRIORITY_VIP
@@ -652,7 +653,7 @@ class _CallSession:
                         "requests", self.call.call_id, node.name)
             return CallbackOfferOutcome.DECLINED
         minutes = said_minutes(gateway.estimated_wait(node.queue, self.call.call_id))
-        when = (self._library("callback_wait_about") + self._library(f"number_{minutes}", "minutes")
+        when = (self._library("callback_wait_about") + self._library(*minutes_said(minutes))
                 if minutes is not None else self._library("callback_wait_unknown"))
         caller_number = self.call.caller if gateway.number_problem(self.call.caller) is None else ""
         number = await self._callback_number(node, when, caller_number)

@@ -433,7 +433,7 @@ class OfferCallbackNode(AsksForInput):
 
 # What an offer_callback node says (``{lang}/NAME`` in the prompt library; scripts/make-prompts).
 OFFER_PROMPTS = (
-    "callback_wait_about",      # "We can call you back in about" + number_N + minutes
+    "callback_wait_about",      # "We can call you back in about" + minutes_said(N)
     "callback_wait_unknown",    # "We can call you back as soon as an agent is free."
     "callback_number_is",       # "We will call you on" + its digits
     "callback_number_too_short",
@@ -442,9 +442,17 @@ OFFER_PROMPTS = (
     "callback_confirmed",       # booked
     "callback_already_pending",  # a pending request for this number and queue exists
     "callback_not_booked",      # the desk could not take it
-    "minutes", "goodbye", "star", "pound",
+    "minutes", "one_minute", "goodbye", "star", "pound",
     *(f"number_{n}" for n in range(0, 21)),
 )
+
+
+def minutes_said(minutes: int) -> tuple[str, ...]:
+    """The prompts that say a wait of `minutes` (at least 1): one minute has a prompt of its
+    own, so that no language says "1 minutes" (Spanish "un minuto", not "uno minutos")."""
+    if minutes == 1:
+        return ("one_minute",)
+    return (f"number_{minutes}", "minutes")
 
 
 class TransferNode(Node):

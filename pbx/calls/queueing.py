@@ -52,7 +52,7 @@ from ivr.engine import (
     OfferBooking,
 )
 from ivr.flow import Flow
-from ivr.nodes import OfferCallbackNode
+from ivr.nodes import OfferCallbackNode, minutes_said
 from pbx.calls.manager import ApplicationCall, CallLeg, CallManager, Dial
 from pbx.media.prompt import Prompt, PromptLibrary
 from pbx.store import InterruptedWait
@@ -565,9 +565,8 @@ class QueueService:
                        self._prompt(language, f"number_{min(position, MAX_ANNOUNCED_NUMBER)}")]
         minutes = announced_minutes(ewt_seconds)
         if minutes is not None:
-            prompts += [self._prompt(language, "estimated_wait"),
-                        self._prompt(language, f"number_{minutes}"),
-                        self._prompt(language, "minutes")]
+            prompts += [self._prompt(language, name)
+                        for name in ("estimated_wait", *minutes_said(minutes))]
         return prompts
 
     def _overflow_elsewhere(self, event: CallOverflowed) -> None:

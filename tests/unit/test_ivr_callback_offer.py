@@ -25,7 +25,7 @@ from ivr.engine import (
     said_minutes,
 )
 from ivr.flow import Flow, load_flow
-from ivr.nodes import OfferCallbackNode
+from ivr.nodes import OfferCallbackNode, minutes_said
 from pbx.media.prompt import PromptLibrary
 from router.calls import PRIORITY_VIP
 from settings.located_yaml import ConfigError
@@ -207,6 +207,17 @@ async def test_an_unknown_wait_is_said_as_soon_as_an_agent_is_free(prompts: Prom
     await harness(prompts, desk).run(call)
     assert call.media.played[0] == "en/callback_wait_unknown"
     assert "en/minutes" not in call.media.played
+
+
+async def test_a_wait_of_one_minute_is_said_whole(prompts: PromptLibrary) -> None:
+    desk = RecordingDesk(ewt=45)
+    call = FakeCall({"en/callback_confirm_menu": "1"})
+    await harness(prompts, desk).run(call)
+    assert call.media.played[:3] == ["en/callback_wait_about", "en/one_minute",
+                                     "en/callback_number_is"]
+    assert "en/minutes" not in call.media.played
+    assert minutes_said(1) == ("one_minute",)
+    assert minutes_said(7) == ("number_7", "minutes")
 
 
 async def test_a_keyed_number_after_a_refusal_is_booked(prompts: PromptLibrary) -> None:

@@ -174,7 +174,7 @@ def test_shipped_prompt_set_is_complete() -> None:
     names = [
         "welcome", "main_menu", "faq_menu", "faq_password_reset", "faq_opening_hours",
         "faq_order_status", "press_0_for_agent", "invalid_option", "no_input", "goodbye",
-        "please_hold", "you_are_next", "your_position_is", "minutes", "estimated_wait",
+        "please_hold", "you_are_next", "your_position_is", "minutes", "one_minute", "estimated_wait",
         "callback_offer", "callback_confirmed", "survey", "thank_you", "closed",
         "callback_wait_about", "callback_wait_unknown", "callback_number_is",
         "callback_confirm_menu", "callback_enter_number", "callback_number_too_short",
