@@ -388,6 +388,10 @@ def platform_health() -> grafana.Dashboard:
                                "it as unhealthy",
                                Series("min by (site) (centralita_site_healthy)", "{{site}}"),
                                width=6))
+        .with_panel(stat_panel("Sites open", "1 per site within its business hours (its agents "
+                               "are offered calls), 0 outside them (follow-the-sun)",
+                               Series("min by (site) (centralita_site_open)", "{{site}}"),
+                               width=6))
         .with_panel(stat_panel("Call records waiting", "CDR and queue-log writes waiting for the "
                                "database", Series("sum(centralita_call_records_pending)"),
                                decimals=0, width=6))
@@ -479,6 +483,11 @@ def generated() -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv and (len(argv) > 1 or argv[0].startswith("-")):
+        print("usage: python -m monitoring.dashboards [DIRECTORY]\n"
+              f"writes every dashboard's JSON there (default {DASHBOARD_DIR})",
+              file=sys.stderr if argv[0] not in ("-h", "--help") else sys.stdout)
+        return 0 if argv[0] in ("-h", "--help") else 2
     target = Path(argv[0]) if argv else DASHBOARD_DIR
     target.mkdir(parents=True, exist_ok=True)
     for name, text in generated().items():

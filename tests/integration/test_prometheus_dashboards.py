@@ -313,6 +313,7 @@ def check_values(prometheus: PrometheusServer, at: float, server: Any, *, answer
 
     platform = "platform-health.json"
     assert panel_value(prometheus, at, platform, "Sites healthy") == 1
+    assert panel_value(prometheus, at, platform, "Sites open") == 1  # no business_hours: always
     assert panel_value(prometheus, at, platform, "Call records waiting") == 0
     [auth] = next(exprs for name, title, exprs in panels()
                   if (name, title) == (platform, "Authentication failures"))
