@@ -2,10 +2,13 @@
 Playwright, JsSIP registering over SIP WebSocket, WebRTC media bridged by rtpengine.
 
 An agent signs in, goes available; a SIPp caller presses 1 in the queue menu; the page
-shows the screen-pop; the agent answers with the keyboard; audio flows both ways (the
-page's WebRTC stats, and rtpengine's counters of what it forwarded towards SIPp); the
-agent hangs up and is in wrap-up. Screenshots of each state go to a temporary folder, or to
-the README's docs/agent-page/ with CENTRALITA_SCREENSHOTS=docs/agent-page.
+shows the screen-pop; the agent answers with the keyboard; audio flows both ways: the
+browser's microphone is a tone and the caller's media port (agent_page_audio.CallerMedia)
+hears that tone, while the caller's own tone is what the page plays (its WebRTC stats and
+a frequency analysis of the remote stream); mute silences the agent for the caller and the
+keypad's digits reach the caller; the agent transfers or hangs up and is in wrap-up.
+Screenshots of each state go to a temporary folder, or to the README's docs/agent-page/
+with CENTRALITA_SCREENSHOTS=docs/agent-page.
 """
 
 from __future__ import annotations
@@ -14,12 +17,19 @@ import json
 import os
 import shutil
 import tempfile
+import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
 
+from integration.agent_page_audio import (
+    BROWSER_TONE_SHARES,
+    CallerMedia,
+    tone_share,
+    write_tone_wav,
+)
 from integration.test_queue_agents import caller_xml, cc_config, need_sipp, wait_until
 from pbx.agent_desk.app import PHONE_BUNDLE
 from pbx.media.ng import bdecode
@@ -34,7 +44,12 @@ SCREENSHOTS = Path(os.environ.get("CENTRALITA_SCREENSHOTS")
                    or Path(tempfile.gettempdir()) / f"centralita-agent-page-{os.getpid()}")
 BROWSER_FLAGS = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
                  # rtpengine listens on loopback only here: let WebRTC use it.
-                 "--allow-loopback-in-peer-connection", "--no-sandbox"]
+                 "--allow-loopback-in-peer-connection", "--no-sandbox",
+                 # The remote audio plays, and can be analysed, without a click on the page.
+                 "--autoplay-policy=no-user-gesture-required"]
+# Two tones far from each other, from the DTMF frequencies and from the menu prompt's voice.
+AGENT_HZ, CALLER_HZ = 1000, 440
+HEARD, SILENT = 0.5, 0.1  # share of the audio's energy at a tone
 
 
 def _need_browser():
@@ -115,8 +130,11 @@ def test_wrong_password_and_unknown_extension_get_the_same_refusal(pbx_server, r
     assert server.alive()
 
 
-def _launch(playwright):
-    return playwright.chromium.launch(executable_path=CHROMIUM, args=BROWSER_FLAGS)
+def _launch(playwright, folder: Path):
+    """Chromium whose microphone plays the agent's tone."""
+    microphone = write_tone_wav(folder / "agent-tone.wav", AGENT_HZ)
+    return playwright.chromium.launch(executable_path=CHROMIUM,
+                                      args=[*BROWSER_FLAGS, f"--use-file-for-fake-audio-capture={microphone}"])
 
 
 def _sign_in(page, server, *, password: str = "demo1001") -> None:
@@ -135,6 +153,40 @@ def _go_available(page) -> None:
 def _caller(server, workdir: Path, hold_ms: int) -> sipp.SippProcess:
     return sipp.start(server.sip_address, scenario=caller_xml(digit="1", hold_ms=hold_ms),
                       workdir=workdir, service="100", calls=1, trace_msg=True)
+
+
+def _caller_with_ears(server, workdir: Path, hold_ms: int) -> tuple[sipp.SippProcess, CallerMedia]:
+    """A SIPp caller whose SDP names a CallerMedia port: SIPp signals, the CallerMedia plays
+    the caller's tone and digit 1 (the queue menu's billing) and keeps what the caller hears."""
+    media = CallerMedia(CALLER_HZ, digit="1")
+    scenario = caller_xml(digit="1", hold_ms=hold_ms, play_audio=False)
+    dtmf_from_sipp = '<nop><action><exec play_pcap_audio="pcap/dtmf_2833_1.pcap"/></action></nop>'
+    assert dtmf_from_sipp in scenario and "[auto_media_port]" in scenario
+    scenario = scenario.replace(dtmf_from_sipp, "").replace("[auto_media_port]", str(media.port))
+    try:
+        return sipp.start(server.sip_address, scenario=scenario, workdir=workdir, service="100",
+                          calls=1, trace_msg=True), media
+    except BaseException:
+        media.close()
+        raise
+
+
+def _caller_hears(media: CallerMedia, frequency: float, seconds: float = 0.6) -> float:
+    """The share of `frequency` in what reached the caller over the last `seconds`."""
+    return tone_share(media.audio_since(time.monotonic() - seconds), frequency)
+
+
+def _page_hears(page) -> dict[str, float]:
+    return page.evaluate(BROWSER_TONE_SHARES, [CALLER_HZ, AGENT_HZ]) or {}
+
+
+def _audio_both_ways(page, media: CallerMedia) -> None:
+    """The caller hears the agent's microphone and the page plays the caller's tone."""
+    assert wait_until(lambda: _caller_hears(media, AGENT_HZ) > HEARD, 15), (
+        f"the caller does not hear the agent's {AGENT_HZ} Hz: share {_caller_hears(media, AGENT_HZ):.2f}, "
+        f"payload types {media.payload_types_since(time.monotonic() - 1)}")
+    assert wait_until(lambda: _page_hears(page).get(str(CALLER_HZ), 0) > HEARD, 15), (
+        f"the page does not play the caller's {CALLER_HZ} Hz: {_page_hears(page)}")
 
 
 def _answer(page) -> str:
@@ -157,7 +209,7 @@ def test_agent_answers_a_queue_call_in_the_browser_with_audio_both_ways_and_tran
     need_sipp()
     server, _ = _agent_page_server(pbx_server, rtpengine)
     with sync_playwright() as playwright:
-        browser = _launch(playwright)
+        browser = _launch(playwright, tmp_path)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 800}, locale="en-GB")
             page.goto(f"{server.http_url}/agent")  # redirected to /agent/
@@ -172,7 +224,7 @@ def test_agent_answers_a_queue_call_in_the_browser_with_audio_both_ways_and_tran
 
             # The caller waits up to 30 s for a BYE after its audio, then hangs up itself:
             # once transferred to a queue with nobody in it, that is how its call ends.
-            caller = _caller(server, tmp_path / "caller", hold_ms=30_000)
+            caller, media = _caller_with_ears(server, tmp_path / "caller", hold_ms=30_000)
             try:
                 page.wait_for_selector("#call-status[data-call=ringing]", timeout=20_000)
                 page.wait_for_selector("#screen-pop dd[data-key=queue]:has-text('billing')")
@@ -186,9 +238,10 @@ def test_agent_answers_a_queue_call_in_the_browser_with_audio_both_ways_and_tran
                 assert wait_until(lambda: (lambda now: now["received"] > first["received"] + 4000
                                       and now["sent"] > first["sent"] + 4000)(page.evaluate("desk.audioBytes()")),
                              15), f"no WebRTC audio both ways: {page.evaluate('desk.audioBytes()')}"
+                _audio_both_ways(page, media)
                 # rtpengine's counters: the browser's leg received packets on both sides
                 # (from the browser, DTLS-SRTP; from the caller's side, plain RTP), and the
-                # caller's own rtpengine call forwarded the agent's audio towards SIPp.
+                # caller's own rtpengine call forwarded the agent's audio towards the caller.
                 calls = rtpengine.call_ids()
                 assert agent_call in calls and len(calls) == 2, calls
                 caller_call = next(call for call in calls if call != agent_call)
@@ -219,6 +272,7 @@ def test_agent_answers_a_queue_call_in_the_browser_with_audio_both_ways_and_tran
                 result = _finished(caller, 45)
                 assert result.returncode == 0, result.describe()
             finally:
+                media.close()
                 if caller.process.poll() is None:
                     caller.stop()
             assert wait_until(lambda: not rtpengine.call_ids(), 10), rtpengine.call_ids()
@@ -235,13 +289,67 @@ def test_agent_answers_a_queue_call_in_the_browser_with_audio_both_ways_and_tran
     assert server.alive()
 
 
+def test_mute_silences_the_agent_for_the_caller_and_the_keypad_reaches_it(
+        pbx_server, rtpengine, tmp_path) -> None:
+    sync_playwright = _need_browser()
+    need_sipp()
+    server, _ = _agent_page_server(pbx_server, rtpengine)
+    with sync_playwright() as playwright:
+        browser = _launch(playwright, tmp_path)
+        try:
+            page = browser.new_page()
+            _sign_in(page, server)
+            _go_available(page)
+            caller, media = _caller_with_ears(server, tmp_path / "caller", hold_ms=60_000)
+            try:
+                _answer(page)
+                _audio_both_ways(page, media)
+
+                # Mute: what reaches the caller goes silent (or stops), and comes back on unmute.
+                page.click("#mute")
+                assert page.get_attribute("#mute", "aria-pressed") == "true"
+                assert wait_until(lambda: _caller_hears(media, AGENT_HZ) < SILENT, 10), (
+                    f"muted, the caller still hears the agent: share {_caller_hears(media, AGENT_HZ):.2f}")
+                muted_at = time.monotonic()
+                time.sleep(1.5)  # a while muted
+                # Chromium keeps sending, silence (A-law's quietest codes): no packets would do too.
+                muted = media.audio_since(muted_at)
+                assert max(map(abs, muted), default=0) < 256, (
+                    f"muted, the caller got sound: peak {max(map(abs, muted))}, "
+                    f"share of the agent's tone {tone_share(muted, AGENT_HZ):.2f}")
+                page.click("#mute")
+                assert page.get_attribute("#mute", "aria-pressed") == "false"
+                assert wait_until(lambda: _caller_hears(media, AGENT_HZ) > HEARD, 10), (
+                    f"unmuted, the caller does not hear the agent: share {_caller_hears(media, AGENT_HZ):.2f}")
+
+                # The keypad: RFC 4733 events from the browser, through both rtpengine calls,
+                # reach the caller as the digits pressed, in order.
+                keyed_at = time.monotonic()
+                for key in "42#":
+                    page.click(f"#keypad button:text-is('{key}')")
+                assert wait_until(lambda: media.digits_since(keyed_at) == "42#", 10), (
+                    f"the caller got digits {media.digits_since(keyed_at)!r}, payload types "
+                    f"{media.payload_types_since(keyed_at)}")
+
+                page.keyboard.press("h")
+                page.wait_for_selector("#state[data-state=wrap_up]", timeout=10_000)
+                assert _finished(caller, 15).returncode == 0
+            finally:
+                media.close()
+                if caller.process.poll() is None:
+                    caller.stop()
+        finally:
+            browser.close()
+    assert server.alive()
+
+
 def test_dropped_event_stream_recovers_and_a_page_gone_mid_call_leaves_nothing_stuck(
         pbx_server, rtpengine, tmp_path) -> None:
     sync_playwright = _need_browser()
     need_sipp()
     server, _ = _agent_page_server(pbx_server, rtpengine, rtp_timeout=5)
     with sync_playwright() as playwright:
-        browser = _launch(playwright)
+        browser = _launch(playwright, tmp_path)
         try:
             page = browser.new_page()
             _sign_in(page, server)
