@@ -349,7 +349,7 @@ class Server:
         if self.drain is not None:
             api[SITE_DRAIN] = self.drain
         app.add_subapp("/api/v1", api)
-        app.add_subapp("/agent", create_agent_desk(self.agent_desk))
+        app.add_subapp("/agent", create_agent_desk(self.agent_desk, self.store))
         hours = {name: rules.business_hours.hours()
                  for name, rules in callbacks.callbacks.queues.items() if rules.business_hours}
         self.callback_service = CallbackService(

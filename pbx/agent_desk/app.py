@@ -6,7 +6,7 @@ the API's token is). A wrong password and an unknown extension get the same answ
 One session per agent: a second sign-in takes over, and the first page is told so on
 its event stream, which then closes. The stream is a WebSocket of JSON documents (the
 agent's state, the call offered with its screen-pop, wrap-up time), fed by the server's
-event bus: nothing polls.
+event bus: nothing polls. The agent's recent calls are read from the call records.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from events import AgentOffered, AgentStateChanged, EventBus, QueueCallEnded
+from pbx.store import CallRecord, Store
 from router import AgentState, Router, RouterError, UnknownAgent
 
 log = logging.getLogger("pbx.agent_desk")
@@ -33,6 +34,7 @@ STATIC = Path(__file__).parent / "static"
 PHONE_BUNDLE = STATIC / "vendor" / "jssip.min.js"
 SIGN_IN_REFUSED = "wrong extension or password"
 BREAK_REASON_MAX = 64
+RECENT_CALLS = 20
 _FIRST_MESSAGE_TIMEOUT = 10.0
 
 PasswordOf = Callable[[str], "str | None"]
@@ -197,8 +199,17 @@ def _jsonable(value: object) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-def create_agent_desk(desk: AgentDesk) -> web.Application:
-    """The page and its routes, for ``app.add_subapp("/agent", ...)``."""
+def _recent_call(record: CallRecord) -> dict[str, Any]:
+    return {"call_id": record.call_id, "caller": record.caller, "queue": record.queue,
+            "started": record.started.isoformat(),
+            "answered": record.answered.isoformat() if record.answered else None,
+            "ended": record.ended.isoformat() if record.ended else None,
+            "disposition": record.disposition, "talk_seconds": record.talk_seconds}
+
+
+def create_agent_desk(desk: AgentDesk, store: Store) -> web.Application:
+    """The page and its routes, for ``app.add_subapp("/agent", ...)``; ``store`` holds the
+    call records an agent's recent calls are read from."""
 
     async def page(request: web.Request) -> web.FileResponse:
         return web.FileResponse(STATIC / "index.html")
@@ -272,6 +283,12 @@ def create_agent_desk(desk: AgentDesk) -> web.Application:
             pass  # on a call: the router logs the agent out when it ends
         return web.json_response({"signed_out": session.extension})
 
+    async def recent_calls(request: web.Request) -> web.Response:
+        # From the call records, so a reload or a new sign-in shows them; only the agent's own.
+        session = desk.session_of(request)
+        records = await store.call_records(agent=session.extension, limit=RECENT_CALLS, newest_first=True)
+        return web.json_response({"calls": [_recent_call(record) for record in records]})
+
     async def event_stream(request: web.Request) -> web.WebSocketResponse:
         socket = web.WebSocketResponse(heartbeat=20.0)
         await socket.prepare(request)
@@ -302,6 +319,7 @@ def create_agent_desk(desk: AgentDesk) -> web.Application:
     app.router.add_post("/session", sign_in)
     app.router.add_delete("/session", sign_out)
     app.router.add_post("/state", change_state)
+    app.router.add_get("/calls", recent_calls)
     app.router.add_get("/events", event_stream)
     app.router.add_static("/static/", STATIC, append_version=False)
     return app

@@ -708,8 +708,10 @@ class Store:
         agent: str | None = None,
         limit: int = 100,
         offset: int = 0,
+        newest_first: bool = False,
     ) -> list[CallRecord]:
-        """Records matching every given filter, oldest start first; ``since`` <= started < ``until``."""
+        """Records matching every given filter, oldest start first (or newest, for an agent's
+        recent calls); ``since`` <= started < ``until``."""
         check_page(limit, offset)
         query = select(CallRecordRow)
         if call_id is not None:
@@ -722,9 +724,9 @@ class Store:
             query = query.where(col(CallRecordRow.queue) == queue)
         if agent is not None:
             query = query.where(col(CallRecordRow.agent) == agent)
-        query = (
-            query.order_by(col(CallRecordRow.started), col(CallRecordRow.id)).limit(limit).offset(offset)
-        )
+        order = ((col(CallRecordRow.started).desc(), col(CallRecordRow.id).desc()) if newest_first
+                 else (col(CallRecordRow.started), col(CallRecordRow.id)))
+        query = query.order_by(*order).limit(limit).offset(offset)
         async with self._transaction() as session:
             return [_call_record_from_row(row) for row in (await session.exec(query)).all()]
 

@@ -6,9 +6,9 @@ shows the screen-pop; the agent answers with the keyboard; audio flows both ways
 browser's microphone is a tone and the caller's media port (agent_page_audio.CallerMedia)
 hears that tone, while the caller's own tone is what the page plays (its WebRTC stats and
 a frequency analysis of the remote stream); mute silences the agent for the caller and the
-keypad's digits reach the caller; the agent transfers or hangs up and is in wrap-up.
-Screenshots of each state go to a temporary folder, or to the README's docs/agent-page/
-with CENTRALITA_SCREENSHOTS=docs/agent-page.
+keypad's digits reach the caller; the agent transfers or hangs up and is in wrap-up; the
+recent calls come from the call records. Screenshots of each state go to a temporary
+folder, or to the README's docs/agent-page/ with CENTRALITA_SCREENSHOTS=docs/agent-page.
 """
 
 from __future__ import annotations
@@ -64,8 +64,10 @@ def _need_browser():
     return sync_playwright
 
 
-def _agent_page_server(pbx_server, rtpengine, *, embedded: bool = False, rtp_timeout: float = 60):
-    config = yaml.safe_load(cc_config(agents={"1001": {"billing": 5}}, wrap_up=30, rtp_timeout=rtp_timeout,
+def _agent_page_server(pbx_server, rtpengine, *, embedded: bool = False, rtp_timeout: float = 60,
+                       agents: dict[str, dict[str, int]] | None = None):
+    config = yaml.safe_load(cc_config(agents=agents or {"1001": {"billing": 5}}, wrap_up=30,
+                                      rtp_timeout=rtp_timeout,
                                       media=None if embedded else rtpengine.media_settings))
     config["routing"]["auto_login"] = False
     ws_port = free_port(udp=False, tcp=True)
@@ -78,6 +80,16 @@ def _post(server, path: str, body: dict, token: str | None = None) -> tuple[int,
     request = urllib.request.Request(f"{server.http_url}{path}", data=json.dumps(body).encode(),
                                      headers={"Content-Type": "application/json",
                                               **({"Authorization": f"Bearer {token}"} if token else {})})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def _get(server, path: str, token: str | None) -> tuple[int, dict]:
+    request = urllib.request.Request(f"{server.http_url}{path}",
+                                     headers={"Authorization": f"Bearer {token}"} if token else {})
     try:
         with urllib.request.urlopen(request, timeout=5) as response:
             return response.status, json.loads(response.read())
@@ -239,6 +251,7 @@ def test_agent_answers_a_queue_call_in_the_browser_with_audio_both_ways_and_tran
                                       and now["sent"] > first["sent"] + 4000)(page.evaluate("desk.audioBytes()")),
                              15), f"no WebRTC audio both ways: {page.evaluate('desk.audioBytes()')}"
                 _audio_both_ways(page, media)
+                caller_call_id = page.evaluate("desk.offer.call_id")
                 # rtpengine's counters: the browser's leg received packets on both sides
                 # (from the browser, DTLS-SRTP; from the caller's side, plain RTP), and the
                 # caller's own rtpengine call forwarded the agent's audio towards the caller.
@@ -284,16 +297,19 @@ def test_agent_answers_a_queue_call_in_the_browser_with_audio_both_ways_and_tran
             _sign_in(other, server)
             page.wait_for_selector("#notice:has-text('otra página')", timeout=10_000)
             _screenshot(page, "6-taken-over-es")
+            # The new sign-in's recent calls come from the call records: the call just handled.
+            other.wait_for_selector(f"#recent li[data-call-id='{caller_call_id}']:has-text('+34915550001')",
+                                    timeout=15_000)
         finally:
             browser.close()
     assert server.alive()
 
 
-def test_mute_silences_the_agent_for_the_caller_and_the_keypad_reaches_it(
+def test_mute_silences_the_agent_for_the_caller_the_keypad_reaches_it_and_recent_calls_are_the_records(
         pbx_server, rtpengine, tmp_path) -> None:
     sync_playwright = _need_browser()
     need_sipp()
-    server, _ = _agent_page_server(pbx_server, rtpengine)
+    server, _ = _agent_page_server(pbx_server, rtpengine, agents={"1001": {"billing": 5}, "1002": {"support": 5}})
     with sync_playwright() as playwright:
         browser = _launch(playwright, tmp_path)
         try:
@@ -303,6 +319,7 @@ def test_mute_silences_the_agent_for_the_caller_and_the_keypad_reaches_it(
             caller, media = _caller_with_ears(server, tmp_path / "caller", hold_ms=60_000)
             try:
                 _answer(page)
+                caller_call_id = page.evaluate("desk.offer.call_id")
                 _audio_both_ways(page, media)
 
                 # Mute: what reaches the caller goes silent (or stops), and comes back on unmute.
@@ -338,8 +355,25 @@ def test_mute_silences_the_agent_for_the_caller_and_the_keypad_reaches_it(
                 media.close()
                 if caller.process.poll() is None:
                     caller.stop()
+
+            # Reloaded, the page knows nothing; signed in again, its recent calls are read
+            # from the call records, with the agent's token.
+            page.reload()
+            _sign_in(page, server)
+            recent = page.wait_for_selector(f"#recent li[data-call-id='{caller_call_id}']", timeout=15_000)
+            assert "+34915550001" in recent.text_content() and "billing" in recent.text_content()
+            token = page.evaluate("desk.token")
+            status, body = _get(server, "/agent/calls", token)
+            assert status == 200 and [call["call_id"] for call in body["calls"]] == [caller_call_id], body
+            assert body["calls"][0]["disposition"] == "answered" and body["calls"][0]["talk_seconds"] > 0, body
         finally:
             browser.close()
+    # Only one's own calls, and only with a token.
+    assert _get(server, "/agent/calls", None)[0] == 401
+    assert _get(server, "/agent/calls", "not-a-token")[0] == 401
+    status, other = _post(server, "/agent/session", {"extension": "1002", "password": "demo1002"})
+    assert status == 200, other
+    assert _get(server, "/agent/calls", other["token"]) == (200, {"calls": []})
     assert server.alive()
 
 

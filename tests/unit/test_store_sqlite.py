@@ -314,6 +314,10 @@ async def test_call_records_filter_by_call_and_time_range(store: Store) -> None:
     assert [record.call_id for record in window] == ["call-1", "call-2", "call-3"]
     sales = await store.call_records(queue="sales", limit=2, offset=1)
     assert [record.call_id for record in sales] == ["call-2", "call-4"]
+    # An agent's recent calls (the agent page): newest first, a page at a time.
+    recent = await store.call_records(agent="1001", limit=2, newest_first=True)
+    assert [record.call_id for record in recent] == ["call-4", "call-3"]
+    assert await store.call_records(agent="1002", newest_first=True) == []
 
 
 async def test_queue_log_appends_in_bulk_and_reads_in_time_order(store: Store) -> None:

@@ -86,12 +86,13 @@ async function signIn(event) {
     $("signin-error").textContent = error.status === 401 ? t("bad_sign_in") : error.message;
     return;
   }
-  Object.assign(desk, { token: info.token, extension, domain: info.sip_domain, closedForGood: false });
+  Object.assign(desk, { token: info.token, extension, domain: info.sip_domain, closedForGood: false, recent: [] });
   $("signin").hidden = true;
   $("desk").hidden = false;
   $("who").textContent = `${info.name || ""} · ${extension}`;
   applyState(info);
   openEvents();
+  loadRecent();
   startPhone(info, password);
 }
 
@@ -157,9 +158,9 @@ function onEvent(event) {
   if (event.type === "state") applyState(event);
   else if (event.type === "offer") { desk.offer = event; showCall(); }
   else if (event.type === "call_ended") {
-    desk.recent.unshift({ caller: desk.offer?.caller || "", queue: event.queue, at: new Date() });
-    desk.recent = desk.recent.slice(0, 10);
-    showRecent();
+    // Shown at once; the call record, written a moment later, replaces it on the next load.
+    addRecent([{ call_id: event.call_id, caller: desk.offer?.caller || "", queue: event.queue, at: new Date(), local: true }]);
+    setTimeout(loadRecent, 3000);
     if (event.wrap_up_seconds > 0) desk.wrapUntil = Date.now() + event.wrap_up_seconds * 1000;
     showState();
   } else if (event.type === "taken_over") closeDesk(t("taken_over"));
@@ -168,10 +169,30 @@ function onEvent(event) {
 
 setInterval(() => { if (desk.state === "wrap_up") showState(); }, 1000);
 
+// The agent's recent calls come from the call records (GET calls), so a reload or a new
+// sign-in shows them too; a call that just ended is added until its record is written.
+async function loadRecent() {
+  if (!desk.token) return;
+  try {
+    const { calls } = await api("GET", "calls");
+    addRecent(calls.map((call) => ({ ...call, at: new Date(call.started) })), true);
+  } catch (error) { /* kept as it was; the next call ending loads it again */ }
+}
+
+function addRecent(calls, fromRecords = false) {
+  const recorded = new Set(calls.map((call) => call.call_id));
+  const kept = desk.recent.filter((call) => !recorded.has(call.call_id) && (call.local || !fromRecords));
+  desk.recent = [...calls, ...kept].sort((a, b) => b.at - a.at).slice(0, 20);
+  showRecent();
+}
+
 function showRecent() {
   $("recent").replaceChildren(...desk.recent.map((call) => {
     const item = document.createElement("li");
-    item.textContent = `${call.at.toLocaleTimeString(desk.lang)} · ${call.caller} · ${call.queue}`;
+    item.dataset.callId = call.call_id || "";
+    const seconds = call.talk_seconds == null ? null : Math.round(call.talk_seconds);
+    const talk = seconds === null ? "" : ` · ${Math.floor(seconds / 60)}:${String(seconds % 60).padStart(2, "0")}`;
+    item.textContent = `${call.at.toLocaleString(desk.lang, { dateStyle: "short", timeStyle: "short" })} · ${call.caller} · ${call.queue || ""}${talk}`;
     return item;
   }));
 }
