@@ -591,6 +591,7 @@ class Server:
             "queue": reservation.queue,
             "priority": queued.request.priority,
             "language": queued.language,
+            "last_agent": queued.request.last_agent,  # who served this customer last, if known
             "ivr": ivr,
             "routing": reservation.decision.to_dict() if reservation.decision else None,
         }

@@ -117,7 +117,7 @@ class CrossSiteCalls:
         ivr = self.ivr_record_of(queued.call_id)
         path = [step["node"] for step in ivr["path"]] if ivr is not None else []
         return {"caller": request.caller, "queue": queue, "priority": request.priority,
-                "language": queued.language, "ivr": ivr, "ivr_path": path,
+                "language": queued.language, "last_agent": request.last_agent, "ivr": ivr, "ivr_path": path,
                 "enqueued_at": queued.enqueued_at or time.time()}
 
     def _over(self, queued: QueuedCaller) -> bool:

@@ -30,7 +30,7 @@ from integration.agent_page_audio import (
     tone_share,
     write_tone_wav,
 )
-from integration.test_queue_agents import caller_xml, cc_config, need_sipp, wait_until
+from integration.test_queue_agents import agent_state, caller_xml, cc_config, need_sipp, wait_until
 from pbx.agent_desk.app import PHONE_BUNDLE
 from pbx.media.ng import bdecode
 from peers import sipp
@@ -49,6 +49,9 @@ BROWSER_FLAGS = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-
                  "--autoplay-policy=no-user-gesture-required"]
 # Two tones far from each other, from the DTMF frequencies and from the menu prompt's voice.
 AGENT_HZ, CALLER_HZ = 1000, 440
+CALLER_NUMBER = "+34915550001"  # caller_xml's
+# The queue menu after a customer lookup: a known caller's tier and last agent reach the screen-pop.
+LOOKUP_FLOW = Path(__file__).resolve().parent / "flows" / "queue_lookup.yaml"
 HEARD, SILENT = 0.5, 0.1  # share of the audio's energy at a tone
 
 
@@ -70,6 +73,7 @@ def _agent_page_server(pbx_server, rtpengine, *, embedded: bool = False, rtp_tim
                                       rtp_timeout=rtp_timeout,
                                       media=None if embedded else rtpengine.media_settings))
     config["routing"]["auto_login"] = False
+    config["extensions"]["100"]["flow"] = str(LOOKUP_FLOW)
     ws_port = free_port(udp=False, tcp=True)
     server = pbx_server(yaml.safe_dump(config), extra_args=("--sip-listen", f"ws:{LOOPBACK}:{ws_port}"),
                         sip_trace=True)
@@ -95,6 +99,12 @@ def _get(server, path: str, token: str | None) -> tuple[int, dict]:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read())
+
+
+def _known_caller(server) -> None:
+    """The SIPp callers' number as a VIP customer (the last agent comes with answered calls)."""
+    status, body = _post(server, "/api/v1/customers", {"number": CALLER_NUMBER, "name": "Ana Ruiz", "tier": "vip"})
+    assert status == 201, body
 
 
 def _stats_of(rtpengine, call_id: str) -> dict:
@@ -236,13 +246,16 @@ def test_agent_answers_a_queue_call_in_the_browser_with_audio_both_ways_and_tran
 
             # The caller waits up to 30 s for a BYE after its audio, then hangs up itself:
             # once transferred to a queue with nobody in it, that is how its call ends.
+            _known_caller(server)
             caller, media = _caller_with_ears(server, tmp_path / "caller", hold_ms=30_000)
             try:
                 page.wait_for_selector("#call-status[data-call=ringing]", timeout=20_000)
                 page.wait_for_selector("#screen-pop dd[data-key=queue]:has-text('billing')")
-                assert page.text_content("#screen-pop dd[data-key=caller]") == "+34915550001"
-                assert page.text_content("#screen-pop dd[data-key=language]") == "en"
-                assert page.text_content("#screen-pop dd[data-key=ivr]").startswith("queue_menu: menu")
+                pop = {key: page.text_content(f"#screen-pop dd[data-key={key}]")
+                       for key in ("caller", "language", "ivr", "tier", "priority", "routing")}
+                assert pop["caller"] == CALLER_NUMBER and pop["language"] == "en" and pop["tier"] == "vip", pop
+                assert pop["ivr"].startswith("queue_lookup: lookup → menu") and pop["ivr"].endswith("(1)"), pop
+                assert int(pop["priority"]) > 0 and pop["routing"].startswith("longest_idle · 1001"), pop
                 _screenshot(page, "3-ringing-with-screen-pop")
 
                 agent_call = _answer(page)
@@ -298,7 +311,7 @@ def test_agent_answers_a_queue_call_in_the_browser_with_audio_both_ways_and_tran
             page.wait_for_selector("#notice:has-text('otra página')", timeout=10_000)
             _screenshot(page, "6-taken-over-es")
             # The new sign-in's recent calls come from the call records: the call just handled.
-            other.wait_for_selector(f"#recent li[data-call-id='{caller_call_id}']:has-text('+34915550001')",
+            other.wait_for_selector(f"#recent li[data-call-id='{caller_call_id}']:has-text('{CALLER_NUMBER}')",
                                     timeout=15_000)
         finally:
             browser.close()
@@ -361,11 +374,14 @@ def test_mute_silences_the_agent_for_the_caller_the_keypad_reaches_it_and_recent
             page.reload()
             _sign_in(page, server)
             recent = page.wait_for_selector(f"#recent li[data-call-id='{caller_call_id}']", timeout=15_000)
-            assert "+34915550001" in recent.text_content() and "billing" in recent.text_content()
+            assert CALLER_NUMBER in recent.text_content() and "billing" in recent.text_content()
             token = page.evaluate("desk.token")
             status, body = _get(server, "/agent/calls", token)
             assert status == 200 and [call["call_id"] for call in body["calls"]] == [caller_call_id], body
             assert body["calls"][0]["disposition"] == "answered" and body["calls"][0]["talk_seconds"] > 0, body
+            page.click("#sign-out")
+            page.wait_for_selector("#signin-form", state="visible")
+            assert wait_until(lambda: agent_state(server, "1001") == "offline", 10), agent_state(server, "1001")
         finally:
             browser.close()
     # Only one's own calls, and only with a token.
@@ -385,8 +401,14 @@ def test_dropped_event_stream_recovers_and_a_page_gone_mid_call_leaves_nothing_s
     with sync_playwright() as playwright:
         browser = _launch(playwright, tmp_path)
         try:
+            _known_caller(server)
             page = browser.new_page()
             _sign_in(page, server)
+            _go_available(page)
+            page.select_option("#break-reason", "training")
+            page.click("#go-break")
+            page.wait_for_selector("#state[data-state=break]")
+            assert page.text_content("#state-detail") == "training"
             _go_available(page)
 
             # The live-update WebSocket drops: the page reconnects and sees what changed
@@ -417,6 +439,8 @@ def test_dropped_event_stream_recovers_and_a_page_gone_mid_call_leaves_nothing_s
             # agent's registration goes with its WebSocket, and no state is left stuck.
             caller = _caller(server, tmp_path / "caller2", hold_ms=60_000)
             try:
+                # The same customer again: the screen-pop names who served them last.
+                page.wait_for_selector("#screen-pop dd[data-key=last_agent]:has-text('1001')", timeout=20_000)
                 _answer(page)
                 page.close()
                 result = _finished(caller, 30)
