@@ -159,9 +159,9 @@ def _launch(playwright, folder: Path):
                                       args=[*BROWSER_FLAGS, f"--use-file-for-fake-audio-capture={microphone}"])
 
 
-def _sign_in(page, server, *, password: str = "demo1001") -> None:
+def _sign_in(page, server, *, password: str = "demo1001", extension: str = "1001") -> None:
     page.goto(f"{server.http_url}/agent/")
-    page.fill("#extension", "1001")
+    page.fill("#extension", extension)
     page.fill("#password", password)
     page.click("#signin-form button[type=submit]")
 
@@ -318,7 +318,7 @@ def test_agent_answers_a_queue_call_in_the_browser_with_audio_both_ways_and_tran
     assert server.alive()
 
 
-def test_mute_silences_the_agent_for_the_caller_the_keypad_reaches_it_and_recent_calls_are_the_records(
+def test_mute_keypad_and_transfer_to_an_account_reach_the_caller_and_recent_calls_are_the_records(
         pbx_server, rtpengine, tmp_path) -> None:
     sync_playwright = _need_browser()
     need_sipp()
@@ -329,6 +329,10 @@ def test_mute_silences_the_agent_for_the_caller_the_keypad_reaches_it_and_recent
             page = browser.new_page()
             _sign_in(page, server)
             _go_available(page)
+            # Agent 1002's page, signed in but not available: its account can still be called.
+            colleague = browser.new_page()
+            _sign_in(colleague, server, extension="1002", password="demo1002")
+            colleague.wait_for_selector("#phone-state[data-registered=yes]", timeout=15_000)
             caller, media = _caller_with_ears(server, tmp_path / "caller", hold_ms=60_000)
             try:
                 _answer(page)
@@ -361,13 +365,23 @@ def test_mute_silences_the_agent_for_the_caller_the_keypad_reaches_it_and_recent
                     f"the caller got digits {media.digits_since(keyed_at)!r}, payload types "
                     f"{media.payload_types_since(keyed_at)}")
 
-                page.keyboard.press("h")
+                # Blind transfer to an account: 1002's page rings, answers by keyboard, and the
+                # caller and 1002 hear each other; 1001 is in wrap-up; 1002 hangs up.
+                page.fill("#transfer-target", "1002")
+                page.click("#transfer")
+                page.wait_for_selector("#call-status[data-call=none]", timeout=15_000)
                 page.wait_for_selector("#state[data-state=wrap_up]", timeout=10_000)
+                colleague.wait_for_selector("#call-status[data-call=ringing]", timeout=20_000)
+                colleague.keyboard.press("a")
+                colleague.wait_for_selector("#call-status[data-call=established]", timeout=15_000)
+                _audio_both_ways(colleague, media)
+                colleague.keyboard.press("h")
                 assert _finished(caller, 15).returncode == 0
             finally:
                 media.close()
                 if caller.process.poll() is None:
                     caller.stop()
+            colleague.close()
 
             # Reloaded, the page knows nothing; signed in again, its recent calls are read
             # from the call records, with the agent's token.
@@ -378,13 +392,13 @@ def test_mute_silences_the_agent_for_the_caller_the_keypad_reaches_it_and_recent
             token = page.evaluate("desk.token")
             status, body = _get(server, "/agent/calls", token)
             assert status == 200 and [call["call_id"] for call in body["calls"]] == [caller_call_id], body
-            assert body["calls"][0]["disposition"] == "answered" and body["calls"][0]["talk_seconds"] > 0, body
+            assert body["calls"][0]["disposition"] == "transferred" and body["calls"][0]["talk_seconds"] > 0, body
             page.click("#sign-out")
             page.wait_for_selector("#signin-form", state="visible")
             assert wait_until(lambda: agent_state(server, "1001") == "offline", 10), agent_state(server, "1001")
         finally:
             browser.close()
-    # Only one's own calls, and only with a token.
+    # Only one's own calls (the record is 1001's, who answered it), and only with a token.
     assert _get(server, "/agent/calls", None)[0] == 401
     assert _get(server, "/agent/calls", "not-a-token")[0] == 401
     status, other = _post(server, "/agent/session", {"extension": "1002", "password": "demo1002"})
