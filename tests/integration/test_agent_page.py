@@ -436,6 +436,17 @@ def test_dropped_event_stream_recovers_and_a_page_gone_mid_call_leaves_nothing_s
             page.click("#go-available")
             page.wait_for_selector("#state[data-state=available]")
 
+            # The phone's SIP WebSocket drops (closed under JsSIP, as a network would): the page
+            # says so; the router takes the agent offline, as for any phone that unregisters;
+            # JsSIP connects and registers again, the page puts the agent back to available,
+            # and the next call reaches it.
+            page.evaluate("desk.ua._transport.socket._ws.close()")
+            page.wait_for_selector("#phone-state[data-registered=no]:has-text('reconnecting')", timeout=10_000)
+            page.wait_for_selector("#state[data-state=offline]")  # JsSIP waits at least 2 s to reconnect
+            page.wait_for_selector("#phone-state[data-registered=yes]", timeout=30_000)
+            page.wait_for_selector("#state[data-state=available]")
+            assert wait_until(lambda: agent_state(server, "1001") == "available", 10), agent_state(server, "1001")
+
             # Hang up by keyboard.
             caller = _caller(server, tmp_path / "caller1", hold_ms=60_000)
             try:

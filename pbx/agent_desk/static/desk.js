@@ -11,6 +11,7 @@ const TEXT = {
     answer: "Answer", hang_up: "Hang up", hold: "Hold", mute: "Mute", transfer: "Transfer",
     transfer_to: "Transfer to (queue or account)", recent_calls: "Recent calls",
     phone_connecting: "connecting", phone_registered: "ready", phone_failed: "not registered",
+    phone_reconnecting: "connection lost: reconnecting…",
     phone_no_webrtc: "unavailable: this server's media engine does not carry WebRTC (media.engine: rtpengine)",
     phone_no_websocket: "unavailable: the server has no SIP WebSocket listener (sip.listen ws: or wss:)",
     phone_not_built: "unavailable: the page's SIP phone is not built on the server (scripts/build-agent-page)",
@@ -30,6 +31,7 @@ const TEXT = {
     answer: "Contestar", hang_up: "Colgar", hold: "Espera", mute: "Silenciar", transfer: "Transferir",
     transfer_to: "Transferir a (cola o cuenta)", recent_calls: "Llamadas recientes",
     phone_connecting: "conectando", phone_registered: "listo", phone_failed: "sin registrar",
+    phone_reconnecting: "conexión perdida: reconectando…",
     phone_no_webrtc: "no disponible: el motor de medios de este servidor no lleva WebRTC (media.engine: rtpengine)",
     phone_no_websocket: "no disponible: el servidor no escucha SIP por WebSocket (sip.listen ws: o wss:)",
     phone_not_built: "no disponible: el teléfono SIP de la página no está construido en el servidor (scripts/build-agent-page)",
@@ -86,7 +88,8 @@ async function signIn(event) {
     $("signin-error").textContent = error.status === 401 ? t("bad_sign_in") : error.message;
     return;
   }
-  Object.assign(desk, { token: info.token, extension, domain: info.sip_domain, closedForGood: false, recent: [] });
+  Object.assign(desk, { token: info.token, extension, domain: info.sip_domain, closedForGood: false, recent: [],
+                        resume: null, phoneLost: false });
   $("signin").hidden = true;
   $("desk").hidden = false;
   $("who").textContent = `${info.name || ""} · ${extension}`;
@@ -99,6 +102,9 @@ async function signIn(event) {
 function applyState(info) {
   desk.state = info.state;
   desk.reason = info.reason;
+  // What to go back to if the phone's connection drops: the router takes an agent whose
+  // phone unregisters offline, and the page puts them back once JsSIP has registered again.
+  if (info.state === "available" || info.state === "break") desk.resume = { state: info.state, reason: info.reason };
   if (info.state !== "wrap_up") desk.wrapUntil = null;
   showState();
 }
@@ -213,8 +219,22 @@ function startPhone(info, password) {
     user_agent: "Centralita agent page",
   });
   desk.ua = ua;
-  ua.on("registered", () => { $("phone-state").textContent = t("phone_registered"); $("phone-state").dataset.registered = "yes"; });
+  ua.on("registered", () => {
+    $("phone-state").textContent = t("phone_registered");
+    $("phone-state").dataset.registered = "yes";
+    if (desk.phoneLost && desk.resume && ["offline", "available", "break"].includes(desk.state)) {
+      changeState(desk.resume.state, desk.resume.reason || undefined);
+    }
+    desk.phoneLost = false;
+  });
   ua.on("registrationFailed", () => { $("phone-state").textContent = t("phone_failed"); $("phone-state").dataset.registered = "no"; });
+  // JsSIP reconnects by itself and registers again; until then the agent sees why no call comes.
+  ua.on("disconnected", () => {
+    if (desk.closedForGood) return;
+    desk.phoneLost = true;
+    $("phone-state").textContent = t("phone_reconnecting");
+    $("phone-state").dataset.registered = "no";
+  });
   ua.on("newRTCSession", ({ session, originator, request }) => {
     if (originator !== "remote") return;
     if (desk.session) { session.terminate({ status_code: 486 }); return; }
