@@ -46,7 +46,9 @@ BROWSER_FLAGS = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-
                  # rtpengine listens on loopback only here: let WebRTC use it.
                  "--allow-loopback-in-peer-connection", "--no-sandbox",
                  # The remote audio plays, and can be analysed, without a click on the page.
-                 "--autoplay-policy=no-user-gesture-required"]
+                 "--autoplay-policy=no-user-gesture-required",
+                 # The wss listener's certificate is self-signed (made by the server under test).
+                 "--ignore-certificate-errors"]
 # Two tones far from each other, from the DTMF frequencies and from the menu prompt's voice.
 AGENT_HZ, CALLER_HZ = 1000, 440
 CALLER_NUMBER = "+34915550001"  # caller_xml's
@@ -68,14 +70,16 @@ def _need_browser():
 
 
 def _agent_page_server(pbx_server, rtpengine, *, embedded: bool = False, rtp_timeout: float = 60,
-                       agents: dict[str, dict[str, int]] | None = None):
+                       agents: dict[str, dict[str, int]] | None = None, websocket: str = "ws"):
+    """A server with a SIP WebSocket listener, `ws` or `wss` (its certificate is the one the
+    server makes for itself: the browser is told to accept it)."""
     config = yaml.safe_load(cc_config(agents=agents or {"1001": {"billing": 5}}, wrap_up=30,
                                       rtp_timeout=rtp_timeout,
                                       media=None if embedded else rtpengine.media_settings))
     config["routing"]["auto_login"] = False
     config["extensions"]["100"]["flow"] = str(LOOKUP_FLOW)
     ws_port = free_port(udp=False, tcp=True)
-    server = pbx_server(yaml.safe_dump(config), extra_args=("--sip-listen", f"ws:{LOOPBACK}:{ws_port}"),
+    server = pbx_server(yaml.safe_dump(config), extra_args=("--sip-listen", f"{websocket}:{LOOPBACK}:{ws_port}"),
                         sip_trace=True)
     return server, ws_port
 
@@ -322,7 +326,9 @@ def test_mute_keypad_and_transfer_to_an_account_reach_the_caller_and_recent_call
         pbx_server, rtpengine, tmp_path) -> None:
     sync_playwright = _need_browser()
     need_sipp()
-    server, _ = _agent_page_server(pbx_server, rtpengine, agents={"1001": {"billing": 5}, "1002": {"support": 5}})
+    # Over wss this time (the other tests use ws): the page's phone picks it by itself.
+    server, _ = _agent_page_server(pbx_server, rtpengine, agents={"1001": {"billing": 5}, "1002": {"support": 5}},
+                                   websocket="wss")
     with sync_playwright() as playwright:
         browser = _launch(playwright, tmp_path)
         try:
@@ -333,6 +339,7 @@ def test_mute_keypad_and_transfer_to_an_account_reach_the_caller_and_recent_call
             colleague = browser.new_page()
             _sign_in(colleague, server, extension="1002", password="demo1002")
             colleague.wait_for_selector("#phone-state[data-registered=yes]", timeout=15_000)
+            assert page.evaluate("desk.ua._transport.socket.url").startswith("wss://")
             caller, media = _caller_with_ears(server, tmp_path / "caller", hold_ms=60_000)
             try:
                 _answer(page)
