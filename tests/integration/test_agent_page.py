@@ -284,11 +284,16 @@ def test_agent_answers_a_queue_call_in_the_browser_with_audio_both_ways_and_tran
                              and all(n > 100 for n in counts(agent_call).values()), 10), counts(agent_call)
                 assert wait_until(lambda: counts(caller_call).get("inside", 0) > 100, 10), counts(caller_call)
 
+                # On hold the caller no longer hears the agent; resumed, they do again.
                 page.click("#hold")
                 page.wait_for_selector("#call-status:has-text('On hold')")
                 _screenshot(page, "4-on-call")
+                assert wait_until(lambda: _caller_hears(media, AGENT_HZ) < SILENT, 10), (
+                    f"on hold, the caller still hears the agent: share {_caller_hears(media, AGENT_HZ):.2f}")
                 page.click("#hold")
                 page.wait_for_selector("#call-status:has-text('Talking with')")
+                assert wait_until(lambda: _caller_hears(media, AGENT_HZ) > HEARD, 10), (
+                    f"resumed, the caller does not hear the agent: share {_caller_hears(media, AGENT_HZ):.2f}")
 
                 page.fill("#transfer-target", "support")
                 page.click("#transfer")
