@@ -105,6 +105,8 @@ function applyState(info) {
   // What to go back to if the phone's connection drops: the router takes an agent whose
   // phone unregisters offline, and the page puts them back once JsSIP has registered again.
   if (info.state === "available" || info.state === "break") desk.resume = { state: info.state, reason: info.reason };
+  // Logged out with the phone reachable (by a supervisor, say): not something to undo.
+  if (info.state === "offline" && info.reachable !== false) desk.resume = null;
   if (info.state !== "wrap_up") desk.wrapUntil = null;
   showState();
 }
