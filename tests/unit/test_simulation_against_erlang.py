@@ -66,8 +66,10 @@ def interval(samples: list[float]) -> tuple[float, float]:
 LOADS = [(0.6, 4), (0.8, 8), (0.9, 16), (0.95, 30)]
 
 
-# One worker runs this module under xdist: the replications above are computed once.
-pytestmark = pytest.mark.xdist_group("erlang_c_runs")
+# One worker runs this module under xdist: the replications above are computed once. They
+# take a few minutes of CPU, and more on a machine busy with the rest of the suite: the
+# suite's 300 s limit (meant for hangs) is raised for them.
+pytestmark = [pytest.mark.xdist_group("erlang_c_runs"), pytest.mark.timeout(900)]
 
 
 @pytest.fixture(scope="module")
