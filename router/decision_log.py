@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Container
 
-from router.explanations import Decision
+from router.explanations import Decision, LazyDecision
 
 
 class DecisionLog:
@@ -15,8 +15,9 @@ class DecisionLog:
         self._per_call = per_call
         self._calls_kept = calls_kept
         self._max_age = max_age_seconds
-        # Per call, its last decisions (a tuple: a bounded deque reserves room for 64).
-        self._decisions: OrderedDict[str, tuple[Decision, ...]] = OrderedDict()
+        # Per call, its last decisions (a tuple: a bounded deque reserves room for 64), each
+        # made a record when first read.
+        self._decisions: OrderedDict[str, tuple[LazyDecision, ...]] = OrderedDict()
         self._released: dict[str, float] = {}  # call -> when first seen out of the router
 
     def __len__(self) -> int:
@@ -24,9 +25,10 @@ class DecisionLog:
         return len(self._decisions)
 
     def of(self, call_id: str) -> tuple[Decision, ...] | None:
-        return self._decisions.get(call_id)
+        kept = self._decisions.get(call_id)
+        return None if kept is None else tuple(decision.get() for decision in kept)
 
-    def remember(self, decision: Decision) -> None:
+    def remember(self, decision: LazyDecision) -> None:
         call_id = decision.call_id
         decisions = self._decisions
         kept = decisions.pop(call_id, ())

@@ -12,6 +12,7 @@ O(agents).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -158,3 +159,42 @@ class Decision:
                 {"agent": agent, "outcome": outcome} for agent, outcome in self.earlier_offers
             ],
         }
+
+
+class LazyDecision:
+    """A decision as the few values the router had when it decided, turned into a
+    ``Decision`` (and its scored candidates, rejections and call order) the first time
+    someone reads it: the API, a call's record, a screen-pop. Most are read once or never
+    while the call is being routed, and building the records cost more than the search.
+    Whatever could change later (scores, reasons, earlier offers) is taken when deciding;
+    only the records are built late. Built once: every read gets the same ``Decision``."""
+
+    __slots__ = ("call_id", "_build", "_values", "_decision")
+
+    def __init__(
+        self, call_id: str, build: Callable[..., Decision], values: tuple[Any, ...]
+    ) -> None:
+        self.call_id = call_id
+        self._build = build
+        self._values: tuple[Any, ...] | None = values
+        self._decision: Decision | None = None
+
+    @classmethod
+    def ready(cls, decision: Decision) -> LazyDecision:
+        """A decision already built (the rare kinds: preferred agents, other sites)."""
+        lazy = cls(decision.call_id, _built, ())
+        lazy._decision = decision
+        lazy._values = None
+        return lazy
+
+    def get(self) -> Decision:
+        decision = self._decision
+        if decision is None:
+            assert self._values is not None
+            decision = self._decision = self._build(*self._values)
+            self._values = None  # what it was built from is not needed again
+        return decision
+
+
+def _built() -> Decision:
+    raise AssertionError("a ready decision is never built")

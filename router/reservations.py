@@ -10,9 +10,10 @@ from __future__ import annotations
 import itertools
 import secrets
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from router.errors import UnknownReservation
-from router.explanations import Decision
+from router.explanations import Decision, LazyDecision
 
 RESERVATION_ID_PREFIX = "res-"
 
@@ -25,17 +26,22 @@ def new_reservation_id() -> str:
     return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
 
 
-@dataclass(frozen=True)
-class Reservation:
+class Reservation(NamedTuple):
     """An agent held for one call; the PBX should now ring ``agent``'s phone.
-    ``expires_at`` is wall-clock time (Unix seconds)."""
+    ``expires_at`` is wall-clock time (Unix seconds). Immutable, and a tuple: one is made
+    for every offer, and a frozen dataclass cost three times as much to build."""
 
     reservation_id: str
     call_id: str
     agent: str
     queue: str
     expires_at: float
-    decision: Decision
+    explained: LazyDecision  # read ``decision``
+
+    @property
+    def decision(self) -> Decision:
+        """Why this agent (built the first time it is read)."""
+        return self.explained.get()
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -57,7 +63,7 @@ class HeldAgent:
     agent: str
     queue: str
     expires_at: float
-    decision: Decision
+    decision: LazyDecision
     ringing: bool = False
 
 

@@ -125,7 +125,7 @@ from router.errors import (
     UnknownCall,
 )
 from router.estimates import ArrivalRate, HandleTimeAverage
-from router.explanations import CompetingCall, Decision
+from router.explanations import CompetingCall, Decision, LazyDecision
 from router.forecast import WaitForecast
 from router.occupancy import add_to_load_key
 from router.reservations import HeldAgent, Reservation, ReservationBook, new_reservation_id
@@ -781,10 +781,10 @@ class Router:
         chosen = choice.agent
         if chosen is None or (agent is not None and chosen.extension != agent):
             self._calls.forget(call.call_id)
-            decision = choice.decision
+            decision = choice.decision.get()
             if chosen is not None:
                 decision = replace(decision, chosen=None, note=f"agent {agent} is not free")
-            self._decisions.remember(decision)
+            self._decisions.remember(LazyDecision.ready(decision))
             return decision
         return self._reserve(chosen, waiting, choice.decision, now)
 
@@ -1039,7 +1039,7 @@ class Router:
         return None
 
     def _reserve(
-        self, agent: BookedAgent, waiting: BookedCall, decision: Decision, now: float
+        self, agent: BookedAgent, waiting: BookedCall, decision: LazyDecision, now: float
     ) -> Reservation:
         assert agent.reservation_id is None and agent.state is AVAILABLE
         if waiting.status is HELD:

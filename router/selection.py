@@ -32,10 +32,12 @@ from router.explanations import (
     CandidateScore,
     CompetingCall,
     Decision,
+    LazyDecision,
     Preference,
     Rejection,
 )
 from router.occupancy import NO_LOAD
+from router.waiting_line import aging_score
 
 PREFERENCE_LABEL = {"customer": "preferred agent", "last_agent": "last agent"}
 
@@ -120,7 +122,7 @@ class Choice:
     ``held_for`` until ``hold_until``, or neither (nobody qualifies now). Handed straight
     to the router, never kept: not frozen, which makes one cheaper to build."""
 
-    decision: Decision
+    decision: LazyDecision
     agent: BookedAgent | None = None
     held_for: str | None = None
     hold_until: float = 0.0
@@ -180,13 +182,14 @@ class Selector:
             )
             if choice is not None:
                 return choice
-        call_order = self.order_of(waiting, config, now)
-        earlier = tuple(waiting.earlier_offers)
+        # The call's order as raw values (its score is computed when the decision is read).
+        call_order = (config, waiting.call.priority, now - waiting.enqueued_at)
+        earlier = tuple(waiting.earlier_offers) if waiting.earlier_offers else ()
 
         strategy = config.strategy
         extra = waiting.call.skills
         language = waiting.language
-        rejected: list[Rejection] = []
+        rejected: list[tuple[str, str]] = []  # (agent, why), made records when read
         skipped_total = 0
         first_requirement: Mapping[str, int] | None = None
         first_driver: Driver | None = None  # the first ring's, when it was found
@@ -236,56 +239,52 @@ class Selector:
                     )
             skipped_total += result.skipped_total
             if result.skipped:
-                rejected.extend(Rejection(ext, why) for ext, why in result.skipped)
+                rejected.extend(result.skipped)
             if result.chosen is None:
                 continue
             agents = self._agents
             chosen = agents[result.chosen]
-            eligible = [CandidateScore(result.chosen, self._score(chosen, strategy, driver, now))]
+            eligible = [(result.chosen, self._score(chosen, strategy, driver, now))]
             for ext, _ in result.runners_up:
-                eligible.append(
-                    CandidateScore(ext, self._score(agents[ext], strategy, driver, now))
-                )
-            decision = Decision(
-                at=self._to_wall(now),
-                call_id=waiting.call_id,
-                queue=config.name,
-                trigger=trigger,
-                policy=str(strategy),
-                chosen=result.chosen,
-                ring=ring_index,
-                eligible=tuple(eligible),
-                rejected=tuple(rejected[: 2 * self._explain_sample]),
-                competing_calls=competing,
-                note=self._note(freed_agent, skipped_total, ring_index),
-                order=call_order,
-                preference=preference,
-                earlier_offers=earlier,
+                eligible.append((ext, self._score(agents[ext], strategy, driver, now)))
+            values = (
+                self._to_wall(now),
+                waiting.call_id,
+                config,
+                trigger,
+                result.chosen,
+                ring_index,
+                eligible,
+                rejected,
+                2 * self._explain_sample,
+                competing,
+                None if freed_agent is None else freed_agent.profile.extension,
+                skipped_total,
+                call_order,
+                preference,
+                earlier,
             )
-            return Choice(decision, agent=chosen)
+            return Choice(LazyDecision(waiting.call_id, chosen_decision, values), agent=chosen)
 
         if first_driver is None and first_requirement is not None:
             first_driver = self._driver(first_requirement, language, strategy)[0]
-        sample = self._rejection_sample(waiting, first_driver, {r.extension for r in rejected})
+        sample = self._rejection_sample(waiting, first_driver, {ext for ext, _ in rejected})
         rejected.extend(sample)
-        return Choice(
-            Decision(
-                at=self._to_wall(now),
-                call_id=waiting.call_id,
-                queue=config.name,
-                trigger=trigger,
-                policy=str(strategy),
-                chosen=None,
-                ring=None,
-                rejected=tuple(rejected[: 2 * self._explain_sample]),
-                competing_calls=competing,
-                note=f"no free agent qualifies in {waiting.rings_active} ring(s); "
-                f"{skipped_total} free agent(s) examined",
-                order=call_order,
-                preference=preference,
-                earlier_offers=earlier,
-            )
+        unrouted = (
+            self._to_wall(now),
+            waiting.call_id,
+            config,
+            trigger,
+            rejected,
+            2 * self._explain_sample,
+            competing,
+            waiting.rings_active,
+            skipped_total,
+            call_order,
+            preference,
+            earlier,
         )
+        return Choice(LazyDecision(waiting.call_id, unrouted_decision, unrouted))
 
     def _try_preferred(
         self,
@@ -322,7 +321,7 @@ class Selector:
                 preference=preference,
                 earlier_offers=tuple(waiting.earlier_offers),
             )
-            return Choice(decision, agent=agent), preference
+            return Choice(LazyDecision.ready(decision), agent=agent), preference
         wait_until = waiting.entered_queue_at + config.preferred_agent_wait_seconds
         limit_until = waiting.enqueued_at + config.preferred_hold_limit
         hold_until, bound = (
@@ -373,7 +372,10 @@ class Selector:
             preference=preference,
             earlier_offers=tuple(waiting.earlier_offers),
         )
-        return Choice(decision, held_for=preferred, hold_until=hold_until), preference
+        return (
+            Choice(LazyDecision.ready(decision), held_for=preferred, hold_until=hold_until),
+            preference,
+        )
 
     def _preferred_agent_of(
         self, waiting: BookedCall, config: QueueConfig
@@ -393,10 +395,7 @@ class Selector:
         return preferred, source
 
     def order_of(self, waiting: BookedCall, config: QueueConfig, now: float) -> CallOrder:
-        rank = self._calls.rank(waiting, now)
-        return CallOrder(
-            str(config.priority_order), waiting.call.priority, now - waiting.enqueued_at, -rank[0]
-        )
+        return call_order(config, waiting.call.priority, now - waiting.enqueued_at)
 
     # ------------------------------------------------------------------ a freed agent picks its call
 
@@ -533,14 +532,12 @@ class Selector:
         return math.exp(agent.load_key - now / self._occupancy_window)
 
     @staticmethod
-    def _note(freed_agent: BookedAgent | None, skipped: int, ring: int) -> str:
+    def _note(freed_agent: str | None, skipped: int, ring: int) -> str:
         if freed_agent is None and not skipped and not ring:
             return "ring 0"  # the common case, without building the parts
         parts = []
         if freed_agent is not None:
-            parts.append(
-                f"agent {freed_agent.profile.extension} became free; this call ranks first"
-            )
+            parts.append(f"agent {freed_agent} became free; this call ranks first")
         parts.append(f"ring {ring}" + (" (expanded)" if ring else ""))
         if skipped:
             parts.append(f"{skipped} free agent(s) passed over")
@@ -548,21 +545,101 @@ class Selector:
 
     def _rejection_sample(
         self, waiting: BookedCall, driver: Driver | None, already: set[str]
-    ) -> list[Rejection]:
+    ) -> list[tuple[str, str]]:
         """Up to ``explain_sample`` agents holding the driving attribute, with why they could
-        not take the call. Bounded: looks at no more than four times the sample size."""
+        not take the call (agent, reason). Bounded: looks at no more than four times the
+        sample size."""
         if driver is None:
             return []
         kind, name, _ = driver
         members = self._agents.members(kind, name)
-        sample: list[Rejection] = []
+        sample: list[tuple[str, str]] = []
         for extension in itertools.islice(members, 4 * self._explain_sample):
             if extension in already:
                 continue
             agent = self._agents[extension]
             reason = self._agents.unavailability(agent) or self.qualification(agent, waiting)[1]
             if reason is not None:
-                sample.append(Rejection(extension, reason))
+                sample.append((extension, reason))
                 if len(sample) >= self._explain_sample:
                     break
         return sample
+
+
+# ---------------------------------------------------------------------- decisions, when read
+
+
+def call_order(config: QueueConfig, priority: int, waited: float) -> CallOrder:
+    """The call's place in its queue's order as ``Decision.order`` shows it: the same
+    arithmetic as ``service_rank``, so the same score."""
+    score = aging_score(priority, waited, config.sla_seconds, config.effective_aging_weight)
+    return CallOrder(str(config.priority_order), priority, waited, score)
+
+
+def chosen_decision(
+    at: float,
+    call_id: str,
+    config: QueueConfig,
+    trigger: str,
+    chosen: str,
+    ring: int,
+    eligible: list[tuple[str, tuple[float, ...]]],
+    rejected: list[tuple[str, str]],
+    rejected_kept: int,
+    competing: tuple[CompetingCall, ...],
+    freed_agent: str | None,
+    skipped_total: int,
+    order: tuple[QueueConfig, int, float],
+    preference: Preference | None,
+    earlier: tuple[tuple[str, str], ...],
+) -> Decision:
+    """The record of a decision that found an agent (``LazyDecision``'s values)."""
+    return Decision(
+        at=at,
+        call_id=call_id,
+        queue=config.name,
+        trigger=trigger,
+        policy=str(config.strategy),
+        chosen=chosen,
+        ring=ring,
+        eligible=tuple(CandidateScore(ext, score) for ext, score in eligible),
+        rejected=tuple(Rejection(ext, why) for ext, why in rejected[:rejected_kept]),
+        competing_calls=competing,
+        note=Selector._note(freed_agent, skipped_total, ring),
+        order=call_order(*order),
+        preference=preference,
+        earlier_offers=earlier,
+    )
+
+
+def unrouted_decision(
+    at: float,
+    call_id: str,
+    config: QueueConfig,
+    trigger: str,
+    rejected: list[tuple[str, str]],
+    rejected_kept: int,
+    competing: tuple[CompetingCall, ...],
+    rings_active: int,
+    skipped_total: int,
+    order: tuple[QueueConfig, int, float],
+    preference: Preference | None,
+    earlier: tuple[tuple[str, str], ...],
+) -> Decision:
+    """The record of a decision that found nobody (``LazyDecision``'s values)."""
+    return Decision(
+        at=at,
+        call_id=call_id,
+        queue=config.name,
+        trigger=trigger,
+        policy=str(config.strategy),
+        chosen=None,
+        ring=None,
+        rejected=tuple(Rejection(ext, why) for ext, why in rejected[:rejected_kept]),
+        competing_calls=competing,
+        note=f"no free agent qualifies in {rings_active} ring(s); "
+        f"{skipped_total} free agent(s) examined",
+        order=call_order(*order),
+        preference=preference,
+        earlier_offers=earlier,
+    )
