@@ -17,6 +17,12 @@ queue's pool (below) and only read the skill's counts, so an agent becoming free
 entries only into the skill heaps some walk has used. Languages (few, each held by many:
 building one took ~3 ms at 5,500 free holders) and "everyone" keep all their heaps.
 
+Pushes wait: an agent joining the index owes its entries to the heaps it belongs in
+until a walk of one of them (which pushes what it needs first) or the end of the
+dispatch. With calls waiting, a freed agent is reserved again within the same dispatch,
+and then only the heap its call's walk read ever held it: no ten pushes, no ten stale
+entries for the rebuilds to look at later.
+
 Removal is lazy: leaving the index bumps the agent's version, and an entry whose
 version is not current is dropped when it reaches the top of a heap (heaps that
 grow to twice their live size are compacted). A query walks the heaps of ONE
@@ -178,6 +184,9 @@ class AvailableAgents:
         # Per queue, one pool per ring: the free agents meeting it, in the queue's order.
         self._pools: dict[str, tuple[_Pool, ...]] = {}
         self._agent_pools: dict[str, list[_Pool]] = {}
+        # Agents indexed since the last flush: the heap entries they still owe, each as
+        # (heap, entry, live count for the compaction check).
+        self._fresh: dict[str, list[tuple[list[Entry], Entry, int]]] = {}
 
     def __contains__(self, extension: object) -> bool:
         return extension in self._placements
@@ -209,34 +218,77 @@ class AvailableAgents:
         )
         entries = order_entries(extension, placement)
         self._placements[extension] = placement
-        # Inlined ``_push``: this runs for every attribute of every agent becoming free.
+        # The heap entries wait in ``_fresh`` until a walk of that heap or the end of the
+        # dispatch (``flush_fresh``): an agent freed and reserved again in one dispatch
+        # (a call was waiting for it) never pushes them, nor leaves them stale behind.
+        pending: list[tuple[list[Entry], Entry, int]] = []
         skill_index = self._skills
         for skill, level in placement.skills:
             heaps = skill_index.get(skill)
             if heaps is None:
                 heaps = skill_index[skill] = _AttributeHeaps()
-            heaps.live[level] += 1
+            live = heaps.live
+            live[level] += 1
             heaps.levels[extension] = level
             if heaps.built:
-                self._push_built(heaps, level, entries)
+                for heaps_by_level, entry in zip(heaps.heaps, entries, strict=True):
+                    if heaps_by_level is not None:
+                        pending.append((heaps_by_level[level], entry, live[level]))
         language_index = self._languages
         for language in placement.languages:
             heaps = language_index.get(language)
             if heaps is None:
                 heaps = language_index[language] = _AttributeHeaps(built=True)
-            heaps.live[1] += 1
-            heaps.levels[extension] = 1
-            if heaps.built:
-                self._push_built(heaps, 1, entries)
-        self._push(self._everyone, 1, entries, extension)
+            self._pend(heaps, 1, entries, extension, pending)
+        self._pend(self._everyone, 1, entries, extension, pending)
         joined: list[_Pool] = []
         pools = self._pools
         for queue in queues:
             for pool in pools.get(queue, ()):
-                if self._join(pool, extension, skills, placement, entries):
+                pool_entry = self._join(pool, extension, skills, placement, entries)
+                if pool_entry is not None:
                     joined.append(pool)
+                    pending.append((pool.heap, pool_entry, len(pool.members)))
         if joined:
             self._agent_pools[extension] = joined
+        self._fresh[extension] = pending
+
+    @staticmethod
+    def _pend(
+        attribute: _AttributeHeaps,
+        level: int,
+        entries: tuple[Entry, ...],
+        extension: str,
+        pending: list[tuple[list[Entry], Entry, int]],
+    ) -> None:
+        live = attribute.live
+        live[level] += 1
+        attribute.levels[extension] = level
+        if attribute.built:
+            for heaps_by_level, entry in zip(attribute.heaps, entries, strict=True):
+                if heaps_by_level is not None:
+                    pending.append((heaps_by_level[level], entry, live[level]))
+
+    def flush_fresh(self) -> None:
+        """Push the heap entries of the agents freed since the last flush (see ``add``)."""
+        fresh = self._fresh
+        if fresh:
+            push = self._push_entry
+            for pending in fresh.values():
+                for heap, entry, live in pending:
+                    push(heap, entry, live)
+            fresh.clear()
+
+    def _flush_fresh_into(self, heaps: list[list[Entry]]) -> None:
+        """Before a walk: push the fresh agents' entries that belong in ``heaps``."""
+        wanted = {id(heap) for heap in heaps}
+        for pending in self._fresh.values():
+            kept = [item for item in pending if id(item[0]) not in wanted]
+            if len(kept) < len(pending):
+                for item in pending:
+                    if id(item[0]) in wanted:
+                        self._push_entry(*item)
+                pending[:] = kept
 
     def _join(
         self,
@@ -245,28 +297,28 @@ class AvailableAgents:
         skills: Mapping[str, int],
         placement: _Placement,
         entries: tuple[Entry, Entry, Entry],
-    ) -> bool:
-        """Put a free agent in ``pool`` if it meets the pool's ring; ``entries``: its
+    ) -> Entry | None:
+        """Make a free agent a member of ``pool`` if it meets the pool's ring, and return
+        its entry for the pool's heap (None: not a member); ``entries``: its
         ``order_entries``, the same tuples the attribute heaps hold."""
         spec = pool.spec
         for skill, minimum in spec.requirement.items():
             if skills.get(skill, 0) < minimum:
-                return False
+                return None
         if spec.level_skill is not None:
             level = float(skills.get(spec.level_skill, 0))
             entry = (-level, placement.keys[0], extension, placement.version)
         else:
             entry = entries[pool.order_index]
-        members = pool.members
-        members.add(extension)
-        self._push_entry(pool.heap, entry, len(members))
-        return True
+        pool.members.add(extension)
+        return entry
 
     def remove(self, extension: str) -> None:
         placement = self._placements.pop(extension, None)
         if placement is None:
             return
         self._versions[extension] = placement.version + 1
+        self._fresh.pop(extension, None)  # entries never pushed: nothing left stale
         # ``_forget`` inlined: this runs for every attribute of every agent taking a call.
         skill_index = self._skills
         for skill, level in placement.skills:
@@ -297,7 +349,9 @@ class AvailableAgents:
             skills = dict(placement.skills)
             entries = order_entries(extension, placement)
             for pool in pools:
-                if self._join(pool, extension, skills, placement, entries):
+                entry = self._join(pool, extension, skills, placement, entries)
+                if entry is not None:
+                    self._push_entry(pool.heap, entry, len(pool.members))
                     self._agent_pools.setdefault(extension, []).append(pool)
 
     def drop_pools(self, queue: str) -> None:
@@ -336,6 +390,8 @@ class AvailableAgents:
         agent passes)."""
         result = WalkResult()
         heap = self._pools[queue][ring].heap
+        if self._fresh:
+            self._flush_fresh_into([heap])
         versions = self._versions
         popped: list[Entry] = []
         try:
@@ -374,6 +430,8 @@ class AvailableAgents:
         if heaps_of_attribute is None:
             return result
         level_heaps = self._level_heaps(heaps_of_attribute, order)
+        if self._fresh:
+            self._flush_fresh_into(level_heaps)
         live = heaps_of_attribute.live
         popped: list[tuple[int, Entry]] = []
         try:
@@ -451,22 +509,6 @@ class AvailableAgents:
             return self._languages.get(name)
         return self._everyone
 
-    def _push(
-        self, attribute: _AttributeHeaps, level: int, entries: tuple[Entry, ...], extension: str
-    ) -> None:
-        attribute.live[level] += 1
-        attribute.levels[extension] = level
-        if attribute.built:
-            self._push_built(attribute, level, entries)
-
-    def _push_built(
-        self, attribute: _AttributeHeaps, level: int, entries: tuple[Entry, ...]
-    ) -> None:
-        live = attribute.live[level]
-        for heaps_by_level, entry in zip(attribute.heaps, entries, strict=True):
-            if heaps_by_level is not None:
-                self._push_entry(heaps_by_level[level], entry, live)
-
     @staticmethod
     def _forget(attribute: _AttributeHeaps, level: int, extension: str) -> None:
         attribute.live[level] -= 1
@@ -511,7 +553,9 @@ class AvailableAgents:
                 self._to_compact[id(heap)] = heap
 
     def pay_compaction(self) -> int:
-        """Do the rebuild work owed for the entries pushed since the last payment."""
+        """Push the fresh agents' entries, then do the rebuild work owed for the entries
+        pushed since the last payment."""
+        self.flush_fresh()
         owed, self._owed = self._owed, 0
         return self.compact(owed) if owed else 0
 
@@ -519,6 +563,7 @@ class AvailableAgents:
         """Rebuild the heaps that gathered too many stale entries, looking at no more than
         about ``budget`` entries (a heap's rebuild goes on at the next call); returns how
         many entries were looked at."""
+        self.flush_fresh()
         self._free_some(budget)
         looked = 0
         while looked < budget:

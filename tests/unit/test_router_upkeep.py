@@ -42,10 +42,12 @@ def test_index_heaps_rebuilt_in_slices_keep_every_free_agent_in_order() -> None:
     index = AvailableAgents()
     for n in range(200):
         index.add(f"a{n:03d}", {"s": 1}, ["en"], float(n), 0.0, n)
+    index.flush_fresh()
     for _ in range(3):  # half the agents busy and back three times: stale entries behind
         for n in range(0, 200, 2):
             index.remove(f"a{n:03d}")
             index.add(f"a{n:03d}", {"s": 1}, ["en"], float(n), 0.0, n)
+            index.flush_fresh()  # as each dispatch ends: pushed, then stale when removed
     looked = index.compact(100)
     assert looked == 100
     index.add("late", {"s": 1}, ["en"], -1.0, 0.0, 0)  # pushed while a rebuild is under way
@@ -78,3 +80,4 @@ def test_index_rebuilds_are_paid_by_the_pushes_that_need_them() -> None:
     # Without the payments the heap would hold 20 stale entries per agent by now.
     assert max(sizes[5:]) <= 4 * 200
     assert index.count(AttributeKind.EVERYONE, "", 1) == 200
+
