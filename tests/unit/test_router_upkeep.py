@@ -4,6 +4,7 @@ slices."""
 
 from __future__ import annotations
 
+from router.agent_book import AgentBook
 from router.availability import AttributeKind, AvailableAgents, OrderKind
 from router.timers import TimerHeap, TimerKind
 
@@ -81,3 +82,18 @@ def test_index_rebuilds_are_paid_by_the_pushes_that_need_them() -> None:
     assert max(sizes[5:]) <= 4 * 200
     assert index.count(AttributeKind.EVERYONE, "", 1) == 200
 
+
+def test_freed_agents_are_taken_in_order_across_the_copies_that_keep_taking_cheap() -> None:
+    book = AgentBook(3600.0, 8)
+    for n in range(1000):
+        book.mark_freed(f"a{n:04d}")
+    taken = [book.take_freed() for _ in range(600)]
+    book.mark_freed("late")
+    book.mark_freed("a0700")  # already waiting: keeps its place
+    book.mark_freed("first", first=True)
+    while (extension := book.take_freed()) is not None:
+        taken.append(extension)
+    assert taken == (
+        [f"a{n:04d}" for n in range(600)] + ["first"] + [f"a{n:04d}" for n in range(600, 1000)]
+        + ["late"]
+    )
