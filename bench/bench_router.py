@@ -7,8 +7,12 @@ strategies mixed), most agents on a call and 1,000 calls waiting. Measures:
   qualified agent through the availability index (then abandoned, which puts
   the agent back with its idle time unchanged);
 - agent frees:   ``call_ended`` + ``dispatch``: a busy agent finishes (no
-  wrap-up) and takes the best of the waiting calls across its queues; the call
-  is then answered and a fresh call enqueued so the line stays at 1,000;
+  wrap-up) and takes the best of the waiting calls across its queues if one
+  qualifies (for about 3 % of them: the calls wait in queues whose agents are
+  busy); the call is then answered and a fresh call enqueued so the line stays
+  at 1,000;
+- agent takes:   the same for agents serving a queue with calls waiting, counted
+  only when the agent took a call (what a freed agent costs in a busy center);
 - no agent:      ``enqueue`` + ``dispatch`` of a call nobody free can take (the
   explanation's bounded rejection sample is built), then abandoned.
 
@@ -204,9 +208,12 @@ class Bench:
         self.servable = [n for n in self.queue_names if stats[n].agents_available > 0]
         self.unservable = [n for n in self.queue_names if stats[n].agents_available == 0]
         self.timings = {
-            kind: Timings() for kind in ("call arrives", "agent frees", "no agent", "tick")
+            kind: Timings()
+            for kind in ("call arrives", "agent frees", "agent takes", "no agent", "tick")
         }
         self.live: list[str] = []
+        self.taking: list[str] = []
+        self.refills: list[str] = []  # calls enqueued to keep the line full, later answered
 
     def tick_now_and_then(self, n: int) -> None:
         # The server ticks the router every 250 ms (timers, index upkeep); at this
@@ -239,20 +246,46 @@ class Bench:
         self.live = [c for c in calls if connected(self.router, c, self.routing)]
         self.rng.shuffle(self.live)
 
-    def free(self, n: int) -> None:
-        if n >= len(self.live):
-            return
+    def start_takes(self) -> None:
+        """Connected calls whose agent serves a queue with calls waiting (looked for again
+        when they run out)."""
+        router = self.router
+        waiting = {name for name in self.queue_names if router.queue_stats(name).waiting}
+        calls = [f"fill{n}" for n in range(1, self.calls_made + 1)] + self.refills
+        live = [c for c in calls if connected(router, c, self.routing)]
+        self.taking = [
+            c for c in live if waiting.intersection(router.agent(router.call(c).agent).queues)
+        ]
+        self.rng.shuffle(self.taking)
+
+    def take(self, n: int) -> None:
+        if not self.taking:
+            self.start_takes()
+        self.free(n, [self.taking.pop()], "agent takes")
+
+    def free(self, n: int, calls: list[str] | None = None, kind: str = "agent frees") -> None:
+        if calls is None:
+            if n >= len(self.live):
+                return
+            call_id = self.live[n]
+        else:
+            (call_id,) = calls
         router, RoutingRequest = self.router, self.routing.RoutingRequest
-        call_id = self.live[n]
-        timing = self.timings["agent frees"]
+        if not connected(router, call_id, self.routing):
+            return
+        timing = self.timings[kind]
         timing.start()
         router.call_ended(call_id)
         reservations = router.dispatch()
         timing.stop()
+        if kind == "agent takes" and not reservations:
+            timing.wall.pop()  # it found no call after all: not this kind
+            timing.cpu.pop()
         for reservation in reservations:
             router.answered(reservation.reservation_id)
+            self.refills.append(reservation.call_id)
             router.enqueue(
-                RoutingRequest(f"refill{n}", reservation.queue, priority=self.rng.randint(1, 3))
+                RoutingRequest(f"refill-{kind}-{n}", reservation.queue, priority=self.rng.randint(1, 3))
             )
             for again in router.dispatch():
                 router.answered(again.reservation_id)
@@ -300,6 +333,7 @@ def main() -> None:
     steps: list[tuple[Callable[[Bench], None] | None, Callable[[Bench, int], None]]] = [
         (None, Bench.arrive),
         (Bench.start_frees, Bench.free),
+        (Bench.start_takes, Bench.take),
         (None, Bench.nobody),
     ]
     for prepare, step in steps:
@@ -310,7 +344,8 @@ def main() -> None:
             for bench in benches if n % 2 == 0 else benches[::-1]:
                 step(bench, n)
     print(f"load average {os.getloadavg()[0]:.1f}")
-    for kind in ("call arrives", "agent frees", "no agent", "tick"):  # tick: every ~100 decisions
+    # tick: every ~100 decisions
+    for kind in ("call arrives", "agent frees", "agent takes", "no agent", "tick"):
         for bench in benches:
             report(f"{bench.label}{kind}", bench.timings[kind])
 
