@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import enum
 import heapq
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -279,16 +279,16 @@ class AvailableAgents:
                     push(heap, entry, live)
             fresh.clear()
 
-    def _flush_fresh_into(self, heaps: list[list[Entry]]) -> None:
+    def _flush_fresh_into(self, heaps: Sequence[list[Entry]]) -> None:
         """Before a walk: push the fresh agents' entries that belong in ``heaps``."""
+        push = self._push_entry
         wanted = {id(heap) for heap in heaps}
         for pending in self._fresh.values():
-            kept = [item for item in pending if id(item[0]) not in wanted]
-            if len(kept) < len(pending):
-                for item in pending:
-                    if id(item[0]) in wanted:
-                        self._push_entry(*item)
-                pending[:] = kept
+            for index in range(len(pending) - 1, -1, -1):
+                heap, entry, live = pending[index]
+                if id(heap) in wanted:
+                    push(heap, entry, live)
+                    del pending[index]
 
     def _join(
         self,
@@ -391,7 +391,7 @@ class AvailableAgents:
         result = WalkResult()
         heap = self._pools[queue][ring].heap
         if self._fresh:
-            self._flush_fresh_into([heap])
+            self._flush_fresh_into((heap,))
         versions = self._versions
         popped: list[Entry] = []
         try:
