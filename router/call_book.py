@@ -92,6 +92,8 @@ class CallBook:
         self._calls: dict[str, BookedCall] = {}
         self._changed: dict[str, None] = {}
         self._sequence = itertools.count(1)
+        # Calls whose timers are owed: (call, its queue, when filed, its timer generation).
+        self._timers_owed: dict[str, tuple[BookedCall, BookedQueue, float, int]] = {}
 
     # ------------------------------------------------------------------ lookups
 
@@ -205,6 +207,30 @@ class CallBook:
     # ------------------------------------------------------------------ line keeping
 
     def schedule_timers(self, waiting: BookedCall, queue: BookedQueue, now: float) -> None:
+        """The call's timers (expansion, max wait, announcements) for its current place in
+        line, owed until ``flush_timers``: a call that gets its agent in the same dispatch
+        (most, when agents are free) never needs them, and timers left stale in the heap
+        cost the sweeps later. Owing them changes nothing: the clock does not move within
+        a command, and the router flushes before it runs or reports timers."""
+        self._timers_owed[waiting.call_id] = (waiting, queue, now, waiting.timer_generation)
+
+    def flush_timers(self) -> None:
+        """Schedule the timers owed by the calls still in a line (see ``schedule_timers``)."""
+        owed = self._timers_owed
+        if not owed:
+            return
+        calls = self._calls
+        for waiting, queue, now, generation in owed.values():
+            status = waiting.status
+            if (
+                (status is WAITING or status is HELD)
+                and waiting.timer_generation == generation
+                and calls.get(waiting.call.call_id) is waiting
+            ):
+                self._schedule_timers_now(waiting, queue, now)
+        self._timers_owed = {}
+
+    def _schedule_timers_now(self, waiting: BookedCall, queue: BookedQueue, now: float) -> None:
         config = queue.config
         generation = waiting.timer_generation
         call_id = waiting.call_id

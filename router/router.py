@@ -611,6 +611,7 @@ class Router:
         finally:
             # Upkeep owed for the entries and timers added since the last dispatch: a
             # little per change, so no step ever has to do it all at once.
+            self._calls.flush_timers()
             self._agents.available.pay_compaction()
             self._timers.pay_sweep()
 
@@ -864,6 +865,7 @@ class Router:
     @command
     def _run_due_timers(self) -> None:
         now = self._clock()
+        self._calls.flush_timers()
         for kind, key, generation in self._timers.pop_due(now):
             self._run_timer(kind, key, generation, now)
         if self._hours_due is not None and now >= self._hours_due:
@@ -881,6 +883,7 @@ class Router:
     def next_due(self) -> float | None:
         """Router-clock time of the earliest timer (None: no timer): ``tick()`` has nothing
         to do before then, unless a command comes in between."""
+        self._calls.flush_timers()  # a call enqueued without a dispatch yet owes its timers
         due = self._timers.next_due()
         if self._hours_due is None:
             return due

@@ -4,6 +4,7 @@ slices."""
 
 from __future__ import annotations
 
+from router import AgentProfile, QueueConfig, Router, RoutingRequest, SkillExpansion
 from router.agent_book import AgentBook
 from router.availability import AttributeKind, AvailableAgents, OrderKind
 from router.timers import TimerHeap, TimerKind
@@ -97,3 +98,38 @@ def test_freed_agents_are_taken_in_order_across_the_copies_that_keep_taking_chea
         [f"a{n:04d}" for n in range(600)] + ["first"] + [f"a{n:04d}" for n in range(600, 1000)]
         + ["late"]
     )
+
+
+def test_a_call_owes_its_timers_until_the_dispatch_ends_or_a_tick_asks() -> None:
+    now = [100.0]
+    events: list[object] = []
+    router = Router(lambda: now[0], publish=events.append, reservation_timeout_seconds=5)
+    router.upsert_queue(
+        QueueConfig(
+            "q",
+            skills={"rare": 1},
+            expansion=(SkillExpansion(10, {"common": 1}),),
+            max_wait_seconds=60,
+            wrap_up_seconds=0,
+        )
+    )
+    router.upsert_agent(AgentProfile("a", "A", "mad", {"common": 1}, frozenset({"en"})))
+    router.login("a")
+    router.dispatch()
+    # Not dispatched yet: a tick or a question about the next timer gets its timers all the same.
+    router.enqueue(RoutingRequest("c1", "q"))
+    assert router.next_due() == 110.0
+    now[0] = 110.0
+    (reservation,) = router.tick()  # expanded to 'common', and "a" takes it
+    assert reservation.agent == "a"
+    assert any(type(event).__name__ == "CallExpanded" for event in events)
+    # A call that gets its agent in its own dispatch never schedules them: only the
+    # reservation's timer is left (plus the ones c1 scheduled while it waited).
+    router.answered(reservation.reservation_id)
+    router.call_ended("c1")
+    router.upsert_queue(QueueConfig("open", skills={"common": 1}, max_wait_seconds=60))
+    timers_before = len(router._timers)
+    router.enqueue(RoutingRequest("c2", "open"))
+    (reservation,) = router.dispatch()
+    assert len(router._timers) == timers_before + 1
+    assert router.next_due() is not None
