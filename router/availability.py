@@ -15,7 +15,10 @@ skill's free holders, once: 0.05-0.14 ms for the ~110 free holders of a skill at
 agents and 200 skills) and kept from then on: most calls walk a
 queue's pool (below) and only read the skill's counts, so an agent becoming free pushes
 entries only into the skill heaps some walk has used. Languages (few, each held by many:
-building one took ~3 ms at 5,500 free holders) and "everyone" keep all their heaps.
+building one took ~3 ms at 5,500 free holders) keep all their heaps. "Everyone" is walked
+only for a call asking for nothing at all beyond a queue without pools (selection prefers
+any attribute every free agent holds), so its heaps too are built on first use: an agent
+becoming free no longer pushes three entries nobody reads.
 
 Pushes wait: an agent joining the index owes its entries to the heaps it belongs in
 until a walk of one of them (which pushes what it needs first) or the end of the
@@ -171,7 +174,7 @@ class AvailableAgents:
     def __init__(self, skipped_kept: int = 16) -> None:
         self._skills: dict[str, _AttributeHeaps] = {}
         self._languages: dict[str, _AttributeHeaps] = {}
-        self._everyone = _AttributeHeaps(built=True)
+        self._everyone = _AttributeHeaps()  # heaps built on first use, as a skill's
         self._versions: dict[str, int] = {}
         self._placements: dict[str, _Placement] = {}
         self._skipped_kept = skipped_kept

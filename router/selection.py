@@ -499,15 +499,18 @@ class Selector:
             primary = min(requirement, key=lambda skill: (-requirement[skill], skill))
             minimum = requirement[primary]
             return (SKILL, primary, minimum), available.count(SKILL, primary, minimum)
+        # "Everyone" only when nothing narrower is asked: an attribute every free agent
+        # holds walks the same agents in the same order, and the index builds everyone's
+        # heaps only for a walk (see ``router.availability``).
         best: Driver = EVERYONE_DRIVER
         best_count = available.count(EVERYONE, "", 1)
         for skill, minimum in requirement.items():
             count = available.count(SKILL, skill, minimum)
-            if count < best_count:
+            if count < best_count or (count == best_count and best is EVERYONE_DRIVER):
                 best, best_count = (SKILL, skill, minimum), count
         if language is not None:
             count = available.count(LANGUAGE, language, 1)
-            if count < best_count:
+            if count < best_count or (count == best_count and best is EVERYONE_DRIVER):
                 best, best_count = (LANGUAGE, language, 1), count
         return best, best_count
 

@@ -55,7 +55,7 @@ def test_index_heaps_rebuilt_in_slices_keep_every_free_agent_in_order() -> None:
     index.add("late", {"s": 1}, ["en"], -1.0, 0.0, 0)  # pushed while a rebuild is under way
     while index.compact(100):
         pass
-    assert all(len(heap) == 201 for heap in index._everyone.heaps[OrderKind.IDLE.value][1:2])
+    assert all(len(heap) == 201 for heap in index._languages["en"].heaps[OrderKind.IDLE.value][1:2])
     expected = ["late"] + [f"a{n:03d}" for n in range(200)]
     seen: list[str] = []
 
@@ -78,7 +78,7 @@ def test_index_rebuilds_are_paid_by_the_pushes_that_need_them() -> None:
             index.remove(f"a{n:03d}")
             index.add(f"a{n:03d}", {"s": 1}, ["en"], float(n + round_), 0.0, n)
             index.pay_compaction()
-        sizes.append(max(len(heap) for heap in index._everyone.heaps[OrderKind.IDLE.value]))
+        sizes.append(max(len(heap) for heap in index._languages["en"].heaps[OrderKind.IDLE.value]))
     # Without the payments the heap would hold 20 stale entries per agent by now.
     assert max(sizes[5:]) <= 4 * 200
     assert index.count(AttributeKind.EVERYONE, "", 1) == 200
