@@ -139,6 +139,20 @@ class _Pool:
         self.order_index = self.spec.order.value
 
 
+class _Shape(NamedTuple):
+    """What an agent's profile and queues make of its entries (``AvailableAgents._shape_of``):
+    valid while the same ``skills``, ``languages`` and ``queues`` objects come back and no
+    queue's pools were redefined (a queue's agents change only with its pools)."""
+
+    skills: Mapping[str, int]
+    languages: Iterable[str]
+    queues: Iterable[str]
+    pools_version: int
+    skill_items: tuple[tuple[str, int], ...]
+    language_items: tuple[str, ...]
+    pools: tuple[tuple[_Pool, float | None], ...]  # pools met, each with its level key
+
+
 def order_entries(extension: str, placement: _Placement) -> tuple[Entry, Entry, Entry]:
     """An indexed agent's heap entries in each order kind (indexed by ``OrderKind.value``)."""
     idle_since, load_key, rotation = placement.keys
@@ -190,6 +204,10 @@ class AvailableAgents:
         # Agents indexed since the last flush: the heap entries they still owe, each as
         # (heap, entry, live count for the compaction check).
         self._fresh: dict[str, list[tuple[list[Entry], Entry, int]]] = {}
+        # Per agent, its attributes and the pools it meets, for the profile and queues it
+        # had; worked out again when those change or any queue's pools are redefined.
+        self._shapes: dict[str, _Shape] = {}
+        self._pools_version = 0
 
     def __contains__(self, extension: object) -> bool:
         return extension in self._placements
@@ -213,11 +231,18 @@ class AvailableAgents:
             self.remove(extension)
         version = self._versions.get(extension, 0) + 1
         self._versions[extension] = version
-        placement = _Placement(
-            version,
-            tuple(skills.items()),
-            tuple(languages),
-            (idle_since, load_key, rotation),
+        shape = self._shapes.get(extension)
+        if (
+            shape is None
+            or shape.pools_version != self._pools_version
+            or shape.skills is not skills
+            or shape.languages is not languages
+            or shape.queues is not queues
+        ):
+            shape = self._shape_of(skills, languages, queues)
+            self._shapes[extension] = shape
+        placement = _Placement._make(
+            (version, shape.skill_items, shape.language_items, (idle_since, load_key, rotation))
         )
         entries = order_entries(extension, placement)
         self._placements[extension] = placement
@@ -244,17 +269,43 @@ class AvailableAgents:
                 heaps = language_index[language] = _AttributeHeaps(built=True)
             self._pend(heaps, 1, entries, extension, pending)
         self._pend(self._everyone, 1, entries, extension, pending)
-        joined: list[_Pool] = []
-        pools = self._pools
-        for queue in queues:
-            for pool in pools.get(queue, ()):
-                pool_entry = self._join(pool, extension, skills, placement, entries)
-                if pool_entry is not None:
-                    joined.append(pool)
-                    pending.append((pool.heap, pool_entry, len(pool.members)))
-        if joined:
-            self._agent_pools[extension] = joined
+        if shape.pools:
+            for pool, level_key in shape.pools:
+                members = pool.members
+                members.add(extension)
+                pool_entry = (
+                    entries[pool.order_index]
+                    if level_key is None
+                    else (level_key, idle_since, extension, version)
+                )
+                pending.append((pool.heap, pool_entry, len(members)))
+            self._agent_pools[extension] = [pool for pool, _ in shape.pools]
         self._fresh[extension] = pending
+
+    def _shape_of(
+        self, skills: Mapping[str, int], languages: Iterable[str], queues: Iterable[str]
+    ) -> _Shape:
+        """What an agent's profile and queues make of its entries, worked out once."""
+        met: list[tuple[_Pool, float | None]] = []
+        for queue in queues:
+            for pool in self._pools.get(queue, ()):
+                spec = pool.spec
+                if all(skills.get(skill, 0) >= minimum for skill, minimum in spec.requirement.items()):
+                    level = (
+                        None
+                        if spec.level_skill is None
+                        else -float(skills.get(spec.level_skill, 0))
+                    )
+                    met.append((pool, level))
+        return _Shape(
+            skills,
+            languages,
+            queues,
+            self._pools_version,
+            tuple(skills.items()),
+            tuple(languages),
+            tuple(met),
+        )
 
     @staticmethod
     def _pend(
@@ -342,6 +393,7 @@ class AvailableAgents:
     def set_pools(self, queue: str, specs: Iterable[PoolSpec], members: Iterable[str]) -> None:
         """(Re)define ``queue``'s pools, one per ring, filled from its free ``members``."""
         self.drop_pools(queue)
+        self._pools_version += 1
         pools = self._pools[queue] = tuple(
             _Pool(spec, queue, ring) for ring, spec in enumerate(specs)
         )
@@ -358,6 +410,7 @@ class AvailableAgents:
                     self._agent_pools.setdefault(extension, []).append(pool)
 
     def drop_pools(self, queue: str) -> None:
+        self._pools_version += 1  # the pools agents meet, worked out in ``_shape_of``
         for pool in self._pools.pop(queue, ()):
             for extension in pool.members:
                 joined = self._agent_pools.get(extension)

@@ -9,6 +9,7 @@ import random
 
 import pytest
 
+from router import AgentProfile, QueueConfig, Router, RoutingRequest
 from router.availability import AttributeKind, AvailableAgents, OrderKind, PoolSpec
 
 SKILLS = ["a", "b", "c", "d"]
@@ -62,16 +63,23 @@ def test_walks_agree_with_a_scan_of_the_free_agents(seed: int) -> None:
     queues: dict[str, tuple[PoolSpec, ...]] = {}
     serves: dict[str, set[str]] = {}  # queue -> agents serving it (free or not)
     agents = [f"x{n:02d}" for n in range(40)]
+    profiles: dict[str, tuple[dict[str, int], list[str], list[str]]] = {}
     for step in range(400):
         action = rng.random()
         if action < 0.45:
             extension = rng.choice(agents)
-            skills = {s: rng.randint(1, 10) for s in rng.sample(SKILLS, rng.randint(1, 3))}
-            languages = rng.sample(LANGUAGES, rng.randint(1, 2))
+            if extension in profiles and rng.random() < 0.5:
+                # The same profile and queues objects again, as the router passes them for
+                # an agent back from a call: what the index worked out for them is reused.
+                skills, languages, member_of = profiles[extension]
+            else:
+                skills = {s: rng.randint(1, 10) for s in rng.sample(SKILLS, rng.randint(1, 3))}
+                languages = rng.sample(LANGUAGES, rng.randint(1, 2))
+                member_of = [q for q in queues if rng.random() < 0.7]
+                profiles[extension] = (skills, languages, member_of)
             agent = {"skills": skills, "languages": languages,
                      "idle": float(rng.randint(0, 30)), "load": float(rng.randint(0, 5)),
                      "rotation": float(rng.randint(0, 9))}
-            member_of = [q for q in queues if rng.random() < 0.7]
             for queue in queues:
                 (serves[queue].add if queue in member_of else serves[queue].discard)(extension)
             index.add(extension, skills, languages, agent["idle"], agent["load"],
@@ -131,3 +139,23 @@ def test_walks_agree_with_a_scan_of_the_free_agents(seed: int) -> None:
                     first_rings[queue] = met[0]
             assert index.first_rings(extension) == first_rings, (step, extension)
     assert len(index) == len(free)
+
+
+def test_an_agent_back_from_a_call_joins_the_pools_of_queues_changed_meanwhile() -> None:
+    router = Router(lambda: 0.0)
+    router.upsert_queue(QueueConfig("first", skills={"a": 1}, wrap_up_seconds=0))
+    router.upsert_agent(AgentProfile("x", "X", "mad", {"a": 5, "b": 3}, frozenset({"en"})))
+    router.login("x")
+    router.enqueue(RoutingRequest("c1", "first"))
+    (reservation,) = router.dispatch()
+    router.answered(reservation.reservation_id)
+    # While x talks: a new queue it serves, and the first one asking for more than it has.
+    router.upsert_queue(QueueConfig("second", skills={"b": 2}, wrap_up_seconds=0))
+    router.upsert_queue(QueueConfig("first", skills={"a": 6}, wrap_up_seconds=0))
+    router.call_ended("c1")
+    assert router.dispatch() == []
+    router.enqueue(RoutingRequest("c2", "first"))
+    assert router.dispatch() == []
+    router.enqueue(RoutingRequest("c3", "second"))
+    (reservation,) = router.dispatch()
+    assert (reservation.call_id, reservation.agent) == ("c3", "x")
