@@ -50,6 +50,7 @@ import math
 import os
 import pstats
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -227,7 +228,8 @@ def run_step(args: argparse.Namespace, workdir: Path, mode: str, rate: float, ca
              during=None, reference=None) -> Step:
     """One server, its agents, ``calls`` callers at ``rate``; everything stopped afterwards.
 
-    ``during(server, seconds)`` is called right before the callers start (the profiler hook).
+    ``during(server, seconds)`` is called right before the callers start (the profiler hook);
+    if it returns a callable, that is called once the calls have drained (before any stop).
     ``reference(folder, accounts)`` starts another server instead of Centralita (Asterisk in
     ``bench_vs_asterisk.py``), with the same questions answered (``asterisk_server.py``).
     """
@@ -280,8 +282,7 @@ def run_step(args: argparse.Namespace, workdir: Path, mode: str, rate: float, ca
             sampler.start()
             started = time.monotonic()
             limit = limit_for(rate, talk_ms)
-            if during is not None:
-                during(server, calls / rate + talk_ms / 1000)
+            after = during(server, calls / rate + talk_ms / 1000) if during is not None else None
             callers = sipp.run(server.sip_address, scenario=sa.CALLER_WAIT_BYE_XML,
                                service="100", calls=calls, rate=rate, limit=limit,
                                media_port=caller_media_base(),
@@ -291,6 +292,8 @@ def run_step(args: argparse.Namespace, workdir: Path, mode: str, rate: float, ca
                                    if k in ("SuccessfulCall(C)", "FailedCall(C)")) >= calls, 20)
             if not wait_until(lambda: server.metric("centralita_sip_dialogs_active", 0.0) == 0, 30):
                 note = (note + "; " if note else "") + "dialogs still active after 30 s"
+            if after is not None:
+                after()
             wall = time.monotonic() - started
             sampler.stop()
             engine_cpu = rtpengine.cpu_seconds() - engine_before if rtpengine is not None else 0.0
@@ -465,6 +468,29 @@ def _collapsed_top(path: Path, top: int) -> str:
     return "\n".join(lines)
 
 
+def calls_report(stats: pstats.Stats, completed: int, top: int) -> str:
+    """Python function calls per completed call, then the top functions by calls and own time."""
+    rows = stats.stats  # (file, line, name) -> (primitive calls, calls, tottime, cumtime, callers)
+    per_call = max(completed, 1)
+    total = sum(row[1] for row in rows.values())
+    own_seconds = sum(row[2] for row in rows.values())
+
+    def name(key) -> str:
+        path, line, function = key
+        return f"{Path(path).name}:{line}({function})" if line else function
+
+    lines = [f"cProfile of the calls only (SIGUSR1 before the first call, SIGUSR2 once all "
+             f"ended): {total} function calls, {total / per_call:.0f} per completed call "
+             f"({completed}); {own_seconds * 1e3 / per_call:.2f} ms profiled time per call",
+             f"-- top {top} by calls (per completed call, own ms per call) --"]
+    for key, row in sorted(rows.items(), key=lambda kv: -kv[1][1])[:top]:
+        lines.append(f"{row[1] / per_call:9.1f} {row[2] * 1e3 / per_call:7.3f}  {name(key)}")
+    lines.append(f"-- top {top} by own time (per completed call) --")
+    for key, row in sorted(rows.items(), key=lambda kv: -kv[1][2])[:top]:
+        lines.append(f"{row[1] / per_call:9.1f} {row[2] * 1e3 / per_call:7.3f}  {name(key)}")
+    return "\n".join(lines)
+
+
 def mode_profile(args, workdir: Path, rate: float) -> None:
     seconds = args.profile_seconds
     calls = max(args.min_calls, int(rate * seconds))
@@ -492,6 +518,26 @@ def mode_profile(args, workdir: Path, rate: float) -> None:
             print(f"-- top 25 by {title} time (cProfile; {out}) --", flush=True)
             stats = pstats.Stats(str(out), stream=sys.stdout)
             stats.strip_dirs().sort_stats(key).print_stats(25)
+        return
+    if profiler == "cprofile-calls":
+        out = workdir / "calls.prof"
+        wrapper = workdir / "python-profile-window"
+        wrapper.write_text(f"#!/bin/sh\nexec {sys.executable} {REPO_ROOT / 'bench' / 'profile_window.py'}"
+                           f" {out} \"$@\"\n")
+        wrapper.chmod(0o755)
+
+        def window(server: PbxServer, _duration: float):
+            os.kill(server.pid, signal.SIGUSR1)
+            return lambda: os.kill(server.pid, signal.SIGUSR2)
+
+        step = safe_step(args, workdir / "run", "profile", rate, calls, args.talk_ms,
+                         python=str(wrapper), during=window)
+        if step:
+            print("  " + step.line() + "  [cProfile overhead included]", flush=True)
+        if not wait_until(out.exists, 10) or step is None:
+            print(f"  no profile written ({out})", flush=True)
+            return
+        print(calls_report(pstats.Stats(str(out)), step.completed, 40), flush=True)
         return
 
     raw = workdir / "pyspy.txt"
@@ -538,7 +584,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile-rate", type=float, default=None,
                         help="rate for the profile (default: half the clean rate, else 10)")
     parser.add_argument("--profile-seconds", type=float, default=20)
-    parser.add_argument("--profiler", choices=["py-spy", "cprofile"], default="py-spy")
+    parser.add_argument("--profiler", choices=["py-spy", "cprofile", "cprofile-calls"],
+                        default="py-spy",
+                        help="cprofile: the whole server process; cprofile-calls: only while "
+                             "the calls run, and the function calls per completed call")
     parser.add_argument("--sip-trace", action="store_true",
                         help="run the server with --sip-trace and info logs (to diagnose a failure)")
     parser.add_argument("--media-engine", choices=["embedded", "rtpengine"], default="embedded",
