@@ -1,7 +1,10 @@
 """The background writer: call logic hands it records, one task stores them in batches.
 
 ``put`` never blocks: items wait on a bounded ``asyncio.Queue`` that one task drains in
-batches of ``batch_size``. A database outage is logged and retried with backoff; while it
+batches of ``batch_size``. After the first item of a batch it gathers for up to
+``gather_seconds`` (unless the batch fills or someone flushes), because every transaction
+costs about as much as the rows it carries: a call puts about ten items over its life, and
+written one at a time each paid its own transaction. A database outage is logged and retried with backoff; while it
 lasts the queue stays bounded and the oldest writes are dropped (and counted) rather than
 memory growing without limit. A batch the database refuses for good is written item by
 item, so one bad line loses only itself.
@@ -51,10 +54,12 @@ class RecordWriter:
     """Stores what it is given in the background; ``start()`` inside the running loop."""
 
     def __init__(self, store: Store, *, registry: CollectorRegistry | None = None,
-                 max_pending: int = 10_000, batch_size: int = 200,
+                 max_pending: int = 10_000, batch_size: int = 200, gather_seconds: float = 0.0,
                  retry_initial_seconds: float = 0.5, retry_max_seconds: float = 30.0) -> None:
         self._store = store
         self._batch_size = batch_size
+        self._gather = gather_seconds
+        self._hurry = asyncio.Event()  # set: write what is there now (a flush, a full batch)
         self._retry_initial = retry_initial_seconds
         self._retry_max = retry_max_seconds
         self._queue: asyncio.Queue[Write] = asyncio.Queue(max_pending)
@@ -93,9 +98,12 @@ class RecordWriter:
             self._queue.task_done()
             self._count_drop(lost, "overflow")
         self._queue.put_nowait(item)
+        if self._queue.qsize() >= self._batch_size:
+            self._hurry.set()
 
     async def flush(self) -> None:
         """Wait until every item put so far is stored (or dropped)."""
+        self._hurry.set()
         await self._queue.join()
 
     async def close(self, timeout: float) -> None:
@@ -104,6 +112,7 @@ class RecordWriter:
             if not self._queue.empty():
                 log.error("call recorder closed unstarted: %d writes not stored", self._queue.qsize())
             return
+        self._hurry.set()
         try:
             await asyncio.wait_for(self._queue.join(), timeout)
         except TimeoutError:
@@ -131,8 +140,14 @@ class RecordWriter:
         # A frame of its own: the batch written is let go before waiting for the next one,
         # so an idle writer holds no record (the memory census counts what stays).
         batch = [await self._queue.get()]
+        if self._gather > 0 and not self._hurry.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._gather):
+                    await self._hurry.wait()
         while len(batch) < self._batch_size and not self._queue.empty():
             batch.append(self._queue.get_nowait())
+        if self._queue.empty():  # else the rest goes at once too (a backlog, a flush)
+            self._hurry.clear()
         try:
             await self._write(batch)
         finally:

@@ -598,6 +598,48 @@ async def test_many_calls_are_written_in_batches(store: Store, clock: Clock) -> 
         await center.recorder.close()
 
 
+def count_transactions(store: Store) -> list[object]:
+    """Every transaction begun on the store's engine from now on (a SQLAlchemy event)."""
+    begun: list[object] = []
+    sa.event.listen(store.engine.sync_engine, "begin", begun.append)
+    return begun
+
+
+async def test_writes_put_within_the_gather_time_share_one_transaction(store: Store,
+                                                                       clock: Clock) -> None:
+    center = Center(store, clock, write_gather_seconds=0.5)
+    center.recorder.start()
+    begun = count_transactions(store)
+    try:
+        for number in range(3):  # each on its own turn of the loop, as calls arrive
+            center.publish(CallStarted(f"g{number}", "1001", "1002", "bridge"))
+            await asyncio.sleep(0.02)
+        await eventually(lambda: len(begun) > 0)  # the gather time ran out, not a flush
+        await center.recorder.flush()
+        assert len(begun) == 1
+        assert sorted(call.call_id for call in await store.live_calls(site="madrid")) == ["g0", "g1", "g2"]
+    finally:
+        await center.recorder.close()
+
+
+async def test_flush_and_a_full_batch_do_not_wait_for_the_gather_time(store: Store,
+                                                                      clock: Clock) -> None:
+    center = Center(store, clock, write_gather_seconds=60, batch_size=4)
+    center.recorder.start()
+    try:
+        async with asyncio.timeout(10):
+            center.publish(CallStarted("f1", "1001", "1002", "bridge"))
+            await center.recorder.flush()
+            assert [call.call_id for call in await store.live_calls(site="madrid")] == ["f1"]
+            for number in range(2, 6):  # a batch's worth: written without a flush
+                center.publish(CallStarted(f"f{number}", "1001", "1002", "bridge"))
+            await eventually(lambda: center.recorder.pending_writes == 0)
+            await center.recorder.flush()
+            assert len(await store.live_calls(site="madrid")) == 5
+    finally:
+        await center.recorder.close()
+
+
 # ---------------------------------------------------------------------- live calls, crash trace
 
 
