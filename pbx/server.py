@@ -526,8 +526,10 @@ class Server:
         caller = queued.request.caller
         if self.store is None or not caller:
             return
-        if queued.request.known_customer is not False:  # a caller found unknown has no record
-            self._in_background(self._record_last_agent(caller, agent))
+        if self.recorder is not None and queued.request.known_customer is not False:
+            # A caller found unknown has no record; a known one's is updated with the call's
+            # records, in the writer's next transaction.
+            self.recorder.note_last_agent(caller, agent)
         if self.callback_desk is not None and self.callback_desk.may_have_active_requests(caller):
             self._in_background(self._cancel_callbacks_of(caller, queued.call_id))
 
@@ -548,13 +550,6 @@ class Server:
         for request in cancelled:
             log.info("callback %s for %s in %s cancelled: the customer reached an agent on call %s",
                      request.id, request.number, request.queue, call_id)
-
-    async def _record_last_agent(self, caller: str, agent: str) -> None:
-        assert self.store is not None
-        try:
-            await self.store.record_last_agent(caller, agent)
-        except Exception:
-            log.exception("cannot store agent %s as the last agent of %s", agent, caller)
 
     def _call_details(self, call_id: str, ended: datetime) -> CallDetails | None:
         """A finished call's routing, IVR path and context, as the store keeps them."""

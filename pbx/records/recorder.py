@@ -52,7 +52,7 @@ from pbx.records.call_state import CallInProgress, LiveCallView, Offer, live_vie
 from pbx.records.dispositions import Disposition
 from pbx.records.times import utc
 from pbx.records.writer import RecordWriter, Write
-from pbx.store import CallDetails, LiveCallRecord, Store
+from pbx.store import CallDetails, LastAgent, LiveCallRecord, Store
 from router import AgentState
 
 log = logging.getLogger("pbx.records")
@@ -174,6 +174,10 @@ class CallRecorder:
     @property
     def pending_writes(self) -> int:
         return self._writer.pending
+
+    def note_last_agent(self, number: str, agent: str) -> None:
+        """Store ``agent`` as who last served ``number`` (if a customer), with the next batch."""
+        self._put(LastAgent(number, agent))
 
     # ------------------------------------------------------------------ subscriptions
 

@@ -28,6 +28,7 @@ from pbx.store import (
     CallDetails,
     CallRecord,
     ConstraintViolation,
+    LastAgent,
     LiveCallRecord,
     QueueLogEntry,
     Store,
@@ -44,10 +45,11 @@ _PERMANENT_ERRORS: tuple[type[BaseException], ...] = (
     TypeError,
 )
 
-Write = CallRecord | QueueLogEntry | LiveCallRecord | CallDetails
+Write = CallRecord | QueueLogEntry | LiveCallRecord | CallDetails | LastAgent
 
 _WRITE_KINDS: dict[type, str] = {CallRecord: "call_record", QueueLogEntry: "queue_log",
-                                  LiveCallRecord: "live_call", CallDetails: "call_details"}
+                                  LiveCallRecord: "live_call", CallDetails: "call_details",
+                                  LastAgent: "last_agent"}
 
 
 class RecordWriter:
@@ -159,8 +161,10 @@ class RecordWriter:
         records = [item for item in batch if isinstance(item, CallRecord)]
         started = [item for item in batch if isinstance(item, LiveCallRecord)]
         details = [item for item in batch if isinstance(item, CallDetails)]
+        last_agents = [item for item in batch if isinstance(item, LastAgent)]
         if await self._persist(partial(self._store.append_history, records, entries,
-                                       started=started, details=details)):
+                                       started=started, details=details,
+                                       last_agents=last_agents)):
             return
         # The batch was refused: write item by item, so one bad line loses only itself.
         for call in started:
@@ -175,6 +179,10 @@ class RecordWriter:
         for detail in details:
             if not await self._persist(partial(self._store.append_history, (), (), details=[detail])):
                 self._count_drop(detail, "rejected")
+        for note in last_agents:
+            if not await self._persist(partial(self._store.append_history, (), (),
+                                               last_agents=[note])):
+                self._count_drop(note, "rejected")
 
     async def _persist(self, write: Callable[[], Awaitable[object]]) -> bool:
         """Run ``write`` until it succeeds (True) or is refused for good (False)."""

@@ -195,6 +195,14 @@ class InterruptedWait:
         object.__setattr__(self, "interrupted_at", as_utc(self.interrupted_at))
 
 
+@dataclass(frozen=True, slots=True)
+class LastAgent:
+    """Who last served a caller: stored on the caller's customer record, if there is one."""
+
+    number: str
+    agent: str
+
+
 @dataclass(frozen=True)
 class CallDetails:
     """What the API shows of a finished call beside its record: the router's decisions,

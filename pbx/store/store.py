@@ -37,6 +37,7 @@ from pbx.store.records import (
     CustomerRecord,
     CustomerTier,
     InterruptedWait,
+    LastAgent,
     LiveCallRecord,
     QueueLogEntry,
     RegistrationRecord,
@@ -81,6 +82,9 @@ _DELETE_INTERRUPTED_RECORDS = sa.delete(_CALL_RECORDS).where(
 _INTERRUPTED_WAITS = InterruptedWaitRow.__table__  # type: ignore[attr-defined]
 _DELETE_INTERRUPTED_WAITS = sa.delete(_INTERRUPTED_WAITS).where(
     _INTERRUPTED_WAITS.c.call_id.in_(sa.bindparam("call_ids", expanding=True)))
+_CUSTOMERS = CustomerRow.__table__  # type: ignore[attr-defined]
+_UPDATE_LAST_AGENT = sa.update(_CUSTOMERS).where(
+    _CUSTOMERS.c.number == sa.bindparam("caller")).values(last_agent=sa.bindparam("agent"))
 _REGISTRATIONS = RegistrationRow.__table__  # type: ignore[attr-defined]
 _DELETE_USERS_REGISTRATIONS = sa.delete(_REGISTRATIONS).where(
     _REGISTRATIONS.c.user.in_(sa.bindparam("users", expanding=True)))
@@ -647,17 +651,23 @@ class Store:
     async def append_history(self, records: Sequence[CallRecord],
                              entries: Sequence[QueueLogEntry], *,
                              started: Sequence[LiveCallRecord] = (),
-                             details: Sequence[CallDetails] = ()) -> None:
+                             details: Sequence[CallDetails] = (),
+                             last_agents: Sequence[LastAgent] = ()) -> None:
         """Store a batch of call records and queue-log lines in one transaction.
 
         The call recorder's path: one multi-row INSERT per table, without the ORM's
         per-row bookkeeping and without reading the rows back (it needs no ids).
         ``started`` calls are noted as in progress; each call record closes its call's
-        in-progress row; ``details`` are finished calls' routing, IVR path and context.
+        in-progress row; ``details`` are finished calls' routing, IVR path and context;
+        ``last_agents`` go on the callers' customer records (a caller who is not a
+        customer is left alone, as by ``record_last_agent``).
         """
-        if not records and not entries and not started and not details:
+        if not records and not entries and not started and not details and not last_agents:
             return
         async with self._engine.begin() as connection:
+            if last_agents:
+                await connection.execute(_UPDATE_LAST_AGENT, [
+                    {"caller": note.number, "agent": note.agent} for note in last_agents])
             if started:
                 latest = {call.call_id: call for call in started}  # a call noted again wins
                 await connection.execute(_DELETE_LIVE_CALLS, {"call_ids": list(latest)})

@@ -32,7 +32,14 @@ from events.ivr import (
 )
 from ivr.call_log import IvrCallLog, IvrCallRecord
 from pbx.records import CallRecorder, Disposition, QueueEvent
-from pbx.store import CallDetails, CallRecord, QueueLogEntry, Store
+from pbx.store import (
+    CallDetails,
+    CallRecord,
+    CustomerRecord,
+    CustomerTier,
+    QueueLogEntry,
+    Store,
+)
 from router import AgentProfile, AgentState, QueueConfig, Router, RoutingRequest, UnknownCall
 
 T0 = 1_700_000_000.0
@@ -636,6 +643,27 @@ async def test_flush_and_a_full_batch_do_not_wait_for_the_gather_time(store: Sto
             await eventually(lambda: center.recorder.pending_writes == 0)
             await center.recorder.flush()
             assert len(await store.live_calls(site="madrid")) == 5
+    finally:
+        await center.recorder.close()
+
+
+async def test_the_last_agent_goes_on_a_customer_record_with_the_calls_records(
+        store: Store, clock: Clock) -> None:
+    await store.create_customer(CustomerRecord("+34600000001", "Bob", CustomerTier.VIP, "es"))
+    center = Center(store, clock, write_gather_seconds=0.5)
+    center.recorder.start()
+    begun = count_transactions(store)
+    try:
+        center.publish(CallStarted("l1", "+34600000001", "100", "application"))
+        center.recorder.note_last_agent("+34600000001", "1001")
+        center.recorder.note_last_agent("+34600000001", "1002")  # the later answer wins
+        center.recorder.note_last_agent("+1", "1001")  # not a customer: nothing to update
+        await center.recorder.flush()
+        assert len(begun) == 1
+        stored = await store.customer("+34600000001")
+        assert stored is not None and stored.last_agent == "1002"
+        assert await store.customer("+1") is None
+        assert center.recorder.dropped.total() == 0
     finally:
         await center.recorder.close()
 
