@@ -96,6 +96,14 @@ async def test_finished_calls_details_round_trip_and_the_latest_wins(store: Stor
     assert await store.call_details("x") == CallDetails("x", NOW, routing, ivr, context)
 
 
+async def test_infinite_and_nan_scores_in_details_are_stored_as_null(store: Store) -> None:
+    routing = [{"eligible": [{"score": (float("-inf"), 2.5), "nan": float("nan")}]}]
+    await store.append_history([], [], details=[CallDetails("y", NOW, routing, None, None)])
+    stored = await store.call_details("y")
+    assert stored is not None and stored.routing == [{"eligible": [{"score": [None, 2.5],
+                                                                     "nan": None}]}]
+
+
 async def test_an_adopted_call_that_was_alive_after_all_keeps_only_its_real_record(
         store: Store) -> None:
     # Bogota took Madrid for dead and recorded Madrid's call as interrupted; Madrid was alive
