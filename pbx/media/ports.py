@@ -5,6 +5,7 @@ No RTCP socket is opened: RTP ports are even and the odd port above stays unused
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
 
@@ -65,6 +66,7 @@ class PortAllocator:
         self._in_use.discard(port)
 
 
+@functools.lru_cache(maxsize=1024)  # every leg opened names one of a few addresses
 def ip_literal(host: str) -> str:
     try:
         return str(ipaddress.ip_address(host))

@@ -433,7 +433,9 @@ class RtpSession(asyncio.DatagramProtocol):
             relay = self.relay
             if relay is not None:
                 relay.forward(data, False)
-            if self.on_audio is not None or self._detects_inband_dtmf():
+            if self.on_audio is not None or (  # _detects_inband_dtmf(), inline: every packet
+                    self.on_dtmf is not None and self.inband_dtmf
+                    and self.telephone_event_payload_type is None):
                 self._decode_audio(data)
         elif payload_type == self.telephone_event_payload_type:
             self._receive_telephone_event(data)
