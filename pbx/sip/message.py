@@ -106,9 +106,18 @@ def is_decimal(text: str) -> bool:
     return text.isascii() and text.isdigit()
 
 
+# Name as the code or a peer wrote it -> canonical key; the same few names come every time.
+_KEYS: dict[str, str] = {}
+
+
 def canonical_key(name: str) -> str:
-    key = name.lower()
-    return COMPACT_FORMS.get(key, key)
+    key = _KEYS.get(name)
+    if key is None:
+        key = name.lower()
+        key = COMPACT_FORMS.get(key, key)
+        if len(_KEYS) < 4096:
+            _KEYS[name] = key
+    return key
 
 
 def split_list_value(value: str) -> list[str]:
@@ -132,7 +141,7 @@ class Headers:
         return _CANONICAL_NAMES.get(key) or written or key.title()
 
     def get(self, name: str) -> str | None:
-        key = canonical_key(name)
+        key = _KEYS.get(name) or canonical_key(name)  # inline: every message reads a few
         for field_key, _, value in self._fields:
             if field_key == key:
                 return value
@@ -158,7 +167,7 @@ class Headers:
         return isinstance(name, str) and self.get(name) is not None
 
     def add(self, name: str, value: str, *, first: bool = False) -> None:
-        key = canonical_key(name)
+        key = _KEYS.get(name) or canonical_key(name)
         field = (key, self.display_name(key, name), value)
         if first:
             self._fields.insert(0, field)
