@@ -18,8 +18,11 @@ _BAD_HOST = re.compile(r"[ \t<>\"]")
 _LWS = " \t"
 
 
+_token_match = _TOKEN.fullmatch  # called directly on the paths every message takes
+
+
 def is_token(text: str) -> bool:
-    return _TOKEN.fullmatch(text) is not None
+    return _token_match(text) is not None
 
 
 def split_outside_quotes(text: str, separator: str) -> list[str]:
@@ -64,7 +67,7 @@ def parse_header_params(text: str, what: str) -> dict[str, str | None]:
             raise SipParseError(f"empty parameter in {what}")
         name, eq, value = item.partition("=")
         name = name.strip(_LWS)
-        if not is_token(name):
+        if _token_match(name) is None:
             raise SipParseError(f"invalid parameter name in {what}")
         if eq:
             value = value.strip(_LWS)
@@ -198,14 +201,14 @@ def parse_via(text: str) -> Via:
     parts = text.split("/", 2)
     if len(parts) != 3:
         raise SipParseError("malformed Via protocol")
-    name, version, rest = (p.strip(_LWS) for p in parts)
+    name, version, rest = parts[0].strip(_LWS), parts[1].strip(_LWS), parts[2].strip(_LWS)
     if name.upper() != "SIP" or not version:
         raise SipParseError("malformed Via protocol")
     transport_end = 0
     while transport_end < len(rest) and rest[transport_end] not in _LWS:
         transport_end += 1
     transport = rest[:transport_end]
-    if not is_token(transport):
+    if _token_match(transport) is None:
         raise SipParseError("malformed Via transport")
     sent_by_and_params = rest[transport_end:].strip(_LWS)
     sent_by, semi, param_text = sent_by_and_params.partition(";")

@@ -23,6 +23,7 @@ import heapq
 import itertools
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import NamedTuple
 
 from pbx.sip.message import Headers, Request, Response, make_response
 
@@ -41,14 +42,16 @@ class TimerConfig:
     timer_d: float = 32.0
 
 
-@dataclass(frozen=True, slots=True)
-class TransactionKey:
+class TransactionKey(NamedTuple):
     """Identifies one transaction.
 
     ``method`` is the method that created the transaction (INVITE for an ACK).
     RFC 3261 branches key on (branch, sent-by, method) for servers (§17.2.3)
     and (branch, method) for clients (§17.1.3). Requests without the magic
     cookie key on ``legacy`` instead: the RFC 2543 fields of §17.2.3.
+
+    A named tuple, not a frozen dataclass: every message looks one up in a few dicts,
+    and a tuple hashes and compares in C where the dataclass ran Python for each.
     """
 
     server: bool
