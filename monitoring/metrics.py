@@ -7,6 +7,7 @@ subscribing to events: call logic never touches a counter.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import time
 from collections.abc import Callable, Mapping
@@ -129,10 +130,15 @@ class TelephonyMetrics:
         self.registered_users.set(accounts)
         self.rtp_sessions.set(rtp_sessions)
 
-    def render(self, before: Callable[[], None] | None = None) -> bytes:
+    async def render(self, before: Callable[[], None] | None = None) -> bytes:
+        """The exposition text. ``before`` (reading levels off the server's state) runs on
+        the event loop; the text is written in a worker thread, because writing every series
+        takes tens of milliseconds, which on the loop would be one stall of the SIP timers
+        and RTP (in a thread the interpreter hands the loop its turns every few ms). The
+        metric objects lock their own values, so the loop may update them meanwhile."""
         if before is not None:
             before()
-        return generate_latest(self.registry)
+        return await asyncio.to_thread(generate_latest, self.registry)
 
 
 class CollectorPauses:

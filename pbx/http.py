@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -12,7 +12,7 @@ from aiohttp import web
 HealthProbe = Callable[[], dict[str, Any]]
 
 
-def create_http_app(render_metrics: Callable[[], bytes], health: HealthProbe,
+def create_http_app(render_metrics: Callable[[], Awaitable[bytes]], health: HealthProbe,
                     object_census: Callable[[], dict[str, Any]] | None = None,
                     cycle_census: Callable[[], dict[str, Any]] | None = None) -> web.Application:
     """``object_census`` and ``cycle_census``, when given, are served at ``/debug/objects``
@@ -24,7 +24,7 @@ def create_http_app(render_metrics: Callable[[], bytes], health: HealthProbe,
         return web.json_response(body)
 
     async def metrics(request: web.Request) -> web.Response:
-        return web.Response(body=render_metrics(),
+        return web.Response(body=await render_metrics(),
                             headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
     @web.middleware

@@ -685,7 +685,7 @@ class Server:
         self.events.publish(RegistrationChanged(user, registered, bindings))
 
     # -- HTTP ----------------------------------------------------------------------
-    def _render_metrics(self) -> bytes:
+    async def _render_metrics(self) -> bytes:
         def sample() -> None:
             self.contact_center_metrics.sample()
             media = self.media.resources()
@@ -701,7 +701,7 @@ class Server:
             self.protection_metrics.sample(blocked_sources=self.guard.blocked_sources(self.endpoint.now()),
                                            connections=self.transports.connection_counts())
             self.metrics.sample_history(self.history_sizes())
-        return self.metrics.render(sample)
+        return await self.metrics.render(sample)
 
     def _health(self) -> dict[str, Any]:
         return {
