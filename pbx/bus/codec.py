@@ -66,6 +66,16 @@ class AgentOwnerClaim:
 
 
 @dataclass(frozen=True, slots=True)
+class SiteDrainState:
+    """``site`` is drained for a drill (new calls go to the other sites) since ``since``;
+    retained, so a restarted site stays drained and the other sites know it."""
+
+    site: str
+    since: float  # wall-clock seconds
+    by: str  # who drained it: "drill to bogota", an operator
+
+
+@dataclass(frozen=True, slots=True)
 class SiteStatus:
     site: str
     state: SiteState
@@ -147,6 +157,10 @@ def encode_agent_state(state: AgentState) -> bytes:
 def encode_owner_claim(claim: AgentOwnerClaim) -> bytes:
     return _dump({"site": claim.site, "agent": claim.agent, "version": claim.version,
                   "by": claim.by, "at": claim.at})
+
+
+def encode_drain(state: SiteDrainState) -> bytes:
+    return _dump({"site": state.site, "since": state.since, "by": state.by})
 
 
 def encode_site_status(status: SiteStatus) -> bytes:
@@ -279,6 +293,11 @@ def decode_owner_claim(payload: bytes) -> AgentOwnerClaim:
         raise BadMessage(f"owner claim version {version} is not positive")
     return AgentOwnerClaim(site=body.text("site"), agent=body.text("agent"), version=version,
                            by=body.text("by"), at=body.number("at"))
+
+
+def decode_drain(payload: bytes) -> SiteDrainState:
+    body = _load(payload)
+    return SiteDrainState(site=body.text("site"), since=body.number("since"), by=body.text("by"))
 
 
 def decode_site_status(payload: bytes) -> SiteStatus:

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from events.drills import AgentOwnerChanged
+from events.drills import AgentOwnerChanged, DrainAnnounced
 from events.sites import BusConnected, BusDisconnected, RemoteAgentChanged
 from pbx.bus import codec
 from pbx.bus.codec import (
@@ -34,6 +34,7 @@ from pbx.bus.codec import (
     ReservationOutcome,
     ReservationRequest,
     ReservationResponse,
+    SiteDrainState,
     SiteOverride,
     SiteState,
     SiteStatus,
@@ -100,6 +101,14 @@ class SiteBus(Protocol):
 
     def claim_agent(self, agent: str, by: str) -> AgentOwnerClaim: ...
 
+    def phone_registered(self, agent: str, by: str) -> AgentOwnerClaim | None: ...
+
+    def drain_of(self, site: str) -> SiteDrainState | None: ...
+
+    def publish_drain(self, state: SiteDrainState | None) -> None: ...
+
+    async def wait_synced(self, timeout: float) -> bool: ...
+
     def withdraw_agent(self, agent: str) -> None: ...
 
     def force_site(self, site: str, forced: Forced | None, by: str) -> None: ...
@@ -161,6 +170,13 @@ class BusCore:
         self._own_agents: dict[str, AgentState] = {}
         self._claims: dict[str, dict[str, AgentOwnerClaim]] = {}  # agent -> site -> its claim
         self._overrides: dict[str, SiteOverride | None] = {}  # set by this site's operator
+        self._drains: dict[str, SiteDrainState] = {}  # every site's drain, as the bus says
+        # This site's own drain, once set here: republished on every connection.
+        self._own_drain: tuple[SiteDrainState | None] | None = None
+        self._synced = asyncio.Event()
+        # This site's agents whose phones registered here before the retained claims were
+        # read: a claim read later is older than that registration (a take-back).
+        self._registered_before_sync: set[str] = set()
         self._pending: dict[str, tuple[str, asyncio.Future[ReservationResponse]]] = {}
         self._decide: Decide | None = None
         self._release: Release | None = None
@@ -220,6 +236,16 @@ class BusCore:
             self._send(self.topics.agent_owner(self.site, agent), codec.encode_owner_claim(claim), True)
         return claim
 
+    def phone_registered(self, agent: str, by: str) -> AgentOwnerClaim | None:
+        """``agent``'s phone registered here: claim it when another site owns it. Before the
+        retained claims are read, a claim read later must not take it away: the phone came
+        here after it (a take-back), so this site claims above it then."""
+        if self._agent_sites.get(agent) != self.site:
+            return self.claim_agent(agent, by)
+        if not self._synced.is_set():
+            self._registered_before_sync.add(agent)
+        return None
+
     def _apply_claim(self, claim: AgentOwnerClaim) -> None:
         claims = self._claims.setdefault(claim.agent, {})
         known = claims.get(claim.site)
@@ -230,6 +256,14 @@ class BusCore:
         previous = self._agent_sites.get(claim.agent)
         if winner.site == previous:
             return
+        if previous == self.site and claim.agent in self._registered_before_sync:
+            self._registered_before_sync.discard(claim.agent)
+            log.warning("agent %s: site %s's claim (version %d) is older than its phone's "
+                        "registration here: claimed back", claim.agent, winner.site,
+                        winner.version)
+            self.claim_agent(claim.agent, f"its phone registered at {self.site} before "
+                                          "the claims were read")
+            return
         self._agent_sites[claim.agent] = winner.site
         dropped = self._remote.set_owner(claim.agent, winner.site)
         if dropped is not None:
@@ -238,6 +272,40 @@ class BusCore:
             self._own_agents.pop(claim.agent, None)  # the new owner publishes its state now
         self._emit(AgentOwnerChanged(claim.agent, winner.site, previous, winner.version,
                                      winner.by, at=self._wall()))
+
+    def drain_of(self, site: str) -> SiteDrainState | None:
+        """``site``'s drain as the bus says it (this site's own as set here), or None."""
+        return self._drains.get(site)
+
+    def publish_drain(self, state: SiteDrainState | None) -> None:
+        """This site is drained (``state``) or takes calls again (None): retained, so a
+        restart of this site finds it and the other sites know it."""
+        self._own_drain = (state,)
+        if state is None:
+            self._drains.pop(self.site, None)
+        else:
+            self._drains[self.site] = state
+        if self._connected:
+            self._send_drain(state)
+
+    def _send_drain(self, state: SiteDrainState | None) -> None:
+        self._send(self.topics.site(self.site, TopicKind.DRAIN),
+                   b"" if state is None else codec.encode_drain(state), True)
+
+    @property
+    def synced(self) -> bool:
+        """Whether the retained messages (claims, drains) of the first connection are read."""
+        return self._synced.is_set()
+
+    async def wait_synced(self, timeout: float) -> bool:
+        """Until the retained messages are read (this site's first heartbeat came back,
+        after them); False when ``timeout`` passed first (broker down or slow)."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._synced.wait()
+        except TimeoutError:
+            return False
+        return True
 
     def withdraw_agent(self, agent: str) -> None:
         """Remove one of this site's agents from the bus (an empty retained message)."""
@@ -320,6 +388,8 @@ class BusCore:
             self._send_override(site, override)
             if override is None:
                 del self._overrides[site]
+        if self._own_drain is not None:
+            self._send_drain(self._own_drain[0])
         self._remote.begin_resync()
         self._resyncing = set(self._health.sites) - {self.site}
         self._next_heartbeat = self._clock()
@@ -382,6 +452,8 @@ class BusCore:
                 self._receive_heartbeat(site, payload)
             elif parsed.kind is TopicKind.OVERRIDE:
                 self._receive_override(site, payload)
+            elif parsed.kind is TopicKind.DRAIN:
+                self._receive_drain(site, payload)
             elif parsed.kind is TopicKind.RESERVATION_REQUEST:
                 self._receive_request(site, payload)
             elif parsed.kind is TopicKind.RESERVATION_RESPONSE:
@@ -431,8 +503,26 @@ class BusCore:
                             self._clock())
         self.tick()
 
+    def _receive_drain(self, site: str, payload: bytes) -> None:
+        state = codec.decode_drain(payload) if payload else None
+        if state is not None:
+            self._check_names(state.site, site)
+        if site == self.site and self._own_drain is not None:
+            return  # set here since this process started: our own echo
+        if state == self._drains.get(site):
+            return
+        if state is None:
+            self._drains.pop(site, None)
+        else:
+            self._drains[site] = state
+        self._emit(DrainAnnounced(site, state is not None, state.since if state else None,
+                                  state.by if state else None, at=self._wall()))
+
     def _receive_heartbeat(self, site: str, payload: bytes) -> None:
         if site == self.site:
+            # Published after subscribing: the retained messages came before it.
+            self._synced.set()
+            self._registered_before_sync.clear()
             return
         beat = codec.decode_heartbeat(payload)
         self._check_names(beat.site, site)

@@ -7,6 +7,7 @@ run beside this one on the same broker::
     {prefix}/v1/sites/{site}/status                     retained, site liveness
     {prefix}/v1/sites/{site}/heartbeat                  periodic, not retained
     {prefix}/v1/sites/{site}/override                   retained, operator's force up/down
+    {prefix}/v1/sites/{site}/drain                      retained, {site} drained for a drill
     {prefix}/v1/sites/{site}/agents/{agent}             retained, one agent's live state
     {prefix}/v1/sites/{site}/agents/{agent}/owner       retained, {site}'s claim to own {agent}
     {prefix}/v1/sites/{site}/reservations/request       requests addressed to {site}
@@ -30,6 +31,7 @@ class TopicKind(Enum):
     STATUS = "status"
     HEARTBEAT = "heartbeat"
     OVERRIDE = "override"
+    DRAIN = "drain"
     AGENT = "agents"
     AGENT_OWNER = "agents/owner"
     RESERVATION_REQUEST = "reservations/request"
@@ -85,6 +87,7 @@ class Topics:
             f"{self.root}/+/status",
             f"{self.root}/+/heartbeat",
             f"{self.root}/+/override",
+            f"{self.root}/+/drain",
             f"{self.root}/+/agents/+",
             f"{self.root}/+/agents/+/owner",
             inbox,

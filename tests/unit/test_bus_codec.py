@@ -193,7 +193,7 @@ def test_names_that_cannot_be_a_topic_level_are_refused(name):
 def test_a_site_subscribes_to_everyone_s_state_and_only_its_own_inbox():
     assert Topics("acme").subscriptions("madrid") == [
         "acme/v1/sites/+/status", "acme/v1/sites/+/heartbeat", "acme/v1/sites/+/override",
-        "acme/v1/sites/+/agents/+", "acme/v1/sites/+/agents/+/owner",
+        "acme/v1/sites/+/drain", "acme/v1/sites/+/agents/+", "acme/v1/sites/+/agents/+/owner",
         "acme/v1/sites/madrid/reservations/+"]
 
 
