@@ -1,5 +1,6 @@
 """Events of failover and planned disaster-recovery drills: a site drained for a drill (as
-it sees it), and agents whose ownership moved to another site (as every site sees it)."""
+it sees it, and as the bus tells every site), its agents and callers moved, and agents whose
+ownership moved to another site (as every site sees it)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,36 @@ class DrainEnded(Event):
 
     site: str
     by: str
+
+
+@dataclass(frozen=True, slots=True)
+class DrainAnnounced(Event):
+    """A site's drain as the bus says it (retained): every site hears every site's, its own
+    too (a restarted drained site stays drained until the drill ends)."""
+
+    site: str
+    draining: bool
+    since: float | None = None
+    by: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AgentsReleased(Event):
+    """A drained site stopped offering calls to these of its agents, for ``to`` to claim."""
+
+    site: str
+    to: str
+    agents: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CallerMoved(Event):
+    """A caller waiting at a drained site was answered by another site's agent."""
+
+    call_id: str
+    site: str  # the drained site, where the caller waited
+    to: str  # the site whose agent answered
+    agent: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,6 +51,7 @@ from pbx.calls.queueing import IvrTransfers, QueuedCaller, QueueService
 from pbx.calls.screen_pop import ScreenPop
 from pbx.configuration.models import opening_hours
 from pbx.configuration.server import HttpSettings, ServerConfig
+from pbx.drill.agents import DrillAgents
 from pbx.drill.drain import RETRY_AFTER_SECONDS, SiteDrain
 from pbx.edge.endpoint import ALLOW, SipEndpoint, new_tag
 from pbx.edge.protection import SourceGuard
@@ -86,6 +87,8 @@ PRUNE_SOURCES_EVERY = 10  # housekeeping rounds between forgetting idle sources
 # 60-120 calls/s here, every 2-3 s, long enough for agents' SIPp to give up on a leg.
 FULL_COLLECTION_EVERY = 1000
 SEED_ATTEMPTS = 3
+# How long a site of several waits at start for the bus's retained owner claims and drains.
+BUS_SYNC_SECONDS = 3.0
 
 
 def utc_now() -> datetime:
@@ -202,9 +205,13 @@ class Server:
         self.callback_desk: CallbackDesk | None = None
         self.survivor: SurvivorAdoption | None = None
         # A drill drains this site (one of several): new calls go to the other sites.
+        self.drill_agents = (DrillAgents(self.site_link, self.router, self.registrar,
+                                         self._registrar_accounts, config.accounts,
+                                         lambda: self.durable_registrations, self.endpoint.now)
+                             if self.site_link is not None else None)
         self.drain = (SiteDrain(config.site, self.events,
                                 lambda: self.recorder.live_calls if self.recorder else 0,
-                                lambda: self.callback_service)
+                                lambda: self.callback_service, self.drill_agents)
                       if self.site_link is not None else None)
         self.contact_center_metrics = ContactCenterMetrics(
             self.metrics.registry, self.router,
@@ -324,6 +331,8 @@ class Server:
             self.survivor = SurvivorAdoption(self.store, self.config.site, self.events,
                                              self.site_link.bus.health.is_up)
             await self.site_link.start()
+            # Owner claims and this site's drain first: no call to an agent taken over.
+            await self.site_link.wait_synced(BUS_SYNC_SECONDS)
         listen = self.config.sip.listen
         tls = None
         if any(address.transport in ("tls", "wss") for address in listen):
@@ -648,6 +657,12 @@ class Server:
         now = self.endpoint.now()
         user = request.to.uri.user_unescaped if request.to.uri.is_sip else None
         link = self.site_link
+        if self._moved_by_drill(user):
+            # A drill moved this agent: the front door tries the next site, which serves it.
+            response = make_response(request, 503, to_tag="drained")
+            response.add_header("Retry-After", str(RETRY_AFTER_SECONDS))
+            self.endpoint.respond(key, response)
+            return
         if (link is not None and user is not None and user not in self._registrar_accounts
                 and user in self.config.accounts and link.may_take_over(user)):
             # Another site's agent whose site is down here: agents move with the calls.
@@ -657,6 +672,12 @@ class Server:
         if (link is not None and user is not None and response.status == 200
                 and self.registrar.bindings(user, now)):
             link.registered_here(user)
+
+    def _moved_by_drill(self, user: str | None) -> bool:
+        link, agents = self.site_link, self.drill_agents
+        if user is None or link is None or agents is None or not link.draining:
+            return False
+        return agents.is_released(user) or link.bus.owner_of(user) not in (None, self.config.site)
 
     def _auth_failed(self, source: Address, user: str | None, request: Request, reason: str) -> None:
         self.events.publish(SipAuthenticationFailed(request.method))

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from events import AgentStateChanged, EventBus
-from events.drills import AgentOwnerChanged
+from events.drills import AgentOwnerChanged, DrainAnnounced, DrainEnded, DrainStarted
 from events.sites import (
     AgentPresence,
     BusConnected,
@@ -28,7 +28,7 @@ from events.sites import (
     SiteUp,
 )
 from pbx.bus import Forced, MqttSiteBus, Topics
-from pbx.bus.codec import CallerContext, ReservationCancel, ReservationRequest
+from pbx.bus.codec import CallerContext, ReservationCancel, ReservationRequest, SiteDrainState
 from pbx.bus.site_bus import ReservationDecision, ReservationResult
 from pbx.configuration.server import ServerConfig
 from router import (
@@ -79,6 +79,8 @@ class SiteLink:
         # This site's agents: its configured ones, less those another site took over,
         # plus those whose phones registered here while their site was down.
         self.own_agents = {agent for agent, site in config.agent_sites.items() if site == self.site}
+        self.home_sites = dict(config.agent_sites)  # every agent's site in the configuration
+        self.draining = False  # this site, for a drill: its waiting callers go elsewhere
         udp = next((a for a in config.sip.listen if a.transport == "udp"), None)
         self.bus = MqttSiteBus(config.bus.url, self.site, self.sites, config.agent_sites,
                                topics=Topics(config.bus.topic_prefix), emit=events.publish,
@@ -88,6 +90,8 @@ class SiteLink:
         events.subscribe(self._site_changed, SiteUp, SiteDown)
         events.subscribe(self._connection_changed, BusConnected, BusDisconnected)
         events.subscribe(self._owner_changed, AgentOwnerChanged)
+        events.subscribe(self._drain_changed, DrainStarted, DrainEnded)
+        events.subscribe(self._drain_announced, DrainAnnounced)
         # The bus's reservation id -> the router's reservation, for the
         # other sites' reservations of our agents; bounded, the oldest forgotten first
         # (the router's own timer expires a reservation whatever happens to this map).
@@ -110,8 +114,34 @@ class SiteLink:
         log.info("site %s of %s; bus %s", self.site, ", ".join(self.sites), self.bus.url)
         await self.bus.start()
 
+    async def wait_synced(self, timeout: float) -> bool:
+        """Until the bus's retained messages (owner claims, drains) are read, so this site
+        neither routes to an agent another site took over nor forgets its own drain."""
+        synced = await self.bus.wait_synced(timeout)
+        if not synced:
+            log.warning("site %s: the bus's retained messages not read within %g s: starting "
+                        "without them (owner claims and drains apply when they arrive)",
+                        self.site, timeout)
+        return synced
+
     async def close(self) -> None:
         await self.bus.close()
+
+    def _drain_changed(self, event: DrainStarted | DrainEnded) -> None:
+        if event.site != self.site:
+            return
+        self.draining = isinstance(event, DrainStarted)
+        self.bus.publish_drain(SiteDrainState(self.site, event.at, event.by)
+                               if isinstance(event, DrainStarted) else None)
+
+    def _drain_announced(self, event: DrainAnnounced) -> None:
+        if event.site != self.site:
+            log.warning("site %s %s", event.site, f"is drained by {event.by}: no call of ours "
+                        "goes there" if event.draining else "takes calls again")
+
+    def drained(self, site: str) -> bool:
+        """Whether ``site`` is drained for a drill (the bus's word; this site's own state)."""
+        return self.draining if site == self.site else self.bus.drain_of(site) is not None
 
     def override(self, site: str, forced: str | None, by: str) -> bool:
         """An operator forces ``site`` "down" or "up" (None: back to its signal); every site
@@ -123,13 +153,13 @@ class SiteLink:
         """Whether this site may register ``agent``'s phone though another site serves it:
         that site is down here (its agents move with the calls to a survivor)."""
         owner = self.bus.owner_of(agent)
-        return owner is not None and owner != self.site and not self.bus.health.is_up(owner)
+        return owner is not None and (owner == self.site or not self.bus.health.is_up(owner))
 
     def registered_here(self, agent: str) -> None:
         """``agent``'s phone registered here: this site serves the agent from now on."""
-        if agent in self.own_agents or self.bus.owner_of(agent) is None:
+        if self.bus.owner_of(agent) is None:
             return
-        self.bus.claim_agent(agent, f"its phone registered at {self.site}")
+        self.bus.phone_registered(agent, f"its phone registered at {self.site}")
 
     def _owner_changed(self, event: AgentOwnerChanged) -> None:
         gained = event.site == self.site
@@ -184,7 +214,10 @@ class SiteLink:
             queue = self.router.queue(request.queue)
         except UnknownQueue:
             return ReservationDecision(None, f"no queue {request.queue!r} at site {self.site}")
-        if not queue.allows_site(self.site):
+        if self.draining:
+            return ReservationDecision(None, f"site {self.site} is drained for a drill")
+        # A drained site's waiting callers are offered to every other site's agents.
+        if not queue.allows_site(self.site) and not self.drained(request.from_site):
             return ReservationDecision(None, f"queue {request.queue} does not allow site "
                                              f"{self.site}'s agents (its sites)")
         try:
@@ -224,11 +257,13 @@ class SiteLink:
     def _free_elsewhere(self, queue: str, language: str | None) -> dict[str, int]:
         """Site -> how many of its agents, as it publishes them, could take the call now."""
         config = self.router.queue(queue)
-        if not config.sites:
+        if not config.sites and not self.draining:
             return {}
         free: dict[str, int] = {}
         for extension, state in self.bus.remote_agents.items():
-            if (state.presence is AgentPresence.AVAILABLE and config.allows_site(state.site)
+            if (state.presence is AgentPresence.AVAILABLE
+                    and (self.draining or config.allows_site(state.site))
+                    and not self.drained(state.site)
                     and self.bus.health.is_up(state.site) and self.router.site_open(state.site)
                     and self._could_take(extension, config, language)):
                 free[state.site] = free.get(state.site, 0) + 1
@@ -245,6 +280,8 @@ class SiteLink:
     # -- what the cross-site calls use (pbx.calls.cross_site.OtherSites) ------------------
 
     def asks_elsewhere(self, queue: str) -> bool:
+        if self.draining:
+            return True  # a drill: the callers waiting here go to the other sites' agents
         try:
             return bool(self.router.queue(queue).sites)
         except RouterError:
@@ -353,7 +390,8 @@ class SiteLink:
             "broker": self.bus.url,
             "connected": self.bus.connected,
             "sites": {site: {"up": health.is_up(site), "forced": forced(site),
-                             "open": self.router.site_open(site)} for site in self.sites},
+                             "open": self.router.site_open(site), "drained": self.drained(site)}
+                      for site in self.sites},
             "remote_agents": {agent: state.presence.value
                               for agent, state in sorted(self.bus.remote_agents.items())},
             "ignored_messages": dict(self.bus.ignored.counts),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import asdict
 
@@ -125,6 +126,33 @@ class DrainView(BaseModel):
     callback_tries: int = Field(description="callback calls this site is trying now")
     callbacks_handed_over: int | None = Field(
         description="callback requests given up to the other sites during this drain")
+    agents_released: list[dict[str, object]] = Field(
+        description="this site's agents released for the drill's target (agent, at: Unix "
+                    "seconds), during this drain")
+    callers_moved: list[dict[str, object]] = Field(
+        description="callers waiting here answered by another site's agent during this "
+                    "drain (call_id, site, agent, at)")
+
+
+class AgentsReleaseFields(RequestModel):
+    to: DisplayName = Field(description="the site that claims the released agents")
+
+
+class AgentsReleaseView(BaseModel):
+    site: str
+    released: list[str] = Field(description="agents offered no call here from now on")
+    on_a_call: list[str] = Field(description="agents released once their call ends (ask again)")
+
+
+class AgentsClaimFields(RequestModel):
+    agents: list[DisplayName] = Field(description="the agents this site serves from now on")
+    from_site: DisplayName = Field(alias="from", description="the drained site they come from")
+
+
+class AgentsClaimView(BaseModel):
+    site: str
+    claimed: list[str] = Field(description="agents this site claimed now (on the bus)")
+    at: float = Field(description="Unix seconds of the claims")
 
 
 class CallbacksHandOverView(BaseModel):
@@ -182,6 +210,46 @@ async def hand_over_callbacks(request: web.Request) -> web.Response:
     return web.json_response(view.model_dump(mode="json"))
 
 
+async def release_agents(request: web.Request) -> web.Response:
+    body = await read_model(request, AgentsReleaseFields)
+    await _existing(request.app[STORE], request.match_info["name"])
+    await _existing(request.app[STORE], body.to)
+    drain = _own_drain(request)
+    try:
+        released, busy = drain.release_agents(body.to)
+    except DrainConflict as error:
+        raise conflict("not_drained", str(error)) from None
+    view = AgentsReleaseView(site=drain.site, released=released, on_a_call=busy)
+    return web.json_response(view.model_dump(mode="json"))
+
+
+async def claim_agents(request: web.Request) -> web.Response:
+    body = await read_model(request, AgentsClaimFields)
+    await _existing(request.app[STORE], request.match_info["name"])
+    drain = _own_drain(request)
+    at = time.time()
+    try:
+        claimed = await drain.claim_agents(list(body.agents), body.from_site)
+    except DrainConflict as error:
+        raise conflict("drained", str(error)) from None
+    except ValueError as error:
+        raise not_found(str(error)) from None
+    view = AgentsClaimView(site=drain.site, claimed=claimed, at=at)
+    return web.json_response(view.model_dump(mode="json"))
+
+
+async def agents_home(request: web.Request) -> web.Response:
+    await _existing(request.app[STORE], request.match_info["name"])
+    drain = _own_drain(request)
+    at = time.time()
+    try:
+        claimed = await drain.take_agents_back()
+    except DrainConflict as error:
+        raise conflict("drill_running", str(error)) from None
+    view = AgentsClaimView(site=drain.site, claimed=claimed, at=at)
+    return web.json_response(view.model_dump(mode="json"))
+
+
 _ONE = "/sites/{name}"
 
 ENDPOINTS: tuple[Endpoint, ...] = (
@@ -212,6 +280,17 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("POST", _ONE + "/drain/callbacks", hand_over_callbacks, "hand_over_callbacks",
              "A drained site gives its callback requests up for the other sites to adopt",
              "sites", response=CallbacksHandOverView, errors=(404, 409)),
+    Endpoint("POST", _ONE + "/drain/agents", release_agents, "release_site_agents",
+             "A drained site stops offering calls to its agents not on a call, for the drill's "
+             "target to claim", "sites", request=AgentsReleaseFields, response=AgentsReleaseView,
+             errors=(400, 404, 409, 415, 422)),
+    Endpoint("POST", _ONE + "/agents/claim", claim_agents, "claim_site_agents",
+             "This server's site serves these agents from now on (a drill moves them here)",
+             "sites", request=AgentsClaimFields, response=AgentsClaimView,
+             errors=(400, 404, 409, 415, 422)),
+    Endpoint("POST", _ONE + "/agents/home", agents_home, "site_agents_home",
+             "This server's site claims back its agents that other sites serve (after a drill)",
+             "sites", response=AgentsClaimView, errors=(404, 409)),
     Endpoint("DELETE", _ONE, delete_site, "delete_site",
              "Delete a site (refused while agents belong to it)", "sites", status=204,
              errors=(404, 409)),

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from events import AgentOffered, CallEnded, EventBus
+from events.drills import CallerMoved, DrainStarted
 from pbx.calls.manager import SITE_RESERVATION_HEADER, CallLeg, CallManager, CallWork, Dial, SipCall
 from pbx.calls.queueing import FAILURE_OF_STATUS, QueuedCaller, QueueService
 from pbx.edge.transport import Address
@@ -51,6 +52,8 @@ class OtherSites(Protocol):
     """What this module needs of the site link (``pbx.site_link.SiteLink``)."""
 
     site: str
+
+    draining: bool  # this site is drained for a drill: its waiting callers go elsewhere
 
     def asks_elsewhere(self, queue: str) -> bool: ...
 
@@ -80,10 +83,12 @@ class CrossSiteCalls:
         self.events = events
         self._tasks: set[asyncio.Task[None]] = set()
         self._owned: dict[str, HeldForSite] = {}  # this site's SIP Call-ID -> reservation
+        self._seeking: set[str] = set()  # callers waiting here for whom other sites are asked
         queues.on_waiting = self._waiting
         queues.foreign_calls = self._foreign_calls
         calls.site_call_handler = self._site_call
         events.subscribe(self._call_ended, CallEnded)
+        events.subscribe(self._drained, DrainStarted)
 
     def resources(self) -> dict[str, int]:
         return {"cross_site_tasks": len(self._tasks), "cross_site_calls": len(self._owned)}
@@ -91,11 +96,21 @@ class CrossSiteCalls:
     # -- asking side -------------------------------------------------------------------
 
     def _waiting(self, queued: QueuedCaller) -> None:
-        if not self.sites.asks_elsewhere(queued.request.queue):
+        if queued.call_id in self._seeking or not self.sites.asks_elsewhere(queued.request.queue):
             return
+        self._seeking.add(queued.call_id)
         task = asyncio.get_running_loop().create_task(self._seek(queued))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda _: self._seeking.discard(queued.call_id))
+
+    def _drained(self, event: DrainStarted) -> None:
+        """A drill drains this site: the callers already waiting here are offered to the
+        other sites' agents too, whatever their queue's sites, at their place in line."""
+        if event.site == self.sites.site:
+            for queued in list(self.queues.queued.values()):
+                if not self._over(queued):
+                    self._waiting(queued)
 
     def _waiting_in(self, queued: QueuedCaller) -> str | None:
         """The queue the caller waits in now (an overflow moves it), or None."""
@@ -130,8 +145,9 @@ class CrossSiteCalls:
             queue = self._waiting_in(queued)
             wait = ASK_AGAIN_SECONDS
             if queue is not None and self.sites.asks_elsewhere(queue):
-                # Only once the caller has waited the queue's sites_after_seconds here.
-                left = self.router.other_sites_after(queued.call_id)
+                # Only once the caller has waited the queue's sites_after_seconds here
+                # (a drained site's callers at once).
+                left = 0 if self.sites.draining else self.router.other_sites_after(queued.call_id)
                 if left == 0:
                     caller = self._context(queued, queue)
                     found = await self.sites.ask(queued.call_id, queue, caller,
@@ -175,6 +191,8 @@ class CrossSiteCalls:
             if self.queues.on_agent_answered is not None:
                 self.queues.on_agent_answered(queued, agent)
             log.info("call %s: answered by agent %s of site %s", queued.call_id, agent, site)
+            if self.sites.draining:
+                self.events.publish(CallerMoved(queued.call_id, self.sites.site, site, agent))
             outcome.set_result(True)
 
         def failed(status: int) -> None:

@@ -6,9 +6,12 @@ probes every site with OPTIONS, takes it out of the rotation within a probe inte
 a call that still reaches it fails over to the next site. Nothing has to be told to the
 front door (no control socket to secure, and it works the same with several front doors).
 
-Steps: drain ``--from`` (new calls refused; its calls in progress carry on), wait until it
-carries no call and tries no callback (``--wait``), hand its pending callbacks over and
-wait until the other sites have adopted them, then report. ``--back`` ends every drain.
+Steps: drain ``--from`` (new calls refused; its calls in progress carry on; its waiting
+callers are offered to the other sites' agents), move its agents to ``--to`` (each as soon
+as it is not on a call: ``--from`` releases it, ``--to`` claims it), wait until it carries
+no call and tries no callback (``--wait``), hand its pending callbacks over and wait until
+the other sites have adopted them, then report. ``--back`` ends every drain and brings
+each site's agents home.
 """
 
 from __future__ import annotations
@@ -91,8 +94,12 @@ class DrillReport:
     callbacks_pending: int = 0
     callbacks_adopted: int = 0
     agents_moved: int = 0
+    moved_agents: list[dict[str, Any]] = field(default_factory=list)  # agent, at (ISO)
+    moved_callers: list[dict[str, Any]] = field(default_factory=list)  # call_id, site, agent, at
     agents_at_drained_site: list[str] = field(default_factory=list)
     plan: list[str] = field(default_factory=list)
+
+    agents_moved_at: float | None = None
 
     @property
     def rto_seconds(self) -> float | None:
@@ -110,12 +117,13 @@ class DrillReport:
             "calls_answered_by_site": self.calls_answered_by_site,
             "answered_calls": self.answered_calls,
             "calls_lost": self.calls_lost, "lost_calls": self.lost_calls,
-            "callers_moved": self.callers_moved,
+            "callers_moved": self.callers_moved, "moved_callers": self.moved_callers,
             "callbacks_pending": self.callbacks_pending,
             "callbacks_adopted": self.callbacks_adopted,
-            "agents_moved": self.agents_moved,
+            "agents_moved": self.agents_moved, "moved_agents": self.moved_agents,
             "agents_at_drained_site": self.agents_at_drained_site,
             "timestamps": {"started": iso(self.started), "drained": iso(self.drained_at),
+                           "agents_moved": iso(self.agents_moved_at),
                            "calls_finished": iso(self.calls_finished_at),
                            "callbacks_moved": iso(self.callbacks_moved_at),
                            "ended": iso(self.ended)},
@@ -139,8 +147,9 @@ class DrillReport:
             f"  callers moved: {self.callers_moved}",
             f"  callbacks adopted by the other sites: {self.callbacks_adopted} of "
             f"{self.callbacks_pending}",
-            f"  agents moved: {self.agents_moved} ({len(self.agents_at_drained_site)} agent(s) "
-            f"of {self.from_site} stay registered there until their phones register elsewhere)",
+            f"  agents moved to {self.to_site}: {self.agents_moved} of "
+            f"{len(self.agents_at_drained_site)}"
+            + "".join(f"\n    {moved['agent']} at {moved['at']}" for moved in self.moved_agents),
             f"  started {self.to_dict()['timestamps']['started']}, "
             f"ended {self.to_dict()['timestamps']['ended']}",
         ])
@@ -221,11 +230,16 @@ class Drill:
         report.plan = [
             f"drain {from_site}: answer OPTIONS and new INVITEs 503, so the front door sends "
             f"new calls to {to_site}",
+            f"offer the callers waiting at {from_site} to the other sites' agents, at their "
+            "place in line",
+            f"move {from_site}'s agent(s) {', '.join(report.agents_at_drained_site) or '(none)'} "
+            f"to {to_site} (each once it is not on a call)",
             f"let {from_site}'s {source['calls_in_progress']} call(s) in progress and "
             f"{source['callback_tries']} callback tr(ies) finish (up to {self.wait_seconds:g} s)",
             f"hand {from_site}'s {len(pending)} pending callback request(s) over "
             f"for {to_site} to adopt",
-            f"report; pbx drill --back lets {from_site} take calls again",
+            f"report; pbx drill --back lets {from_site} take calls again and brings its "
+            "agents home",
         ]
         if dry_run:
             report.ended = self.clock()
@@ -237,14 +251,24 @@ class Drill:
         report.drained_at = self.clock()
         self.say(f"waiting for {from_site}'s calls in progress to finish "
                  f"(up to {self.wait_seconds:g} s)")
-        state = self._wait(lambda: self._drain_state(from_site),
-                           lambda s: s["calls_in_progress"] == 0 and s["callback_tries"] == 0)
-        if state["calls_in_progress"] or state["callback_tries"]:
+        on_a_call: list[str] = []
+
+        def read() -> dict[str, Any]:
+            nonlocal on_a_call
+            on_a_call = self._move_agents(report)
+            return self._drain_state(from_site)
+
+        state = self._wait(read, lambda s: s["calls_in_progress"] == 0
+                           and s["callback_tries"] == 0 and not on_a_call)
+        if state["calls_in_progress"] or state["callback_tries"] or on_a_call:
             raise DrillError(f"{from_site} still carries {state['calls_in_progress']} call(s) and "
                              f"{state['callback_tries']} callback tr(ies) after "
-                             f"{self.wait_seconds:g} s: it stays drained, nothing was cut off; "
-                             "wait longer (--wait) or end the drill with pbx drill --back")
+                             f"{self.wait_seconds:g} s (agent(s) on a call: "
+                             f"{', '.join(on_a_call) or 'none'}): it stays drained, nothing was "
+                             "cut off; wait longer (--wait) or end the drill with pbx drill --back")
         report.calls_finished_at = self.clock()
+        report.moved_callers = state.get("callers_moved") or []
+        report.callers_moved = len(report.moved_callers)
         self._api(from_site).request("POST", f"/sites/{from_site}/drain/callbacks")
         if pending:
             ids = set(pending)
@@ -255,6 +279,25 @@ class Drill:
         report.ended = self.clock()
         self._count_calls(report)
         return report
+
+    def _move_agents(self, report: DrillReport) -> list[str]:
+        """The drained site releases its agents not on a call, the target claims them;
+        the agents still on a call (to move at a later round)."""
+        source, target = report.from_site, report.to_site
+        released = self._api(source).request("POST", f"/sites/{source}/drain/agents",
+                                              {"to": target})
+        if released["released"]:
+            claimed = self._api(target).request("POST", f"/sites/{target}/agents/claim",
+                                                {"agents": released["released"], "from": source})
+            at = datetime.fromtimestamp(claimed["at"], UTC).isoformat()
+            for agent in released["released"]:
+                report.moved_agents.append({"agent": agent, "at": at})
+                self.say(f"agent {agent} moved to {target}")
+            report.agents_moved = len(report.moved_agents)
+        if not released["on_a_call"] and report.agents_moved_at is None:
+            report.agents_moved_at = self.clock()
+        on_a_call: list[str] = released["on_a_call"]
+        return on_a_call
 
     def _wait(self, read: Callable[[], Any], done: Callable[[Any], bool]) -> Any:
         deadline = self.clock() + self.wait_seconds
@@ -300,7 +343,8 @@ class Drill:
                              for record in lost]
 
     def back(self) -> list[str]:
-        """End every drain (the sites given); the sites that take calls again."""
+        """End every drain (the sites given) and bring every site's agents home; the sites
+        that take calls again."""
         restored = []
         for site in sorted(self.apis):
             state = self._drain_state(site)
@@ -308,6 +352,10 @@ class Drill:
                 self._api(site).request("PUT", f"/sites/{site}/drain",
                                         {"draining": False, "by": "drill back"})
                 restored.append(site)
+        for site in sorted(self.apis):
+            home = self._api(site).request("POST", f"/sites/{site}/agents/home")
+            for agent in home["claimed"]:
+                self.say(f"agent {agent} is served by {site} again")
         return restored
 
 

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import UTC, datetime
 
 from pbx.registration.registrar import Binding, Registrar
@@ -45,11 +45,14 @@ class DurableRegistrations:
         self._task: asyncio.Task[None] | None = None
         registrar.bindings_listeners.append(self._changed)
 
-    async def restore(self) -> int:
-        """Give the registrar every stored binding still valid; returns how many."""
+    async def restore(self, users: Collection[str] | None = None) -> int:
+        """Give the registrar every stored binding still valid (of ``users`` only, when
+        given: agents another site's phone registrations brought here); returns how many."""
         wall_now, loop_now = self._wall_clock(), self._loop_clock()
         restored = connection_bound = 0
         for record in await self._store.registrations(datetime.fromtimestamp(wall_now, UTC)):
+            if users is not None and record.user not in users:
+                continue
             if record.transport.upper() != "UDP":
                 connection_bound += 1
                 continue

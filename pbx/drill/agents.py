@@ -1,0 +1,100 @@
+"""A drill moves agents: the drained site stops offering them calls, the target claims them.
+
+Ownership is the bus's versioned, retained owner claim (one writer per agent, see
+``pbx/bus/README.md``). The target claims each agent and calls the agent's phone at the
+registration the phone last made (kept in the shared store, with its Path through the
+front door), without waiting for the phone to register again; the drained site answers the
+phone's next REGISTER 503, so the front door sends it to the target, which keeps the agent.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, MutableMapping
+
+from pbx.configuration.server import Account
+from pbx.registration.durable import DurableRegistrations
+from pbx.registration.registrar import Registrar
+from pbx.site_link import SiteLink
+from router import AgentState, Router, RouterError
+
+log = logging.getLogger("pbx.drill")
+
+# An agent in one of these states is on a call (or about to be): it moves once that ends.
+ON_A_CALL = frozenset({AgentState.RESERVED, AgentState.RINGING, AgentState.ON_CALL})
+
+
+class DrillAgents:
+    def __init__(self, link: SiteLink, router: Router, registrar: Registrar,
+                 registrar_accounts: MutableMapping[str, Account], accounts: dict[str, Account],
+                 registrations: Callable[[], DurableRegistrations | None],
+                 now: Callable[[], float]) -> None:
+        self.link = link
+        self.router = router
+        self.registrar = registrar
+        self.registrar_accounts = registrar_accounts
+        self.accounts = accounts
+        self.registrations = registrations
+        self.now = now
+        self.released: set[str] = set()
+
+    def is_released(self, agent: str) -> bool:
+        return agent in self.released
+
+    def release(self, to: str) -> tuple[list[str], list[str]]:
+        released, busy = [], []
+        for agent in sorted(self.link.own_agents - self.released):
+            try:
+                state = self.router.agent(agent).state
+            except RouterError:
+                continue
+            if state in ON_A_CALL:
+                busy.append(agent)
+                continue
+            self.router.agent_reachable(agent, False)  # no call offered here from now on
+            self.released.add(agent)
+            released.append(agent)
+        return released, busy
+
+    def restore_released(self) -> None:
+        released, self.released = self.released, set()
+        for agent in sorted(released & self.link.own_agents):
+            self._reachable_again(agent)
+
+    async def claim(self, agents: list[str], from_site: str) -> list[str]:
+        unknown = [agent for agent in agents if self.link.bus.owner_of(agent) is None]
+        if unknown:
+            raise ValueError(f"unknown agent(s): {', '.join(unknown)}")
+        return await self._claim(agents, f"drill from {from_site}")
+
+    async def take_back(self) -> list[str]:
+        home = sorted(agent for agent, site in self.link.home_sites.items()
+                      if site == self.link.site and self.link.bus.owner_of(agent) != self.link.site)
+        return await self._claim(home, "drill back: home again")
+
+    async def _claim(self, agents: list[str], by: str) -> list[str]:
+        claimed = []
+        for agent in agents:
+            if self.link.bus.owner_of(agent) != self.link.site:
+                self.link.bus.claim_agent(agent, by)
+                claimed.append(agent)
+            account = self.accounts.get(agent)
+            if account is not None:
+                self.registrar_accounts[agent] = account
+        registrations = self.registrations()
+        if registrations is not None and agents:
+            await registrations.restore(set(agents))
+        for agent in agents:
+            self._reachable_again(agent)
+        return claimed
+
+    def _reachable_again(self, agent: str) -> None:
+        """Reachable when its phone's registration is known here, and logged in (it served
+        calls where it was)."""
+        registered = bool(self.registrar.bindings(agent, self.now()))
+        try:
+            self.router.agent_reachable(agent, registered)
+            if registered and self.router.agent(agent).state is AgentState.OFFLINE:
+                self.router.login(agent)
+        except RouterError as error:
+            log.info("agent %s: %s", agent, error)
