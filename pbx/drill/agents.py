@@ -22,6 +22,7 @@ log = logging.getLogger("pbx.drill")
 
 # An agent in one of these states is on a call (or about to be): it moves once that ends.
 ON_A_CALL = frozenset({AgentState.RESERVED, AgentState.RINGING, AgentState.ON_CALL})
+RINGING = frozenset({AgentState.RESERVED, AgentState.RINGING})
 
 
 class DrillAgents:
@@ -42,19 +43,22 @@ class DrillAgents:
         return agent in self.released
 
     def release(self, to: str) -> tuple[list[str], list[str]]:
-        released, busy = [], []
-        for agent in sorted(self.link.own_agents - self.released):
+        """Offer no new call to this site's agents (a call under way goes on, and so does a
+        ringing one, released at the next round); (free to claim, still on a call)."""
+        ready, busy = [], []
+        for agent in sorted(self.link.own_agents):
             try:
                 state = self.router.agent(agent).state
             except RouterError:
                 continue
-            if state in ON_A_CALL:
+            if agent not in self.released and state not in RINGING:
+                self.router.agent_reachable(agent, False)
+                self.released.add(agent)
+            if agent in self.released and state not in ON_A_CALL:
+                ready.append(agent)
+            else:
                 busy.append(agent)
-                continue
-            self.router.agent_reachable(agent, False)  # no call offered here from now on
-            self.released.add(agent)
-            released.append(agent)
-        return released, busy
+        return ready, busy
 
     def restore_released(self) -> None:
         released, self.released = self.released, set()

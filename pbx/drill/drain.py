@@ -8,8 +8,8 @@ a 486 would not be). Calls in progress (and in-dialog requests) carry on. Callba
 requests: no new try starts here; once the tries under way have ended, ``hand_over``
 gives this site's requests up and the other sites adopt them at once (their leases end).
 
-Agents: ``release_agents`` stops offering calls to this site's agents who are not on a
-call, for the target site to claim (``pbx.site_link``); an agent on a call is released
+Agents: ``release_agents`` stops offering new calls to this site's agents and gives those
+not on a call to the target site to claim (``pbx.drill.agents``); an agent on a call goes
 once that call ends (the drill asks again). Callers waiting here are offered to the other
 sites' agents (``pbx.calls.cross_site``), each counted here as moved. The drain is on the
 bus (retained): a restart of this site finds it and stays drained until it ends, and the
@@ -122,20 +122,21 @@ class SiteDrain:
                                        "agent": event.agent, "at": event.at})
 
     def release_agents(self, to: str) -> tuple[list[str], list[str]]:
-        """Stop offering calls to this site's agents not on a call, for ``to`` to claim
-        them; (released now, still on a call)."""
+        """Offer no new call to this site's agents; (free for ``to`` to claim, still on a
+        call: to claim once it ends)."""
         if not self.draining:
             raise DrainConflict(f"site {self.site} is not drained: its agents stay here")
         if self._agents is None:
             return [], []
         released, busy = self._agents.release(to)
         now = time.time()
-        for agent in released:
-            self.agents_released.setdefault(agent, now)
-        if released:
+        new = [agent for agent in released if agent not in self.agents_released]
+        for agent in new:
+            self.agents_released[agent] = now
+        if new:
             log.warning("site %s released agent(s) %s for site %s to serve", self.site,
-                        ", ".join(released), to)
-            self._events.publish(AgentsReleased(self.site, to, tuple(released), at=now))
+                        ", ".join(new), to)
+            self._events.publish(AgentsReleased(self.site, to, tuple(new), at=now))
         return released, busy
 
     async def claim_agents(self, agents: list[str], from_site: str) -> list[str]:

@@ -286,11 +286,13 @@ class Drill:
         source, target = report.from_site, report.to_site
         released = self._api(source).request("POST", f"/sites/{source}/drain/agents",
                                               {"to": target})
-        if released["released"]:
+        moved = {item["agent"] for item in report.moved_agents}
+        ready = [agent for agent in released["released"] if agent not in moved]
+        if ready:
             claimed = self._api(target).request("POST", f"/sites/{target}/agents/claim",
-                                                {"agents": released["released"], "from": source})
+                                                {"agents": ready, "from": source})
             at = datetime.fromtimestamp(claimed["at"], UTC).isoformat()
-            for agent in released["released"]:
+            for agent in ready:
                 report.moved_agents.append({"agent": agent, "at": at})
                 self.say(f"agent {agent} moved to {target}")
             report.agents_moved = len(report.moved_agents)
