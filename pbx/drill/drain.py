@@ -104,6 +104,10 @@ class SiteDrain:
         callbacks = self._callbacks()
         if callbacks is not None:
             callbacks.pause()
+        if self._agents is not None:
+            # From this moment no new call is offered to this site's agents: callers waiting
+            # here go to the other sites' agents (the drill claims these ones there).
+            self._agents.release(by)
         self._events.publish(DrainStarted(self.site, by, at=since))
 
     def _announced(self, event: DrainAnnounced) -> None:
