@@ -120,8 +120,11 @@ def test_a_drill_moves_madrids_agent_to_bogota_stays_drained_over_a_restart_and_
         assert status == 200 and after["draining"] and after["since"] == drain["since"], after
         assert options_status(restarted) == 503
         assert "site madrid stays drained" in restarted.log_text()
-        # Its stored registration came back, but the claim was read before anything ran.
-        assert "restored" in restarted.log_text()
+        # Its stored registration came back, but the claim was read before it listened.
+        text = restarted.log_text()
+        assert "restored 1 registration(s) from the store" in text
+        claim_read = text.index(f"agent {agent} is served by site bogota now")
+        assert claim_read < text.index("listening for SIP on UDP"), text
         assert not live(restarted, agent).get("reachable")
         assert wait_until(lambda: bogota.healthz()["bus"]["sites"]["madrid"]["up"], 10)
         assert bogota.healthz()["bus"]["sites"]["madrid"]["drained"] is True
