@@ -1,11 +1,12 @@
-"""Drill metrics: whether this site is drained, and its drains and callback hand-overs."""
+"""Drill metrics: whether this site is drained, its drains, and the agents, callers and
+callbacks it handed over."""
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from events import EventBus
-from events.drills import CallbacksHandedOver, DrainEnded, DrainStarted
+from events.drills import AgentsReleased, CallbacksHandedOver, CallerMoved, DrainEnded, DrainStarted
 
 
 class DrillMetrics:
@@ -21,15 +22,28 @@ class DrillMetrics:
             "centralita_drill_callbacks_handed_over",
             "Pending callback requests this site gave up during a drill for another to adopt",
             ["site"], registry=registry)
+        self.agents_released = Counter(
+            "centralita_drill_agents_released",
+            "This site's agents released during a drill for another site to claim",
+            ["site"], registry=registry)
+        self.callers_moved = Counter(
+            "centralita_drill_callers_moved",
+            "Callers waiting at this drained site answered by another site's agent",
+            ["site"], registry=registry)
         self.draining.labels(site).set(0)
         self.drains.labels(site)
         self.callbacks_handed_over.labels(site)
+        self.agents_released.labels(site)
+        self.callers_moved.labels(site)
 
     def subscribe(self, bus: EventBus) -> None:
         bus.subscribe(self._started, DrainStarted)
         bus.subscribe(lambda e: self.draining.labels(e.site).set(0), DrainEnded)
         bus.subscribe(lambda e: self.callbacks_handed_over.labels(e.site).inc(e.requests),
                       CallbacksHandedOver)
+        bus.subscribe(lambda e: self.agents_released.labels(e.site).inc(len(e.agents)),
+                      AgentsReleased)
+        bus.subscribe(lambda e: self.callers_moved.labels(e.site).inc(), CallerMoved)
 
     def _started(self, event: DrainStarted) -> None:
         self.draining.labels(event.site).set(1)

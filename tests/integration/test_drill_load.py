@@ -262,6 +262,11 @@ def test_a_drill_under_load_moves_madrids_agents_and_waiting_callers_to_bogota(
               f"{[(m['agent'], m['at']) for m in report['moved_agents']]}, "
               f"{report['calls_answered']} calls answered during it")
 
+        # Visible in madrid's metrics.
+        assert madrid.metric("centralita_drill_agents_released_total", site="madrid") == 2
+        assert madrid.metric("centralita_drill_callers_moved_total",
+                             site="madrid") == report["callers_moved"]
+
         back = run_drill("--back", *apis)
         assert back.returncode == 0, back.stdout + back.stderr
         for agent in ("2001", "2003"):
