@@ -25,6 +25,7 @@ from events import (
     SipSourceBlocked,
 )
 from events.callbacks import CallbackEnded
+from events.drills import AgentOwnerChanged
 from events.sites import SiteDown
 from ivr.call_log import IvrCallLog
 from ivr.engine import CustomerProfile
@@ -209,6 +210,8 @@ class Server:
                                          self._registrar_accounts, config.accounts,
                                          lambda: self.durable_registrations, self.endpoint.now)
                              if self.site_link is not None else None)
+        if self.drill_agents is not None:
+            self.events.subscribe(self.drill_agents.owner_changed, AgentOwnerChanged)
         self.drain = (SiteDrain(config.site, self.events,
                                 lambda: self.recorder.live_calls if self.recorder else 0,
                                 lambda: self.callback_service, self.drill_agents)

@@ -9,9 +9,11 @@ phone's next REGISTER 503, so the front door sends it to the target, which keeps
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, MutableMapping
 
+from events.drills import AgentOwnerChanged
 from pbx.configuration.server import Account
 from pbx.registration.durable import DurableRegistrations
 from pbx.registration.registrar import Registrar
@@ -38,6 +40,7 @@ class DrillAgents:
         self.registrations = registrations
         self.now = now
         self.released: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def is_released(self, agent: str) -> bool:
         return agent in self.released
@@ -76,15 +79,34 @@ class DrillAgents:
                       if site == self.link.site and self.link.bus.owner_of(agent) != self.link.site)
         return await self._claim(home, "drill back: home again")
 
+    def owner_changed(self, event: AgentOwnerChanged) -> None:
+        """An agent of another site is this site's now, by a claim this process did not
+        make (its own retained claim, read after a restart): its phone's account and stored
+        registration come here, so its calls ring it without waiting for a REGISTER."""
+        agent = event.agent
+        if (event.site != self.link.site or agent in self.registrar_accounts
+                or agent not in self.accounts):
+            return
+        self.registrar_accounts[agent] = self.accounts[agent]
+        task = asyncio.get_running_loop().create_task(self._registered_elsewhere(agent))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _registered_elsewhere(self, agent: str) -> None:
+        registrations = self.registrations()
+        if registrations is not None:
+            await registrations.restore({agent})
+        self._reachable_again(agent)
+
     async def _claim(self, agents: list[str], by: str) -> list[str]:
         claimed = []
         for agent in agents:
-            if self.link.bus.owner_of(agent) != self.link.site:
-                self.link.bus.claim_agent(agent, by)
-                claimed.append(agent)
             account = self.accounts.get(agent)
             if account is not None:
                 self.registrar_accounts[agent] = account
+            if self.link.bus.owner_of(agent) != self.link.site:
+                self.link.bus.claim_agent(agent, by)
+                claimed.append(agent)
         registrations = self.registrations()
         if registrations is not None and agents:
             await registrations.restore(set(agents))

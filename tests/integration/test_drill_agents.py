@@ -8,7 +8,8 @@ phone's REGISTER 503 (a front door then tries bogota). Madrid is killed -9 and s
 again: it is still drained (the retained drain on the bus) and, having read bogota's claim
 before serving anything, does not count 2001 as reachable though it restored 2001's
 registration; bogota knows madrid is drained. A caller at bogota reaches 2001's phone.
-`pbx drill --back` ends the drain and brings 2001 home.
+Bogota killed -9 and started again still serves 2001 at once. `pbx drill --back` ends the
+drain and brings 2001 home.
 """
 
 from __future__ import annotations
@@ -139,6 +140,16 @@ def test_a_drill_moves_madrids_agent_to_bogota_stays_drained_over_a_restart_and_
             return [r for r in calls if r["caller"] == "+34915550088" and r["agent"] == agent
                     and r["answered"]]
         assert wait_until(lambda: answered_by_agent() != [], 40)
+
+        # Bogota killed and started again: its own claim, read back, brings 2001's stored
+        # registration with it (no waiting for the phone's next REGISTER).
+        os.kill(bogota.pid, signal.SIGKILL)
+        bogota.process.wait(10)
+        bogota = start_pbx(tmp_path / "bogota-restarted", config_yaml=bogota.config_path.read_text(),
+                           extra_args=("--site", "bogota", "--var-dir", str(bogota.var_dir)),
+                           ports=(bogota.sip_port, bogota.http_port))
+        servers["bogota-restarted"] = bogota
+        assert wait_until(lambda: live(bogota, agent).get("reachable"), 15), live(bogota, agent)
 
         apis = ["--api", f"madrid={restarted.http_url}", "--api", f"bogota={bogota.http_url}"]
         back = run_drill("--back", *apis)
