@@ -23,6 +23,9 @@ class RemoteAgents(Mapping[str, AgentState]):
         self._agent_sites = dict(agent_sites)
         self._states: dict[str, AgentState] = {}
         self._unconfirmed: set[str] = set()
+        # A state published by a site that does not own the agent yet: its claim may come
+        # right after (a starting site reads agents/{agent} before agents/{agent}/owner).
+        self._before_claim: dict[tuple[str, str], AgentState] = {}
 
     def __getitem__(self, agent: str) -> AgentState:
         return self._states[agent]
@@ -36,14 +39,21 @@ class RemoteAgents(Mapping[str, AgentState]):
     def of_site(self, site: str) -> dict[str, AgentState]:
         return {agent: state for agent, state in self._states.items() if state.site == site}
 
-    def set_owner(self, agent: str, site: str) -> AgentState | None:
-        """``agent`` belongs to ``site`` now; the state its former site published, dropped."""
+    def set_owner(self, agent: str, site: str) -> tuple[AgentState | None, AgentState | None]:
+        """``agent`` belongs to ``site`` now: (the state its former site published, dropped;
+        the state ``site`` published before its claim was read, taken)."""
         self._agent_sites[agent] = site
+        dropped = None
         state = self._states.get(agent)
         if state is not None and state.site != site:
             del self._states[agent]
-            return state
-        return None
+            dropped = state
+        taken = self._before_claim.pop((site, agent), None)
+        if taken is not None and site != self.own_site:
+            self._states[agent] = taken
+        else:
+            taken = None
+        return dropped, taken
 
     def check_owner(self, site: str, agent: str) -> None:
         owner = self._agent_sites.get(agent)
@@ -55,7 +65,12 @@ class RemoteAgents(Mapping[str, AgentState]):
     def apply(self, site: str, agent: str, state: AgentState | None) -> bool:
         """Apply what ``site`` published on ``agent``'s topic (None: withdrawn); True if it changed."""
         if state is None and agent not in self._states:
+            self._before_claim.pop((site, agent), None)
             return False  # withdrawing what was never here (or was refused) changes nothing
+        owner = self._agent_sites.get(agent)
+        if (state is not None and owner is not None and owner != site
+                and state.site == site and state.agent == agent):
+            self._before_claim[(site, agent)] = state  # one per known agent and site
         self.check_owner(site, agent)
         if state is not None and (state.site != site or state.agent != agent):
             raise Refused(f"payload names {state.site}/{state.agent}, topic {site}/{agent}")

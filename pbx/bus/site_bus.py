@@ -265,9 +265,12 @@ class BusCore:
                                           "the claims were read")
             return
         self._agent_sites[claim.agent] = winner.site
-        dropped = self._remote.set_owner(claim.agent, winner.site)
+        dropped, taken = self._remote.set_owner(claim.agent, winner.site)
         if dropped is not None:
             self._emit(RemoteAgentChanged(dropped.site, claim.agent, None, None, at=self._wall()))
+        if taken is not None:
+            self._emit(RemoteAgentChanged(taken.site, claim.agent, taken.presence, taken.since,
+                                          at=self._wall()))
         if previous == self.site:
             self._own_agents.pop(claim.agent, None)  # the new owner publishes its state now
         self._emit(AgentOwnerChanged(claim.agent, winner.site, previous, winner.version,

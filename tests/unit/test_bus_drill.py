@@ -8,7 +8,7 @@ from __future__ import annotations
 from test_bus_in_process import AGENTS, BEAT, SITES, Recorder, eventually, sites
 
 from events.drills import AgentOwnerChanged, DrainAnnounced
-from pbx.bus import InProcessBroker, InProcessSiteBus, Topics
+from pbx.bus import InProcessBroker, InProcessSiteBus, RemoteAgentChanged, Topics
 from pbx.bus.codec import SiteDrainState
 
 
@@ -98,3 +98,24 @@ async def test_once_synced_a_phone_registering_at_home_claims_its_agent_back_at_
         await eventually(lambda: bogota.owner_of("1001") == "madrid", "bogota hears it")
         # Its own agent, registering at home: nothing to claim.
         assert madrid.phone_registered("1001", "again") is None
+
+
+async def test_a_starting_site_keeps_the_state_a_claimant_published_before_its_claim_is_read():
+    broker = InProcessBroker()
+    async with sites(broker, "bogota") as [(bogota, _)]:
+        # What a broker hands a starting site in topic order: agents/1001, then its owner.
+        bogota._send(Topics("test").agent("bogota", "1001"),
+                     b'{"schema":1,"site":"bogota","agent":"1001","presence":"available",'
+                     b'"since":5.0}', True)
+        bogota.claim_agent("1001", "drill from madrid")
+        lima, events = _site(broker, "lima")
+        await lima.start()
+        try:
+            assert await lima.wait_synced(2)
+            assert lima.owner_of("1001") == "bogota"
+            state = lima.remote_agents["1001"]
+            assert (state.site, state.presence.value, state.since) == ("bogota", "available", 5.0)
+            assert [(e.site, e.presence) for e in events.of(RemoteAgentChanged)
+                    if e.agent == "1001"][-1] == ("bogota", state.presence)
+        finally:
+            await lima.close()
