@@ -168,7 +168,7 @@ def test_a_drill_under_load_moves_madrids_agents_and_waiting_callers_to_bogota(
     5 s) registered through the front door; SIPp callers through the front door wait in
     the queue at both sites. The drill starts while callers wait at madrid: madrid's agents
     move to bogota, madrid's waiting callers are answered by bogota's agents (moved or
-    not) at their place, nobody is lost, and the report says exactly that."""
+    not) as cross-site calls, nobody is lost, and the report says exactly that."""
     require_binary("sipp", "sip-tester")
     monkeypatch.setattr(sa, "UAS_HANGUP_XML", AGENT_HANGS_UP)  # their BYE follows the route
     name = asyncio.run(create_database(postgres_server))
