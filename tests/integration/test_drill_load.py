@@ -31,7 +31,9 @@ from integration.test_queue_agents import wait_until
 from peers import sipp
 from peers.procs import require_binary
 
-pytestmark = pytest.mark.integration
+# Two sites, Kamailio and SIPp callers at a steady rate: the drill must start while callers
+# still wait at madrid, which a machine busy with other tests can spoil, so these run alone.
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("heavy")]
 
 postgres_server = postgres_fixture.postgres_server
 mqtt_url = mosquitto_fixture.mqtt_url
