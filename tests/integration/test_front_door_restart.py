@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -62,6 +63,10 @@ def test_a_phone_registered_through_the_front_door_is_called_through_it_after_a_
                           sip_trace=True, ports=(madrid.sip_port, madrid.http_port))
     try:
         assert "restored 1 registration(s) from the store" in restarted.log_text()
+        # The front door took madrid out at the kill; its next OPTIONS probe answered puts it
+        # back (a call before that is refused "503 No site available", rightly).
+        assert wait_for(lambda: "OPTIONS sip:" in restarted.log_text()), restarted.log_text()
+        time.sleep(0.5)
         agent_log = tmp_path / "agent" / "agent.log"
         (tmp_path / "agent").mkdir()
         phone = sipp.start(None, workdir=tmp_path / "agent", scenario=AGENT, port=phone_port,

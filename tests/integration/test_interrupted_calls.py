@@ -196,8 +196,12 @@ def test_callers_waiting_when_the_server_died_call_again_and_keep_their_place(
         live = {call["caller"]: call["call_id"] for call in _get(second, "/api/v1/calls/live")}
 
         def entered(number: str) -> dict:
-            [line] = [line for line in _get(second, f"/api/v1/calls/{live[number]}")["queue_log"]
-                      if line["event"] == "ENTERQUEUE"]
+            def lines() -> list[dict]:
+                return [line for line in _get(second, f"/api/v1/calls/{live[number]}")["queue_log"]
+                        if line["event"] == "ENTERQUEUE"]
+            # The queue log reaches the store in the record writer's next batch.
+            assert wait_until(lambda: lines(), 10), number
+            [line] = lines()
             return line["data"]
         # The priority caller is back at priority 3 and at the head; the other, priority 1,
         # ahead of the newcomer who arrived after the restart but before they called again.
