@@ -112,8 +112,12 @@ def test_calls_in_progress_at_a_kill_9_are_recorded_as_interrupted_once(
             live = in_progress()
             assert live[TALKING_CALLER]["state"] == "talking"
             # What the crash must not lose is in the store before the kill.
-            assert wait_until(lambda: {(n.caller, n.agent) for n in _noted_in_progress(store_url)}
-                              == {(TALKING_CALLER, agent)} | {(n, None) for n in WAITING_CALLERS},
+            # The queue is noted with the caller's entry, which the record writer may store
+            # in a later batch than the call's start: wait for it too.
+            assert wait_until(lambda: {(n.caller, n.queue, n.agent)
+                                       for n in _noted_in_progress(store_url)}
+                              == {(TALKING_CALLER, sa.QUEUE, agent)}
+                              | {(n, sa.QUEUE, None) for n in WAITING_CALLERS},
                               15), _noted_in_progress(store_url)
             call_ids = {number: call["call_id"] for number, call in live.items()}
 
